@@ -1,0 +1,1 @@
+"""jaxhpo: population-based hyperparameter tuning of Transformers in JAX."""
