@@ -1,0 +1,668 @@
+"""Search spaces: typed hyperparameter dimensions and maps to unit / unconstrained coordinates.
+
+A :class:`Space` is an ordered mapping ``name -> Dimension``. Values travel as *columns*: a dict
+``name -> array`` whose arrays share one batch shape (usually ``(n,)``, one entry per trial).
+
+Dtype conventions:
+    * Numeric dimensions (``Float``, ``Int``, a ``Choice`` of numbers, a numeric ``Fixed``) give
+      **float64** numpy arrays from :meth:`Space.sample`, :meth:`Space.grid`, :meth:`Space.sobol`
+      and :meth:`Space.clip`. ``Int`` columns hold integer values stored as float64; cast with
+      ``.astype(int)`` where an integer is needed.
+    * Categorical dimensions (a ``Choice`` with any str/bool value, a str/bool ``Fixed``) give
+      numpy arrays of dtype ``object``.
+
+Unit coordinates put every searched (non-``Fixed``) dimension on ``[0, 1]``: linearly (or in
+log space for ``log=True``) for ``Float``; ``Int`` uses the same map on ``[low - 0.5, high + 0.5]``
+followed by rounding, so each integer gets an equal-width bin; ``Choice`` splits ``[0, 1]`` into
+equal-width bins, one per value. Unconstrained coordinates are ``logit(unit)``.
+
+The unit maps dispatch on their input: numpy / Python inputs are computed with numpy in float64
+(exact round trips); ``jax.Array`` inputs (including tracers inside ``jit``/``grad``) are
+computed with ``jax.numpy`` and stay differentiable for ``Float`` dimensions. Categorical
+choices can only be decoded from concrete (non-traced) values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.special
+from numpy.typing import ArrayLike
+from scipy.stats import qmc
+
+Array = np.ndarray | jax.Array
+
+_EPS = 1e-6
+_VALIDATE_RTOL = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class Float:
+    """A real interval ``[low, high]``, log-scaled if ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Int:
+    """An integer range ``low..high`` (both inclusive), log-scaled if ``log``."""
+
+    low: int
+    high: int
+    log: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of a tuple of distinct values (all numbers, or str/bool for a categorical choice)."""
+
+    values: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Fixed:
+    """A constant that is not searched (a number, str or bool)."""
+
+    value: Any
+
+
+Dimension = Float | Int | Choice | Fixed
+
+_TYPES = {"float": Float, "int": Int, "choice": Choice, "fixed": Fixed}
+_KEYS = {
+    Float: ("type", "low", "high", "log"),
+    Int: ("type", "low", "high", "log"),
+    Choice: ("type", "values"),
+    Fixed: ("type", "value"),
+}
+_SHORTHAND = re.compile(r"^\s*(loguniform|uniform|logint|int)\s*\((.*)\)\s*$")
+_SHORTHAND_START = re.compile(r"^\s*(loguniform|uniform|logint|int)\s*\(")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and parsing
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+        v, bool | np.bool_
+    )
+
+
+def _number(v: Any, what: str, path: str) -> float:
+    """Parses a finite number (numeric strings such as PyYAML's ``'1e-4'`` are accepted)."""
+    if isinstance(v, str):
+        try:
+            f = float(v)
+        except ValueError:
+            raise ValueError(f"{path}: {what} must be a number, got {v!r}") from None
+    elif _is_number(v):
+        f = float(v)
+    else:
+        raise ValueError(f"{path}: {what} must be a number, got {v!r}")
+    if not math.isfinite(f):
+        raise ValueError(f"{path}: {what} must be finite, got {v!r}")
+    return f
+
+
+def _integer(v: Any, what: str, path: str) -> int:
+    if isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_):
+        return int(v)
+    f = _number(v, what, path)
+    if f != round(f):
+        raise ValueError(f"{path}: int bounds must be integers, got {v!r}")
+    return int(f)
+
+
+def _check_bool(v: Any, what: str, path: str) -> bool:
+    if not isinstance(v, bool | np.bool_):
+        raise ValueError(f"{path}: {what} must be true or false, got {v!r}")
+    return bool(v)
+
+
+def _is_categorical(dim: Dimension) -> bool:
+    if isinstance(dim, Choice):
+        return not all(_is_number(v) for v in dim.values)
+    if isinstance(dim, Fixed):
+        return not _is_number(dim.value)
+    return False
+
+
+def _check_dim(dim: Any, path: str) -> Dimension:
+    """Validates one dimension and returns it normalized (Python floats/ints, tuple values)."""
+    if isinstance(dim, Float | Int):
+        conv = _number if isinstance(dim, Float) else _integer
+        low, high = conv(dim.low, "low", path), conv(dim.high, "high", path)
+        log = _check_bool(dim.log, "log", path)
+        if low == high:
+            raise ValueError(
+                f"{path}: empty range, low ({low!r}) == high ({high!r}); use a fixed value instead"
+            )
+        if low > high:
+            raise ValueError(f"{path}: low ({low!r}) must be < high ({high!r})")
+        if log and low <= 0:
+            raise ValueError(f"{path}: log range must be > 0, got low={low!r}")
+        return type(dim)(low, high, log)
+    if isinstance(dim, Choice):
+        if isinstance(dim.values, str) or not isinstance(dim.values, tuple | list):
+            raise ValueError(f"{path}: choice values must be a list, got {dim.values!r}")
+        if not dim.values:
+            raise ValueError(f"{path}: choice needs at least one value")
+        values = []
+        for v in dim.values:
+            if isinstance(v, np.generic):
+                v = v.item()
+            if not isinstance(v, int | float | str | bool):
+                raise ValueError(f"{path}: choice values must be numbers or strings, got {v!r}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{path}: choice values must be finite, got {v!r}")
+            if v in values:
+                raise ValueError(f"{path}: duplicate choice value {v!r}")
+            values.append(v)
+        return Choice(tuple(values))
+    if isinstance(dim, Fixed):
+        v = dim.value.item() if isinstance(dim.value, np.generic) else dim.value
+        if not isinstance(v, int | float | str | bool):
+            raise ValueError(f"{path}: fixed value must be a number, string or bool, got {v!r}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{path}: fixed value must be finite, got {v!r}")
+        return Fixed(v)
+    raise ValueError(f"{path}: not a dimension: {dim!r}")
+
+
+def _parse_shorthand(s: str, path: str) -> Dimension:
+    m = _SHORTHAND.match(s)
+    args = m.group(2).split(",") if m else []
+    if m is None or len(args) != 2:
+        raise ValueError(
+            f"{path}: bad shorthand {s!r} (expected loguniform(low, high), uniform(low, high), "
+            "int(low, high) or logint(low, high))"
+        )
+    kind = m.group(1)
+    low, high = (a.strip() for a in args)
+    if kind in ("int", "logint"):
+        return Int(_integer(low, "low", path), _integer(high, "high", path), kind == "logint")
+    return Float(_number(low, "low", path), _number(high, "high", path), kind == "loguniform")
+
+
+def _parse_dim(spec: Any, path: str) -> Dimension:
+    """Parses one config entry (mapping, shorthand string, list or scalar) into a dimension."""
+    if isinstance(spec, Float | Int | Choice | Fixed):
+        return spec
+    if isinstance(spec, Mapping):
+        if "type" not in spec:
+            raise ValueError(f"{path}: missing key 'type' (expected one of {', '.join(_TYPES)})")
+        kind = spec["type"]
+        cls = _TYPES.get(kind.lower()) if isinstance(kind, str) else None
+        if cls is None:
+            raise ValueError(f"{path}: unknown type {kind!r} (expected one of {', '.join(_TYPES)})")
+        keys = _KEYS[cls]
+        for k in spec:
+            if k not in keys:
+                raise ValueError(f"{path}: unknown key {k!r} (expected {', '.join(keys)})")
+        kwargs = {k: spec[k] for k in keys[1:] if k in spec}
+        for k in keys[1:]:
+            if k not in kwargs and k != "log":
+                raise ValueError(f"{path}: missing key {k!r}")
+        return cls(**kwargs)
+    if isinstance(spec, str) and _SHORTHAND_START.match(spec):
+        return _parse_shorthand(spec, path)
+    if isinstance(spec, list | tuple):
+        return Choice(tuple(spec))
+    if isinstance(spec, int | float | str | bool | np.generic):
+        return Fixed(spec)
+    raise ValueError(f"{path}: cannot parse dimension from {spec!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-dimension unit maps (xp is numpy or jax.numpy)
+
+
+def _log_bounds(dim: Float | Int) -> tuple[float, float]:
+    a, b = (dim.low, dim.high) if isinstance(dim, Float) else (dim.low - 0.5, dim.high + 0.5)
+    return (math.log(a), math.log(b)) if dim.log else (a, b)
+
+
+def _numeric_to_unit(dim: Float | Int | Choice, x: Any, xp: Any) -> Any:
+    if isinstance(dim, Choice):
+        vals = xp.asarray(dim.values, dtype=float)
+        idx = xp.argmin(xp.abs(x[..., None] - vals), axis=-1)
+        return (idx + 0.5) / len(dim.values)
+    a, b = _log_bounds(dim)
+    t = xp.log(x) if dim.log else x
+    return xp.clip((t - a) / (b - a), 0.0, 1.0)
+
+
+def _numeric_from_unit(dim: Float | Int | Choice, u: Any, xp: Any) -> Any:
+    if isinstance(dim, Choice):
+        k = len(dim.values)
+        idx = xp.clip(xp.floor(u * k), 0, k - 1).astype(int)
+        return xp.asarray(dim.values, dtype=float)[idx]
+    a, b = _log_bounds(dim)
+    t = a + u * (b - a)
+    x = xp.exp(t) if dim.log else t
+    if isinstance(dim, Int):
+        x = xp.round(x)
+    return xp.clip(x, dim.low, dim.high)
+
+
+def _xp_of(*arrays: Any) -> Any:
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+# --------------------------------------------------------------------------------------------
+# Space
+
+
+class Space:
+    """An ordered, validated collection of named dimensions.
+
+    Args:
+        dims: Mapping ``name -> Dimension``; insertion order is kept.
+        where: Prefix for error messages (e.g. ``"space"`` gives ``space.lr: ...``).
+
+    Raises:
+        ValueError: If a name or dimension is invalid (one-line message naming the field).
+    """
+
+    def __init__(self, dims: Mapping[str, Dimension], *, where: str = "space"):
+        if not isinstance(dims, Mapping):
+            raise ValueError(f"{where}: expected a mapping of name -> dimension, got {dims!r}")
+        self.where = where
+        self._dims: dict[str, Dimension] = {}
+        for name, dim in dims.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(
+                    f"{where}: dimension names must be non-empty strings, got {name!r}"
+                )
+            self._dims[name] = _check_dim(dim, f"{where}.{name}")
+        self.names: tuple[str, ...] = tuple(self._dims)
+        self.searched: tuple[str, ...] = tuple(
+            n for n, d in self._dims.items() if not isinstance(d, Fixed)
+        )
+
+    # -- construction / serialization ------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], *, where: str = "space") -> Space:
+        """Builds a space from a YAML-style mapping.
+
+        Each entry is a mapping with ``type`` (``float``/``int``/``choice``/``fixed``), a shorthand
+        string (``"loguniform(1e-4, 1e-1)"``, ``"uniform(0, 1)"``, ``"int(1, 8)"``,
+        ``"logint(1, 64)"``), a list (a ``Choice``), or a scalar (a ``Fixed``).
+
+        Args:
+            cfg: Mapping ``name -> entry``.
+            where: Field-path prefix used in error messages.
+
+        Returns:
+            The validated space.
+
+        Raises:
+            ValueError: On bad input, with a one-line message naming ``where.name``.
+        """
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f"{where}: expected a mapping of name -> dimension, got {cfg!r}")
+        dims = {name: _parse_dim(spec, f"{where}.{name}") for name, spec in cfg.items()}
+        return cls(dims, where=where)
+
+    def to_config(self) -> dict[str, dict[str, Any]]:
+        """Returns a plain (YAML-dumpable) mapping that :meth:`from_config` turns back into self."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, d in self._dims.items():
+            if isinstance(d, Float | Int):
+                kind = "float" if isinstance(d, Float) else "int"
+                out[name] = {"type": kind, "low": d.low, "high": d.high, "log": d.log}
+            elif isinstance(d, Choice):
+                out[name] = {"type": "choice", "values": list(d.values)}
+            else:
+                out[name] = {"type": "fixed", "value": d.value}
+        return out
+
+    # -- mapping protocol ------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._dims)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dims)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._dims
+
+    def __getitem__(self, name: str) -> Dimension:
+        return self._dims[name]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Space):
+            return NotImplemented
+        return list(self._dims.items()) == list(other._dims.items())
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._dims.items()))
+
+    def __repr__(self) -> str:
+        return f"Space({self._dims!r})"
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _path(self, name: str) -> str:
+        return f"{self.where}.{name}"
+
+    def _fixed_column(self, dim: Fixed, shape: tuple[int, ...], xp: Any) -> Any:
+        if _is_categorical(dim):
+            return np.full(shape, dim.value, dtype=object)
+        return xp.full(shape, float(dim.value), dtype=float)
+
+    def _batch_shape(self, columns: Mapping[str, ArrayLike]) -> tuple[int, ...]:
+        for name in self.names:
+            if name in columns:
+                return tuple(np.shape(columns[name]))
+        return ()
+
+    def _require(self, columns: Mapping[str, ArrayLike]) -> None:
+        for name in self.searched:
+            if name not in columns:
+                raise ValueError(f"{self._path(name)}: missing column")
+
+    # -- unit / unconstrained maps ---------------------------------------------------------
+
+    def to_unit(self, columns: Mapping[str, ArrayLike]) -> Array:
+        """Maps columns to unit coordinates.
+
+        Args:
+            columns: ``name -> array`` for every searched name (other keys are ignored).
+                Out-of-range numeric values are clipped; numeric choices snap to the nearest value.
+
+        Returns:
+            Array of shape ``[..., len(searched)]`` in ``[0, 1]`` (bin centres for ints/choices).
+            A ``jax.Array`` if any column is one, else a float64 numpy array.
+
+        Raises:
+            ValueError: If a searched column is missing or a categorical value is not a choice.
+        """
+        self._require(columns)
+        xp = _xp_of(*(columns[n] for n in self.searched))
+        shape = self._batch_shape(columns)
+        out = []
+        for name in self.searched:
+            dim = self._dims[name]
+            if _is_categorical(dim):
+                assert isinstance(dim, Choice)
+                col = np.asarray(columns[name], dtype=object)
+                index = {v: i for i, v in enumerate(dim.values)}
+                try:
+                    idx = np.vectorize(index.__getitem__, otypes=[float])(col)
+                except (KeyError, TypeError):
+                    bad = next(v for v in col.ravel() if v not in index)
+                    raise ValueError(
+                        f"{self._path(name)}: {bad!r} is not one of {list(dim.values)}"
+                    ) from None
+                out.append(xp.asarray((idx + 0.5) / len(dim.values)))
+            else:
+                x = columns[name]
+                x = x if xp is jnp else np.asarray(x, dtype=np.float64)
+                out.append(_numeric_to_unit(dim, xp.asarray(x), xp))  # type: ignore[arg-type]
+        if not out:
+            return xp.zeros((*shape, 0))
+        return xp.stack(out, axis=-1)
+
+    def from_unit(self, u: ArrayLike) -> dict[str, Array]:
+        """Maps unit coordinates back to columns (inverse of :meth:`to_unit`).
+
+        Args:
+            u: Array of shape ``[..., len(searched)]``; clipped to ``[0, 1]``.
+
+        Returns:
+            Columns for every name (``Fixed`` ones filled in) with the batch shape of ``u``.
+            jax arrays if ``u`` is a ``jax.Array`` (traceable except categorical choices, which
+            are always numpy object arrays); float64 numpy arrays otherwise.
+
+        Raises:
+            ValueError: If the last axis of ``u`` does not match ``len(searched)``.
+            TypeError: If a categorical choice is decoded from a traced array.
+        """
+        xp = _xp_of(u)
+        u = u if xp is jnp else np.asarray(u, dtype=np.float64)
+        if u.ndim < 1 or u.shape[-1] != len(self.searched):
+            raise ValueError(
+                f"{self.where}: unit array must have last axis {len(self.searched)} "
+                f"(one per searched dim), got shape {tuple(u.shape)}"
+            )
+        u = xp.clip(u, 0.0, 1.0)
+        shape = tuple(u.shape[:-1])
+        out: dict[str, Array] = {}
+        for name in self.names:
+            dim = self._dims[name]
+            if isinstance(dim, Fixed):
+                out[name] = self._fixed_column(dim, shape, xp)
+                continue
+            ui = u[..., self.searched.index(name)]
+            if _is_categorical(dim):
+                assert isinstance(dim, Choice)
+                if isinstance(ui, jax.core.Tracer):
+                    raise TypeError(
+                        f"{self._path(name)}: categorical choice cannot be decoded from "
+                        "traced values"
+                    )
+                k = len(dim.values)
+                idx = np.clip(np.floor(np.asarray(ui) * k), 0, k - 1).astype(int)
+                out[name] = np.asarray(dim.values, dtype=object)[idx]
+            else:
+                out[name] = _numeric_from_unit(dim, ui, xp)  # type: ignore[arg-type]
+        return out
+
+    def to_unconstrained(self, columns: Mapping[str, ArrayLike]) -> Array:
+        """Returns ``logit(to_unit(columns))`` with the unit values clipped to ``[1e-6, 1 - 1e-6]``.
+
+        Args:
+            columns: As for :meth:`to_unit`.
+
+        Returns:
+            Array of shape ``[..., len(searched)]`` (jax if any input column is jax).
+        """
+        unit = self.to_unit(columns)
+        xp = _xp_of(unit)
+        unit = xp.clip(unit, _EPS, 1.0 - _EPS)
+        return xp.log(unit) - xp.log1p(-unit)
+
+    def from_unconstrained(self, z: ArrayLike) -> dict[str, Array]:
+        """Returns ``from_unit(sigmoid(z))``; differentiable in ``z`` for ``Float`` dims under jax.
+
+        Args:
+            z: Array of shape ``[..., len(searched)]``.
+
+        Returns:
+            Columns as for :meth:`from_unit`.
+        """
+        if isinstance(z, jax.Array):
+            return self.from_unit(jax.nn.sigmoid(z))
+        return self.from_unit(scipy.special.expit(np.asarray(z, dtype=np.float64)))
+
+    # -- generators ------------------------------------------------------------------------
+
+    def sample(self, seed: int | np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Draws ``n`` points uniformly in unit coordinates (so log dims are log-uniform).
+
+        Args:
+            seed: Integer seed or a numpy ``Generator`` (advanced in place).
+            n: Number of points.
+
+        Returns:
+            Columns of shape ``(n,)`` (float64, or object for categorical dims).
+        """
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        return self.from_unit(rng.random((_check_n(n, self.where), len(self.searched))))
+
+    def sobol(self, seed: int, n: int) -> dict[str, np.ndarray]:
+        """Draws ``n`` scrambled Sobol points (first ``n`` of the next power of two).
+
+        Args:
+            seed: Seed of the scrambling; same seed, same points.
+            n: Number of points (need not be a power of two).
+
+        Returns:
+            Columns of shape ``(n,)`` (float64, or object for categorical dims).
+        """
+        n = _check_n(n, self.where)
+        d = len(self.searched)
+        if d == 0:
+            return self.from_unit(np.zeros((n, 0)))
+        engine = qmc.Sobol(d=d, scramble=True, seed=seed)
+        m = max(0, math.ceil(math.log2(n))) if n > 0 else 0
+        return self.from_unit(engine.random_base2(m)[:n])
+
+    def grid(self, points: int | Mapping[str, int] = 3) -> dict[str, np.ndarray]:
+        """Returns the full Cartesian product grid (first name varies slowest).
+
+        Floats get ``points`` values (log-spaced if ``log``, endpoints included); ints get every
+        value if there are at most ``points`` of them, else ``points`` evenly (log-)spaced rounded
+        unique values; choices get all values; fixed dims one value.
+
+        Args:
+            points: Points per Float/Int dim (>= 2), or a mapping ``name -> points`` (missing
+                names get 3).
+
+        Returns:
+            Columns of shape ``(product of per-dim counts,)``.
+
+        Raises:
+            ValueError: On a bad ``points`` value or an unknown name in the mapping.
+        """
+        if isinstance(points, Mapping):
+            for name in points:
+                if name not in self._dims:
+                    raise ValueError(f"{self.where}.{name}: grid points for unknown dimension")
+            per = {name: points.get(name, 3) for name in self.names}
+        else:
+            per = dict.fromkeys(self.names, points)
+        axes: list[np.ndarray] = []
+        for name in self.names:
+            dim, p = self._dims[name], per[name]
+            if isinstance(dim, Float | Int) and (
+                not isinstance(p, int | np.integer) or isinstance(p, bool) or p < 2
+            ):
+                raise ValueError(f"{self._path(name)}: grid points must be an int >= 2, got {p!r}")
+            if isinstance(dim, Float):
+                vals = (np.geomspace if dim.log else np.linspace)(dim.low, dim.high, int(p))
+                vals[0], vals[-1] = dim.low, dim.high
+            elif isinstance(dim, Int):
+                if dim.high - dim.low + 1 <= p:
+                    vals = np.arange(dim.low, dim.high + 1, dtype=np.float64)
+                else:
+                    spaced = (np.geomspace if dim.log else np.linspace)(dim.low, dim.high, int(p))
+                    vals = np.unique(np.round(spaced))
+            elif isinstance(dim, Choice):
+                dtype = object if _is_categorical(dim) else np.float64
+                vals = np.asarray(dim.values, dtype=dtype)
+            else:
+                vals = np.asarray([dim.value], dtype=object if _is_categorical(dim) else float)
+            axes.append(vals)
+        idx = np.meshgrid(*(np.arange(len(a)) for a in axes), indexing="ij")
+        return {name: a[i.ravel()] for name, a, i in zip(self.names, axes, idx, strict=True)}
+
+    # -- checking --------------------------------------------------------------------------
+
+    def clip(self, columns: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
+        """Moves values into the space.
+
+        Floats are clipped to ``[low, high]``; ints rounded then clipped; numeric choices snap to
+        the nearest value; fixed columns are (re)filled with the fixed value.
+
+        Args:
+            columns: ``name -> array`` for every searched name.
+
+        Returns:
+            Numpy columns for every name.
+
+        Raises:
+            ValueError: If a searched column is missing, holds NaN, or a categorical value is not
+                one of the choices.
+        """
+        self._require(columns)
+        shape = self._batch_shape(columns)
+        out: dict[str, np.ndarray] = {}
+        for name in self.names:
+            dim = self._dims[name]
+            if isinstance(dim, Fixed):
+                out[name] = self._fixed_column(dim, shape, np)
+            elif _is_categorical(dim):
+                assert isinstance(dim, Choice)
+                col = np.asarray(columns[name], dtype=object)
+                for v in col.ravel():
+                    if v not in dim.values:
+                        raise ValueError(
+                            f"{self._path(name)}: {v!r} is not one of {list(dim.values)}"
+                        )
+                out[name] = col.copy()
+            else:
+                x = np.asarray(columns[name], dtype=np.float64)
+                if np.isnan(x).any():
+                    raise ValueError(f"{self._path(name)}: cannot clip NaN")
+                if isinstance(dim, Choice):
+                    vals = np.asarray(dim.values, dtype=np.float64)
+                    out[name] = vals[np.argmin(np.abs(x[..., None] - vals), axis=-1)]
+                else:
+                    x = np.round(x) if isinstance(dim, Int) else x
+                    out[name] = np.clip(x, dim.low, dim.high)
+        return out
+
+    def validate_values(self, columns: Mapping[str, ArrayLike]) -> None:
+        """Checks that columns lie in the space.
+
+        Float bounds allow a relative slack of 1e-6 (float32 round-off); ints must be integer
+        valued; choices and fixed values must match exactly.
+
+        Args:
+            columns: ``name -> array``; every searched name is required, fixed names optional.
+
+        Raises:
+            ValueError: Naming the first offending field (missing, unknown or out-of-space).
+        """
+        self._require(columns)
+        for name in columns:
+            if name not in self._dims:
+                raise ValueError(f"{self.where}.{name}: unknown dimension")
+        for name in self.names:
+            if name not in columns:
+                continue
+            dim, path = self._dims[name], self._path(name)
+            if _is_categorical(dim):
+                allowed = dim.values if isinstance(dim, Choice) else (dim.value,)  # type: ignore[union-attr]
+                for v in np.asarray(columns[name], dtype=object).ravel():
+                    if v not in allowed:
+                        raise ValueError(f"{path}: {v!r} is not one of {list(allowed)}")
+                continue
+            try:
+                x = np.asarray(columns[name], dtype=np.float64).ravel()
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}: values must be numeric") from None
+            if isinstance(dim, Float | Int):
+                tol = _VALIDATE_RTOL * (abs(dim.low) + abs(dim.high))
+                bad = ~((x >= dim.low - tol) & (x <= dim.high + tol))
+                if isinstance(dim, Int):
+                    bad |= x != np.round(x)
+                desc = f"[{dim.low!r}, {dim.high!r}]"
+                if isinstance(dim, Int):
+                    desc += " (integers)"
+            else:
+                allowed_num = dim.values if isinstance(dim, Choice) else (dim.value,)
+                bad = ~np.isin(x, np.asarray(allowed_num, dtype=np.float64))
+                desc = f"one of {list(allowed_num)}"
+            if bad.any():
+                raise ValueError(f"{path}: value {x[bad][0]!r} outside {desc}")
+
+
+def _check_n(n: int, where: str) -> int:
+    if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"{where}: n must be a non-negative int, got {n!r}")
+    return int(n)
