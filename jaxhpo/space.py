@@ -235,7 +235,7 @@ def _log_bounds(dim: Float | Int) -> tuple[float, float]:
 def _numeric_to_unit(dim: Float | Int | Choice, x: Any, xp: Any) -> Any:
     if isinstance(dim, Choice):
         vals = xp.asarray(dim.values, dtype=float)
-        idx = xp.argmin(xp.abs(x[..., None] - vals), axis=-1)
+        idx = xp.argmin(xp.abs(x[..., None] - vals.reshape((1,) * x.ndim + (-1,))), axis=-1)
         return (idx + 0.5) / len(dim.values)
     a, b = _log_bounds(dim)
     t = xp.log(x) if dim.log else x

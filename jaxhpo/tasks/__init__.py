@@ -1,0 +1,19 @@
+"""Tasks: a model factory + a deterministic data source + loss + metrics."""
+
+from jaxhpo.tasks.base import TASK_DEFAULTS, TASK_DOMAINS, TASK_HPARAMS, Task
+from jaxhpo.tasks.brackets import BracketsTask
+from jaxhpo.tasks.lm import LanguageModelTask
+from jaxhpo.tasks.modular import ModularArithmeticTask
+
+TASKS = {"lm": LanguageModelTask, "modular": ModularArithmeticTask, "brackets": BracketsTask}
+
+__all__ = [
+    "TASKS",
+    "TASK_DEFAULTS",
+    "TASK_DOMAINS",
+    "TASK_HPARAMS",
+    "BracketsTask",
+    "LanguageModelTask",
+    "ModularArithmeticTask",
+    "Task",
+]

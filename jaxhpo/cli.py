@@ -1,0 +1,116 @@
+"""The ``jaxhpo`` command line: ``run``, ``report``, ``list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jaxhpo.presets import DEFAULT_EXPERIMENT, PRESETS
+
+RUN_HELP = f"""\
+Train a population of Transformers and tune their hyperparameters.
+
+EXPERIMENT is a built-in experiment name (see `jaxhpo list`) or a YAML/JSON config file;
+without it, the default experiment '{DEFAULT_EXPERIMENT}' runs. OVERRIDES are key.sub=value
+pairs merged over it, for example:
+
+  jaxhpo run
+  jaxhpo run lm-grid train.steps=200
+  jaxhpo run lm-random population.size=16 'space.lr=loguniform(1e-4, 1e-2)'
+  jaxhpo run my_config.yaml task.corpus=~/books/moby.txt
+
+Config sections: name, seed, out_dir, task.*, model.*, optim.*, population.*, train.*,
+strategy.*, space.<hparam>. A run writes OUT_DIR/NAME-DATE/ with config.yaml, metrics.csv,
+metrics.parquet, members.csv, summary.md and plots/.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jaxhpo",
+        description="Tune Transformer hyperparameters by training a whole population as one "
+        "JAX program.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    r = sub.add_parser(
+        "run",
+        help="run an experiment",
+        description=RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("experiment", nargs="?", default=None, metavar="EXPERIMENT|CONFIG_FILE")
+    r.add_argument("overrides", nargs="*", metavar="key=value")
+    r.add_argument("--out", default=None, help="parent folder of the run directory (out_dir)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep = sub.add_parser("report", help="write plots and summary.md for a run directory")
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    sub.add_parser("list", help="list the built-in experiments")
+    return p
+
+
+def load_config(experiment: str | None, overrides: list[str]):
+    """Builds a validated Config from a preset or file plus overrides."""
+    from jaxhpo.config import Config, build, load_file, parse_override
+    from jaxhpo.presets import preset
+
+    layers = []
+    if experiment is not None and "=" in experiment:
+        overrides = [experiment, *overrides]
+        experiment = None
+    if experiment is None:
+        layers.append(preset(DEFAULT_EXPERIMENT))
+    elif experiment in PRESETS:
+        layers.append(preset(experiment))
+    elif Path(experiment).suffix in (".yaml", ".yml", ".json") or Path(experiment).exists():
+        data = load_file(experiment)
+        base = data.pop("experiment", None)
+        if base is not None:
+            layers.append(preset(base))
+        layers.append(data)
+    else:
+        raise ValueError(
+            f"experiment: '{experiment}' is neither a built-in experiment "
+            f"({', '.join(PRESETS)}) nor a config file"
+        )
+    layers += [parse_override(o) for o in overrides]
+    return build(Config(), *layers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 0
+    if args.command == "list":
+        width = max(map(len, PRESETS))
+        for name, spec in PRESETS.items():
+            mark = " (default)" if name == DEFAULT_EXPERIMENT else ""
+            print(f"{name:<{width}}  {spec['_about']}{mark}")
+        return 0
+    try:
+        if args.command == "report":
+            from jaxhpo.report import write_report
+
+            summary = write_report(Path(args.run_dir))
+            print(summary.read_text())
+            print(f"plots: {summary.parent / 'plots'}")
+            return 0
+        overrides = list(args.overrides)
+        if args.out:
+            overrides.append(f"out_dir={args.out}")
+        cfg = load_config(args.experiment, overrides)
+        from jaxhpo.experiment import prepare, run
+
+        prepared = prepare(cfg)
+    except ValueError as e:  # ConfigError is a ValueError: one line naming the field
+        print(f"jaxhpo: error: {e}", file=sys.stderr)
+        return 2
+    result = run(cfg, prepared=prepared, quiet=args.quiet)
+    summary = (result.run_dir / "summary.md").read_text()
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

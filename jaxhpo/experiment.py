@@ -1,0 +1,341 @@
+"""The run loop: segments -> evaluate -> strategy -> log.
+
+::
+
+    strategy.init ──> hparams[P] ──> population.init
+    repeat until train.steps:
+        train_segment   one jitted call, K steps, all members
+        evaluate        one jitted call, validation metrics [P]
+        log rows        metrics.csv (flushed), progress bar
+        strategy.update ──> PopulationUpdate, applied the same way for every strategy
+    evaluate on test; members.csv, metrics.parquet, summary.md, plots
+
+Everything a strategy or user can get wrong is checked by :func:`prepare` before anything compiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from jaxhpo import optim
+from jaxhpo.config import Config, ConfigError
+from jaxhpo.population import Population, PopulationState
+from jaxhpo.results import RunWriter, new_run_dir
+from jaxhpo.space import Choice, Fixed, Float, Int, Space
+from jaxhpo.strategies import STRATEGIES, Observation, PopulationUpdate, Strategy
+from jaxhpo.tasks import TASK_DOMAINS, TASKS, Task
+
+#: Valid values of each optimizer hyperparameter: (low, high, low_inclusive, high_inclusive).
+OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
+    "lr": (0.0, np.inf, False, False),
+    "weight_decay": (0.0, np.inf, True, False),
+    "b1": (0.0, 1.0, True, False),
+    "b2": (0.0, 1.0, True, False),
+    "eps": (0.0, np.inf, False, False),
+    "momentum": (0.0, 1.0, True, False),
+    "clip_norm": (0.0, np.inf, False, True),
+    "warmup_steps": (0.0, np.inf, True, False),
+    "decay_steps": (0.0, np.inf, False, False),
+    "cycle_steps": (0.0, np.inf, False, False),
+    "min_lr_ratio": (0.0, 1.0, True, True),
+    "decay_rate": (0.0, np.inf, False, False),
+}
+
+
+def make_task(cfg: Config) -> Task:
+    """Builds the task (reads or generates its data); errors name the config field."""
+    t, m = cfg.task, dataclasses.asdict(cfg.model)
+    if m.get("pooling") is None:
+        m.pop("pooling")
+    if t.kind == "lm":
+        m.pop("pooling", None)
+        return TASKS["lm"](
+            corpus=t.corpus,
+            max_bytes=t.max_bytes,
+            seq_len=t.seq_len,
+            batch_size=t.batch_size,
+            eval_batches=t.eval_batches,
+            data_seed=t.data_seed,
+            model=m,
+        )
+    if t.kind == "modular":
+        m.pop("pooling", None)
+        return TASKS["modular"](
+            modulus=t.modulus,
+            operation=t.operation,
+            train_frac=t.train_frac,
+            batch_size=t.batch_size,
+            data_seed=t.data_seed,
+            model=m,
+        )
+    return TASKS["brackets"](
+        num_examples=t.num_examples,
+        seq_len=t.seq_len,
+        batch_size=t.batch_size,
+        data_seed=t.data_seed,
+        model=m,
+    )
+
+
+def make_strategy(cfg: Config) -> Strategy:
+    s = cfg.strategy
+    if s.name == "grid":
+        return STRATEGIES["grid"](points=s.grid_points)
+    return STRATEGIES[s.name]()
+
+
+def _dim_values(dim) -> list[float]:
+    if isinstance(dim, Float | Int):
+        return [dim.low, dim.high]
+    if isinstance(dim, Choice):
+        return list(dim.values)
+    if isinstance(dim, Fixed):
+        return [dim.value]
+    return []
+
+
+def check_space(space: Space, known: tuple[str, ...], cfg: Config) -> None:
+    """Every dimension must be a hyperparameter this optimizer/task reads, numeric, in domain."""
+    domains = {k: (*TASK_DOMAINS[k][:2], True, TASK_DOMAINS[k][2]) for k in TASK_DOMAINS}
+    domains.update(OPT_DOMAINS)
+    for name in space.names:
+        where = f"space.{name}"
+        if name not in known:
+            raise ConfigError(
+                f"{where}: not a hyperparameter of optimizer '{cfg.optim.optimizer}' with schedule "
+                f"'{cfg.optim.schedule}' on task '{cfg.task.kind}' (known: {', '.join(known)})"
+            )
+        values = _dim_values(space[name])
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int | float | np.number):
+                raise ConfigError(f"{where}: values must be numbers, got {v!r}")
+        lo, hi, lo_in, hi_in = domains.get(name, (-np.inf, np.inf, True, True))
+        for v in values:
+            bad = v < lo or v > hi or (v == lo and not lo_in) or (v == hi and not hi_in)
+            if bad:
+                lb, rb = "[" if lo_in else "(", "]" if hi_in else ")"
+                raise ConfigError(f"{where}: values must lie in {lb}{lo}, {hi}{rb}, got {v}")
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything a run needs, built and checked before the first compile."""
+
+    cfg: Config
+    task: Task
+    space: Space
+    population: Population
+    strategy: Strategy
+    strategy_state: Any
+    hparams: dict[str, np.ndarray]  # first population, float [P] per name (all names)
+    size: int
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Builds task, space, strategy and population; raises one-line ``ValueError``s."""
+    try:
+        space = Space.from_config(cfg.space, where="space")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not space.searched and cfg.strategy.name != "grid":
+        raise ConfigError("space: no searched dimension (every entry is fixed)")
+    known = tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule)) + TASK_DOMAINS_KEYS
+    check_space(space, known, cfg)
+    task = make_task(cfg)
+    strategy = make_strategy(cfg)
+    state, cols = strategy.init(cfg.seed, space, cfg.population.size)
+    size = len(next(iter(cols.values()))) if cols else (cfg.population.size or 1)
+    population = Population(
+        task,
+        cfg.optim.optimizer,
+        cfg.optim.schedule,
+        cfg.population.mode,
+        cfg.population.chunk_size,
+    )
+    hp = {k: np.asarray(v, np.float64) for k, v in cols.items()}
+    # Schedules decay over the whole run unless the space says otherwise.
+    for name, default in (("decay_steps", cfg.train.steps), ("cycle_steps", cfg.train.steps)):
+        if name in population.opt_names and name not in hp:
+            hp[name] = np.full(size, float(default))
+    full = population.full_hparams(hp, size)
+    return Prepared(cfg, task, space, population, strategy, state, full, size)
+
+
+TASK_DOMAINS_KEYS = tuple(TASK_DOMAINS)
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: Path
+    members: pd.DataFrame  # one row per member: hyperparameters, val_*, test_*, diverged
+    state: PopulationState
+
+
+def apply_update(
+    population: Population,
+    pop: PopulationState,
+    upd: PopulationUpdate,
+    root_key: jax.Array,
+    next_id: int,
+) -> tuple[PopulationState, int]:
+    """Applies a strategy's decision; the same code for every strategy."""
+    if upd.parents is not None:
+        pop = population.copy_members(pop, upd.parents)
+    if upd.reinit is not None and np.any(upd.reinit):
+        reinit = np.asarray(upd.reinit, bool)
+        ids = np.asarray(pop.member_id).copy()
+        n_new = int(reinit.sum())
+        ids[reinit] = np.arange(next_id, next_id + n_new)
+        next_id += n_new
+        hp = {k: np.asarray(v) for k, v in population.get_hparams(pop).items()}
+        fresh = population.init(root_key, ids, hp)
+        mask = jax.numpy.asarray(reinit)
+        pop = jax.tree.map(
+            lambda new, old: jax.numpy.where(mask.reshape((-1,) + (1,) * (old.ndim - 1)), new, old),
+            fresh,
+            pop,
+        )
+    if upd.hparams:
+        pop = population.set_hparams(pop, upd.hparams)
+    if upd.active is not None:
+        pop = pop.replace(active=jax.numpy.asarray(np.asarray(upd.active, bool)))
+    return pop, next_id
+
+
+def _host(tree) -> Any:
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def run(
+    cfg: Config,
+    *,
+    prepared: Prepared | None = None,
+    run_dir: Path | None = None,
+    console: Console | None = None,
+    quiet: bool = False,
+) -> RunResult:
+    """Runs one study and writes its run directory. Returns the directory and final members."""
+    prep = prepared or prepare(cfg)
+    console = console or Console(stderr=True, quiet=quiet)
+    population, task, strategy = prep.population, prep.task, prep.strategy
+    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out_dir, cfg.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    names = population.hparam_names
+    writer = RunWriter(run_dir, run_dir.name, names, task.metric_names)
+    writer.write_config(
+        cfg.to_dict(),
+        {
+            "task": task.describe(),
+            "population_size": prep.size,
+            "member_mode": population.mode,
+            "devices": [str(d) for d in jax.devices()],
+            "jax": jax.__version__,
+            "hparam_names": list(names),
+            "searched": list(prep.space.searched),
+        },
+    )
+    root_key = jax.random.key(cfg.seed)
+    t0 = time.perf_counter()
+    pop = population.init(root_key, np.arange(prep.size), prep.hparams)
+    next_id = prep.size
+    state = prep.strategy_state
+    total, seg = cfg.train.steps, cfg.train.segment_steps
+    n_segments = -(-total // seg)
+    metric = cfg.strategy.metric
+
+    def observe(pop, step, segment, train_loss) -> Observation:
+        val = _host(population.evaluate(pop, task.splits.val))
+        h = _host(population.get_hparams(pop))
+        obs = Observation(
+            step=step,
+            member_id=np.asarray(pop.member_id),
+            hparams=h,
+            metrics=val,
+            diverged=np.asarray(pop.diverged),
+            active=np.asarray(pop.active),
+        )
+        writer.log(
+            step=step,
+            segment=segment,
+            wall_time=time.perf_counter() - t0,
+            member_id=obs.member_id,
+            hparams=h,
+            train_loss=train_loss,
+            metrics=val,
+            diverged=obs.diverged,
+            active=obs.active,
+        )
+        return obs
+
+    obs = observe(pop, 0, 0, np.full(prep.size, np.nan))
+    best = np.inf
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=console, disable=quiet) as progress:
+        bar = progress.add_task(
+            f"{cfg.name}: segment 0/{n_segments}", total=total, info="compiling"
+        )
+        step = 0
+        for segment in range(1, n_segments + 1):
+            k = min(seg, total - step)
+            ts = time.perf_counter()
+            pop, losses = population.train_segment(pop, task.train_data, k)
+            losses = np.asarray(losses)
+            dt = time.perf_counter() - ts
+            step += k
+            with np.errstate(all="ignore"):
+                train_loss = np.where(
+                    np.all(np.isnan(losses), 1),
+                    np.nan,
+                    np.nanmean(np.where(np.isnan(losses), 0, losses), 1)
+                    * k
+                    / np.maximum(np.sum(~np.isnan(losses), 1), 1),
+                )
+            obs = observe(pop, step, segment, train_loss)
+            fit = obs.fitness(metric)
+            best = min(best, float(fit.min()))
+            rate = k * int(np.sum(obs.active)) / dt
+            info = f"{rate:,.0f} member-steps/s | best val {metric} {best:.4f}"
+            if int(obs.diverged.sum()):
+                info += f" | {int(obs.diverged.sum())} diverged"
+            progress.update(
+                bar, advance=k, info=info, description=f"{cfg.name}: segment {segment}/{n_segments}"
+            )
+            if not console.is_terminal and not quiet:
+                console.print(f"segment {segment}/{n_segments} step {step}: {info}")
+            state, upd = strategy.update(state, obs)
+            for ev in upd.events:
+                writer.event({"step": step, **ev})
+            pop, next_id = apply_update(population, pop, upd, root_key, next_id)
+            if upd.done:
+                break
+    test = _host(population.evaluate(pop, task.splits.test))
+    members = pd.DataFrame({"member": np.asarray(pop.member_id)})
+    for k, v in _host(population.get_hparams(pop)).items():
+        members[k] = v
+    for k in task.metric_names:
+        members[f"val_{k}"] = obs.metrics[k]
+        members[f"test_{k}"] = test[k]
+    members["diverged"] = np.asarray(pop.diverged)
+    members["steps"] = np.asarray(pop.step)
+    members.to_csv(run_dir / "members.csv", index=False)
+    writer.close()
+    from jaxhpo.report import write_report
+
+    write_report(run_dir)
+    console.print(f"run directory: {run_dir}")
+    return RunResult(run_dir, members, pop)

@@ -1,0 +1,297 @@
+"""A population of Transformers trained as one program.
+
+One member is written plainly (:meth:`Population._member_step`): a pure function over a member's
+parameters, optimizer state (hyperparameters inside, via ``optax.inject_hyperparams``), task
+hyperparameters, key and step. The population is a transform around it:
+
+* ``lax.scan`` over the ``K`` steps of a segment,
+* the member axis executed as ``vmap``, ``lax.map`` or ``lax.map(..., batch_size=c)`` ("chunked"),
+  a setting (:data:`MEMBER_MODES`), because on XLA:CPU ``vmap`` over members is slower than running
+  them one after another inside one program, while on accelerators ``vmap`` fills the device,
+* ``jax.jit`` around both, so one call trains every member for a whole segment.
+
+Changing a hyperparameter value never recompiles: the values are float32 arrays in the state.
+Randomness is addressed: member ``i``'s key is ``fold_in(root_key, member_id)``, its step key is
+``fold_in(train_key, step)`` and the data batch at a step depends only on the step, so a member's
+trajectory does not depend on the population around it or on the execution mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from jaxhpo import optim
+from jaxhpo.tasks.base import TASK_DEFAULTS, Task
+
+MEMBER_MODES = ("auto", "vmap", "map", "chunked")
+
+
+@struct.dataclass
+class PopulationState:
+    """Every leaf has a leading member axis ``P``.
+
+    Attributes:
+      params: the members' model parameters (``nnx.State``), leaves [P, ...].
+      opt_state: the optax state; ``opt_state.hyperparams[name]`` is float32 [P].
+      hparams: task hyperparameters (dropout, attn_dropout, label_smoothing), float32 [P] each.
+      member_id: stable member ids, int32 [P].
+      key: raw training keys (``jax.random.key_data``), uint32 [P, 2].
+      step: optimizer steps taken by each member, int32 [P].
+      active: members that train (False: stopped, costs no update), bool [P].
+      diverged: members whose loss or parameters became NaN/inf, bool [P].
+    """
+
+    params: Any
+    opt_state: Any
+    hparams: dict[str, jax.Array]
+    member_id: jax.Array
+    key: jax.Array
+    step: jax.Array
+    active: jax.Array
+    diverged: jax.Array
+
+    @property
+    def size(self) -> int:
+        return int(self.member_id.shape[0])
+
+
+def resolve_mode(mode: str) -> str:
+    """``auto`` -> ``map`` on CPU (measured faster there), ``vmap`` on GPU/TPU."""
+    if mode not in MEMBER_MODES:
+        raise ValueError(
+            f"population.mode: unknown '{mode}' (choose from {', '.join(MEMBER_MODES)})"
+        )
+    if mode == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    return mode
+
+
+def over_members(f: Callable, mode: str, chunk_size: int = 4) -> Callable:
+    """Maps ``f`` over the leading member axis of its (pytree) argument."""
+    mode = resolve_mode(mode)
+    if mode == "vmap":
+        return jax.vmap(f)
+    if mode == "map":
+        return lambda xs: jax.lax.map(f, xs)
+    return lambda xs: jax.lax.map(f, xs, batch_size=chunk_size)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _select(pred, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+@dataclasses.dataclass
+class SegmentMetrics:
+    """Host-side results of one segment: per-member mean and last training loss."""
+
+    train_loss: np.ndarray  # [P] mean unsmoothed cross entropy over the segment's good steps
+    train_loss_last: np.ndarray  # [P]
+
+
+class Population:
+    """Static structure of a population: task, optimizer, member-axis mode.
+
+    Args:
+      task: the task (model factory, data, loss).
+      optimizer: optimizer name (see :data:`jaxhpo.optim.OPTIMIZERS`).
+      schedule: learning-rate schedule name (see :data:`jaxhpo.optim.SCHEDULES`).
+      mode: member-axis execution: ``auto``, ``vmap``, ``map`` or ``chunked``.
+      chunk_size: members per vmapped chunk in ``chunked`` mode.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        optimizer: str = "adamw",
+        schedule: str = "warmup_cosine",
+        mode: str = "auto",
+        chunk_size: int = 4,
+    ):
+        self.task = task
+        self.mode = resolve_mode(mode)
+        if chunk_size < 1:
+            raise ValueError(f"population.chunk_size: must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self.tx = optim.make_optimizer(optimizer, schedule)
+        self.opt_names = tuple(optim.hparam_names(optimizer, schedule))
+        self.task_names = tuple(task.hparam_names)
+        self.hparam_names = self.opt_names + self.task_names
+        abstract = nnx.eval_shape(lambda: task.make_model(jax.random.key(0)))
+        self.graphdef, _ = nnx.split(abstract)
+        #: How many times each program was traced (a retrace means a recompile).
+        self.trace_counts: dict[str, int] = {"init": 0, "segment": 0, "evaluate": 0}
+        self._init = jax.jit(self._init_impl)
+        self._segment = jax.jit(self._segment_impl, static_argnames="num_steps")
+        self._evaluate = jax.jit(self._evaluate_impl)
+        self._copy = jax.jit(self._copy_impl)
+
+    # -- construction ----------------------------------------------------------------------
+    def full_hparams(self, hparams: Mapping[str, Any], size: int) -> dict[str, np.ndarray]:
+        """All hyperparameters as float32 [size] arrays; missing ones get their defaults."""
+        unknown = sorted(set(hparams) - set(self.hparam_names))
+        if unknown:
+            raise ValueError(
+                f"hparams: unknown name(s) {unknown} (known: {', '.join(self.hparam_names)})"
+            )
+        defaults = {**optim.DEFAULTS, **TASK_DEFAULTS}
+        out = {}
+        for name in self.hparam_names:
+            v = np.asarray(hparams.get(name, defaults[name]), np.float32)
+            out[name] = np.broadcast_to(v, (size,)).copy()
+        return out
+
+    def init(self, key: jax.Array, member_ids: Any, hparams: Mapping[str, Any]) -> PopulationState:
+        """Builds ``P = len(member_ids)`` independently initialised members.
+
+        Args:
+          key: the run's root key; member ``i`` is initialised from ``fold_in(key, member_ids[i])``.
+          member_ids: int [P] stable ids.
+          hparams: name -> scalar or [P] values (missing names take defaults).
+        """
+        ids = jnp.asarray(np.asarray(member_ids, np.int32))
+        hp = {k: jnp.asarray(v) for k, v in self.full_hparams(hparams, ids.shape[0]).items()}
+        return self._init(key, ids, hp)
+
+    def _init_member(self, root_key, member_id, hp):
+        init_key, train_key = jax.random.split(jax.random.fold_in(root_key, member_id))
+        _, params = nnx.split(self.task.make_model(init_key))
+        opt_state = optim.init_opt_state(self.tx, params, {k: hp[k] for k in self.opt_names})
+        return PopulationState(
+            params=params,
+            opt_state=opt_state,
+            hparams={k: hp[k] for k in self.task_names},
+            member_id=member_id,
+            key=jax.random.key_data(train_key),
+            step=jnp.zeros((), jnp.int32),
+            active=jnp.ones((), bool),
+            diverged=jnp.zeros((), bool),
+        )
+
+    def _init_impl(self, root_key, ids, hp):
+        self.trace_counts["init"] += 1
+        f = over_members(lambda a: self._init_member(root_key, *a), self.mode, self.chunk_size)
+        return f((ids, hp))
+
+    # -- training --------------------------------------------------------------------------
+    def _member_step(self, m: PopulationState, train_data) -> tuple[PopulationState, jax.Array]:
+        """One optimizer step of ONE member (no member axis here)."""
+        task, graphdef = self.task, self.graphdef
+
+        def do_step(m: PopulationState):
+            batch = task.train_batch(train_data, m.step)
+            key = jax.random.fold_in(jax.random.wrap_key_data(m.key), m.step)
+            hp = m.hparams
+
+            def loss_fn(params):
+                return task.loss(nnx.merge(graphdef, params), batch, hp, key)
+
+            (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(m.params)
+            updates, opt_state = self.tx.update(grads, m.opt_state, m.params)
+            params = optax.apply_updates(m.params, updates)
+            finite = jnp.isfinite(aux["ce"]) & _all_finite(params)
+            new = m.replace(
+                params=_select(finite, params, m.params),
+                opt_state=_select(finite, opt_state, m.opt_state),
+                step=m.step + finite.astype(jnp.int32),
+                diverged=~finite,
+            )
+            return new, jnp.where(finite, aux["ce"], jnp.nan)
+
+        def skip(m: PopulationState):
+            return m, jnp.array(jnp.nan, jnp.float32)
+
+        # Under lax.map a stopped or diverged member costs no work; under vmap cond is a select.
+        return jax.lax.cond(m.active & ~m.diverged, do_step, skip, m)
+
+    def _segment_impl(self, pop: PopulationState, train_data, num_steps: int):
+        self.trace_counts["segment"] += 1
+
+        def member_segment(m):
+            return jax.lax.scan(lambda c, _: self._member_step(c, train_data), m, None, num_steps)
+
+        pop, losses_PxK = over_members(member_segment, self.mode, self.chunk_size)(pop)
+        return pop, losses_PxK
+
+    def train_segment(
+        self, pop: PopulationState, train_data: Any, num_steps: int
+    ) -> tuple[PopulationState, jax.Array]:
+        """Trains every member for ``num_steps`` steps in one jitted call.
+
+        Returns:
+          The new state and the per-step unsmoothed training loss, float32 [P, num_steps]
+          (NaN where a member did not step: stopped or diverged).
+        """
+        return self._segment(pop, train_data, num_steps=num_steps)
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _evaluate_impl(self, pop: PopulationState, data):
+        self.trace_counts["evaluate"] += 1
+
+        def one(params):
+            return self.task.evaluate(nnx.merge(self.graphdef, params), data)
+
+        metrics = over_members(one, self.mode, self.chunk_size)(pop.params)
+        return {k: jnp.where(pop.diverged, jnp.nan, v) for k, v in metrics.items()}
+
+    def evaluate(self, pop: PopulationState, data) -> dict[str, jax.Array]:
+        """Metrics of every member on one split (``task.splits.val`` / ``.test``), each [P]."""
+        return self._evaluate(pop, data)
+
+    # -- hyperparameters -------------------------------------------------------------------
+    def get_hparams(self, pop: PopulationState) -> dict[str, jax.Array]:
+        """All hyperparameters, name -> float32 [P] (optimizer ones read from the opt state)."""
+        opt = optim.get_hparams(pop.opt_state)
+        return {**{k: opt[k] for k in self.opt_names}, **pop.hparams}
+
+    def set_hparams(self, pop: PopulationState, values: Mapping[str, Any]) -> PopulationState:
+        """Writes new values (scalars or [P]); shapes and dtypes stay, so nothing recompiles."""
+        unknown = sorted(set(values) - set(self.hparam_names))
+        if unknown:
+            raise ValueError(
+                f"hparams: unknown name(s) {unknown} (known: {', '.join(self.hparam_names)})"
+            )
+        P = pop.size
+        cast = {
+            k: jnp.asarray(np.broadcast_to(np.asarray(v, np.float32), (P,)))
+            for k, v in values.items()
+        }
+        opt_vals = {k: v for k, v in cast.items() if k in self.opt_names}
+        task_vals = {k: v for k, v in cast.items() if k in self.task_names}
+        opt_state = optim.set_hparams(pop.opt_state, opt_vals) if opt_vals else pop.opt_state
+        return pop.replace(opt_state=opt_state, hparams={**pop.hparams, **task_vals})
+
+    # -- moving members --------------------------------------------------------------------
+    def _copy_impl(self, pop: PopulationState, parents):
+        moved = jax.tree.map(lambda x: x[parents], pop)
+        # A copied member keeps its own id and key (its own randomness from here on).
+        return moved.replace(member_id=pop.member_id, key=pop.key)
+
+    def copy_members(self, pop: PopulationState, parents: Any) -> PopulationState:
+        """Slot ``i`` receives the whole member ``parents[i]``: parameters, optimizer state
+        (moments and hyperparameters), task hyperparameters, step, flags. One gather in jit."""
+        return self._copy(pop, jnp.asarray(np.asarray(parents, np.int32)))
+
+
+def gather(pop: PopulationState, idx: Any) -> PopulationState:
+    """A new population made of members ``idx`` (ids and keys included)."""
+    idx = jnp.asarray(idx)
+    return jax.tree.map(lambda x: x[idx], pop)
+
+
+def scatter(pop: PopulationState, idx: Any, src: PopulationState) -> PopulationState:
+    """Writes the members of ``src`` into slots ``idx`` of ``pop``."""
+    idx = jnp.asarray(idx)
+    return jax.tree.map(lambda x, y: x.at[idx].set(y), pop, src)

@@ -1,0 +1,97 @@
+"""Built-in experiments (``jaxhpo list``); each is a partial config merged over the defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "lm-random": {
+        "_about": "Byte-level LM on the Python stdlib sources; 8 Transformers, random search over "
+        "learning rate, warmup, weight decay and dropout (the default; ~2 min on 2 CPU cores).",
+        "name": "lm-random",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "model": {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256},
+        "population": {"size": 8},
+        "train": {"steps": 400, "segment_steps": 50},
+        "strategy": {"name": "random"},
+        "space": {
+            "lr": "loguniform(1e-4, 3e-2)",
+            "warmup_steps": "int(0, 100)",
+            "weight_decay": "uniform(0.0, 0.2)",
+            "dropout": "uniform(0.0, 0.3)",
+        },
+    },
+    "lm-sobol": {
+        "_about": "Byte-level LM; 16 members on a scrambled Sobol sequence over lr, b2 and "
+        "label smoothing.",
+        "name": "lm-sobol",
+        "task": {"kind": "lm"},
+        "population": {"size": 16},
+        "train": {"steps": 300, "segment_steps": 50},
+        "strategy": {"name": "sobol"},
+        "space": {
+            "lr": "loguniform(1e-4, 3e-2)",
+            "b2": "uniform(0.9, 0.999)",
+            "label_smoothing": "uniform(0.0, 0.2)",
+        },
+    },
+    "lm-grid": {
+        "_about": "Byte-level LM; full 3x3 grid over learning rate and warmup steps.",
+        "name": "lm-grid",
+        "task": {"kind": "lm"},
+        "population": {"size": None},
+        "train": {"steps": 300, "segment_steps": 50},
+        "strategy": {"name": "grid", "grid_points": 3},
+        "space": {
+            "lr": "loguniform(3e-4, 3e-2)",
+            "warmup_steps": {"type": "choice", "values": [0, 30, 100]},
+        },
+    },
+    "modular-random": {
+        "_about": "Grokking setting: a + b mod 97 with half the table for training; random search "
+        "over learning rate and (large) weight decay.",
+        "name": "modular-random",
+        "task": {
+            "kind": "modular",
+            "modulus": 97,
+            "operation": "+",
+            "train_frac": 0.5,
+            "batch_size": 512,
+        },
+        "model": {"num_layers": 2, "num_heads": 4, "d_model": 128, "d_ff": 512},
+        "optim": {"optimizer": "adamw", "schedule": "warmup_constant"},
+        "population": {"size": 8},
+        "train": {"steps": 1500, "segment_steps": 100},
+        "strategy": {"name": "random"},
+        "space": {
+            "lr": "loguniform(3e-4, 3e-3)",
+            "weight_decay": "loguniform(0.1, 3.0)",
+            "warmup_steps": 50,
+            "b2": 0.98,
+        },
+    },
+    "brackets-random": {
+        "_about": "Balanced-brackets classification with a BERT-style encoder (padding masks); "
+        "random search over lr, dropout and attention dropout.",
+        "name": "brackets-random",
+        "task": {"kind": "brackets", "seq_len": 24, "batch_size": 64},
+        "model": {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 128},
+        "population": {"size": 8},
+        "train": {"steps": 600, "segment_steps": 100},
+        "strategy": {"name": "random"},
+        "space": {
+            "lr": "loguniform(3e-4, 1e-2)",
+            "dropout": "uniform(0.0, 0.2)",
+            "attn_dropout": "uniform(0.0, 0.2)",
+        },
+    },
+}
+
+DEFAULT_EXPERIMENT = "lm-random"
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The preset's config layer (without its description)."""
+    if name not in PRESETS:
+        raise ValueError(f"experiment: unknown '{name}' (see `jaxhpo list`: {', '.join(PRESETS)})")
+    return {k: v for k, v in PRESETS[name].items() if not k.startswith("_")}

@@ -1,0 +1,138 @@
+"""The task interface: a model factory, a deterministic data source, a loss and metrics.
+
+A task is written for ONE member. The population trainer calls its pure functions inside
+``vmap``/``lax.map`` and ``lax.scan``; the data arrays are passed in as arguments (never closed
+over) so that they do not become constants in the compiled program.
+
+Data is *addressed, not consumed*: the training batch at step ``s`` is a pure function of the
+task's data seed and ``s``. Every member sees the same sequence of batches, resuming needs no data
+position beyond the step, and a member's trajectory depends only on its id, its hyperparameters and
+the seed.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxhpo.models import Transformer, TransformerConfig
+
+Batch = dict[str, jax.Array]
+
+#: Hyperparameters every task reads (per member, traced float32 scalars).
+TASK_HPARAMS: tuple[str, ...] = ("dropout", "attn_dropout", "label_smoothing")
+TASK_DEFAULTS: dict[str, float] = {"dropout": 0.0, "attn_dropout": 0.0, "label_smoothing": 0.0}
+#: Closed/open domains of the task hyperparameters: (low, high, high_inclusive).
+TASK_DOMAINS: dict[str, tuple[float, float, bool]] = {
+    "dropout": (0.0, 1.0, False),
+    "attn_dropout": (0.0, 1.0, False),
+    "label_smoothing": (0.0, 1.0, True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """Evaluation data: each leaf has a leading ``[num_batches, batch, ...]`` shape."""
+
+    val: Batch
+    test: Batch
+
+
+class Task(abc.ABC):
+    """Base class. Subclasses set ``name``, ``model_config``, ``train_data``, ``splits``.
+
+    The batch dict holds ``tokens`` (int32 [B, L]), ``targets`` (int32, [B, L] for LM-style
+    losses or [B] for classification), ``weights`` (float32, same shape as targets: which targets
+    count) and optionally ``mask`` (bool [B, L], True for real tokens; encoder padding mask).
+    """
+
+    name: str = "task"
+    model_config: TransformerConfig
+    train_data: Any
+    splits: Splits
+    batch_size: int
+    hparam_names: tuple[str, ...] = TASK_HPARAMS
+    #: Metric names returned by :meth:`eval_sums` / :meth:`evaluate` (lower loss is better).
+    metric_names: tuple[str, ...] = ("loss", "accuracy")
+
+    def make_model(self, key: jax.Array) -> Transformer:
+        """Builds one freshly initialised model from ``key``."""
+        return Transformer(self.model_config, rngs=nnx.Rngs(params=key))
+
+    @abc.abstractmethod
+    def train_batch(self, train_data: Any, step: jax.Array) -> Batch:
+        """The training batch at ``step`` (pure; traceable)."""
+
+    # -- loss and metrics -------------------------------------------------------------------
+    def _logits(
+        self, model: Transformer, batch: Batch, hp: Mapping[str, jax.Array], key: jax.Array | None
+    ) -> jax.Array:
+        if key is None:
+            return model(batch["tokens"], mask_BxL=batch.get("mask"))
+        return model(
+            batch["tokens"],
+            mask_BxL=batch.get("mask"),
+            key=key,
+            dropout_rate=hp["dropout"],
+            attn_dropout_rate=hp["attn_dropout"],
+        )
+
+    def loss(
+        self, model: Transformer, batch: Batch, hp: Mapping[str, jax.Array], key: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Training loss with dropout and label smoothing; returns (loss, {"ce": unsmoothed})."""
+        logits = self._logits(model, batch, hp, key).astype(jnp.float32)
+        targets, weights = batch["targets"], batch["weights"]
+        num_classes = logits.shape[-1]
+        onehot = jax.nn.one_hot(targets, num_classes, dtype=jnp.float32)
+        smoothed = optax.smooth_labels(onehot, hp["label_smoothing"])
+        per_token = optax.softmax_cross_entropy(logits, smoothed)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        denom = jnp.maximum(weights.sum(), 1.0)
+        loss = (per_token * weights).sum() / denom
+        return loss, {"ce": jax.lax.stop_gradient((ce * weights).sum() / denom)}
+
+    def eval_sums(self, model: Transformer, batch: Batch) -> dict[str, jax.Array]:
+        """Weighted sums over one evaluation batch (no dropout, no smoothing)."""
+        logits = self._logits(model, batch, {}, None).astype(jnp.float32)
+        targets, weights = batch["targets"], batch["weights"]
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+        return {
+            "loss": (ce * weights).sum(),
+            "accuracy": (correct * weights).sum(),
+            "weight": weights.sum(),
+        }
+
+    def evaluate(self, model: Transformer, data: Batch) -> dict[str, jax.Array]:
+        """Mean metrics over a whole split (``data`` leaves are [num_batches, ...])."""
+
+        def one(carry, batch):
+            sums = self.eval_sums(model, batch)
+            return jax.tree.map(jnp.add, carry, sums), None
+
+        zero = {"loss": jnp.zeros(()), "accuracy": jnp.zeros(()), "weight": jnp.zeros(())}
+        sums, _ = jax.lax.scan(one, zero, data)
+        w = jnp.maximum(sums["weight"], 1.0)
+        return {k: sums[k] / w for k in self.metric_names}
+
+    def describe(self) -> dict[str, Any]:
+        """A small dict for the run directory's summary."""
+        return {"name": self.name}
+
+
+def split_rng(seed: int, stream: str) -> np.random.Generator:
+    """A numpy generator for host-side data generation, independent per named stream."""
+    return np.random.default_rng([seed, sum(map(ord, stream)) * 7919 + len(stream)])
+
+
+def to_device(batch: Mapping[str, np.ndarray]) -> Batch:
+    return {k: jnp.asarray(v) for k, v in batch.items()}

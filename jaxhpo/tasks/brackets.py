@@ -1,0 +1,128 @@
+"""Balanced-brackets classification with a BERT-style encoder.
+
+Each example is ``[CLS] ( ) ( ( ) ) ... [PAD] ...`` of a random even length; the label says whether
+the brackets are balanced (a Dyck word). Negatives hold as many ``(`` as ``)`` so that counting is
+not enough: the model has to track prefix depth. Classes are balanced; sequences are padded, so the
+encoder's padding mask matters. Generated from the data seed; split 80 / 10 / 10.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxhpo.models import TransformerConfig
+from jaxhpo.tasks.base import Batch, Splits, Task, split_rng, to_device
+
+PAD, CLS, OPEN, CLOSE = 0, 1, 2, 3
+
+
+def _dyck(rng: np.random.Generator, n_pairs: int) -> list[int]:
+    """A random balanced sequence of ``n_pairs`` pairs (random walk kept non-negative)."""
+    out, depth, opened = [], 0, 0
+    for _ in range(2 * n_pairs):
+        can_open, can_close = opened < n_pairs, depth > 0
+        if can_open and (not can_close or rng.random() < 0.5):
+            out.append(OPEN)
+            depth += 1
+            opened += 1
+        else:
+            out.append(CLOSE)
+            depth -= 1
+    return out
+
+
+def _balanced(seq: np.ndarray) -> bool:
+    depth = np.cumsum(np.where(seq == OPEN, 1, -1))
+    return bool(depth.min() >= 0 and depth[-1] == 0)
+
+
+def make_brackets(num: int, max_len: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``num`` examples: tokens [num, max_len] int32, mask [num, max_len] bool, labels [num]."""
+    rng = split_rng(seed, "brackets")
+    max_pairs = (max_len - 1) // 2
+    tokens = np.full((num, max_len), PAD, np.int32)
+    labels = np.zeros(num, np.int32)
+    for i in range(num):
+        n_pairs = int(rng.integers(1, max_pairs + 1))
+        if i % 2 == 0:
+            seq = np.array(_dyck(rng, n_pairs))
+            labels[i] = 1
+        else:
+            seq = np.array([OPEN] * n_pairs + [CLOSE] * n_pairs)
+            while _balanced(seq):
+                rng.shuffle(seq)
+        tokens[i, 0] = CLS
+        tokens[i, 1 : 1 + len(seq)] = seq
+    perm = rng.permutation(num)
+    tokens, labels = tokens[perm], labels[perm]
+    return tokens, tokens != PAD, labels
+
+
+class BracketsTask(Task):
+    """Binary sequence classification (balanced or not) with a bidirectional encoder."""
+
+    def __init__(
+        self,
+        *,
+        num_examples: int = 4096,
+        seq_len: int = 24,
+        batch_size: int = 64,
+        data_seed: int = 0,
+        model: dict | None = None,
+    ):
+        if seq_len < 3:
+            raise ValueError(f"task.seq_len: brackets need seq_len >= 3, got {seq_len}")
+        if num_examples < 20:
+            raise ValueError(f"task.num_examples: need at least 20, got {num_examples}")
+        self.name = "brackets"
+        self.batch_size = batch_size
+        tokens, mask, labels = make_brackets(num_examples, seq_len, data_seed)
+        n_train, n_val = int(0.8 * num_examples), int(0.1 * num_examples)
+        model = {"pooling": "first", **(model or {})}
+        self.model_config = TransformerConfig(
+            vocab_size=4, max_len=seq_len, causal=False, num_classes=2, **model
+        )
+        self.model_config.validate()
+        self.train_data = {
+            "tokens": jnp.asarray(tokens[:n_train]),
+            "mask": jnp.asarray(mask[:n_train]),
+            "labels": jnp.asarray(labels[:n_train]),
+            "key": jax.random.key(data_seed),
+        }
+        sl_val, sl_test = slice(n_train, n_train + n_val), slice(n_train + n_val, None)
+        self.splits = Splits(
+            val=to_device(self._eval(tokens[sl_val], mask[sl_val], labels[sl_val])),
+            test=to_device(self._eval(tokens[sl_test], mask[sl_test], labels[sl_test])),
+        )
+
+    def _eval(self, tokens, mask, labels):
+        n, B = len(tokens), self.batch_size
+        nb = -(-n // B)
+        pad = nb * B - n
+        L = tokens.shape[1]
+        tok = np.concatenate([tokens, np.zeros((pad, L), np.int32)])
+        msk = np.concatenate([mask, np.zeros((pad, L), bool)])
+        msk[n:, 0] = True  # padding examples keep one real token so pooling is defined
+        lab = np.concatenate([labels, np.zeros(pad, np.int32)])
+        w = np.concatenate([np.ones(n), np.zeros(pad)]).astype(np.float32)
+        return {
+            "tokens": tok.reshape(nb, B, L),
+            "mask": msk.reshape(nb, B, L),
+            "targets": lab.reshape(nb, B),
+            "weights": w.reshape(nb, B),
+        }
+
+    def train_batch(self, train_data, step: jax.Array) -> Batch:
+        key = jax.random.fold_in(train_data["key"], step)
+        idx = jax.random.randint(key, (self.batch_size,), 0, train_data["tokens"].shape[0])
+        return {
+            "tokens": train_data["tokens"][idx],
+            "mask": train_data["mask"][idx],
+            "targets": train_data["labels"][idx],
+            "weights": jnp.ones((self.batch_size,), jnp.float32),
+        }
+
+    def describe(self):
+        return {"name": self.name, "train_examples": int(self.train_data["tokens"].shape[0])}

@@ -1,0 +1,144 @@
+"""Byte-level language modelling over a text corpus.
+
+The corpus is any text file (or folder of ``*.txt``/``*.py``/``*.md`` files) the user names; by
+default it is the Python standard library's own top-level ``*.py`` source files, which exist
+offline on every machine with Python (their exact bytes depend on the Python version; the run
+directory records the corpus size and a hash). Bytes are tokens (vocabulary 256). The corpus is
+split contiguously into train / validation / test (90 / 5 / 5 %); training windows start at random
+offsets drawn from the data seed and the step, validation and test use fixed, evenly spaced
+windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sysconfig
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxhpo.models import TransformerConfig
+from jaxhpo.tasks.base import Batch, Splits, Task, to_device
+
+TEXT_SUFFIXES = (".txt", ".py", ".md", ".rst", ".tex", ".json", ".csv", ".html")
+
+
+def default_corpus_files() -> list[Path]:
+    """The Python standard library's top-level source files, sorted by name."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(stdlib.glob("*.py"))
+
+
+def load_corpus(path: str | None, max_bytes: int, *, where: str = "task.corpus") -> np.ndarray:
+    """Reads the corpus as uint8 bytes (at most ``max_bytes``).
+
+    Raises:
+      ValueError: (one line, naming ``where``) if the path does not exist or holds no text.
+    """
+    if path is None or path == "":
+        files = default_corpus_files()
+        if not files:
+            raise ValueError(f"{where}: no default corpus found (Python stdlib sources missing)")
+    else:
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise ValueError(f"{where}: path does not exist: {p}")
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in TEXT_SUFFIXES)
+            if not files:
+                raise ValueError(
+                    f"{where}: folder has no text files ({', '.join(TEXT_SUFFIXES)}): {p}"
+                )
+        else:
+            files = [p]
+    chunks, total = [], 0
+    for f in files:
+        data = f.read_bytes()
+        chunks.append(data)
+        total += len(data)
+        if total >= max_bytes:
+            break
+    raw = b"".join(chunks)[:max_bytes]
+    if len(raw) == 0:
+        raise ValueError(f"{where}: corpus is empty: {path}")
+    return np.frombuffer(raw, dtype=np.uint8).copy()
+
+
+class LanguageModelTask(Task):
+    """Next-byte prediction with a decoder-only Transformer."""
+
+    metric_names = ("loss", "accuracy")
+
+    def __init__(
+        self,
+        *,
+        corpus: str | None = None,
+        max_bytes: int = 2_000_000,
+        seq_len: int = 64,
+        batch_size: int = 16,
+        eval_batches: int = 8,
+        data_seed: int = 0,
+        model: dict | None = None,
+    ):
+        self.name = "lm"
+        data = load_corpus(corpus, max_bytes)
+        n = len(data)
+        n_train, n_val = int(n * 0.9), int(n * 0.05)
+        need = (seq_len + 1) * 2
+        if n_val < need:
+            raise ValueError(
+                f"task.corpus: corpus has {n} bytes, too small for seq_len={seq_len} "
+                f"(needs at least {math.ceil(need / 0.05)} bytes)"
+            )
+        self.corpus_path = corpus or "<python stdlib>"
+        self.corpus_bytes = n
+        self.corpus_sha1 = hashlib.sha1(data.tobytes()).hexdigest()[:12]
+        self.seq_len, self.batch_size, self.data_seed = seq_len, batch_size, data_seed
+        self.model_config = TransformerConfig(
+            vocab_size=256, max_len=seq_len, causal=True, num_classes=None, **(model or {})
+        )
+        self.model_config.validate()
+        self.train_data = {"corpus": jnp.asarray(data[:n_train]), "key": jax.random.key(data_seed)}
+        val = data[n_train : n_train + n_val]
+        test = data[n_train + n_val :]
+        self.splits = Splits(
+            val=to_device(self._fixed_windows(val, eval_batches)),
+            test=to_device(self._fixed_windows(test, eval_batches)),
+        )
+
+    def _fixed_windows(self, data: np.ndarray, num_batches: int) -> dict[str, np.ndarray]:
+        count = num_batches * self.batch_size
+        L = self.seq_len
+        starts = np.linspace(0, len(data) - L - 1, count).astype(np.int64)
+        idx = starts[:, None] + np.arange(L + 1)[None, :]
+        win = data[idx].astype(np.int32)
+        shape = (num_batches, self.batch_size, L)
+        return {
+            "tokens": win[:, :-1].reshape(shape),
+            "targets": win[:, 1:].reshape(shape),
+            "weights": np.ones(shape, np.float32),
+        }
+
+    def train_batch(self, train_data, step: jax.Array) -> Batch:
+        corpus = train_data["corpus"]
+        L = self.seq_len
+        key = jax.random.fold_in(train_data["key"], step)
+        starts = jax.random.randint(key, (self.batch_size,), 0, corpus.shape[0] - L - 1)
+        win = jax.vmap(lambda s: jax.lax.dynamic_slice(corpus, (s,), (L + 1,)))(starts)
+        win = win.astype(jnp.int32)
+        return {
+            "tokens": win[:, :-1],
+            "targets": win[:, 1:],
+            "weights": jnp.ones((self.batch_size, L), jnp.float32),
+        }
+
+    def describe(self):
+        return {
+            "name": self.name,
+            "corpus": self.corpus_path,
+            "corpus_bytes": self.corpus_bytes,
+            "corpus_sha1": self.corpus_sha1,
+        }

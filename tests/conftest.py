@@ -1,0 +1,27 @@
+"""Shared tiny fixtures: small models and tasks so the default suite stays fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import os
+
+# XLA:CPU spends most of a small test's time in LLVM optimisation of the compiled program
+# (22 s -> 3 s for a tiny population segment). Tests compile many small programs and run them
+# for a few steps, so they use the fastest backend optimisation level. Runs and benchmarks keep
+# XLA's default. Set XLA_FLAGS yourself to override.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from jaxhpo.tasks import LanguageModelTask
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+TINY_MODEL = {"num_layers": 1, "num_heads": 2, "d_model": 16, "d_ff": 32}
+
+
+@pytest.fixture(scope="session")
+def lm_task() -> LanguageModelTask:
+    return LanguageModelTask(
+        corpus=None, max_bytes=200_000, seq_len=16, batch_size=4, eval_batches=2, model=TINY_MODEL
+    )
