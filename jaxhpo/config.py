@@ -25,6 +25,40 @@ class ConfigError(ValueError):
     """A bad configuration value; the message is one line and starts with the field path."""
 
 
+@dataclasses.dataclass(frozen=True)
+class _Text:
+    """An override value exactly as typed; parsed as YAML unless the field is a string."""
+
+    raw: str
+    key: str
+
+    def parsed(self) -> Any:
+        if not self.raw.strip():
+            return ""
+        try:
+            return yaml.safe_load(self.raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{self.key}: cannot parse value {self.raw!r}: {e.problem}") from None
+
+    def as_text(self) -> str:
+        """For string fields: a quoted YAML string loses its quotes, anything else stays as typed
+        (so ``task.operation=-`` is ``"-"`` and ``name=2024`` is ``"2024"``)."""
+        try:
+            v = yaml.safe_load(self.raw)
+        except yaml.YAMLError:
+            return self.raw
+        return v if isinstance(v, str) else self.raw
+
+
+def _resolve(value: Any) -> Any:
+    """Parses every override leaf inside a free-form value (the space mapping)."""
+    if isinstance(value, _Text):
+        return value.parsed()
+    if isinstance(value, dict):
+        return {k: _resolve(v) for k, v in value.items()}
+    return value
+
+
 @dataclasses.dataclass
 class TaskConfig:
     kind: str = "lm"  # lm | modular | brackets
@@ -102,9 +136,14 @@ def _type_name(tp) -> str:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Checks ``value`` against the annotation ``tp`` (int/float/bool/str, Optional, dict)."""
     origin = typing.get_origin(tp)
+    if isinstance(value, _Text):
+        args = typing.get_args(tp) if origin in (typing.Union, types.UnionType) else (tp,)
+        if type(None) in args and value.raw.strip() in ("None", "none", "null", "~", ""):
+            return None
+        value = value.as_text() if str in args else value.parsed()
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None and type(None) in args:
+        if type(None) in args and value is None:
             return None
         errors = []
         for a in args:
@@ -114,7 +153,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except ConfigError as e:
                 errors.append(str(e))
-        names = " or ".join(_type_name(a) for a in args)
+        names = " or ".join("null" if a is type(None) else _type_name(a) for a in args)
         raise ConfigError(f"{where}: expected {names}, got {value!r}")
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
@@ -158,28 +197,40 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
             )
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            changes[key] = _merge(current, value, path)
+            sub = value.parsed() if isinstance(value, _Text) else value
+            changes[key] = _merge(current, sub, path)
         elif key == "space":
+            # `space=...` as one override replaces the space; a mapping (a file's section or
+            # `space.NAME=...`) sets dimensions one by one, and NAME: null removes one.
+            replace = isinstance(value, _Text)
+            value = _resolve(value)
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: expected a mapping of name -> dimension, got {value!r}")
-            changes[key] = {**current, **value}
+            merged = {} if replace else dict(current)
+            for name, dim in value.items():
+                if dim is None:
+                    merged.pop(name, None)
+                else:
+                    merged[name] = dim
+            changes[key] = merged
         else:
             changes[key] = _coerce(value, hints[key], path)
     return dataclasses.replace(obj, **changes)
 
 
 def parse_override(text: str) -> dict[str, Any]:
-    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``; the value is parsed as YAML."""
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``.
+
+    The value is parsed as YAML when the field is checked, except for string fields, which take
+    the text as typed.
+    """
     if "=" not in text:
         raise ConfigError(f"{text}: an override must look like key.sub=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
         raise ConfigError(f"{text}: empty key in override")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{key}: cannot parse value {raw!r}: {e.problem}") from None
+    value = _Text(raw, key)
     out: dict[str, Any] = {}
     node = out
     parts = key.split(".")
@@ -230,6 +281,9 @@ def validate(cfg: Config) -> None:
     from jaxhpo.strategies import STRATEGIES
     from jaxhpo.tasks import TASKS
 
+    for where, seed in (("seed", cfg.seed), ("task.data_seed", cfg.task.data_seed)):
+        if seed < 0:
+            raise ConfigError(f"{where}: must be >= 0, got {seed}")
     if cfg.task.kind not in TASKS:
         raise ConfigError(f"task.kind: unknown '{cfg.task.kind}' (choose from {', '.join(TASKS)})")
     for name in ("seq_len", "batch_size", "eval_batches", "max_bytes", "num_examples"):

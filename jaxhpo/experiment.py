@@ -151,6 +151,11 @@ def prepare(cfg: Config) -> Prepared:
     known = tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule)) + TASK_DOMAINS_KEYS
     check_space(space, known, cfg)
     task = make_task(cfg)
+    if cfg.strategy.metric not in task.metric_names:
+        raise ConfigError(
+            f"strategy.metric: unknown '{cfg.strategy.metric}' for task '{cfg.task.kind}' "
+            f"(choose from {', '.join(task.metric_names)})"
+        )
     strategy = make_strategy(cfg)
     state, cols = strategy.init(cfg.seed, space, cfg.population.size)
     size = len(next(iter(cols.values()))) if cols else (cfg.population.size or 1)
@@ -262,6 +267,8 @@ def run(
             metrics=val,
             diverged=np.asarray(pop.diverged),
             active=np.asarray(pop.active),
+            objective=metric,
+            maximize=metric in task.maximized,
         )
         writer.log(
             step=step,
@@ -306,10 +313,11 @@ def run(
                     / np.maximum(np.sum(~np.isnan(losses), 1), 1),
                 )
             obs = observe(pop, step, segment, train_loss)
-            fit = obs.fitness(metric)
+            fit = obs.fitness()
             best = min(best, float(fit.min()))
             rate = k * int(np.sum(obs.active)) / dt
-            info = f"{rate:,.0f} member-steps/s | best val {metric} {best:.4f}"
+            shown = -best if metric in task.maximized else best
+            info = f"{rate:,.0f} member-steps/s | best val {metric} {shown:.4f}"
             if int(obs.diverged.sum()):
                 info += f" | {int(obs.diverged.sum())} diverged"
             progress.update(

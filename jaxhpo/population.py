@@ -84,11 +84,6 @@ def over_members(f: Callable, mode: str, chunk_size: int = 4) -> Callable:
     return lambda xs: jax.lax.map(f, xs, batch_size=chunk_size)
 
 
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 def _select(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
@@ -201,7 +196,10 @@ class Population:
             (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(m.params)
             updates, opt_state = self.tx.update(grads, m.opt_state, m.params)
             params = optax.apply_updates(m.params, updates)
-            finite = jnp.isfinite(aux["ce"]) & _all_finite(params)
+            # One reduction instead of one per leaf: finite loss, finite update norm, finite
+            # parameter norm (an overflow in params + updates shows up in the norm).
+            norms = jnp.stack([optax.tree.norm(updates), optax.tree.norm(params)])
+            finite = jnp.isfinite(aux["ce"]) & jnp.all(jnp.isfinite(norms))
             new = m.replace(
                 params=_select(finite, params, m.params),
                 opt_state=_select(finite, opt_state, m.opt_state),

@@ -36,10 +36,15 @@ class Observation:
     metrics: dict[str, np.ndarray]  # validation metrics, name -> float [P] (NaN when diverged)
     diverged: np.ndarray  # bool [P]
     active: np.ndarray  # bool [P]
+    objective: str = "loss"  # the validation metric the study optimises
+    maximize: bool = False  # True for metrics where higher is better (accuracy)
 
-    def fitness(self, metric: str = "loss") -> np.ndarray:
-        """The metric to minimise with diverged members set to +inf (worst)."""
-        f = np.asarray(self.metrics[metric], np.float64).copy()
+    def fitness(self) -> np.ndarray:
+        """The objective as a quantity to MINIMISE (negated when maximising), float64 [P];
+        diverged members and NaN/inf values get +inf (worst)."""
+        f = np.asarray(self.metrics[self.objective], np.float64).copy()
+        if self.maximize:
+            f = -f
         f[~np.isfinite(f) | self.diverged] = np.inf
         return f
 

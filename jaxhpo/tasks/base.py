@@ -62,6 +62,8 @@ class Task(abc.ABC):
     hparam_names: tuple[str, ...] = TASK_HPARAMS
     #: Metric names returned by :meth:`eval_sums` / :meth:`evaluate` (lower loss is better).
     metric_names: tuple[str, ...] = ("loss", "accuracy")
+    #: Metrics where higher is better (the others are minimised).
+    maximized: tuple[str, ...] = ("accuracy",)
 
     def make_model(self, key: jax.Array) -> Transformer:
         """Builds one freshly initialised model from ``key``."""

@@ -1,0 +1,210 @@
+"""Population throughput against N separate trials, measured side by side in one process.
+
+For each model size and population size N it measures training examples per second of
+
+* (a) jaxhpo's population step: ``Population.train_segment`` — N members, K steps, ONE jitted call,
+  for every member-axis mode (``map``, ``vmap``, ``chunked``);
+* (b) N separate trials trained one after another, each with a jitted single-model step called
+  from Python once per step (how Optuna or Ray Tune run trials in one process). The step is the same
+  per-member function the population uses, so both sides do the same arithmetic.
+
+It also measures the machine's dense matmul GFLOP/s (f32) and reports the fraction of it reached,
+using XLA's FLOP count of one member-step. Writes JSON (``--out``) and prints a markdown table.
+
+    python scripts/bench_population.py                       # full: tiny+small, N=1,4,16,64
+    python scripts/bench_population.py --quick               # a smoke run (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxhpo.population import Population, gather
+from jaxhpo.tasks import LanguageModelTask
+
+MODELS = {
+    # dispatch-bound: a step is a few hundred microseconds of arithmetic
+    "tiny": {
+        "model": {"num_layers": 1, "num_heads": 2, "d_model": 16, "d_ff": 32},
+        "seq_len": 16,
+        "batch_size": 4,
+    },
+    # ~1.5 GFLOP per member-step (forward + backward), XLA's count is reported
+    "small": {
+        "model": {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256},
+        "seq_len": 64,
+        "batch_size": 32,
+    },
+}
+
+
+def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = np.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def _time(fn, reps: int) -> float:
+    """Best wall time of ``reps`` calls (after one warm-up call)."""
+    fn()
+    best = np.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bench_model(
+    name: str, spec: dict, sizes: list[int], modes: list[int], steps: int, reps: int, chunk: int
+) -> list[dict]:
+    task = LanguageModelTask(
+        corpus=None,
+        max_bytes=500_000,
+        seq_len=spec["seq_len"],
+        batch_size=spec["batch_size"],
+        eval_batches=1,
+        model=spec["model"],
+    )
+    key = jax.random.key(0)
+    B = spec["batch_size"]
+    rows = []
+    # (b) the one-after-another baseline: one jitted single-member step, called per step.
+    ref = Population(task, "adamw", "warmup_cosine", mode="map")
+    single = jax.jit(ref._member_step)
+    one = jax.tree.map(lambda x: x[0], gather(ref.init(key, [0], {"lr": 1e-3}), [0]))
+    compiled = single.lower(one, task.train_data).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    flops = float(cost.get("flops", float("nan")))
+
+    def trials(n: int):
+        for _ in range(n):
+            m = one
+            for _ in range(steps):
+                m, _ = single(m, task.train_data)
+            jax.block_until_ready(m)
+
+    for n in sizes:
+        t_seq = _time(lambda n=n: trials(n), reps)
+        seq_rate = n * steps * B / t_seq
+        for mode in modes:
+            popn = Population(task, "adamw", "warmup_cosine", mode=mode, chunk_size=chunk)
+            pop = popn.init(key, np.arange(n), {"lr": np.full(n, 1e-3)})
+            t0 = time.perf_counter()
+            jax.block_until_ready(popn.train_segment(pop, task.train_data, steps))
+            compile_s = time.perf_counter() - t0
+
+            def seg(popn=popn, pop=pop):
+                jax.block_until_ready(popn.train_segment(pop, task.train_data, steps))
+
+            t_pop = _time(seg, reps)
+            rate = n * steps * B / t_pop
+            rows.append(
+                {
+                    "model": name,
+                    "members": n,
+                    "mode": mode,
+                    "steps": steps,
+                    "batch_size": B,
+                    "seq_len": spec["seq_len"],
+                    "flops_per_member_step": flops,
+                    "population_examples_per_s": rate,
+                    "sequential_examples_per_s": seq_rate,
+                    "speedup": rate / seq_rate,
+                    "population_s": t_pop,
+                    "sequential_s": t_seq,
+                    "first_call_s": compile_s,
+                    "population_gflops": flops * n * steps / t_pop / 1e9,
+                    "sequential_gflops": flops * n * steps / t_seq / 1e9,
+                }
+            )
+            print(
+                f"  {name:5s} N={n:3d} {mode:7s} pop {rate:9.0f} ex/s  seq {seq_rate:9.0f} ex/s"
+                f"  x{rate / seq_rate:5.2f}",
+                flush=True,
+            )
+    return rows
+
+
+def table(results: dict) -> str:
+    peak = results["matmul_gflops"]
+    lines = [
+        "| model | N | best mode | population ex/s | sequential ex/s | speedup | "
+        "% of matmul peak | map | vmap | chunked |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    by = {}
+    for r in results["rows"]:
+        by.setdefault((r["model"], r["members"]), []).append(r)
+    for (model, n), rs in by.items():
+        best = max(rs, key=lambda r: r["speedup"])
+        per_mode = {r["mode"]: f"x{r['speedup']:.2f}" for r in rs}
+        lines.append(
+            f"| {model} | {n} | {best['mode']} | {best['population_examples_per_s']:,.0f} | "
+            f"{best['sequential_examples_per_s']:,.0f} | **x{best['speedup']:.2f}** | "
+            f"{100 * best['population_gflops'] / peak:.1f}% | {per_mode.get('map', '-')} | "
+            f"{per_mode.get('vmap', '-')} | {per_mode.get('chunked', '-')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="scripts/results/bench_population.json")
+    ap.add_argument("--models", default="tiny,small")
+    ap.add_argument("--sizes", default="1,4,16,64")
+    ap.add_argument("--modes", default="map,vmap,chunked")
+    ap.add_argument("--steps", type=int, default=20, help="steps per segment (K)")
+    ap.add_argument("--reps", type=int, default=2, help="timed repetitions (best is kept)")
+    ap.add_argument("--chunk", type=int, default=4, help="members per chunk in chunked mode")
+    ap.add_argument("--quick", action="store_true", help="tiny model, N=1,4, 5 steps")
+    args = ap.parse_args()
+    if args.quick:
+        args.models, args.sizes, args.steps, args.reps = "tiny", "1,4", 5, 1
+    models = args.models.split(",")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    modes = args.modes.split(",")
+    print(f"backend {jax.default_backend()}, devices {jax.devices()}", flush=True)
+    peak = matmul_gflops()
+    print(f"dense matmul f32: {peak:.0f} GFLOP/s", flush=True)
+    rows = []
+    for m in models:
+        rows += bench_model(m, MODELS[m], sizes, modes, args.steps, args.reps, args.chunk)
+    results = {
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "matmul_gflops": peak,
+        "steps": args.steps,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(table(results))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

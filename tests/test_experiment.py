@@ -1,0 +1,163 @@
+"""End to end: config -> run loop -> run directory (table, members, events, plots, summary)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxhpo.cli import load_config, main
+from jaxhpo.experiment import prepare, run
+from jaxhpo.report import write_report
+
+TINY = [
+    "task.max_bytes=200000",
+    "task.seq_len=16",
+    "task.batch_size=4",
+    "task.eval_batches=2",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.d_model=16",
+    "model.d_ff=32",
+]
+
+
+def _run(tmp_path, experiment, overrides):
+    cfg = load_config(experiment, [*TINY, f"out_dir={tmp_path}", *overrides])
+    return cfg, run(cfg, quiet=True)
+
+
+def test_default_experiment_writes_a_readable_run_directory(tmp_path):
+    cfg, res = _run(
+        tmp_path, None, ["train.steps=30", "train.segment_steps=10", "population.size=4"]
+    )
+    d = res.run_dir
+    for name in (
+        "config.yaml",
+        "run.json",
+        "metrics.csv",
+        "metrics.parquet",
+        "members.csv",
+        "events.jsonl",
+        "summary.md",
+    ):
+        assert (d / name).exists(), name
+    table = pd.read_parquet(d / "metrics.parquet")
+    assert len(table) == 4 * 4  # 4 members x (initial + 3 segment) evaluations
+    assert pd.read_csv(d / "metrics.csv").shape == table.shape
+    assert sorted(table["step"].unique()) == [0, 10, 20, 30]
+    for col in (
+        "run",
+        "member",
+        "step",
+        "wall_time",
+        "diverged",
+        "lr",
+        "warmup_steps",
+        "dropout",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+    ):
+        assert col in table, col
+    # Searched hyperparameters differ across members; every member's row carries its values.
+    assert table.groupby("member")["lr"].nunique().max() == 1
+    assert table["lr"].nunique() == 4
+    # It learns: validation loss falls for the best member.
+    first = table[table.step == 0].set_index("member")["val_loss"]
+    last = table[table.step == 30].set_index("member")["val_loss"]
+    assert (last < first).any()
+    members = pd.read_csv(d / "members.csv")
+    assert {"test_loss", "val_loss", "diverged"} <= set(members.columns)
+    summary = (d / "summary.md").read_text()
+    assert "Best member" in summary
+    plots = {p.name for p in (d / "plots").glob("*.png")}
+    assert {"curves_lr.png", "final_vs_hparams.png", "train_curves.png"} <= plots
+    # The resolved config re-runs: it is a valid config file.
+    again = load_config(str(d / "config.yaml"), [])
+    assert again.space == cfg.space and again.train.steps == 30
+
+
+def test_diverged_member_is_flagged_and_not_best(tmp_path):
+    _, res = _run(
+        tmp_path,
+        None,
+        [
+            "optim.optimizer=sgd",
+            "optim.schedule=constant",
+            "population.size=null",
+            "strategy.name=grid",
+            "space={lr: {type: choice, values: [0.1, 1000.0]}}",
+            "train.steps=20",
+            "train.segment_steps=10",
+        ],
+    )
+    members = res.members.set_index("lr")
+    assert bool(members.loc[1000.0, "diverged"]) and not bool(members.loc[0.1, "diverged"])
+    assert np.isnan(members.loc[1000.0, "val_loss"])
+    table = pd.read_parquet(res.run_dir / "metrics.parquet")
+    assert table[table.lr == 1000.0]["diverged"].iloc[-1]
+    summary = (res.run_dir / "summary.md").read_text()
+    best_line = summary.split("## Best member:")[1].splitlines()[0]
+    best_id = int(best_line.strip())
+    assert best_id == int(res.members[res.members.lr == 0.1]["member"].iloc[0])
+
+
+def test_grid_population_is_the_full_grid(tmp_path):
+    cfg = load_config(
+        "lm-grid", [*TINY, f"out_dir={tmp_path}", "train.steps=5", "train.segment_steps=5"]
+    )
+    prep = prepare(cfg)
+    assert prep.size == 9
+    pairs = set(zip(prep.hparams["lr"].round(8), prep.hparams["warmup_steps"], strict=True))
+    assert len(pairs) == 9
+
+
+def test_sobol_and_random_differ_and_are_seeded(tmp_path):
+    a = prepare(load_config("lm-sobol", [*TINY, "seed=1"])).hparams["lr"]
+    b = prepare(load_config("lm-sobol", [*TINY, "seed=1"])).hparams["lr"]
+    c = prepare(load_config("lm-sobol", [*TINY, "seed=2"])).hparams["lr"]
+    r = prepare(load_config("lm-sobol", [*TINY, "seed=1", "strategy.name=random"])).hparams["lr"]
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, r)
+
+
+def test_decay_steps_default_to_run_length(tmp_path):
+    prep = prepare(load_config(None, [*TINY, "train.steps=123"]))
+    np.testing.assert_allclose(prep.hparams["decay_steps"], 123.0)
+
+
+def test_cli_run_and_report(tmp_path, capsys):
+    code = main(
+        [
+            "run",
+            *TINY,
+            "train.steps=10",
+            "train.segment_steps=5",
+            "population.size=2",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Best member" in out
+    (run_dir,) = list(tmp_path.iterdir())
+    for p in (run_dir / "plots").glob("*.png"):
+        p.unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "plots" / "curves_lr.png").exists()
+
+
+def test_report_on_interrupted_run_uses_live_csv(tmp_path):
+    _, res = _run(tmp_path, None, ["train.steps=10", "train.segment_steps=5", "population.size=2"])
+    (res.run_dir / "metrics.parquet").unlink()
+    (res.run_dir / "members.csv").unlink()
+    summary = write_report(res.run_dir)
+    assert "Best member" in summary.read_text()
+
+
+def test_report_rejects_a_folder_without_metrics(tmp_path):
+    with pytest.raises(ValueError, match="RUN_DIR"):
+        write_report(tmp_path)
