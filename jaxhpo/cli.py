@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="jaxhpo",
         description="Tune Transformer hyperparameters by training a whole population as one "
         "JAX program.",
+        epilog="Start here:\n  jaxhpo run                 the default experiment (a few minutes on "
+        "a laptop CPU)\n  jaxhpo list                the built-in experiments\n  jaxhpo run --help"
+        "          config files and key=value overrides\n  jaxhpo report RUN_DIR      plots and "
+        "summary of a finished (or interrupted) run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     r = sub.add_parser(

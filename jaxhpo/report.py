@@ -24,24 +24,29 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from jaxhpo.results import read_members, read_metrics  # noqa: E402
+from jaxhpo.results import BASE_COLUMNS, read_members, read_metrics  # noqa: E402
+from jaxhpo.space import Space  # noqa: E402
+
+
+def _space_section(run_dir: Path) -> dict:
+    path = run_dir / "config.yaml"
+    cfg = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return dict((cfg or {}).get("space") or {})
 
 
 def _searched(run_dir: Path, table: pd.DataFrame) -> list[str]:
     """Hyperparameters that vary across members (in config order when known)."""
-    cfg = (
-        yaml.safe_load((run_dir / "config.yaml").read_text())
-        if (run_dir / "config.yaml").exists()
-        else {}
-    )
-    names = list((cfg or {}).get("space", {}) or {})
-    varying = [n for n in names if n in table and table[n].nunique() > 1]
-    return varying
+    names = list(_space_section(run_dir)) or [c for c in table.columns if c not in BASE_COLUMNS]
+    return [n for n in names if n in table and table[n].nunique() > 1]
 
 
-def _is_log(values: np.ndarray) -> bool:
-    v = values[np.isfinite(values)]
-    return bool(len(v) and v.min() > 0 and v.max() / v.min() >= 20)
+def _log_dims(run_dir: Path) -> set[str]:
+    """Names of log-scaled dimensions of the run's search space."""
+    try:
+        space = Space.from_config(_space_section(run_dir))
+    except ValueError:
+        return set()
+    return {n for n in space.names if getattr(space[n], "log", False)}
 
 
 def best_member(members: pd.DataFrame, metric: str = "val_loss") -> pd.Series | None:
@@ -51,11 +56,12 @@ def best_member(members: pd.DataFrame, metric: str = "val_loss") -> pd.Series | 
     return ok.loc[ok[metric].idxmin()]
 
 
-def plot_curves(table: pd.DataFrame, hparam: str, path: Path, metric: str = "val_loss") -> None:
+def plot_curves(
+    table: pd.DataFrame, hparam: str, path: Path, metric: str = "val_loss", log: bool = False
+) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     finals = table.groupby("member")[hparam].last()
     vals = finals.to_numpy(float)
-    log = _is_log(vals)
     lo, hi = np.nanmin(vals), np.nanmax(vals)
     if log:
         norm = matplotlib.colors.LogNorm(vmin=lo, vmax=hi)
@@ -77,7 +83,11 @@ def plot_curves(table: pd.DataFrame, hparam: str, path: Path, metric: str = "val
 
 
 def plot_final(
-    members: pd.DataFrame, hparams: list[str], path: Path, metric: str = "val_loss"
+    members: pd.DataFrame,
+    hparams: list[str],
+    path: Path,
+    metric: str = "val_loss",
+    log_dims: set[str] = frozenset(),
 ) -> None:
     n = max(1, len(hparams))
     cols = min(n, 3)
@@ -91,7 +101,7 @@ def plot_final(
             top = np.nanmax(ok[metric]) if not ok.empty else 1.0
             ax.scatter(bad[name], np.full(len(bad), top), marker="x", c="red", label="diverged")
             ax.legend(fontsize=7)
-        if _is_log(members[name].to_numpy(float)):
+        if name in log_dims:
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.set_ylabel(f"final {metric}")
@@ -171,12 +181,13 @@ def write_report(run_dir: str | Path) -> Path:
     else:  # an interrupted run: the last row of each member stands in
         members = table.sort_values("step").groupby("member").last().reset_index()
     hparams = _searched(run_dir, table)
+    log_dims = _log_dims(run_dir)
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
     for name in hparams:
-        plot_curves(table, name, plots / f"curves_{name}.png")
+        plot_curves(table, name, plots / f"curves_{name}.png", log=name in log_dims)
     if hparams:
-        plot_final(members, hparams, plots / "final_vs_hparams.png")
+        plot_final(members, hparams, plots / "final_vs_hparams.png", log_dims=log_dims)
     plot_train(table, plots / "train_curves.png")
     summary = run_dir / "summary.md"
     summary.write_text(summary_markdown(run_dir, table, members, hparams))
