@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def load_config(experiment: str | None, overrides: list[str]):
         data = load_file(experiment)
         base = data.pop("experiment", None)
         if base is not None:
+            if not isinstance(base, str):
+                raise ValueError(f"experiment: must be a built-in experiment name, got {base!r}")
             layers.append(preset(base))
         layers.append(data)
     else:
@@ -108,7 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         from jaxhpo.experiment import prepare, run
 
         prepared = prepare(cfg)
-    except ValueError as e:  # ConfigError is a ValueError: one line naming the field
+        out = Path(cfg.out_dir).expanduser()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"out_dir: cannot create {out}: {e.strerror}") from None
+        if not os.access(out, os.W_OK):
+            raise ValueError(f"out_dir: {out} is not writable")
+    except (ValueError, OSError) as e:  # ConfigError is a ValueError: one line naming the field
         print(f"jaxhpo: error: {e}", file=sys.stderr)
         return 2
     result = run(cfg, prepared=prepared, quiet=args.quiet)

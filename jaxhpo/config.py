@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,6 +24,20 @@ import yaml
 
 class ConfigError(ValueError):
     """A bad configuration value; the message is one line and starts with the field path."""
+
+
+_EXP_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _numbers(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; read such strings as numbers."""
+    if isinstance(value, str) and _EXP_NUMBER.match(value.strip()):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +51,7 @@ class _Text:
         if not self.raw.strip():
             return ""
         try:
-            return yaml.safe_load(self.raw)
+            return _numbers(yaml.safe_load(self.raw))
         except yaml.YAMLError as e:
             raise ConfigError(f"{self.key}: cannot parse value {self.raw!r}: {e.problem}") from None
 
@@ -245,7 +260,13 @@ def load_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config: file does not exist: {p}")
-    text = p.read_text()
+    if p.is_dir():
+        hint = " (a run directory? use RUN_DIR/config.yaml)" if (p / "config.yaml").exists() else ""
+        raise ConfigError(f"config: {p} is a folder, not a config file{hint}")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config: cannot read {p}: {e}") from None
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
@@ -255,7 +276,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config: {p} must hold a mapping at the top level")
-    return data
+    return _numbers(data)
 
 
 def build(base: Config, *layers: dict[str, Any]) -> Config:
@@ -282,8 +303,8 @@ def validate(cfg: Config) -> None:
     from jaxhpo.tasks import TASKS
 
     for where, seed in (("seed", cfg.seed), ("task.data_seed", cfg.task.data_seed)):
-        if seed < 0:
-            raise ConfigError(f"{where}: must be >= 0, got {seed}")
+        if not 0 <= seed < 2**31:
+            raise ConfigError(f"{where}: must lie in [0, 2**31), got {seed}")
     if cfg.task.kind not in TASKS:
         raise ConfigError(f"task.kind: unknown '{cfg.task.kind}' (choose from {', '.join(TASKS)})")
     for name in ("seq_len", "batch_size", "eval_batches", "max_bytes", "num_examples"):
@@ -314,5 +335,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"strategy.name: unknown '{cfg.strategy.name}' (choose from {', '.join(STRATEGIES)})"
         )
+    if cfg.strategy.grid_points < 2:
+        raise ConfigError(f"strategy.grid_points: must be >= 2, got {cfg.strategy.grid_points}")
     if cfg.strategy.name != "grid" and cfg.population.size is None:
         raise ConfigError(f"population.size: required for strategy '{cfg.strategy.name}'")

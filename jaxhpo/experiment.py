@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
     "cycle_steps": (0.0, np.inf, False, False),
     "min_lr_ratio": (0.0, 1.0, True, True),
     "decay_rate": (0.0, np.inf, False, False),
+    "adafactor_decay_rate": (0.0, 1.0, False, True),
+    "clipping_threshold": (0.0, np.inf, False, True),
 }
 
 
@@ -192,7 +195,13 @@ def apply_update(
     root_key: jax.Array,
     next_id: int,
 ) -> tuple[PopulationState, int]:
-    """Applies a strategy's decision; the same code for every strategy."""
+    """Applies a strategy's decision; the same code for every strategy.
+
+    Raises:
+      ValueError: if the update does not fit the population (wrong shape, parent index out of
+        range, unknown or non-finite hyperparameter), before anything is changed.
+    """
+    check_update(upd, pop.size, population.hparam_names)
     if upd.parents is not None:
         pop = population.copy_members(pop, upd.parents)
     if upd.reinit is not None and np.any(upd.reinit):
@@ -214,6 +223,38 @@ def apply_update(
     if upd.active is not None:
         pop = pop.replace(active=jax.numpy.asarray(np.asarray(upd.active, bool)))
     return pop, next_id
+
+
+def check_update(upd: PopulationUpdate, size: int, names: tuple[str, ...]) -> None:
+    """A strategy's update must keep the population's shape and name real members."""
+
+    def shape_ok(field: str, value: Any) -> np.ndarray:
+        arr = np.asarray(value)
+        if arr.shape != (size,):
+            raise ValueError(f"strategy update: {field} must have shape ({size},), got {arr.shape}")
+        return arr
+
+    if upd.parents is not None:
+        parents = shape_ok("parents", upd.parents)
+        if not np.issubdtype(parents.dtype, np.integer):
+            raise ValueError(f"strategy update: parents must be integers, got {parents.dtype}")
+        if parents.min() < 0 or parents.max() >= size:
+            raise ValueError(
+                f"strategy update: parents must lie in [0, {size}), got {parents.min()}.."
+                f"{parents.max()}"
+            )
+    for field in ("reinit", "active"):
+        value = getattr(upd, field)
+        if value is not None and shape_ok(field, value).dtype != bool:
+            raise ValueError(f"strategy update: {field} must be booleans")
+    for name, value in (upd.hparams or {}).items():
+        if name not in names:
+            raise ValueError(f"strategy update: unknown hyperparameter '{name}'")
+        arr = np.asarray(value, np.float64)
+        if arr.shape not in ((), (size,)):
+            raise ValueError(f"strategy update: hparams.{name} must be a scalar or ({size},)")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"strategy update: hparams.{name} has non-finite values")
 
 
 def _host(tree) -> Any:
@@ -246,6 +287,8 @@ def run(
             "jax": jax.__version__,
             "hparam_names": list(names),
             "searched": list(prep.space.searched),
+            "objective": f"val_{cfg.strategy.metric}",
+            "maximize": cfg.strategy.metric in task.maximized,
         },
     )
     root_key = jax.random.key(cfg.seed)
@@ -297,25 +340,25 @@ def run(
             f"{cfg.name}: segment 0/{n_segments}", total=total, info="compiling"
         )
         step = 0
+        timings = {"first_segment_s": None, "train_s": 0.0}
         for segment in range(1, n_segments + 1):
             k = min(seg, total - step)
             ts = time.perf_counter()
-            pop, losses = population.train_segment(pop, task.train_data, k)
-            losses = np.asarray(losses)
+            # Always a K=segment_steps program; a shorter last segment masks the extra steps.
+            pop, losses = population.train_segment(pop, task.train_data, seg, valid_steps=k)
+            losses = np.asarray(losses)[:, :k]
             dt = time.perf_counter() - ts
+            timings["train_s"] += dt
+            if timings["first_segment_s"] is None:
+                timings["first_segment_s"] = dt
             step += k
-            with np.errstate(all="ignore"):
-                train_loss = np.where(
-                    np.all(np.isnan(losses), 1),
-                    np.nan,
-                    np.nanmean(np.where(np.isnan(losses), 0, losses), 1)
-                    * k
-                    / np.maximum(np.sum(~np.isnan(losses), 1), 1),
-                )
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                train_loss = np.nanmean(losses, axis=1)  # NaN for members that took no step
             obs = observe(pop, step, segment, train_loss)
             fit = obs.fitness()
             best = min(best, float(fit.min()))
-            rate = k * int(np.sum(obs.active)) / dt
+            rate = k * int(np.sum(obs.active & ~obs.diverged)) / dt
             shown = -best if metric in task.maximized else best
             info = f"{rate:,.0f} member-steps/s | best val {metric} {shown:.4f}"
             if int(obs.diverged.sum()):
@@ -325,12 +368,14 @@ def run(
             )
             if not console.is_terminal and not quiet:
                 console.print(f"segment {segment}/{n_segments} step {step}: {info}")
+            # The strategy is told every result, the last one included; an update is applied
+            # only while training goes on, so the final table describes the members evaluated.
             state, upd = strategy.update(state, obs)
+            if upd.done or segment == n_segments:
+                break
             for ev in upd.events:
                 writer.event({"step": step, **ev})
             pop, next_id = apply_update(population, pop, upd, root_key, next_id)
-            if upd.done:
-                break
     test = _host(population.evaluate(pop, task.splits.test))
     members = pd.DataFrame({"member": np.asarray(pop.member_id)})
     for k, v in _host(population.get_hparams(pop)).items():
@@ -341,6 +386,8 @@ def run(
     members["diverged"] = np.asarray(pop.diverged)
     members["steps"] = np.asarray(pop.step)
     members.to_csv(run_dir / "members.csv", index=False)
+    timings["total_s"] = time.perf_counter() - t0
+    writer.update_info({"timings": timings, "steps": step, "trace_counts": population.trace_counts})
     writer.close()
     from jaxhpo.report import write_report
 

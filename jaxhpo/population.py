@@ -32,6 +32,8 @@ from jaxhpo import optim
 from jaxhpo.tasks.base import TASK_DEFAULTS, Task
 
 MEMBER_MODES = ("auto", "vmap", "map", "chunked")
+#: Stream tag of member keys: member i's key is fold_in(fold_in(root, MEMBER_STREAM), id_i).
+MEMBER_STREAM = 0x3E3B
 
 
 @struct.dataclass
@@ -152,7 +154,7 @@ class Population:
         """Builds ``P = len(member_ids)`` independently initialised members.
 
         Args:
-          key: the run's root key; member ``i`` is initialised from ``fold_in(key, member_ids[i])``.
+          key: the run's root key; member ``i``'s key is derived from it and ``member_ids[i]``.
           member_ids: int [P] stable ids.
           hparams: name -> scalar or [P] values (missing names take defaults).
         """
@@ -161,7 +163,8 @@ class Population:
         return self._init(key, ids, hp)
 
     def _init_member(self, root_key, member_id, hp):
-        init_key, train_key = jax.random.split(jax.random.fold_in(root_key, member_id))
+        member_key = jax.random.fold_in(jax.random.fold_in(root_key, MEMBER_STREAM), member_id)
+        init_key, train_key = jax.random.split(member_key)
         _, params = nnx.split(self.task.make_model(init_key))
         opt_state = optim.init_opt_state(self.tx, params, {k: hp[k] for k in self.opt_names})
         return PopulationState(
@@ -209,30 +212,47 @@ class Population:
             return new, jnp.where(finite, aux["ce"], jnp.nan)
 
         def skip(m: PopulationState):
-            return m, jnp.array(jnp.nan, jnp.float32)
+            # NaN derived from the member's own state so that it has the same (sharding) type.
+            return m, jnp.full_like(m.step, 0, jnp.float32) * jnp.nan
 
         # Under lax.map a stopped or diverged member costs no work; under vmap cond is a select.
         return jax.lax.cond(m.active & ~m.diverged, do_step, skip, m)
 
-    def _segment_impl(self, pop: PopulationState, train_data, num_steps: int):
+    def _segment_impl(self, pop: PopulationState, train_data, valid, num_steps: int):
         self.trace_counts["segment"] += 1
 
+        def body(m, t):
+            def skip(m):
+                return m, jnp.full_like(m.step, 0, jnp.float32) * jnp.nan
+
+            # `t < valid` is the same for every member (not batched): a real branch even under
+            # vmap, so a short last segment costs no work and needs no second program.
+            return jax.lax.cond(t < valid, lambda m: self._member_step(m, train_data), skip, m)
+
         def member_segment(m):
-            return jax.lax.scan(lambda c, _: self._member_step(c, train_data), m, None, num_steps)
+            return jax.lax.scan(body, m, jnp.arange(num_steps, dtype=jnp.int32))
 
         pop, losses_PxK = over_members(member_segment, self.mode, self.chunk_size)(pop)
         return pop, losses_PxK
 
     def train_segment(
-        self, pop: PopulationState, train_data: Any, num_steps: int
+        self, pop: PopulationState, train_data: Any, num_steps: int, valid_steps: int | None = None
     ) -> tuple[PopulationState, jax.Array]:
         """Trains every member for ``num_steps`` steps in one jitted call.
 
+        Args:
+          pop: the population.
+          train_data: ``task.train_data``.
+          num_steps: the segment length K (static: one compiled program per K).
+          valid_steps: run only the first ``valid_steps`` of the K steps (the rest are no-ops),
+            so a shorter last segment reuses the same program. Defaults to ``num_steps``.
+
         Returns:
           The new state and the per-step unsmoothed training loss, float32 [P, num_steps]
-          (NaN where a member did not step: stopped or diverged).
+          (NaN where a member did not step: stopped, diverged or past ``valid_steps``).
         """
-        return self._segment(pop, train_data, num_steps=num_steps)
+        valid = num_steps if valid_steps is None else valid_steps
+        return self._segment(pop, train_data, jnp.asarray(valid, jnp.int32), num_steps=num_steps)
 
     # -- evaluation ------------------------------------------------------------------------
     def _evaluate_impl(self, pop: PopulationState, data):

@@ -13,6 +13,7 @@ diverge) with its hyperparameters and its test metrics.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from jaxhpo.results import BASE_COLUMNS, read_members, read_metrics  # noqa: E402
+from jaxhpo.results import read_members, read_metrics  # noqa: E402
 from jaxhpo.space import Space  # noqa: E402
 
 
@@ -34,9 +35,9 @@ def _space_section(run_dir: Path) -> dict:
     return dict((cfg or {}).get("space") or {})
 
 
-def _searched(run_dir: Path, table: pd.DataFrame) -> list[str]:
+def _searched(run_dir: Path, table: pd.DataFrame, hparam_names: list[str] | None) -> list[str]:
     """Hyperparameters that vary across members (in config order when known)."""
-    names = list(_space_section(run_dir)) or [c for c in table.columns if c not in BASE_COLUMNS]
+    names = list(_space_section(run_dir)) or list(hparam_names or [])
     return [n for n in names if n in table and table[n].nunique() > 1]
 
 
@@ -49,11 +50,19 @@ def _log_dims(run_dir: Path) -> set[str]:
     return {n for n in space.names if getattr(space[n], "log", False)}
 
 
-def best_member(members: pd.DataFrame, metric: str = "val_loss") -> pd.Series | None:
+def run_info(run_dir: Path) -> dict:
+    path = Path(run_dir) / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def best_member(
+    members: pd.DataFrame, metric: str = "val_loss", maximize: bool = False
+) -> pd.Series | None:
+    """The member with the best final ``metric`` among those that did not diverge."""
     ok = members[~members["diverged"].astype(bool) & np.isfinite(members[metric])]
     if ok.empty:
         return None
-    return ok.loc[ok[metric].idxmin()]
+    return ok.loc[ok[metric].idxmax() if maximize else ok[metric].idxmin()]
 
 
 def plot_curves(
@@ -127,9 +136,14 @@ def plot_train(table: pd.DataFrame, path: Path) -> None:
 
 
 def summary_markdown(
-    run_dir: Path, table: pd.DataFrame, members: pd.DataFrame, hparams: list[str]
+    run_dir: Path,
+    table: pd.DataFrame,
+    members: pd.DataFrame,
+    hparams: list[str],
+    objective: str = "val_loss",
+    maximize: bool = False,
 ) -> str:
-    best = best_member(members)
+    best = best_member(members, objective, maximize)
     lines = [f"# Run `{run_dir.name}`", ""]
     n_div = int(members["diverged"].astype(bool).sum())
     lines.append(
@@ -142,6 +156,8 @@ def summary_markdown(
     else:
         lines.append(f"## Best member: {int(best['member'])}")
         lines.append("")
+        lines.append(f"(by {'highest' if maximize else 'lowest'} final `{objective}`)")
+        lines.append("")
         lines.append("| field | value |")
         lines.append("| --- | --- |")
         for name in hparams:
@@ -151,9 +167,9 @@ def summary_markdown(
     lines.append("")
     lines.append("## All members (final)")
     lines.append("")
-    cols = ["member", *hparams, "val_loss"] + [c for c in members.columns if c == "test_loss"]
-    cols += ["diverged"]
-    show = members[cols].sort_values("val_loss", na_position="last")
+    metrics = [c for c in members.columns if c.startswith(("val_", "test_"))]
+    cols = ["member", *hparams, *metrics, "diverged"]
+    show = members[cols].sort_values(objective, ascending=not maximize, na_position="last")
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + " --- |" * len(cols))
     for _, r in show.iterrows():
@@ -180,8 +196,11 @@ def write_report(run_dir: str | Path) -> Path:
         members = read_members(run_dir)
     else:  # an interrupted run: the last row of each member stands in
         members = table.sort_values("step").groupby("member").last().reset_index()
-    hparams = _searched(run_dir, table)
+    info = run_info(run_dir)
+    hparams = _searched(run_dir, table, info.get("hparam_names"))
     log_dims = _log_dims(run_dir)
+    objective = info.get("objective", "val_loss")
+    maximize = bool(info.get("maximize", False))
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
     for name in hparams:
@@ -190,5 +209,5 @@ def write_report(run_dir: str | Path) -> Path:
         plot_final(members, hparams, plots / "final_vs_hparams.png", log_dims=log_dims)
     plot_train(table, plots / "train_curves.png")
     summary = run_dir / "summary.md"
-    summary.write_text(summary_markdown(run_dir, table, members, hparams))
+    summary.write_text(summary_markdown(run_dir, table, members, hparams, objective, maximize))
     return summary

@@ -4,7 +4,7 @@ Layout::
 
     RUN_DIR/
       config.yaml        the resolved configuration (re-runnable: jaxhpo run RUN_DIR/config.yaml)
-      run.json           task description, population size, devices, jax version, timings
+      run.json           task, population size, devices, jax version; timings at the end
       metrics.csv        tidy table, one row per member per evaluation (appended as the run goes)
       metrics.parquet    the same table, written at the end
       members.csv        one row per member: hyperparameters, final validation and test metrics
@@ -74,6 +74,13 @@ class RunWriter:
     def write_config(self, config: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         (self.path / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
         (self.path / "run.json").write_text(json.dumps(dict(info), indent=2, default=str))
+
+    def update_info(self, extra: Mapping[str, Any]) -> None:
+        """Adds fields to ``run.json`` (timings, counts)."""
+        path = self.path / "run.json"
+        info = json.loads(path.read_text()) if path.exists() else {}
+        info.update(extra)
+        path.write_text(json.dumps(info, indent=2, default=str))
 
     def log(
         self,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
+import chex
+import jax
 import numpy as np
 import pandas as pd
 import pytest
 
 from jaxhpo.cli import load_config, main
 from jaxhpo.experiment import prepare, run
+from jaxhpo.population import gather
 from jaxhpo.report import write_report
 
 TINY = [
@@ -161,3 +166,76 @@ def test_report_on_interrupted_run_uses_live_csv(tmp_path):
 def test_report_rejects_a_folder_without_metrics(tmp_path):
     with pytest.raises(ValueError, match="RUN_DIR"):
         write_report(tmp_path)
+
+
+def test_uneven_last_segment_reuses_the_program(tmp_path):
+    """Regression: a shorter last segment was a second static shape and recompiled."""
+    _, res = _run(tmp_path, None, ["train.steps=25", "train.segment_steps=10", "population.size=2"])
+    info = json.loads((res.run_dir / "run.json").read_text())
+    assert info["trace_counts"]["segment"] == 1
+    assert info["steps"] == 25
+    assert res.members["steps"].tolist() == [25, 25]
+    table = pd.read_parquet(res.run_dir / "metrics.parquet")
+    assert sorted(table["step"].unique()) == [0, 10, 20, 25]
+
+
+def test_summary_best_follows_the_study_metric(tmp_path):
+    """Regression: the summary picked the lowest val_loss even when the study maximised
+    accuracy."""
+    _, res = _run(
+        tmp_path,
+        "brackets-random",
+        [
+            "task.num_examples=400",
+            "task.batch_size=16",
+            "train.steps=10",
+            "train.segment_steps=10",
+            "population.size=3",
+            "strategy.metric=accuracy",
+        ],
+    )
+    info = json.loads((res.run_dir / "run.json").read_text())
+    assert info["objective"] == "val_accuracy" and info["maximize"] is True
+    members = res.members
+    summary = (res.run_dir / "summary.md").read_text()
+    best_id = int(summary.split("## Best member:")[1].splitlines()[0])
+    assert best_id == int(members.loc[members["val_accuracy"].idxmax(), "member"])
+    assert "highest final `val_accuracy`" in summary
+
+
+def test_strategy_updates_are_checked(lm_task):
+    from jaxhpo.experiment import apply_update
+    from jaxhpo.population import Population
+    from jaxhpo.strategies import PopulationUpdate
+
+    popn = Population(lm_task, "sgd", "constant", mode="map")
+    pop = popn.init(jax.random.key(0), np.arange(3), {"lr": [0.1, 0.2, 0.3]})
+    key = jax.random.key(0)
+    bad = [
+        (PopulationUpdate(parents=np.array([0, 1, 3])), "parents must lie in"),
+        (PopulationUpdate(parents=np.array([0, 1])), "parents must have shape"),
+        (PopulationUpdate(active=np.array([True, False])), "active must have shape"),
+        (PopulationUpdate(hparams={"learning_rate": 0.1}), "unknown hyperparameter"),
+        (PopulationUpdate(hparams={"lr": [0.1, np.nan, 0.1]}), "non-finite"),
+    ]
+    for upd, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            apply_update(popn, pop, upd, key, 3)
+    # A valid update: copy member 2 into slot 0, re-init slot 1 as a new member with a new id.
+    new, next_id = apply_update(
+        popn,
+        pop,
+        PopulationUpdate(
+            parents=np.array([2, 1, 2]),
+            reinit=np.array([False, True, False]),
+            hparams={"lr": [0.5, 0.6, 0.7]},
+        ),
+        key,
+        3,
+    )
+    assert next_id == 4
+    assert np.asarray(new.member_id).tolist() == [0, 3, 2]
+    np.testing.assert_allclose(np.asarray(popn.get_hparams(new)["lr"]), [0.5, 0.6, 0.7], rtol=1e-6)
+    fresh = popn.init(key, [3], {"lr": [0.6]})
+    chex.assert_trees_all_equal(gather(new, [1]).params, fresh.params)
+    chex.assert_trees_all_equal(gather(new, [0]).params, gather(pop, [2]).params)

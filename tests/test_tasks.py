@@ -317,7 +317,7 @@ def test_modular_non_prime_modulus_is_fine_without_division():
 # ------------------------------------------------------------------------------------------------
 # Balanced brackets
 
-BR_N, BR_LEN = 1000, 12
+BR_N, BR_LEN = 1000, 24
 
 
 @pytest.fixture(scope="module")
@@ -390,6 +390,15 @@ def test_brackets_splits_partition_the_examples(brackets):
     np.testing.assert_array_equal(splits["test"][0], tokens[900:])
 
 
+def test_brackets_splits_share_no_sequence(brackets):
+    """Regression: sampling with replacement put ~half of val/test verbatim into train."""
+    rows = {k: {r.tobytes() for r in v[0]} for k, v in _all_splits(brackets).items()}
+    assert len(rows["train"]) == 800 and len(rows["val"]) == 100 and len(rows["test"]) == 100
+    assert not rows["train"] & rows["val"]
+    assert not rows["train"] & rows["test"]
+    assert not rows["val"] & rows["test"]
+
+
 def test_brackets_eval_padding_has_zero_weight(brackets):
     for split in (brackets.splits.val, brackets.splits.test):
         w = np.asarray(split["weights"])
@@ -419,6 +428,8 @@ def test_brackets_train_batch(brackets):
     [
         ({"seq_len": 2}, "task.seq_len:"),
         ({"num_examples": 10}, "task.num_examples:"),
+        # only 8 distinct balanced sequences fit in 7 tokens: 50 positives cannot be distinct
+        ({"num_examples": 100, "seq_len": 8}, "task.num_examples:"),
     ],
 )
 def test_brackets_bad_arguments(kwargs, prefix):

@@ -131,6 +131,15 @@ class Task(abc.ABC):
         return {"name": self.name}
 
 
+#: Stream tags keep the data key apart from member keys made from the same integer seed.
+DATA_STREAM = 0x0DA7A
+
+
+def data_key(seed: int) -> jax.Array:
+    """The key of a task's training batches: ``fold_in(key(seed), DATA_STREAM)``."""
+    return jax.random.fold_in(jax.random.key(seed), DATA_STREAM)
+
+
 def split_rng(seed: int, stream: str) -> np.random.Generator:
     """A numpy generator for host-side data generation, independent per named stream."""
     return np.random.default_rng([seed, sum(map(ord, stream)) * 7919 + len(stream)])

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo.models import TransformerConfig
-from jaxhpo.tasks.base import Batch, Splits, Task, split_rng, to_device
+from jaxhpo.tasks.base import Batch, Splits, Task, data_key, split_rng, to_device
 
 PAD, CLS, OPEN, CLOSE = 0, 1, 2, 3
 
@@ -39,22 +39,41 @@ def _balanced(seq: np.ndarray) -> bool:
 
 
 def make_brackets(num: int, max_len: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``num`` examples: tokens [num, max_len] int32, mask [num, max_len] bool, labels [num]."""
+    """``num`` DISTINCT examples (no sequence appears twice, so no split can leak into another):
+    tokens [num, max_len] int32, mask [num, max_len] bool, labels [num]; half are balanced.
+
+    Raises:
+      ValueError: (naming ``task.num_examples``) if there are not enough distinct sequences.
+    """
     rng = split_rng(seed, "brackets")
     max_pairs = (max_len - 1) // 2
+    want = {1: (num + 1) // 2, 0: num // 2}
+    found: dict[int, dict[tuple, None]] = {1: {}, 0: {}}  # insertion-ordered sets
+    for _ in range(50 * num + 1000):
+        if all(len(found[c]) >= want[c] for c in (0, 1)):
+            break
+        label = 1 if len(found[1]) < want[1] else 0
+        n_pairs = int(rng.integers(1, max_pairs + 1))
+        if label:
+            seq = tuple(_dyck(rng, n_pairs))
+        else:
+            arr = np.array([OPEN] * n_pairs + [CLOSE] * n_pairs)
+            while _balanced(arr):
+                rng.shuffle(arr)
+            seq = tuple(int(x) for x in arr)
+        found[label].setdefault(seq, None)
+    if any(len(found[c]) < want[c] for c in (0, 1)):
+        raise ValueError(
+            f"task.num_examples: could not draw {num} distinct bracket sequences of length "
+            f"<= {max_len - 1}; lower task.num_examples or raise task.seq_len"
+        )
+    seqs = [(s, 1) for s in list(found[1])[: want[1]]] + [(s, 0) for s in list(found[0])[: want[0]]]
     tokens = np.full((num, max_len), PAD, np.int32)
     labels = np.zeros(num, np.int32)
-    for i in range(num):
-        n_pairs = int(rng.integers(1, max_pairs + 1))
-        if i % 2 == 0:
-            seq = np.array(_dyck(rng, n_pairs))
-            labels[i] = 1
-        else:
-            seq = np.array([OPEN] * n_pairs + [CLOSE] * n_pairs)
-            while _balanced(seq):
-                rng.shuffle(seq)
+    for i, (seq, label) in enumerate(seqs):
         tokens[i, 0] = CLS
         tokens[i, 1 : 1 + len(seq)] = seq
+        labels[i] = label
     perm = rng.permutation(num)
     tokens, labels = tokens[perm], labels[perm]
     return tokens, tokens != PAD, labels
@@ -89,7 +108,7 @@ class BracketsTask(Task):
             "tokens": jnp.asarray(tokens[:n_train]),
             "mask": jnp.asarray(mask[:n_train]),
             "labels": jnp.asarray(labels[:n_train]),
-            "key": jax.random.key(data_seed),
+            "key": data_key(data_seed),
         }
         sl_val, sl_test = slice(n_train, n_train + n_val), slice(n_train + n_val, None)
         self.splits = Splits(

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo.models import TransformerConfig
-from jaxhpo.tasks.base import Batch, Splits, Task, to_device
+from jaxhpo.tasks.base import Batch, Splits, Task, data_key, to_device
 
 TEXT_SUFFIXES = (".txt", ".py", ".md", ".rst", ".tex", ".json", ".csv", ".html")
 
@@ -56,7 +56,10 @@ def load_corpus(path: str | None, max_bytes: int, *, where: str = "task.corpus")
             files = [p]
     chunks, total = [], 0
     for f in files:
-        data = f.read_bytes()
+        try:
+            data = f.read_bytes()
+        except OSError as e:
+            raise ValueError(f"{where}: cannot read {f}: {e.strerror}") from None
         chunks.append(data)
         total += len(data)
         if total >= max_bytes:
@@ -101,7 +104,7 @@ class LanguageModelTask(Task):
             vocab_size=256, max_len=seq_len, causal=True, num_classes=None, **(model or {})
         )
         self.model_config.validate()
-        self.train_data = {"corpus": jnp.asarray(data[:n_train]), "key": jax.random.key(data_seed)}
+        self.train_data = {"corpus": jnp.asarray(data[:n_train]), "key": data_key(data_seed)}
         val = data[n_train : n_train + n_val]
         test = data[n_train + n_val :]
         self.splits = Splits(

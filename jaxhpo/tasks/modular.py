@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo.models import TransformerConfig
-from jaxhpo.tasks.base import Batch, Splits, Task, split_rng, to_device
+from jaxhpo.tasks.base import Batch, Splits, Task, data_key, split_rng, to_device
 
 OPERATIONS = ("+", "-", "*", "/")
 
@@ -80,7 +80,7 @@ class ModularArithmeticTask(Task):
         self.train_data = {
             "tokens": jnp.asarray(tokens[tr], jnp.int32),
             "answers": jnp.asarray(c[tr], jnp.int32),
-            "key": jax.random.key(data_seed),
+            "key": data_key(data_seed),
         }
         self.splits = Splits(
             val=to_device(self._eval_batches(tokens[va], c[va])),
