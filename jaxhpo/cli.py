@@ -85,8 +85,23 @@ def load_config(experiment: str | None, overrides: list[str]):
     return build(Config(), *layers)
 
 
+def use_cpu_cores() -> None:
+    """Gives XLA one virtual CPU device per core, before JAX starts, so that a population can be
+    sharded over the cores (``population.devices``). Only the CPU platform is affected; an
+    accelerator stays the default device. ``JAXHPO_CPU_DEVICES=N`` picks N (1 turns it off); an
+    explicit ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return
+    n = int(os.environ.get("JAXHPO_CPU_DEVICES", os.cpu_count() or 1))
+    if n > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        use_cpu_cores()
     if args.command is None:
         _parser().print_help()
         return 0

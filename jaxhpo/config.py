@@ -109,8 +109,9 @@ class OptimConfig:
 @dataclasses.dataclass
 class PopulationConfig:
     size: int | None = 8  # None: the strategy decides (full grid)
-    mode: str = "auto"  # auto | vmap | map | chunked
+    mode: str = "auto"  # auto | vmap | map | chunked (on each device)
     chunk_size: int = 4
+    devices: int = 0  # shard members over this many devices; 0 = as many as divide the size
 
 
 @dataclasses.dataclass
@@ -329,6 +330,10 @@ def validate(cfg: Config) -> None:
             f"(choose from {', '.join(MEMBER_MODES)})"
         )
     _positive("population.chunk_size", cfg.population.chunk_size)
+    if cfg.population.devices < 0:
+        raise ConfigError(
+            f"population.devices: must be >= 0 (0 = auto), got {cfg.population.devices}"
+        )
     _positive("train.steps", cfg.train.steps)
     _positive("train.segment_steps", cfg.train.segment_steps)
     if cfg.strategy.name not in STRATEGIES:

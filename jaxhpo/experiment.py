@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from jaxhpo import optim
 from jaxhpo.config import Config, ConfigError
-from jaxhpo.population import Population, PopulationState
+from jaxhpo.population import Population, PopulationState, resolve_devices
 from jaxhpo.results import RunWriter, new_run_dir
 from jaxhpo.space import Choice, Fixed, Float, Int, Space
 from jaxhpo.strategies import STRATEGIES, Observation, PopulationUpdate, Strategy
@@ -162,12 +162,17 @@ def prepare(cfg: Config) -> Prepared:
     strategy = make_strategy(cfg)
     state, cols = strategy.init(cfg.seed, space, cfg.population.size)
     size = len(next(iter(cols.values()))) if cols else (cfg.population.size or 1)
+    try:
+        devices = resolve_devices(cfg.population.devices, size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     population = Population(
         task,
         cfg.optim.optimizer,
         cfg.optim.schedule,
         cfg.population.mode,
         cfg.population.chunk_size,
+        devices=devices,
     )
     hp = {k: np.asarray(v, np.float64) for k, v in cols.items()}
     # Schedules decay over the whole run unless the space says otherwise.
@@ -283,6 +288,7 @@ def run(
             "task": task.describe(),
             "population_size": prep.size,
             "member_mode": population.mode,
+            "member_devices": population.devices,
             "devices": [str(d) for d in jax.devices()],
             "jax": jax.__version__,
             "hparam_names": list(names),

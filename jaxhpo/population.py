@@ -18,7 +18,7 @@ trajectory does not depend on the population around it or on the execution mode.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx, struct
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxhpo import optim
 from jaxhpo.tasks.base import TASK_DEFAULTS, Task
@@ -90,12 +91,28 @@ def _select(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
-@dataclasses.dataclass
-class SegmentMetrics:
-    """Host-side results of one segment: per-member mean and last training loss."""
+def resolve_devices(devices: int, size: int, available: int | None = None) -> int:
+    """How many devices the member axis is sharded over.
 
-    train_loss: np.ndarray  # [P] mean unsmoothed cross entropy over the segment's good steps
-    train_loss_last: np.ndarray  # [P]
+    ``0`` (auto): the largest device count that divides the population size; an explicit count
+    must divide it and not exceed the devices there are.
+    """
+    available = len(jax.devices()) if available is None else available
+    if devices < 0:
+        raise ValueError(f"population.devices: must be >= 0 (0 = auto), got {devices}")
+    if devices == 0:
+        return max(d for d in range(1, min(available, size) + 1) if size % d == 0)
+    if devices > available:
+        raise ValueError(
+            f"population.devices: {devices} requested but only {available} "
+            f"{jax.default_backend()} device(s) are visible"
+        )
+    if size % devices:
+        raise ValueError(
+            f"population.devices: {size} members do not divide over {devices} devices "
+            f"(use a population size that is a multiple of {devices}, or population.devices=0)"
+        )
+    return devices
 
 
 class Population:
@@ -105,8 +122,12 @@ class Population:
       task: the task (model factory, data, loss).
       optimizer: optimizer name (see :data:`jaxhpo.optim.OPTIMIZERS`).
       schedule: learning-rate schedule name (see :data:`jaxhpo.optim.SCHEDULES`).
-      mode: member-axis execution: ``auto``, ``vmap``, ``map`` or ``chunked``.
+      mode: member-axis execution on each device: ``auto``, ``vmap``, ``map`` or ``chunked``.
       chunk_size: members per vmapped chunk in ``chunked`` mode.
+      devices: shard the member axis over this many devices (1: no sharding). Each device runs
+        its own members with ``mode`` inside ``jax.shard_map``; the population size must be a
+        multiple of it (see :func:`resolve_devices`). On a CPU host, virtual devices
+        (``--xla_force_host_platform_device_count``) let members use several cores at once.
     """
 
     def __init__(
@@ -116,6 +137,7 @@ class Population:
         schedule: str = "warmup_cosine",
         mode: str = "auto",
         chunk_size: int = 4,
+        devices: int = 1,
     ):
         self.task = task
         self.mode = resolve_mode(mode)
@@ -130,10 +152,51 @@ class Population:
         self.graphdef, _ = nnx.split(abstract)
         #: How many times each program was traced (a retrace means a recompile).
         self.trace_counts: dict[str, int] = {"init": 0, "segment": 0, "evaluate": 0}
-        self._init = jax.jit(self._init_impl)
-        self._segment = jax.jit(self._segment_impl, static_argnames="num_steps")
-        self._evaluate = jax.jit(self._evaluate_impl)
-        self._copy = jax.jit(self._copy_impl)
+        if devices < 1 or devices > len(jax.devices()):
+            raise ValueError(
+                f"population.devices: must lie in [1, {len(jax.devices())}], got {devices}"
+            )
+        self.devices = devices
+        self.mesh = jax.make_mesh(
+            (devices,),
+            ("pop",),
+            devices=jax.devices()[:devices],
+            axis_types=(jax.sharding.AxisType.Auto,),  # let jit move inputs onto the mesh
+        )
+        self.sharding = NamedSharding(self.mesh, PartitionSpec("pop"))
+        M, R = PartitionSpec("pop"), PartitionSpec()  # member-sharded, replicated
+        self._init = jax.jit(self._sharded(self._init_impl, (R, M, M), M))
+        self._segment = jax.jit(
+            self._sharded(self._segment_impl, (M, R, R), (M, M)), static_argnames="num_steps"
+        )
+        self._evaluate = jax.jit(self._sharded(self._evaluate_impl, (M, R), M))
+        self._copy = jax.jit(
+            self._copy_impl, **({"out_shardings": self.sharding} if devices > 1 else {})
+        )
+
+    def _sharded(self, fn: Callable, in_specs, out_specs) -> Callable:
+        """``fn`` over each device's block of members (``jax.shard_map``), or ``fn`` itself."""
+        if self.devices == 1:
+            return fn
+
+        @functools.wraps(fn)
+        def wrapped(*args, **static):
+            # check_vma=False: vmapped PRNG calls inside shard_map trip the varying-axis checker
+            # in this JAX version (pvary on an already varying key); members never communicate.
+            f = jax.shard_map(
+                functools.partial(fn, **static),
+                mesh=self.mesh,
+                in_specs=in_specs,
+                out_specs=out_specs,
+                check_vma=False,
+            )
+            return f(*args)
+
+        return wrapped
+
+    def place(self, pop: PopulationState) -> PopulationState:
+        """Puts a population on its devices (member axis sharded); a no-op when it is there."""
+        return jax.device_put(pop, self.sharding) if self.devices > 1 else pop
 
     # -- construction ----------------------------------------------------------------------
     def full_hparams(self, hparams: Mapping[str, Any], size: int) -> dict[str, np.ndarray]:
@@ -160,6 +223,10 @@ class Population:
         """
         ids = jnp.asarray(np.asarray(member_ids, np.int32))
         hp = {k: jnp.asarray(v) for k, v in self.full_hparams(hparams, ids.shape[0]).items()}
+        if ids.shape[0] % self.devices:
+            raise ValueError(
+                f"population.size: {ids.shape[0]} members do not divide over {self.devices} devices"
+            )
         return self._init(key, ids, hp)
 
     def _init_member(self, root_key, member_id, hp):
@@ -289,7 +356,7 @@ class Population:
         opt_vals = {k: v for k, v in cast.items() if k in self.opt_names}
         task_vals = {k: v for k, v in cast.items() if k in self.task_names}
         opt_state = optim.set_hparams(pop.opt_state, opt_vals) if opt_vals else pop.opt_state
-        return pop.replace(opt_state=opt_state, hparams={**pop.hparams, **task_vals})
+        return self.place(pop.replace(opt_state=opt_state, hparams={**pop.hparams, **task_vals}))
 
     # -- moving members --------------------------------------------------------------------
     def _copy_impl(self, pop: PopulationState, parents):
