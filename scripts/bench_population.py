@@ -3,7 +3,9 @@
 For each model size and population size N it measures training examples per second of
 
 * (a) jaxhpo's population step: ``Population.train_segment`` — N members, K steps, ONE jitted call,
-  for every member-axis mode (``map``, ``vmap``, ``chunked``);
+  for every member-axis mode (``map``, ``vmap``, ``chunked``) on one device, and ``map``/``vmap``
+  with the members sharded over all devices (``map@all``; on a CPU host one virtual device per
+  core, as ``jaxhpo run`` sets up);
 * (b) N separate trials trained one after another, each with a jitted single-model step called
   from Python once per step (how Optuna or Ray Tune run trials in one process). The step is the same
   per-member function the population uses, so both sides do the same arithmetic.
@@ -11,25 +13,30 @@ For each model size and population size N it measures training examples per seco
 It also measures the machine's dense matmul GFLOP/s (f32) and reports the fraction of it reached,
 using XLA's FLOP count of one member-step. Writes JSON (``--out``) and prints a markdown table.
 
-    python scripts/bench_population.py                       # full: tiny+small, N=1,4,16,64
-    python scripts/bench_population.py --quick               # a smoke run (seconds)
+    python scripts/bench_population.py                       # full: tiny+small
+    python scripts/bench_population.py --quick               # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from jaxhpo.cli import use_cpu_cores
 
-from jaxhpo.population import Population, gather
-from jaxhpo.tasks import LanguageModelTask
+use_cpu_cores()  # one virtual CPU device per core, before JAX starts (as `jaxhpo run` does)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxhpo.population import Population, gather, resolve_devices  # noqa: E402
+from jaxhpo.tasks import LanguageModelTask  # noqa: E402
 
 MODELS = {
     # dispatch-bound: a step is a few hundred microseconds of arithmetic
@@ -60,18 +67,28 @@ def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
 
 
 def _time(fn, reps: int) -> float:
-    """Best wall time of ``reps`` calls (after one warm-up call)."""
+    """Best wall time of ``reps`` calls (after one warm-up call).
+
+    Python's garbage collector is paused while timing: the one-after-another loop creates a
+    pytree of arrays per step, and a full collection over the heap of several compiled programs
+    took up to 10x its runtime in a timed window. Both sides are timed the same way.
+    """
     fn()
-    best = np.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
+    gc.collect()
+    gc.disable()
+    try:
+        best = np.inf
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+    finally:
+        gc.enable()
     return best
 
 
 def bench_model(
-    name: str, spec: dict, sizes: list[int], modes: list[int], steps: int, reps: int, chunk: int
+    name: str, spec: dict, sizes: list[int], modes: list[str], steps: int, reps: int, chunk: int
 ) -> list[dict]:
     task = LanguageModelTask(
         corpus=None,
@@ -85,7 +102,7 @@ def bench_model(
     B = spec["batch_size"]
     rows = []
     # (b) the one-after-another baseline: one jitted single-member step, called per step.
-    ref = Population(task, "adamw", "warmup_cosine", mode="map")
+    ref = Population(task, "adamw", "warmup_cosine", mode="map", devices=1)
     single = jax.jit(ref._member_step)
     one = jax.tree.map(lambda x: x[0], gather(ref.init(key, [0], {"lr": 1e-3}), [0]))
     compiled = single.lower(one, task.train_data).compile()
@@ -103,8 +120,12 @@ def bench_model(
     for n in sizes:
         t_seq = _time(lambda n=n: trials(n), reps)
         seq_rate = n * steps * B / t_seq
-        for mode in modes:
-            popn = Population(task, "adamw", "warmup_cosine", mode=mode, chunk_size=chunk)
+        for spec_mode in modes:
+            mode, _, dev = spec_mode.partition("@")
+            devices = resolve_devices(0 if dev == "all" else int(dev or 1), n)
+            popn = Population(
+                task, "adamw", "warmup_cosine", mode=mode, chunk_size=chunk, devices=devices
+            )
             pop = popn.init(key, np.arange(n), {"lr": np.full(n, 1e-3)})
             t0 = time.perf_counter()
             jax.block_until_ready(popn.train_segment(pop, task.train_data, steps))
@@ -119,7 +140,8 @@ def bench_model(
                 {
                     "model": name,
                     "members": n,
-                    "mode": mode,
+                    "mode": spec_mode,
+                    "devices": devices,
                     "steps": steps,
                     "batch_size": B,
                     "seq_len": spec["seq_len"],
@@ -135,7 +157,7 @@ def bench_model(
                 }
             )
             print(
-                f"  {name:5s} N={n:3d} {mode:7s} pop {rate:9.0f} ex/s  seq {seq_rate:9.0f} ex/s"
+                f"  {name:5s} N={n:3d} {spec_mode:9s} pop {rate:9.0f} ex/s  seq {seq_rate:9.0f} ex/s"
                 f"  x{rate / seq_rate:5.2f}",
                 flush=True,
             )
@@ -144,10 +166,11 @@ def bench_model(
 
 def table(results: dict) -> str:
     peak = results["matmul_gflops"]
+    modes = list(dict.fromkeys(r["mode"] for r in results["rows"]))
     lines = [
         "| model | N | best mode | population ex/s | sequential ex/s | speedup | "
-        "% of matmul peak | map | vmap | chunked |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "% of matmul peak | " + " | ".join(modes) + " |",
+        "|---" * (7 + len(modes)) + "|",
     ]
     by = {}
     for r in results["rows"]:
@@ -155,11 +178,12 @@ def table(results: dict) -> str:
     for (model, n), rs in by.items():
         best = max(rs, key=lambda r: r["speedup"])
         per_mode = {r["mode"]: f"x{r['speedup']:.2f}" for r in rs}
+        cells = " | ".join(per_mode.get(m, "-") for m in modes)
         lines.append(
-            f"| {model} | {n} | {best['mode']} | {best['population_examples_per_s']:,.0f} | "
+            f"| {model} | {n} | {best['mode']} ({best['devices']} dev) | "
+            f"{best['population_examples_per_s']:,.0f} | "
             f"{best['sequential_examples_per_s']:,.0f} | **x{best['speedup']:.2f}** | "
-            f"{100 * best['population_gflops'] / peak:.1f}% | {per_mode.get('map', '-')} | "
-            f"{per_mode.get('vmap', '-')} | {per_mode.get('chunked', '-')} |"
+            f"{100 * best['population_gflops'] / peak:.1f}% | {cells} |"
         )
     return "\n".join(lines)
 
@@ -168,8 +192,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="scripts/results/bench_population.json")
     ap.add_argument("--models", default="tiny,small")
-    ap.add_argument("--sizes", default="1,4,16,64")
-    ap.add_argument("--modes", default="map,vmap,chunked")
+    ap.add_argument("--sizes", default="1,4,16,64", help="population sizes of the tiny model")
+    ap.add_argument("--small-sizes", default="1,4,16", help="population sizes of the small model")
+    ap.add_argument(
+        "--modes",
+        default="map,vmap,chunked,map@all,vmap@all",
+        help="member modes; MODE@all shards the members over all devices",
+    )
     ap.add_argument("--steps", type=int, default=20, help="steps per segment (K)")
     ap.add_argument("--reps", type=int, default=2, help="timed repetitions (best is kept)")
     ap.add_argument("--chunk", type=int, default=4, help="members per chunk in chunked mode")
@@ -178,14 +207,17 @@ def main() -> None:
     if args.quick:
         args.models, args.sizes, args.steps, args.reps = "tiny", "1,4", 5, 1
     models = args.models.split(",")
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = {
+        "tiny": [int(s) for s in args.sizes.split(",")],
+        "small": [int(s) for s in args.small_sizes.split(",")],
+    }
     modes = args.modes.split(",")
     print(f"backend {jax.default_backend()}, devices {jax.devices()}", flush=True)
     peak = matmul_gflops()
     print(f"dense matmul f32: {peak:.0f} GFLOP/s", flush=True)
     rows = []
     for m in models:
-        rows += bench_model(m, MODELS[m], sizes, modes, args.steps, args.reps, args.chunk)
+        rows += bench_model(m, MODELS[m], sizes[m], modes, args.steps, args.reps, args.chunk)
     results = {
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
