@@ -157,8 +157,8 @@ def bench_model(
                 }
             )
             print(
-                f"  {name:5s} N={n:3d} {spec_mode:9s} pop {rate:9.0f} ex/s  seq {seq_rate:9.0f} ex/s"
-                f"  x{rate / seq_rate:5.2f}",
+                f"  {name:5s} N={n:3d} {spec_mode:9s} pop {rate:9.0f} ex/s"
+                f"  seq {seq_rate:9.0f} ex/s  x{rate / seq_rate:5.2f}",
                 flush=True,
             )
     return rows
