@@ -57,7 +57,8 @@ def load_corpus(path: str | None, max_bytes: int, *, where: str = "task.corpus")
     chunks, total = [], 0
     for f in files:
         try:
-            data = f.read_bytes()
+            with open(f, "rb") as fh:  # never more than needed: the file may be huge
+                data = fh.read(max_bytes - total)
         except OSError as e:
             raise ValueError(f"{where}: cannot read {f}: {e.strerror}") from None
         chunks.append(data)
