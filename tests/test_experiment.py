@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -239,3 +242,33 @@ def test_strategy_updates_are_checked(lm_task):
     fresh = popn.init(key, [3], {"lr": [0.6]})
     chex.assert_trees_all_equal(gather(new, [1]).params, fresh.params)
     chex.assert_trees_all_equal(gather(new, [0]).params, gather(pop, [2]).params)
+
+
+def test_cli_in_a_fresh_process_shards_members_over_cpu_cores(tmp_path):
+    """The real entry point: a new process, XLA given 2 virtual CPU devices by the CLI, the
+    population sharded over them, and the run directory written."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = " ".join(
+        f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f
+    )
+    env["JAXHPO_CPU_DEVICES"] = "2"
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxhpo.cli",
+        "run",
+        *TINY,
+        "train.steps=6",
+        "train.segment_steps=3",
+        "population.size=4",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Best member" in proc.stdout
+    assert "segment 2/2 step 6" in proc.stderr  # progress lines when not on a terminal
+    (run_dir,) = list(tmp_path.iterdir())
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["member_devices"] == 2 and len(info["devices"]) == 2
+    assert len(pd.read_csv(run_dir / "members.csv")) == 4
