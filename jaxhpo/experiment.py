@@ -143,8 +143,14 @@ class Prepared:
     size: int
 
 
-def prepare(cfg: Config) -> Prepared:
-    """Builds task, space, strategy and population; raises one-line ``ValueError``s."""
+def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
+    """Builds task, space, strategy and population; raises one-line ``ValueError``s.
+
+    Args:
+      cfg: the configuration.
+      strategy: a strategy object to use instead of the one ``cfg.strategy`` names (for
+        strategies written outside the package).
+    """
     try:
         space = Space.from_config(cfg.space, where="space")
     except ValueError as e:
@@ -159,7 +165,7 @@ def prepare(cfg: Config) -> Prepared:
             f"strategy.metric: unknown '{cfg.strategy.metric}' for task '{cfg.task.kind}' "
             f"(choose from {', '.join(task.metric_names)})"
         )
-    strategy = make_strategy(cfg)
+    strategy = strategy if strategy is not None else make_strategy(cfg)
     state, cols = strategy.init(cfg.seed, space, cfg.population.size)
     size = len(next(iter(cols.values()))) if cols else (cfg.population.size or 1)
     try:

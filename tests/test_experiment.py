@@ -17,6 +17,8 @@ from jaxhpo.cli import load_config, main
 from jaxhpo.experiment import prepare, run
 from jaxhpo.population import gather
 from jaxhpo.report import write_report
+from jaxhpo.results import read_events
+from jaxhpo.strategies import PopulationUpdate, Strategy
 
 TINY = [
     "task.max_bytes=200000",
@@ -272,3 +274,42 @@ def test_cli_in_a_fresh_process_shards_members_over_cpu_cores(tmp_path):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["member_devices"] == 2 and len(info["devices"]) == 2
     assert len(pd.read_csv(run_dir / "members.csv")) == 4
+
+
+class _WorstCopiesBest(Strategy):
+    """A toy exploit strategy used to test the run loop's generic update path."""
+
+    name = "worst-copies-best"
+
+    def init(self, seed, space, size):
+        return 0, space.sample(seed, size)
+
+    def update(self, state, obs):
+        f = obs.fitness()
+        parents = np.arange(len(f))
+        parents[f.argmax()] = f.argmin()
+        ev = {"child": int(obs.member_id[f.argmax()]), "parent": int(obs.member_id[f.argmin()])}
+        return state + 1, PopulationUpdate(parents=parents, events=[ev])
+
+
+def test_custom_strategy_runs_through_the_generic_loop(tmp_path):
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            f"out_dir={tmp_path}",
+            "train.steps=6",
+            "train.segment_steps=2",
+            "population.size=4",
+        ],
+    )
+    res = run(cfg, prepared=prepare(cfg, strategy=_WorstCopiesBest()), quiet=True)
+    events = read_events(res.run_dir)
+    # told after each of the 3 segments; the last update is not applied, so 2 events
+    assert [e["step"] for e in events] == [2, 4]
+    assert all(e["child"] != e["parent"] for e in events)
+    # after copying, the child holds the parent's hyperparameters
+    table = pd.read_parquet(res.run_dir / "metrics.parquet")
+    child, parent = events[-1]["child"], events[-1]["parent"]
+    last = table[table.step == 6].set_index("member")
+    assert last.loc[child, "lr"] == last.loc[parent, "lr"]
