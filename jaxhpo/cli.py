@@ -27,15 +27,20 @@ metrics.parquet, members.csv, summary.md and plots/.
 """
 
 
+EPILOG = """\
+Start here:
+  jaxhpo run                 the default experiment (about a minute on 2 CPU cores)
+  jaxhpo list                the built-in experiments
+  jaxhpo run --help          config files and key=value overrides
+  jaxhpo report RUN_DIR      plots and summary of a finished (or interrupted) run"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jaxhpo",
         description="Tune Transformer hyperparameters by training a whole population as one "
         "JAX program.",
-        epilog="Start here:\n  jaxhpo run                 the default experiment (a few minutes on "
-        "a laptop CPU)\n  jaxhpo list                the built-in experiments\n  jaxhpo run --help"
-        "          config files and key=value overrides\n  jaxhpo report RUN_DIR      plots and "
-        "summary of a finished (or interrupted) run",
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

@@ -161,14 +161,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if type(None) in args and value is None:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         names = " or ".join("null" if a is type(None) else _type_name(a) for a in args)
         raise ConfigError(f"{where}: expected {names}, got {value!r}")
     if origin is dict or tp is dict:

@@ -33,7 +33,7 @@ from jaxhpo.population import Population, PopulationState, resolve_devices
 from jaxhpo.results import RunWriter, new_run_dir
 from jaxhpo.space import Choice, Fixed, Float, Int, Space
 from jaxhpo.strategies import STRATEGIES, Observation, PopulationUpdate, Strategy
-from jaxhpo.tasks import TASK_DOMAINS, TASKS, Task
+from jaxhpo.tasks import TASK_DOMAINS, TASK_HPARAMS, TASKS, Task
 
 #: Valid values of each optimizer hyperparameter: (low, high, low_inclusive, high_inclusive).
 OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
@@ -157,7 +157,7 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
         raise ConfigError(str(e)) from None
     if not space.searched and cfg.strategy.name != "grid":
         raise ConfigError("space: no searched dimension (every entry is fixed)")
-    known = tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule)) + TASK_DOMAINS_KEYS
+    known = tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule)) + TASK_HPARAMS
     check_space(space, known, cfg)
     task = make_task(cfg)
     if cfg.strategy.metric not in task.metric_names:
@@ -189,9 +189,6 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
     return Prepared(cfg, task, space, population, strategy, state, full, size)
 
 
-TASK_DOMAINS_KEYS = tuple(TASK_DOMAINS)
-
-
 @dataclasses.dataclass
 class RunResult:
     run_dir: Path
@@ -221,19 +218,13 @@ def apply_update(
         n_new = int(reinit.sum())
         ids[reinit] = np.arange(next_id, next_id + n_new)
         next_id += n_new
-        hp = {k: np.asarray(v) for k, v in population.get_hparams(pop).items()}
-        fresh = population.init(root_key, ids, hp)
-        mask = jax.numpy.asarray(reinit)
-        pop = jax.tree.map(
-            lambda new, old: jax.numpy.where(mask.reshape((-1,) + (1,) * (old.ndim - 1)), new, old),
-            fresh,
-            pop,
-        )
+        pop = population.reinit_members(pop, root_key, reinit, ids)
     if upd.hparams:
         pop = population.set_hparams(pop, upd.hparams)
     if upd.active is not None:
         pop = pop.replace(active=jax.numpy.asarray(np.asarray(upd.active, bool)))
-    return pop, next_id
+    # Keep every leaf on the population's devices, so the next segment does not recompile.
+    return population.place(pop), next_id
 
 
 def check_update(upd: PopulationUpdate, size: int, names: tuple[str, ...]) -> None:
@@ -312,16 +303,26 @@ def run(
     n_segments = -(-total // seg)
     metric = cfg.strategy.metric
 
+    train_data = population.replicate(task.train_data)
+    val_data, test_data = population.replicate((task.splits.val, task.splits.test))
+
     def observe(pop, step, segment, train_loss) -> Observation:
-        val = _host(population.evaluate(pop, task.splits.val))
-        h = _host(population.get_hparams(pop))
+        val, h, ids, diverged, active = _host(
+            (
+                population.evaluate(pop, val_data),
+                population.get_hparams(pop),
+                pop.member_id,
+                pop.diverged,
+                pop.active,
+            )
+        )
         obs = Observation(
             step=step,
-            member_id=np.asarray(pop.member_id),
+            member_id=ids,
             hparams=h,
             metrics=val,
-            diverged=np.asarray(pop.diverged),
-            active=np.asarray(pop.active),
+            diverged=diverged,
+            active=active,
             objective=metric,
             maximize=metric in task.maximized,
         )
@@ -357,7 +358,7 @@ def run(
             k = min(seg, total - step)
             ts = time.perf_counter()
             # Always a K=segment_steps program; a shorter last segment masks the extra steps.
-            pop, losses = population.train_segment(pop, task.train_data, seg, valid_steps=k)
+            pop, losses = population.train_segment(pop, train_data, seg, valid_steps=k)
             losses = np.asarray(losses)[:, :k]
             dt = time.perf_counter() - ts
             timings["train_s"] += dt
@@ -388,14 +389,15 @@ def run(
             for ev in upd.events:
                 writer.event({"step": step, **ev})
             pop, next_id = apply_update(population, pop, upd, root_key, next_id)
-    test = _host(population.evaluate(pop, task.splits.test))
-    members = pd.DataFrame({"member": np.asarray(pop.member_id)})
-    for k, v in _host(population.get_hparams(pop)).items():
+    # No update follows the last observation, so it describes the final members.
+    test = _host(population.evaluate(pop, test_data))
+    members = pd.DataFrame({"member": obs.member_id})
+    for k, v in obs.hparams.items():
         members[k] = v
     for k in task.metric_names:
         members[f"val_{k}"] = obs.metrics[k]
         members[f"test_{k}"] = test[k]
-    members["diverged"] = np.asarray(pop.diverged)
+    members["diverged"] = obs.diverged
     members["steps"] = np.asarray(pop.step)
     members.to_csv(run_dir / "members.csv", index=False)
     timings["total_s"] = time.perf_counter() - t0

@@ -87,6 +87,12 @@ def over_members(f: Callable, mode: str, chunk_size: int = 4) -> Callable:
     return lambda xs: jax.lax.map(f, xs, batch_size=chunk_size)
 
 
+def _no_step(m: PopulationState) -> tuple[PopulationState, jax.Array]:
+    """A member that does not step: unchanged, with a NaN loss derived from its own state (so
+    the NaN has the member's sharding type inside ``shard_map``)."""
+    return m, jnp.full_like(m.step, 0, jnp.float32) * jnp.nan
+
+
 def _select(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
@@ -170,9 +176,9 @@ class Population:
             self._sharded(self._segment_impl, (M, R, R), (M, M)), static_argnames="num_steps"
         )
         self._evaluate = jax.jit(self._sharded(self._evaluate_impl, (M, R), M))
-        self._copy = jax.jit(
-            self._copy_impl, **({"out_shardings": self.sharding} if devices > 1 else {})
-        )
+        place_out = {"out_shardings": self.sharding} if devices > 1 else {}
+        self._where = jax.jit(self._where_impl, **place_out)
+        self._copy = jax.jit(self._copy_impl, **place_out)
 
     def _sharded(self, fn: Callable, in_specs, out_specs) -> Callable:
         """``fn`` over each device's block of members (``jax.shard_map``), or ``fn`` itself."""
@@ -194,6 +200,20 @@ class Population:
 
         return wrapped
 
+    def _check_names(self, names) -> None:
+        unknown = sorted(set(names) - set(self.hparam_names))
+        if unknown:
+            raise ValueError(
+                f"hparams: unknown name(s) {unknown} (known: {', '.join(self.hparam_names)})"
+            )
+
+    def replicate(self, tree: Any) -> Any:
+        """Puts data every member reads (training data, evaluation splits) on every device
+        once, so that no call copies it again."""
+        if self.devices == 1:
+            return tree
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+
     def place(self, pop: PopulationState) -> PopulationState:
         """Puts a population on its devices (member axis sharded); a no-op when it is there."""
         return jax.device_put(pop, self.sharding) if self.devices > 1 else pop
@@ -201,11 +221,7 @@ class Population:
     # -- construction ----------------------------------------------------------------------
     def full_hparams(self, hparams: Mapping[str, Any], size: int) -> dict[str, np.ndarray]:
         """All hyperparameters as float32 [size] arrays; missing ones get their defaults."""
-        unknown = sorted(set(hparams) - set(self.hparam_names))
-        if unknown:
-            raise ValueError(
-                f"hparams: unknown name(s) {unknown} (known: {', '.join(self.hparam_names)})"
-            )
+        self._check_names(hparams)
         defaults = {**optim.DEFAULTS, **TASK_DEFAULTS}
         out = {}
         for name in self.hparam_names:
@@ -278,23 +294,16 @@ class Population:
             )
             return new, jnp.where(finite, aux["ce"], jnp.nan)
 
-        def skip(m: PopulationState):
-            # NaN derived from the member's own state so that it has the same (sharding) type.
-            return m, jnp.full_like(m.step, 0, jnp.float32) * jnp.nan
-
         # Under lax.map a stopped or diverged member costs no work; under vmap cond is a select.
-        return jax.lax.cond(m.active & ~m.diverged, do_step, skip, m)
+        return jax.lax.cond(m.active & ~m.diverged, do_step, _no_step, m)
 
     def _segment_impl(self, pop: PopulationState, train_data, valid, num_steps: int):
         self.trace_counts["segment"] += 1
 
         def body(m, t):
-            def skip(m):
-                return m, jnp.full_like(m.step, 0, jnp.float32) * jnp.nan
-
             # `t < valid` is the same for every member (not batched): a real branch even under
             # vmap, so a short last segment costs no work and needs no second program.
-            return jax.lax.cond(t < valid, lambda m: self._member_step(m, train_data), skip, m)
+            return jax.lax.cond(t < valid, lambda m: self._member_step(m, train_data), _no_step, m)
 
         def member_segment(m):
             return jax.lax.scan(body, m, jnp.arange(num_steps, dtype=jnp.int32))
@@ -343,11 +352,7 @@ class Population:
 
     def set_hparams(self, pop: PopulationState, values: Mapping[str, Any]) -> PopulationState:
         """Writes new values (scalars or [P]); shapes and dtypes stay, so nothing recompiles."""
-        unknown = sorted(set(values) - set(self.hparam_names))
-        if unknown:
-            raise ValueError(
-                f"hparams: unknown name(s) {unknown} (known: {', '.join(self.hparam_names)})"
-            )
+        self._check_names(values)
         P = pop.size
         cast = {
             k: jnp.asarray(np.broadcast_to(np.asarray(v, np.float32), (P,)))
@@ -363,6 +368,20 @@ class Population:
         moved = jax.tree.map(lambda x: x[parents], pop)
         # A copied member keeps its own id and key (its own randomness from here on).
         return moved.replace(member_id=pop.member_id, key=pop.key)
+
+    def reinit_members(
+        self, pop: PopulationState, root_key: jax.Array, mask: Any, member_ids: Any
+    ) -> PopulationState:
+        """Slots where ``mask`` is True become freshly initialised members with the given ids
+        (their current hyperparameters kept); the others are unchanged."""
+        hp = {k: np.asarray(v) for k, v in self.get_hparams(pop).items()}
+        fresh = self.init(root_key, member_ids, hp)
+        return self._where(jnp.asarray(np.asarray(mask, bool)), fresh, pop)
+
+    def _where_impl(self, mask_P, new: PopulationState, old: PopulationState):
+        return jax.tree.map(
+            lambda a, b: jnp.where(mask_P.reshape((-1,) + (1,) * (b.ndim - 1)), a, b), new, old
+        )
 
     def copy_members(self, pop: PopulationState, parents: Any) -> PopulationState:
         """Slot ``i`` receives the whole member ``parents[i]``: parameters, optimizer state

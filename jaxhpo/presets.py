@@ -7,7 +7,7 @@ from typing import Any
 PRESETS: dict[str, dict[str, Any]] = {
     "lm-random": {
         "_about": "Byte-level LM on the Python stdlib sources; 8 Transformers, random search over "
-        "learning rate, warmup, weight decay and dropout (about 70 s on 2 CPU cores).",
+        "learning rate, warmup, weight decay and dropout (about a minute on 2 CPU cores).",
         "name": "lm-random",
         "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
         "model": {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256},

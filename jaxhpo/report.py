@@ -204,9 +204,9 @@ def write_report(run_dir: str | Path) -> Path:
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
     for name in hparams:
-        plot_curves(table, name, plots / f"curves_{name}.png", log=name in log_dims)
+        plot_curves(table, name, plots / f"curves_{name}.png", objective, log=name in log_dims)
     if hparams:
-        plot_final(members, hparams, plots / "final_vs_hparams.png", log_dims=log_dims)
+        plot_final(members, hparams, plots / "final_vs_hparams.png", objective, log_dims=log_dims)
     plot_train(table, plots / "train_curves.png")
     summary = run_dir / "summary.md"
     summary.write_text(summary_markdown(run_dir, table, members, hparams, objective, maximize))
