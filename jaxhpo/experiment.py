@@ -16,6 +16,7 @@ Everything a strategy or user can get wrong is checked by :func:`prepare` before
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 import warnings
 from pathlib import Path
@@ -56,37 +57,14 @@ OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
 
 def make_task(cfg: Config) -> Task:
     """Builds the task (reads or generates its data); errors name the config field."""
-    t, m = cfg.task, dataclasses.asdict(cfg.model)
-    if m.get("pooling") is None:
-        m.pop("pooling")
-    if t.kind == "lm":
-        m.pop("pooling", None)
-        return TASKS["lm"](
-            corpus=t.corpus,
-            max_bytes=t.max_bytes,
-            seq_len=t.seq_len,
-            batch_size=t.batch_size,
-            eval_batches=t.eval_batches,
-            data_seed=t.data_seed,
-            model=m,
-        )
-    if t.kind == "modular":
-        m.pop("pooling", None)
-        return TASKS["modular"](
-            modulus=t.modulus,
-            operation=t.operation,
-            train_frac=t.train_frac,
-            batch_size=t.batch_size,
-            data_seed=t.data_seed,
-            model=m,
-        )
-    return TASKS["brackets"](
-        num_examples=t.num_examples,
-        seq_len=t.seq_len,
-        batch_size=t.batch_size,
-        data_seed=t.data_seed,
-        model=m,
-    )
+    model = dataclasses.asdict(cfg.model)
+    if cfg.task.kind != "brackets" or model["pooling"] is None:
+        model.pop("pooling")  # only the classifier pools; None keeps the task's default
+    task_cls = TASKS[cfg.task.kind]
+    # Each task takes the TaskConfig fields its constructor names (kind is the registry key).
+    accepted = inspect.signature(task_cls).parameters
+    kwargs = {k: v for k, v in dataclasses.asdict(cfg.task).items() if k in accepted}
+    return task_cls(**kwargs, model=model)
 
 
 def make_strategy(cfg: Config) -> Strategy:

@@ -145,5 +145,31 @@ def split_rng(seed: int, stream: str) -> np.random.Generator:
     return np.random.default_rng([seed, sum(map(ord, stream)) * 7919 + len(stream)])
 
 
+def pad_to_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+    """Splits equal-length example arrays into ``[num_batches, batch_size, ...]``, padding the last
+    batch with zeros, and adds ``weights`` (1 for real examples, 0 for padding) of shape
+    ``[num_batches, batch_size]``."""
+    n = len(next(iter(arrays.values())))
+    nb = -(-n // batch_size)
+    pad = nb * batch_size - n
+    out = {}
+    for name, a in arrays.items():
+        padded = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
+        out[name] = padded.reshape(nb, batch_size, *a.shape[1:])
+    weights = np.concatenate([np.ones(n), np.zeros(pad)]).astype(np.float32)
+    out["weights"] = weights.reshape(nb, batch_size)
+    return out
+
+
+def sample_rows(
+    train_data: Mapping[str, jax.Array], step: jax.Array, batch_size: int, names: tuple[str, ...]
+) -> dict[str, jax.Array]:
+    """``batch_size`` rows of ``train_data[name]`` for each name, drawn with replacement from the
+    data key and the step (pure; the same rows for every member)."""
+    key = jax.random.fold_in(train_data["key"], step)
+    idx = jax.random.randint(key, (batch_size,), 0, train_data[names[0]].shape[0])
+    return {name: train_data[name][idx] for name in names}
+
+
 def to_device(batch: Mapping[str, np.ndarray]) -> Batch:
     return {k: jnp.asarray(v) for k, v in batch.items()}

@@ -13,7 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo.models import TransformerConfig
-from jaxhpo.tasks.base import Batch, Splits, Task, data_key, split_rng, to_device
+from jaxhpo.tasks.base import (
+    Batch,
+    Splits,
+    Task,
+    data_key,
+    pad_to_batches,
+    sample_rows,
+    split_rng,
+    to_device,
+)
 
 PAD, CLS, OPEN, CLOSE = 0, 1, 2, 3
 
@@ -117,29 +126,17 @@ class BracketsTask(Task):
         )
 
     def _eval(self, tokens, mask, labels):
-        n, B = len(tokens), self.batch_size
-        nb = -(-n // B)
-        pad = nb * B - n
-        L = tokens.shape[1]
-        tok = np.concatenate([tokens, np.zeros((pad, L), np.int32)])
-        msk = np.concatenate([mask, np.zeros((pad, L), bool)])
-        msk[n:, 0] = True  # padding examples keep one real token so pooling is defined
-        lab = np.concatenate([labels, np.zeros(pad, np.int32)])
-        w = np.concatenate([np.ones(n), np.zeros(pad)]).astype(np.float32)
-        return {
-            "tokens": tok.reshape(nb, B, L),
-            "mask": msk.reshape(nb, B, L),
-            "targets": lab.reshape(nb, B),
-            "weights": w.reshape(nb, B),
-        }
+        b = pad_to_batches({"tokens": tokens, "mask": mask, "targets": labels}, self.batch_size)
+        # padding examples keep one real token so pooling is defined (their weight is 0)
+        b["mask"][..., 0] = True
+        return b
 
     def train_batch(self, train_data, step: jax.Array) -> Batch:
-        key = jax.random.fold_in(train_data["key"], step)
-        idx = jax.random.randint(key, (self.batch_size,), 0, train_data["tokens"].shape[0])
+        rows = sample_rows(train_data, step, self.batch_size, ("tokens", "mask", "labels"))
         return {
-            "tokens": train_data["tokens"][idx],
-            "mask": train_data["mask"][idx],
-            "targets": train_data["labels"][idx],
+            "tokens": rows["tokens"],
+            "mask": rows["mask"],
+            "targets": rows["labels"],
             "weights": jnp.ones((self.batch_size,), jnp.float32),
         }
 

@@ -14,7 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo.models import TransformerConfig
-from jaxhpo.tasks.base import Batch, Splits, Task, data_key, split_rng, to_device
+from jaxhpo.tasks.base import (
+    Batch,
+    Splits,
+    Task,
+    data_key,
+    pad_to_batches,
+    sample_rows,
+    split_rng,
+    to_device,
+)
 
 OPERATIONS = ("+", "-", "*", "/")
 
@@ -88,13 +97,11 @@ class ModularArithmeticTask(Task):
         )
 
     def _eval_batches(self, tokens: np.ndarray, answers: np.ndarray) -> dict[str, np.ndarray]:
-        n, B = len(tokens), self.batch_size
-        nb = -(-n // B)
-        pad = nb * B - n
-        tok = np.concatenate([tokens, np.zeros((pad, 4), tokens.dtype)]).astype(np.int32)
-        ans = np.concatenate([answers, np.zeros(pad, answers.dtype)]).astype(np.int32)
-        w = np.concatenate([np.ones(n), np.zeros(pad)]).astype(np.float32)
-        return self._as_lm(tok.reshape(nb, B, 4), ans.reshape(nb, B), w.reshape(nb, B))
+        b = pad_to_batches(
+            {"tokens": tokens.astype(np.int32), "answers": answers.astype(np.int32)},
+            self.batch_size,
+        )
+        return self._as_lm(b["tokens"], b["answers"], b["weights"])
 
     @staticmethod
     def _as_lm(tokens, answers, weights):
@@ -105,11 +112,9 @@ class ModularArithmeticTask(Task):
         return {"tokens": tokens, "targets": targets, "weights": w}
 
     def train_batch(self, train_data, step: jax.Array) -> Batch:
-        key = jax.random.fold_in(train_data["key"], step)
-        idx = jax.random.randint(key, (self.batch_size,), 0, train_data["tokens"].shape[0])
-        tokens = train_data["tokens"][idx]
-        answers = train_data["answers"][idx]
-        return self._as_lm(tokens, answers, jnp.ones((self.batch_size,), jnp.float32))
+        rows = sample_rows(train_data, step, self.batch_size, ("tokens", "answers"))
+        ones = jnp.ones((self.batch_size,), jnp.float32)
+        return self._as_lm(rows["tokens"], rows["answers"], ones)
 
     def describe(self):
         return {
