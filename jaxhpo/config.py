@@ -118,13 +118,33 @@ class PopulationConfig:
 class TrainConfig:
     steps: int = 300  # optimizer steps per member
     segment_steps: int = 50  # steps per compiled segment (evaluation and strategy in between)
+    budget: int | None = None  # stop once this many member-steps were trained (None: no cap)
+    compiled: bool = False  # the whole run (segments + strategy) as one program, lax.scan
 
 
 @dataclasses.dataclass
 class StrategyConfig:
-    name: str = "random"  # random | sobol | grid
+    name: str = "random"  # random | sobol | grid | pbt | halving | hyperband | median | replay
     grid_points: int = 3  # grid: values per float dimension
-    metric: str = "loss"  # validation metric to minimise
+    metric: str = "loss"  # validation metric the study optimises
+    sampler: str = "random"  # pbt/halving/hyperband/median: first population, random | sobol
+    points: list[dict[str, float]] = dataclasses.field(default_factory=list)  # explicit members
+    # PBT (Jaderberg et al. 2017)
+    ready_steps: int | None = None  # exploit/explore interval; None = train.segment_steps
+    min_steps: int = 0  # pbt: no exploit before; halving/hyperband: the first rung; median: grace
+    exploit: str = "truncation"  # truncation | tournament | none
+    fraction: float = 0.25  # truncation: top/bottom fraction
+    explore: str = "perturb"  # perturb | none
+    perturb: str = "multiply"  # multiply | gaussian
+    factors: list[float] = dataclasses.field(default_factory=lambda: [0.8, 1.2])
+    sigma: float = 0.1  # gaussian perturbation std, unit coordinates
+    resample_prob: float = 0.0  # probability of resampling from the space during explore
+    explore_all: bool = False  # every member explores at a ready step (else only those copied)
+    # successive halving / Hyperband
+    eta: int = 3  # keep the top 1/eta at each rung
+    halving_mode: str = "masked"  # masked (stopped members stay, inactive) | compact (re-pack)
+    # replay: a fixed hyperparameter schedule (a run directory's best member, or a CSV)
+    schedule: str | None = None
 
 
 @dataclasses.dataclass
@@ -170,6 +190,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 continue
         names = " or ".join("null" if a is type(None) else _type_name(a) for a in args)
         raise ConfigError(f"{where}: expected {names}, got {value!r}")
+    if origin is list or tp is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -341,5 +366,6 @@ def validate(cfg: Config) -> None:
         )
     if cfg.strategy.grid_points < 2:
         raise ConfigError(f"strategy.grid_points: must be >= 2, got {cfg.strategy.grid_points}")
-    if cfg.strategy.name != "grid" and cfg.population.size is None:
+    if cfg.population.size is None and not STRATEGIES[cfg.strategy.name].decides_size:
         raise ConfigError(f"population.size: required for strategy '{cfg.strategy.name}'")
+    _positive("train.budget", cfg.train.budget, allow_none=True)

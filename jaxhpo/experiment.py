@@ -34,7 +34,8 @@ from jaxhpo.population import Population, PopulationState, resolve_devices
 from jaxhpo.results import RunWriter, new_run_dir
 from jaxhpo.space import Choice, Fixed, Float, Int, Space
 from jaxhpo.strategies import STRATEGIES, Observation, PopulationUpdate, Strategy
-from jaxhpo.tasks import TASK_DOMAINS, TASK_HPARAMS, TASKS, Task
+from jaxhpo.strategies.base import has_compiled_form, lineage_events
+from jaxhpo.tasks import TASKS, Task
 
 #: Valid values of each optimizer hyperparameter: (low, high, low_inclusive, high_inclusive).
 OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
@@ -68,10 +69,10 @@ def make_task(cfg: Config) -> Task:
 
 
 def make_strategy(cfg: Config) -> Strategy:
-    s = cfg.strategy
-    if s.name == "grid":
-        return STRATEGIES["grid"](points=s.grid_points)
-    return STRATEGIES[s.name]()
+    try:
+        return STRATEGIES[cfg.strategy.name].from_config(cfg.strategy, cfg.train)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _dim_values(dim) -> list[float]:
@@ -86,7 +87,8 @@ def _dim_values(dim) -> list[float]:
 
 def check_space(space: Space, known: tuple[str, ...], cfg: Config) -> None:
     """Every dimension must be a hyperparameter this optimizer/task reads, numeric, in domain."""
-    domains = {k: (*TASK_DOMAINS[k][:2], True, TASK_DOMAINS[k][2]) for k in TASK_DOMAINS}
+    task_domains = TASKS[cfg.task.kind].hparam_domains
+    domains = {k: (*v[:2], True, v[2]) for k, v in task_domains.items()}
     domains.update(OPT_DOMAINS)
     for name in space.names:
         where = f"space.{name}"
@@ -135,7 +137,9 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
         raise ConfigError(str(e)) from None
     if not space.searched and cfg.strategy.name != "grid":
         raise ConfigError("space: no searched dimension (every entry is fixed)")
-    known = tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule)) + TASK_HPARAMS
+    known = tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule)) + tuple(
+        TASKS[cfg.task.kind].hparam_names
+    )
     check_space(space, known, cfg)
     task = make_task(cfg)
     if cfg.strategy.metric not in task.metric_names:
@@ -144,7 +148,16 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
             f"(choose from {', '.join(task.metric_names)})"
         )
     strategy = strategy if strategy is not None else make_strategy(cfg)
-    state, cols = strategy.init(cfg.seed, space, cfg.population.size)
+    try:
+        strategy.check(cfg.train.steps, cfg.train.segment_steps)
+        if cfg.train.compiled and not has_compiled_form(strategy):
+            raise ConfigError(
+                f"train.compiled: strategy '{strategy.name}' decides on the host between "
+                "segments and has no compiled form; set train.compiled=false"
+            )
+        state, cols = strategy.init(cfg.seed, space, cfg.population.size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     size = len(next(iter(cols.values()))) if cols else (cfg.population.size or 1)
     try:
         devices = resolve_devices(cfg.population.devices, size)
@@ -180,8 +193,11 @@ def apply_update(
     upd: PopulationUpdate,
     root_key: jax.Array,
     next_id: int,
-) -> tuple[PopulationState, int]:
+) -> tuple[Population, PopulationState, int]:
     """Applies a strategy's decision; the same code for every strategy.
+
+    Returns the population structure (a new one when ``keep`` re-packs the members onto fewer
+    devices), the new state and the next free member id.
 
     Raises:
       ValueError: if the update does not fit the population (wrong shape, parent index out of
@@ -201,8 +217,11 @@ def apply_update(
         pop = population.set_hparams(pop, upd.hparams)
     if upd.active is not None:
         pop = pop.replace(active=jax.numpy.asarray(np.asarray(upd.active, bool)))
+    if upd.keep is not None:
+        pop = population.keep_members(pop, upd.keep)
+        population = population.for_size(len(upd.keep))
     # Keep every leaf on the population's devices, so the next segment does not recompile.
-    return population.place(pop), next_id
+    return population, population.place(pop), next_id
 
 
 def check_update(upd: PopulationUpdate, size: int, names: tuple[str, ...]) -> None:
@@ -214,15 +233,23 @@ def check_update(upd: PopulationUpdate, size: int, names: tuple[str, ...]) -> No
             raise ValueError(f"strategy update: {field} must have shape ({size},), got {arr.shape}")
         return arr
 
-    if upd.parents is not None:
-        parents = shape_ok("parents", upd.parents)
-        if not np.issubdtype(parents.dtype, np.integer):
-            raise ValueError(f"strategy update: parents must be integers, got {parents.dtype}")
-        if parents.min() < 0 or parents.max() >= size:
+    def slots_ok(field: str, arr: np.ndarray) -> None:
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"strategy update: {field} must be integers, got {arr.dtype}")
+        if arr.size and (arr.min() < 0 or arr.max() >= size):
             raise ValueError(
-                f"strategy update: parents must lie in [0, {size}), got {parents.min()}.."
-                f"{parents.max()}"
+                f"strategy update: {field} must lie in [0, {size}), got {arr.min()}..{arr.max()}"
             )
+
+    if upd.parents is not None:
+        slots_ok("parents", shape_ok("parents", upd.parents))
+    if upd.keep is not None:
+        keep = np.asarray(upd.keep)
+        if keep.ndim != 1 or keep.size == 0:
+            raise ValueError(f"strategy update: keep must be a non-empty 1-D array, got {keep}")
+        slots_ok("keep", keep)
+        if len(np.unique(keep)) != keep.size:
+            raise ValueError("strategy update: keep lists a slot twice")
     for field in ("reinit", "active"):
         value = getattr(upd, field)
         if value is not None and shape_ok(field, value).dtype != bool:
@@ -241,6 +268,42 @@ def _host(tree) -> Any:
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
+def _nanmean_rows(losses: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(losses, axis=1)  # NaN for members that took no step
+
+
+class _Book:
+    """What the run loop remembers across segments: each member's last evaluation (stopped
+    members are not evaluated again; their last metrics stand), the best fitness and the
+    member-steps trained (the budget)."""
+
+    def __init__(self, metric_names):
+        self.metric_names = metric_names
+        self.last: dict[int, dict[str, Any]] = {}  # member id -> last row
+        self.best = np.inf
+        self.member_steps = 0
+
+    def fill(self, ids, metrics, active, diverged) -> dict[str, np.ndarray]:
+        out = {k: np.asarray(v, np.float64).copy() for k, v in metrics.items()}
+        for i, m in enumerate(ids):
+            if not active[i] and not diverged[i] and int(m) in self.last:
+                for k in self.metric_names:
+                    out[k][i] = self.last[int(m)]["metrics"][k]
+        return out
+
+    def remember(self, obs: Observation, steps) -> None:
+        for i, m in enumerate(obs.member_id):
+            self.last[int(m)] = {
+                "hparams": {k: float(v[i]) for k, v in obs.hparams.items()},
+                "metrics": {k: float(obs.metrics[k][i]) for k in self.metric_names},
+                "diverged": bool(obs.diverged[i]),
+                "steps": int(steps[i]),
+            }
+        self.best = min(self.best, float(obs.fitness().min()))
+
+
 def run(
     cfg: Config,
     *,
@@ -256,6 +319,8 @@ def run(
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out_dir, cfg.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     names = population.hparam_names
+    metric = cfg.strategy.metric
+    maximize = metric in task.maximized
     writer = RunWriter(run_dir, run_dir.name, names, task.metric_names)
     writer.write_config(
         cfg.to_dict(),
@@ -268,8 +333,10 @@ def run(
             "jax": jax.__version__,
             "hparam_names": list(names),
             "searched": list(prep.space.searched),
-            "objective": f"val_{cfg.strategy.metric}",
-            "maximize": cfg.strategy.metric in task.maximized,
+            "objective": f"val_{metric}",
+            "maximize": maximize,
+            "strategy": strategy.name,
+            "compiled": cfg.train.compiled,
         },
     )
     root_key = jax.random.key(cfg.seed)
@@ -279,46 +346,62 @@ def run(
     state = prep.strategy_state
     total, seg = cfg.train.steps, cfg.train.segment_steps
     n_segments = -(-total // seg)
-    metric = cfg.strategy.metric
+    book = _Book(task.metric_names)
 
     train_data = population.replicate(task.train_data)
     val_data, test_data = population.replicate((task.splits.val, task.splits.test))
 
-    def observe(pop, step, segment, train_loss) -> Observation:
-        val, h, ids, diverged, active = _host(
-            (
-                population.evaluate(pop, val_data),
-                population.get_hparams(pop),
-                pop.member_id,
-                pop.diverged,
-                pop.active,
-            )
-        )
+    def log(step, segment, train_loss, val, hparams, ids, diverged, active, steps) -> Observation:
+        val = book.fill(ids, val, active, diverged)
         obs = Observation(
             step=step,
             member_id=ids,
-            hparams=h,
+            hparams=hparams,
             metrics=val,
             diverged=diverged,
             active=active,
             objective=metric,
-            maximize=metric in task.maximized,
+            maximize=maximize,
         )
         writer.log(
             step=step,
             segment=segment,
             wall_time=time.perf_counter() - t0,
-            member_id=obs.member_id,
-            hparams=h,
+            member_id=ids,
+            hparams=hparams,
             train_loss=train_loss,
             metrics=val,
-            diverged=obs.diverged,
-            active=obs.active,
+            diverged=diverged,
+            active=active,
         )
+        book.remember(obs, steps)
         return obs
 
+    def observe(pop, step, segment, train_loss) -> Observation:
+        val, h, ids, diverged, active, steps = _host(
+            (
+                population.evaluate(pop, val_data, only_active=True),
+                population.get_hparams(pop),
+                pop.member_id,
+                pop.diverged,
+                pop.active,
+                pop.step,
+            )
+        )
+        return log(step, segment, train_loss, val, h, ids, diverged, active, steps)
+
+    def status(segment: int, k: int, dt: float, n_trained: int, diverged: int) -> str:
+        shown = -book.best if maximize else book.best
+        budget = f"/{cfg.train.budget:,}" if cfg.train.budget else ""
+        info = (
+            f"{n_trained * k / max(dt, 1e-9):,.0f} member-steps/s | "
+            f"{book.member_steps:,}{budget} member-steps | best val {metric} {shown:.4f}"
+        )
+        return info + (f" | {diverged} diverged" if diverged else "")
+
     obs = observe(pop, 0, 0, np.full(prep.size, np.nan))
-    best = np.inf
+    timings = {"first_segment_s": None, "train_s": 0.0}
+    step = 0
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -330,10 +413,15 @@ def run(
         bar = progress.add_task(
             f"{cfg.name}: segment 0/{n_segments}", total=total, info="compiling"
         )
-        step = 0
-        timings = {"first_segment_s": None, "train_s": 0.0}
-        for segment in range(1, n_segments + 1):
+        if cfg.train.compiled:
+            pop, obs, step = _run_compiled(locals())
+        for segment in range(1, 0 if cfg.train.compiled else n_segments + 1):
             k = min(seg, total - step)
+            n_training = int(np.sum(obs.active & ~obs.diverged))
+            if cfg.train.budget and book.member_steps + k * n_training > cfg.train.budget:
+                console.print(f"budget of {cfg.train.budget:,} member-steps reached")
+                break
+            steps_before = int(np.sum(np.asarray(pop.step)))
             ts = time.perf_counter()
             # Always a K=segment_steps program; a shorter last segment masks the extra steps.
             pop, losses = population.train_segment(pop, train_data, seg, valid_steps=k)
@@ -343,17 +431,9 @@ def run(
             if timings["first_segment_s"] is None:
                 timings["first_segment_s"] = dt
             step += k
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                train_loss = np.nanmean(losses, axis=1)  # NaN for members that took no step
-            obs = observe(pop, step, segment, train_loss)
-            fit = obs.fitness()
-            best = min(best, float(fit.min()))
-            rate = k * int(np.sum(obs.active & ~obs.diverged)) / dt
-            shown = -best if metric in task.maximized else best
-            info = f"{rate:,.0f} member-steps/s | best val {metric} {shown:.4f}"
-            if int(obs.diverged.sum()):
-                info += f" | {int(obs.diverged.sum())} diverged"
+            obs = observe(pop, step, segment, _nanmean_rows(losses))
+            book.member_steps += int(np.sum(np.asarray(pop.step))) - steps_before
+            info = status(segment, k, dt, n_training, int(obs.diverged.sum()))
             progress.update(
                 bar, advance=k, info=info, description=f"{cfg.name}: segment {segment}/{n_segments}"
             )
@@ -366,23 +446,95 @@ def run(
                 break
             for ev in upd.events:
                 writer.event({"step": step, **ev})
-            pop, next_id = apply_update(population, pop, upd, root_key, next_id)
+            population, pop, next_id = apply_update(population, pop, upd, root_key, next_id)
     # No update follows the last observation, so it describes the final members.
     test = _host(population.evaluate(pop, test_data))
-    members = pd.DataFrame({"member": obs.member_id})
-    for k, v in obs.hparams.items():
-        members[k] = v
-    for k in task.metric_names:
-        members[f"val_{k}"] = obs.metrics[k]
-        members[f"test_{k}"] = test[k]
-    members["diverged"] = obs.diverged
-    members["steps"] = np.asarray(pop.step)
+    members = _members_table(book, obs, test, task.metric_names)
     members.to_csv(run_dir / "members.csv", index=False)
     timings["total_s"] = time.perf_counter() - t0
-    writer.update_info({"timings": timings, "steps": step, "trace_counts": population.trace_counts})
+    writer.update_info(
+        {
+            "timings": timings,
+            "steps": step,
+            "member_steps": book.member_steps,
+            "trace_counts": population.trace_counts,
+        }
+    )
     writer.close()
     from jaxhpo.report import write_report
 
     write_report(run_dir)
     console.print(f"run directory: {run_dir}")
     return RunResult(run_dir, members, pop)
+
+
+def _members_table(book: _Book, obs: Observation, test, metric_names) -> pd.DataFrame:
+    """One row per member of the study: its last hyperparameters and validation metrics, and
+    test metrics for the members still in the population (NaN for members compacted away)."""
+    rows = []
+    slot = {int(m): i for i, m in enumerate(obs.member_id)}
+    for m in sorted(book.last):
+        last = book.last[m]
+        row = {"member": m, **last["hparams"]}
+        for k in metric_names:
+            row[f"val_{k}"] = last["metrics"][k]
+            row[f"test_{k}"] = float(test[k][slot[m]]) if m in slot else np.nan
+        row["diverged"] = last["diverged"]
+        row["steps"] = last["steps"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _run_compiled(ctx: dict[str, Any]) -> tuple[PopulationState, Observation, int]:
+    """``train.compiled``: every segment and every strategy decision in one ``lax.scan``
+    program; rows and lineage events are written from its per-segment outputs."""
+    cfg, population, strategy = ctx["cfg"], ctx["population"], ctx["strategy"]
+    progress, bar, console, book = ctx["progress"], ctx["bar"], ctx["console"], ctx["book"]
+    n_segments, seg, total = ctx["n_segments"], ctx["seg"], ctx["total"]
+    maximize = ctx["maximize"]
+
+    def tick(segment, best_fitness):
+        best = float(best_fitness)
+        shown = -best if maximize else best
+        info = f"best val {cfg.strategy.metric} {shown:.4f} (in the compiled loop)"
+        progress.update(bar, completed=min(total, (int(segment) + 1) * seg), info=info)
+        if not console.is_terminal and not ctx["quiet"]:
+            console.print(f"segment {int(segment) + 1}/{n_segments}: {info}")
+
+    program = population.compiled_run(
+        strategy.device_update,
+        num_segments=n_segments,
+        segment_steps=seg,
+        total_steps=total,
+        objective=cfg.strategy.metric,
+        maximize=maximize,
+        searched=tuple(ctx["prep"].space.searched),
+        progress=tick,
+    )
+    pop, ts = ctx["pop"], time.perf_counter()
+    steps_before = int(np.sum(np.asarray(pop.step)))
+    pop, _, outs = program(pop, ctx["train_data"], ctx["val_data"], ctx["state"])
+    outs = _host(outs)
+    ctx["timings"]["train_s"] = time.perf_counter() - ts
+    book.member_steps = int(np.sum(np.asarray(pop.step))) - steps_before
+    obs = ctx["obs"]
+    for s in range(n_segments):
+        o = jax.tree.map(lambda x, s=s: x[s], outs)
+        steps = np.full(len(o["member_id"]), int(o["step"]))  # per-member counts: final only
+        obs = ctx["log"](
+            int(o["step"]),
+            s + 1,
+            o["train_loss"],
+            o["metrics"],
+            o["hparams"],
+            o["member_id"],
+            o["diverged"],
+            o["active"],
+            steps,
+        )
+        fit = obs.fitness()
+        for ev in lineage_events(
+            obs, fit, o["parents"], o["copied"], o["explored"], o["new_hparams"]
+        ):
+            ctx["writer"].event({"step": int(o["step"]), **ev})
+    return pop, obs, int(outs["step"][-1])

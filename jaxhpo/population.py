@@ -30,7 +30,7 @@ from flax import nnx, struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxhpo import optim
-from jaxhpo.tasks.base import TASK_DEFAULTS, Task
+from jaxhpo.tasks.base import Task
 
 MEMBER_MODES = ("auto", "vmap", "map", "chunked")
 #: Stream tag of member keys: member i's key is fold_in(fold_in(root, MEMBER_STREAM), id_i).
@@ -146,6 +146,7 @@ class Population:
         devices: int = 1,
     ):
         self.task = task
+        self._args = (task, optimizer, schedule, mode, chunk_size)
         self.mode = resolve_mode(mode)
         if chunk_size < 1:
             raise ValueError(f"population.chunk_size: must be >= 1, got {chunk_size}")
@@ -175,7 +176,7 @@ class Population:
         self._segment = jax.jit(
             self._sharded(self._segment_impl, (M, R, R), (M, M)), static_argnames="num_steps"
         )
-        self._evaluate = jax.jit(self._sharded(self._evaluate_impl, (M, R), M))
+        self._evaluate = jax.jit(self._sharded(self._evaluate_impl, (M, R, M), M))
         place_out = {"out_shardings": self.sharding} if devices > 1 else {}
         self._where = jax.jit(self._where_impl, **place_out)
         self._copy = jax.jit(self._copy_impl, **place_out)
@@ -222,7 +223,7 @@ class Population:
     def full_hparams(self, hparams: Mapping[str, Any], size: int) -> dict[str, np.ndarray]:
         """All hyperparameters as float32 [size] arrays; missing ones get their defaults."""
         self._check_names(hparams)
-        defaults = {**optim.DEFAULTS, **TASK_DEFAULTS}
+        defaults = {**optim.DEFAULTS, **self.task.hparam_defaults}
         out = {}
         for name in self.hparam_names:
             v = np.asarray(hparams.get(name, defaults[name]), np.float32)
@@ -331,18 +332,115 @@ class Population:
         return self._segment(pop, train_data, jnp.asarray(valid, jnp.int32), num_steps=num_steps)
 
     # -- evaluation ------------------------------------------------------------------------
-    def _evaluate_impl(self, pop: PopulationState, data):
+    def _evaluate_impl(self, pop: PopulationState, data, mask):
         self.trace_counts["evaluate"] += 1
 
-        def one(params):
-            return self.task.evaluate(nnx.merge(self.graphdef, params), data)
+        def one(args):
+            params, on = args
 
-        metrics = over_members(one, self.mode, self.chunk_size)(pop.params)
+            def run(params):
+                return self.task.evaluate(nnx.merge(self.graphdef, params), data)
+
+            def skip(params):  # NaN metrics carrying the member's own (sharded) type
+                zero = jnp.zeros((), jnp.float32) * jax.tree.leaves(params)[0].ravel()[0]
+                return {k: zero.astype(jnp.float32) + jnp.nan for k in self.task.metric_names}
+
+            # Under lax.map a member that is not evaluated costs nothing (a stopped member).
+            return jax.lax.cond(on, run, skip, params)
+
+        metrics = over_members(one, self.mode, self.chunk_size)((pop.params, mask))
         return {k: jnp.where(pop.diverged, jnp.nan, v) for k, v in metrics.items()}
 
-    def evaluate(self, pop: PopulationState, data) -> dict[str, jax.Array]:
-        """Metrics of every member on one split (``task.splits.val`` / ``.test``), each [P]."""
-        return self._evaluate(pop, data)
+    def evaluate(
+        self, pop: PopulationState, data, only_active: bool = False
+    ) -> dict[str, jax.Array]:
+        """Metrics of every member on one split (``task.splits.val`` / ``.test``), each [P].
+
+        With ``only_active``, stopped members are not evaluated (NaN; they cost nothing under
+        ``lax.map``): the run loop carries their last values forward.
+        """
+        mask = pop.active if only_active else jnp.ones_like(pop.active)
+        return self._evaluate(pop, data, mask)
+
+    # -- the whole run as one program --------------------------------------------------------
+    def compiled_run(
+        self,
+        update_fn: Callable,
+        *,
+        num_segments: int,
+        segment_steps: int,
+        total_steps: int,
+        objective: str,
+        maximize: bool,
+        searched: tuple[str, ...],
+        progress: Callable | None = None,
+    ) -> Callable:
+        """Segments, evaluation and the strategy's decision as ONE compiled program: a
+        ``lax.scan`` over segments (PBT's exploit is a gather inside it).
+
+        Args:
+          update_fn: ``(state, step, fitness [P], hparams) -> (state, parents, copied,
+            explored, hparams)``, a strategy's :meth:`~jaxhpo.strategies.Strategy.device_update`.
+          num_segments, segment_steps, total_steps: the run's length (the last segment may be
+            shorter: its extra steps are no-ops).
+          objective, maximize: the validation metric the strategy ranks by.
+          searched: hyperparameter names the strategy reads and writes.
+          progress: optional host callback ``(segment, best_fitness)`` (``jax.debug.callback``).
+
+        Returns:
+          A jitted ``f(pop, train_data, val_data, strategy_state) -> (pop, state, outputs)``;
+          ``outputs`` hold one entry per segment (leading axis S): ``step``, ``metrics``,
+          ``hparams`` (all names, as trained in that segment), ``member_id``, ``diverged``,
+          ``active``, ``train_loss``, and the decision ``parents``, ``copied``, ``explored``,
+          ``new_hparams``. No decision is applied after the last segment.
+        """
+        M, R = PartitionSpec("pop"), PartitionSpec()
+        segment = self._sharded(self._segment_impl, (M, R, R), (M, M))
+        evaluate = self._sharded(self._evaluate_impl, (M, R, M), M)
+        K, S = segment_steps, num_segments
+
+        def program(pop, train_data, val_data, state):
+            def body(carry, s):
+                pop, state = carry
+                valid = jnp.minimum(K, total_steps - s * K).astype(jnp.int32)
+                pop, losses_PxK = segment(pop, train_data, valid, num_steps=K)
+                metrics = evaluate(pop, val_data, pop.active)
+                step = s * K + valid
+                fit = metrics[objective].astype(jnp.float32)
+                fit = -fit if maximize else fit
+                fit = jnp.where(jnp.isfinite(fit) & ~pop.diverged, fit, jnp.inf)
+                hp = self.get_hparams(pop)
+                state, parents, copied, explored, new = update_fn(
+                    state, step, fit, {k: hp[k] for k in searched}
+                )
+                last = s == S - 1
+                slots = jnp.arange(pop.size, dtype=jnp.int32)
+                parents = jnp.where(last, slots, parents).astype(jnp.int32)
+                copied, explored = copied & ~last, explored & ~last
+                new = {k: jnp.where(last, hp[k], v) for k, v in new.items()}
+                if progress is not None:
+                    jax.debug.callback(progress, s, jnp.min(fit))
+                t_ok = jnp.arange(K) < valid
+                out = {
+                    "step": step,
+                    "metrics": metrics,
+                    "hparams": hp,
+                    "member_id": pop.member_id,
+                    "diverged": pop.diverged,
+                    "active": pop.active,
+                    "train_loss": jnp.nanmean(jnp.where(t_ok, losses_PxK, jnp.nan), axis=1),
+                    "parents": parents,
+                    "copied": copied,
+                    "explored": explored,
+                    "new_hparams": new,
+                }
+                pop = self._set_hparams_impl(self._copy_impl(pop, parents), new)
+                return (pop, state), out
+
+            (pop, state), outs = jax.lax.scan(body, (pop, state), jnp.arange(S))
+            return pop, state, outs
+
+        return jax.jit(program)
 
     # -- hyperparameters -------------------------------------------------------------------
     def get_hparams(self, pop: PopulationState) -> dict[str, jax.Array]:
@@ -358,10 +456,13 @@ class Population:
             k: jnp.asarray(np.broadcast_to(np.asarray(v, np.float32), (P,)))
             for k, v in values.items()
         }
-        opt_vals = {k: v for k, v in cast.items() if k in self.opt_names}
-        task_vals = {k: v for k, v in cast.items() if k in self.task_names}
+        return self.place(self._set_hparams_impl(pop, cast))
+
+    def _set_hparams_impl(self, pop: PopulationState, values: Mapping[str, jax.Array]):
+        opt_vals = {k: v for k, v in values.items() if k in self.opt_names}
+        task_vals = {k: v for k, v in values.items() if k in self.task_names}
         opt_state = optim.set_hparams(pop.opt_state, opt_vals) if opt_vals else pop.opt_state
-        return self.place(pop.replace(opt_state=opt_state, hparams={**pop.hparams, **task_vals}))
+        return pop.replace(opt_state=opt_state, hparams={**pop.hparams, **task_vals})
 
     # -- moving members --------------------------------------------------------------------
     def _copy_impl(self, pop: PopulationState, parents):
@@ -382,6 +483,21 @@ class Population:
         return jax.tree.map(
             lambda a, b: jnp.where(mask_P.reshape((-1,) + (1,) * (b.ndim - 1)), a, b), new, old
         )
+
+    def for_size(self, size: int) -> Population:
+        """This population's structure for ``size`` members: itself when ``size`` divides over
+        its devices, else the same structure over the most devices that divide ``size`` (a
+        compacted population in successive halving)."""
+        if size % self.devices == 0:
+            return self
+        devices = max(d for d in range(1, self.devices + 1) if size % d == 0)
+        other = Population(*self._args, devices=devices)
+        other.trace_counts = self.trace_counts  # one count for the whole run
+        return other
+
+    def keep_members(self, pop: PopulationState, keep: Any) -> PopulationState:
+        """A smaller population of slots ``keep`` (in that order), placed on its devices."""
+        return self.for_size(len(keep)).place(gather(pop, np.asarray(keep, np.int32)))
 
     def copy_members(self, pop: PopulationState, parents: Any) -> PopulationState:
         """Slot ``i`` receives the whole member ``parents[i]``: parameters, optimizer state

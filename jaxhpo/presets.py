@@ -85,6 +85,43 @@ PRESETS: dict[str, dict[str, Any]] = {
             "attn_dropout": "uniform(0.0, 0.2)",
         },
     },
+    "pbt-toy": {
+        "_about": "PBT's toy problem (Jaderberg et al. 2017, Fig. 2): two members, h=(1,0) and "
+        "h=(0,1), exploit and explore every 4 steps; Q should approach 1.2 (seconds).",
+        "name": "pbt-toy",
+        "task": {"kind": "pbt_toy"},
+        "optim": {"optimizer": "sgd", "schedule": "constant"},
+        "population": {"size": 2, "devices": 1},
+        "train": {"steps": 100, "segment_steps": 4},
+        "strategy": {
+            "name": "pbt",
+            "metric": "q",
+            "ready_steps": 4,
+            "exploit": "truncation",
+            "fraction": 0.5,
+            "perturb": "gaussian",
+            "sigma": 0.01,  # unit coordinates of [0, 10]: std 0.1 on h, as in the paper
+            "explore_all": True,
+            "points": [{"h0": 1.0, "h1": 0.0}, {"h0": 0.0, "h1": 1.0}],
+        },
+        "space": {"lr": 0.05, "h0": "uniform(0.0, 10.0)", "h1": "uniform(0.0, 10.0)"},
+    },
+    "lm-pbt": {
+        "_about": "Byte-level LM; PBT over learning rate, weight decay and dropout with 8 "
+        "members, exploit/explore every 50 steps (same budget as lm-random).",
+        "name": "lm-pbt",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "model": {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256},
+        "optim": {"optimizer": "adamw", "schedule": "constant"},
+        "population": {"size": 8},
+        "train": {"steps": 400, "segment_steps": 50},
+        "strategy": {"name": "pbt", "ready_steps": 50, "fraction": 0.25, "resample_prob": 0.1},
+        "space": {
+            "lr": "loguniform(1e-4, 3e-2)",
+            "weight_decay": "uniform(0.0, 0.2)",
+            "dropout": "uniform(0.0, 0.3)",
+        },
+    },
 }
 
 DEFAULT_EXPERIMENT = "lm-random"

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxhpo.space import Space
@@ -54,13 +56,26 @@ class PopulationUpdate:
     """What to do to the population; ``None`` fields mean "leave as is".
 
     Applied in this order: copy (``parents``), re-initialise (``reinit``), set ``hparams``,
-    set ``active``.
+    set ``active``, then re-pack (``keep``). All fields but ``keep`` index the current slots
+    ``[P]``; ``keep`` makes a smaller population of the listed slots, in that order (successive
+    halving's *compact* mode: a new shape, so the next segment compiles once more).
+
+    Lineage events are dicts with a ``kind``; the run loop adds ``step``. Kinds written by the
+    built-in strategies:
+
+    * ``exploit``: ``child`` and ``parent`` (member ids), ``child_slot``, ``parent_slot``,
+      ``before`` and ``after`` (the child's hyperparameters, name -> value), ``child_fitness``,
+      ``parent_fitness`` (minimised objective);
+    * ``explore``: ``member``, ``before``, ``after`` (a member perturbed without copying);
+    * ``stop``: ``member``, ``fitness``, ``reason`` (e.g. ``rung 2 of bracket 0``);
+    * ``compact``: ``keep`` (member ids of the re-packed population, in slot order).
     """
 
     parents: np.ndarray | None = None  # int [P]: slot i receives the whole member parents[i]
     reinit: np.ndarray | None = None  # bool [P]: slot i becomes a fresh member with a new id
     hparams: dict[str, np.ndarray] | None = None  # name -> [P] new values (subset of names ok)
     active: np.ndarray | None = None  # bool [P]
+    keep: np.ndarray | None = None  # int [P'], slots of the re-packed population
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # lineage records
     done: bool = False  # stop the study after this update
 
@@ -69,6 +84,15 @@ class Strategy(abc.ABC):
     """Base class of every strategy (grid/random/Sobol here; PBT, halving, ES, BO elsewhere)."""
 
     name: str = "strategy"
+    #: True when the strategy picks the population size itself (``population.size`` may be null).
+    decides_size: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Any, train: Any) -> Strategy:
+        """Builds the strategy from ``StrategyConfig`` and ``TrainConfig`` (default: no
+        arguments). Errors name the config field."""
+        del cfg, train
+        return cls()
 
     @abc.abstractmethod
     def init(self, seed: int, space: Space, size: int | None) -> tuple[Any, dict[str, np.ndarray]]:
@@ -80,3 +104,67 @@ class Strategy(abc.ABC):
     def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
         """Default: change nothing (members train to the end with fixed hyperparameters)."""
         return state, PopulationUpdate()
+
+    def device_update(self, state: Any, step: jax.Array, fitness_P: jax.Array, hparams: Any):
+        """The update as a pure ``jax.numpy`` function, for runs compiled as one program
+        (``train.compiled``): returns ``(state, parents [P], copied [P], explored [P],
+        hparams)``. The default is "change nothing", valid only for strategies that keep the
+        default :meth:`update`."""
+        if type(self).update is not Strategy.update:
+            raise ValueError(
+                f"train.compiled: strategy '{self.name}' has no compiled form (it decides on the "
+                "host between segments); set train.compiled=false"
+            )
+        P = fitness_P.shape[0]
+        slots = jax.numpy.arange(P, dtype=jax.numpy.int32)
+        none = jax.numpy.zeros((P,), bool)
+        return state, slots, none, none, hparams
+
+    def check(self, train_steps: int, segment_steps: int) -> None:
+        """Raises ``ValueError`` naming the config field when the strategy cannot run with this
+        training length (e.g. rungs that do not fall on segment boundaries). Default: nothing."""
+
+
+def lineage_events(
+    obs: Observation,
+    fitness: np.ndarray,
+    parents: np.ndarray,
+    copied: np.ndarray,
+    explored: np.ndarray,
+    new_hparams: Mapping[str, np.ndarray],
+) -> list[dict[str, Any]]:
+    """``exploit`` and ``explore`` events of one decision: slot ``i`` copied member
+    ``parents[i]`` where ``copied``, and its hyperparameters became ``new_hparams[.][i]``."""
+    names = list(new_hparams)
+    events = []
+    ids = obs.member_id
+    for i in np.flatnonzero(np.asarray(copied) | np.asarray(explored)):
+        before = {k: float(obs.hparams[k][i]) for k in names}
+        after = {k: float(new_hparams[k][i]) for k in names}
+        if copied[i]:
+            p = int(parents[i])
+            events.append(
+                {
+                    "kind": "exploit",
+                    "child": int(ids[i]),
+                    "parent": int(ids[p]),
+                    "child_slot": int(i),
+                    "parent_slot": p,
+                    "before": before,
+                    "after": after,
+                    "child_fitness": float(fitness[i]),
+                    "parent_fitness": float(fitness[p]),
+                }
+            )
+        else:
+            events.append(
+                {"kind": "explore", "member": int(ids[i]), "before": before, "after": after}
+            )
+    return events
+
+
+def has_compiled_form(strategy: Strategy) -> bool:
+    """True when ``strategy.device_update`` is its decision (it overrides ``device_update``, or
+    keeps the default "change nothing" ``update``)."""
+    cls = type(strategy)
+    return cls.device_update is not Strategy.device_update or cls.update is Strategy.update

@@ -39,6 +39,11 @@ class GridSearch(Strategy):
     """
 
     name = "grid"
+    decides_size = True
+
+    @classmethod
+    def from_config(cls, cfg, train):
+        return cls(points=cfg.grid_points)
 
     def __init__(self, points: int = 3):
         if points < 1:
@@ -55,6 +60,3 @@ class GridSearch(Strategy):
                 f"{size}; set population.size={n} or leave it unset"
             )
         return None, cols
-
-
-STRATEGIES = {"random": RandomSearch, "sobol": SobolSearch, "grid": GridSearch}

@@ -4,8 +4,14 @@ from jaxhpo.tasks.base import TASK_DEFAULTS, TASK_DOMAINS, TASK_HPARAMS, Task
 from jaxhpo.tasks.brackets import BracketsTask
 from jaxhpo.tasks.lm import LanguageModelTask
 from jaxhpo.tasks.modular import ModularArithmeticTask
+from jaxhpo.tasks.toy import ToyQuadraticTask
 
-TASKS = {"lm": LanguageModelTask, "modular": ModularArithmeticTask, "brackets": BracketsTask}
+TASKS = {
+    "lm": LanguageModelTask,
+    "modular": ModularArithmeticTask,
+    "brackets": BracketsTask,
+    "pbt_toy": ToyQuadraticTask,
+}
 
 __all__ = [
     "TASKS",
@@ -15,5 +21,6 @@ __all__ = [
     "BracketsTask",
     "LanguageModelTask",
     "ModularArithmeticTask",
+    "ToyQuadraticTask",
     "Task",
 ]

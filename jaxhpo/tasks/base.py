@@ -60,6 +60,9 @@ class Task(abc.ABC):
     splits: Splits
     batch_size: int
     hparam_names: tuple[str, ...] = TASK_HPARAMS
+    #: Default value and (low, high, high_inclusive) domain of each name in ``hparam_names``.
+    hparam_defaults: Mapping[str, float] = TASK_DEFAULTS
+    hparam_domains: Mapping[str, tuple[float, float, bool]] = TASK_DOMAINS
     #: Metric names returned by :meth:`eval_sums` / :meth:`evaluate` (lower loss is better).
     metric_names: tuple[str, ...] = ("loss", "accuracy")
     #: Metrics where higher is better (the others are minimised).

@@ -1,0 +1,334 @@
+"""Population Based Training (Jaderberg et al. 2017, arXiv:1711.09846).
+
+Every ``ready_steps`` steps (after ``min_steps``), members are ranked by the validation objective;
+
+* **exploit** — *truncation*: each member of the bottom ``fraction`` copies a random member of the
+  top ``fraction``; *tournament*: each member meets a random other member and copies it if it
+  ranks higher. A copy is the *whole member* — parameters, optimizer state with its moments and
+  hyperparameters, step — done as one gather inside jit by the population (a member is an index
+  in one array, so a member can never load another's checkpoint with its own configuration);
+* **explore** — each member that copied perturbs the searched hyperparameters: ``multiply`` by a
+  factor drawn from ``factors`` (e.g. x0.8 / x1.2), or add ``gaussian`` noise of std ``sigma`` in
+  the space's unit coordinates (log space for log-scaled dimensions); with probability
+  ``resample_prob`` a value is redrawn from the space instead. ``Int`` dimensions move to a
+  neighbouring integer, ``Choice`` dimensions to a neighbouring value. Values are always clipped
+  to the space. Only members that copied explore (the paper's Algorithm 1), unless
+  ``explore_all``: then every member perturbs at every ready step (the toy problem's setup);
+  with ``exploit="none"`` every member explores (the "explore only" ablation).
+
+Ranking is total and deterministic: equal scores rank by slot, so a population with two
+identical scores still exploits. Diverged members (NaN/inf) rank last and are always replaced.
+
+The decision is one pure ``jax.numpy`` function (:func:`pbt_step`) of a key, the step, the fitness
+and the hyperparameters; the host strategy (:class:`PBT`) calls it between segments, and the
+compiled loop (``train.compiled``) calls the same function inside one ``lax.scan`` over segments.
+The strategy's state is a plain pytree (its key); the random numbers at a step depend only on the
+seed and the step, so a resumed run makes the same decisions.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxhpo.space import Choice, Float, Int, Space, _numeric_from_unit, _numeric_to_unit
+from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, lineage_events
+
+EXPLOIT = ("truncation", "tournament", "none")
+EXPLORE = ("perturb", "none")
+PERTURB = ("multiply", "gaussian")
+SAMPLERS = ("random", "sobol")
+
+
+def rank(fitness_P: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Ranks (0 = best) and the order best-first; equal fitness ranks by slot index."""
+    order = jnp.argsort(fitness_P, stable=True)
+    ranks = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+    return ranks, order
+
+
+def select_parents(
+    key: jax.Array, fitness_P: jax.Array, method: str, fraction: float
+) -> tuple[jax.Array, jax.Array]:
+    """Exploit: which member each slot copies.
+
+    Args:
+      key: PRNG key.
+      fitness_P: objective to minimise, float [P]; NaN/inf count as diverged.
+      method: ``truncation``, ``tournament`` or ``none``.
+      fraction: size of the top and bottom groups of truncation selection (of P).
+
+    Returns:
+      ``parents`` int32 [P] (``i`` where slot ``i`` keeps itself) and ``copied`` bool [P].
+    """
+    P = fitness_P.shape[0]
+    slots = jnp.arange(P, dtype=jnp.int32)
+    if method == "none" or P < 2:
+        return slots, jnp.zeros((P,), bool)
+    fit = jnp.where(jnp.isfinite(fitness_P), fitness_P, jnp.inf)
+    ranks, order = rank(fit)
+    order = order.astype(jnp.int32)
+    n_top = max(1, int(P * fraction))
+    k_top, k_opp = jax.random.split(key)
+    donors = order[jax.random.randint(k_top, (P,), 0, n_top)]  # a random member of the top
+    bad = ~jnp.isfinite(fit)
+    if method == "truncation":
+        copied = ranks >= P - n_top
+    else:  # binary tournament against a random other member
+        opponent = (slots + jax.random.randint(k_opp, (P,), 1, P)) % P
+        copied = ranks[opponent] < ranks
+        donors = jnp.where(bad, donors, opponent)
+    copied = (copied | bad) & jnp.isfinite(fit[donors]) & (donors != slots)
+    return jnp.where(copied, donors, slots), copied
+
+
+def explore(
+    key: jax.Array,
+    hparams: Mapping[str, jax.Array],
+    mask_P: jax.Array,
+    space: Space,
+    *,
+    perturb: str = "multiply",
+    factors: Sequence[float] = (0.8, 1.2),
+    sigma: float = 0.1,
+    resample_prob: float = 0.0,
+) -> dict[str, jax.Array]:
+    """Perturbs the searched hyperparameters of the members in ``mask_P``; others unchanged.
+
+    Args:
+      key: PRNG key.
+      hparams: name -> float [P]; every searched dimension of ``space`` must be present.
+      mask_P: bool [P], members that explore.
+      space: the search space (structure only; a Python loop over its dimensions at trace time).
+      perturb: ``multiply`` (by a random element of ``factors``) or ``gaussian`` (noise of std
+        ``sigma`` in unit coordinates).
+      factors: multiplicative factors.
+      sigma: std of the Gaussian perturbation in unit coordinates.
+      resample_prob: probability of redrawing a value uniformly from the space (unit coords).
+
+    Returns:
+      name -> float32 [P] new values of the searched dimensions, inside the space.
+    """
+    out = {}
+    for i, name in enumerate(space.searched):
+        dim = space[name]
+        v = jnp.asarray(hparams[name], jnp.float32)
+        P = v.shape[0]
+        k_f, k_n, k_r, k_u = jax.random.split(jax.random.fold_in(key, i), 4)
+        f = jnp.asarray(factors, jnp.float32)[jax.random.randint(k_f, (P,), 0, len(factors))]
+        if isinstance(dim, Choice):  # a neighbouring value, in the order the space lists them
+            vals = jnp.asarray(dim.values, jnp.float32)
+            idx = jnp.argmin(jnp.abs(v[:, None] - vals[None, :]), axis=1)
+            step = jnp.where(jax.random.bernoulli(k_n, 0.5, (P,)), 1, -1)
+            new = vals[jnp.clip(idx + step, 0, len(dim.values) - 1)]
+        elif perturb == "multiply":
+            new = v * f
+            if isinstance(dim, Int):  # round; if that lands back on v, move one integer
+                r = jnp.round(new)
+                new = jnp.where(r == v, v + jnp.sign(f - 1.0), r)
+        else:
+            u = _numeric_to_unit(dim, v, jnp) + sigma * jax.random.normal(k_n, (P,))
+            new = _numeric_from_unit(dim, jnp.clip(u, 0.0, 1.0), jnp)
+            if isinstance(dim, Int):
+                new = jnp.where(new == v, v + jnp.where(u > 0.5, 1.0, -1.0), new)
+        if resample_prob > 0:
+            fresh = _numeric_from_unit(dim, jax.random.uniform(k_u, (P,)), jnp)
+            new = jnp.where(jax.random.bernoulli(k_r, resample_prob, (P,)), fresh, new)
+        if isinstance(dim, Float | Int):
+            new = jnp.clip(new, dim.low, dim.high)
+        out[name] = jnp.where(mask_P, new.astype(jnp.float32), v)
+    return out
+
+
+class PBT(Strategy):
+    """Population Based Training; see the module docstring.
+
+    Args:
+      ready_steps: exploit/explore every this many steps (a multiple of ``train.segment_steps``).
+      min_steps: no exploit before this many steps.
+      exploit: ``truncation``, ``tournament`` or ``none`` (explore only).
+      fraction: truncation's top/bottom fraction, in (0, 0.5].
+      explore: ``perturb`` or ``none`` (exploit only).
+      perturb: ``multiply`` or ``gaussian``.
+      factors: the multiplicative factors (each > 0).
+      sigma: Gaussian std in unit coordinates.
+      resample_prob: probability of resampling a value from the space during explore.
+      explore_all: every member explores at a ready step, not only those that copied.
+      sampler: the first population: ``random`` or ``sobol`` samples of the space.
+      points: explicit first members (name -> value dicts), the rest sampled.
+    """
+
+    name = "pbt"
+
+    def __init__(
+        self,
+        ready_steps: int,
+        min_steps: int = 0,
+        exploit: str = "truncation",
+        fraction: float = 0.25,
+        explore: str = "perturb",
+        perturb: str = "multiply",
+        factors: Sequence[float] = (0.8, 1.2),
+        sigma: float = 0.1,
+        resample_prob: float = 0.0,
+        explore_all: bool = False,
+        sampler: str = "random",
+        points: Sequence[Mapping[str, float]] = (),
+    ):
+        checks = [
+            ("strategy.ready_steps", ready_steps >= 1, f"must be >= 1, got {ready_steps}"),
+            ("strategy.min_steps", min_steps >= 0, f"must be >= 0, got {min_steps}"),
+            ("strategy.exploit", exploit in EXPLOIT, f"unknown '{exploit}' ({', '.join(EXPLOIT)})"),
+            ("strategy.fraction", 0 < fraction <= 0.5, f"must lie in (0, 0.5], got {fraction}"),
+            ("strategy.explore", explore in EXPLORE, f"unknown '{explore}' ({', '.join(EXPLORE)})"),
+            ("strategy.perturb", perturb in PERTURB, f"unknown '{perturb}' ({', '.join(PERTURB)})"),
+            (
+                "strategy.factors",
+                len(factors) > 0 and all(f > 0 for f in factors),
+                f"must be a non-empty list of positive numbers, got {list(factors)}",
+            ),
+            ("strategy.sigma", sigma > 0, f"must be > 0, got {sigma}"),
+            (
+                "strategy.resample_prob",
+                0 <= resample_prob <= 1,
+                f"must lie in [0, 1], got {resample_prob}",
+            ),
+            (
+                "strategy.sampler",
+                sampler in SAMPLERS,
+                f"unknown '{sampler}' ({', '.join(SAMPLERS)})",
+            ),
+        ]
+        for field, ok, msg in checks:
+            if not ok:
+                raise ValueError(f"{field}: {msg}")
+        self.ready_steps, self.min_steps = int(ready_steps), int(min_steps)
+        self.exploit, self.fraction = exploit, float(fraction)
+        self.explore, self.perturb = explore, perturb
+        self.factors, self.sigma = tuple(float(f) for f in factors), float(sigma)
+        self.resample_prob, self.sampler = float(resample_prob), sampler
+        self.explore_all = bool(explore_all)
+        self.points = [dict(p) for p in points]
+        self.space: Space | None = None  # structure, set by init
+
+    @classmethod
+    def from_config(cls, cfg, train):
+        return cls(
+            ready_steps=cfg.ready_steps or train.segment_steps,
+            min_steps=cfg.min_steps,
+            exploit=cfg.exploit,
+            fraction=cfg.fraction,
+            explore=cfg.explore,
+            perturb=cfg.perturb,
+            factors=cfg.factors,
+            sigma=cfg.sigma,
+            resample_prob=cfg.resample_prob,
+            explore_all=cfg.explore_all,
+            sampler=cfg.sampler,
+            points=cfg.points,
+        )
+
+    def check(self, train_steps: int, segment_steps: int) -> None:
+        if self.ready_steps % segment_steps:
+            raise ValueError(
+                f"strategy.ready_steps: {self.ready_steps} is not a multiple of "
+                f"train.segment_steps={segment_steps} (exploit happens between segments)"
+            )
+
+    def init(self, seed: int, space: Space, size: int | None):
+        if size is None or size < 2:
+            raise ValueError(f"population.size: PBT needs at least 2 members, got {size}")
+        self.space = space
+        cols = initial_population(space, seed, size, self.sampler, self.points)
+        key = np.asarray(jax.random.key_data(jax.random.key(seed)))
+        return {"key": key}, cols
+
+    def ready(self, step: jax.Array | int) -> jax.Array | bool:
+        return (step % self.ready_steps == 0) & (step >= max(self.min_steps, 1))
+
+    def device_update(self, state, step, fitness_P, hparams):
+        """The decision as a pure function (also run inside the compiled loop).
+
+        Returns ``(state, parents [P], copied [P], explored [P], hparams)``; all no-ops when the
+        step is not a ready step.
+        """
+        key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
+        k_sel, k_exp = jax.random.split(key)
+        parents, copied = select_parents(k_sel, fitness_P, self.exploit, self.fraction)
+        moved = {k: jnp.asarray(v, jnp.float32)[parents] for k, v in hparams.items()}
+        everyone = self.exploit == "none" or self.explore_all
+        explored = jnp.ones_like(copied) if everyone else copied
+        if self.explore == "none":
+            explored = jnp.zeros_like(copied)
+        new = explore(
+            k_exp,
+            moved,
+            explored,
+            self.space,
+            perturb=self.perturb,
+            factors=self.factors,
+            sigma=self.sigma,
+            resample_prob=self.resample_prob,
+        )
+        ready = self.ready(step)
+        slots = jnp.arange(parents.shape[0], dtype=parents.dtype)
+        hp = {
+            k: jnp.where(ready, new.get(k, moved[k]), jnp.asarray(v, jnp.float32))
+            for k, v in hparams.items()
+        }
+        return (
+            state,
+            jnp.where(ready, parents, slots),
+            copied & ready,
+            explored & ready,
+            hp,
+        )
+
+    @functools.cached_property
+    def _jitted(self):
+        return jax.jit(self.device_update)
+
+    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
+        if not self.ready(obs.step):
+            return state, PopulationUpdate()
+        fit = obs.fitness().astype(np.float32)
+        searched = {k: np.asarray(obs.hparams[k], np.float32) for k in self.space.searched}
+        state, parents, copied, explored, hp = jax.device_get(
+            self._jitted(state, np.int32(obs.step), fit, searched)
+        )
+        parents, copied, explored = np.asarray(parents), np.asarray(copied), np.asarray(explored)
+        events = lineage_events(obs, fit, parents, copied, explored, hp)
+        upd = PopulationUpdate(
+            parents=parents if copied.any() else None,
+            hparams={k: np.asarray(v) for k, v in hp.items()} if explored.any() else None,
+            events=events,
+        )
+        return state, upd
+
+
+def initial_population(
+    space: Space, seed: int, size: int, sampler: str, points: Sequence[Mapping[str, float]]
+) -> dict[str, np.ndarray]:
+    """``points`` first (each a full or partial assignment of the searched dimensions; missing
+    names are sampled), then samples of the space; checked against the space."""
+    if len(points) > size:
+        raise ValueError(f"strategy.points: {len(points)} points for a population of {size}")
+    cols = space.sobol(seed, size) if sampler == "sobol" else space.sample(seed, size)
+    for i, point in enumerate(points):
+        for name, value in point.items():
+            if name not in space.searched:
+                raise ValueError(
+                    f"strategy.points[{i}].{name}: not a searched dimension "
+                    f"(searched: {', '.join(space.searched)})"
+                )
+            cols[name][i] = value
+    try:
+        space.validate_values(cols)
+    except ValueError as e:
+        raise ValueError(f"strategy.points: {e}") from None
+    return cols
