@@ -21,6 +21,10 @@ pairs merged over it, for example:
   jaxhpo run lm-random population.size=16 'space.lr=loguniform(1e-4, 1e-2)'
   jaxhpo run my_config.yaml task.corpus=~/books/moby.txt
 
+A Python file (a reproduction in experiments/) runs its main() with the remaining arguments:
+
+  jaxhpo run experiments/pbt_toy.py --seeds 20
+
 Config sections: name, seed, out_dir, task.*, model.*, optim.*, population.*, train.*,
 strategy.*, space.<hparam>. A run writes OUT_DIR/NAME-DATE/ with config.yaml, metrics.csv,
 metrics.parquet, members.csv, summary.md and plots/.
@@ -103,7 +107,28 @@ def use_cpu_cores() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
+def run_script(path: str, argv: list[str]) -> int:
+    """``jaxhpo run experiments/NAME.py ARGS``: a reproduction script's ``main(ARGS)``."""
+    import importlib.util
+
+    file = Path(path)
+    if not file.is_file():
+        print(f"jaxhpo: error: experiment: no such file {path}", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "main"):
+        print(f"jaxhpo: error: experiment: {path} defines no main(argv)", file=sys.stderr)
+        return 2
+    return int(module.main(argv) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) >= 2 and argv[0] == "run" and argv[1].endswith(".py"):
+        use_cpu_cores()
+        return run_script(argv[1], argv[2:])
     args = _parser().parse_args(argv)
     if args.command == "run":
         use_cpu_cores()

@@ -296,7 +296,8 @@ class _Book:
     def remember(self, obs: Observation, steps) -> None:
         for i, m in enumerate(obs.member_id):
             self.last[int(m)] = {
-                "hparams": {k: float(v[i]) for k, v in obs.hparams.items()},
+                # float32 values by their shortest repr (0.1, not 0.10000000149011612)
+                "hparams": {k: float(str(np.float32(v[i]))) for k, v in obs.hparams.items()},
                 "metrics": {k: float(obs.metrics[k][i]) for k in self.metric_names},
                 "diverged": bool(obs.diverged[i]),
                 "steps": int(steps[i]),
@@ -443,6 +444,10 @@ def run(
             # only while training goes on, so the final table describes the members evaluated.
             state, upd = strategy.update(state, obs)
             if upd.done or segment == n_segments:
+                # A study the strategy ends keeps the record of why (e.g. the last stops);
+                # a decision after the last segment is not applied and not recorded.
+                for ev in upd.events if upd.done else ():
+                    writer.event({"step": step, "applied": False, **ev})
                 break
             for ev in upd.events:
                 writer.event({"step": step, **ev})

@@ -5,17 +5,33 @@ Plots (``RUN_DIR/plots/``):
 * ``curves_<hparam>.png`` — validation loss against step, one line per member, coloured by that
   hyperparameter (log colour scale for log-scaled dimensions);
 * ``final_vs_hparams.png`` — final validation loss against each searched hyperparameter;
-* ``train_curves.png`` — training loss against step.
+* ``train_curves.png`` — training loss against step;
+* ``lineage.png`` (runs with ``exploit`` events) — one row per member (x = step, y = member id),
+  its evaluations coloured by the objective, an arrow from parent to child at every exploit, and
+  the best member's ancestry (the members whose weights it continues) highlighted in red;
+* ``hparam_trajectories.png`` (runs where a searched hyperparameter changes during a member's
+  life) — one panel per such hyperparameter: its value against step for every member (thin step
+  plots; log axis for log-scaled dimensions) and the best member's reconstructed schedule (bold).
 
-``summary.md`` names the best member (lowest final validation metric among members that did not
-diverge) with its hyperparameters and its test metrics.
+``summary.md`` names the best member (best final objective among members that did not diverge)
+with its hyperparameters and its test metrics; a *Budget* line (member-steps used, members stopped
+per step) when ``run.json`` has ``member_steps`` or members were stopped; a *Lineage* section
+(number of exploits, the best member's schedule, merged where hyperparameters stay equal) when
+members exploited others.
+
+``RUN_DIR/best_schedule.csv`` (written when members exploited others or hyperparameters changed
+during a member's life; one row per segment, see :func:`jaxhpo.results.lineage_schedule`) is the
+best member's schedule, to re-run as a fixed schedule (:func:`jaxhpo.results.read_schedule`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -25,7 +41,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from jaxhpo.results import read_members, read_metrics  # noqa: E402
+from jaxhpo.results import (  # noqa: E402
+    compress_schedule,
+    exploit_events,
+    final_members,
+    hparam_columns,
+    lineage_schedule,
+    read_events,
+    read_metrics,
+    write_schedule,
+)
 from jaxhpo.space import Space  # noqa: E402
 
 
@@ -39,6 +64,13 @@ def _searched(run_dir: Path, table: pd.DataFrame, hparam_names: list[str] | None
     """Hyperparameters that vary across members (in config order when known)."""
     names = list(_space_section(run_dir)) or list(hparam_names or [])
     return [n for n in names if n in table and table[n].nunique() > 1]
+
+
+def _changing(run_dir: Path, table: pd.DataFrame, hparam_names: list[str] | None) -> list[str]:
+    """Searched hyperparameters whose value changes during some member's life (PBT)."""
+    names = list(_space_section(run_dir)) or list(hparam_names or [])
+    by_member = table.groupby("member")
+    return [n for n in names if n in table and int(by_member[n].nunique().max()) > 1]
 
 
 def _log_dims(run_dir: Path) -> set[str]:
@@ -142,7 +174,18 @@ def summary_markdown(
     hparams: list[str],
     objective: str = "val_loss",
     maximize: bool = False,
+    *,
+    events: Sequence[Mapping[str, Any]] = (),
+    info: Mapping[str, Any] | None = None,
+    schedule: pd.DataFrame | None = None,
+    schedule_note: str | None = None,
 ) -> str:
+    """The markdown of ``summary.md``.
+
+    ``events`` and ``info`` (``run.json``) add the *Budget* line and the *Lineage* section;
+    ``schedule`` is the best member's :func:`~jaxhpo.results.lineage_schedule` (``schedule_note``
+    says why there is none).
+    """
     best = best_member(members, objective, maximize)
     lines = [f"# Run `{run_dir.name}`", ""]
     n_div = int(members["diverged"].astype(bool).sum())
@@ -151,6 +194,10 @@ def summary_markdown(
         f"{n_div} diverged, {len(table)} metric rows."
     )
     lines.append("")
+    budget = budget_line(table, events, info or {})
+    if budget:
+        lines.append(budget)
+        lines.append("")
     if best is None:
         lines.append("Every member diverged: no best member.")
     else:
@@ -179,11 +226,285 @@ def summary_markdown(
             cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    lines.extend(lineage_section(events, hparams, best, schedule, schedule_note))
     lines.append(
         "Plots: "
         + ", ".join(f"`plots/{p.name}`" for p in sorted((run_dir / "plots").glob("*.png")))
     )
     return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.6g}"
+    return str(v)
+
+
+def budget_line(
+    table: pd.DataFrame, events: Sequence[Mapping[str, Any]], info: Mapping[str, Any]
+) -> str | None:
+    """``**Budget:** ...`` when ``info`` has ``member_steps`` or members were stopped, else None.
+
+    Without ``member_steps`` the member-steps are counted from the table (segments in which a
+    member was active and had not diverged), an estimate.
+    """
+    stops = [ev for ev in events if ev.get("kind") == "stop"]
+    used = info.get("member_steps")
+    if used is None and not stops:
+        return None
+    steps = int(table["step"].max()) if len(table) else 0
+    size = info.get("population_size")
+    if size is None:
+        size = int(table.loc[table["step"] == table["step"].min(), "member"].nunique())
+    if used is None:
+        grid = np.array(sorted({int(x) for x in table["step"]}), dtype=np.int64)
+        rows = table[table["step"] > 0]
+        mask = rows["active"].astype(bool) & ~rows["diverged"].astype(bool)
+        ends = rows.loc[mask, "step"].to_numpy(np.int64)
+        starts = grid[np.searchsorted(grid, ends) - 1]
+        used = float(np.sum(ends - starts))
+        text = f"**Budget:** about {int(used):,} member-steps used (counted from the table)"
+    else:
+        used = float(used)
+        shown = f"{int(used):,}" if used.is_integer() else f"{used:,.1f}"
+        text = f"**Budget:** {shown} member-steps used"
+    full = int(size) * steps
+    if full > 0:
+        text += f", {100 * used / full:.0f}% of {full:,} ({int(size)} members × {steps} steps)"
+    if stops:
+        by_step: dict[int, set] = {}
+        for ev in stops:
+            by_step.setdefault(int(ev.get("step", -1)), set()).add(ev.get("member"))
+        n = sum(len(v) for v in by_step.values())
+        per = ", ".join(f"{len(by_step[s])} at step {s}" for s in sorted(by_step))
+        text += f"; {n} member{'s' if n != 1 else ''} stopped ({per})"
+    return text + "."
+
+
+def lineage_section(
+    events: Sequence[Mapping[str, Any]],
+    hparams: list[str],
+    best: pd.Series | None,
+    schedule: pd.DataFrame | None,
+    note: str | None = None,
+) -> list[str]:
+    """The *Lineage* section of ``summary.md`` (no lines when nothing was exploited and there is
+    no schedule to show)."""
+    exploits = exploit_events(events)
+    if not exploits and schedule is None and note is None:
+        return []
+    lines = ["## Lineage", ""]
+    if exploits:
+        children = Counter(int(ev["child"]) for ev in exploits)
+        steps = sorted({int(ev["step"]) for ev in exploits})
+        shown = ", ".join(str(s) for s in steps[:12]) + (", ..." if len(steps) > 12 else "")
+        lines.append(
+            f"{len(exploits)} exploit{'s' if len(exploits) != 1 else ''}: "
+            f"{len(children)} member{'s' if len(children) != 1 else ''} took over another "
+            f"member's weights, at steps {shown}."
+        )
+    else:
+        lines.append("No exploits: every member kept its own weights.")
+    lines.append("")
+    if note:
+        lines.append(f"The best member's schedule could not be reconstructed: {note}")
+        lines.append("")
+    if schedule is not None and best is not None and not schedule.empty:
+        comp = compress_schedule(schedule, by_source=True)
+        hp = [c for c in schedule.columns if c not in ("start_step", "end_step", "source_member")]
+        varying = [c for c in hp if c not in hparams and schedule[c].nunique() > 1]
+        shown_hp = [c for c in hparams if c in schedule] + varying
+        cols = ["start_step", "end_step", "source_member", *shown_hp]
+        lines.append(
+            f"Schedule that produced the best member's ({int(best['member'])}) weights, "
+            "following exploits backwards: `source_member` trained in steps "
+            "(start_step, end_step] with these values (segments with equal values merged; "
+            "one row per segment in `best_schedule.csv`)."
+        )
+        lines.append("")
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("|" + " --- |" * len(cols))
+        for rec in comp[cols].to_dict("records"):
+            lines.append("| " + " | ".join(_fmt(rec[c]) for c in cols) + " |")
+        lines.append("")
+    return lines
+
+
+def _stairs(ax, starts: np.ndarray, ends: np.ndarray, values: np.ndarray, **kw) -> None:
+    """Step plot of ``values`` over segments ``(starts, ends]``, broken where they leave gaps."""
+    if len(ends) == 0:
+        return
+    breaks = np.flatnonzero(starts[1:] != ends[:-1]) + 1
+    for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(ends)], strict=True):
+        edges = np.r_[starts[lo], ends[lo:hi]].astype(float)
+        ax.stairs(np.asarray(values[lo:hi], float), edges, baseline=None, **kw)
+        kw.pop("label", None)
+
+
+def _segments(table: pd.DataFrame, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of a member's segments: each row after step 0 ends one."""
+    grid = np.array(sorted({int(x) for x in table["step"]}), dtype=np.int64)
+    ends = rows["step"].to_numpy(np.int64)
+    return grid[np.maximum(np.searchsorted(grid, ends) - 1, 0)], ends
+
+
+def _ancestry_runs(schedule: pd.DataFrame) -> list[tuple[int, int, int]]:
+    """``(member, start, end)`` for each stretch of the schedule trained by one member."""
+    runs: list[list[int]] = []
+    for rec in schedule[["source_member", "start_step", "end_step"]].to_dict("records"):
+        m, a, b = int(rec["source_member"]), int(rec["start_step"]), int(rec["end_step"])
+        if runs and runs[-1][0] == m and runs[-1][2] == a:
+            runs[-1][2] = b
+        else:
+            runs.append([m, a, b])
+    return [tuple(r) for r in runs]
+
+
+def plot_lineage(
+    table: pd.DataFrame,
+    events: Sequence[Mapping[str, Any]],
+    path: Path,
+    metric: str = "val_loss",
+    schedule: pd.DataFrame | None = None,
+    best: int | None = None,
+) -> None:
+    """Members against step, evaluations coloured by ``metric``, exploits as parent -> child
+    arrows, the best member's ancestry (from its ``schedule``) in red."""
+    ids = sorted(int(m) for m in table["member"].unique())
+    ypos = {m: i for i, m in enumerate(ids)}
+    height = float(np.clip(0.3 * len(ids) + 1.8, 3.5, 14.0))
+    fig, ax = plt.subplots(figsize=(8.0, height), layout="constrained")
+    vals = table[metric].to_numpy(float) if metric in table else np.full(len(table), np.nan)
+    finite = vals[np.isfinite(vals)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
+    cmap = plt.get_cmap("viridis")
+    for member, rows in table.assign(_v=vals).groupby("member"):
+        rows = rows.sort_values("step")
+        y = ypos[int(member)]
+        steps = rows["step"].to_numpy(float)
+        ax.plot(steps, np.full(len(steps), y), color="0.75", lw=1.0, zorder=1)
+        bad = rows["diverged"].astype(bool).to_numpy() | ~np.isfinite(rows["_v"].to_numpy())
+        ax.scatter(
+            steps[~bad],
+            np.full((~bad).sum(), y),
+            c=rows["_v"].to_numpy()[~bad],
+            cmap=cmap,
+            norm=norm,
+            s=16,
+            zorder=3,
+            linewidths=0,
+        )
+        if bad.any():
+            ax.scatter(steps[bad], np.full(bad.sum(), y), marker="x", c="red", s=18, zorder=3)
+    # An exploit at step s is an arrow from the parent at s to the child a little after s (the
+    # child trains on from there), slanted so that exploits at one step stay apart.
+    grid = np.array(sorted({int(x) for x in table["step"]}), dtype=float)
+    gap = float(np.median(np.diff(grid))) if grid.size > 1 else 1.0
+    lean = 0.3 * gap
+    arrow = {"arrowstyle": "-|>", "mutation_scale": 8, "shrinkA": 0, "shrinkB": 2}
+    for ev in exploit_events(events):
+        child, parent, step = int(ev["child"]), int(ev["parent"]), float(ev["step"])
+        if child not in ypos or parent not in ypos or child == parent:
+            continue
+        ax.annotate(
+            "",
+            xy=(step + lean, ypos[child]),
+            xytext=(step, ypos[parent]),
+            arrowprops={**arrow, "color": "tab:blue", "alpha": 0.5, "lw": 0.8},
+            zorder=2,
+        )
+    if schedule is not None and not schedule.empty:
+        runs = [r for r in _ancestry_runs(schedule) if r[0] in ypos]
+        for i, (m, a, b) in enumerate(runs):
+            # After an exploit the child's stretch starts where the arrow lands.
+            a = a + lean if i > 0 and runs[i - 1][0] != m else a
+            ax.plot([a, b], [ypos[m], ypos[m]], color="tab:red", lw=3.0, alpha=0.7, zorder=2)
+        for (m0, _, b0), (m1, a1, _) in zip(runs, runs[1:], strict=False):
+            if m0 != m1 and b0 == a1:
+                ax.annotate(
+                    "",
+                    xy=(a1 + lean, ypos[m1]),
+                    xytext=(b0, ypos[m0]),
+                    arrowprops={**arrow, "color": "tab:red", "lw": 2.0},
+                    zorder=5,
+                )
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=metric)
+    handles = [
+        matplotlib.lines.Line2D([], [], color="0.75", lw=1.0, label="member (id kept by slot)"),
+        matplotlib.lines.Line2D([], [], color="tab:blue", lw=0.8, label="exploit: parent → child"),
+    ]
+    if schedule is not None and not schedule.empty:
+        handles.append(
+            matplotlib.lines.Line2D(
+                [], [], color="tab:red", lw=3.0, label=f"ancestry of best member {best}"
+            )
+        )
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=3)
+    every = max(1, math.ceil(len(ids) / 40))
+    ax.set_yticks(range(0, len(ids), every), [str(m) for m in ids[::every]])
+    ax.set_ylim(-0.7, len(ids) - 0.3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("member")
+    n = len(exploit_events(events))
+    ax.set_title(f"lineage: {n} exploit{'s' if n != 1 else ''}")
+    ax.grid(axis="x", alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_hparam_trajectories(
+    table: pd.DataFrame,
+    names: list[str],
+    path: Path,
+    log_dims: set[str] = frozenset(),
+    schedule: pd.DataFrame | None = None,
+    best: int | None = None,
+) -> None:
+    """One panel per hyperparameter: its value against step for every member (thin step plots)
+    and the best member's reconstructed ``schedule`` (bold)."""
+    n = max(1, len(names))
+    cols = min(n, 2)
+    nrows = math.ceil(n / cols)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(5.4 * cols + 1.6, 3.4 * nrows), squeeze=False, layout="constrained"
+    )
+    groups = [
+        (int(m), r.sort_values("step")) for m, r in table[table["step"] > 0].groupby("member")
+    ]
+    few = len(groups) <= 10  # then each member gets a colour of its own and a legend entry
+    cmap = plt.get_cmap("tab10" if few else "tab20")
+    for k, (ax, name) in enumerate(zip(axes.ravel(), names, strict=False)):
+        for i, (m, rows) in enumerate(groups):
+            starts, ends = _segments(table, rows)
+            label = f"member {m}" if few and k == 0 else None
+            color = cmap(i % cmap.N)
+            _stairs(
+                ax, starts, ends, rows[name].to_numpy(), color=color, lw=1.0, alpha=0.6, label=label
+            )
+        if schedule is not None and not schedule.empty and name in schedule:
+            _stairs(
+                ax,
+                schedule["start_step"].to_numpy(np.int64),
+                schedule["end_step"].to_numpy(np.int64),
+                schedule[name].to_numpy(),
+                color="black",
+                lw=2.6,
+                label=f"best member {best}\n(reconstructed)" if k == 0 else None,
+            )
+        if name in log_dims:
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(names) :]:
+        ax.axis("off")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=7, loc="outside right upper")
+    fig.suptitle("hyperparameters per member (thin) and the best member's schedule (bold)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -192,10 +513,8 @@ def write_report(run_dir: str | Path) -> Path:
     if not (run_dir / "metrics.csv").exists() and not (run_dir / "metrics.parquet").exists():
         raise ValueError(f"RUN_DIR: no metrics table in {run_dir} (is it a jaxhpo run directory?)")
     table = read_metrics(run_dir)
-    if (run_dir / "members.csv").exists():
-        members = read_members(run_dir)
-    else:  # an interrupted run: the last row of each member stands in
-        members = table.sort_values("step").groupby("member").last().reset_index()
+    # An interrupted run has no members.csv: the last row of each member stands in.
+    members = final_members(run_dir, table)
     info = run_info(run_dir)
     hparams = _searched(run_dir, table, info.get("hparam_names"))
     log_dims = _log_dims(run_dir)
@@ -208,6 +527,42 @@ def write_report(run_dir: str | Path) -> Path:
     if hparams:
         plot_final(members, hparams, plots / "final_vs_hparams.png", objective, log_dims=log_dims)
     plot_train(table, plots / "train_curves.png")
+
+    events = read_events(run_dir)
+    exploits = exploit_events(events)
+    changing = _changing(run_dir, table, info.get("hparam_names") or hparam_columns(table))
+    best = best_member(members, objective, maximize)
+    best_id = None if best is None else int(best["member"])
+    schedule, note = None, None
+    if exploits or changing:
+        if best_id is None:
+            note = "every member diverged."
+        else:
+            try:
+                schedule = lineage_schedule(table, events, best_id)
+            except ValueError as e:
+                note = str(e)
+            else:
+                write_schedule(schedule, run_dir / "best_schedule.csv")
+    if exploits:
+        plot_lineage(table, events, plots / "lineage.png", objective, schedule, best_id)
+    if changing:
+        plot_hparam_trajectories(
+            table, changing, plots / "hparam_trajectories.png", log_dims, schedule, best_id
+        )
     summary = run_dir / "summary.md"
-    summary.write_text(summary_markdown(run_dir, table, members, hparams, objective, maximize))
+    summary.write_text(
+        summary_markdown(
+            run_dir,
+            table,
+            members,
+            hparams,
+            objective,
+            maximize,
+            events=events,
+            info=info,
+            schedule=schedule,
+            schedule_note=note,
+        )
+    )
     return summary

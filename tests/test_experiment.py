@@ -222,12 +222,15 @@ def test_strategy_updates_are_checked(lm_task):
         (PopulationUpdate(active=np.array([True, False])), "active must have shape"),
         (PopulationUpdate(hparams={"learning_rate": 0.1}), "unknown hyperparameter"),
         (PopulationUpdate(hparams={"lr": [0.1, np.nan, 0.1]}), "non-finite"),
+        (PopulationUpdate(keep=np.array([0, 0])), "keep lists a slot twice"),
+        (PopulationUpdate(keep=np.array([3])), "keep must lie in"),
+        (PopulationUpdate(keep=np.array([], int)), "keep must be a non-empty"),
     ]
     for upd, msg in bad:
         with pytest.raises(ValueError, match=msg):
             apply_update(popn, pop, upd, key, 3)
     # A valid update: copy member 2 into slot 0, re-init slot 1 as a new member with a new id.
-    new, next_id = apply_update(
+    _, new, next_id = apply_update(
         popn,
         pop,
         PopulationUpdate(
@@ -244,6 +247,10 @@ def test_strategy_updates_are_checked(lm_task):
     fresh = popn.init(key, [3], {"lr": [0.6]})
     chex.assert_trees_all_equal(gather(new, [1]).params, fresh.params)
     chex.assert_trees_all_equal(gather(new, [0]).params, gather(pop, [2]).params)
+    # Re-packing keeps the listed slots, in order, as a smaller population.
+    _, small, _ = apply_update(popn, new, PopulationUpdate(keep=np.array([2, 0])), key, 4)
+    assert np.asarray(small.member_id).tolist() == [2, 0]
+    chex.assert_trees_all_equal(gather(small, [1]).params, gather(new, [0]).params)
 
 
 def test_cli_in_a_fresh_process_shards_members_over_cpu_cores(tmp_path):

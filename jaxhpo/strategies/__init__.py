@@ -1,6 +1,7 @@
 """Strategies behind one interface: ``init(seed, space, size)`` and ``update(state, obs)``."""
 
 from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
+from jaxhpo.strategies.halving import Hyperband, MedianStopping, SuccessiveHalving
 from jaxhpo.strategies.pbt import PBT
 from jaxhpo.strategies.search import GridSearch, RandomSearch, SobolSearch
 
@@ -9,11 +10,17 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "sobol": SobolSearch,
     "grid": GridSearch,
     "pbt": PBT,
+    "halving": SuccessiveHalving,
+    "hyperband": Hyperband,
+    "median": MedianStopping,
 }
 
 __all__ = [
     "STRATEGIES",
     "PBT",
+    "Hyperband",
+    "MedianStopping",
+    "SuccessiveHalving",
     "GridSearch",
     "Observation",
     "PopulationUpdate",
