@@ -3,6 +3,7 @@
 from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
 from jaxhpo.strategies.halving import Hyperband, MedianStopping, SuccessiveHalving
 from jaxhpo.strategies.pbt import PBT
+from jaxhpo.strategies.replay import Replay
 from jaxhpo.strategies.search import GridSearch, RandomSearch, SobolSearch
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -13,11 +14,13 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "halving": SuccessiveHalving,
     "hyperband": Hyperband,
     "median": MedianStopping,
+    "replay": Replay,
 }
 
 __all__ = [
     "STRATEGIES",
     "PBT",
+    "Replay",
     "Hyperband",
     "MedianStopping",
     "SuccessiveHalving",
