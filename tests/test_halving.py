@@ -414,3 +414,80 @@ def test_hyperband_beats_random_search_at_five_times_the_budget(tmp_path):
     bad = {**results, "hb_median_regret": 2 * rs["5"]}
     with pytest.raises(AssertionError, match="claim fails"):
         hbc.check_claim(bad)
+
+
+# -- through the real run loop on the Transformer LM task --------------------------------------
+
+_TINY_LM = [
+    "task.seq_len=16",
+    "task.batch_size=4",
+    "task.eval_batches=2",
+    "task.max_bytes=200000",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.d_model=16",
+    "model.d_ff=32",
+    "population.devices=1",
+]
+
+
+def _lm_run(tmp_path, name, extra):
+    from jaxhpo.cli import load_config
+    from jaxhpo.experiment import run
+
+    cfg = load_config(
+        "lm-random",
+        [*_TINY_LM, f"strategy.name={name}", f"out_dir={tmp_path}", *extra],
+    )
+    return run(cfg, quiet=True)
+
+
+def test_compact_and_masked_halving_agree_on_the_lm_task(tmp_path):
+    """P=9, eta=3, rungs at 10 and 30 of 60 steps: 9x10 + 3x20 + 1x30 = 180 member-steps,
+    counted by the run loop; both modes stop the same members and end with the same metrics."""
+    common = ["population.size=9", "train.steps=60", "train.segment_steps=10"]
+    common += ["strategy.min_steps=10", "strategy.eta=3"]
+    res = {
+        mode: _lm_run(tmp_path / mode, "halving", [*common, f"strategy.halving_mode={mode}"])
+        for mode in ("masked", "compact")
+    }
+    for mode, r in res.items():
+        info = json.loads((r.run_dir / "run.json").read_text())
+        assert info["member_steps"] == 180, mode
+        steps = sorted(r.members["steps"].tolist())
+        assert steps == [10] * 6 + [30] * 2 + [60], mode
+        assert "member-steps" in (r.run_dir / "summary.md").read_text()
+    a = res["masked"].members.set_index("member")
+    b = res["compact"].members.set_index("member")
+    np.testing.assert_array_equal(a["steps"], b["steps"])
+    np.testing.assert_allclose(a["val_loss"], b["val_loss"], rtol=1e-5)
+    stops = {
+        mode: [
+            (e["step"], e["member"])
+            for e in map(json.loads, (r.run_dir / "events.jsonl").read_text().splitlines())
+            if e["kind"] == "stop"
+        ]
+        for mode, r in res.items()
+    }
+    assert stops["masked"] == stops["compact"] and len(stops["masked"]) == 8
+    # Compact mode re-packed the population: the final program ran on one member.
+    assert res["compact"].state.size == 1 and res["masked"].state.size == 9
+
+
+def test_train_budget_stops_the_run(tmp_path):
+    r = _lm_run(
+        tmp_path,
+        "random",
+        ["population.size=4", "train.steps=60", "train.segment_steps=10", "train.budget=130"],
+    )
+    assert (r.members["steps"] == 30).all()  # 4 x 30 = 120; one more segment would be 160
+
+
+def test_host_only_strategies_refuse_the_compiled_loop():
+    from jaxhpo.cli import load_config
+    from jaxhpo.config import ConfigError
+    from jaxhpo.experiment import prepare
+
+    cfg = load_config("lm-random", [*_TINY_LM, "strategy.name=halving", "train.compiled=true"])
+    with pytest.raises(ConfigError, match="train.compiled: strategy 'halving'"):
+        prepare(cfg)
