@@ -79,3 +79,58 @@ def test_same_results_on_1_2_4_8_devices():
     assert "do not divide over 3 devices" in out["errors"][0]
     assert "16 requested but only 8" in out["errors"][1]
     assert out["auto"] == [8, 3, 6, 3]
+
+
+PBT_SCRIPT = textwrap.dedent(
+    """
+    import json, tempfile
+    import jax, numpy as np
+    from jaxhpo.cli import load_config
+    from jaxhpo.experiment import run
+
+    assert len(jax.devices()) == 8
+    out = {}
+    for devices in (1, 4):
+        for compiled in ("false", "true"):
+            cfg = load_config("lm-pbt", [
+                "task.seq_len=16", "task.batch_size=4", "task.eval_batches=2",
+                "task.max_bytes=200000", "model.num_layers=1", "model.num_heads=2",
+                "model.d_model=16", "model.d_ff=32", "train.steps=40", "train.segment_steps=10",
+                "strategy.ready_steps=10", f"population.devices={devices}",
+                f"train.compiled={compiled}", f"out_dir={tempfile.mkdtemp()}",
+            ])
+            r = run(cfg, quiet=True)
+            events = [json.loads(x) for x in (r.run_dir / "events.jsonl").read_text().splitlines()]
+            out[f"{devices}-{compiled}"] = {
+                "val": r.members.sort_values("member")["val_loss"].tolist(),
+                "lr": r.members.sort_values("member")["lr"].tolist(),
+                "exploits": [(e["step"], e["child"], e["parent"]) for e in events
+                             if e["kind"] == "exploit"],
+                "shards": len(jax.tree.leaves(r.state.params)[0].sharding.device_set),
+            }
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def test_pbt_on_a_sharded_population_host_and_compiled():
+    """PBT's exploit is a gather across devices: 1 and 4 devices, host decisions and the
+    compiled lax.scan loop, all give the same lineage and the same final metrics."""
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join([*flags, "--xla_force_host_platform_device_count=8"])
+    proc = subprocess.run(
+        [sys.executable, "-c", PBT_SCRIPT], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    out = json.loads(line[len("RESULT") :])
+    import numpy as np
+
+    ref = out["1-false"]
+    assert len(ref["exploits"]) >= 6  # 2 of 8 members exploit at each of 3 ready steps
+    for key, r in out.items():
+        assert r["exploits"] == ref["exploits"], key
+        np.testing.assert_allclose(r["val"], ref["val"], rtol=1e-4, err_msg=key)
+        np.testing.assert_allclose(r["lr"], ref["lr"], rtol=1e-6, err_msg=key)
+    assert out["4-false"]["shards"] == 4 and out["4-true"]["shards"] == 4
