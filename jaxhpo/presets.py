@@ -122,6 +122,50 @@ PRESETS: dict[str, dict[str, Any]] = {
             "dropout": "uniform(0.0, 0.3)",
         },
     },
+    "lm-halving": {
+        "_about": "Byte-level LM; successive halving: 27 random members, keep the top third at "
+        "steps 50 and 150, the last one trains to 450 (3,150 member-steps).",
+        "name": "lm-halving",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "population": {"size": 27},
+        "train": {"steps": 450, "segment_steps": 50},
+        "strategy": {"name": "halving", "eta": 3, "min_steps": 50, "halving_mode": "masked"},
+        "space": {
+            "lr": "loguniform(1e-4, 3e-2)",
+            "warmup_steps": "int(0, 100)",
+            "weight_decay": "uniform(0.0, 0.2)",
+            "dropout": "uniform(0.0, 0.3)",
+        },
+    },
+    "lm-hyperband": {
+        "_about": "Byte-level LM; Hyperband (eta=3, R=27 x 10 steps): 4 brackets of successive "
+        "halving side by side in one population of 49 members, reported as one study.",
+        "name": "lm-hyperband",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "population": {"size": None},
+        "train": {"steps": 270, "segment_steps": 10},
+        "strategy": {"name": "hyperband", "eta": 3, "min_steps": 10},
+        "space": {
+            "lr": "loguniform(1e-4, 3e-2)",
+            "warmup_steps": "int(0, 100)",
+            "weight_decay": "uniform(0.0, 0.2)",
+            "dropout": "uniform(0.0, 0.3)",
+        },
+    },
+    "lm-median": {
+        "_about": "Byte-level LM; 16 random members, the median stopping rule after 100 steps.",
+        "name": "lm-median",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "population": {"size": 16},
+        "train": {"steps": 400, "segment_steps": 50},
+        "strategy": {"name": "median", "min_steps": 100},
+        "space": {
+            "lr": "loguniform(1e-4, 3e-2)",
+            "warmup_steps": "int(0, 100)",
+            "weight_decay": "uniform(0.0, 0.2)",
+            "dropout": "uniform(0.0, 0.3)",
+        },
+    },
 }
 
 DEFAULT_EXPERIMENT = "lm-random"

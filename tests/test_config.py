@@ -303,3 +303,13 @@ def test_quoted_operation_override_works():
 @pytest.mark.parametrize("op", ["-", "*"])
 def test_operation_override_takes_the_symbol(op):
     assert load_config("modular-random", [f"task.operation={op}"]).task.operation == op
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_builtin_experiment_prepares(name):
+    """Each preset is a valid study: config, space, strategy, task and population all check out
+    (nothing compiles here)."""
+    from jaxhpo.experiment import prepare
+
+    prep = prepare(load_config(name, []))
+    assert prep.size >= 1 and prep.strategy.name == PRESETS[name]["strategy"]["name"]
