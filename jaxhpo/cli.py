@@ -129,7 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) >= 2 and argv[0] == "run" and argv[1].endswith(".py"):
         use_cpu_cores()
         return run_script(argv[1], argv[2:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also come after options (`jaxhpo run --out runs x.y=1`).
+    stray = [x for x in extra if x.startswith("-") or "=" not in x]
+    if stray or (extra and args.command != "run"):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     if args.command == "run":
         use_cpu_cores()
     if args.command is None:

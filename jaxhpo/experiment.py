@@ -414,8 +414,22 @@ def run(
         bar = progress.add_task(
             f"{cfg.name}: segment 0/{n_segments}", total=total, info="compiling"
         )
+        show = _Progress(progress, bar, console, quiet, cfg.name, n_segments, seg, total)
         if cfg.train.compiled:
-            pop, obs, step = _run_compiled(locals())
+            pop, obs, step = _run_compiled(
+                cfg,
+                prep,
+                population,
+                pop,
+                state,
+                (train_data, val_data),
+                obs,
+                log,
+                writer,
+                book,
+                show,
+                timings,
+            )
         for segment in range(1, 0 if cfg.train.compiled else n_segments + 1):
             k = min(seg, total - step)
             n_training = int(np.sum(obs.active & ~obs.diverged))
@@ -434,12 +448,7 @@ def run(
             step += k
             obs = observe(pop, step, segment, _nanmean_rows(losses))
             book.member_steps += int(np.sum(np.asarray(pop.step))) - steps_before
-            info = status(segment, k, dt, n_training, int(obs.diverged.sum()))
-            progress.update(
-                bar, advance=k, info=info, description=f"{cfg.name}: segment {segment}/{n_segments}"
-            )
-            if not console.is_terminal and not quiet:
-                console.print(f"segment {segment}/{n_segments} step {step}: {info}")
+            show.show(segment, status(segment, k, dt, n_training, int(obs.diverged.sum())))
             # The strategy is told every result, the last one included; an update is applied
             # only while training goes on, so the final table describes the members evaluated.
             state, upd = strategy.update(state, obs)
@@ -490,43 +499,71 @@ def _members_table(book: _Book, obs: Observation, test, metric_names) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def _run_compiled(ctx: dict[str, Any]) -> tuple[PopulationState, Observation, int]:
+@dataclasses.dataclass
+class _Progress:
+    """The progress bar and plain-text progress lines of a run."""
+
+    progress: Progress
+    bar: Any
+    console: Console
+    quiet: bool
+    name: str
+    n_segments: int
+    segment_steps: int
+    total: int
+
+    def show(self, segment: int, info: str) -> None:
+        done = min(self.total, segment * self.segment_steps)
+        desc = f"{self.name}: segment {segment}/{self.n_segments}"
+        self.progress.update(self.bar, completed=done, info=info, description=desc)
+        if not self.console.is_terminal and not self.quiet:
+            self.console.print(f"segment {segment}/{self.n_segments} step {done}: {info}")
+
+
+def _run_compiled(
+    cfg: Config,
+    prep: Prepared,
+    population: Population,
+    pop: PopulationState,
+    state: Any,
+    data: tuple[Any, Any],
+    obs: Observation,
+    log: Any,
+    writer: RunWriter,
+    book: _Book,
+    show: _Progress,
+    timings: dict[str, Any],
+) -> tuple[PopulationState, Observation, int]:
     """``train.compiled``: every segment and every strategy decision in one ``lax.scan``
     program; rows and lineage events are written from its per-segment outputs."""
-    cfg, population, strategy = ctx["cfg"], ctx["population"], ctx["strategy"]
-    progress, bar, console, book = ctx["progress"], ctx["bar"], ctx["console"], ctx["book"]
-    n_segments, seg, total = ctx["n_segments"], ctx["seg"], ctx["total"]
-    maximize = ctx["maximize"]
+    maximize = cfg.strategy.metric in prep.task.maximized
 
     def tick(segment, best_fitness):
         best = float(best_fitness)
         shown = -best if maximize else best
-        info = f"best val {cfg.strategy.metric} {shown:.4f} (in the compiled loop)"
-        progress.update(bar, completed=min(total, (int(segment) + 1) * seg), info=info)
-        if not console.is_terminal and not ctx["quiet"]:
-            console.print(f"segment {int(segment) + 1}/{n_segments}: {info}")
+        show.show(int(segment) + 1, f"best val {cfg.strategy.metric} {shown:.4f} (compiled loop)")
 
+    n_segments, seg = show.n_segments, show.segment_steps
     program = population.compiled_run(
-        strategy.device_update,
+        prep.strategy.device_update,
         num_segments=n_segments,
         segment_steps=seg,
-        total_steps=total,
+        total_steps=show.total,
         objective=cfg.strategy.metric,
         maximize=maximize,
-        searched=tuple(ctx["prep"].space.searched),
+        searched=tuple(prep.space.searched),
         progress=tick,
     )
-    pop, ts = ctx["pop"], time.perf_counter()
+    ts = time.perf_counter()
     steps_before = int(np.sum(np.asarray(pop.step)))
-    pop, _, outs = program(pop, ctx["train_data"], ctx["val_data"], ctx["state"])
+    pop, _, outs = program(pop, *data, state)
     outs = _host(outs)
-    ctx["timings"]["train_s"] = time.perf_counter() - ts
+    timings["train_s"] = time.perf_counter() - ts
     book.member_steps = int(np.sum(np.asarray(pop.step))) - steps_before
-    obs = ctx["obs"]
     for s in range(n_segments):
         o = jax.tree.map(lambda x, s=s: x[s], outs)
         steps = np.full(len(o["member_id"]), int(o["step"]))  # per-member counts: final only
-        obs = ctx["log"](
+        obs = log(
             int(o["step"]),
             s + 1,
             o["train_loss"],
@@ -541,5 +578,5 @@ def _run_compiled(ctx: dict[str, Any]) -> tuple[PopulationState, Observation, in
         for ev in lineage_events(
             obs, fit, o["parents"], o["copied"], o["explored"], o["new_hparams"]
         ):
-            ctx["writer"].event({"step": int(o["step"]), **ev})
+            writer.event({"step": int(o["step"]), **ev})
     return pop, obs, int(outs["step"][-1])

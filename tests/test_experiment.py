@@ -320,3 +320,16 @@ def test_custom_strategy_runs_through_the_generic_loop(tmp_path):
     child, parent = events[-1]["child"], events[-1]["parent"]
     last = table[table.step == 6].set_index("member")
     assert last.loc[child, "lr"] == last.loc[parent, "lr"]
+
+
+def test_cli_overrides_after_options(tmp_path, capsys):
+    """`jaxhpo run EXP --out DIR key=value`: overrides may follow options; other stray
+    arguments are refused."""
+    from jaxhpo.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "pbt-toy", "--out", str(tmp_path), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert main(["run", "pbt-toy", "--out", str(tmp_path), "--quiet", "train.steps=8"]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    assert pd.read_csv(run_dir / "metrics.csv")["step"].max() == 8
