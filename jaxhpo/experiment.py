@@ -150,6 +150,11 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
     strategy = strategy if strategy is not None else make_strategy(cfg)
     try:
         strategy.check(cfg.train.steps, cfg.train.segment_steps)
+        if cfg.train.compiled and cfg.train.budget:
+            raise ConfigError(
+                "train.budget: not available with train.compiled=true (the compiled loop runs "
+                "every segment); set one of them"
+            )
         if cfg.train.compiled and not has_compiled_form(strategy):
             raise ConfigError(
                 f"train.compiled: strategy '{strategy.name}' decides on the host between "
@@ -430,7 +435,8 @@ def run(
                 show,
                 timings,
             )
-        for segment in range(1, 0 if cfg.train.compiled else n_segments + 1):
+        host_segments = () if cfg.train.compiled else range(1, n_segments + 1)
+        for segment in host_segments:
             k = min(seg, total - step)
             n_training = int(np.sum(obs.active & ~obs.diverged))
             if cfg.train.budget and book.member_steps + k * n_training > cfg.train.budget:

@@ -137,6 +137,8 @@ def test_pbt_config_errors_name_the_field():
         cfg = load_config("pbt-toy", [override])
         with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
             prepare(cfg)
+    with pytest.raises(ConfigError, match="train.budget: not available with train.compiled"):
+        prepare(load_config("pbt-toy", ["train.compiled=true", "train.budget=100"]))
 
 
 def test_exploit_copies_the_whole_member_including_optimizer_moments(lm_task):
