@@ -36,7 +36,8 @@ Start here:
   jaxhpo run                 the default experiment (about a minute on 2 CPU cores)
   jaxhpo list                the built-in experiments
   jaxhpo run --help          config files and key=value overrides
-  jaxhpo report RUN_DIR      plots and summary of a finished (or interrupted) run"""
+  jaxhpo report RUN_DIR      plots and summary of a finished (or interrupted) run
+  jaxhpo resume RUN_DIR      continue an interrupted run from its latest checkpoint"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", metavar="key=value")
     r.add_argument("--out", default=None, help="parent folder of the run directory (out_dir)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    res = sub.add_parser("resume", help="continue an interrupted run from its latest checkpoint")
+    res.add_argument("run_dir", metavar="RUN_DIR")
+    res.add_argument("--quiet", action="store_true", help="no progress bar")
     rep = sub.add_parser("report", help="write plots and summary.md for a run directory")
     rep.add_argument("run_dir", metavar="RUN_DIR")
     sub.add_parser("list", help="list the built-in experiments")
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    if args.command == "run":
+    if args.command in ("run", "resume"):
         use_cpu_cores()
     if args.command is None:
         _parser().print_help()
@@ -155,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
             summary = write_report(Path(args.run_dir))
             print(summary.read_text())
             print(f"plots: {summary.parent / 'plots'}")
+            return 0
+        if args.command == "resume":
+            from jaxhpo.experiment import resume_run
+
+            result = resume_run(Path(args.run_dir), quiet=args.quiet)
+            print((result.run_dir / "summary.md").read_text())
             return 0
         overrides = list(args.overrides)
         if args.out:

@@ -120,6 +120,8 @@ class TrainConfig:
     segment_steps: int = 50  # steps per compiled segment (evaluation and strategy in between)
     budget: int | None = None  # stop once this many member-steps were trained (None: no cap)
     compiled: bool = False  # the whole run (segments + strategy) as one program, lax.scan
+    checkpoint_every: int = 1  # segments between checkpoints (0: none); `jaxhpo resume RUN_DIR`
+    keep_checkpoints: int = 3  # the latest k checkpoints are kept
 
 
 @dataclasses.dataclass
@@ -369,3 +371,9 @@ def validate(cfg: Config) -> None:
     if cfg.population.size is None and not STRATEGIES[cfg.strategy.name].decides_size:
         raise ConfigError(f"population.size: required for strategy '{cfg.strategy.name}'")
     _positive("train.budget", cfg.train.budget, allow_none=True)
+    if cfg.train.checkpoint_every < 0:
+        raise ConfigError(
+            f"train.checkpoint_every: must be >= 0 (0 = no checkpoints), got "
+            f"{cfg.train.checkpoint_every}"
+        )
+    _positive("train.keep_checkpoints", cfg.train.keep_checkpoints)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jaxhpo import optim
+from jaxhpo.checkpoint import Checkpointer, pack_tree, unpack_tree
 from jaxhpo.config import Config, ConfigError
 from jaxhpo.population import Population, PopulationState, resolve_devices
 from jaxhpo.results import RunWriter, new_run_dir
@@ -309,6 +312,44 @@ class _Book:
             }
         self.best = min(self.best, float(obs.fitness().min()))
 
+    def dump(self) -> dict[str, Any]:
+        """JSON-able (NaN/inf as strings) for a checkpoint."""
+        enc = lambda v: v if isinstance(v, bool | int | dict) or np.isfinite(v) else repr(v)
+        last = {
+            str(m): {
+                k: ({n: enc(x) for n, x in v.items()} if isinstance(v, dict) else enc(v))
+                for k, v in row.items()
+            }
+            for m, row in self.last.items()
+        }
+        return {"last": last, "best": enc(self.best), "member_steps": self.member_steps}
+
+    def load(self, data: dict[str, Any]) -> None:
+        dec = lambda v: float(v) if isinstance(v, str) else v
+        self.last = {
+            int(m): {
+                k: ({n: dec(x) for n, x in v.items()} if isinstance(v, dict) else dec(v))
+                for k, v in row.items()
+            }
+            for m, row in data["last"].items()
+        }
+        self.best, self.member_steps = float(dec(data["best"])), int(data["member_steps"])
+
+    def observation(self, pop, metric: str, maximize: bool, step: int) -> Observation:
+        """The last observation of the members in ``pop`` (as remembered), for a resumed run."""
+        ids = np.asarray(pop.member_id)
+        rows = [self.last[int(m)] for m in ids]
+        return Observation(
+            step=step,
+            member_id=ids,
+            hparams={k: np.array([r["hparams"][k] for r in rows]) for k in rows[0]["hparams"]},
+            metrics={k: np.array([r["metrics"][k] for r in rows]) for k in self.metric_names},
+            diverged=np.asarray(pop.diverged),
+            active=np.asarray(pop.active),
+            objective=metric,
+            maximize=maximize,
+        )
+
 
 def run(
     cfg: Config,
@@ -317,8 +358,13 @@ def run(
     run_dir: Path | None = None,
     console: Console | None = None,
     quiet: bool = False,
+    resume: bool = False,
 ) -> RunResult:
-    """Runs one study and writes its run directory. Returns the directory and final members."""
+    """Runs one study and writes its run directory. Returns the directory and final members.
+
+    With ``resume``, ``run_dir`` is an existing run directory: the run continues from its latest
+    checkpoint that restores (see :mod:`jaxhpo.checkpoint`) and ends as the uninterrupted run
+    would have (use :func:`resume_run`)."""
     prep = prepared or prepare(cfg)
     console = console or Console(stderr=True, quiet=quiet)
     population, task, strategy = prep.population, prep.task, prep.strategy
@@ -327,25 +373,36 @@ def run(
     names = population.hparam_names
     metric = cfg.strategy.metric
     maximize = metric in task.maximized
-    writer = RunWriter(run_dir, run_dir.name, names, task.metric_names)
-    writer.write_config(
-        cfg.to_dict(),
-        {
-            "task": task.describe(),
-            "population_size": prep.size,
-            "member_mode": population.mode,
-            "member_devices": population.devices,
-            "devices": [str(d) for d in jax.devices()],
-            "jax": jax.__version__,
-            "hparam_names": list(names),
-            "searched": list(prep.space.searched),
-            "objective": f"val_{metric}",
-            "maximize": maximize,
-            "strategy": strategy.name,
-            "compiled": cfg.train.compiled,
-        },
-    )
+    checkpointer = None
+    if cfg.train.checkpoint_every and not cfg.train.compiled:
+        checkpointer = Checkpointer(run_dir / "checkpoints", cfg.train.keep_checkpoints)
     root_key = jax.random.key(cfg.seed)
+    restored = _restore(checkpointer, prep, root_key) if resume else None
+    counts = (restored[2]["metrics_rows"], restored[2]["events"]) if restored else None
+    if resume and not restored:
+        counts = (0, 0)  # killed before the first checkpoint: start again from step 0
+    writer = RunWriter(run_dir, run_dir.name, names, task.metric_names, resume=counts)
+    if resume:
+        info = json.loads((run_dir / "run.json").read_text())
+        writer.update_info({"resumed": int(info.get("resumed", 0)) + 1})
+    else:
+        writer.write_config(
+            cfg.to_dict(),
+            {
+                "task": task.describe(),
+                "population_size": prep.size,
+                "member_mode": population.mode,
+                "member_devices": population.devices,
+                "devices": [str(d) for d in jax.devices()],
+                "jax": jax.__version__,
+                "hparam_names": list(names),
+                "searched": list(prep.space.searched),
+                "objective": f"val_{metric}",
+                "maximize": maximize,
+                "strategy": strategy.name,
+                "compiled": cfg.train.compiled,
+            },
+        )
     t0 = time.perf_counter()
     pop = population.init(root_key, np.arange(prep.size), prep.hparams)
     next_id = prep.size
@@ -405,9 +462,36 @@ def run(
         )
         return info + (f" | {diverged} diverged" if diverged else "")
 
-    obs = observe(pop, 0, 0, np.full(prep.size, np.nan))
     timings = {"first_segment_s": None, "train_s": 0.0}
-    step = 0
+    first = 1
+    if restored:
+        done_segment, tree, meta = restored
+        population = population.for_size(int(meta["size"]))
+        pop = population.place(tree["pop"])
+        state = unpack_tree(meta["strategy"])
+        step, next_id, first = int(meta["step"]), int(meta["next_id"]), done_segment + 1
+        book.load(meta["book"])
+        t0 -= float(meta["elapsed_s"])
+        obs = book.observation(pop, metric, maximize, step)
+        _notice(f"resuming {run_dir.name} after segment {done_segment} (step {step})")
+    else:
+        obs = observe(pop, 0, 0, np.full(prep.size, np.nan))
+        step = 0
+
+    def save(segment: int) -> None:
+        meta = {
+            "segment": segment,
+            "step": step,
+            "next_id": next_id,
+            "size": pop.size,
+            "strategy": pack_tree(state),
+            "book": book.dump(),
+            "metrics_rows": writer.rows,
+            "events": writer.events,
+            "elapsed_s": time.perf_counter() - t0,
+        }
+        checkpointer.save(segment, {"pop": pop}, meta)
+
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -435,7 +519,8 @@ def run(
                 show,
                 timings,
             )
-        host_segments = () if cfg.train.compiled else range(1, n_segments + 1)
+        progress.update(bar, completed=step)
+        host_segments = () if cfg.train.compiled else range(first, n_segments + 1)
         for segment in host_segments:
             k = min(seg, total - step)
             n_training = int(np.sum(obs.active & ~obs.diverged))
@@ -467,6 +552,8 @@ def run(
             for ev in upd.events:
                 writer.event({"step": step, **ev})
             population, pop, next_id = apply_update(population, pop, upd, root_key, next_id)
+            if checkpointer and segment % cfg.train.checkpoint_every == 0:
+                save(segment)  # the state the next segment starts from
     # No update follows the last observation, so it describes the final members.
     test = _host(population.evaluate(pop, test_data))
     members = _members_table(book, obs, test, task.metric_names)
@@ -486,6 +573,48 @@ def run(
     write_report(run_dir)
     console.print(f"run directory: {run_dir}")
     return RunResult(run_dir, members, pop)
+
+
+def _notice(message: str) -> None:
+    """A line on stderr that ``--quiet`` does not hide (resume and checkpoint warnings)."""
+    print(f"jaxhpo: {message}", file=sys.stderr, flush=True)
+
+
+def _restore(checkpointer, prep: Prepared, root_key) -> tuple | None:
+    """The latest checkpoint of a run that restores (``None`` if none; corrupted ones are
+    reported and skipped)."""
+    if checkpointer is None:
+        return None
+
+    def abstract(meta):
+        population = prep.population.for_size(int(meta["size"]))
+        ids = np.arange(int(meta["size"]))
+        hp = population.full_hparams({}, len(ids))
+        return {"pop": jax.eval_shape(lambda: population.init(root_key, ids, hp))}
+
+    found = checkpointer.restore_latest(abstract, report=lambda m: _notice(f"warning: {m}"))
+    if found is None:
+        _notice("no checkpoint to resume from: the run starts again from step 0")
+    return found
+
+
+def resume_run(run_dir: str | Path, *, console: Console | None = None, quiet: bool = False):
+    """Continues an interrupted run directory from its latest good checkpoint.
+
+    Raises:
+      ValueError: ``RUN_DIR`` is not a run directory, or already finished.
+    """
+    from jaxhpo.config import Config, build, load_file
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise ValueError(f"RUN_DIR: {run_dir} has no config.yaml (is it a jaxhpo run directory?)")
+    if (run_dir / "members.csv").exists():
+        raise ValueError(f"RUN_DIR: {run_dir} finished already (members.csv is written)")
+    cfg = build(Config(), load_file(run_dir / "config.yaml"))
+    if cfg.train.compiled:
+        raise ValueError("RUN_DIR: a train.compiled run has no checkpoints to resume from")
+    return run(cfg, run_dir=run_dir, console=console, quiet=quiet, resume=True)
 
 
 def _members_table(book: _Book, obs: Observation, test, metric_names) -> pd.DataFrame:

@@ -64,8 +64,16 @@ class RunWriter:
     """Appends metrics rows and events to a run directory as the run goes."""
 
     def __init__(
-        self, path: Path, run_name: str, hparam_names: Sequence[str], metric_names: Sequence[str]
+        self,
+        path: Path,
+        run_name: str,
+        hparam_names: Sequence[str],
+        metric_names: Sequence[str],
+        resume: tuple[int, int] | None = None,
     ):
+        """``resume=(rows, events)``: continue a run directory, keeping its first ``rows``
+        metrics rows and ``events`` events (what the checkpoint resumed from had written) and
+        dropping anything after them, so no row is lost or written twice."""
         self.path = Path(path)
         self.run_name = run_name
         self.hparam_names = tuple(hparam_names)
@@ -76,10 +84,18 @@ class RunWriter:
             + ["train_loss"]
             + [f"val_{m}" for m in self.metric_names]
         )
-        self._csv = open(self.path / "metrics.csv", "w", newline="")  # noqa: SIM115
+        self.rows = self.events = 0  # written so far (kept ones included)
+        if resume is not None:
+            self.rows, self.events = resume
+            _keep_lines(self.path / "metrics.csv", 1 + self.rows)  # header + rows
+            _keep_lines(self.path / "events.jsonl", self.events)
+            (self.path / "metrics.parquet").unlink(missing_ok=True)
+        mode = "a" if resume is not None else "w"
+        self._csv = open(self.path / "metrics.csv", mode, newline="")  # noqa: SIM115
         self._writer = csv.DictWriter(self._csv, fieldnames=self.columns)
-        self._writer.writeheader()
-        self._events = open(self.path / "events.jsonl", "w")  # noqa: SIM115
+        if resume is None:
+            self._writer.writeheader()
+        self._events = open(self.path / "events.jsonl", mode)  # noqa: SIM115
 
     def write_config(self, config: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         (self.path / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
@@ -121,17 +137,35 @@ class RunWriter:
             row.update({f"val_{k}": float(metrics[k][i]) for k in self.metric_names})
             self._writer.writerow(row)
         self._csv.flush()
+        self.rows += len(member_id)
 
     def event(self, record: Mapping[str, Any]) -> None:
         self._events.write(json.dumps({k: _clean(v) for k, v in record.items()}, default=str))
         self._events.write("\n")
         self._events.flush()
+        self.events += 1
 
     def close(self) -> None:
         self._csv.close()
         self._events.close()
         table = read_metrics(self.path)
         table.to_parquet(self.path / "metrics.parquet", index=False)
+
+
+def _keep_lines(path: Path, n: int) -> None:
+    """Truncates a text file to its first ``n`` complete lines (a line cut short by a kill is
+    dropped with everything after it)."""
+    if not path.exists():
+        raise ValueError(f"RUN_DIR: {path.name} is missing from {path.parent}")
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    complete = lines[:-1]  # the part after the last newline is incomplete (or empty)
+    if len(complete) < n:
+        raise ValueError(
+            f"RUN_DIR: {path.name} has {len(complete)} complete lines, the checkpoint expects {n}"
+        )
+    with open(path, "wb") as f:
+        f.write(b"".join(line + b"\n" for line in complete[:n]))
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:

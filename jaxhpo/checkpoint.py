@@ -1,0 +1,114 @@
+"""Atomic checkpoints of a whole run, with orbax-checkpoint.
+
+A checkpoint is taken at a segment boundary, after the strategy's update was applied: the state
+the next segment starts from. It holds
+
+* ``state/``: the population (``PopulationState``: parameters, optimizer states with their
+  moments and hyperparameters, member ids, training keys, steps, flags), restored exactly;
+* ``meta/``: JSON — the loop's counters (segment, step, next member id, member-steps, best), the
+  strategy's state (a pytree of arrays, msgpack-serialised by ``flax.serialization``, base64),
+  each member's last evaluation, the population size and devices, and how many metrics rows and
+  events the run directory held when the checkpoint was taken.
+
+RNG state needs nothing more: every key derives from the seed, the member id and the step, and
+the training batch at a step depends only on the data seed and the step, so a resumed run
+draws the same numbers. orbax writes each checkpoint to a temporary directory and renames it
+when complete (``commit_success.txt``); the last ``keep`` are kept. A checkpoint that fails to
+restore (partial, corrupted) is reported, moved to ``checkpoints-corrupted/`` and the previous
+one is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import serialization
+
+log = logging.getLogger(__name__)
+
+
+def pack_tree(tree: Any) -> str:
+    """A pytree of numpy arrays (or ``None``) as base64 msgpack text."""
+    host = jax.tree.map(lambda x: jax.device_get(x), tree)
+    return base64.b64encode(serialization.msgpack_serialize(host)).decode("ascii")
+
+
+def unpack_tree(text: str) -> Any:
+    return serialization.msgpack_restore(base64.b64decode(text))
+
+
+class Checkpointer:
+    """Saves and restores run states under ``directory`` (one subfolder per segment).
+
+    Args:
+      directory: where checkpoints live (``RUN_DIR/checkpoints``).
+      keep: how many of the latest checkpoints to keep.
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 3):
+        if keep < 1:
+            raise ValueError(f"train.keep_checkpoints: must be >= 1, got {keep}")
+        self.directory = Path(directory).absolute()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            )
+
+    def save(self, segment: int, state: Any, meta: dict[str, Any]) -> None:
+        """Writes checkpoint ``segment`` and waits until it is committed."""
+        self._manager.save(
+            segment,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def segments(self) -> list[int]:
+        """Committed checkpoints, oldest first."""
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def restore_latest(
+        self, abstract: Callable[[dict[str, Any]], Any], report: Callable[[str], None] = log.warning
+    ) -> tuple[int, Any, dict[str, Any]] | None:
+        """The newest checkpoint that restores, as ``(segment, state, meta)``; ``None`` if there
+        is none. ``abstract(meta)`` gives the state's abstract tree (shapes depend on the
+        population size stored in ``meta``). A checkpoint that fails is reported and skipped."""
+        for segment in reversed(self.segments()):
+            try:
+                meta = self._manager.restore(
+                    segment, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                ).meta
+                state = self._manager.restore(
+                    segment,
+                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract(meta))),
+                ).state
+            except Exception as e:  # noqa: BLE001 - any failure means: use the previous one
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                aside = self.directory.parent / "checkpoints-corrupted" / str(segment)
+                report(
+                    f"checkpoint {segment} in {self.directory} cannot be restored "
+                    f"({type(e).__name__}: {first}); moved to {aside}, trying the previous one"
+                )
+                aside.parent.mkdir(exist_ok=True)
+                shutil.rmtree(aside, ignore_errors=True)
+                shutil.move(self.directory / str(segment), aside)
+                self._manager.reload()
+                continue
+            return segment, state, meta
+        return None
+
+    def close(self) -> None:
+        self._manager.close()
