@@ -45,6 +45,11 @@ def unpack_tree(text: str) -> Any:
     return serialization.msgpack_restore(base64.b64decode(text))
 
 
+class CheckpointRefusedError(ValueError):
+    """A checkpoint that must not be used (e.g. written by another configuration): resuming
+    stops with this error instead of falling back to an older checkpoint."""
+
+
 class Checkpointer:
     """Saves and restores run states under ``directory`` (one subfolder per segment).
 
@@ -85,7 +90,11 @@ class Checkpointer:
     ) -> tuple[int, Any, dict[str, Any]] | None:
         """The newest checkpoint that restores, as ``(segment, state, meta)``; ``None`` if there
         is none. ``abstract(meta)`` gives the state's abstract tree (shapes depend on the
-        population size stored in ``meta``). A checkpoint that fails is reported and skipped."""
+        population size stored in ``meta``); it raises :class:`CheckpointRefusedError` for a
+        checkpoint that must not be used at all (another run's), which stops the search.
+
+        A checkpoint that fails to restore is reported, moved to ``checkpoints-corrupted/`` and
+        the previous one is tried."""
         for segment in reversed(self.segments()):
             try:
                 meta = self._manager.restore(
@@ -95,19 +104,21 @@ class Checkpointer:
                     segment,
                     args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract(meta))),
                 ).state
+                return segment, state, meta
+            except CheckpointRefusedError:
+                raise
             except Exception as e:  # noqa: BLE001 - any failure means: use the previous one
-                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                aside = self.directory.parent / "checkpoints-corrupted" / str(segment)
-                report(
-                    f"checkpoint {segment} in {self.directory} cannot be restored "
-                    f"({type(e).__name__}: {first}); moved to {aside}, trying the previous one"
-                )
-                aside.parent.mkdir(exist_ok=True)
-                shutil.rmtree(aside, ignore_errors=True)
-                shutil.move(self.directory / str(segment), aside)
-                self._manager.reload()
-                continue
-            return segment, state, meta
+                text = str(e).strip()
+                first = text.splitlines()[0][:200] if text else type(e).__name__
+            aside = self.directory.parent / "checkpoints-corrupted" / str(segment)
+            report(
+                f"checkpoint {segment} in {self.directory} cannot be restored "
+                f"({first}); moved to {aside}, trying the previous one"
+            )
+            aside.parent.mkdir(exist_ok=True)
+            shutil.rmtree(aside, ignore_errors=True)
+            shutil.move(self.directory / str(segment), aside)
+            self._manager.reload()
         return None
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ Everything a strategy or user can get wrong is checked by :func:`prepare` before
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import json
 import sys
@@ -31,7 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jaxhpo import optim
-from jaxhpo.checkpoint import Checkpointer, pack_tree, unpack_tree
+from jaxhpo.checkpoint import Checkpointer, CheckpointRefusedError, pack_tree, unpack_tree
 from jaxhpo.config import Config, ConfigError
 from jaxhpo.population import Population, PopulationState, resolve_devices
 from jaxhpo.results import RunWriter, new_run_dir
@@ -489,6 +490,7 @@ def run(
             "metrics_rows": writer.rows,
             "events": writer.events,
             "elapsed_s": time.perf_counter() - t0,
+            "config": config_fingerprint(cfg),
         }
         checkpointer.save(segment, {"pop": pop}, meta)
 
@@ -575,6 +577,12 @@ def run(
     return RunResult(run_dir, members, pop)
 
 
+def config_fingerprint(cfg: Config) -> str:
+    """A hash of everything that shapes the run (the config minus where it is written)."""
+    data = {k: v for k, v in cfg.to_dict().items() if k != "out_dir"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _notice(message: str) -> None:
     """A line on stderr that ``--quiet`` does not hide (resume and checkpoint warnings)."""
     print(f"jaxhpo: {message}", file=sys.stderr, flush=True)
@@ -586,7 +594,14 @@ def _restore(checkpointer, prep: Prepared, root_key) -> tuple | None:
     if checkpointer is None:
         return None
 
+    fingerprint = config_fingerprint(prep.cfg)
+
     def abstract(meta):
+        if meta.get("config") != fingerprint:
+            raise CheckpointRefusedError(
+                f"RUN_DIR: the checkpoints in {checkpointer.directory} were written by a "
+                "different config than this run directory's config.yaml; nothing was changed"
+            )
         population = prep.population.for_size(int(meta["size"]))
         ids = np.arange(int(meta["size"]))
         hp = population.full_hparams({}, len(ids))

@@ -1,0 +1,157 @@
+"""Bad input, through the command line: each malformed config or invocation gets ONE line on
+stderr that names the problem, exit status 2, before anything is compiled, and nothing is
+written into an existing run directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jaxhpo import cli
+from jaxhpo.population import Population
+
+TINY = ["model.num_layers=1", "model.d_model=16", "model.d_ff=32", "task.max_bytes=100000"]
+
+# (argv after `jaxhpo`, text the one-line error must contain)
+CASES = [
+    (["run", "train.stepz=3"], "train.stepz: unknown field"),
+    (["run", "train.steps=abc"], "train.steps: expected an integer"),
+    (["run", "train.steps=0"], "train.steps: must be >= 1"),
+    (["run", "train.segment_steps=-5"], "train.segment_steps: must be >= 1"),
+    (["run", "population.size=0"], "population.size: must be >= 1"),
+    (["run", "space.lr=loguniform(0, 1)"], "space.lr"),
+    (["run", "space.lr=uniform(1e-2, 1e-3)"], "space.lr"),
+    (["run", "space.warmup_steps=int(5, 1)"], "space.warmup_steps"),
+    (["run", "space.dropout=uniform(0, 1.5)"], "space.dropout: values must lie in"),
+    (["run", "space.momentum=0.9"], "space.momentum: not a hyperparameter"),
+    (["run", "space={}"], "space: no searched dimension"),
+    (["run", "strategy.name=bayes"], "strategy.name: unknown 'bayes'"),
+    (["run", "task.kind=vision"], "task.kind: unknown 'vision'"),
+    (["run", "optim.optimizer=adamax"], "optim.optimizer: unknown 'adamax'"),
+    (["run", "optim.schedule=linear"], "optim.schedule: unknown 'linear'"),
+    (["run", "population.mode=pmap"], "population.mode: unknown 'pmap'"),
+    (["run", "population.devices=-1"], "population.devices"),
+    (["run", "population.devices=64"], "population.devices: 64 requested"),
+    (["run", "task.corpus=/nonexistent/corpus.txt"], "task.corpus"),
+    (["run", "strategy.metric=perplexity"], "strategy.metric: unknown 'perplexity'"),
+    (["run", "seed=-1"], "seed: must lie in"),
+    (["run", "no-such-experiment"], "experiment: 'no-such-experiment'"),
+    (["run", "lm-pbt", "strategy.fraction=0.9"], "strategy.fraction"),
+    (["run", "lm-pbt", "strategy.ready_steps=7"], "strategy.ready_steps"),
+    (["run", "lm-pbt", "strategy.exploit=best"], "strategy.exploit: unknown 'best'"),
+    (["run", "lm-pbt", "strategy.points=[{lr: 5.0}]"], "strategy.points"),
+    (["run", "lm-pbt", "population.size=1"], "population.size: PBT needs at least 2"),
+    (["run", "lm-halving", "strategy.eta=1"], "strategy.eta"),
+    (["run", "lm-halving", "strategy.halving_mode=packed"], "strategy.halving_mode"),
+    (["run", "lm-halving", "strategy.min_steps=30"], "train.segment_steps"),
+    (["run", "lm-hyperband", "population.size=5"], "population.size: Hyperband"),
+    (["run", "lm-random", "strategy.name=replay"], "strategy.schedule"),
+    (["run", "lm-random", "strategy.name=replay", "strategy.schedule=/nope"], "strategy.schedule"),
+    (["run", "lm-median", "train.compiled=true"], "train.compiled: strategy 'median'"),
+    (["run", "lm-pbt", "train.compiled=true", "train.budget=100"], "train.budget"),
+    (["run", "train.checkpoint_every=-1"], "train.checkpoint_every: must be >= 0"),
+    (["run", "train.keep_checkpoints=0"], "train.keep_checkpoints: must be >= 1"),
+    (["run", "train.budget=0"], "train.budget: must be >= 1"),
+    (["run", "/nonexistent/study.yaml"], "study.yaml"),
+    (["resume", "/nonexistent/run-dir"], "RUN_DIR"),
+    (["report", "/"], "RUN_DIR: no metrics table"),
+]
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+    """Fails the test if a population is ever initialised or trained (the first compile)."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a population was built/compiled before the error")
+
+    monkeypatch.setattr(Population, "init", boom)
+    monkeypatch.setattr(Population, "train_segment", boom)
+
+
+def _one_line_error(capsys, argv) -> str:
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, (argv, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxhpo: error: "), (argv, err)
+    return lines[0]
+
+
+@pytest.mark.parametrize(("argv", "expected"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_is_one_line_naming_the_problem(argv, expected, capsys, no_compile, tmp_path):
+    argv = [*argv, f"out_dir={tmp_path}"] if argv[0] == "run" else argv
+    if argv[0] == "run":
+        argv += TINY
+    line = _one_line_error(capsys, argv)
+    assert expected in line, line
+    assert not any(tmp_path.iterdir()), "a run directory was created for a bad config"
+
+
+def test_at_least_30_bad_inputs():
+    assert len(CASES) >= 30
+
+
+def _tree(path: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in path.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory) -> Path:
+    """A real run directory with checkpoints whose members.csv is removed (as if killed)."""
+    out = tmp_path_factory.mktemp("runs")
+    assert cli.main(["run", "pbt-toy", "--out", str(out), "--quiet"]) == 0
+    (run_dir,) = out.iterdir()
+    (run_dir / "members.csv").unlink()
+    return run_dir
+
+
+def test_resume_with_checkpoints_from_another_config_changes_nothing(
+    interrupted_run, tmp_path, capsys, no_compile
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(interrupted_run, run_dir)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["seed"] = cfg["seed"] + 1  # the checkpoints now belong to another config
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    before = _tree(run_dir)
+    line = _one_line_error(capsys, ["resume", str(run_dir)])
+    assert "written by a different config" in line
+    assert _tree(run_dir) == before
+
+
+def test_resume_of_a_finished_run_changes_nothing(interrupted_run, tmp_path, capsys, no_compile):
+    run_dir = tmp_path / "run"
+    shutil.copytree(interrupted_run, run_dir)
+    (run_dir / "members.csv").write_text("member\n0\n")
+    before = _tree(run_dir)
+    line = _one_line_error(capsys, ["resume", str(run_dir)])
+    assert "finished already" in line
+    assert _tree(run_dir) == before
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys, no_compile):
+    (tmp_path / "notes.txt").write_text("not a run")
+    before = _tree(tmp_path)
+    line = _one_line_error(capsys, ["resume", str(tmp_path)])
+    assert "no config.yaml" in line
+    assert _tree(tmp_path) == before
+
+
+def test_unwritable_out_dir(tmp_path, capsys, no_compile):
+    if os.geteuid() == 0:
+        target = "/proc/jaxhpo-runs"  # not creatable even for root
+    else:
+        target = str(tmp_path / "ro" / "runs")
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro").chmod(0o500)
+    line = _one_line_error(capsys, ["run", *TINY, f"out_dir={target}"])
+    assert "out_dir" in line
