@@ -183,7 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # ConfigError is a ValueError: one line naming the field
         print(f"jaxhpo: error: {e}", file=sys.stderr)
         return 2
-    result = run(cfg, prepared=prepared, quiet=args.quiet)
+    from jaxhpo.experiment import OutOfMemoryError
+
+    try:
+        result = run(cfg, prepared=prepared, quiet=args.quiet)
+    except OutOfMemoryError as e:
+        print(f"jaxhpo: error: {e}", file=sys.stderr)
+        return 3
     summary = (result.run_dir / "summary.md").read_text()
     print(summary)
     return 0

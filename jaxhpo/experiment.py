@@ -15,7 +15,9 @@ Everything a strategy or user can get wrong is checked by :func:`prepare` before
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -405,7 +407,11 @@ def run(
             },
         )
     t0 = time.perf_counter()
-    pop = population.init(root_key, np.arange(prep.size), prep.hparams)
+    oom = functools.partial(
+        _explain_oom, train_data=task.train_data, num_steps=cfg.train.segment_steps
+    )
+    with oom(population, prep.size):
+        pop = population.init(root_key, np.arange(prep.size), prep.hparams)
     next_id = prep.size
     state = prep.strategy_state
     total, seg = cfg.train.steps, cfg.train.segment_steps
@@ -532,7 +538,8 @@ def run(
             steps_before = int(np.sum(np.asarray(pop.step)))
             ts = time.perf_counter()
             # Always a K=segment_steps program; a shorter last segment masks the extra steps.
-            pop, losses = population.train_segment(pop, train_data, seg, valid_steps=k)
+            with oom(population, pop.size):
+                pop, losses = population.train_segment(pop, train_data, seg, valid_steps=k)
             losses = np.asarray(losses)[:, :k]
             dt = time.perf_counter() - ts
             timings["train_s"] += dt
@@ -581,6 +588,39 @@ def config_fingerprint(cfg: Config) -> str:
     """A hash of everything that shapes the run (the config minus where it is written)."""
     data = {k: v for k, v in cfg.to_dict().items() if k != "out_dir"}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class OutOfMemoryError(RuntimeError):
+    """The population does not fit on its devices; the message says by how much and what to
+    change."""
+
+
+def _is_oom(e: BaseException) -> bool:
+    text = str(e)
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+@contextlib.contextmanager
+def _explain_oom(population: Population, size: int, train_data: Any, num_steps: int):
+    """Turns XLA's out-of-memory error into one that names the population size, the estimated
+    memory per member and what to change."""
+    try:
+        yield
+    except Exception as e:
+        if not _is_oom(e):
+            raise
+        est = population.memory_estimate(size, train_data, num_steps)
+        mib = lambda b: f"{b / 2**20:,.1f} MiB"
+        work = est["segment_working"]
+        working = f", plus {mib(work)} of XLA working memory per segment" if work == work else ""
+        raise OutOfMemoryError(
+            f"population.size: {size} members do not fit on {population.devices} "
+            f"{jax.default_backend()} device(s): about {mib(est['state_per_member'])} of "
+            f"parameters and optimizer state per member{working}. Use fewer members per device "
+            "(population.size, or more population.devices), population.mode=chunked with a "
+            "small population.chunk_size (or map), fewer train.segment_steps, or a smaller "
+            f"model/batch. ({str(e).strip().splitlines()[0][:160]})"
+        ) from None
 
 
 def _notice(message: str) -> None:
@@ -706,7 +746,8 @@ def _run_compiled(
     )
     ts = time.perf_counter()
     steps_before = int(np.sum(np.asarray(pop.step)))
-    pop, _, outs = program(pop, *data, state)
+    with _explain_oom(population, pop.size, data[0], seg):
+        pop, _, outs = program(pop, *data, state)
     outs = _host(outs)
     timings["train_s"] = time.perf_counter() - ts
     book.member_steps = int(np.sum(np.asarray(pop.step))) - steps_before

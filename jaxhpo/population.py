@@ -362,6 +362,29 @@ class Population:
         mask = pop.active if only_active else jnp.ones_like(pop.active)
         return self._evaluate(pop, data, mask)
 
+    # -- memory ----------------------------------------------------------------------------
+    def memory_estimate(self, size: int, train_data: Any, num_steps: int) -> dict[str, float]:
+        """Bytes a population of ``size`` needs: the state per member (parameters, optimizer
+        state) from abstract shapes, and XLA's working memory for one segment program (its
+        memory analysis, where the backend gives one; NaN otherwise)."""
+        hp = {k: jnp.asarray(v[0]) for k, v in self.full_hparams({}, 1).items()}
+        one = jax.eval_shape(lambda: self._init_member(jax.random.key(0), jnp.int32(0), hp))
+        state = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(one))
+        work = float("nan")
+        try:
+            ids = np.arange(size)
+            pop = jax.eval_shape(
+                lambda: self.init(jax.random.key(0), ids, self.full_hparams({}, size))
+            )
+            valid = jnp.asarray(num_steps, jnp.int32)
+            compiled = self._segment.lower(pop, train_data, valid, num_steps=num_steps).compile()
+            analysis = compiled.memory_analysis()
+            if analysis is not None:
+                work = float(analysis.temp_size_in_bytes)
+        except Exception:  # noqa: BLE001 - an estimate for an error message; never fail here
+            pass
+        return {"state_per_member": float(state), "segment_working": work}
+
     # -- the whole run as one program --------------------------------------------------------
     def compiled_run(
         self,

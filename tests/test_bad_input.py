@@ -155,3 +155,21 @@ def test_unwritable_out_dir(tmp_path, capsys, no_compile):
         (tmp_path / "ro").chmod(0o500)
     line = _one_line_error(capsys, ["run", *TINY, f"out_dir={target}"])
     assert "out_dir" in line
+
+
+def test_out_of_memory_names_the_population_and_what_to_change(tmp_path, capsys, monkeypatch):
+    """XLA's RESOURCE_EXHAUSTED at the first segment becomes one line with the population size,
+    the estimated memory per member and the settings to change (exit status 3)."""
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.2GiB.")
+
+    monkeypatch.setattr(Population, "train_segment", oom)
+    code = cli.main(["run", "lm-pbt", *TINY, f"out_dir={tmp_path}", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(err) == 1, err
+    line = err[0]
+    assert line.startswith("jaxhpo: error: population.size: 8 members do not fit"), line
+    assert "MiB of parameters and optimizer state per member" in line
+    assert "XLA working memory" in line  # XLA:CPU gives a memory analysis
+    assert "population.mode=chunked" in line and "RESOURCE_EXHAUSTED" in line
