@@ -126,7 +126,7 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class StrategyConfig:
-    name: str = "random"  # random | sobol | grid | pbt | halving | hyperband | median | replay
+    name: str = "random"  # random|sobol|grid|pbt|halving|hyperband|median|replay|evo
     grid_points: int = 3  # grid: values per float dimension
     metric: str = "loss"  # validation metric the study optimises
     sampler: str = "random"  # pbt/halving/hyperband/median: first population, random | sobol
@@ -147,6 +147,14 @@ class StrategyConfig:
     halving_mode: str = "masked"  # masked (stopped members stay, inactive) | compact (re-pack)
     # replay: a fixed hyperparameter schedule (a run directory's best member, or a CSV)
     schedule: str | None = None
+    # evo: any evosax 0.3 algorithm over the space's unconstrained coordinates
+    algorithm: str = "cma_es"  # cma_es | sep_cma_es | open_es | snes | xnes | pgpe | ga | pso | de
+    es_schedule: str = "generational"  # generational (fresh members) | online (live members)
+    generation_steps: int | None = None  # generational: steps per generation (None: a segment)
+    sigma_init: float = 1.0  # initial search scale, unconstrained coordinates
+    es_learning_rate: float | None = None  # None: the adapter's default for the algorithm
+    es_params: dict[str, float] = dataclasses.field(default_factory=dict)  # evosax params
+    es_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # constructor options
 
 
 @dataclasses.dataclass

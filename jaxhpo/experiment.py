@@ -338,15 +338,17 @@ class _Book:
         }
         self.best, self.member_steps = float(dec(data["best"])), int(data["member_steps"])
 
-    def observation(self, pop, metric: str, maximize: bool, step: int) -> Observation:
-        """The last observation of the members in ``pop`` (as remembered), for a resumed run."""
+    def observation(self, pop, hparams, metric: str, maximize: bool, step: int) -> Observation:
+        """The last observation of the members in ``pop`` (their remembered metrics; NaN for a
+        member not evaluated yet, e.g. re-initialised just before the checkpoint)."""
         ids = np.asarray(pop.member_id)
-        rows = [self.last[int(m)] for m in ids]
+        nan = {k: np.nan for k in self.metric_names}
+        rows = [self.last.get(int(m), {"metrics": nan})["metrics"] for m in ids]
         return Observation(
             step=step,
             member_id=ids,
-            hparams={k: np.array([r["hparams"][k] for r in rows]) for k in rows[0]["hparams"]},
-            metrics={k: np.array([r["metrics"][k] for r in rows]) for k in self.metric_names},
+            hparams={k: np.asarray(v) for k, v in hparams.items()},
+            metrics={k: np.array([r[k] for r in rows]) for k in self.metric_names},
             diverged=np.asarray(pop.diverged),
             active=np.asarray(pop.active),
             objective=metric,
@@ -479,7 +481,7 @@ def run(
         step, next_id, first = int(meta["step"]), int(meta["next_id"]), done_segment + 1
         book.load(meta["book"])
         t0 -= float(meta["elapsed_s"])
-        obs = book.observation(pop, metric, maximize, step)
+        obs = book.observation(pop, population.get_hparams(pop), metric, maximize, step)
         _notice(f"resuming {run_dir.name} after segment {done_segment} (step {step})")
     else:
         obs = observe(pop, 0, 0, np.full(prep.size, np.nan))

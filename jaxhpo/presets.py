@@ -166,6 +166,21 @@ PRESETS: dict[str, dict[str, Any]] = {
             "dropout": "uniform(0.0, 0.3)",
         },
     },
+    "lm-evo": {
+        "_about": "Byte-level LM; CMA-ES (evosax) proposes 8 members per generation, 4 "
+        "generations of 100 steps (strategy.algorithm: any evosax algorithm).",
+        "name": "lm-evo",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "population": {"size": 8},
+        "train": {"steps": 400, "segment_steps": 50},
+        "strategy": {"name": "evo", "algorithm": "cma_es", "generation_steps": 100},
+        "space": {
+            "lr": "loguniform(1e-4, 3e-2)",
+            "warmup_steps": "int(0, 100)",
+            "weight_decay": "uniform(0.0, 0.2)",
+            "dropout": "uniform(0.0, 0.3)",
+        },
+    },
 }
 
 DEFAULT_EXPERIMENT = "lm-random"

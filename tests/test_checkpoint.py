@@ -1,6 +1,7 @@
 """Checkpoint and resume: a run killed with SIGKILL at a random moment and resumed ends exactly as
-the uninterrupted run (same metrics, same lineage, same members), for random search, PBT and
-successive halving in compact mode; a corrupted latest checkpoint falls back to the previous one.
+the uninterrupted run (same metrics, same lineage, same members), for random search, PBT, an
+evosax strategy (CMA-ES, generational) and successive halving in compact mode; a corrupted
+latest checkpoint falls back to the previous one.
 
 The runs are real processes (``python -m jaxhpo.cli run ...``) killed for real.
 """
@@ -35,6 +36,7 @@ TINY = [
 STUDIES = {
     "random": ["lm-random", "population.size=4"],
     "pbt": ["lm-pbt", "population.size=4", "strategy.ready_steps=10", "strategy.fraction=0.5"],
+    "evo": ["lm-evo", "population.size=4", "strategy.generation_steps=40"],
     "halving": [
         "lm-random",
         "strategy.name=halving",
@@ -75,8 +77,8 @@ def _run(out: Path, study: list[str]) -> Path:
 
 
 def _run_killed(out: Path, study: list[str], rng: np.random.Generator) -> Path:
-    """Starts the run, waits for 1-4 checkpoints, sleeps a random fraction of a second, and
-    kills the process with SIGKILL."""
+    """Starts the run, waits for checkpoint 1, 2, 3 or 4, sleeps a random fraction of a
+    segment, and kills the process with SIGKILL."""
     proc = subprocess.Popen(
         _cli("run", study[0], *TINY, *study[1:], "--out", str(out), "--quiet"),
         env=_env(),
@@ -90,7 +92,8 @@ def _run_killed(out: Path, study: list[str], rng: np.random.Generator) -> Path:
         if max(done, default=0) >= want:  # only the latest 3 are kept: look at the numbers
             break
         time.sleep(0.05)
-    time.sleep(float(rng.uniform(0.0, 0.6)))
+    # A random moment inside the next segment or two: training, evaluating or checkpointing.
+    time.sleep(float(rng.uniform(0.0, 0.08)))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run_dir = _only_dir(out)

@@ -1,6 +1,7 @@
 """Strategies behind one interface: ``init(seed, space, size)`` and ``update(state, obs)``."""
 
 from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
+from jaxhpo.strategies.evo import EvoSearch
 from jaxhpo.strategies.halving import Hyperband, MedianStopping, SuccessiveHalving
 from jaxhpo.strategies.pbt import PBT
 from jaxhpo.strategies.replay import Replay
@@ -15,11 +16,13 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "hyperband": Hyperband,
     "median": MedianStopping,
     "replay": Replay,
+    "evo": EvoSearch,
 }
 
 __all__ = [
     "STRATEGIES",
     "PBT",
+    "EvoSearch",
     "Replay",
     "Hyperband",
     "MedianStopping",

@@ -1,0 +1,545 @@
+"""Evolution strategies and other black-box optimisers from evosax, as a population strategy.
+
+:class:`EvoSearch` is a thin adapter: it re-implements no evolution strategy. It hands the
+population's fitness to an `evosax <https://github.com/RobertTLange/evosax>`_ 0.3 algorithm
+(Lange 2023, "evosax: JAX-based Evolution Strategies", arXiv:2212.04180) through its
+``init / ask / tell`` interface and turns the points it asks for into hyperparameters. Algorithms
+of note (any name of ``evosax.algorithms`` works, see :data:`ALIASES`):
+
+* CMA-ES — Hansen 2016, "The CMA Evolution Strategy: A Tutorial", arXiv:1604.00772;
+  Sep-CMA-ES, its diagonal variant (Ros & Hansen 2008);
+* OpenAI-ES — Salimans, Ho, Chen, Sidor & Sutskever 2017, "Evolution Strategies as a Scalable
+  Alternative to Reinforcement Learning", arXiv:1703.03864;
+* SNES and xNES — Wierstra, Schaul, Glasmachers, Sun, Peters & Schmidhuber 2014, "Natural
+  Evolution Strategies", JMLR 15;
+* PGPE — Sehnke, Osendorfer, Rückstieß, Graves, Peters & Schmidhuber 2010, "Parameter-exploring
+  policy gradients", Neural Networks 23(4);
+* PSO — Kennedy & Eberhart 1995, "Particle swarm optimization", ICNN'95;
+* a simple genetic algorithm (Such et al. 2017, arXiv:1712.06567) and differential evolution
+  (Storn & Price 1997).
+
+**Search coordinates.** The ES searches the space's *unconstrained* coordinates
+(:meth:`jaxhpo.space.Space.to_unconstrained`): ``z = logit(u)`` of the unit coordinate ``u`` of
+every searched dimension, so ``D = len(space.searched)`` and every ``z`` in ``R^D`` decodes to a
+valid configuration (:meth:`~jaxhpo.space.Space.from_unconstrained`: ``u = sigmoid(z)``).
+``Float`` dimensions are linear in ``u`` (in ``log`` for log-scaled ones, so a log-scaled range is
+log-uniform in ``u``); an ``Int`` ``low..high`` maps ``[low - 0.5, high + 0.5]`` to ``[0, 1]``
+and rounds, so every integer owns an equal-width bin of ``u``; a ``Choice`` of ``k`` values splits
+``[0, 1]`` into ``k`` equal bins, in the order the space lists them. Ints and choices are thus
+piecewise-constant in ``z``: the ES still moves continuously, and a member trains with the value
+of the bin its point falls in. ``z = 0`` is the centre of the space; a standard deviation of about
+1.8 in ``z`` (the logistic distribution's) spreads over the whole range, so ``sigma_init=1`` covers
+most of it.
+
+**Population.** The ES population size is the population's member count (``population.size``);
+the first generation is asked around the centre of the space (``z = 0``), or around the mean of
+``points`` (each a full or partial assignment; a missing name sits at the centre). Distribution
+based algorithms (CMA-ES, NES, ...) start from that mean with standard deviation
+``sigma_init`` (``params.std_init`` and/or a constant ``std_schedule``); population based ones
+(GA, PSO, DE, ...) need an evaluated population to start, so their first generation is drawn here
+as ``mean + sigma_init * N(0, I)`` and their ``init`` receives it with its fitness at the first
+tell.
+
+**Schedules.**
+
+* ``generational`` (the default): every ``generation_steps`` (a multiple of
+  ``train.segment_steps``; default one segment) the fitness of the generation is told to the ES,
+  the next generation is asked, and every member is re-initialised (a fresh member with a new id,
+  ``reinit``) with its new hyperparameters, so each generation trains from scratch for
+  ``generation_steps``. ``train.steps`` must be a whole number of generations.
+* ``online``: every ``ready_steps`` (after ``min_steps``) the fitness of the live members is told
+  and the new points are set as the hyperparameters of the *same* members, whose weights keep
+  training (as in PBT, with the ES as the explore step and no copying). A diverged member cannot
+  recover its weights, so it alone is re-initialised. The fitness of a live member changes as it
+  trains, which distribution based algorithms absorb (they forget old generations) but elitist
+  ones take at face value (PSO's personal bests, the GA's elites, DE's parents).
+
+**Fitness.** The ES minimises :meth:`Observation.fitness` (the objective, negated when
+maximised). A diverged member (NaN/inf) gets the *worst finite fitness of its generation plus the
+generation's finite range* (``max - min``, or 1 when that is 0): strictly worse than every finite
+member, on the objective's own scale (a huge constant would swamp algorithms that use raw fitness
+differences, such as ARS). When no member is finite, all get 0.
+
+**Randomness.** With ``root = jax.random.key(seed)`` and, for generation ``g``,
+``k_init, k_ask, k_tell = jax.random.split(jax.random.fold_in(root, g), 3)``: ``init`` calls
+``es.init(k_init(0), mean, params)`` then asks generation 0 with ``k_ask(0)`` (population based:
+``x0 = mean + sigma_init * normal(k_ask(0), (P, D))``); the update that ends generation ``g``
+tells it with ``k_tell(g)`` (population based, the first time: ``es.init(k_tell(0), x0, fitness,
+params)``) and asks generation ``g + 1`` with ``k_ask(g + 1)``. Fitness is told as float32. So
+the adapter's proposals equal driving the evosax algorithm by hand with these keys (the tests
+check this), and a resumed run proposes what the uninterrupted one would have.
+
+**State.** A plain nested dict of numpy arrays: ``es`` (the evosax state as
+``flax.serialization.to_state_dict``), ``key`` (the root key's data), ``generation``, ``started``
+(the ES has been told once) and ``x`` (the points the current members were given, ``[P, D]``).
+It survives :func:`jaxhpo.checkpoint.pack_tree` / ``unpack_tree``; ``update`` restores the evosax
+state with ``flax.serialization.from_state_dict`` against a template from ``es.init``.
+
+Events: one ``generation`` event per tell — ``generation``, ``algorithm``, ``best_fitness`` (the
+minimised objective, as in ``exploit`` events) and ``best_member`` of the told generation,
+``best`` (its hyperparameters), ``mean`` (the ES mean after the tell,
+decoded to hyperparameters; population based algorithms: the decoded mean of the told points),
+``diverged`` (how many members diverged).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from evosax import algorithms as _evosax
+from evosax.core.optimizer import clipup
+from flax import serialization
+
+from jaxhpo.space import Space
+from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
+
+SCHEDULES = ("generational", "online")
+
+#: Friendly name -> evosax 0.3 registry name (``evosax.algorithms.algorithms``). Lookup is
+#: case-insensitive, ``-`` counts as ``_``, and every registry name works as well.
+ALIASES: dict[str, str] = {
+    "cma_es": "CMA_ES",
+    "cma": "CMA_ES",
+    "sep_cma_es": "Sep_CMA_ES",
+    "open_es": "Open_ES",
+    "openai_es": "Open_ES",
+    "snes": "SNES",
+    "xnes": "xNES",
+    "pgpe": "PGPE",
+    "ars": "ARS",
+    "simple_es": "SimpleES",
+    "cr_fm_nes": "CR_FM_NES",
+    "ma_es": "MA_ES",
+    "lm_ma_es": "LM_MA_ES",
+    "rm_es": "Rm_ES",
+    "des": "DES",
+    "les": "LES",
+    "asebo": "ASEBO",
+    "esmc": "ESMC",
+    "guided_es": "GuidedES",
+    "persistent_es": "PersistentES",
+    "noise_reuse_es": "NoiseReuseES",
+    "hill_climbing": "HillClimbing",
+    "simulated_annealing": "SimulatedAnnealing",
+    "gradientless_descent": "GradientlessDescent",
+    "iamalgam_full": "iAMaLGaM_Full",
+    "iamalgam_univariate": "iAMaLGaM_Univariate",
+    "cma_anchored_les": "CMAAnchoredLES",
+    "evotf_es": "EvoTF_ES",
+    "simple_ga": "SimpleGA",
+    "ga": "SimpleGA",
+    "pso": "PSO",
+    "de": "DifferentialEvolution",
+    "differential_evolution": "DifferentialEvolution",
+    "diffusion_evolution": "DiffusionEvolution",
+    "gesmr_ga": "GESMR_GA",
+    "mr15_ga": "MR15_GA",
+    "samr_ga": "SAMR_GA",
+    "lga": "LGA",
+}
+
+#: Registry names the adapter cannot build (they need arguments it has no value for).
+UNSUPPORTED = ("RandomSearch", "SV_CMA_ES", "SV_Open_ES")
+
+#: Learning rates of the mean for algorithms that take an optax ``optimizer``, when
+#: ``learning_rate`` is not given. evosax's own defaults are set for neural-network weights
+#: (e.g. OpenAI-ES: SGD at 1e-3; PGPE: ClipUp at 0.01 with a 0.02 cap), far too small to move
+#: across a search space in the tens of generations a study affords. With ``learning_rate`` set,
+#: algorithms that take an ``optimizer`` get ``optax.sgd(learning_rate)`` (PGPE:
+#: ``clipup(learning_rate, max_velocity=2 * learning_rate)``, the ClipUp paper's ratio).
+DEFAULT_LEARNING_RATES: dict[str, float] = {
+    "Open_ES": 1.0,
+    "ARS": 1.0,
+    "PGPE": 0.15,
+}
+
+
+def _registry() -> dict[str, type]:
+    return {k: v for k, v in _evosax.algorithms.items() if k not in UNSUPPORTED}
+
+
+def _lookup() -> dict[str, str]:
+    table = {k.lower(): k for k in _registry()}
+    table.update(ALIASES)
+    return table
+
+
+def resolve_algorithm(name: str) -> str:
+    """The evosax registry name of ``name`` (case-insensitive; aliases in :data:`ALIASES`).
+
+    Raises:
+        ValueError: naming ``strategy.algorithm`` and listing the choices.
+    """
+    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    table = _lookup()
+    if key not in table:
+        raise ValueError(
+            f"strategy.algorithm: unknown {name!r} (choose from {', '.join(ALIASES)}, "
+            "or any evosax.algorithms name)"
+        )
+    return table[key]
+
+
+def _is_population_based(algo: str) -> bool:
+    return algo in _evosax.population_based_algorithms
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for a constructor option (for the ES cache), or raise TypeError."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    hash(value)
+    return value
+
+
+#: Built algorithms, shared by strategies of the same settings: evosax jit-compiles ``init``,
+#: ``ask`` and ``tell`` with the algorithm object as a static argument, so reusing the object
+#: reuses the compiled programs (a study of many seeds compiles once).
+_ES_CACHE: dict[tuple, Any] = {}
+
+
+def _build_es(algo, size, dims, sigma_init, learning_rate, options):
+    cls = _evosax.algorithms[algo]
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {}
+    lr = learning_rate if learning_rate is not None else DEFAULT_LEARNING_RATES.get(algo)
+    if "optimizer" in accepted and lr is not None:
+        if algo == "PGPE":
+            kwargs["optimizer"] = clipup(learning_rate=lr, max_velocity=2 * lr)
+        else:
+            kwargs["optimizer"] = optax.sgd(lr)
+    if "std_schedule" in accepted:
+        kwargs["std_schedule"] = optax.constant_schedule(sigma_init)
+    for k in options:
+        if k not in accepted or k in ("self", "population_size", "solution"):
+            choices = [a for a in accepted if a not in ("self", "population_size", "solution")]
+            raise ValueError(
+                f"strategy.es_options.{k}: not an argument of evosax {algo} "
+                f"(arguments: {', '.join(choices)})"
+            )
+    kwargs.update(options)
+    try:
+        es = cls(population_size=size, solution=jnp.zeros((dims,), jnp.float32), **kwargs)
+    except AssertionError as e:
+        raise ValueError(f"population.size: evosax {algo} refuses {size} members ({e})") from None
+    return es
+
+
+class EvoSearch(Strategy):
+    """An evosax algorithm searching the space's unconstrained coordinates; see the module
+    docstring.
+
+    Args:
+      algorithm: an evosax 0.3 algorithm, by alias (:data:`ALIASES`: ``cma_es``, ``sep_cma_es``,
+        ``open_es``, ``snes``, ``xnes``, ``pgpe``, ``ars``, ``simple_ga``/``ga``, ``pso``,
+        ``de``, ...) or registry name, case-insensitive (``strategy.algorithm``).
+      schedule: ``generational`` (fresh members each generation) or ``online`` (new
+        hyperparameters for the live members) (``strategy.es_schedule``).
+      generation_steps: steps per generation of the generational schedule, a multiple of
+        ``train.segment_steps``; ``None``: one segment (``strategy.generation_steps``).
+      sigma_init: initial standard deviation of the search in unconstrained coordinates
+        (``params.std_init`` and/or a constant ``std_schedule``; the spread of a population based
+        algorithm's first generation and the GA's mutation) (``strategy.sigma_init``).
+      learning_rate: the mean's learning rate for algorithms with an optax ``optimizer`` (see
+        :data:`DEFAULT_LEARNING_RATES`) (``strategy.es_learning_rate``).
+      ready_steps: online schedule: tell/ask every this many steps (a multiple of
+        ``train.segment_steps``); ``None``: every segment (``strategy.ready_steps``).
+      min_steps: online schedule: no update before this step (``strategy.min_steps``).
+      points: the first generation's mean as explicit assignments (name -> value), averaged in
+        unconstrained coordinates (``strategy.points``).
+      es_params: overrides of fields of the algorithm's ``default_params`` (e.g.
+        ``{"c_std": 0.3}``) (``strategy.es_params``).
+      es_options: extra constructor arguments of the evosax algorithm (e.g.
+        ``{"use_antithetic_sampling": False}``, or an ``optimizer``); they win over the adapter's
+        own choices (``strategy.es_options``).
+    """
+
+    name = "evo"
+
+    def __init__(
+        self,
+        algorithm: str = "cma_es",
+        schedule: str = "generational",
+        generation_steps: int | None = None,
+        sigma_init: float = 1.0,
+        learning_rate: float | None = None,
+        ready_steps: int | None = None,
+        min_steps: int = 0,
+        points: Sequence[Mapping[str, Any]] = (),
+        es_params: Mapping[str, Any] | None = None,
+        es_options: Mapping[str, Any] | None = None,
+    ):
+        self.algorithm = resolve_algorithm(algorithm)
+        if schedule not in SCHEDULES:
+            raise ValueError(
+                f"strategy.es_schedule: unknown {schedule!r} (choose from {', '.join(SCHEDULES)})"
+            )
+        for field, value in (
+            ("strategy.generation_steps", generation_steps),
+            ("strategy.ready_steps", ready_steps),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
+            ):
+                raise ValueError(f"{field}: must be an integer >= 1 or null, got {value!r}")
+        if not (isinstance(min_steps, int | np.integer) and min_steps >= 0):
+            raise ValueError(f"strategy.min_steps: must be an integer >= 0, got {min_steps!r}")
+        if not (np.isfinite(sigma_init) and sigma_init > 0):
+            raise ValueError(f"strategy.sigma_init: must be > 0, got {sigma_init!r}")
+        if learning_rate is not None and not (np.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"strategy.es_learning_rate: must be > 0, got {learning_rate!r}")
+        self.schedule = schedule
+        self.generation_steps = None if generation_steps is None else int(generation_steps)
+        self.ready_steps = None if ready_steps is None else int(ready_steps)
+        self.min_steps = int(min_steps)
+        self.sigma_init = float(sigma_init)
+        self.learning_rate = None if learning_rate is None else float(learning_rate)
+        self.points = [dict(p) for p in points]
+        self.es_params = dict(es_params or {})
+        self.es_options = dict(es_options or {})
+        self.space: Space | None = None  # structure, set by init
+        self.es: Any = None  # the evosax algorithm, set by init
+        self.params: Any = None
+
+    @classmethod
+    def from_config(cls, cfg, train):
+        return cls(
+            algorithm=cfg.algorithm,
+            schedule=cfg.es_schedule,
+            generation_steps=cfg.generation_steps,
+            sigma_init=cfg.sigma_init,
+            learning_rate=cfg.es_learning_rate,
+            ready_steps=cfg.ready_steps,
+            min_steps=cfg.min_steps,
+            points=cfg.points,
+            es_params=cfg.es_params,
+            es_options=cfg.es_options,
+        )
+
+    # -- schedule ------------------------------------------------------------------------------
+
+    @property
+    def interval(self) -> int | None:
+        """Steps between tells (``None``: every update, i.e. every segment)."""
+        return self.generation_steps if self.schedule == "generational" else self.ready_steps
+
+    def check(self, train_steps: int, segment_steps: int) -> None:
+        gen = self.schedule == "generational"
+        field = "strategy.generation_steps" if gen else "strategy.ready_steps"
+        every = self.interval or segment_steps
+        if every % segment_steps:
+            raise ValueError(
+                f"{field}: {every} is not a multiple of train.segment_steps={segment_steps} "
+                "(the ES is told between segments)"
+            )
+        if gen and train_steps % every:
+            raise ValueError(
+                f"strategy.generation_steps: train.steps={train_steps} is not a whole number of "
+                f"generations of {every} steps (the last generation would train fewer steps)"
+            )
+
+    def _due(self, step: int) -> bool:
+        every = self.interval
+        if self.schedule == "online" and step < max(self.min_steps, 1):
+            return False
+        return every is None or step % every == 0
+
+    # -- evosax plumbing -----------------------------------------------------------------------
+
+    def _make_es(self, size: int, dims: int):
+        args = (self.algorithm, size, dims, self.sigma_init, self.learning_rate)
+        try:
+            cache_key = (*args, _freeze(self.es_options))
+        except TypeError:  # an unhashable option: build a new one
+            cache_key = None
+        es = _ES_CACHE.get(cache_key) if cache_key else None
+        if es is None:
+            es = _build_es(*args, self.es_options)
+            if cache_key:
+                _ES_CACHE[cache_key] = es
+        params = es.default_params
+        fields = getattr(params, "__dataclass_fields__", {})
+        over = dict(self.es_params)
+        if "std_init" in fields and "std_init" not in over:
+            over["std_init"] = self.sigma_init
+        for k, v in over.items():
+            if k not in fields:
+                raise ValueError(
+                    f"strategy.es_params.{k}: not a parameter of evosax {self.algorithm} "
+                    f"(parameters: {', '.join(fields) or 'none'})"
+                )
+            old = getattr(params, k)
+            params = params.replace(
+                **{k: jnp.asarray(v, jnp.asarray(old).dtype) if hasattr(old, "dtype") else v}
+            )
+        return es, params
+
+    def _keys(self, key_data: np.ndarray, generation: int):
+        root = jax.random.wrap_key_data(jnp.asarray(key_data, jnp.uint32))
+        return jax.random.split(jax.random.fold_in(root, generation), 3)
+
+    def _template(self, key, x):
+        """A fresh evosax state of the right structure (``from_state_dict`` needs one)."""
+        if _is_population_based(self.algorithm):
+            P = x.shape[0]
+            return self.es.init(key, jnp.asarray(x), jnp.zeros((P,), jnp.float32), self.params)
+        return self.es.init(key, jnp.zeros((x.shape[1],), jnp.float32), self.params)
+
+    @staticmethod
+    def _to_dict(es_state) -> dict[str, Any]:
+        return jax.device_get(serialization.to_state_dict(es_state))
+
+    def _decode(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        cols = self.space.from_unconstrained(np.asarray(x, np.float64))
+        return {k: np.asarray(cols[k]) for k in self.space.searched}
+
+    def _point(self, x: np.ndarray) -> dict[str, Any]:
+        cols = self._decode(np.asarray(x)[None])
+        return {k: _scalar(v[0]) for k, v in cols.items()}
+
+    # -- Strategy ------------------------------------------------------------------------------
+
+    def init(self, seed: int, space: Space, size: int | None):
+        if size is None or isinstance(size, bool) or size < 2:
+            raise ValueError(
+                f"population.size: the evo strategy needs at least 2 members, got {size}"
+            )
+        D = len(space.searched)
+        if D == 0:
+            raise ValueError("space: the evo strategy needs at least one searched dimension")
+        self.space = space
+        self.es, self.params = self._make_es(int(size), D)
+        mean = self._initial_mean(space)
+        key_data = np.asarray(jax.random.key_data(jax.random.key(seed)))
+        k_init, k_ask, _ = self._keys(key_data, 0)
+        with jax.numpy_rank_promotion("allow"):
+            if _is_population_based(self.algorithm):
+                x = mean + self.sigma_init * jax.random.normal(k_ask, (int(size), D))
+                es_state = self._template(k_init, np.asarray(x))
+            else:
+                es_state = self.es.init(k_init, jnp.asarray(mean), self.params)
+                es_state = serialization.from_state_dict(es_state, self._to_dict(es_state))
+                x, es_state = self.es.ask(k_ask, es_state, self.params)
+        x = np.asarray(jax.device_get(x), np.float32)
+        state = {
+            "es": self._to_dict(es_state),
+            "key": key_data,
+            "generation": np.asarray(0, np.int64),
+            "started": np.asarray(False),
+            "x": x,
+        }
+        cols = space.from_unconstrained(np.asarray(x, np.float64))
+        return state, cols
+
+    def _initial_mean(self, space: Space) -> np.ndarray:
+        D = len(space.searched)
+        if not self.points:
+            return np.zeros((D,), np.float32)
+        centre = space.from_unconstrained(np.zeros((len(self.points), D)))
+        cols = {k: np.asarray(centre[k]).copy() for k in space.searched}
+        for i, point in enumerate(self.points):
+            for name, value in point.items():
+                if name not in space.searched:
+                    raise ValueError(
+                        f"strategy.points[{i}].{name}: not a searched dimension "
+                        f"(searched: {', '.join(space.searched)})"
+                    )
+                cols[name][i] = value
+        try:
+            space.validate_values(cols)
+        except ValueError as e:
+            raise ValueError(f"strategy.points: {e}") from None
+        z = np.asarray(space.to_unconstrained(cols), np.float64)
+        return z.mean(axis=0).astype(np.float32)
+
+    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
+        if self.space is None:
+            raise ValueError("strategy update: the evo strategy was not initialised (call init)")
+        if not self._due(int(obs.step)):
+            return state, PopulationUpdate()
+        x = np.asarray(state["x"], np.float32)
+        P = x.shape[0]
+        if len(obs.member_id) != P:
+            raise ValueError(
+                f"strategy update: evo proposed {P} members but the population has "
+                f"{len(obs.member_id)}"
+            )
+        raw = obs.fitness()
+        fit = shape_fitness(raw)
+        g = int(np.asarray(state["generation"]))
+        started = bool(np.asarray(state["started"]))
+        key_data = np.asarray(state["key"], np.uint32)
+        k_init0, _, _ = self._keys(key_data, 0)
+        _, _, k_tell = self._keys(key_data, g)
+        _, k_ask, _ = self._keys(key_data, g + 1)
+        with jax.numpy_rank_promotion("allow"):
+            es_state = serialization.from_state_dict(self._template(k_init0, x), state["es"])
+            if _is_population_based(self.algorithm) and not started:
+                es_state = self.es.init(k_tell, jnp.asarray(x), jnp.asarray(fit), self.params)
+            else:
+                es_state, _ = self.es.tell(
+                    k_tell, jnp.asarray(x), jnp.asarray(fit), es_state, self.params
+                )
+            es_state = serialization.from_state_dict(es_state, self._to_dict(es_state))
+            new_x, es_state = self.es.ask(k_ask, es_state, self.params)
+        new_x = np.asarray(jax.device_get(new_x), np.float32)
+        if not np.isfinite(new_x).all():
+            raise ValueError(
+                f"strategy.algorithm: evosax {self.algorithm} proposed non-finite points for "
+                f"generation {g + 1} (try a smaller strategy.sigma_init or "
+                "strategy.es_learning_rate)"
+            )
+        mean = getattr(es_state, "mean", None)
+        mean = x.mean(axis=0) if mean is None else np.asarray(jax.device_get(mean))
+        best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
+        event = {
+            "kind": "generation",
+            "generation": g,
+            "algorithm": self.algorithm,
+            "best_fitness": float(raw[best]),
+            "best_member": int(obs.member_id[best]),
+            "best": self._point(x[best]),
+            "mean": self._point(mean) if np.isfinite(mean).all() else None,
+            "diverged": int(np.sum(~np.isfinite(raw))),
+        }
+        new_state = {
+            "es": self._to_dict(es_state),
+            "key": key_data,
+            "generation": np.asarray(g + 1, np.int64),
+            "started": np.asarray(True),
+            "x": new_x,
+        }
+        hparams = self._decode(new_x)
+        if self.schedule == "generational":
+            reinit = np.ones(P, bool)
+        else:
+            reinit = np.asarray(obs.diverged, bool).copy()
+        return new_state, PopulationUpdate(
+            reinit=reinit if reinit.any() else None, hparams=hparams, events=[event]
+        )
+
+
+def shape_fitness(fitness: np.ndarray) -> np.ndarray:
+    """Fitness as told to the ES (float32): non-finite values become the worst finite value plus
+    the finite range (1 when the range is 0); all zeros when nothing is finite."""
+    f = np.asarray(fitness, np.float64).copy()
+    ok = np.isfinite(f)
+    if not ok.any():
+        return np.zeros(f.shape, np.float32)
+    lo, hi = f[ok].min(), f[ok].max()
+    f[~ok] = hi + ((hi - lo) if hi > lo else 1.0)
+    return np.clip(f, -1e30, 1e30).astype(np.float32)
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
