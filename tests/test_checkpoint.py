@@ -88,7 +88,11 @@ def _run_killed(out: Path, study: list[str], rng: np.random.Generator) -> Path:
     want = int(rng.integers(1, 5))
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
-        done = [int(p.parent.name) for p in out.glob("*/checkpoints/*/commit_success.txt")]
+        done = [  # committed checkpoints only (orbax writes into a temporary folder first)
+            int(p.parent.name)
+            for p in out.glob("*/checkpoints/*/commit_success.txt")
+            if p.parent.name.isdigit()
+        ]
         if max(done, default=0) >= want:  # only the latest 3 are kept: look at the numbers
             break
         time.sleep(0.05)
