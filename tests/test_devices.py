@@ -53,16 +53,21 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_same_results_on_1_2_4_8_devices():
+def _run_on_8_devices(script: str) -> dict:
+    """Runs ``script`` in a fresh process with 8 virtual CPU devices; returns its RESULT json."""
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
     env["XLA_FLAGS"] = " ".join([*flags, "--xla_force_host_platform_device_count=8"])
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    out = json.loads(line[len("RESULT") :])
+    return json.loads(line[len("RESULT") :])
+
+
+def test_same_results_on_1_2_4_8_devices():
+    out = _run_on_8_devices(SCRIPT)
     import numpy as np
 
     ref = out["1"]
@@ -116,15 +121,7 @@ PBT_SCRIPT = textwrap.dedent(
 def test_pbt_on_a_sharded_population_host_and_compiled():
     """PBT's exploit is a gather across devices: 1 and 4 devices, host decisions and the
     compiled lax.scan loop, all give the same lineage and the same final metrics."""
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join([*flags, "--xla_force_host_platform_device_count=8"])
-    proc = subprocess.run(
-        [sys.executable, "-c", PBT_SCRIPT], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    out = json.loads(line[len("RESULT") :])
+    out = _run_on_8_devices(PBT_SCRIPT)
     import numpy as np
 
     ref = out["1-false"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -168,3 +168,28 @@ def has_compiled_form(strategy: Strategy) -> bool:
     keeps the default "change nothing" ``update``)."""
     cls = type(strategy)
     return cls.device_update is not Strategy.device_update or cls.update is Strategy.update
+
+
+def fill_points(
+    space: Space, cols: Mapping[str, np.ndarray], points: Sequence[Mapping[str, float]]
+) -> dict[str, np.ndarray]:
+    """``cols`` with row ``i`` set from ``points[i]`` (``strategy.points``: explicit members,
+    each a full or partial assignment of the searched dimensions), checked against the space.
+
+    Raises:
+      ValueError: naming ``strategy.points``, for an unknown name or a value outside the space.
+    """
+    cols = {k: np.asarray(v).copy() for k, v in cols.items()}
+    for i, point in enumerate(points):
+        for name, value in point.items():
+            if name not in space.searched:
+                raise ValueError(
+                    f"strategy.points[{i}].{name}: not a searched dimension "
+                    f"(searched: {', '.join(space.searched)})"
+                )
+            cols[name][i] = value
+    try:
+        space.validate_values(cols)
+    except ValueError as e:
+        raise ValueError(f"strategy.points: {e}") from None
+    return cols

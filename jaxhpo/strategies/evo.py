@@ -97,7 +97,7 @@ from evosax.core.optimizer import clipup
 from flax import serialization
 
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
+from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, fill_points
 
 SCHEDULES = ("generational", "online")
 
@@ -444,19 +444,7 @@ class EvoSearch(Strategy):
         if not self.points:
             return np.zeros((D,), np.float32)
         centre = space.from_unconstrained(np.zeros((len(self.points), D)))
-        cols = {k: np.asarray(centre[k]).copy() for k in space.searched}
-        for i, point in enumerate(self.points):
-            for name, value in point.items():
-                if name not in space.searched:
-                    raise ValueError(
-                        f"strategy.points[{i}].{name}: not a searched dimension "
-                        f"(searched: {', '.join(space.searched)})"
-                    )
-                cols[name][i] = value
-        try:
-            space.validate_values(cols)
-        except ValueError as e:
-            raise ValueError(f"strategy.points: {e}") from None
+        cols = fill_points(space, {k: centre[k] for k in space.searched}, self.points)
         z = np.asarray(space.to_unconstrained(cols), np.float64)
         return z.mean(axis=0).astype(np.float32)
 

@@ -19,6 +19,7 @@ can be checkpointed like any pytree.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import numpy as np
@@ -78,8 +79,9 @@ class _Halving(Strategy):
         self.sampler = _choice_field(sampler, "strategy.sampler", SAMPLERS)
         self.rungs: tuple[tuple[int, ...], ...] = ()  # per bracket, the steps of its rungs
 
+    @abc.abstractmethod
     def _bracket_sizes(self, size: int | None) -> tuple[int, ...]:
-        raise NotImplementedError
+        """Members per bracket (checks ``population.size``)."""
 
     @classmethod
     def from_config(cls, cfg, train):

@@ -37,7 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo.space import Choice, Float, Int, Space, _numeric_from_unit, _numeric_to_unit
-from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, lineage_events
+from jaxhpo.strategies.base import (
+    Observation,
+    PopulationUpdate,
+    Strategy,
+    fill_points,
+    lineage_events,
+)
 
 EXPLOIT = ("truncation", "tournament", "none")
 EXPLORE = ("perturb", "none")
@@ -319,16 +325,4 @@ def initial_population(
     if len(points) > size:
         raise ValueError(f"strategy.points: {len(points)} points for a population of {size}")
     cols = space.sobol(seed, size) if sampler == "sobol" else space.sample(seed, size)
-    for i, point in enumerate(points):
-        for name, value in point.items():
-            if name not in space.searched:
-                raise ValueError(
-                    f"strategy.points[{i}].{name}: not a searched dimension "
-                    f"(searched: {', '.join(space.searched)})"
-                )
-            cols[name][i] = value
-    try:
-        space.validate_values(cols)
-    except ValueError as e:
-        raise ValueError(f"strategy.points: {e}") from None
-    return cols
+    return fill_points(space, cols, points)
