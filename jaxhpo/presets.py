@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The byte-level LM studies' search space: learning rate, warmup, weight decay, dropout.
+LM_SPACE: dict[str, str] = {
+    "lr": "loguniform(1e-4, 3e-2)",
+    "warmup_steps": "int(0, 100)",
+    "weight_decay": "uniform(0.0, 0.2)",
+    "dropout": "uniform(0.0, 0.3)",
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "lm-random": {
         "_about": "Byte-level LM on the Python stdlib sources; 8 Transformers, random search over "
@@ -14,12 +22,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "population": {"size": 8},
         "train": {"steps": 400, "segment_steps": 50},
         "strategy": {"name": "random"},
-        "space": {
-            "lr": "loguniform(1e-4, 3e-2)",
-            "warmup_steps": "int(0, 100)",
-            "weight_decay": "uniform(0.0, 0.2)",
-            "dropout": "uniform(0.0, 0.3)",
-        },
+        "space": dict(LM_SPACE),
     },
     "lm-sobol": {
         "_about": "Byte-level LM; 16 members on a scrambled Sobol sequence over lr, b2 and "
@@ -130,12 +133,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "population": {"size": 27},
         "train": {"steps": 450, "segment_steps": 50},
         "strategy": {"name": "halving", "eta": 3, "min_steps": 50, "halving_mode": "masked"},
-        "space": {
-            "lr": "loguniform(1e-4, 3e-2)",
-            "warmup_steps": "int(0, 100)",
-            "weight_decay": "uniform(0.0, 0.2)",
-            "dropout": "uniform(0.0, 0.3)",
-        },
+        "space": dict(LM_SPACE),
     },
     "lm-hyperband": {
         "_about": "Byte-level LM; Hyperband (eta=3, R=27 x 10 steps): 4 brackets of successive "
@@ -145,12 +143,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "population": {"size": None},
         "train": {"steps": 270, "segment_steps": 10},
         "strategy": {"name": "hyperband", "eta": 3, "min_steps": 10},
-        "space": {
-            "lr": "loguniform(1e-4, 3e-2)",
-            "warmup_steps": "int(0, 100)",
-            "weight_decay": "uniform(0.0, 0.2)",
-            "dropout": "uniform(0.0, 0.3)",
-        },
+        "space": dict(LM_SPACE),
     },
     "lm-median": {
         "_about": "Byte-level LM; 16 random members, the median stopping rule after 100 steps.",
@@ -159,12 +152,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "population": {"size": 16},
         "train": {"steps": 400, "segment_steps": 50},
         "strategy": {"name": "median", "min_steps": 100},
-        "space": {
-            "lr": "loguniform(1e-4, 3e-2)",
-            "warmup_steps": "int(0, 100)",
-            "weight_decay": "uniform(0.0, 0.2)",
-            "dropout": "uniform(0.0, 0.3)",
-        },
+        "space": dict(LM_SPACE),
     },
     "lm-evo": {
         "_about": "Byte-level LM; CMA-ES (evosax) proposes 8 members per generation, 4 "
@@ -174,12 +162,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "population": {"size": 8},
         "train": {"steps": 400, "segment_steps": 50},
         "strategy": {"name": "evo", "algorithm": "cma_es", "generation_steps": 100},
-        "space": {
-            "lr": "loguniform(1e-4, 3e-2)",
-            "warmup_steps": "int(0, 100)",
-            "weight_decay": "uniform(0.0, 0.2)",
-            "dropout": "uniform(0.0, 0.3)",
-        },
+        "space": dict(LM_SPACE),
     },
 }
 

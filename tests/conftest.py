@@ -18,6 +18,14 @@ from jaxhpo.tasks import LanguageModelTask
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 TINY_MODEL = {"num_layers": 1, "num_heads": 2, "d_model": 16, "d_ff": 32}
+#: The same tiny LM as config overrides, for runs through the CLI / run loop.
+TINY_LM_OVERRIDES = [
+    "task.seq_len=16",
+    "task.batch_size=4",
+    "task.eval_batches=2",
+    "task.max_bytes=200000",
+    *(f"model.{k}={v}" for k, v in TINY_MODEL.items()),
+]
 
 
 @pytest.fixture(scope="session")

@@ -19,19 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_LM_OVERRIDES
 
-TINY = [
-    "task.seq_len=16",
-    "task.batch_size=4",
-    "task.eval_batches=2",
-    "task.max_bytes=200000",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.d_model=16",
-    "model.d_ff=32",
-    "train.steps=200",
-    "train.segment_steps=10",
-]
+TINY = [*TINY_LM_OVERRIDES, "train.steps=200", "train.segment_steps=10"]
 
 STUDIES = {
     "random": ["lm-random", "population.size=4"],

@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import TINY_LM_OVERRIDES
 
 from jaxhpo.simulate import simulate
 from jaxhpo.space import Space
@@ -418,17 +419,7 @@ def test_hyperband_beats_random_search_at_five_times_the_budget(tmp_path):
 
 # -- through the real run loop on the Transformer LM task --------------------------------------
 
-_TINY_LM = [
-    "task.seq_len=16",
-    "task.batch_size=4",
-    "task.eval_batches=2",
-    "task.max_bytes=200000",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.d_model=16",
-    "model.d_ff=32",
-    "population.devices=1",
-]
+_TINY_LM = [*TINY_LM_OVERRIDES, "population.devices=1"]
 
 
 def _lm_run(tmp_path, name, extra):

@@ -66,7 +66,15 @@ def _stop_event(member: int, fitness: float, reason: str) -> dict[str, Any]:
 class _Halving(Strategy):
     """Shared machinery: brackets of members, each halved at its own rungs (steps)."""
 
-    def __init__(self, eta: int, min_steps: int, max_steps: int, mode: str, sampler: str):
+    def __init__(
+        self,
+        eta: int = 3,
+        *,
+        min_steps: int,
+        max_steps: int,
+        mode: str = "masked",
+        sampler: str = "random",
+    ):
         self.eta = _int_field(eta, "strategy.eta", 2)
         self.min_steps = _int_field(min_steps, "strategy.min_steps", 1)
         self.max_steps = _int_field(max_steps, "strategy.max_steps", 1)
@@ -77,7 +85,11 @@ class _Halving(Strategy):
             )
         self.mode = _choice_field(mode, "strategy.halving_mode", HALVING_MODES)
         self.sampler = _choice_field(sampler, "strategy.sampler", SAMPLERS)
-        self.rungs: tuple[tuple[int, ...], ...] = ()  # per bracket, the steps of its rungs
+        self.rungs: tuple[tuple[int, ...], ...] = self._make_rungs()  # per bracket, steps
+
+    @abc.abstractmethod
+    def _make_rungs(self) -> tuple[tuple[int, ...], ...]:
+        """The steps of each bracket's rungs (validated settings are on ``self``)."""
 
     @abc.abstractmethod
     def _bracket_sizes(self, size: int | None) -> tuple[int, ...]:
@@ -183,21 +195,12 @@ class SuccessiveHalving(_Halving):
 
     name = "halving"
 
-    def __init__(
-        self,
-        eta: int = 3,
-        *,
-        min_steps: int,
-        max_steps: int,
-        mode: str = "masked",
-        sampler: str = "random",
-    ):
-        super().__init__(eta, min_steps, max_steps, mode, sampler)
+    def _make_rungs(self):
         rungs, r = [], self.min_steps
         while r < self.max_steps:
             rungs.append(r)
             r *= self.eta
-        self.rungs = (tuple(rungs),)
+        return (tuple(rungs),)
 
     def _bracket_sizes(self, size):
         if size is None or isinstance(size, bool) or size < 1:
@@ -228,16 +231,7 @@ class Hyperband(_Halving):
     name = "hyperband"
     decides_size = True
 
-    def __init__(
-        self,
-        eta: int = 3,
-        *,
-        min_steps: int,
-        max_steps: int,
-        mode: str = "masked",
-        sampler: str = "random",
-    ):
-        super().__init__(eta, min_steps, max_steps, mode, sampler)
+    def _make_rungs(self):
         s_max = 0
         while self.min_steps * self.eta ** (s_max + 1) <= self.max_steps:
             s_max += 1
@@ -254,7 +248,7 @@ class Hyperband(_Halving):
             n = -(-((s_max + 1) * self.eta**s) // (s + 1))
             rungs = tuple(r * self.eta**i for i in range(s))
             self.brackets.append({"s": s, "n": n, "r_steps": r, "rungs": rungs})
-        self.rungs = tuple(b["rungs"] for b in self.brackets)
+        return tuple(b["rungs"] for b in self.brackets)
 
     def _bracket_sizes(self, size):
         sizes = tuple(b["n"] for b in self.brackets)
