@@ -541,7 +541,9 @@ def run(
             ts = time.perf_counter()
             # Always a K=segment_steps program; a shorter last segment masks the extra steps.
             with oom(population, pop.size):
-                pop, losses = population.train_segment(pop, train_data, seg, valid_steps=k)
+                state, pop, losses = strategy.train_segment(
+                    state, population, pop, (train_data, val_data), seg, k
+                )
             losses = np.asarray(losses)[:, :k]
             dt = time.perf_counter() - ts
             timings["train_s"] += dt

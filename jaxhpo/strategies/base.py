@@ -101,6 +101,24 @@ class Strategy(abc.ABC):
         ``size`` may be ``None`` when the strategy decides the population size (a full grid).
         """
 
+    def train_segment(
+        self,
+        state: Any,
+        population: Any,
+        pop: Any,
+        data: tuple[Any, Any],
+        num_steps: int,
+        valid_steps: int,
+    ) -> tuple[Any, Any, jax.Array]:
+        """Trains the population for one segment; returns ``(state, pop, losses [P, K])``.
+
+        The default is ``population.train_segment`` and leaves the state alone. A strategy that
+        learns hyperparameters *while* training (hypergradients) overrides it: the segment is its
+        truncation window. ``data`` is ``(train_data, val_data)``.
+        """
+        pop, losses = population.train_segment(pop, data[0], num_steps, valid_steps=valid_steps)
+        return state, pop, losses
+
     def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
         """Default: change nothing (members train to the end with fixed hyperparameters)."""
         return state, PopulationUpdate()
@@ -167,6 +185,8 @@ def has_compiled_form(strategy: Strategy) -> bool:
     """True when ``strategy.device_update`` is its decision (it overrides ``device_update``, or
     keeps the default "change nothing" ``update``)."""
     cls = type(strategy)
+    if cls.train_segment is not Strategy.train_segment:
+        return False  # it trains its own segments on the host's schedule
     return cls.device_update is not Strategy.device_update or cls.update is Strategy.update
 
 
