@@ -10,11 +10,14 @@ For each model size and population size N it measures training examples per seco
   from Python once per step (how Optuna or Ray Tune run trials in one process). The step is the same
   per-member function the population uses, so both sides do the same arithmetic.
 
-It also measures the machine's dense matmul GFLOP/s (f32) and reports the fraction of it reached,
-using XLA's FLOP count of one member-step. Writes JSON (``--out``) and prints a markdown table.
+It also measures the machine's dense matmul GFLOP/s (in ``--dtype``) and reports the fraction of it
+reached, using XLA's FLOP count of one member-step; with ``--peak-tflops`` (the device's datasheet
+dense peak in that dtype) it also reports the model FLOP utilisation (MFU) against it. Writes JSON
+(``--out``) and prints a markdown table.
 
-    python scripts/bench_population.py                       # full: tiny+small
+    python scripts/bench_population.py                       # full: tiny+small (CPU)
     python scripts/bench_population.py --quick               # a smoke run
+    python scripts/bench_population.py --gpu                 # accelerator: N=64,256, bf16, MFU
 """
 
 from __future__ import annotations
@@ -51,11 +54,17 @@ MODELS = {
         "seq_len": 64,
         "batch_size": 32,
     },
+    # an accelerator-sized member: 4 layers, d_model 256, ~3.4M parameters
+    "medium": {
+        "model": {"num_layers": 4, "num_heads": 4, "d_model": 256, "d_ff": 1024},
+        "seq_len": 128,
+        "batch_size": 32,
+    },
 }
 
 
-def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
-    a = jnp.ones((n, n), jnp.float32)
+def matmul_gflops(n: int = 2048, reps: int = 10, dtype: str = "float32") -> float:
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     best = np.inf
@@ -88,7 +97,14 @@ def _time(fn, reps: int) -> float:
 
 
 def bench_model(
-    name: str, spec: dict, sizes: list[int], modes: list[str], steps: int, reps: int, chunk: int
+    name: str,
+    spec: dict,
+    sizes: list[int],
+    modes: list[str],
+    steps: int,
+    reps: int,
+    chunk: int,
+    dtype: str = "float32",
 ) -> list[dict]:
     task = LanguageModelTask(
         corpus=None,
@@ -96,7 +112,7 @@ def bench_model(
         seq_len=spec["seq_len"],
         batch_size=spec["batch_size"],
         eval_batches=1,
-        model=spec["model"],
+        model={**spec["model"], "dtype": dtype},
     )
     key = jax.random.key(0)
     B = spec["batch_size"]
@@ -128,14 +144,22 @@ def bench_model(
             )
             pop = popn.init(key, np.arange(n), {"lr": np.full(n, 1e-3)})
             data = popn.replicate(task.train_data)  # on every device once, as `jaxhpo run` does
-            t0 = time.perf_counter()
-            jax.block_until_ready(popn.train_segment(pop, data, steps))
-            compile_s = time.perf_counter() - t0
 
             def seg(popn=popn, pop=pop, data=data):
                 jax.block_until_ready(popn.train_segment(pop, data, steps))
 
-            t_pop = _time(seg, reps)
+            try:
+                t0 = time.perf_counter()
+                seg()
+                compile_s = time.perf_counter() - t0
+                t_pop = _time(seg, reps)
+            except Exception as e:  # e.g. out of device memory: record it, measure the rest
+                msg = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                print(f"  {name:5s} N={n:3d} {spec_mode:9s} failed: {msg}", flush=True)
+                rows.append({"model": name, "members": n, "mode": spec_mode, "error": msg})
+                del pop, popn
+                gc.collect()
+                continue
             rate = n * steps * B / t_pop
             rows.append(
                 {
@@ -146,6 +170,7 @@ def bench_model(
                     "steps": steps,
                     "batch_size": B,
                     "seq_len": spec["seq_len"],
+                    "dtype": dtype,
                     "flops_per_member_step": flops,
                     "population_examples_per_s": rate,
                     "sequential_examples_per_s": seq_rate,
@@ -167,14 +192,17 @@ def bench_model(
 
 def table(results: dict) -> str:
     peak = results["matmul_gflops"]
+    spec = results.get("peak_tflops")
     modes = list(dict.fromkeys(r["mode"] for r in results["rows"]))
     lines = [
         "| model | N | best mode | population ex/s | sequential ex/s | speedup | "
-        "% of matmul peak | " + " | ".join(modes) + " |",
-        "|---" * (7 + len(modes)) + "|",
+        "% of matmul peak | MFU | " + " | ".join(modes) + " |",
+        "|---" * (8 + len(modes)) + "|",
     ]
     by = {}
     for r in results["rows"]:
+        if "error" in r:
+            continue
         by.setdefault((r["model"], r["members"]), []).append(r)
     for (model, n), rs in by.items():
         best = max(rs, key=lambda r: r["speedup"])
@@ -184,7 +212,9 @@ def table(results: dict) -> str:
             f"| {model} | {n} | {best['mode']} ({best['devices']} dev) | "
             f"{best['population_examples_per_s']:,.0f} | "
             f"{best['sequential_examples_per_s']:,.0f} | **x{best['speedup']:.2f}** | "
-            f"{100 * best['population_gflops'] / peak:.1f}% | {cells} |"
+            f"{100 * best['population_gflops'] / peak:.1f}% | "
+            + (f"{100 * best['population_gflops'] / (1e3 * spec):.1f}% | " if spec else "- | ")
+            + f"{cells} |"
         )
     return "\n".join(lines)
 
@@ -203,22 +233,43 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="steps per segment (K)")
     ap.add_argument("--reps", type=int, default=2, help="timed repetitions (best is kept)")
     ap.add_argument("--chunk", type=int, default=4, help="members per chunk in chunked mode")
+    ap.add_argument("--medium-sizes", default="64,256", help="population sizes, medium model")
+    ap.add_argument("--dtype", default="float32", help="computation dtype: float32 | bfloat16")
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's datasheet dense peak in --dtype, TFLOP/s (MFU is reported against it)",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny model, N=1,4, 5 steps")
+    ap.add_argument(
+        "--gpu",
+        action="store_true",
+        help="accelerator preset: small+medium models at N=64,256, bf16, vmap/chunked/map",
+    )
     args = ap.parse_args()
     if args.quick:
         args.models, args.sizes, args.steps, args.reps = "tiny", "1,4", 5, 1
+    if args.gpu:
+        args.models, args.small_sizes, args.dtype = "small,medium", "64,256", "bfloat16"
+        if args.modes == ap.get_default("modes"):
+            args.modes = "vmap,chunked,map"
     models = args.models.split(",")
     sizes = {
         "tiny": [int(s) for s in args.sizes.split(",")],
         "small": [int(s) for s in args.small_sizes.split(",")],
+        "medium": [int(s) for s in args.medium_sizes.split(",")],
     }
     modes = args.modes.split(",")
     print(f"backend {jax.default_backend()}, devices {jax.devices()}", flush=True)
-    peak = matmul_gflops()
-    print(f"dense matmul f32: {peak:.0f} GFLOP/s", flush=True)
+    n = 8192 if jax.default_backend() != "cpu" else 2048
+    peak = matmul_gflops(n, dtype=args.dtype)
+    print(f"dense matmul {args.dtype} ({n}^3): {peak:.0f} GFLOP/s", flush=True)
     rows = []
     for m in models:
-        rows += bench_model(m, MODELS[m], sizes[m], modes, args.steps, args.reps, args.chunk)
+        rows += bench_model(
+            m, MODELS[m], sizes[m], modes, args.steps, args.reps, args.chunk, args.dtype
+        )
     results = {
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
@@ -229,6 +280,8 @@ def main() -> None:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "matmul_gflops": peak,
+        "dtype": args.dtype,
+        "peak_tflops": args.peak_tflops,
         "steps": args.steps,
         "rows": rows,
     }
