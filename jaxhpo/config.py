@@ -112,6 +112,7 @@ class PopulationConfig:
     mode: str = "auto"  # auto | vmap | map | chunked (on each device)
     chunk_size: int = 4
     devices: int = 0  # shard members over this many devices; 0 = as many as divide the size
+    data_devices: int = 1  # split each member's batch over this many devices (mesh axis "data")
 
 
 @dataclasses.dataclass
@@ -368,6 +369,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"population.devices: must be >= 0 (0 = auto), got {cfg.population.devices}"
         )
+    _positive("population.data_devices", cfg.population.data_devices)
     _positive("train.steps", cfg.train.steps)
     _positive("train.segment_steps", cfg.train.segment_steps)
     if cfg.strategy.name not in STRATEGIES:

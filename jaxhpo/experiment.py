@@ -170,18 +170,25 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     size = len(next(iter(cols.values()))) if cols else (cfg.population.size or 1)
+    data = cfg.population.data_devices
     try:
-        devices = resolve_devices(cfg.population.devices, size)
+        if data > len(jax.devices()):
+            raise ValueError(
+                f"population.data_devices: {data} requested but only {len(jax.devices())} "
+                f"{jax.default_backend()} device(s) are visible"
+            )
+        devices = resolve_devices(cfg.population.devices, size, len(jax.devices()) // data)
+        population = Population(
+            task,
+            cfg.optim.optimizer,
+            cfg.optim.schedule,
+            cfg.population.mode,
+            cfg.population.chunk_size,
+            devices=devices,
+            data_devices=data,
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    population = Population(
-        task,
-        cfg.optim.optimizer,
-        cfg.optim.schedule,
-        cfg.population.mode,
-        cfg.population.chunk_size,
-        devices=devices,
-    )
     hp = {k: np.asarray(v, np.float64) for k, v in cols.items()}
     # Schedules decay over the whole run unless the space says otherwise.
     for name, default in (("decay_steps", cfg.train.steps), ("cycle_steps", cfg.train.steps)):
@@ -398,6 +405,7 @@ def run(
                 "population_size": prep.size,
                 "member_mode": population.mode,
                 "member_devices": population.devices,
+                "data_devices": population.data_devices,
                 "devices": [str(d) for d in jax.devices()],
                 "jax": jax.__version__,
                 "hparam_names": list(names),

@@ -134,6 +134,12 @@ class Population:
         its own members with ``mode`` inside ``jax.shard_map``; the population size must be a
         multiple of it (see :func:`resolve_devices`). On a CPU host, virtual devices
         (``--xla_force_host_platform_device_count``) let members use several cores at once.
+      data_devices: data parallelism inside each member: the mesh is ``devices x data_devices``
+        with axes ``("pop", "data")``; a member's parameters are replicated over its
+        ``data_devices`` devices, each computes the gradient of its slice of the batch and the
+        slices are combined with ``psum`` into the gradient of the whole batch's loss (weighted
+        by each slice's target weights, so it is exact for any task). The batch size must be a
+        multiple of it. Evaluation runs replicated over the data axis.
     """
 
     def __init__(
@@ -144,6 +150,7 @@ class Population:
         mode: str = "auto",
         chunk_size: int = 4,
         devices: int = 1,
+        data_devices: int = 1,
     ):
         self.task = task
         self._args = (task, optimizer, schedule, mode, chunk_size)
@@ -159,16 +166,28 @@ class Population:
         self.graphdef, _ = nnx.split(abstract)
         #: How many times each program was traced (a retrace means a recompile).
         self.trace_counts: dict[str, int] = {"init": 0, "segment": 0, "evaluate": 0}
-        if devices < 1 or devices > len(jax.devices()):
+        n_dev = len(jax.devices())
+        if data_devices < 1 or data_devices > n_dev:
             raise ValueError(
-                f"population.devices: must lie in [1, {len(jax.devices())}], got {devices}"
+                f"population.data_devices: must lie in [1, {n_dev}], got {data_devices}"
+            )
+        if task.batch_size % data_devices:
+            raise ValueError(
+                f"population.data_devices: the batch of {task.batch_size} examples does not "
+                f"split over {data_devices} devices (use a divisor of task.batch_size)"
+            )
+        if devices < 1 or devices * data_devices > n_dev:
+            raise ValueError(
+                f"population.devices: must lie in [1, {n_dev // data_devices}] "
+                f"({n_dev} devices / data_devices {data_devices}), got {devices}"
             )
         self.devices = devices
+        self.data_devices = data_devices
         self.mesh = jax.make_mesh(
-            (devices,),
-            ("pop",),
-            devices=jax.devices()[:devices],
-            axis_types=(jax.sharding.AxisType.Auto,),  # let jit move inputs onto the mesh
+            (devices, data_devices),
+            ("pop", "data"),
+            devices=jax.devices()[: devices * data_devices],
+            axis_types=(jax.sharding.AxisType.Auto,) * 2,  # let jit move inputs onto the mesh
         )
         self.sharding = NamedSharding(self.mesh, PartitionSpec("pop"))
         M, R = PartitionSpec("pop"), PartitionSpec()  # member-sharded, replicated
@@ -177,13 +196,13 @@ class Population:
             self._sharded(self._segment_impl, (M, R, R), (M, M)), static_argnames="num_steps"
         )
         self._evaluate = jax.jit(self._sharded(self._evaluate_impl, (M, R, M), M))
-        place_out = {"out_shardings": self.sharding} if devices > 1 else {}
+        place_out = {"out_shardings": self.sharding} if self._meshed else {}
         self._where = jax.jit(self._where_impl, **place_out)
         self._copy = jax.jit(self._copy_impl, **place_out)
 
     def _sharded(self, fn: Callable, in_specs, out_specs) -> Callable:
         """``fn`` over each device's block of members (``jax.shard_map``), or ``fn`` itself."""
-        if self.devices == 1:
+        if not self._meshed:
             return fn
 
         @functools.wraps(fn)
@@ -201,6 +220,11 @@ class Population:
 
         return wrapped
 
+    @property
+    def _meshed(self) -> bool:
+        """More than one device: programs run under ``shard_map`` over the mesh."""
+        return self.devices * self.data_devices > 1
+
     def _check_names(self, names) -> None:
         unknown = sorted(set(names) - set(self.hparam_names))
         if unknown:
@@ -211,13 +235,13 @@ class Population:
     def replicate(self, tree: Any) -> Any:
         """Puts data every member reads (training data, evaluation splits) on every device
         once, so that no call copies it again."""
-        if self.devices == 1:
+        if not self._meshed:
             return tree
         return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
 
     def place(self, pop: PopulationState) -> PopulationState:
         """Puts a population on its devices (member axis sharded); a no-op when it is there."""
-        return jax.device_put(pop, self.sharding) if self.devices > 1 else pop
+        return jax.device_put(pop, self.sharding) if self._meshed else pop
 
     # -- construction ----------------------------------------------------------------------
     def full_hparams(self, hparams: Mapping[str, Any], size: int) -> dict[str, np.ndarray]:
@@ -276,11 +300,15 @@ class Population:
             batch = task.train_batch(train_data, m.step)
             key = jax.random.fold_in(jax.random.wrap_key_data(m.key), m.step)
             hp = m.hparams
+            if self.data_devices > 1:
+                batch, key = _data_shard(batch, key, self.data_devices)
 
             def loss_fn(params):
                 return task.loss(nnx.merge(graphdef, params), batch, hp, key)
 
             (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(m.params)
+            if self.data_devices > 1:
+                grads, aux = _data_combine(grads, aux, batch["weights"])
             updates, opt_state = self.tx.update(grads, m.opt_state, m.params)
             params = optax.apply_updates(m.params, updates)
             # One reduction instead of one per leaf: finite loss, finite update norm, finite
@@ -514,7 +542,7 @@ class Population:
         if size % self.devices == 0:
             return self
         devices = max(d for d in range(1, self.devices + 1) if size % d == 0)
-        other = Population(*self._args, devices=devices)
+        other = Population(*self._args, devices=devices, data_devices=self.data_devices)
         other.trace_counts = self.trace_counts  # one count for the whole run
         return other
 
@@ -526,6 +554,30 @@ class Population:
         """Slot ``i`` receives the whole member ``parents[i]``: parameters, optimizer state
         (moments and hyperparameters), task hyperparameters, step, flags. One gather in jit."""
         return self._copy(pop, jnp.asarray(np.asarray(parents, np.int32)))
+
+
+def _data_shard(batch, key, n: int):
+    """This data device's slice of a member's batch (inside ``shard_map`` over ``data``), and
+    its own dropout key (the slices draw independent masks)."""
+    i = jax.lax.axis_index("data")
+    size = batch["targets"].shape[0] // n
+
+    def part(x):
+        return jax.lax.dynamic_slice_in_dim(x, i * size, size, axis=0)
+
+    return jax.tree.map(part, batch), jax.random.fold_in(key, i)
+
+
+def _data_combine(grads, aux, weights):
+    """The gradient (and unsmoothed loss) of the whole batch from the slices': a task's loss is
+    ``sum(w * l) / max(sum(w), 1)`` over its slice, so each slice's value is re-weighted by its
+    target weight before the ``psum`` over ``data``."""
+    w = jnp.maximum(weights.sum(), 1.0)
+    total = jnp.maximum(jax.lax.psum(weights.sum(), "data"), 1.0)
+    scale = w / total
+    grads = jax.lax.psum(jax.tree.map(lambda g: g * scale.astype(g.dtype), grads), "data")
+    aux = {k: jax.lax.psum(v * scale, "data") for k, v in aux.items()}
+    return grads, aux
 
 
 def gather(pop: PopulationState, idx: Any) -> PopulationState:
