@@ -143,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     if args.command in ("run", "resume"):
         use_cpu_cores()
+        try:
+            from jaxhpo import parallel
+
+            parallel.initialize()  # multi-host: from JAXHPO_COORDINATOR etc. (a no-op without)
+        except ValueError as e:
+            print(f"jaxhpo: error: {e}", file=sys.stderr)
+            return 2
     if args.command is None:
         _parser().print_help()
         return 0
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             from jaxhpo.experiment import resume_run
 
             result = resume_run(Path(args.run_dir), quiet=args.quiet)
-            print((result.run_dir / "summary.md").read_text())
+            _print_summary(result.run_dir)
             return 0
         overrides = list(args.overrides)
         if args.out:
@@ -190,9 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     except OutOfMemoryError as e:
         print(f"jaxhpo: error: {e}", file=sys.stderr)
         return 3
-    summary = (result.run_dir / "summary.md").read_text()
-    print(summary)
+    _print_summary(result.run_dir)
     return 0
+
+
+def _print_summary(run_dir: Path) -> None:
+    """The run's summary on stdout (by the process that wrote it, in a multi-process run)."""
+    from jaxhpo import parallel
+
+    if parallel.is_writer():
+        print((run_dir / "summary.md").read_text())
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ import functools
 import hashlib
 import inspect
 import json
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,7 +35,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from jaxhpo import optim
+from jaxhpo import optim, parallel
 from jaxhpo.checkpoint import Checkpointer, CheckpointRefusedError, pack_tree, unpack_tree
 from jaxhpo.config import Config, ConfigError
 from jaxhpo.population import Population, PopulationState, resolve_devices
@@ -226,7 +228,7 @@ def apply_update(
         pop = population.copy_members(pop, upd.parents)
     if upd.reinit is not None and np.any(upd.reinit):
         reinit = np.asarray(upd.reinit, bool)
-        ids = np.asarray(pop.member_id).copy()
+        ids = _host(pop.member_id).copy()
         n_new = int(reinit.sum())
         ids[reinit] = np.arange(next_id, next_id + n_new)
         next_id += n_new
@@ -234,7 +236,7 @@ def apply_update(
     if upd.hparams:
         pop = population.set_hparams(pop, upd.hparams)
     if upd.active is not None:
-        pop = pop.replace(active=jax.numpy.asarray(np.asarray(upd.active, bool)))
+        pop = population.place(pop.replace(active=np.asarray(upd.active, bool)))
     if upd.keep is not None:
         pop = population.keep_members(pop, upd.keep)
         population = population.for_size(len(upd.keep))
@@ -283,7 +285,22 @@ def check_update(upd: PopulationUpdate, size: int, names: tuple[str, ...]) -> No
 
 
 def _host(tree) -> Any:
-    return jax.tree.map(np.asarray, jax.device_get(tree))
+    """Host NumPy copies; arrays spread over processes are gathered (every process gets all)."""
+    return parallel.to_host(tree)
+
+
+def _agree_path(path: Path | None) -> Path:
+    """Process 0's ``path`` on every process (one run directory for a multi-process run)."""
+    if jax.process_count() == 1:
+        return path
+    from jax.experimental import multihost_utils
+
+    raw = np.zeros(4096, np.uint8)
+    if parallel.is_writer():
+        b = str(Path(path).absolute()).encode()
+        raw[: len(b)] = np.frombuffer(b, np.uint8)
+    raw = np.asarray(multihost_utils.broadcast_one_to_all(raw))
+    return Path(bytes(raw[raw > 0]).decode())
 
 
 def _nanmean_rows(losses: np.ndarray) -> np.ndarray:
@@ -348,16 +365,16 @@ class _Book:
     def observation(self, pop, hparams, metric: str, maximize: bool, step: int) -> Observation:
         """The last observation of the members in ``pop`` (their remembered metrics; NaN for a
         member not evaluated yet, e.g. re-initialised just before the checkpoint)."""
-        ids = np.asarray(pop.member_id)
+        ids = _host(pop.member_id)
         nan = {k: np.nan for k in self.metric_names}
         rows = [self.last.get(int(m), {"metrics": nan})["metrics"] for m in ids]
         return Observation(
             step=step,
             member_id=ids,
-            hparams={k: np.asarray(v) for k, v in hparams.items()},
+            hparams=_host(dict(hparams)),
             metrics={k: np.array([r[k] for r in rows]) for k in self.metric_names},
-            diverged=np.asarray(pop.diverged),
-            active=np.asarray(pop.active),
+            diverged=_host(pop.diverged),
+            active=_host(pop.active),
             objective=metric,
             maximize=maximize,
         )
@@ -378,10 +395,16 @@ def run(
     checkpoint that restores (see :mod:`jaxhpo.checkpoint`) and ends as the uninterrupted run
     would have (use :func:`resume_run`)."""
     prep = prepared or prepare(cfg)
-    console = console or Console(stderr=True, quiet=quiet)
+    # Several processes (multi-host): every process computes, process 0 alone writes the run
+    # directory and shows progress; the others write into a scratch folder removed at the end.
+    writes = parallel.is_writer()
+    console = console or Console(stderr=True, quiet=quiet or not writes)
     population, task, strategy = prep.population, prep.task, prep.strategy
-    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out_dir, cfg.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if writes:
+        run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out_dir, cfg.name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _agree_path(run_dir)
+    out_dir = run_dir if writes else Path(tempfile.mkdtemp(prefix="jaxhpo-process-"))
     names = population.hparam_names
     metric = cfg.strategy.metric
     maximize = metric in task.maximized
@@ -393,7 +416,9 @@ def run(
     counts = (restored[2]["metrics_rows"], restored[2]["events"]) if restored else None
     if resume and not restored:
         counts = (0, 0)  # killed before the first checkpoint: start again from step 0
-    writer = RunWriter(run_dir, run_dir.name, names, task.metric_names, resume=counts)
+    writer = RunWriter(
+        out_dir, run_dir.name, names, task.metric_names, resume=counts if writes else None
+    )
     if resume:
         info = json.loads((run_dir / "run.json").read_text())
         writer.update_info({"resumed": int(info.get("resumed", 0)) + 1})
@@ -545,21 +570,21 @@ def run(
             if cfg.train.budget and book.member_steps + k * n_training > cfg.train.budget:
                 console.print(f"budget of {cfg.train.budget:,} member-steps reached")
                 break
-            steps_before = int(np.sum(np.asarray(pop.step)))
+            steps_before = int(np.sum(_host(pop.step)))
             ts = time.perf_counter()
             # Always a K=segment_steps program; a shorter last segment masks the extra steps.
             with oom(population, pop.size):
                 state, pop, losses = strategy.train_segment(
                     state, population, pop, (train_data, val_data), seg, k
                 )
-            losses = np.asarray(losses)[:, :k]
+            losses = _host(losses)[:, :k]
             dt = time.perf_counter() - ts
             timings["train_s"] += dt
             if timings["first_segment_s"] is None:
                 timings["first_segment_s"] = dt
             step += k
             obs = observe(pop, step, segment, _nanmean_rows(losses))
-            book.member_steps += int(np.sum(np.asarray(pop.step))) - steps_before
+            book.member_steps += int(np.sum(_host(pop.step))) - steps_before
             show.show(segment, status(segment, k, dt, n_training, int(obs.diverged.sum())))
             # The strategy is told every result, the last one included; an update is applied
             # only while training goes on, so the final table describes the members evaluated.
@@ -578,7 +603,7 @@ def run(
     # No update follows the last observation, so it describes the final members.
     test = _host(population.evaluate(pop, test_data))
     members = _members_table(book, obs, test, task.metric_names)
-    members.to_csv(run_dir / "members.csv", index=False)
+    members.to_csv(out_dir / "members.csv", index=False)
     timings["total_s"] = time.perf_counter() - t0
     writer.update_info(
         {
@@ -589,6 +614,9 @@ def run(
         }
     )
     writer.close()
+    if not writes:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return RunResult(run_dir, members, pop)
     from jaxhpo.report import write_report
 
     write_report(run_dir)
@@ -757,12 +785,12 @@ def _run_compiled(
         progress=tick,
     )
     ts = time.perf_counter()
-    steps_before = int(np.sum(np.asarray(pop.step)))
+    steps_before = int(np.sum(_host(pop.step)))
     with _explain_oom(population, pop.size, data[0], seg):
         pop, _, outs = program(pop, *data, state)
     outs = _host(outs)
     timings["train_s"] = time.perf_counter() - ts
-    book.member_steps = int(np.sum(np.asarray(pop.step))) - steps_before
+    book.member_steps = int(np.sum(_host(pop.step))) - steps_before
     for s in range(n_segments):
         o = jax.tree.map(lambda x, s=s: x[s], outs)
         steps = np.full(len(o["member_id"]), int(o["step"]))  # per-member counts: final only

@@ -29,7 +29,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxhpo import optim
+from jaxhpo import optim, parallel
 from jaxhpo.tasks.base import Task
 
 MEMBER_MODES = ("auto", "vmap", "map", "chunked")
@@ -237,11 +237,11 @@ class Population:
         once, so that no call copies it again."""
         if not self._meshed:
             return tree
-        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+        return parallel.put(tree, NamedSharding(self.mesh, PartitionSpec()))
 
     def place(self, pop: PopulationState) -> PopulationState:
         """Puts a population on its devices (member axis sharded); a no-op when it is there."""
-        return jax.device_put(pop, self.sharding) if self._meshed else pop
+        return parallel.put(pop, self.sharding) if self._meshed else pop
 
     # -- construction ----------------------------------------------------------------------
     def full_hparams(self, hparams: Mapping[str, Any], size: int) -> dict[str, np.ndarray]:
@@ -526,9 +526,9 @@ class Population:
     ) -> PopulationState:
         """Slots where ``mask`` is True become freshly initialised members with the given ids
         (their current hyperparameters kept); the others are unchanged."""
-        hp = {k: np.asarray(v) for k, v in self.get_hparams(pop).items()}
+        hp = parallel.to_host(self.get_hparams(pop))
         fresh = self.init(root_key, member_ids, hp)
-        return self._where(jnp.asarray(np.asarray(mask, bool)), fresh, pop)
+        return self._where(np.asarray(mask, bool), fresh, pop)
 
     def _where_impl(self, mask_P, new: PopulationState, old: PopulationState):
         return jax.tree.map(
@@ -542,18 +542,26 @@ class Population:
         if size % self.devices == 0:
             return self
         devices = max(d for d in range(1, self.devices + 1) if size % d == 0)
+        if jax.process_count() > 1:
+            # A mesh on fewer devices would leave processes without devices of the population.
+            raise ValueError(
+                f"strategy.halving_mode: {size} re-packed members do not divide over the "
+                f"{self.devices} devices of this {jax.process_count()}-process run; use "
+                "halving_mode=masked there, or population sizes whose rungs divide"
+            )
         other = Population(*self._args, devices=devices, data_devices=self.data_devices)
         other.trace_counts = self.trace_counts  # one count for the whole run
         return other
 
     def keep_members(self, pop: PopulationState, keep: Any) -> PopulationState:
         """A smaller population of slots ``keep`` (in that order), placed on its devices."""
-        return self.for_size(len(keep)).place(gather(pop, np.asarray(keep, np.int32)))
+        # gather inside jit: an eager index of an array spread over processes is not allowed
+        return self.for_size(len(keep)).place(_gather(pop, np.asarray(keep, np.int32)))
 
     def copy_members(self, pop: PopulationState, parents: Any) -> PopulationState:
         """Slot ``i`` receives the whole member ``parents[i]``: parameters, optimizer state
         (moments and hyperparameters), task hyperparameters, step, flags. One gather in jit."""
-        return self._copy(pop, jnp.asarray(np.asarray(parents, np.int32)))
+        return self._copy(pop, np.asarray(parents, np.int32))
 
 
 def _data_shard(batch, key, n: int):
@@ -584,6 +592,9 @@ def gather(pop: PopulationState, idx: Any) -> PopulationState:
     """A new population made of members ``idx`` (ids and keys included)."""
     idx = jnp.asarray(idx)
     return jax.tree.map(lambda x: x[idx], pop)
+
+
+_gather = jax.jit(gather)
 
 
 def scatter(pop: PopulationState, idx: Any, src: PopulationState) -> PopulationState:
