@@ -123,6 +123,7 @@ class TrainConfig:
     compiled: bool = False  # the whole run (segments + strategy) as one program, lax.scan
     checkpoint_every: int = 1  # segments between checkpoints (0: none); `jaxhpo resume RUN_DIR`
     keep_checkpoints: int = 3  # the latest k checkpoints are kept
+    ensemble_top_k: int = 0  # >0: also evaluate the top-k members' averaged predictions
 
 
 @dataclasses.dataclass
@@ -387,3 +388,5 @@ def validate(cfg: Config) -> None:
             f"{cfg.train.checkpoint_every}"
         )
     _positive("train.keep_checkpoints", cfg.train.keep_checkpoints)
+    if cfg.train.ensemble_top_k < 0:
+        raise ConfigError(f"train.ensemble_top_k: must be >= 0, got {cfg.train.ensemble_top_k}")

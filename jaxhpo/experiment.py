@@ -150,6 +150,11 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
     )
     check_space(space, known, cfg)
     task = make_task(cfg)
+    if cfg.train.ensemble_top_k and set(task.metric_names) != {"loss", "accuracy"}:
+        raise ConfigError(
+            f"train.ensemble_top_k: task '{cfg.task.kind}' has no predicted distribution to "
+            "average (its metrics: " + ", ".join(task.metric_names) + ")"
+        )
     if cfg.strategy.metric not in task.metric_names:
         raise ConfigError(
             f"strategy.metric: unknown '{cfg.strategy.metric}' for task '{cfg.task.kind}' "
@@ -602,6 +607,14 @@ def run(
                 save(segment)  # the state the next segment starts from
     # No update follows the last observation, so it describes the final members.
     test = _host(population.evaluate(pop, test_data))
+    if cfg.train.ensemble_top_k:
+        writer.update_info(
+            {
+                "ensemble": _ensemble(
+                    population, pop, obs, test, cfg.train.ensemble_top_k, (val_data, test_data)
+                )
+            }
+        )
     members = _members_table(book, obs, test, task.metric_names)
     members.to_csv(out_dir / "members.csv", index=False)
     timings["total_s"] = time.perf_counter() - t0
@@ -622,6 +635,26 @@ def run(
     write_report(run_dir)
     console.print(f"run directory: {run_dir}")
     return RunResult(run_dir, members, pop)
+
+
+def _ensemble(population, pop, obs: Observation, test, k: int, data) -> dict[str, Any]:
+    """The top-``k`` members by the study's objective (finite ones, in the final population),
+    their averaged predictions on the validation and test splits, beside the best one alone."""
+    fitness = obs.fitness()
+    order = [int(i) for i in np.argsort(fitness, kind="stable") if np.isfinite(fitness[i])]
+    slots = order[:k]
+    if not slots:
+        return {"k": 0, "note": "no member with a finite objective"}
+    val_data, test_data = data
+    out = {
+        "k": len(slots),
+        "members": [int(obs.member_id[i]) for i in slots],
+        "val": population.ensemble_evaluate(pop, slots, val_data),
+        "test": population.ensemble_evaluate(pop, slots, test_data),
+    }
+    out["best_member"] = int(obs.member_id[slots[0]])
+    out["best_test"] = {m: float(test[m][slots[0]]) for m in test}
+    return out
 
 
 def config_fingerprint(cfg: Config) -> str:

@@ -390,6 +390,41 @@ class Population:
         mask = pop.active if only_active else jnp.ones_like(pop.active)
         return self._evaluate(pop, data, mask)
 
+    def ensemble_evaluate(self, pop: PopulationState, slots: Any, data) -> dict[str, float]:
+        """Metrics of the ensemble of members ``slots`` on one split: their predicted
+        probabilities averaged (a mixture), then cross-entropy and accuracy with the split's
+        target weights, as :meth:`Task.eval_sums` does for one member."""
+        slots = np.asarray(slots, np.int32)
+        if slots.size == 0:
+            raise ValueError("train.ensemble_top_k: no finite member to ensemble")
+        params = _gather(pop, slots).params
+        sums = parallel.to_host(self._ensemble(params, data))
+        w = max(float(sums["weight"]), 1.0)
+        return {k: float(sums[k]) / w for k in self.task.metric_names}
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _ensemble(self, params_K, data):
+        def batch_sums(carry, batch):
+            def logp(params):
+                model = nnx.merge(self.graphdef, params)
+                logits = self.task._logits(model, batch, {}, None).astype(jnp.float32)
+                return jax.nn.log_softmax(logits)
+
+            logp_K = jax.lax.map(logp, params_K)  # members one after another: [K, ..., V]
+            mix = jax.nn.logsumexp(logp_K, axis=0) - jnp.log(logp_K.shape[0])
+            targets, weights = batch["targets"], batch["weights"]
+            ce = -jnp.take_along_axis(mix, targets[..., None], axis=-1)[..., 0]
+            correct = (jnp.argmax(mix, -1) == targets).astype(jnp.float32)
+            sums = {
+                "loss": (ce * weights).sum(),
+                "accuracy": (correct * weights).sum(),
+                "weight": weights.sum(),
+            }
+            return jax.tree.map(jnp.add, carry, sums), None
+
+        zero = {k: jnp.zeros((), jnp.float32) for k in ("loss", "accuracy", "weight")}
+        return jax.lax.scan(batch_sums, zero, data)[0]
+
     # -- memory ----------------------------------------------------------------------------
     def memory_estimate(self, size: int, train_data: Any, num_steps: int) -> dict[str, float]:
         """Bytes a population of ``size`` needs: the state per member (parameters, optimizer

@@ -226,12 +226,39 @@ def summary_markdown(
             cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    lines.extend(ensemble_section((info or {}).get("ensemble")))
     lines.extend(lineage_section(events, hparams, best, schedule, schedule_note))
     lines.append(
         "Plots: "
         + ", ".join(f"`plots/{p.name}`" for p in sorted((run_dir / "plots").glob("*.png")))
     )
     return "\n".join(lines) + "\n"
+
+
+def ensemble_section(ens: Mapping[str, Any] | None) -> list[str]:
+    """``## Ensemble of the top k``: the averaged predictions of the best k members on the test
+    split, beside the best member alone (``run.json``'s ``ensemble``, ``train.ensemble_top_k``)."""
+    if not ens or not ens.get("k"):
+        return []
+    metrics = list(ens["test"])
+    lines = [f"## Ensemble of the top {ens['k']}", ""]
+    lines.append(
+        f"Members {', '.join(map(str, ens['members']))}: their predicted probabilities averaged."
+    )
+    lines.append("")
+    lines.append("| | " + " | ".join(f"test_{m}" for m in metrics) + " |")
+    lines.append("|" + " --- |" * (len(metrics) + 1))
+    best = ens["best_test"]
+    lines.append(
+        f"| best member ({ens['best_member']}) alone | "
+        + " | ".join(f"{best[m]:.4f}" for m in metrics)
+        + " |"
+    )
+    lines.append(
+        f"| ensemble of {ens['k']} | " + " | ".join(f"{ens['test'][m]:.4f}" for m in metrics) + " |"
+    )
+    lines.append("")
+    return lines
 
 
 def _fmt(v: Any) -> str:
