@@ -87,6 +87,7 @@ class TaskConfig:
     train_frac: float = 0.5  # modular
     num_examples: int = 4096  # brackets
     data_seed: int = 0
+    folds: int = 1  # k-fold cross-validation: each trial trains as k members (1: off)
 
 
 @dataclasses.dataclass
@@ -365,6 +366,7 @@ def validate(cfg: Config) -> None:
             f"population.mode: unknown '{cfg.population.mode}' "
             f"(choose from {', '.join(MEMBER_MODES)})"
         )
+    _positive("task.folds", cfg.task.folds)
     _positive("population.chunk_size", cfg.population.chunk_size)
     if cfg.population.devices < 0:
         raise ConfigError(

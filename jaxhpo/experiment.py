@@ -43,6 +43,7 @@ from jaxhpo.results import RunWriter, new_run_dir
 from jaxhpo.space import Choice, Fixed, Float, Int, Space
 from jaxhpo.strategies import STRATEGIES, Observation, PopulationUpdate, Strategy
 from jaxhpo.strategies.base import has_compiled_form, lineage_events
+from jaxhpo.strategies.cv import CrossValidated
 from jaxhpo.tasks import TASKS, Task
 
 #: Valid values of each optimizer hyperparameter: (low, high, low_inclusive, high_inclusive).
@@ -73,7 +74,10 @@ def make_task(cfg: Config) -> Task:
     # Each task takes the TaskConfig fields its constructor names (kind is the registry key).
     accepted = inspect.signature(task_cls).parameters
     kwargs = {k: v for k, v in dataclasses.asdict(cfg.task).items() if k in accepted}
-    return task_cls(**kwargs, model=model)
+    task = task_cls(**kwargs, model=model)
+    if cfg.task.folds > 1:
+        task.set_folds(cfg.task.folds)
+    return task
 
 
 def make_strategy(cfg: Config) -> Strategy:
@@ -162,6 +166,8 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
         )
     strategy = strategy if strategy is not None else make_strategy(cfg)
     try:
+        if cfg.task.folds > 1:  # every trial as k members, one per fold (strategies/cv.py)
+            strategy = CrossValidated(strategy, cfg.task.folds)
         strategy.check(cfg.train.steps, cfg.train.segment_steps)
         if cfg.train.compiled and cfg.train.budget:
             raise ConfigError(
@@ -490,7 +496,7 @@ def run(
     def observe(pop, step, segment, train_loss) -> Observation:
         val, h, ids, diverged, active, steps = _host(
             (
-                population.evaluate(pop, val_data, only_active=True),
+                population.evaluate(pop, val_data, only_active=True, by_fold=True),
                 population.get_hparams(pop),
                 pop.member_id,
                 pop.diverged,
@@ -649,9 +655,10 @@ def _ensemble(population, pop, obs: Observation, test, k: int, data) -> dict[str
     out = {
         "k": len(slots),
         "members": [int(obs.member_id[i]) for i in slots],
-        "val": population.ensemble_evaluate(pop, slots, val_data),
         "test": population.ensemble_evaluate(pop, slots, test_data),
     }
+    if population.folds == 1:  # under k-fold each member has its own validation fold
+        out["val"] = population.ensemble_evaluate(pop, slots, val_data)
     out["best_member"] = int(obs.member_id[slots[0]])
     out["best_test"] = {m: float(test[m][slots[0]]) for m in test}
     return out

@@ -160,7 +160,10 @@ class Population:
         self.chunk_size = chunk_size
         self.tx = optim.make_optimizer(optimizer, schedule)
         self.opt_names = tuple(optim.hparam_names(optimizer, schedule))
-        self.task_names = tuple(task.hparam_names)
+        #: k of k-fold cross-validation (``task.set_folds``): each member carries its fold as
+        #: the hyperparameter ``fold``, trains without it and is validated on it.
+        self.folds = int(getattr(task, "folds", 1))
+        self.task_names = tuple(task.hparam_names) + (("fold",) if self.folds > 1 else ())
         self.hparam_names = self.opt_names + self.task_names
         abstract = nnx.eval_shape(lambda: task.make_model(jax.random.key(0)))
         self.graphdef, _ = nnx.split(abstract)
@@ -195,7 +198,9 @@ class Population:
         self._segment = jax.jit(
             self._sharded(self._segment_impl, (M, R, R), (M, M)), static_argnames="num_steps"
         )
-        self._evaluate = jax.jit(self._sharded(self._evaluate_impl, (M, R, M), M))
+        self._evaluate = jax.jit(
+            self._sharded(self._evaluate_impl, (M, R, M), M), static_argnames="by_fold"
+        )
         place_out = {"out_shardings": self.sharding} if self._meshed else {}
         self._where = jax.jit(self._where_impl, **place_out)
         self._copy = jax.jit(self._copy_impl, **place_out)
@@ -247,7 +252,7 @@ class Population:
     def full_hparams(self, hparams: Mapping[str, Any], size: int) -> dict[str, np.ndarray]:
         """All hyperparameters as float32 [size] arrays; missing ones get their defaults."""
         self._check_names(hparams)
-        defaults = {**optim.DEFAULTS, **self.task.hparam_defaults}
+        defaults = {**optim.DEFAULTS, **self.task.hparam_defaults, "fold": 0.0}
         out = {}
         for name in self.hparam_names:
             v = np.asarray(hparams.get(name, defaults[name]), np.float32)
@@ -297,7 +302,11 @@ class Population:
         task, graphdef = self.task, self.graphdef
 
         def do_step(m: PopulationState):
-            batch = task.train_batch(train_data, m.step)
+            if self.folds > 1:
+                fold = m.hparams["fold"].astype(jnp.int32)
+                batch = task.train_batch(train_data, m.step, fold)
+            else:
+                batch = task.train_batch(train_data, m.step)
             key = jax.random.fold_in(jax.random.wrap_key_data(m.key), m.step)
             hp = m.hparams
             if self.data_devices > 1:
@@ -360,14 +369,18 @@ class Population:
         return self._segment(pop, train_data, jnp.asarray(valid, jnp.int32), num_steps=num_steps)
 
     # -- evaluation ------------------------------------------------------------------------
-    def _evaluate_impl(self, pop: PopulationState, data, mask):
+    def _evaluate_impl(self, pop: PopulationState, data, mask, by_fold: bool = False):
         self.trace_counts["evaluate"] += 1
+        by_fold = by_fold and self.folds > 1
+        fold = pop.hparams["fold"].astype(jnp.int32) if by_fold else jnp.zeros_like(pop.step)
 
         def one(args):
-            params, on = args
+            params, on, f = args
 
             def run(params):
-                return self.task.evaluate(nnx.merge(self.graphdef, params), data)
+                # k-fold: each member is validated on its own fold's held-out data
+                own = jax.tree.map(lambda x: x[f], data) if by_fold else data
+                return self.task.evaluate(nnx.merge(self.graphdef, params), own)
 
             def skip(params):  # NaN metrics carrying the member's own (sharded) type
                 zero = jnp.zeros((), jnp.float32) * jax.tree.leaves(params)[0].ravel()[0]
@@ -376,19 +389,21 @@ class Population:
             # Under lax.map a member that is not evaluated costs nothing (a stopped member).
             return jax.lax.cond(on, run, skip, params)
 
-        metrics = over_members(one, self.mode, self.chunk_size)((pop.params, mask))
+        metrics = over_members(one, self.mode, self.chunk_size)((pop.params, mask, fold))
         return {k: jnp.where(pop.diverged, jnp.nan, v) for k, v in metrics.items()}
 
     def evaluate(
-        self, pop: PopulationState, data, only_active: bool = False
+        self, pop: PopulationState, data, only_active: bool = False, by_fold: bool = False
     ) -> dict[str, jax.Array]:
         """Metrics of every member on one split (``task.splits.val`` / ``.test``), each [P].
 
         With ``only_active``, stopped members are not evaluated (NaN; they cost nothing under
-        ``lax.map``): the run loop carries their last values forward.
+        ``lax.map``): the run loop carries their last values forward. With ``by_fold`` (the
+        validation split under k-fold cross-validation, leaves ``[k, ...]``), each member is
+        evaluated on its own fold; without folds it changes nothing.
         """
         mask = pop.active if only_active else jnp.ones_like(pop.active)
-        return self._evaluate(pop, data, mask)
+        return self._evaluate(pop, data, mask, by_fold=by_fold and self.folds > 1)
 
     def ensemble_evaluate(self, pop: PopulationState, slots: Any, data) -> dict[str, float]:
         """Metrics of the ensemble of members ``slots`` on one split: their predicted
@@ -482,7 +497,9 @@ class Population:
         """
         M, R = PartitionSpec("pop"), PartitionSpec()
         segment = self._sharded(self._segment_impl, (M, R, R), (M, M))
-        evaluate = self._sharded(self._evaluate_impl, (M, R, M), M)
+        evaluate = functools.partial(
+            self._sharded(self._evaluate_impl, (M, R, M), M), by_fold=self.folds > 1
+        )
         K, S = segment_steps, num_segments
 
         def program(pop, train_data, val_data, state):

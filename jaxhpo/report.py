@@ -227,12 +227,38 @@ def summary_markdown(
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.extend(ensemble_section((info or {}).get("ensemble")))
+    lines.extend(cv_section(members, hparams, objective, maximize))
     lines.extend(lineage_section(events, hparams, best, schedule, schedule_note))
     lines.append(
         "Plots: "
         + ", ".join(f"`plots/{p.name}`" for p in sorted((run_dir / "plots").glob("*.png")))
     )
     return "\n".join(lines) + "\n"
+
+
+def cv_section(members: pd.DataFrame, hparams: Sequence[str], objective: str, maximize: bool):
+    """``## Cross-validation``: under ``task.folds`` one row per trial (the members that share
+    its hyperparameters, one per fold) with the mean and spread of its folds' metrics."""
+    if "fold" not in members.columns or members["fold"].nunique() < 2:
+        return []
+    keys = [h for h in hparams if h != "fold"]
+    metrics = [c for c in members.columns if c.startswith(("val_", "test_"))]
+    g = members.groupby(keys, dropna=False)
+    table = g[metrics].mean()
+    table[f"{objective}_std"] = g[objective].std(ddof=0)
+    table["folds"] = g["fold"].count()
+    table = table.sort_values(objective, ascending=not maximize).reset_index()
+    k = int(members["fold"].nunique())
+    lines = [f"## Cross-validation ({k} folds)", ""]
+    lines.append("One row per trial: metrics averaged over its folds (the study's fitness).")
+    lines.append("")
+    cols = [*keys, *metrics, f"{objective}_std", "folds"]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + " --- |" * len(cols))
+    for _, r in table.iterrows():
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    lines.append("")
+    return lines
 
 
 def ensemble_section(ens: Mapping[str, Any] | None) -> list[str]:

@@ -72,9 +72,24 @@ class Task(abc.ABC):
         """Builds one freshly initialised model from ``key``."""
         return Transformer(self.model_config, rngs=nnx.Rngs(params=key))
 
+    #: k of k-fold cross-validation (1: none). After :meth:`set_folds`, ``splits.val`` holds one
+    #: validation set per fold on a leading axis and :meth:`train_batch` takes the fold.
+    folds: int = 1
+
     @abc.abstractmethod
-    def train_batch(self, train_data: Any, step: jax.Array) -> Batch:
-        """The training batch at ``step`` (pure; traceable)."""
+    def train_batch(self, train_data: Any, step: jax.Array, fold: jax.Array | None = None) -> Batch:
+        """The training batch at ``step`` (pure; traceable). With ``fold`` (int32 scalar, under
+        k-fold cross-validation) the batch never draws from that fold's held-out part."""
+
+    def set_folds(self, k: int) -> None:
+        """Turns on k-fold cross-validation: the training data is cut into ``k`` contiguous
+        folds; fold ``f``'s members train on the others and are validated on fold ``f``
+        (``splits.val`` becomes ``[k, num_batches, ...]``); the test split is unchanged.
+
+        Raises:
+          ValueError: naming ``task.folds``, when the task has no such split or ``k`` is bad.
+        """
+        raise ValueError(f"task.folds: task '{self.name}' has no k-fold split")
 
     # -- loss and metrics -------------------------------------------------------------------
     def _logits(
@@ -165,13 +180,41 @@ def pad_to_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> dict[st
 
 
 def sample_rows(
-    train_data: Mapping[str, jax.Array], step: jax.Array, batch_size: int, names: tuple[str, ...]
+    train_data: Mapping[str, jax.Array],
+    step: jax.Array,
+    batch_size: int,
+    names: tuple[str, ...],
+    fold: jax.Array | None = None,
+    fold_size: int = 0,
 ) -> dict[str, jax.Array]:
     """``batch_size`` rows of ``train_data[name]`` for each name, drawn with replacement from the
-    data key and the step (pure; the same rows for every member)."""
+    data key and the step (pure; the same rows for every member).
+
+    With ``fold`` (k-fold cross-validation), rows ``[fold * fold_size, (fold + 1) * fold_size)``
+    are held out: the draw is over the other rows only."""
     key = jax.random.fold_in(train_data["key"], step)
-    idx = jax.random.randint(key, (batch_size,), 0, train_data[names[0]].shape[0])
+    n = train_data[names[0]].shape[0]
+    if fold is None:
+        idx = jax.random.randint(key, (batch_size,), 0, n)
+    else:
+        idx = jax.random.randint(key, (batch_size,), 0, n - fold_size)
+        idx = idx + fold_size * (idx >= fold * fold_size).astype(idx.dtype)
     return {name: train_data[name][idx] for name in names}
+
+
+def stack_folds(folds: list[Mapping[str, np.ndarray]]) -> Batch:
+    """Per-fold evaluation batches stacked on a leading fold axis ``[k, num_batches, ...]``."""
+    return {name: jnp.asarray(np.stack([f[name] for f in folds])) for name in folds[0]}
+
+
+def check_folds(k: int, n: int, what: str) -> int:
+    """The size of each of ``k`` folds of ``n`` training rows (or bytes); errors name
+    ``task.folds``."""
+    if k < 2:
+        raise ValueError(f"task.folds: k-fold cross-validation needs k >= 2, got {k}")
+    if n // k < 1:
+        raise ValueError(f"task.folds: {k} folds of {n} {what} leave an empty fold")
+    return n // k
 
 
 def to_device(batch: Mapping[str, np.ndarray]) -> Batch:

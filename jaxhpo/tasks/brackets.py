@@ -17,10 +17,12 @@ from jaxhpo.tasks.base import (
     Batch,
     Splits,
     Task,
+    check_folds,
     data_key,
     pad_to_batches,
     sample_rows,
     split_rng,
+    stack_folds,
     to_device,
 )
 
@@ -131,8 +133,22 @@ class BracketsTask(Task):
         b["mask"][..., 0] = True
         return b
 
-    def train_batch(self, train_data, step: jax.Array) -> Batch:
-        rows = sample_rows(train_data, step, self.batch_size, ("tokens", "mask", "labels"))
+    def set_folds(self, k: int) -> None:
+        tokens, mask, labels = (
+            np.asarray(self.train_data[n]) for n in ("tokens", "mask", "labels")
+        )
+        size = check_folds(k, len(tokens), "training examples")
+        if len(tokens) - size < 1:
+            raise ValueError(f"task.folds: {k} folds leave no training examples")
+        parts = [slice(f * size, (f + 1) * size) for f in range(k)]
+        val = [self._eval(tokens[p], mask[p], labels[p]) for p in parts]
+        self.splits = Splits(val=stack_folds(val), test=self.splits.test)
+        self.folds, self._fold_size = k, size
+
+    def train_batch(self, train_data, step: jax.Array, fold: jax.Array | None = None) -> Batch:
+        names = ("tokens", "mask", "labels")
+        size = self._fold_size if self.folds > 1 else 0
+        rows = sample_rows(train_data, step, self.batch_size, names, fold, size)
         return {
             "tokens": rows["tokens"],
             "mask": rows["mask"],

@@ -21,7 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo.models import TransformerConfig
-from jaxhpo.tasks.base import Batch, Splits, Task, data_key, to_device
+from jaxhpo.tasks.base import (
+    Batch,
+    Splits,
+    Task,
+    check_folds,
+    data_key,
+    stack_folds,
+    to_device,
+)
 
 TEXT_SUFFIXES = (".txt", ".py", ".md", ".rst", ".tex", ".json", ".csv", ".html")
 
@@ -101,6 +109,7 @@ class LanguageModelTask(Task):
         self.corpus_bytes = n
         self.corpus_sha1 = hashlib.sha1(data.tobytes()).hexdigest()[:12]
         self.seq_len, self.batch_size, self.data_seed = seq_len, batch_size, data_seed
+        self._eval_batches = eval_batches
         self.model_config = TransformerConfig(
             vocab_size=256, max_len=seq_len, causal=True, num_classes=None, **(model or {})
         )
@@ -126,11 +135,39 @@ class LanguageModelTask(Task):
             "weights": np.ones(shape, np.float32),
         }
 
-    def train_batch(self, train_data, step: jax.Array) -> Batch:
+    def set_folds(self, k: int) -> None:
+        corpus = np.asarray(self.train_data["corpus"])
+        size = check_folds(k, len(corpus), "training bytes")
+        if size < 2 * (self.seq_len + 1) or len(corpus) - size - 2 * (self.seq_len + 1) < 1:
+            raise ValueError(
+                f"task.folds: {k} folds of {len(corpus)} training bytes are too small or leave "
+                f"too little to train on for seq_len={self.seq_len}"
+            )
+        per_fold = max(1, self._eval_batches // k)
+        self.splits = Splits(
+            val=stack_folds(
+                [
+                    self._fixed_windows(corpus[f * size : (f + 1) * size], per_fold)
+                    for f in range(k)
+                ]
+            ),
+            test=self.splits.test,
+        )
+        self.folds, self._fold_size = k, size
+
+    def train_batch(self, train_data, step: jax.Array, fold: jax.Array | None = None) -> Batch:
         corpus = train_data["corpus"]
         L = self.seq_len
         key = jax.random.fold_in(train_data["key"], step)
-        starts = jax.random.randint(key, (self.batch_size,), 0, corpus.shape[0] - L - 1)
+        if fold is None:
+            starts = jax.random.randint(key, (self.batch_size,), 0, corpus.shape[0] - L - 1)
+        else:
+            # Windows that overlap the held-out bytes [a, a + m) start in (a - L - 1, a + m):
+            # draw from the other starts only (m + L of them are excluded).
+            m = self._fold_size
+            a = fold * m
+            u = jax.random.randint(key, (self.batch_size,), 0, corpus.shape[0] - L - 1 - m - L)
+            starts = jnp.where(u <= a - L - 1, u, u + m + L)
         win = jax.vmap(lambda s: jax.lax.dynamic_slice(corpus, (s,), (L + 1,)))(starts)
         win = win.astype(jnp.int32)
         return {

@@ -18,10 +18,12 @@ from jaxhpo.tasks.base import (
     Batch,
     Splits,
     Task,
+    check_folds,
     data_key,
     pad_to_batches,
     sample_rows,
     split_rng,
+    stack_folds,
     to_device,
 )
 
@@ -111,8 +113,19 @@ class ModularArithmeticTask(Task):
         w = xp.concatenate([xp.zeros(weights.shape + (3,), xp.float32), weights[..., None]], -1)
         return {"tokens": tokens, "targets": targets, "weights": w}
 
-    def train_batch(self, train_data, step: jax.Array) -> Batch:
-        rows = sample_rows(train_data, step, self.batch_size, ("tokens", "answers"))
+    def set_folds(self, k: int) -> None:
+        tokens, answers = (np.asarray(self.train_data[n]) for n in ("tokens", "answers"))
+        size = check_folds(k, len(tokens), "training examples")
+        if len(tokens) - size < 1:
+            raise ValueError(f"task.folds: {k} folds leave no training examples")
+        parts = [slice(f * size, (f + 1) * size) for f in range(k)]
+        val = [self._eval_batches(tokens[p], answers[p]) for p in parts]
+        self.splits = Splits(val=stack_folds(val), test=self.splits.test)
+        self.folds, self._fold_size = k, size
+
+    def train_batch(self, train_data, step: jax.Array, fold: jax.Array | None = None) -> Batch:
+        size = self._fold_size if self.folds > 1 else 0
+        rows = sample_rows(train_data, step, self.batch_size, ("tokens", "answers"), fold, size)
         ones = jnp.ones((self.batch_size,), jnp.float32)
         return self._as_lm(rows["tokens"], rows["answers"], ones)
 
