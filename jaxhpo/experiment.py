@@ -102,6 +102,8 @@ def check_space(space: Space, known: tuple[str, ...], cfg: Config) -> None:
     task_domains = TASKS[cfg.task.kind].hparam_domains
     domains = {k: (*v[:2], True, v[2]) for k, v in task_domains.items()}
     domains.update(OPT_DOMAINS)
+    # per-member batch size: the first b rows of the task's batch (task.batch_size: the largest)
+    domains["batch_size"] = (1, cfg.task.batch_size, True, True)
     for name in space.names:
         where = f"space.{name}"
         if name not in known:
@@ -152,6 +154,8 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
     known = tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule)) + tuple(
         TASKS[cfg.task.kind].hparam_names
     )
+    if "batch_size" in space.names:
+        known += ("batch_size",)
     check_space(space, known, cfg)
     task = make_task(cfg)
     if cfg.train.ensemble_top_k and set(task.metric_names) != {"loss", "accuracy"}:

@@ -163,7 +163,14 @@ class Population:
         #: k of k-fold cross-validation (``task.set_folds``): each member carries its fold as
         #: the hyperparameter ``fold``, trains without it and is validated on it.
         self.folds = int(getattr(task, "folds", 1))
-        self.task_names = tuple(task.hparam_names) + (("fold",) if self.folds > 1 else ())
+        #: Per-member batch size ``batch_size`` (<= the task's batch): a member trains on the
+        #: first ``batch_size`` rows of each batch, the others weigh zero (they are computed).
+        self.max_batch = getattr(task, "batch_size", None)
+        self.task_names = (
+            tuple(task.hparam_names)
+            + (("batch_size",) if self.max_batch else ())
+            + (("fold",) if self.folds > 1 else ())
+        )
         self.hparam_names = self.opt_names + self.task_names
         abstract = nnx.eval_shape(lambda: task.make_model(jax.random.key(0)))
         self.graphdef, _ = nnx.split(abstract)
@@ -253,6 +260,7 @@ class Population:
         """All hyperparameters as float32 [size] arrays; missing ones get their defaults."""
         self._check_names(hparams)
         defaults = {**optim.DEFAULTS, **self.task.hparam_defaults, "fold": 0.0}
+        defaults["batch_size"] = float(self.max_batch or 0)
         out = {}
         for name in self.hparam_names:
             v = np.asarray(hparams.get(name, defaults[name]), np.float32)
@@ -309,6 +317,8 @@ class Population:
                 batch = task.train_batch(train_data, m.step)
             key = jax.random.fold_in(jax.random.wrap_key_data(m.key), m.step)
             hp = m.hparams
+            if self.max_batch and "weights" in batch:  # tasks without weights: whole batch
+                batch = _first_rows(batch, hp["batch_size"])
             if self.data_devices > 1:
                 batch, key = _data_shard(batch, key, self.data_devices)
 
@@ -614,6 +624,16 @@ class Population:
         """Slot ``i`` receives the whole member ``parents[i]``: parameters, optimizer state
         (moments and hyperparameters), task hyperparameters, step, flags. One gather in jit."""
         return self._copy(pop, np.asarray(parents, np.int32))
+
+
+def _first_rows(batch, size: jax.Array):
+    """The batch with only its first ``size`` rows weighted: the loss (a weighted mean) is then
+    the mean over those rows. Training data, dropout masks and rows are drawn so that the first
+    ``b`` rows of a batch of ``B`` equal a batch of ``b`` (threefry's counters are
+    positional), so such a member trains as it would alone with batch size ``b``."""
+    w = batch["weights"]
+    keep = (jnp.arange(w.shape[0]) < size).astype(w.dtype)
+    return {**batch, "weights": w * keep.reshape((-1,) + (1,) * (w.ndim - 1))}
 
 
 def _data_shard(batch, key, n: int):

@@ -173,3 +173,29 @@ def test_population_learns(lm_task):
     after = np.asarray(popn.evaluate(pop, lm_task.splits.val)["loss"])
     assert after[0] < before[0] - 1.0  # learns
     assert after[0] < after[1]  # and the learning rate matters
+
+
+def test_member_with_smaller_batch_trains_as_alone_with_that_batch():
+    """Per-member batch size: a member with batch_size=b inside a task batch of B (the first b
+    rows weighted) ends with the parameters of the same member trained alone on a task whose
+    batch is b, dropout masks included (threefry draws are positional). Momentum SGD: Adam
+    would blow up the float noise of parameters whose gradient is exactly zero in math (the
+    key bias: softmax ignores a shift shared by all keys) into lr-sized steps."""
+    from conftest import TINY_MODEL
+
+    from jaxhpo.tasks import LanguageModelTask
+
+    kw = dict(corpus=None, max_bytes=200_000, seq_len=16, eval_batches=2, model=TINY_MODEL)
+    big, small = LanguageModelTask(batch_size=16, **kw), LanguageModelTask(batch_size=4, **kw)
+    hp = {"lr": 0.1, "dropout": 0.1}
+    mixed = Population(big, "momentum", "warmup_cosine", mode="vmap")
+    pop = mixed.init(jax.random.key(0), np.arange(3), {**hp, "batch_size": np.array([16, 4, 9])})
+    pop, losses = mixed.train_segment(pop, big.train_data, 8)
+    alone = Population(small, "momentum", "warmup_cosine", mode="map")
+    one = alone.init(jax.random.key(0), np.array([1]), hp)
+    one, losses_one = alone.train_segment(one, small.train_data, 8)
+    for a, b in zip(jax.tree.leaves(pop.params), jax.tree.leaves(one.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a)[1], np.asarray(b)[0], rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(np.asarray(losses)[1], np.asarray(losses_one)[0], rtol=1e-5)
+    # and the batch size matters: the full-batch member differs
+    assert not np.allclose(np.asarray(losses)[0], np.asarray(losses)[1])
