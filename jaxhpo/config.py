@@ -129,7 +129,7 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class StrategyConfig:
-    name: str = "random"  # random|sobol|grid|pbt|halving|hyperband|median|replay|evo
+    name: str = "random"  # random|sobol|grid|pbt|halving|hyperband|median|replay|evo|bo|rl|optuna
     grid_points: int = 3  # grid: values per float dimension
     metric: str = "loss"  # validation metric the study optimises
     sampler: str = "random"  # pbt/halving/hyperband/median: first population, random | sobol
@@ -158,6 +158,27 @@ class StrategyConfig:
     es_learning_rate: float | None = None  # None: the adapter's default for the algorithm
     es_params: dict[str, float] = dataclasses.field(default_factory=dict)  # evosax params
     es_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # constructor options
+    # warm start of generational searchers (evo, bo, rl, optuna): an earlier run directory
+    warm_start: str | None = None  # its members seed the study (bo: its GP; optuna: its study)
+    warm_start_top: int = 0  # its k best members join the first generation
+    # bo: Gaussian-process surrogate (tinygp), batch Thompson sampling
+    bo_candidates: int = 256  # candidate points per generation's Thompson draws
+    bo_fit_steps: int = 100  # Adam steps of each GP hyperparameter fit
+    # optuna: any Optuna sampler proposes each generation (pip install 'jaxhpo[optuna]')
+    optuna_sampler: str = "tpe"  # tpe | gp | cmaes | qmc | nsga2 | random | any *Sampler name
+    optuna_storage: str | None = None  # an Optuna storage URL (sqlite:///study.db); None: memory
+    optuna_study: str | None = None  # study name (None: a new unique name)
+    optuna_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # sampler kwargs
+    # rl: REINFORCE policy over the space (Zoph & Le 2017)
+    rl_learning_rate: float = 0.2  # Adam on the policy's parameters
+    rl_baseline_decay: float = 0.8  # moving-average baseline of the reward
+    rl_entropy: float = 0.0  # entropy bonus weight
+    # hypergrad (online unrolled hypergradients) and pes / truncated_es (jaxhpo.hypergrad)
+    hypergrad_lr: float = 0.05  # outer learning rate, unconstrained coordinates (also pes)
+    hypergrad_outer: str = "adam"  # outer optimizer: adam | sgd (also pes)
+    hypergrad_remat: bool = True  # jax.checkpoint every inner step of the window
+    hypergrad_chunk: int = 0  # also checkpoint chunks of this many steps (0: no)
+    pes_sigma: float = 0.3  # pes / truncated_es: perturbation std, unconstrained coordinates
 
 
 @dataclasses.dataclass

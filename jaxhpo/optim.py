@@ -57,6 +57,9 @@ OPTIMIZERS: tuple[str, ...] = (
     "adamw",
     "lion",
     "adafactor",
+    "sgd_hd",
+    "nesterov_hd",
+    "adam_hd",
 )
 
 DEFAULTS: dict[str, float] = {
@@ -75,6 +78,8 @@ DEFAULTS: dict[str, float] = {
     # Adafactor only (named apart from the exponential schedule's ``decay_rate``).
     "adafactor_decay_rate": 0.8,
     "clipping_threshold": 1.0,
+    # Hypergradient descent (sgd_hd, nesterov_hd, adam_hd): the learning rate's own step size.
+    "hd_beta": 0.0,
 }
 """Default value of every hyperparameter; ``clip_norm=inf`` means no clipping."""
 
@@ -96,6 +101,9 @@ _OPTIMIZER_HPARAMS: dict[str, tuple[str, ...]] = {
     "adamw": ("weight_decay", "b1", "b2", "eps", "clip_norm"),
     "lion": ("weight_decay", "b1", "b2", "clip_norm"),
     "adafactor": ("weight_decay", "adafactor_decay_rate", "clipping_threshold", "clip_norm"),
+    "sgd_hd": ("weight_decay", "hd_beta", "clip_norm"),
+    "nesterov_hd": ("weight_decay", "momentum", "hd_beta", "clip_norm"),
+    "adam_hd": ("weight_decay", "b1", "b2", "eps", "hd_beta", "clip_norm"),
 }
 
 # Adafactor settings that are structural (they decide state shapes), kept static.
@@ -162,9 +170,9 @@ def schedule_value(kind: str, step: ArrayLike, hp: Mapping[str, ArrayLike]) -> A
     _check_choice("schedule", kind, SCHEDULES)
 
     def get(name: str) -> Array:
-        return jnp.asarray(hp[name], jnp.float32)
+        return jnp.asarray(hp[name], float)  # float32 (float64 only under jax_enable_x64)
 
-    s = jnp.asarray(step, jnp.float32)
+    s = jnp.asarray(step, float)
     lr = get("lr")
     if kind == "constant":
         return lr * jnp.ones_like(s)
@@ -219,19 +227,48 @@ def hparam_names(optimizer: str, schedule: str) -> tuple[str, ...]:
     return _SCHEDULE_HPARAMS[schedule] + _OPTIMIZER_HPARAMS[optimizer]
 
 
-def _chain(optimizer: str, schedule: str, hp: Mapping[str, Array]) -> optax.GradientTransformation:
-    """The optax chain for one optimizer with (traced) hyperparameters ``hp``."""
+def _smooth_clip_by_global_norm(max_norm: Array) -> optax.GradientTransformation:
+    """``optax.clip_by_global_norm`` with finite derivatives everywhere: optax's form divides by
+    the norm in the branch ``jnp.where`` drops, which makes NaN gradients *through* the step for
+    ``max_norm = inf`` or a zero gradient. Same values otherwise."""
+
+    def update_fn(updates, state, params=None):
+        del params
+        sq = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(updates))
+        norm = jnp.sqrt(jnp.maximum(sq, jnp.finfo(jnp.result_type(sq)).tiny))
+        finite = jnp.isfinite(max_norm)
+        safe_max = jnp.where(finite, max_norm, 1.0)
+        scale = jnp.where(finite & (norm > safe_max), safe_max / norm, 1.0)
+        return jax.tree.map(lambda x: (x * scale).astype(x.dtype), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def _chain(
+    optimizer: str, schedule: str, hp: Mapping[str, Array], differentiable: bool = False
+) -> optax.GradientTransformation:
+    """The optax chain for one optimizer with (traced) hyperparameters ``hp``.
+
+    ``differentiable``: safe to differentiate *through* (hypergradients): clipping by
+    :func:`_smooth_clip_by_global_norm` and Adam with ``eps_root=1e-30`` (finite derivative of
+    the square root where a second moment is exactly 0); the forward values are the same."""
     lr_fn = lambda count: schedule_value(schedule, count, hp)
-    clip = optax.clip_by_global_norm(hp["clip_norm"])
+    eps_root = 1e-30 if differentiable else 0.0
+    if differentiable:
+        clip = _smooth_clip_by_global_norm(hp["clip_norm"])
+    else:
+        clip = optax.clip_by_global_norm(hp["clip_norm"])
     decay = optax.add_decayed_weights(hp["weight_decay"])
     lr = optax.scale_by_learning_rate(lr_fn)
+    if optimizer.endswith("_hd"):
+        return optax.chain(clip, decay, _hd(optimizer, schedule, hp, eps_root))
     if optimizer == "sgd":
         return optax.chain(clip, decay, lr)
     if optimizer in ("momentum", "nesterov"):
         trace = optax.trace(decay=hp["momentum"], nesterov=optimizer == "nesterov")
         return optax.chain(clip, decay, trace, lr)
     if optimizer in ("adam", "adamw"):
-        adam = optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"])
+        adam = optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"], eps_root=eps_root)
         if optimizer == "adam":  # L2 penalty coupled into the gradient.
             return optax.chain(clip, decay, adam, lr)
         return optax.chain(clip, adam, decay, lr)  # Decoupled, as optax.adamw.
@@ -253,6 +290,50 @@ def _chain(optimizer: str, schedule: str, hp: Mapping[str, Array]) -> optax.Grad
         decay,
         optax.scale(-1.0),
     )
+
+
+def _hd(
+    optimizer: str, schedule: str, hp: Mapping[str, Array], eps_root: float = 0.0
+) -> optax.GradientTransformation:
+    """Hypergradient descent (:mod:`jaxhpo.hypergrad.hd`): ``lr`` is the initial rate
+    ``alpha_0``, adapted in the state; the schedule's shape (its value divided by ``lr``)
+    multiplies every step, so ``constant`` gives the plain algorithm of the paper."""
+    from jaxhpo.hypergrad import hd
+
+    lr0 = jnp.asarray(hp["lr"], float)
+
+    def shape(count: Array) -> Array:
+        value = schedule_value(schedule, count, hp)
+        return jnp.where(lr0 != 0, value / jnp.where(lr0 != 0, lr0, 1.0), 0.0)
+
+    if optimizer == "sgd_hd":
+        direction = optax.identity()
+    elif optimizer == "nesterov_hd":
+        direction = optax.trace(decay=hp["momentum"], nesterov=True)
+    else:
+        direction = optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"], eps_root=eps_root)
+    shape_fn = None if schedule == "constant" else shape
+    return hd.hypergradient_descent(direction, lr0, hp["hd_beta"], shape=shape_fn)
+
+
+def make_chain(
+    optimizer: str, schedule: str, hp: Mapping[str, ArrayLike], *, differentiable: bool = False
+) -> optax.GradientTransformation:
+    """The optax chain of :func:`make_optimizer` with explicit (possibly traced) values.
+
+    Its state is the ``inner_state`` of a :func:`make_optimizer` state, so a step can be taken
+    with hyperparameters passed as arguments, e.g. to differentiate through it
+    (:mod:`jaxhpo.hypergrad.unrolled`). Missing names take :data:`DEFAULTS`; values keep their
+    dtype (float64 under ``jax_enable_x64``), unlike the float32 injected state. With
+    ``differentiable=True`` the chain is safe to differentiate *through* (see :func:`_chain`);
+    its state has the same structure.
+
+    Raises:
+        ValueError: If ``optimizer`` or ``schedule`` is unknown.
+    """
+    names = hparam_names(optimizer, schedule)
+    values = {n: jnp.asarray(hp[n] if n in hp else DEFAULTS[n], float) for n in names}
+    return _chain(optimizer, schedule, values, differentiable)
 
 
 def make_optimizer(optimizer: str, schedule: str) -> optax.GradientTransformation:
@@ -277,6 +358,11 @@ def make_optimizer(optimizer: str, schedule: str) -> optax.GradientTransformatio
       (factored, ``min_dim_size_to_factor=128``, ``eps=1e-30``, parameter-scale
       multiplication, no momentum). As in optax, its weight decay is not multiplied by
       the learning rate.
+    * ``sgd_hd`` / ``nesterov_hd`` / ``adam_hd``: clip, wd, then online hypergradient descent
+      (Baydin et al. 2018) over SGD, Nesterov momentum or Adam: ``lr`` is the initial rate,
+      adapted in the state by ``hd_beta`` (see :mod:`jaxhpo.hypergrad.hd`; read the current rate
+      with :func:`jaxhpo.hypergrad.current_lr`); the schedule's shape multiplies each step.
+      ``hd_beta=0`` is exactly ``sgd`` / ``nesterov`` / ``adam``.
 
     Args:
         optimizer: One of :data:`OPTIMIZERS`.

@@ -154,6 +154,7 @@ class Population:
     ):
         self.task = task
         self._args = (task, optimizer, schedule, mode, chunk_size)
+        self.optimizer, self.schedule = optimizer, schedule
         self.mode = resolve_mode(mode)
         if chunk_size < 1:
             raise ValueError(f"population.chunk_size: must be >= 1, got {chunk_size}")
@@ -305,22 +306,27 @@ class Population:
         return f((ids, hp))
 
     # -- training --------------------------------------------------------------------------
+    def member_batch(self, m: PopulationState, train_data) -> tuple[dict, jax.Array]:
+        """ONE member's training batch and dropout key at its step: its fold's draws (k-fold),
+        its first ``batch_size`` rows weighted, and this device's slice on the ``data`` axis."""
+        if self.folds > 1:
+            batch = self.task.train_batch(train_data, m.step, m.hparams["fold"].astype(jnp.int32))
+        else:
+            batch = self.task.train_batch(train_data, m.step)
+        key = jax.random.fold_in(jax.random.wrap_key_data(m.key), m.step)
+        if self.max_batch and "weights" in batch:  # tasks without weights: whole batch
+            batch = _first_rows(batch, m.hparams["batch_size"])
+        if self.data_devices > 1:
+            batch, key = _data_shard(batch, key, self.data_devices)
+        return batch, key
+
     def _member_step(self, m: PopulationState, train_data) -> tuple[PopulationState, jax.Array]:
         """One optimizer step of ONE member (no member axis here)."""
         task, graphdef = self.task, self.graphdef
 
         def do_step(m: PopulationState):
-            if self.folds > 1:
-                fold = m.hparams["fold"].astype(jnp.int32)
-                batch = task.train_batch(train_data, m.step, fold)
-            else:
-                batch = task.train_batch(train_data, m.step)
-            key = jax.random.fold_in(jax.random.wrap_key_data(m.key), m.step)
+            batch, key = self.member_batch(m, train_data)
             hp = m.hparams
-            if self.max_batch and "weights" in batch:  # tasks without weights: whole batch
-                batch = _first_rows(batch, hp["batch_size"])
-            if self.data_devices > 1:
-                batch, key = _data_shard(batch, key, self.data_devices)
 
             def loss_fn(params):
                 return task.loss(nnx.merge(graphdef, params), batch, hp, key)

@@ -164,6 +164,72 @@ PRESETS: dict[str, dict[str, Any]] = {
         "strategy": {"name": "evo", "algorithm": "cma_es", "generation_steps": 100},
         "space": dict(LM_SPACE),
     },
+    "lm-bo": {
+        "_about": "Byte-level LM; Bayesian optimisation (GP surrogate, batch Thompson sampling) "
+        "proposes 8 members per generation, 4 generations of 100 steps.",
+        "name": "lm-bo",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "population": {"size": 8},
+        "train": {"steps": 400, "segment_steps": 50},
+        "strategy": {"name": "bo", "generation_steps": 100},
+        "space": dict(LM_SPACE),
+    },
+    "lm-rl": {
+        "_about": "Byte-level LM; a REINFORCE-trained policy (Zoph & Le 2017) samples 8 members "
+        "per generation, 4 generations of 100 steps.",
+        "name": "lm-rl",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "population": {"size": 8},
+        "train": {"steps": 400, "segment_steps": 50},
+        "strategy": {"name": "rl", "generation_steps": 100},
+        "space": dict(LM_SPACE),
+    },
+    "lm-optuna": {
+        "_about": "Byte-level LM; Optuna's TPE asks 8 trials per generation, 4 generations of "
+        "100 steps (strategy.optuna_sampler, strategy.optuna_storage=sqlite:///study.db for "
+        "optuna-dashboard; needs pip install 'jaxhpo[optuna]').",
+        "name": "lm-optuna",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "population": {"size": 8},
+        "train": {"steps": 400, "segment_steps": 50},
+        "strategy": {"name": "optuna", "optuna_sampler": "tpe", "generation_steps": 100},
+        "space": dict(LM_SPACE),
+    },
+    "lm-hypergrad": {
+        "_about": "Byte-level LM; online unrolled hypergradients: every 20-step segment is a "
+        "truncation window, each of 4 members moves its lr, warmup, weight decay and dropout "
+        "down the gradient of its validation loss (Adam in log/logit coordinates).",
+        "name": "lm-hypergrad",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "model": {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256},
+        "optim": {"optimizer": "adamw", "schedule": "warmup_cosine"},
+        "population": {"size": 4},
+        "train": {"steps": 400, "segment_steps": 20},
+        "strategy": {"name": "hypergrad", "hypergrad_lr": 0.05, "hypergrad_outer": "adam"},
+        "space": {
+            "lr": "loguniform(1e-4, 3e-2)",
+            "warmup_steps": "uniform(0.0, 100.0)",
+            "weight_decay": "loguniform(1e-4, 0.2)",
+            "dropout": "uniform(0.01, 0.3)",
+        },
+    },
+    "lm-pes": {
+        "_about": "Byte-level LM; persistent evolution strategies: 8 members are antithetic "
+        "particles around one point (lr, weight decay, dropout) that moves after every 25-step "
+        "segment, the members keep training (strategy.name=truncated_es to compare).",
+        "name": "lm-pes",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "model": {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256},
+        "optim": {"optimizer": "adamw", "schedule": "constant"},
+        "population": {"size": 8},
+        "train": {"steps": 400, "segment_steps": 25},
+        "strategy": {"name": "pes", "pes_sigma": 0.3, "hypergrad_lr": 0.1},
+        "space": {
+            "lr": "loguniform(1e-4, 3e-2)",
+            "weight_decay": "uniform(0.0, 0.2)",
+            "dropout": "uniform(0.0, 0.3)",
+        },
+    },
 }
 
 DEFAULT_EXPERIMENT = "lm-random"

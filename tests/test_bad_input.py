@@ -63,6 +63,15 @@ CASES = [
     (["run", "/nonexistent/study.yaml"], "study.yaml"),
     (["resume", "/nonexistent/run-dir"], "RUN_DIR"),
     (["report", "/"], "RUN_DIR: no metrics table"),
+    (["run", "lm-bo", "strategy.bo_candidates=1"], "strategy.bo_candidates"),
+    (["run", "lm-bo", "strategy.generation_steps=30"], "strategy.generation_steps"),
+    (["run", "lm-bo", "strategy.warm_start=/nonexistent/run"], "strategy.warm_start"),
+    (["run", "lm-bo", "strategy.warm_start_top=2"], "strategy.warm_start_top"),
+    (["run", "lm-rl", "strategy.rl_baseline_decay=1.5"], "strategy.rl_baseline_decay"),
+    (["run", "lm-rl", "strategy.points=[{lr: 5.0}]"], "strategy.points"),
+    (["run", "lm-optuna", "strategy.optuna_sampler=nope"], "strategy.optuna_sampler: unknown"),
+    (["run", "lm-optuna", "strategy.optuna_storage=study.db"], "strategy.optuna_storage"),
+    (["run", "lm-evo", "strategy.warm_start=/nonexistent/run"], "strategy.warm_start"),
 ]
 
 

@@ -233,6 +233,18 @@ REFERENCE_OPTIMIZERS = [
         {"lr": 0.05, "adafactor_decay_rate": 0.6, "clipping_threshold": 0.5, "weight_decay": 0.01},
         optax.adafactor(0.05, decay_rate=0.6, clipping_threshold=0.5, weight_decay_rate=0.01),
     ),
+    # Hypergradient descent with hd_beta=0 is the plain optimizer (jaxhpo.hypergrad.hd).
+    ("sgd_hd", {"lr": 0.05, "hd_beta": 0.0}, optax.sgd(0.05)),
+    (
+        "nesterov_hd",
+        {"lr": 0.05, "momentum": 0.7, "weight_decay": 0.1},
+        optax.chain(optax.add_decayed_weights(0.1), optax.sgd(0.05, momentum=0.7, nesterov=True)),
+    ),
+    (
+        "adam_hd",
+        {"lr": 0.05, "b1": 0.8, "b2": 0.95, "eps": 1e-6},
+        optax.adam(0.05, 0.8, 0.95, 1e-6),
+    ),
 ]
 
 
@@ -480,3 +492,29 @@ def test_unknown_hparam_names_raise():
         optim.set_hparams(state, {"learning_rate": 0.1})
     with pytest.raises(TypeError):
         optim.get_hparams(optax.sgd(0.1).init(params))
+
+
+def test_hd_optimizer_adapts_lr_per_member_under_vmap():
+    """sgd_hd with a per-member hd_beta: beta=0 keeps alpha_0, beta>0 moves it, and each member
+    equals the same optimizer run alone."""
+    from jaxhpo.hypergrad import current_lr
+
+    tx = optim.make_optimizer("sgd_hd", "constant")
+    betas = jnp.asarray([0.0, 1e-3, 1e-2])
+    base = _params()
+    pop_params = jax.tree.map(lambda x: jnp.stack([x, x, x]), base)
+    hp = {"lr": jnp.full((3,), 0.05), "hd_beta": betas}
+    state = jax.vmap(lambda p, h: optim.init_opt_state(tx, p, h))(pop_params, hp)
+    params = pop_params
+    step = jax.jit(jax.vmap(tx.update))
+    for i in range(4):
+        grads = jax.vmap(lambda p, i=i: _grads(p, i))(params)
+        updates, state = step(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    alpha = np.asarray(current_lr(state))
+    assert alpha[0] == np.float32(0.05) and alpha[2] != alpha[1] != alpha[0]
+    for m in range(3):
+        p_m = jax.tree.map(lambda x, m=m: x[m], pop_params)
+        one = optim.init_opt_state(tx, p_m, {"lr": 0.05, "hd_beta": float(betas[m])})
+        _, final = _run(tx, one, p_m, 4)
+        _assert_trees_close(jax.tree.map(lambda x, m=m: x[m], params), final)

@@ -1,9 +1,14 @@
 """Strategies behind one interface: ``init(seed, space, size)`` and ``update(state, obs)``."""
 
 from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
+from jaxhpo.strategies.bo import BayesOpt
 from jaxhpo.strategies.evo import EvoSearch
 from jaxhpo.strategies.halving import Hyperband, MedianStopping, SuccessiveHalving
+from jaxhpo.strategies.hypergrad import UnrolledHypergrad
+from jaxhpo.strategies.optuna_search import OptunaSearch
 from jaxhpo.strategies.pbt import PBT
+from jaxhpo.strategies.pes import PersistentES, TruncatedES
+from jaxhpo.strategies.reinforce import Reinforce
 from jaxhpo.strategies.replay import Replay
 from jaxhpo.strategies.search import GridSearch, RandomSearch, SobolSearch
 
@@ -17,12 +22,21 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "median": MedianStopping,
     "replay": Replay,
     "evo": EvoSearch,
+    "bo": BayesOpt,
+    "rl": Reinforce,
+    "optuna": OptunaSearch,  # optional: pip install 'jaxhpo[optuna]'
+    "hypergrad": UnrolledHypergrad,
+    "pes": PersistentES,
+    "truncated_es": TruncatedES,
 }
 
 __all__ = [
     "STRATEGIES",
     "PBT",
     "EvoSearch",
+    "BayesOpt",
+    "OptunaSearch",
+    "Reinforce",
     "Replay",
     "Hyperband",
     "MedianStopping",
@@ -33,4 +47,7 @@ __all__ = [
     "RandomSearch",
     "SobolSearch",
     "Strategy",
+    "UnrolledHypergrad",
+    "PersistentES",
+    "TruncatedES",
 ]

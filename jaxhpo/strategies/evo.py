@@ -98,6 +98,7 @@ from flax import serialization
 
 from jaxhpo.space import Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, fill_points
+from jaxhpo.strategies.warm import WarmSource
 
 SCHEDULES = ("generational", "online")
 
@@ -260,6 +261,8 @@ class EvoSearch(Strategy):
       es_options: extra constructor arguments of the evosax algorithm (e.g.
         ``{"use_antithetic_sampling": False}``, or an ``optimizer``); they win over the adapter's
         own choices (``strategy.es_options``).
+      warm: an earlier run whose best members join ``points`` (``strategy.warm_start``,
+        ``strategy.warm_start_top``; :mod:`jaxhpo.strategies.warm`).
     """
 
     name = "evo"
@@ -276,6 +279,7 @@ class EvoSearch(Strategy):
         points: Sequence[Mapping[str, Any]] = (),
         es_params: Mapping[str, Any] | None = None,
         es_options: Mapping[str, Any] | None = None,
+        warm: WarmSource | None = None,
     ):
         self.algorithm = resolve_algorithm(algorithm)
         if schedule not in SCHEDULES:
@@ -305,6 +309,7 @@ class EvoSearch(Strategy):
         self.points = [dict(p) for p in points]
         self.es_params = dict(es_params or {})
         self.es_options = dict(es_options or {})
+        self.warm = warm  # strategy.warm_start: its best members join the points
         self.space: Space | None = None  # structure, set by init
         self.es: Any = None  # the evosax algorithm, set by init
         self.params: Any = None
@@ -322,6 +327,7 @@ class EvoSearch(Strategy):
             points=cfg.points,
             es_params=cfg.es_params,
             es_options=cfg.es_options,
+            warm=WarmSource.from_config(cfg),
         )
 
     # -- schedule ------------------------------------------------------------------------------
@@ -441,10 +447,11 @@ class EvoSearch(Strategy):
 
     def _initial_mean(self, space: Space) -> np.ndarray:
         D = len(space.searched)
-        if not self.points:
+        points = self.points + (self.warm.points(space) if self.warm else [])
+        if not points:
             return np.zeros((D,), np.float32)
-        centre = space.from_unconstrained(np.zeros((len(self.points), D)))
-        cols = fill_points(space, {k: centre[k] for k in space.searched}, self.points)
+        centre = space.from_unconstrained(np.zeros((len(points), D)))
+        cols = fill_points(space, {k: centre[k] for k in space.searched}, points)
         z = np.asarray(space.to_unconstrained(cols), np.float64)
         return z.mean(axis=0).astype(np.float32)
 

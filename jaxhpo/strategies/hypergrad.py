@@ -1,0 +1,208 @@
+"""Online unrolled hypergradients as a population strategy.
+
+Each segment of ``K = train.segment_steps`` steps is a truncation window (Maclaurin et al. 2015,
+arXiv:1502.03492; truncated as in Shaban et al. 2019, arXiv:1810.10667, and learned_optimization's
+``TruncatedGrad``): every member trains ``K`` steps *differentiably* from its current state
+(:mod:`jaxhpo.hypergrad.unrolled`, ``lax.scan`` with ``jax.checkpoint``), the validation loss at
+the end of the window is differentiated with respect to the member's searched hyperparameters in
+unconstrained coordinates (``log`` lr / weight decay, ``softplus`` warmup, ``logit`` b1, b2,
+dropout, ...: :data:`jaxhpo.hypergrad.unrolled.COORDINATES`), and one outer optax step (Adam or
+SGD, per member, ``strategy.hypergrad_lr``) moves them. The new values are clipped into the
+space's ``[low, high]`` (a projected step) and applied by :meth:`update` through the ordinary
+:class:`~jaxhpo.strategies.base.PopulationUpdate` (one ``explore`` lineage event per member
+whose hyperparameters changed), so the logged rows of a segment show the hyperparameters it was
+trained with. The training itself *is* the run's training: the members' weights after the window
+are those the run keeps (no second, non-differentiable pass).
+
+Written for one member (:mod:`jaxhpo.hypergrad.member`) and mapped over the population with the
+population's member mode (``vmap`` / ``lax.map``). A member whose hypergradient is not finite
+(diverged) keeps its hyperparameters. Searched dimensions must be continuous (``float`` or
+``int`` ranges, no ``choice``); int dimensions (warmup steps) are treated as continuous.
+
+State (numpy, checkpointable): ``outer`` (the per-member outer optimizer state as
+``flax.serialization.to_state_dict``), ``proposed`` (hyperparameters for the next segment),
+``val`` (the windows' validation losses) and ``windows``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization
+
+from jaxhpo.hypergrad import member, unrolled
+from jaxhpo.population import over_members
+from jaxhpo.space import Choice, Space
+from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, fill_points
+
+OUTER = ("adam", "sgd")
+
+
+def outer_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+    if name not in OUTER:
+        raise ValueError(f"strategy.hypergrad_outer: unknown {name!r} (choose from adam, sgd)")
+    return optax.adam(lr) if name == "adam" else optax.sgd(lr)
+
+
+def check_continuous(space: Space, strategy: str) -> None:
+    """Every searched dimension must be a continuous hyperparameter with a coordinate."""
+    for name in space.searched:
+        if isinstance(space[name], Choice):
+            raise ValueError(
+                f"space.{name}: the {strategy} strategy needs continuous dimensions "
+                "(a float or int range), not a choice"
+            )
+        try:
+            unrolled.check_names([name], where=f"space.{name}")
+        except ValueError as e:
+            raise ValueError(f"{e} (strategy {strategy})") from None
+
+
+def bounds(space: Space) -> dict[str, tuple[float, float]]:
+    return {n: (float(space[n].low), float(space[n].high)) for n in space.searched}
+
+
+class UnrolledHypergrad(Strategy):
+    """Online truncated unrolled hypergradients; see the module docstring.
+
+    Args:
+      lr: outer learning rate (``strategy.hypergrad_lr``), unconstrained coordinates.
+      outer: ``adam`` or ``sgd`` (``strategy.hypergrad_outer``).
+      remat: ``jax.checkpoint`` every inner step (``strategy.hypergrad_remat``).
+      chunk: also checkpoint chunks of this many steps (``strategy.hypergrad_chunk``; 0: no).
+      sampler: first population, ``random`` or ``sobol`` (``strategy.sampler``).
+      points: explicit first members (``strategy.points``).
+    """
+
+    name = "hypergrad"
+
+    @classmethod
+    def from_config(cls, cfg, train):
+        return cls(
+            lr=cfg.hypergrad_lr,
+            outer=cfg.hypergrad_outer,
+            remat=cfg.hypergrad_remat,
+            chunk=cfg.hypergrad_chunk,
+            sampler=cfg.sampler,
+            points=cfg.points,
+        )
+
+    def __init__(
+        self,
+        lr: float = 0.05,
+        outer: str = "adam",
+        remat: bool = True,
+        chunk: int = 0,
+        sampler: str = "random",
+        points=(),
+    ):
+        if not lr > 0:
+            raise ValueError(f"strategy.hypergrad_lr: must be > 0, got {lr}")
+        if chunk < 0:
+            raise ValueError(f"strategy.hypergrad_chunk: must be >= 0, got {chunk}")
+        if sampler not in ("random", "sobol"):
+            raise ValueError(f"strategy.sampler: unknown {sampler!r} (choose from random, sobol)")
+        self.outer = outer_optimizer(outer, lr)
+        self.remat, self.chunk, self.sampler = bool(remat), int(chunk), sampler
+        self.points = list(points)
+        self.space: Space | None = None
+        self._windows: dict[Any, Any] = {}
+
+    def check(self, train_steps: int, segment_steps: int) -> None:
+        if self.chunk and segment_steps % self.chunk:
+            raise ValueError(
+                f"strategy.hypergrad_chunk: {self.chunk} does not divide train.segment_steps="
+                f"{segment_steps}"
+            )
+
+    def init(self, seed: int, space: Space, size: int | None):
+        if size is None or size < 1:
+            raise ValueError(f"population.size: the hypergrad strategy needs >= 1, got {size}")
+        check_continuous(space, self.name)
+        if not space.searched:
+            raise ValueError("space: the hypergrad strategy needs a searched dimension")
+        self.space = space
+        cols = space.sobol(seed, size) if self.sampler == "sobol" else space.sample(seed, size)
+        cols = fill_points(space, cols, self.points)
+        state = {"outer": {}, "proposed": {}, "val": np.zeros(0), "windows": 0}
+        return state, cols
+
+    # -- the window ----------------------------------------------------------------------------
+    def _window(self, population, num_steps: int):
+        cache_key = (id(population), num_steps)
+        if cache_key in self._windows:
+            return self._windows[cache_key]
+        names = tuple(self.space.searched)
+        outer, remat, chunk = self.outer, self.remat, self.chunk
+
+        def program(pop, z, outer_state, train_data, val_data, valid):
+            step_fn = member.make_step(population, train_data, valid)
+            val_fn = member.make_val(population, val_data)
+
+            def one(args):
+                m, z, o = args
+                hp = member.member_hparams(population, m)
+                fixed = {k: v for k, v in hp.items() if k not in names}
+                val, g, final, losses = unrolled.hypergradient(
+                    step_fn, val_fn, m, z, fixed, num_steps=num_steps, remat=remat, chunk=chunk
+                )
+                updates, new_o = outer.update(g, o, z)
+                new_z = optax.apply_updates(z, updates)
+                finite = [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(g)]
+                ok = jnp.isfinite(val) & jnp.all(jnp.stack(finite)) & m.active & ~m.diverged
+                keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)
+                return final, keep(new_z, z), keep(new_o, o), val, losses
+
+            return over_members(one, population.mode, population.chunk_size)((pop, z, outer_state))
+
+        fn = jax.jit(program)
+        self._windows = {cache_key: fn}  # one population structure at a time
+        return fn
+
+    def train_segment(self, state, population, pop, data, num_steps, valid_steps):
+        names = tuple(self.space.searched)
+        hp = population.get_hparams(pop)
+        z = unrolled.to_unconstrained({k: hp[k] for k in names})
+        template = jax.vmap(self.outer.init)(z)
+        if state["outer"]:
+            outer_state = serialization.from_state_dict(template, state["outer"])
+        else:
+            outer_state = template
+        fn = self._window(population, num_steps)
+        valid = jnp.asarray(valid_steps, jnp.int32)
+        pop, new_z, outer_state, val, losses = fn(pop, z, outer_state, data[0], data[1], valid)
+        new = {k: np.asarray(v, np.float64) for k, v in unrolled.from_unconstrained(new_z).items()}
+        for k, (lo, hi) in bounds(self.space).items():
+            new[k] = np.clip(new[k], lo, hi)
+        state = {
+            "outer": jax.tree.map(np.asarray, serialization.to_state_dict(outer_state)),
+            "proposed": new,
+            "val": np.asarray(val, np.float64),
+            "windows": int(state["windows"]) + 1,
+        }
+        return state, population.place(pop), losses
+
+    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
+        proposed = state["proposed"]
+        if not proposed:
+            return state, PopulationUpdate()
+        P = len(obs.member_id)
+        new = {k: np.asarray(v, np.float64).reshape(P) for k, v in proposed.items()}
+        events = []
+        for i in range(P):
+            before = {k: float(obs.hparams[k][i]) for k in new}
+            after = {k: float(np.float32(new[k][i])) for k in new}
+            if after != {k: float(np.float32(v)) for k, v in before.items()}:
+                events.append(
+                    {
+                        "kind": "explore",
+                        "member": int(obs.member_id[i]),
+                        "before": before,
+                        "after": after,
+                    }
+                )
+        return {**state, "proposed": {}}, PopulationUpdate(hparams=new, events=events)

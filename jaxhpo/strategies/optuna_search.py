@@ -1,0 +1,420 @@
+"""Any Optuna sampler as a generational population strategy (``strategy.name: optuna``).
+
+`Optuna <https://optuna.org>`_ (Akiba, Sano, Yanase, Ohta & Koyama 2019, "Optuna: A
+Next-generation Hyperparameter Optimization Framework", KDD, arXiv:1907.10902) proposes trials
+one at a time through ``study.ask()``; here a generation *asks* ``P`` trials at once, the
+population trains them as one program, and their validation results are *told* back
+(``study.tell``), so Optuna's samplers get the batched, vectorised objective its users ask for.
+Nothing of a sampler is re-implemented: TPE (Bergstra, Bardenet, Bengio & Kégl 2011), Optuna's GP
+sampler, CMA-ES (through the ``cmaes`` package), scrambled Sobol / Halton (QMC), NSGA-II/III and
+random search are Optuna's own (:data:`SAMPLERS`; any ``optuna.samplers.*Sampler`` name works).
+
+**Space.** ``Float`` dimensions become ``FloatDistribution(low, high, log=log)``, ``Int`` ones
+``IntDistribution(low, high, log=log)``, ``Choice`` ones ``CategoricalDistribution(values)``;
+``Fixed`` values are not study parameters. Every ask passes these distributions
+(``study.ask(fixed_distributions)``), so trials hold exactly the members' hyperparameters.
+
+**Batch defaults.** Samplers get ``seed`` and, where they take it, a population matching a
+generation (NSGA-II/III ``population_size=P``, CMA-ES ``popsize=P``); TPE gets
+``constant_liar=True`` (Optuna's setting for asking trials before earlier ones are told: running
+trials count as bad results, which spreads a batch). ``strategy.optuna_options`` overrides any of
+them or passes other constructor arguments (``{"n_startup_trials": 8}``).
+
+**Study and storage.** ``strategy.optuna_storage`` is any Optuna storage URL
+(``sqlite:///study.db``, ``postgresql://...``, a journal file through ``optuna.storages``);
+the default ``None`` keeps the study in memory (the strategy cannot know the run directory; name a
+file to look at the study with ``optuna-dashboard sqlite:///study.db`` or
+``optuna.visualization``). ``strategy.optuna_study`` names the study; an existing study of that
+name is continued (its trials inform the sampler); ``None`` makes a new unique name, kept in the
+strategy state so a resumed run finds it. The study minimises :meth:`Observation.fitness` (the
+objective, negated when it is maximised; its metric name says so, e.g. ``-accuracy``). A diverged
+member's trial is told ``FAIL``. Each trial carries user attributes ``member`` (the jaxhpo member
+id) and ``generation``.
+
+**Seeding.** Explicit ``points`` and a warm start's best members are enqueued
+(``study.enqueue_trial``) before the first generation is asked, so they are its first members;
+a warm start's observations (:mod:`jaxhpo.strategies.warm`) are added to the study as completed
+trials (``study.add_trial``).
+
+**Randomness and resume.** Generation ``g`` is asked with a fresh sampler seeded from
+``numpy.random.SeedSequence([seed, g])`` (QMC from ``[seed]`` alone: its scrambling must stay the
+same along the sequence). Samplers whose state
+is the study's trials (TPE, GP, random, QMC, NSGA-II, CMA-ES) then propose what an uninterrupted
+run would, after a resume: the state (a dict of numpy arrays) holds the study's name, the current
+trials' numbers and every told trial's parameters (Optuna's internal representation) and value.
+With a persistent storage the resumed run re-opens the study, tells its running trials and marks
+the trials its own restart asked as failed (or deletes the empty study the restart created); with
+the in-memory default it rebuilds the study from the state.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxhpo.space import Choice, Float, Int, Space
+from jaxhpo.strategies.base import Observation, PopulationUpdate
+from jaxhpo.strategies.warm import GenerationalSearch
+
+#: Short name -> ``optuna.samplers`` class name (any ``*Sampler`` class name works as well).
+SAMPLERS: dict[str, str] = {
+    "tpe": "TPESampler",
+    "gp": "GPSampler",
+    "cmaes": "CmaEsSampler",
+    "cma_es": "CmaEsSampler",
+    "qmc": "QMCSampler",
+    "sobol": "QMCSampler",
+    "nsga2": "NSGAIISampler",
+    "nsgaii": "NSGAIISampler",
+    "nsga3": "NSGAIIISampler",
+    "random": "RandomSampler",
+}
+
+#: Packages a sampler needs beyond optuna: class -> (module, pip name).
+EXTRA_PACKAGES: dict[str, tuple[str, str]] = {
+    "CmaEsSampler": ("cmaes", "cmaes"),
+    "GPSampler": ("torch", "torch"),
+}
+
+INSTALL = "pip install 'jaxhpo[optuna]'"
+
+
+def import_optuna():
+    """``optuna``, or a one-line error naming ``strategy.name`` and the pip command."""
+    try:
+        import optuna
+    except ImportError:
+        raise ValueError(
+            f"strategy.name: 'optuna' needs the optional package optuna ({INSTALL})"
+        ) from None
+    return optuna
+
+
+def resolve_sampler(name: str) -> str:
+    """The ``optuna.samplers`` class name of ``name`` (short names in :data:`SAMPLERS`).
+
+    Raises:
+      ValueError: naming ``strategy.optuna_sampler``, for an unknown name or a missing package.
+    """
+    optuna = import_optuna()
+    key = str(name).strip()
+    cls = SAMPLERS.get(key.lower().replace("-", "").replace("_", "")) or SAMPLERS.get(key.lower())
+    if cls is None:
+        known = {n.lower(): n for n in dir(optuna.samplers) if n.endswith("Sampler")}
+        cls = known.get(key.lower()) or known.get(key.lower() + "sampler")
+    if cls is None or cls in ("BaseSampler", "BaseGASampler", "GridSampler", "PartialFixedSampler"):
+        raise ValueError(
+            f"strategy.optuna_sampler: unknown {name!r} (choose from "
+            f"{', '.join(dict.fromkeys(SAMPLERS))}, or an optuna.samplers *Sampler name)"
+        )
+    if cls in EXTRA_PACKAGES:
+        module, pip = EXTRA_PACKAGES[cls]
+        try:
+            __import__(module)
+        except ImportError:
+            raise ValueError(
+                f"strategy.optuna_sampler: Optuna's {cls} needs the package {module} "
+                f"(pip install {pip})"
+            ) from None
+    return cls
+
+
+def distributions(space: Space) -> dict[str, Any]:
+    """The Optuna distribution of every searched dimension."""
+    optuna = import_optuna()
+    D = optuna.distributions
+    out = {}
+    for name in space.searched:
+        dim = space[name]
+        if isinstance(dim, Float):
+            out[name] = D.FloatDistribution(dim.low, dim.high, log=dim.log)
+        elif isinstance(dim, Int):
+            out[name] = D.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
+        elif isinstance(dim, Choice):
+            out[name] = D.CategoricalDistribution(list(dim.values))
+    return out
+
+
+def _name_array(name: str) -> np.ndarray:
+    return np.frombuffer(name.encode("utf-8"), np.uint8).copy()
+
+
+def _name_of(arr: Any) -> str:
+    return bytes(np.asarray(arr, np.uint8)).decode("utf-8")
+
+
+class OptunaSearch(GenerationalSearch):
+    """An Optuna sampler proposes every generation (see the module docstring).
+
+    Args:
+      sampler: a name of :data:`SAMPLERS` or an ``optuna.samplers`` class name
+        (``strategy.optuna_sampler``).
+      storage: an Optuna storage URL, ``None`` for memory (``strategy.optuna_storage``).
+      study_name: the study's name; ``None``: a new unique one (``strategy.optuna_study``).
+      options: sampler constructor arguments (``strategy.optuna_options``).
+      generation_steps, points, warm_start, warm_start_top, metric: see
+        :mod:`jaxhpo.strategies.warm`.
+    """
+
+    name = "optuna"
+
+    def __init__(
+        self,
+        sampler: str = "tpe",
+        storage: str | None = None,
+        study_name: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        generation_steps: int | None = None,
+        points: Sequence[Mapping[str, Any]] = (),
+        warm_start: str | None = None,
+        warm_start_top: int = 0,
+        metric: str = "loss",
+    ):
+        self.optuna = import_optuna()
+        self.optuna.logging.set_verbosity(self.optuna.logging.WARNING)  # no line per trial
+        self.sampler_cls = resolve_sampler(sampler)
+        if storage is not None and not (isinstance(storage, str) and "://" in storage):
+            raise ValueError(
+                f"strategy.optuna_storage: expected an Optuna storage URL such as "
+                f"sqlite:///study.db, got {storage!r}"
+            )
+        if study_name is not None and not (isinstance(study_name, str) and study_name):
+            raise ValueError(f"strategy.optuna_study: expected a name, got {study_name!r}")
+        super().__init__(generation_steps, points, warm_start, warm_start_top, metric)
+        self.storage = storage
+        self.study_name = study_name
+        self.options = dict(options or {})
+        self._make_sampler(0, 2)  # bad options fail here, before anything compiles
+        self.space: Space | None = None
+        self.study: Any = None
+        self.dists: dict[str, Any] = {}
+        self._init_trials: list[int] = []  # the trials this process's init asked
+        self._running: dict[int, Any] = {}  # trial number -> Trial asked by this process
+
+    @classmethod
+    def from_config(cls, cfg, train):
+        return cls(
+            sampler=cfg.optuna_sampler,
+            storage=cfg.optuna_storage,
+            study_name=cfg.optuna_study,
+            options=cfg.optuna_options,
+            **GenerationalSearch.seeding_kwargs(cfg),
+        )
+
+    # -- Optuna plumbing ---------------------------------------------------------------------
+
+    def _make_sampler(self, seed: int, size: int, generation: int = 0):
+        cls = getattr(self.optuna.samplers, self.sampler_cls)
+        accepted = inspect.signature(cls).parameters
+        kwargs: dict[str, Any] = {}
+        if "seed" in accepted:
+            same = self.sampler_cls == "QMCSampler"  # one scrambling along the sequence
+            stream = [int(seed)] if same else [int(seed), int(generation)]
+            kwargs["seed"] = int(np.random.SeedSequence(stream).generate_state(1)[0] >> 1)
+        if "population_size" in accepted:
+            kwargs["population_size"] = max(int(size), 2)
+        if "popsize" in accepted:
+            kwargs["popsize"] = int(size)
+        if "constant_liar" in accepted:
+            kwargs["constant_liar"] = True
+        kwargs.update(self.options)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"strategy.optuna_options: optuna.samplers.{self.sampler_cls} rejects "
+                f"{self.options}: {e}"
+            ) from None
+
+    def _create_study(self, name: str, sampler):
+        return self.optuna.create_study(
+            storage=self.storage,
+            sampler=sampler,
+            study_name=name,
+            direction="minimize",
+            load_if_exists=True,
+        )
+
+    def _ask(self, study, P: int, g: int) -> tuple[list[int], np.ndarray, dict[str, np.ndarray]]:
+        numbers, internal, values = [], [], {k: [] for k in self.dists}
+        for _ in range(P):  # Optuna asks one trial at a time (host work between generations)
+            trial = study.ask(self.dists)
+            trial.set_user_attr("generation", int(g))
+            self._running[trial.number] = trial
+            numbers.append(trial.number)
+            internal.append([d.to_internal_repr(trial.params[k]) for k, d in self.dists.items()])
+            for k in self.dists:
+                values[k].append(trial.params[k])
+        cols = {}
+        for k, v in values.items():
+            arr = np.asarray(v, dtype=object)
+            try:
+                cols[k] = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                cols[k] = arr
+        return numbers, np.asarray(internal, np.float64).reshape(P, -1), cols
+
+    def _params(self, row: np.ndarray) -> dict[str, Any]:
+        return {k: d.to_external_repr(float(x)) for (k, d), x in zip(self.dists.items(), row)}
+
+    def _trial(self, row, value, member=None, generation=None):
+        TrialState = self.optuna.trial.TrialState
+        attrs = {} if member is None else {"member": int(member), "generation": int(generation)}
+        ok = np.isfinite(value)
+        return self.optuna.trial.create_trial(
+            params=self._params(row),
+            distributions=self.dists,
+            value=float(value) if ok else None,
+            state=TrialState.COMPLETE if ok else TrialState.FAIL,
+            user_attrs=attrs,
+        )
+
+    # -- Strategy ----------------------------------------------------------------------------
+
+    def init(self, seed: int, space: Space, size: int | None):
+        if size is None or isinstance(size, bool) or size < 1:
+            raise ValueError(f"population.size: the optuna strategy needs a size >= 1, got {size}")
+        if not space.searched:
+            raise ValueError("space: the optuna strategy needs at least one searched dimension")
+        P = int(size)
+        self.space = space
+        self.dists = distributions(space)
+        seeded = self.seed(space, P)
+        name = self.study_name or f"jaxhpo-{uuid.uuid4().hex[:12]}"
+        sampler = self._make_sampler(seed, P, 0)
+        study = self._create_study(name, sampler)
+        self.study = study
+        if seeded.cols is not None:
+            rows = np.stack(
+                [
+                    [
+                        d.to_internal_repr(_py(seeded.cols[k][i], space[k]))
+                        for k, d in self.dists.items()
+                    ]
+                    for i in range(len(seeded.fitness))
+                ]
+            )
+            for row, value in zip(rows, seeded.fitness, strict=True):
+                study.add_trial(self._trial(row, value))
+        for point in seeded.points:
+            params = {k: _py(v, space[k]) for k, v in point.items()}
+            study.enqueue_trial(params, skip_if_exists=False)
+        numbers, internal, cols = self._ask(study, P, 0)
+        self._init_trials = list(numbers)
+        state = {
+            "seed": np.asarray(seed, np.int64),
+            "generation": np.asarray(0, np.int64),
+            "study": _name_array(name),
+            "trials": np.asarray(numbers, np.int64),
+            "current": internal,
+            "params": np.zeros((0, len(self.dists))),
+            "values": np.zeros((0,)),
+        }
+        full = space.from_unit(np.full((P, len(space.searched)), 0.5))
+        full.update(cols)
+        return state, full
+
+    def _study_for(self, state) -> Any:
+        """This process's study, or (after a resume) the state's study, re-opened or rebuilt."""
+        name = _name_of(state["study"])
+        numbers = [int(n) for n in np.asarray(state["trials"])]
+        if (
+            self.study is not None
+            and self.study.study_name == name
+            and all(n in self._running for n in numbers)
+        ):
+            return self.study
+        TrialState = self.optuna.trial.TrialState
+        mine = self.study
+        if self.storage is not None and mine is not None and mine.study_name != name:
+            if not mine.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                self.optuna.delete_study(study_name=mine.study_name, storage=self.storage)
+        elif mine is not None and mine.study_name == name:
+            for n in self._init_trials:  # asked by the restart, never trained
+                if n in self._running:
+                    mine.tell(n, state=TrialState.FAIL)
+        self._running = {}
+        study = self._create_study(name, self._make_sampler(int(state["seed"]), len(numbers)))
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            for row, value in zip(np.asarray(state["params"]), np.asarray(state["values"])):
+                study.add_trial(self._trial(row, value))
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        by_number = {t.number: t for t in running}
+        for n in numbers:  # a persistent study still holds the generation's running trials
+            if n in by_number:
+                self._running[n] = self.optuna.trial.Trial(study, by_number[n]._trial_id)
+        self.study = study
+        return study
+
+    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
+        if self.space is None:
+            raise ValueError("strategy update: the optuna strategy was not initialised (call init)")
+        if not self.due(int(obs.step)):
+            return state, PopulationUpdate()
+        numbers = [int(n) for n in np.asarray(state["trials"])]
+        P = len(numbers)
+        if len(obs.member_id) != P:
+            raise ValueError(
+                f"strategy update: optuna proposed {P} members but the population has "
+                f"{len(obs.member_id)}"
+            )
+        study = self._study_for(state)
+        if not study.metric_names:
+            with warnings.catch_warnings():  # ExperimentalWarning: the API is stable in use
+                warnings.simplefilter("ignore")
+                study.set_metric_names([("-" if obs.maximize else "") + obs.objective])
+        raw = obs.fitness()
+        g = int(state["generation"])
+        current = np.asarray(state["current"], np.float64).reshape(P, -1)
+        TrialState = self.optuna.trial.TrialState
+        for i, n in enumerate(numbers):
+            trial = self._running.pop(n, None)
+            if trial is None:  # resumed without the running trial: add it as finished
+                study.add_trial(self._trial(current[i], raw[i], obs.member_id[i], g))
+                continue
+            trial.set_user_attr("member", int(obs.member_id[i]))
+            if np.isfinite(raw[i]):
+                study.tell(n, float(raw[i]))
+            else:
+                study.tell(n, state=TrialState.FAIL)
+        params = np.concatenate(
+            [np.asarray(state["params"]).reshape(-1, current.shape[1]), current]
+        )
+        values = np.concatenate([np.asarray(state["values"], np.float64), raw])
+        best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
+        event = {
+            "kind": "generation",
+            "generation": g,
+            "algorithm": f"optuna:{self.sampler_cls}",
+            "best_fitness": float(raw[best]),
+            "best_member": int(obs.member_id[best]),
+            "best": self._params(current[best]),
+            "study": study.study_name,
+            "trials": [int(n) for n in numbers],
+            "diverged": int(np.sum(~np.isfinite(raw))),
+        }
+        new_state = {
+            **state,
+            "generation": np.asarray(g + 1, np.int64),
+            "params": params,
+            "values": values,
+        }
+        if self.last(int(obs.step)):
+            new_state["trials"] = np.zeros((0,), np.int64)
+            return new_state, PopulationUpdate(events=[event], done=True)
+        study.sampler = self._make_sampler(int(state["seed"]), P, g + 1)
+        new_numbers, internal, cols = self._ask(study, P, g + 1)
+        new_state["trials"] = np.asarray(new_numbers, np.int64)
+        new_state["current"] = internal
+        return new_state, PopulationUpdate(reinit=np.ones(P, bool), hparams=cols, events=[event])
+
+
+def _py(v: Any, dim: Any) -> Any:
+    """A Python scalar of the dimension's kind (Optuna stores parameters as JSON)."""
+    v = v.item() if isinstance(v, np.generic) else v
+    return int(round(v)) if isinstance(dim, Int) else v

@@ -1,0 +1,183 @@
+"""Persistent evolution strategies (and truncated ES) over the live members of a population.
+
+Vicol, Metz & Sohl-Dickstein 2021, "Unbiased Gradient Estimation in Unrolled Computation Graphs
+with Persistent Evolution Strategies", arXiv:2112.13835 (:mod:`jaxhpo.hypergrad.pes`; the
+estimator is evosax's ``PersistentES``).
+
+The study has ONE point ``theta`` in the space's unconstrained coordinates
+(:meth:`jaxhpo.space.Space.to_unconstrained`, as the ``evo`` strategy: every searched
+dimension, ints and choices included, ``z = 0`` the centre of the space). The ``P`` members are
+the ES particles, in antithetic pairs (``P`` even): member ``i`` trains with the hyperparameters
+``decode(theta + eps_i)``, a fresh ``eps_i ~ N(0, pes_sigma^2)`` every segment, and keeps its
+weights from segment to segment (a *persistent* particle: its inner state is its own). Each
+segment is one truncation; its fitness is the member's validation objective after the segment
+(the minimised :meth:`~jaxhpo.strategies.base.Observation.fitness`). After every segment the ES
+tells the fitnesses (``pes``: with every perturbation each particle has accumulated since the
+run began, an unbiased estimate of the gradient of the loss summed over the run;
+``truncated_es``: with this segment's only), steps ``theta`` with the outer optimizer
+(``strategy.hypergrad_outer``, ``strategy.hypergrad_lr``) and asks the next perturbations.
+
+A diverged member cannot go on: it is re-initialised (``reinit``) and its accumulated
+perturbation cleared (its fitness counts as the worst finite one, as in ``evo``). Events: one
+``explore`` per member per segment (before/after hyperparameters) and one ``generation`` with the
+decoded mean ``theta`` (``mean``) and the best member.
+
+State (numpy, checkpointable): ``es`` (evosax state as ``flax.serialization.to_state_dict``),
+``key`` (root key data), ``generation``, ``x`` (the members' current points ``[P, D]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from jaxhpo.hypergrad import pes
+from jaxhpo.space import Space
+from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, fill_points
+from jaxhpo.strategies.hypergrad import outer_optimizer
+
+
+class PersistentES(Strategy):
+    """PES over live members; see the module docstring.
+
+    Args:
+      sigma: perturbation std in unconstrained coordinates (``strategy.pes_sigma``).
+      lr: outer learning rate (``strategy.hypergrad_lr``).
+      outer: ``adam`` or ``sgd`` (``strategy.hypergrad_outer``).
+      points: explicit members whose mean is the first ``theta`` (``strategy.points``).
+    """
+
+    name = "pes"
+    persistent = True
+
+    @classmethod
+    def from_config(cls, cfg, train):
+        return cls(
+            sigma=cfg.pes_sigma, lr=cfg.hypergrad_lr, outer=cfg.hypergrad_outer, points=cfg.points
+        )
+
+    def __init__(self, sigma: float = 0.3, lr: float = 0.05, outer: str = "adam", points=()):
+        if not sigma > 0:
+            raise ValueError(f"strategy.pes_sigma: must be > 0, got {sigma}")
+        if not lr > 0:
+            raise ValueError(f"strategy.hypergrad_lr: must be > 0, got {lr}")
+        self.sigma, self.lr = float(sigma), float(lr)
+        self.optimizer = outer_optimizer(outer, lr)
+        self.points = list(points)
+        self.space: Space | None = None
+
+    def _keys(self, key_data, generation: int):
+        root = jax.random.wrap_key_data(jnp.asarray(key_data, jnp.uint32))
+        return jax.random.split(jax.random.fold_in(root, generation), 3)
+
+    def _decode(self, x) -> dict[str, np.ndarray]:
+        cols = self.space.from_unconstrained(np.asarray(x, np.float64))
+        return {k: np.asarray(cols[k]) for k in self.space.searched}
+
+    def init(self, seed: int, space: Space, size: int | None):
+        if size is None or size < 2 or size % 2:
+            raise ValueError(
+                f"population.size: the {self.name} strategy needs an even number of members "
+                f"(antithetic pairs), got {size}"
+            )
+        D = len(space.searched)
+        if D == 0:
+            raise ValueError(f"space: the {self.name} strategy needs a searched dimension")
+        self.space = space
+        self.es, self.params = pes.make_es(
+            D, int(size), sigma=self.sigma, optimizer=self.optimizer, persistent=self.persistent
+        )
+        mean = np.zeros((D,), np.float32)
+        if self.points:
+            centre = space.from_unconstrained(np.zeros((len(self.points), D)))
+            cols = fill_points(space, {k: centre[k] for k in space.searched}, self.points)
+            mean = np.asarray(space.to_unconstrained(cols), np.float64).mean(0).astype(np.float32)
+        key_data = np.asarray(jax.random.key_data(jax.random.key(seed)))
+        k_init, k_ask, _ = self._keys(key_data, 0)
+        with jax.numpy_rank_promotion("allow"):
+            es_state = self.es.init(k_init, jnp.asarray(mean), self.params)
+            x, es_state = self.es.ask(k_ask, es_state, self.params)
+        x = np.asarray(x, np.float32)
+        state = {
+            "es": jax.tree.map(np.asarray, serialization.to_state_dict(es_state)),
+            "key": key_data,
+            "generation": np.asarray(0, np.int64),
+            "x": x,
+        }
+        return state, space.from_unconstrained(np.asarray(x, np.float64))
+
+    def _template(self, key_data):
+        with jax.numpy_rank_promotion("allow"):
+            k_init, _, _ = self._keys(key_data, 0)
+            D = len(self.space.searched)
+            return self.es.init(k_init, jnp.zeros((D,)), self.params)
+
+    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
+        if self.space is None:
+            raise ValueError(f"strategy update: the {self.name} strategy was not initialised")
+        x = np.asarray(state["x"], np.float32)
+        P = x.shape[0]
+        fitness = obs.fitness()
+        finite = np.isfinite(fitness)
+        if finite.any():
+            lo, hi = fitness[finite].min(), fitness[finite].max()
+            fitness = np.where(finite, fitness, hi + (hi - lo if hi > lo else 1.0))
+        else:
+            fitness = np.zeros_like(fitness)
+        g = int(state["generation"])
+        _, k_ask, k_tell = self._keys(state["key"], g + 1)
+        es_state = serialization.from_state_dict(self._template(state["key"]), state["es"])
+        with jax.numpy_rank_promotion("allow"):
+            es_state, _ = self.es.tell(
+                k_tell, jnp.asarray(x), jnp.asarray(fitness, jnp.float32), es_state, self.params
+            )
+            reinit = np.asarray(obs.diverged, bool)
+            if reinit.any():  # a restarted particle starts a new accumulation
+                accum = jnp.where(jnp.asarray(reinit)[:, None], 0.0, es_state.pert_accum)
+                es_state = es_state.replace(pert_accum=accum)
+            new_x, es_state = self.es.ask(k_ask, es_state, self.params)
+        new_x = np.asarray(new_x, np.float32)
+        new = self._decode(new_x)
+        events = []
+        for i in range(P):
+            events.append(
+                {
+                    "kind": "explore",
+                    "member": int(obs.member_id[i]),
+                    "before": {k: float(obs.hparams[k][i]) for k in new},
+                    "after": {k: float(new[k][i]) for k in new},
+                }
+            )
+        best = int(np.argmin(fitness))
+        mean = self._decode(np.asarray(es_state.mean)[None])
+        events.append(
+            {
+                "kind": "generation",
+                "generation": g,
+                "algorithm": self.name,
+                "best_fitness": float(fitness[best]),
+                "best_member": int(obs.member_id[best]),
+                "mean": {k: float(v[0]) for k, v in mean.items()},
+                "diverged": int(reinit.sum()),
+            }
+        )
+        state = {
+            "es": jax.tree.map(np.asarray, serialization.to_state_dict(es_state)),
+            "key": state["key"],
+            "generation": np.asarray(g + 1, np.int64),
+            "x": new_x,
+        }
+        upd = PopulationUpdate(hparams=new, reinit=reinit if reinit.any() else None, events=events)
+        return state, upd
+
+
+class TruncatedES(PersistentES):
+    """Truncated ES: as :class:`PersistentES` with the perturbation accumulators reset after
+    every segment (biased like truncated backpropagation; for comparison)."""
+
+    name = "truncated_es"
+    persistent = False

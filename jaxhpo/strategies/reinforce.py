@@ -1,0 +1,360 @@
+"""RL-based search: a policy over the space trained with REINFORCE (``strategy.name: rl``).
+
+The controller of Zoph & Le 2017 ("Neural Architecture Search with Reinforcement Learning",
+ICLR, arXiv:1611.01578), reduced to what a hyperparameter space needs: each generation the
+policy samples the population's ``P`` configurations, the population trains them as fresh
+members, and the policy takes a REINFORCE step (Williams 1992, "Simple statistical
+gradient-following algorithms for connectionist reinforcement learning", Machine Learning 8) on
+their rewards with a moving-average baseline:
+
+    grad = 1/P * sum_k (R_k - b) / s * grad log pi(a_k),        b <- beta * b + (1 - beta) * mean(R)
+
+where ``R_k`` is minus the member's fitness (diverged members: the worst finite fitness plus the
+range, :func:`jaxhpo.strategies.evo.shape_fitness`), ``b`` the exponential moving average of
+earlier generations' mean reward (``strategy.rl_baseline_decay`` = ``beta``; the first generation
+uses its own mean) and ``s`` the generation's reward standard deviation (so one learning rate fits
+losses of any scale). ``optax.adam(strategy.rl_learning_rate)`` applies the step, maximising the
+objective plus ``strategy.rl_entropy`` times the policy's entropy.
+
+**Policy.** A factorised distribution, one factor per searched dimension:
+
+* ``Float`` dimensions (and ``Int`` ranges of more than :data:`MAX_CATEGORIES` values): a Gaussian
+  over the dimension's *unconstrained* coordinate (``z = logit(u)`` of its unit coordinate, as in
+  the evosax adapter) with a learned mean and log standard deviation, initially ``0`` (the centre
+  of the range) and ``log(strategy.sigma_init)``; an ``Int`` decodes by rounding;
+* ``Choice`` dimensions and ``Int`` ranges of at most :data:`MAX_CATEGORIES` values: a categorical
+  distribution over the values with learned logits (initially uniform).
+
+Explicit ``points`` and a warm start's best members (:mod:`jaxhpo.strategies.warm`) are the first
+generation's first members; they enter the REINFORCE step like sampled ones (their actions are
+their coordinates), and the Gaussian means start at their mean (as the evosax adapter's mean does).
+
+**Randomness.** Generation ``g`` samples with ``jax.random.fold_in(jax.random.key(seed), g)``.
+
+**State.** A dict of numpy arrays (a pytree): ``params`` (``mu [Dc]``, ``log_std [Dc]``,
+``logits [Dk, K]``), ``opt`` (the Adam state as ``flax.serialization.to_state_dict``),
+``baseline``, ``has_baseline``, the current members' actions ``z [P, Dc]`` and ``idx [P, Dk]``,
+``seed`` and ``generation``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization
+
+from jaxhpo.space import Choice, Int, Space
+from jaxhpo.strategies.base import Observation, PopulationUpdate
+from jaxhpo.strategies.evo import shape_fitness
+from jaxhpo.strategies.warm import GenerationalSearch, apply_points
+
+#: ``Int`` ranges with at most this many values are categorical; wider ones are Gaussian.
+MAX_CATEGORIES = 16
+#: The logit of a padding category (a dimension with fewer values than the widest). Finite, not
+#: ``-inf``: ``where`` passes the gradient of both branches, and ``0 * -inf`` would be NaN.
+_MASKED = -1e9
+
+
+def _categories(space: Space, name: str) -> list[Any] | None:
+    dim = space[name]
+    if isinstance(dim, Choice):
+        return list(dim.values)
+    if isinstance(dim, Int) and dim.high - dim.low + 1 <= MAX_CATEGORIES:
+        return list(range(int(dim.low), int(dim.high) + 1))
+    return None
+
+
+def log_prob(params, mask_DkxK, z_PxDc, idx_PxDk) -> jax.Array:
+    """``log pi(a)`` of every member's action, ``[P]``."""
+    mu, log_std = params["mu"][None], params["log_std"][None]
+    lp = -0.5 * ((z_PxDc - mu) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    logits = jnp.where(mask_DkxK, params["logits"], _MASKED)
+    logp_DkxK = jax.nn.log_softmax(logits, axis=-1)
+    cat = jnp.take_along_axis(logp_DkxK[None], idx_PxDk[..., None], axis=-1)[..., 0]
+    return lp.sum(-1) + cat.sum(-1)
+
+
+def entropy(params, mask_DkxK) -> jax.Array:
+    gauss = jnp.sum(params["log_std"] + 0.5 * math.log(2 * math.pi * math.e))
+    logits = jnp.where(mask_DkxK, params["logits"], _MASKED)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    cat = -jnp.sum(jnp.where(mask_DkxK, jnp.exp(logp) * logp, 0.0))
+    return gauss + cat
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def sample(key, params, mask_DkxK, size: int):
+    """``size`` actions: ``z [size, Dc]`` and category indices ``idx [size, Dk]``."""
+    kz, kc = jax.random.split(key)
+    eps = jax.random.normal(kz, (size, params["mu"].shape[0]))
+    z = params["mu"][None] + jnp.exp(params["log_std"])[None] * eps
+    logits = jnp.where(mask_DkxK, params["logits"], _MASKED)
+    idx = jax.random.categorical(kc, logits, axis=-1, shape=(size, logits.shape[0]))
+    return z, idx
+
+
+def reinforce_loss(params, mask_DkxK, z_PxDc, idx_PxDk, adv_P, entropy_weight):
+    """``-(mean(adv * log pi(a)) + entropy_weight * H(pi))``: its gradient is REINFORCE's."""
+    lp = log_prob(params, mask_DkxK, z_PxDc, idx_PxDk)
+    return -(jnp.mean(adv_P * lp) + entropy_weight * entropy(params, mask_DkxK))
+
+
+@functools.cache
+def policy_step(learning_rate: float):
+    """The jitted REINFORCE step with ``optax.adam(learning_rate)`` (one program per learning
+    rate and shape, shared by every strategy object)."""
+    opt = optax.adam(learning_rate)
+
+    @jax.jit
+    def step(params, opt_state, mask_DkxK, z_PxDc, idx_PxDk, adv_P, entropy_weight):
+        loss, g = jax.value_and_grad(reinforce_loss)(
+            params, mask_DkxK, z_PxDc, idx_PxDk, adv_P, entropy_weight
+        )
+        updates, opt_state = opt.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+class Reinforce(GenerationalSearch):
+    """A REINFORCE-trained policy samples every generation (see the module docstring).
+
+    Args:
+      learning_rate: Adam's learning rate on the policy (``strategy.rl_learning_rate``).
+      baseline_decay: the baseline's moving-average factor in ``[0, 1)``
+        (``strategy.rl_baseline_decay``).
+      entropy_weight: weight of the entropy bonus, ``>= 0`` (``strategy.rl_entropy``).
+      sigma_init: initial standard deviation of the Gaussian factors, unconstrained coordinates
+        (``strategy.sigma_init``).
+      generation_steps, points, warm_start, warm_start_top, metric: see
+        :mod:`jaxhpo.strategies.warm`.
+    """
+
+    name = "rl"
+
+    def __init__(
+        self,
+        learning_rate: float = 0.2,
+        baseline_decay: float = 0.8,
+        entropy_weight: float = 0.0,
+        sigma_init: float = 1.0,
+        generation_steps: int | None = None,
+        points: Sequence[Mapping[str, Any]] = (),
+        warm_start: str | None = None,
+        warm_start_top: int = 0,
+        metric: str = "loss",
+    ):
+        super().__init__(generation_steps, points, warm_start, warm_start_top, metric)
+        if not (np.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"strategy.rl_learning_rate: must be > 0, got {learning_rate!r}")
+        if not (0 <= baseline_decay < 1):
+            raise ValueError(
+                f"strategy.rl_baseline_decay: must lie in [0, 1), got {baseline_decay!r}"
+            )
+        if not (np.isfinite(entropy_weight) and entropy_weight >= 0):
+            raise ValueError(f"strategy.rl_entropy: must be >= 0, got {entropy_weight!r}")
+        if not (np.isfinite(sigma_init) and sigma_init > 0):
+            raise ValueError(f"strategy.sigma_init: must be > 0, got {sigma_init!r}")
+        self.learning_rate = float(learning_rate)
+        self.baseline_decay = float(baseline_decay)
+        self.entropy_weight = float(entropy_weight)
+        self.sigma_init = float(sigma_init)
+        self.opt = optax.adam(self.learning_rate)
+        self.space: Space | None = None
+
+    @classmethod
+    def from_config(cls, cfg, train):
+        return cls(
+            learning_rate=cfg.rl_learning_rate,
+            baseline_decay=cfg.rl_baseline_decay,
+            entropy_weight=cfg.rl_entropy,
+            sigma_init=cfg.sigma_init,
+            **GenerationalSearch.seeding_kwargs(cfg),
+        )
+
+    # -- structure ---------------------------------------------------------------------------
+
+    def _structure(self, space: Space) -> None:
+        self.space = space
+        self.cats = {n: _categories(space, n) for n in space.searched}
+        self.gauss = [n for n in space.searched if self.cats[n] is None]
+        self.discrete = [n for n in space.searched if self.cats[n] is not None]
+        K = max([len(self.cats[n]) for n in self.discrete], default=1)
+        mask = np.zeros((len(self.discrete), K), bool)
+        for i, n in enumerate(self.discrete):
+            mask[i, : len(self.cats[n])] = True
+        self.mask = jnp.asarray(mask)
+        self.K = K
+
+    def _decode(self, z: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
+        P = z.shape[0]
+        full = np.zeros((P, len(self.space.searched)))
+        for j, n in enumerate(self.gauss):
+            full[:, self.space.searched.index(n)] = z[:, j]
+        cols = self.space.from_unconstrained(full)
+        for j, n in enumerate(self.discrete):
+            cols[n] = np.asarray(self.cats[n], dtype=object)[idx[:, j]]
+            with contextlib.suppress(TypeError, ValueError):  # numbers: float64 columns
+                cols[n] = cols[n].astype(np.float64)
+        return cols
+
+    def _encode(self, cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Actions ``(z, idx)`` of given configurations (every searched name)."""
+        z = np.asarray(self.space.to_unconstrained(cols), np.float64)
+        zg = np.stack([z[:, self.space.searched.index(n)] for n in self.gauss], -1)
+        P = zg.shape[0]
+        idx = np.zeros((P, len(self.discrete)), np.int32)
+        for j, n in enumerate(self.discrete):
+            lookup = {v: i for i, v in enumerate(self.cats[n])}
+            idx[:, j] = [lookup[_py(v)] for v in np.asarray(cols[n]).ravel()]
+        return zg.reshape(P, len(self.gauss)), idx
+
+    def _template(self, params):
+        return self.opt.init(params)
+
+    def _opt_dict(self, params) -> dict[str, Any]:
+        with _x64():
+            return jax.device_get(serialization.to_state_dict(self._template(params)))
+
+    # -- Strategy ----------------------------------------------------------------------------
+
+    def init(self, seed: int, space: Space, size: int | None):
+        if size is None or isinstance(size, bool) or size < 2:
+            raise ValueError(
+                f"population.size: the rl strategy needs at least 2 members, got {size}"
+            )
+        if not space.searched:
+            raise ValueError("space: the rl strategy needs at least one searched dimension")
+        self._structure(space)
+        P = int(size)
+        seeded = self.seed(space, P)
+        mu = np.zeros(len(self.gauss), np.float64)
+        if seeded.points:
+            centre = space.from_unit(np.full((P, len(space.searched)), 0.5))
+            zg, _ = self._encode(apply_points(space, centre, seeded))
+            for j, n in enumerate(self.gauss):  # only the names the points assign
+                assigned = [i for i, p in enumerate(seeded.points) if n in p]
+                if assigned:
+                    mu[j] = zg[assigned, j].mean()
+        params = {
+            "mu": mu,
+            "log_std": np.full((len(self.gauss),), math.log(self.sigma_init)),
+            "logits": np.zeros((len(self.discrete), self.K)),
+        }
+        key = jax.random.fold_in(jax.random.key(seed), 0)
+        with _x64():
+            z, idx = sample(key, params, self.mask, P)
+        z, idx = np.array(z, np.float64), np.array(idx, np.int32)
+        cols = self._decode(z, idx)
+        if seeded.points:  # their values exactly (a bound does not survive logit and back)
+            cols = apply_points(space, cols, seeded)
+            z_given, idx_given = self._encode(cols)
+            n = len(seeded.points)
+            z[:n], idx[:n] = z_given[:n], idx_given[:n]
+        state = {
+            "seed": np.asarray(seed, np.int64),
+            "generation": np.asarray(0, np.int64),
+            "params": jax.tree.map(np.asarray, params),
+            "opt": self._opt_dict(params),
+            "baseline": np.asarray(0.0),
+            "has_baseline": np.asarray(False),
+            "z": z,
+            "idx": idx,
+        }
+        return state, self._full(cols)
+
+    def _full(self, cols):
+        P = len(next(iter(cols.values())))
+        full = self.space.from_unit(np.full((P, len(self.space.searched)), 0.5))
+        full.update(cols)
+        return full
+
+    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
+        if self.space is None:
+            raise ValueError("strategy update: the rl strategy was not initialised (call init)")
+        if not self.due(int(obs.step)):
+            return state, PopulationUpdate()
+        z = np.asarray(state["z"], np.float64).reshape(-1, len(self.gauss))
+        idx = np.asarray(state["idx"], np.int32).reshape(z.shape[0], len(self.discrete))
+        P = z.shape[0]
+        if len(obs.member_id) != P:
+            raise ValueError(
+                f"strategy update: rl proposed {P} members but the population has "
+                f"{len(obs.member_id)}"
+            )
+        raw = obs.fitness()
+        reward = -shape_fitness(raw).astype(np.float64)
+        mean = float(reward.mean())
+        b = float(state["baseline"]) if bool(state["has_baseline"]) else mean
+        sd = float(reward.std())
+        adv = (reward - b) / (sd if sd > 0 else 1.0)
+        with _x64():
+            params = jax.tree.map(jnp.asarray, dict(state["params"]))
+            opt_state = serialization.from_state_dict(self._template(params), state["opt"])
+            params, opt_state, _ = policy_step(self.learning_rate)(
+                params,
+                opt_state,
+                self.mask,
+                jnp.asarray(z),
+                jnp.asarray(idx),
+                jnp.asarray(adv),
+                jnp.asarray(self.entropy_weight),
+            )
+        baseline = self.baseline_decay * b + (1 - self.baseline_decay) * mean
+        g, seed = int(state["generation"]), int(state["seed"])
+        best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
+        current = self._decode(z, idx)
+        event = {
+            "kind": "generation",
+            "generation": g,
+            "algorithm": "reinforce",
+            "best_fitness": float(raw[best]),
+            "best_member": int(obs.member_id[best]),
+            "best": {k: _py(v[best]) for k, v in current.items()},
+            "baseline": -baseline,
+            "policy_std": {
+                n: float(np.exp(s)) for n, s in zip(self.gauss, np.asarray(params["log_std"]))
+            },
+            "diverged": int(np.sum(~np.isfinite(raw))),
+        }
+        new_state = {
+            "seed": np.asarray(seed, np.int64),
+            "generation": np.asarray(g + 1, np.int64),
+            "params": jax.tree.map(np.asarray, params),
+            "opt": jax.device_get(serialization.to_state_dict(opt_state)),
+            "baseline": np.asarray(baseline),
+            "has_baseline": np.asarray(True),
+            "z": z,
+            "idx": idx,
+        }
+        if self.last(int(obs.step)):
+            return new_state, PopulationUpdate(events=[event], done=True)
+        key = jax.random.fold_in(jax.random.key(seed), g + 1)
+        with _x64():
+            nz, nidx = sample(key, params, self.mask, P)
+        new_state["z"] = np.asarray(nz, np.float64)
+        new_state["idx"] = np.asarray(nidx, np.int32)
+        hparams = self._decode(new_state["z"], new_state["idx"])
+        return new_state, PopulationUpdate(reinit=np.ones(P, bool), hparams=hparams, events=[event])
+
+
+@contextlib.contextmanager
+def _x64():
+    """The policy and its Adam state are float64: Adam divides by the root of the squared
+    gradient, which would blow float32 round-off in an all-but-zero gradient (a category no member
+    sampled) up to a full step."""
+    with jax.enable_x64(True):
+        yield
+
+
+def _py(v: Any) -> Any:
+    v = v.item() if isinstance(v, np.generic) else v
+    return int(v) if isinstance(v, float) and v.is_integer() else v
