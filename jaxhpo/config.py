@@ -99,6 +99,10 @@ class ModelConfig:
     pre_norm: bool = True
     tie_embeddings: bool = True
     pooling: str | None = None  # classification pooling: mean | first (task default if None)
+    parametrization: str = "standard"  # standard | mup (µP, jaxhpo.models.mup)
+    mup_base_width: int | None = None  # µP: width_mult = d_model / mup_base_width (None: 1)
+    init_scheme: str | None = None  # normal|truncated_normal|uniform|xavier|mup (None: by param.)
+    init_scale: float = 1.0  # multiplier of the weights' init std (per member: space.init_scale)
 
 
 @dataclasses.dataclass
@@ -370,6 +374,23 @@ def validate(cfg: Config) -> None:
         _positive(f"task.{name}", getattr(cfg.task, name))
     for name in ("num_layers", "num_heads", "d_model", "d_ff"):
         _positive(f"model.{name}", getattr(cfg.model, name))
+    from jaxhpo.models import mup
+
+    if cfg.model.parametrization not in mup.PARAMETRIZATIONS:
+        raise ConfigError(
+            f"model.parametrization: unknown '{cfg.model.parametrization}' "
+            f"(choose from {', '.join(mup.PARAMETRIZATIONS)})"
+        )
+    _positive("model.mup_base_width", cfg.model.mup_base_width, allow_none=True)
+    if cfg.model.init_scheme is not None and cfg.model.init_scheme not in mup.INIT_SCHEMES:
+        raise ConfigError(
+            f"model.init_scheme: unknown '{cfg.model.init_scheme}' "
+            f"(choose from {', '.join(mup.INIT_SCHEMES)})"
+        )
+    if not 0 <= cfg.model.init_scale < float("inf"):
+        raise ConfigError(
+            f"model.init_scale: must be a finite number >= 0, got {cfg.model.init_scale}"
+        )
     if cfg.optim.optimizer not in optim.OPTIMIZERS:
         raise ConfigError(
             f"optim.optimizer: unknown '{cfg.optim.optimizer}' "

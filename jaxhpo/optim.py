@@ -386,7 +386,11 @@ def make_optimizer(optimizer: str, schedule: str) -> optax.GradientTransformatio
     )
     factory.__name__ = f"{optimizer}_{schedule}"
     injected = optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)
-    return injected(**{n: DEFAULTS[n] for n in names})
+    # µP's per-layer learning rates, read from the parameters' metadata (an exact identity for
+    # parameters without µP tags); see jaxhpo.models.mup.with_lr_multipliers.
+    from jaxhpo.models.mup import with_lr_multipliers
+
+    return with_lr_multipliers(injected(**{n: DEFAULTS[n] for n in names}), optimizer)
 
 
 def _hyperparams(opt_state: Any) -> dict[str, Array]:

@@ -287,7 +287,8 @@ class Population:
     def _init_member(self, root_key, member_id, hp):
         member_key = jax.random.fold_in(jax.random.fold_in(root_key, MEMBER_STREAM), member_id)
         init_key, train_key = jax.random.split(member_key)
-        _, params = nnx.split(self.task.make_model(init_key))
+        # the task's hyperparameters reach the model: init_scheme / init_scale per member
+        _, params = nnx.split(self.task.make_model(init_key, {k: hp[k] for k in self.task_names}))
         opt_state = optim.init_opt_state(self.tx, params, {k: hp[k] for k in self.opt_names})
         return PopulationState(
             params=params,

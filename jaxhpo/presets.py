@@ -154,6 +154,30 @@ PRESETS: dict[str, dict[str, Any]] = {
         "strategy": {"name": "median", "min_steps": 100},
         "space": dict(LM_SPACE),
     },
+    "lm-mup": {
+        "_about": "Byte-level LM in µP (model.parametrization=mup, base width 64, untied "
+        "readout): random search over lr, warmup and weight decay at d_model 64; transfer the "
+        "best member to a wider model with strategy.name=replay (µTransfer, see the README).",
+        "name": "lm-mup",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "model": {
+            "num_layers": 2,
+            "num_heads": 4,
+            "d_model": 64,
+            "d_ff": 256,
+            "tie_embeddings": False,
+            "parametrization": "mup",
+            "mup_base_width": 64,
+        },
+        "population": {"size": 8},
+        "train": {"steps": 400, "segment_steps": 50},
+        "strategy": {"name": "random"},
+        "space": {
+            "lr": "loguniform(1e-4, 3e-2)",
+            "warmup_steps": "int(0, 100)",
+            "weight_decay": "uniform(0.0, 0.2)",
+        },
+    },
     "lm-evo": {
         "_about": "Byte-level LM; CMA-ES (evosax) proposes 8 members per generation, 4 "
         "generations of 100 steps (strategy.algorithm: any evosax algorithm).",

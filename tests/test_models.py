@@ -298,6 +298,11 @@ def test_tiny_lm_learns_fixed_batch(pre_norm):
         (dict(num_classes=0), "num_classes"),
         (dict(pooling="max"), "pooling"),
         (dict(dtype="int8"), "dtype"),
+        (dict(parametrization="ntk"), "parametrization"),
+        (dict(mup_base_width=0), "mup_base_width"),
+        (dict(init_scheme="he"), "init_scheme"),
+        (dict(init_scale=-0.5), "init_scale"),
+        (dict(init_scale=float("nan")), "init_scale"),
     ],
 )
 def test_validate_errors_are_one_line_and_name_the_field(overrides, field):
@@ -319,3 +324,33 @@ def test_validate_num_heads_message_and_valid_config():
     )
     TINY.validate()
     dataclasses.replace(TINY, num_classes=2, pooling="first").validate()
+
+
+# 8. Parametrization and initialization (more in tests/test_mup.py) -------------------------
+
+
+def test_mup_model_runs_with_every_head_and_keeps_logits_finite():
+    """µP at width_mult 2 with every head kind: shapes, finiteness, and the untied readout's
+    zero init giving exactly zero logits."""
+    for head in (
+        dict(num_classes=None, tie_embeddings=True),
+        dict(num_classes=None, tie_embeddings=False),
+        dict(num_classes=5, pooling="mean", causal=False),
+    ):
+        model = _model(parametrization="mup", mup_base_width=8, **head)
+        logits = model(_tokens())
+        assert bool(jnp.all(jnp.isfinite(logits)))
+        if head["num_classes"] is not None or not head["tie_embeddings"]:
+            assert float(jnp.abs(logits).max()) == 0.0
+
+
+def test_init_scale_scales_every_weight_matrix_and_embedding():
+    """init_scale c multiplies each weight matrix and embedding by exactly c (same key), and
+    leaves biases and LayerNorm parameters alone."""
+    base = nnx.to_flat_state(nnx.split(_model(tie_embeddings=False))[1])
+    scaled = dict(nnx.to_flat_state(nnx.split(_model(tie_embeddings=False, init_scale=3.0))[1]))
+    for path, var in base:
+        want = np.asarray(var[...])
+        if path[-1] in ("kernel", "embedding"):
+            want = want * 3.0
+        np.testing.assert_allclose(np.asarray(scaled[path][...]), want, rtol=1e-6)

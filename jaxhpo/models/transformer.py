@@ -14,6 +14,21 @@ therefore do::
 
 Shape suffixes used in names: B batch, L sequence length, D d_model, H heads, K head dim,
 F d_ff, V vocabulary, C classes.
+
+Parametrization (``TransformerConfig.parametrization``): ``standard`` or ``mup`` (µP, Yang et al.
+2022, arXiv:2203.03466; see :mod:`jaxhpo.models.mup` for the table). Under ``mup`` the attention
+logits are scaled by ``1/sqrt(head_dim * width_mult)`` (``∝ 1/head_dim``), the readout is
+multiplied by ``1/width_mult`` and (untied) initialised to zero, and every parameter carries
+``mup_role`` metadata from which :func:`jaxhpo.models.mup.with_lr_multipliers` (applied in
+:func:`jaxhpo.optim.make_optimizer`) scales its learning rate. ``width_mult = d_model /
+mup_base_width``; the hidden sizes ``d_ff`` and ``head_dim`` are assumed to grow in proportion
+to ``d_model`` (a fixed ``d_ff / d_model`` ratio and a fixed number of heads).
+
+Initialization (``init_scheme``, ``init_scale``): a scheme from
+:data:`jaxhpo.models.mup.INIT_SCHEMES` for every weight matrix (the readout under ``mup``
+excepted) and a multiplier for every weight matrix and embedding. Both may be overridden per
+member with (traced) arrays: ``Transformer(config, rngs=..., init_scheme=code,
+init_scale=c)``.
 """
 
 from __future__ import annotations
@@ -25,9 +40,58 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxhpo.models import mup
+
 _POOLINGS = ("mean", "first")
 _DTYPES = ("float32", "bfloat16", "float16")
-_INIT = nnx.initializers.normal(stddev=0.02)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inits:
+    """The initializers and µP metadata of one model (scheme/scale may be traced)."""
+
+    scheme: str | jax.Array
+    scale: float | jax.Array
+    width_mult: float
+    is_mup: bool
+
+    def _meta(self, role: str) -> dict:
+        return mup.metadata(role, self.width_mult, self.is_mup)
+
+    def linear(self, d_in: int, d_out: int, dtype, rngs: nnx.Rngs, role: str = "hidden"):
+        """A Linear layer: a hidden matrix, or the readout (zero init under µP)."""
+        if role == "readout" and self.is_mup:
+            init = mup.zeros_init
+        else:
+            init = mup.kernel_init(self.scheme, self.scale, self.width_mult)
+        return nnx.Linear(
+            d_in,
+            d_out,
+            kernel_init=init,
+            dtype=dtype,
+            rngs=rngs,
+            kernel_metadata=self._meta(role),
+            bias_metadata=self._meta("vector"),
+        )
+
+    def embed(self, num: int, d: int, dtype, rngs: nnx.Rngs):
+        return nnx.Embed(
+            num,
+            d,
+            embedding_init=mup.embed_init(self.scale),
+            dtype=dtype,
+            rngs=rngs,
+            embedding_metadata=self._meta("vector"),
+        )
+
+    def layer_norm(self, d: int, dtype, rngs: nnx.Rngs):
+        return nnx.LayerNorm(
+            d,
+            dtype=dtype,
+            rngs=rngs,
+            scale_metadata=self._meta("vector"),
+            bias_metadata=self._meta("vector"),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +114,12 @@ class TransformerConfig:
         pooling: Classification pooling, ``"mean"`` over non-padding tokens or ``"first"``
             (the token at position 0, e.g. a CLS token).
         dtype: Computation dtype name; parameters are always stored in float32.
+        parametrization: ``"standard"`` or ``"mup"`` (see the module docstring).
+        mup_base_width: The base width of µP's ``width_mult = d_model / mup_base_width``
+            (None: ``d_model``, i.e. ``width_mult = 1``). Also used by the ``mup`` init scheme.
+        init_scheme: One of :data:`jaxhpo.models.mup.INIT_SCHEMES`; None picks ``"normal"``
+            (standard) or ``"mup"`` (µP).
+        init_scale: Multiplier of every weight matrix's and embedding's init std.
     """
 
     vocab_size: int
@@ -64,6 +134,37 @@ class TransformerConfig:
     num_classes: int | None = None
     pooling: str = "mean"
     dtype: str = "float32"
+    parametrization: str = "standard"
+    mup_base_width: int | None = None
+    init_scheme: str | None = None
+    init_scale: float = 1.0
+
+    @property
+    def width_mult(self) -> float:
+        """``d_model / mup_base_width`` (1 without a base width)."""
+        return self.d_model / (self.mup_base_width or self.d_model)
+
+    @property
+    def is_mup(self) -> bool:
+        return self.parametrization == "mup"
+
+    @property
+    def scheme(self) -> str:
+        """The initialization scheme in force (``init_scheme`` or the parametrization's)."""
+        if self.init_scheme is not None:
+            return self.init_scheme
+        return "mup" if self.is_mup else "normal"
+
+    @property
+    def attention_scale(self) -> float:
+        """``1/sqrt(head_dim)``; under µP ``1/sqrt(head_dim * width_mult)`` (∝ 1/head_dim)."""
+        mult = self.width_mult if self.is_mup else 1.0
+        return 1.0 / math.sqrt(self.head_dim * mult)
+
+    @property
+    def readout_mult(self) -> float:
+        """The readout's output multiplier: ``1/width_mult`` under µP, else 1."""
+        return 1.0 / self.width_mult if self.is_mup else 1.0
 
     @property
     def head_dim(self) -> int:
@@ -98,6 +199,21 @@ class TransformerConfig:
             raise ValueError(f"model.pooling: must be one of {_POOLINGS}, got {self.pooling!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"model.dtype: must be one of {_DTYPES}, got {self.dtype!r}")
+        if self.parametrization not in mup.PARAMETRIZATIONS:
+            raise ValueError(
+                f"model.parametrization: must be one of {mup.PARAMETRIZATIONS}, "
+                f"got {self.parametrization!r}"
+            )
+        base = self.mup_base_width
+        if base is not None and (isinstance(base, bool) or not isinstance(base, int) or base <= 0):
+            raise ValueError(f"model.mup_base_width: must be None or a positive int, got {base!r}")
+        if self.init_scheme is not None:
+            mup.scheme_index(self.init_scheme)
+        scale = self.init_scale
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale >= 0:
+            raise ValueError(f"model.init_scale: must be a number >= 0, got {scale!r}")
+        if not math.isfinite(scale):
+            raise ValueError(f"model.init_scale: must be finite, got {scale!r}")
 
 
 def dropout(x: jax.Array, rate: jax.Array | float, key: jax.Array | None) -> jax.Array:
@@ -130,22 +246,20 @@ def _split(key: jax.Array | None, num: int) -> list[jax.Array | None]:
 class MultiHeadSelfAttention(nnx.Module):
     """Multi-head self-attention with a traced attention-probability dropout rate."""
 
-    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs, inits: _Inits):
         """Builds the fused qkv and output projections.
 
         Args:
             config: Model config.
             rngs: Parameter initialisation RNGs.
+            inits: The model's initializers.
         """
         self.num_heads = config.num_heads
         self.head_dim = config.head_dim
+        self.scale = config.attention_scale
         dtype = jnp.dtype(config.dtype)
-        self.qkv = nnx.Linear(
-            config.d_model, 3 * config.d_model, kernel_init=_INIT, dtype=dtype, rngs=rngs
-        )
-        self.out = nnx.Linear(
-            config.d_model, config.d_model, kernel_init=_INIT, dtype=dtype, rngs=rngs
-        )
+        self.qkv = inits.linear(config.d_model, 3 * config.d_model, dtype, rngs)
+        self.out = inits.linear(config.d_model, config.d_model, dtype, rngs)
 
     def __call__(
         self,
@@ -173,9 +287,8 @@ class MultiHeadSelfAttention(nnx.Module):
         q_BxLxHxK = qkv_BxLx3xHxK[:, :, 0]
         k_BxLxHxK = qkv_BxLx3xHxK[:, :, 1]
         v_BxLxHxK = qkv_BxLx3xHxK[:, :, 2]
-        scale = 1.0 / math.sqrt(self.head_dim)
         logits_BxHxLxL = jnp.einsum("bqhk,bshk->bhqs", q_BxLxHxK, k_BxLxHxK).astype(jnp.float32)
-        logits_BxHxLxL = logits_BxHxLxL * scale
+        logits_BxHxLxL = logits_BxHxLxL * self.scale
         big_neg = jnp.finfo(jnp.float32).min
         logits_BxHxLxL = jnp.where(mask_Bx1xLxL, logits_BxHxLxL, big_neg)
         probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL, axis=-1)
@@ -188,18 +301,17 @@ class MultiHeadSelfAttention(nnx.Module):
 class MLP(nnx.Module):
     """Position-wise feed-forward block: Linear, gelu, Linear."""
 
-    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs, inits: _Inits):
         """Builds the two projections.
 
         Args:
             config: Model config.
             rngs: Parameter initialisation RNGs.
+            inits: The model's initializers.
         """
         dtype = jnp.dtype(config.dtype)
-        self.up = nnx.Linear(config.d_model, config.d_ff, kernel_init=_INIT, dtype=dtype, rngs=rngs)
-        self.down = nnx.Linear(
-            config.d_ff, config.d_model, kernel_init=_INIT, dtype=dtype, rngs=rngs
-        )
+        self.up = inits.linear(config.d_model, config.d_ff, dtype, rngs)
+        self.down = inits.linear(config.d_ff, config.d_model, dtype, rngs)
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         """Applies the MLP to [B, L, D] activations."""
@@ -209,19 +321,20 @@ class MLP(nnx.Module):
 class Block(nnx.Module):
     """One Transformer block (attention + MLP) with pre- or post-LN placement."""
 
-    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs, inits: _Inits):
         """Builds the block.
 
         Args:
             config: Model config.
             rngs: Parameter initialisation RNGs.
+            inits: The model's initializers.
         """
         self.pre_norm = config.pre_norm
         dtype = jnp.dtype(config.dtype)
-        self.ln_attn = nnx.LayerNorm(config.d_model, dtype=dtype, rngs=rngs)
-        self.attn = MultiHeadSelfAttention(config, rngs=rngs)
-        self.ln_mlp = nnx.LayerNorm(config.d_model, dtype=dtype, rngs=rngs)
-        self.mlp = MLP(config, rngs=rngs)
+        self.ln_attn = inits.layer_norm(config.d_model, dtype, rngs)
+        self.attn = MultiHeadSelfAttention(config, rngs=rngs, inits=inits)
+        self.ln_mlp = inits.layer_norm(config.d_model, dtype, rngs)
+        self.mlp = MLP(config, rngs=rngs, inits=inits)
 
     def __call__(
         self,
@@ -269,36 +382,44 @@ class Transformer(nnx.Module):
     members carry their own parameters, keys and rates.
     """
 
-    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        config: TransformerConfig,
+        *,
+        rngs: nnx.Rngs,
+        init_scheme: jax.Array | None = None,
+        init_scale: jax.Array | None = None,
+    ):
         """Builds the model.
 
         Args:
             config: Model config; validated here.
             rngs: Parameter initialisation RNGs (not used at call time).
+            init_scheme: Per-member override of ``config.scheme``: an integer code into
+                :data:`jaxhpo.models.mup.INIT_SCHEMES`, possibly a traced array.
+            init_scale: Per-member override of ``config.init_scale`` (possibly traced).
         """
         config.validate()
         self.config = config
         dtype = jnp.dtype(config.dtype)
-        self.token_embed = nnx.Embed(
-            config.vocab_size, config.d_model, embedding_init=_INIT, dtype=dtype, rngs=rngs
+        inits = _Inits(
+            scheme=config.scheme if init_scheme is None else init_scheme,
+            scale=config.init_scale if init_scale is None else init_scale,
+            width_mult=config.width_mult,
+            is_mup=config.is_mup,
         )
-        self.pos_embed = nnx.Embed(
-            config.max_len, config.d_model, embedding_init=_INIT, dtype=dtype, rngs=rngs
+        self.token_embed = inits.embed(config.vocab_size, config.d_model, dtype, rngs)
+        self.pos_embed = inits.embed(config.max_len, config.d_model, dtype, rngs)
+        self.blocks = nnx.List(
+            [Block(config, rngs=rngs, inits=inits) for _ in range(config.num_layers)]
         )
-        self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
-        self.final_ln = (
-            nnx.LayerNorm(config.d_model, dtype=dtype, rngs=rngs) if config.pre_norm else None
-        )
+        self.final_ln = inits.layer_norm(config.d_model, dtype, rngs) if config.pre_norm else None
         if config.num_classes is not None:
-            self.head = nnx.Linear(
-                config.d_model, config.num_classes, kernel_init=_INIT, dtype=dtype, rngs=rngs
-            )
+            self.head = inits.linear(config.d_model, config.num_classes, dtype, rngs, "readout")
         elif config.tie_embeddings:
             self.head = None
         else:
-            self.head = nnx.Linear(
-                config.d_model, config.vocab_size, kernel_init=_INIT, dtype=dtype, rngs=rngs
-            )
+            self.head = inits.linear(config.d_model, config.vocab_size, dtype, rngs, "readout")
 
     def __call__(
         self,
@@ -358,7 +479,7 @@ class Transformer(nnx.Module):
                 logits_BxLxV = self.token_embed.attend(x_BxLxD)
             else:
                 logits_BxLxV = self.head(x_BxLxD)
-            return logits_BxLxV.astype(jnp.float32)
+            return self._readout(logits_BxLxV)
 
         if cfg.pooling == "first":
             pooled_BxD = x_BxLxD[:, 0]
@@ -368,5 +489,10 @@ class Transformer(nnx.Module):
             weights_BxLx1 = mask_BxL[:, :, None].astype(x_BxLxD.dtype)
             count_Bx1 = jnp.maximum(jnp.sum(weights_BxLx1, axis=1), 1.0)
             pooled_BxD = jnp.sum(x_BxLxD * weights_BxLx1, axis=1) / count_Bx1
-        logits_BxC = self.head(pooled_BxD)
-        return logits_BxC.astype(jnp.float32)
+        return self._readout(self.head(pooled_BxD))
+
+    def _readout(self, logits: jax.Array) -> jax.Array:
+        """float32 logits, times µP's output multiplier ``1/width_mult`` (1 otherwise)."""
+        logits = logits.astype(jnp.float32)
+        mult = self.config.readout_mult
+        return logits if mult == 1.0 else logits * mult

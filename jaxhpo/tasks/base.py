@@ -24,17 +24,34 @@ import optax
 from flax import nnx
 
 from jaxhpo.models import Transformer, TransformerConfig
+from jaxhpo.models.mup import INIT_SCHEMES
 
 Batch = dict[str, jax.Array]
 
-#: Hyperparameters every task reads (per member, traced float32 scalars).
-TASK_HPARAMS: tuple[str, ...] = ("dropout", "attn_dropout", "label_smoothing")
-TASK_DEFAULTS: dict[str, float] = {"dropout": 0.0, "attn_dropout": 0.0, "label_smoothing": 0.0}
+#: Hyperparameters every task reads (per member, traced float32 scalars). ``init_scale`` and
+#: ``init_scheme`` (a code into ``jaxhpo.models.mup.INIT_SCHEMES``: 0 normal, 1 truncated_normal,
+#: 2 uniform, 3 xavier, 4 mup) are read when a member is (re)initialised, not while it trains.
+TASK_HPARAMS: tuple[str, ...] = (
+    "dropout",
+    "attn_dropout",
+    "label_smoothing",
+    "init_scale",
+    "init_scheme",
+)
+TASK_DEFAULTS: dict[str, float] = {
+    "dropout": 0.0,
+    "attn_dropout": 0.0,
+    "label_smoothing": 0.0,
+    "init_scale": 1.0,
+    "init_scheme": 0.0,
+}
 #: Closed/open domains of the task hyperparameters: (low, high, high_inclusive).
 TASK_DOMAINS: dict[str, tuple[float, float, bool]] = {
     "dropout": (0.0, 1.0, False),
     "attn_dropout": (0.0, 1.0, False),
     "label_smoothing": (0.0, 1.0, True),
+    "init_scale": (0.0, float("inf"), False),
+    "init_scheme": (0.0, float(len(INIT_SCHEMES) - 1), True),
 }
 
 
@@ -60,17 +77,40 @@ class Task(abc.ABC):
     splits: Splits
     batch_size: int
     hparam_names: tuple[str, ...] = TASK_HPARAMS
-    #: Default value and (low, high, high_inclusive) domain of each name in ``hparam_names``.
-    hparam_defaults: Mapping[str, float] = TASK_DEFAULTS
+    #: (low, high, high_inclusive) domain of each name in ``hparam_names``; the defaults are
+    #: :attr:`hparam_defaults`.
     hparam_domains: Mapping[str, tuple[float, float, bool]] = TASK_DOMAINS
     #: Metric names returned by :meth:`eval_sums` / :meth:`evaluate` (lower loss is better).
     metric_names: tuple[str, ...] = ("loss", "accuracy")
     #: Metrics where higher is better (the others are minimised).
     maximized: tuple[str, ...] = ("accuracy",)
 
-    def make_model(self, key: jax.Array) -> Transformer:
-        """Builds one freshly initialised model from ``key``."""
-        return Transformer(self.model_config, rngs=nnx.Rngs(params=key))
+    @property
+    def hparam_defaults(self) -> Mapping[str, float]:
+        """Default value of each name in ``hparam_names``; the init ones come from the model
+        config (``model.init_scale``, ``model.init_scheme`` or the parametrization's scheme)."""
+        defaults = dict(TASK_DEFAULTS)
+        cfg = getattr(self, "model_config", None)
+        if isinstance(cfg, TransformerConfig):
+            defaults["init_scale"] = float(cfg.init_scale)
+            defaults["init_scheme"] = float(INIT_SCHEMES.index(cfg.scheme))
+        return defaults
+
+    def make_model(self, key: jax.Array, hp: Mapping[str, jax.Array] | None = None) -> Transformer:
+        """Builds one freshly initialised model from ``key``.
+
+        Args:
+            key: The member's initialisation key.
+            hp: The member's hyperparameters (possibly traced); ``init_scheme`` and
+                ``init_scale`` there override the model config's. None: the config's.
+        """
+        hp = hp or {}
+        return Transformer(
+            self.model_config,
+            rngs=nnx.Rngs(params=key),
+            init_scheme=hp.get("init_scheme"),
+            init_scale=hp.get("init_scale"),
+        )
 
     #: k of k-fold cross-validation (1: none). After :meth:`set_folds`, ``splits.val`` holds one
     #: validation set per fold on a leading axis and :meth:`train_batch` takes the fold.

@@ -51,8 +51,8 @@ class ToyQuadraticTask(Task):
         self.train_data = {"unused": jnp.zeros((1,), jnp.float32)}
         self.splits = Splits(val={"unused": jnp.zeros((1,))}, test={"unused": jnp.zeros((1,))})
 
-    def make_model(self, key: jax.Array) -> ToyModel:
-        del key  # every member starts at theta0 (the paper's setup)
+    def make_model(self, key: jax.Array, hp=None) -> ToyModel:
+        del key, hp  # every member starts at theta0 (the paper's setup)
         return ToyModel()
 
     def train_batch(self, train_data, step):
