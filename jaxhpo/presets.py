@@ -237,6 +237,23 @@ PRESETS: dict[str, dict[str, Any]] = {
             "dropout": "uniform(0.01, 0.3)",
         },
     },
+    "lm-implicit": {
+        "_about": "Byte-level LM; implicit-function-theorem hypergradients (Lorraine et al. "
+        "2020): after every 20-step segment each of 4 members moves its weight decay (as an L2 "
+        "term) and label smoothing down the IFT gradient of its validation loss (Neumann series).",
+        "name": "lm-implicit",
+        "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
+        "model": {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256},
+        "optim": {"optimizer": "adamw", "schedule": "constant"},
+        "population": {"size": 4},
+        "train": {"steps": 400, "segment_steps": 20},
+        "strategy": {"name": "implicit", "hypergrad_lr": 0.1, "implicit_terms": 10},
+        "space": {
+            "lr": 3e-3,
+            "weight_decay": "loguniform(1e-4, 0.3)",
+            "label_smoothing": "uniform(0.01, 0.3)",
+        },
+    },
     "lm-pes": {
         "_about": "Byte-level LM; persistent evolution strategies: 8 members are antithetic "
         "particles around one point (lr, weight decay, dropout) that moves after every 25-step "

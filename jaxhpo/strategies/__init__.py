@@ -5,6 +5,7 @@ from jaxhpo.strategies.bo import BayesOpt
 from jaxhpo.strategies.evo import EvoSearch
 from jaxhpo.strategies.halving import Hyperband, MedianStopping, SuccessiveHalving
 from jaxhpo.strategies.hypergrad import UnrolledHypergrad
+from jaxhpo.strategies.implicit import ImplicitHypergrad
 from jaxhpo.strategies.optuna_search import OptunaSearch
 from jaxhpo.strategies.pbt import PBT
 from jaxhpo.strategies.pes import PersistentES, TruncatedES
@@ -26,6 +27,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "rl": Reinforce,
     "optuna": OptunaSearch,  # optional: pip install 'jaxhpo[optuna]'
     "hypergrad": UnrolledHypergrad,
+    "implicit": ImplicitHypergrad,
     "pes": PersistentES,
     "truncated_es": TruncatedES,
 }
@@ -48,6 +50,7 @@ __all__ = [
     "SobolSearch",
     "Strategy",
     "UnrolledHypergrad",
+    "ImplicitHypergrad",
     "PersistentES",
     "TruncatedES",
 ]
