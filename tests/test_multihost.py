@@ -1,7 +1,8 @@
 """A real two-process ``jax.distributed`` run on localhost CPU (gloo collectives).
 
 Two ``jaxhpo run`` processes with 2 CPU devices each form one 4-device mesh; process 0 writes the
-run directory. The run must give the same metrics (bit for bit) and lineage as one process with 4 devices.
+run directory. The run must give the same metrics (bit for bit) and lineage as one process
+with 4 devices.
 """
 
 from __future__ import annotations

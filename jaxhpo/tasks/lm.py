@@ -146,10 +146,7 @@ class LanguageModelTask(Task):
         per_fold = max(1, self._eval_batches // k)
         self.splits = Splits(
             val=stack_folds(
-                [
-                    self._fixed_windows(corpus[f * size : (f + 1) * size], per_fold)
-                    for f in range(k)
-                ]
+                [self._fixed_windows(corpus[f * size : (f + 1) * size], per_fold) for f in range(k)]
             ),
             test=self.splits.test,
         )
