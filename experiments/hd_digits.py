@@ -38,6 +38,7 @@ import optax
 
 from jaxhpo import optim
 from jaxhpo.hypergrad import current_lr
+from jaxhpo.results import claim_status
 
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 OPTIMIZERS = ("sgd", "sgd_hd", "adam", "adam_hd")
@@ -151,13 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"({time.perf_counter() - t:.1f}s, beta {BETA})")
     (args.out / "results.json").write_text(json.dumps({"beta": BETA, **summary}, indent=2))
     plot(runs, args.out / "hd_digits.png")
-    try:
-        check_claim(summary)
-    except AssertionError as e:
-        print(f"claim FAILED: {e}")
-        return 1
-    print(f"claim holds; results in {args.out}")
-    return 0
+    return claim_status(check_claim, summary, args.out)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import numpy as np
 from jaxhpo.cli import load_config
 from jaxhpo.experiment import run
 from jaxhpo.optim import schedule_value
-from jaxhpo.results import read_events, read_metrics
+from jaxhpo.results import claim_status, read_events, read_metrics
 
 SPACE = {
     "lr": "loguniform(1e-4, 1e-2)",
@@ -142,13 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, args.steps, args.out / "hypergrad_lm.png")
-    try:
-        check_claim(results)
-    except AssertionError as e:
-        print(f"claim FAILED: {e}")
-        return 1
-    print(f"claim holds; results in {args.out}")
-    return 0
+    return claim_status(check_claim, results, args.out)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from jaxhpo.hypergrad import implicit
+from jaxhpo.results import claim_status
 
 N_TRAIN, N_VAL, LAM0, OUTER_LR, INNER_ITERS, TERMS = 50, 50, float(np.log(0.01)), 0.3, 150, 50
 
@@ -180,13 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"({time.perf_counter() - t:.1f}s)")
     (args.out / "results.json").write_text(json.dumps({"method": args.method, **s}, indent=2))
     plot(h, args.out / "implicit_overfit.png")
-    try:
-        check_claim(s)
-    except AssertionError as e:
-        print(f"claim FAILED: {e}")
-        return 1
-    print(f"claim holds; results in {args.out}")
-    return 0
+    return claim_status(check_claim, s, args.out)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from jaxhpo.hypergrad import pes, unrolled
+from jaxhpo.results import claim_status
 
 N_STATE, THETA0, SIGMA, PARTICLES, LR, EVAL_STEPS = 23, 0.5, 0.1, 1000, 1e-4, 500
 
@@ -168,13 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"({time.perf_counter() - t:.1f}s)")
     (args.out / "results.json").write_text(json.dumps(summary, indent=2))
     plot(runs, args.out / "influence_balancing.png")
-    try:
-        check_claim(summary)
-    except AssertionError as e:
-        print(f"claim FAILED: {e}")
-        return 1
-    print(f"claim holds; results in {args.out}")
-    return 0
+    return claim_status(check_claim, summary, args.out)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from flax import nnx
 from jaxhpo import optim
 from jaxhpo.models import Transformer, TransformerConfig, mup
 from jaxhpo.population import Population
+from jaxhpo.results import claim_status
 from jaxhpo.tasks.base import Splits, Task, data_key, sample_rows, split_rng
 
 BASE_WIDTH = 64
@@ -446,13 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(info, indent=2))
     plot(result, coords, args.out / "mutransfer.png")
     print(md)
-    try:
-        check_claim(result, coords)
-    except AssertionError as e:
-        print(f"claim FAILED: {e}")
-        return 1
-    print(f"claim holds; results in {args.out}")
-    return 0
+    return claim_status(check_claim, result, coords, args.out)
 
 
 if __name__ == "__main__":

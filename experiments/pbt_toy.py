@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo.population import Population
+from jaxhpo.results import claim_status
 from jaxhpo.space import Space
 from jaxhpo.strategies import PBT
 from jaxhpo.tasks import ToyQuadraticTask
@@ -171,13 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pbt, only the copied member explores: {summary['pbt_explore_copied_only']}")
     (args.out / "results.json").write_text(json.dumps({"seeds": args.seeds, **summary}, indent=2))
     plot(runs, args.out / "pbt_toy.png")
-    try:
-        check_claim(summary)
-    except AssertionError as e:
-        print(f"claim FAILED: {e}")
-        return 1
-    print(f"claim holds; results in {args.out}")
-    return 0
+    return claim_status(check_claim, summary, args.out)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -411,3 +411,15 @@ def read_schedule(path: str | Path) -> pd.DataFrame:
     if np.any(starts[1:] != ends[:-1]):
         raise ValueError(f"{path}: segments must follow each other (start_step = previous end)")
     return df
+
+
+def claim_status(check: Callable[..., Any], summary: Any, out: Path | str) -> int:
+    """A reproduction's exit status: 0 when ``check(summary)`` holds (it raises
+    ``AssertionError`` naming what failed otherwise), with one line saying which."""
+    try:
+        check(summary)
+    except AssertionError as e:
+        print(f"claim FAILED: {e}")
+        return 1
+    print(f"claim holds; results in {out}")
+    return 0
