@@ -207,8 +207,10 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     hp = {k: np.asarray(v, np.float64) for k, v in cols.items()}
-    # Schedules decay over the whole run unless the space says otherwise.
-    for name, default in (("decay_steps", cfg.train.steps), ("cycle_steps", cfg.train.steps)):
+    # Schedules decay over a member's life (the run, or one generation of a generation-based
+    # searcher) unless the space says otherwise.
+    horizon = strategy.member_steps(cfg.train.steps, cfg.train.segment_steps)
+    for name, default in (("decay_steps", horizon), ("cycle_steps", horizon)):
         if name in population.opt_names and name not in hp:
             hp[name] = np.full(size, float(default))
     full = population.full_hparams(hp, size)

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_LM_OVERRIDES
 
 from jaxhpo.cli import load_config, main
 from jaxhpo.experiment import prepare, run
@@ -333,3 +334,21 @@ def test_cli_overrides_after_options(tmp_path, capsys):
     assert main(["run", "pbt-toy", "--out", str(tmp_path), "--quiet", "train.steps=8"]) == 0
     (run_dir,) = tmp_path.iterdir()
     assert pd.read_csv(run_dir / "metrics.csv")["step"].max() == 8
+
+
+@pytest.mark.parametrize(
+    "preset, extra, horizon",
+    [
+        ("lm-random", [], 40),  # one member trains the whole run
+        ("lm-evo", ["strategy.generation_steps=20"], 20),  # fresh members every generation
+        ("lm-bo", ["strategy.generation_steps=20"], 20),
+        ("lm-evo", ["strategy.es_schedule=online"], 40),  # live members: the whole run
+    ],
+)
+def test_schedules_decay_over_a_members_life(preset, extra, horizon):
+    cfg = load_config(
+        preset,
+        [*TINY_LM_OVERRIDES, "train.steps=40", "train.segment_steps=10", *extra],
+    )
+    prep = prepare(cfg)
+    np.testing.assert_array_equal(prep.hparams["decay_steps"], horizon)

@@ -138,6 +138,13 @@ class Strategy(abc.ABC):
         none = jax.numpy.zeros((P,), bool)
         return state, slots, none, none, hparams
 
+    def member_steps(self, train_steps: int, segment_steps: int) -> int:
+        """The most steps one member trains before it is replaced by a fresh one: the horizon
+        over which learning-rate schedules decay (``decay_steps``, ``cycle_steps``) unless the
+        space sets them. Default: the whole run; generation-based searchers: one generation."""
+        del segment_steps
+        return train_steps
+
     def check(self, train_steps: int, segment_steps: int) -> None:
         """Raises ``ValueError`` naming the config field when the strategy cannot run with this
         training length (e.g. rungs that do not fall on segment boundaries). Default: nothing."""

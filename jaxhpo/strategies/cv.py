@@ -37,6 +37,9 @@ class CrossValidated(Strategy):
     def check(self, train_steps: int, segment_steps: int) -> None:
         self.inner.check(train_steps, segment_steps)
 
+    def member_steps(self, train_steps: int, segment_steps: int) -> int:
+        return self.inner.member_steps(train_steps, segment_steps)
+
     def init(self, seed: int, space: Space, size: int | None):
         if size is not None and size % self.folds:
             raise ValueError(

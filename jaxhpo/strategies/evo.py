@@ -337,6 +337,11 @@ class EvoSearch(Strategy):
         """Steps between tells (``None``: every update, i.e. every segment)."""
         return self.generation_steps if self.schedule == "generational" else self.ready_steps
 
+    def member_steps(self, train_steps: int, segment_steps: int) -> int:
+        if self.schedule == "generational":  # fresh members every generation
+            return self.generation_steps or segment_steps
+        return train_steps
+
     def check(self, train_steps: int, segment_steps: int) -> None:
         gen = self.schedule == "generational"
         field = "strategy.generation_steps" if gen else "strategy.ready_steps"

@@ -267,6 +267,10 @@ class GenerationalSearch(Strategy):
             "metric": cfg.metric,
         }
 
+    def member_steps(self, train_steps: int, segment_steps: int) -> int:
+        del train_steps
+        return self.generation_steps or segment_steps  # fresh members every generation
+
     def check(self, train_steps: int, segment_steps: int) -> None:
         self.train_steps = int(train_steps)
         every = self.generation_steps or segment_steps
