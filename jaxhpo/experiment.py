@@ -104,6 +104,10 @@ def check_space(space: Space, known: tuple[str, ...], cfg: Config) -> None:
     domains.update(OPT_DOMAINS)
     # per-member batch size: the first b rows of the task's batch (task.batch_size: the largest)
     domains["batch_size"] = (1, cfg.task.batch_size, True, True)
+    # masked super-model: the model config gives the largest structure
+    domains["depth"] = (1, cfg.model.num_layers, True, True)
+    domains["heads"] = (1, cfg.model.num_heads, True, True)
+    domains["ff_width"] = (1, cfg.model.d_ff, True, True)
     for name in space.names:
         where = f"space.{name}"
         if name not in known:
@@ -154,8 +158,7 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
     known = tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule)) + tuple(
         TASKS[cfg.task.kind].hparam_names
     )
-    if "batch_size" in space.names:
-        known += ("batch_size",)
+    known += tuple(n for n in ("batch_size", "depth", "heads", "ff_width") if n in space.names)
     check_space(space, known, cfg)
     task = make_task(cfg)
     if cfg.train.ensemble_top_k and set(task.metric_names) != {"loss", "accuracy"}:

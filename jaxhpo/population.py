@@ -30,6 +30,7 @@ from flax import nnx, struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxhpo import optim, parallel
+from jaxhpo.models import TransformerConfig
 from jaxhpo.tasks.base import Task
 
 MEMBER_MODES = ("auto", "vmap", "map", "chunked")
@@ -167,9 +168,18 @@ class Population:
         #: Per-member batch size ``batch_size`` (<= the task's batch): a member trains on the
         #: first ``batch_size`` rows of each batch, the others weigh zero (they are computed).
         self.max_batch = getattr(task, "batch_size", None)
+        #: Masked super-model: ``depth`` / ``heads`` / ``ff_width`` per member (the model config
+        #: gives the largest); defaults are the full model, which computes exactly as unmasked.
+        mc = getattr(task, "model_config", None)
+        self.structure = (
+            {"depth": mc.num_layers, "heads": mc.num_heads, "ff_width": mc.d_ff}
+            if isinstance(mc, TransformerConfig)
+            else {}
+        )
         self.task_names = (
             tuple(task.hparam_names)
             + (("batch_size",) if self.max_batch else ())
+            + tuple(self.structure)
             + (("fold",) if self.folds > 1 else ())
         )
         self.hparam_names = self.opt_names + self.task_names
@@ -262,6 +272,7 @@ class Population:
         self._check_names(hparams)
         defaults = {**optim.DEFAULTS, **self.task.hparam_defaults, "fold": 0.0}
         defaults["batch_size"] = float(self.max_batch or 0)
+        defaults.update({k: float(v) for k, v in self.structure.items()})
         out = {}
         for name in self.hparam_names:
             v = np.asarray(hparams.get(name, defaults[name]), np.float32)
@@ -392,12 +403,12 @@ class Population:
         fold = pop.hparams["fold"].astype(jnp.int32) if by_fold else jnp.zeros_like(pop.step)
 
         def one(args):
-            params, on, f = args
+            params, on, f, hp = args
 
             def run(params):
                 # k-fold: each member is validated on its own fold's held-out data
                 own = jax.tree.map(lambda x: x[f], data) if by_fold else data
-                return self.task.evaluate(nnx.merge(self.graphdef, params), own)
+                return self.task.evaluate(nnx.merge(self.graphdef, params), own, hp)
 
             def skip(params):  # NaN metrics carrying the member's own (sharded) type
                 zero = jnp.zeros((), jnp.float32) * jax.tree.leaves(params)[0].ravel()[0]
@@ -406,7 +417,9 @@ class Population:
             # Under lax.map a member that is not evaluated costs nothing (a stopped member).
             return jax.lax.cond(on, run, skip, params)
 
-        metrics = over_members(one, self.mode, self.chunk_size)((pop.params, mask, fold))
+        metrics = over_members(one, self.mode, self.chunk_size)(
+            (pop.params, mask, fold, pop.hparams)
+        )
         return {k: jnp.where(pop.diverged, jnp.nan, v) for k, v in metrics.items()}
 
     def evaluate(
@@ -429,20 +442,22 @@ class Population:
         slots = np.asarray(slots, np.int32)
         if slots.size == 0:
             raise ValueError("train.ensemble_top_k: no finite member to ensemble")
-        params = _gather(pop, slots).params
-        sums = parallel.to_host(self._ensemble(params, data))
+        members = _gather(pop, slots)
+        sums = parallel.to_host(self._ensemble(members.params, members.hparams, data))
         w = max(float(sums["weight"]), 1.0)
         return {k: float(sums[k]) / w for k in self.task.metric_names}
 
     @functools.partial(jax.jit, static_argnums=0)
-    def _ensemble(self, params_K, data):
+    def _ensemble(self, params_K, hparams_K, data):
         def batch_sums(carry, batch):
-            def logp(params):
+            def logp(args):
+                params, hp = args
                 model = nnx.merge(self.graphdef, params)
-                logits = self.task._logits(model, batch, {}, None).astype(jnp.float32)
+                logits = self.task._logits(model, batch, hp, None).astype(jnp.float32)
                 return jax.nn.log_softmax(logits)
 
-            logp_K = jax.lax.map(logp, params_K)  # members one after another: [K, ..., V]
+            # members one after another: [K, ..., V]
+            logp_K = jax.lax.map(logp, (params_K, hparams_K))
             mix = jax.nn.logsumexp(logp_K, axis=0) - jnp.log(logp_K.shape[0])
             targets, weights = batch["targets"], batch["weights"]
             ce = -jnp.take_along_axis(mix, targets[..., None], axis=-1)[..., 0]

@@ -90,6 +90,6 @@ def make_val(population: Any, val_data: Any) -> Callable[[Any, Mapping[str, jax.
         data = val_data
         if population.folds > 1:  # k-fold: the member's own held-out fold
             data = jax.tree.map(lambda x: x[m.hparams["fold"].astype(jnp.int32)], val_data)
-        return task.evaluate(nnx.merge(graphdef, m.params), data)["loss"]
+        return task.evaluate(nnx.merge(graphdef, m.params), data, m.hparams)["loss"]
 
     return val_fn

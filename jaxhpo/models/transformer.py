@@ -268,6 +268,7 @@ class MultiHeadSelfAttention(nnx.Module):
         *,
         key: jax.Array | None,
         attn_dropout_rate: jax.Array | float,
+        heads: jax.Array | None = None,
     ) -> jax.Array:
         """Attends.
 
@@ -277,6 +278,8 @@ class MultiHeadSelfAttention(nnx.Module):
                 heads; the batch axis may be 1).
             key: PRNG key for attention-probability dropout, or None.
             attn_dropout_rate: Drop probability for attention probabilities.
+            heads: Masked super-model: only the first ``heads`` heads contribute (the others'
+                outputs are zeroed before the output projection); None: all.
 
         Returns:
             Output activations [B, L, D].
@@ -295,6 +298,9 @@ class MultiHeadSelfAttention(nnx.Module):
         probs_BxHxLxL = dropout(probs_BxHxLxL, attn_dropout_rate, key)
         probs_BxHxLxL = probs_BxHxLxL.astype(v_BxLxHxK.dtype)
         y_BxLxHxK = jnp.einsum("bhqs,bshk->bqhk", probs_BxHxLxL, v_BxLxHxK)
+        if heads is not None:
+            on_H = (jnp.arange(self.num_heads) < heads).astype(y_BxLxHxK.dtype)
+            y_BxLxHxK = y_BxLxHxK * on_H.reshape(1, 1, -1, 1)
         return self.out(y_BxLxHxK.reshape(B, L, D))
 
 
@@ -313,9 +319,14 @@ class MLP(nnx.Module):
         self.up = inits.linear(config.d_model, config.d_ff, dtype, rngs)
         self.down = inits.linear(config.d_ff, config.d_model, dtype, rngs)
 
-    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
-        """Applies the MLP to [B, L, D] activations."""
-        return self.down(jax.nn.gelu(self.up(x_BxLxD)))
+    def __call__(self, x_BxLxD: jax.Array, width: jax.Array | None = None) -> jax.Array:
+        """Applies the MLP to [B, L, D] activations; with ``width`` (masked super-model) only
+        the first ``width`` hidden units are used."""
+        h_BxLxF = jax.nn.gelu(self.up(x_BxLxD))
+        if width is not None:
+            on_F = (jnp.arange(h_BxLxF.shape[-1]) < width).astype(h_BxLxF.dtype)
+            h_BxLxF = h_BxLxF * on_F.reshape(1, 1, -1)
+        return self.down(h_BxLxF)
 
 
 class Block(nnx.Module):
@@ -344,8 +355,10 @@ class Block(nnx.Module):
         key: jax.Array | None,
         dropout_rate: jax.Array | float,
         attn_dropout_rate: jax.Array | float,
+        heads: jax.Array | None = None,
+        ff_width: jax.Array | None = None,
     ) -> jax.Array:
-        """Applies the block.
+        """Applies the block (``heads`` / ``ff_width``: the masked super-model's sizes).
 
         Args:
             x_BxLxD: Residual stream.
@@ -364,13 +377,16 @@ class Block(nnx.Module):
                 mask_Bx1xLxL,
                 key=k_attn,
                 attn_dropout_rate=attn_dropout_rate,
+                heads=heads,
             )
             x_BxLxD = x_BxLxD + dropout(h_BxLxD, dropout_rate, k_res1)
-            h_BxLxD = self.mlp(self.ln_mlp(x_BxLxD))
+            h_BxLxD = self.mlp(self.ln_mlp(x_BxLxD), ff_width)
             return x_BxLxD + dropout(h_BxLxD, dropout_rate, k_res2)
-        h_BxLxD = self.attn(x_BxLxD, mask_Bx1xLxL, key=k_attn, attn_dropout_rate=attn_dropout_rate)
+        h_BxLxD = self.attn(
+            x_BxLxD, mask_Bx1xLxL, key=k_attn, attn_dropout_rate=attn_dropout_rate, heads=heads
+        )
         x_BxLxD = self.ln_attn(x_BxLxD + dropout(h_BxLxD, dropout_rate, k_res1))
-        h_BxLxD = self.mlp(x_BxLxD)
+        h_BxLxD = self.mlp(x_BxLxD, ff_width)
         return self.ln_mlp(x_BxLxD + dropout(h_BxLxD, dropout_rate, k_res2))
 
 
@@ -429,8 +445,17 @@ class Transformer(nnx.Module):
         key: jax.Array | None = None,
         dropout_rate: jax.Array | float = 0.0,
         attn_dropout_rate: jax.Array | float = 0.0,
+        depth: jax.Array | None = None,
+        heads: jax.Array | None = None,
+        ff_width: jax.Array | None = None,
     ) -> jax.Array:
         """Runs the model.
+
+        ``depth``, ``heads`` and ``ff_width`` (possibly traced, per member) run the *masked
+        super-model*: the first ``depth`` blocks (the others are the identity), the first
+        ``heads`` heads of each attention, the first ``ff_width`` hidden units of each MLP. The
+        parameters keep the full shape, so members of different structure share one program;
+        the masked parts get zero gradients. None: the full model.
 
         Args:
             tokens_BxL: int32 token ids, ``L <= config.max_len``.
@@ -463,14 +488,17 @@ class Transformer(nnx.Module):
         key_embed, *layer_keys = _split(key, cfg.num_layers + 1)
         x_BxLxD = self.token_embed(tokens_BxL) + self.pos_embed(jnp.arange(L))[None]
         x_BxLxD = dropout(x_BxLxD, dropout_rate, key_embed)
-        for block, layer_key in zip(self.blocks, layer_keys, strict=True):
-            x_BxLxD = block(
+        for i, (block, layer_key) in enumerate(zip(self.blocks, layer_keys, strict=True)):
+            y_BxLxD = block(
                 x_BxLxD,
                 mask_Bx1xLxL,
                 key=layer_key,
                 dropout_rate=dropout_rate,
                 attn_dropout_rate=attn_dropout_rate,
+                heads=heads,
+                ff_width=ff_width,
             )
+            x_BxLxD = y_BxLxD if depth is None else jnp.where(i < depth, y_BxLxD, x_BxLxD)
         if self.final_ln is not None:
             x_BxLxD = self.final_ln(x_BxLxD)
 

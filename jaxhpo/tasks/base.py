@@ -28,6 +28,10 @@ from jaxhpo.models.mup import INIT_SCHEMES
 
 Batch = dict[str, jax.Array]
 
+#: Structural hyperparameters of the masked super-model (``model.num_layers`` etc. are the
+#: largest): active blocks, attention heads and MLP hidden units per member.
+STRUCTURE_HPARAMS: tuple[str, ...] = ("depth", "heads", "ff_width")
+
 #: Hyperparameters every task reads (per member, traced float32 scalars). ``init_scale`` and
 #: ``init_scheme`` (a code into ``jaxhpo.models.mup.INIT_SCHEMES``: 0 normal, 1 truncated_normal,
 #: 2 uniform, 3 xavier, 4 mup) are read when a member is (re)initialised, not while it trains.
@@ -135,14 +139,17 @@ class Task(abc.ABC):
     def _logits(
         self, model: Transformer, batch: Batch, hp: Mapping[str, jax.Array], key: jax.Array | None
     ) -> jax.Array:
+        # the masked super-model's structure, when the member carries one (STRUCTURE_HPARAMS)
+        structure = {k: hp[k] for k in STRUCTURE_HPARAMS if k in hp}
         if key is None:
-            return model(batch["tokens"], mask_BxL=batch.get("mask"))
+            return model(batch["tokens"], mask_BxL=batch.get("mask"), **structure)
         return model(
             batch["tokens"],
             mask_BxL=batch.get("mask"),
             key=key,
             dropout_rate=hp["dropout"],
             attn_dropout_rate=hp["attn_dropout"],
+            **structure,
         )
 
     def loss(
@@ -160,9 +167,12 @@ class Task(abc.ABC):
         loss = (per_token * weights).sum() / denom
         return loss, {"ce": jax.lax.stop_gradient((ce * weights).sum() / denom)}
 
-    def eval_sums(self, model: Transformer, batch: Batch) -> dict[str, jax.Array]:
-        """Weighted sums over one evaluation batch (no dropout, no smoothing)."""
-        logits = self._logits(model, batch, {}, None).astype(jnp.float32)
+    def eval_sums(
+        self, model: Transformer, batch: Batch, hp: Mapping[str, jax.Array] | None = None
+    ) -> dict[str, jax.Array]:
+        """Weighted sums over one evaluation batch (no dropout, no smoothing); ``hp`` gives the
+        member's structure in a masked super-model."""
+        logits = self._logits(model, batch, hp or {}, None).astype(jnp.float32)
         targets, weights = batch["targets"], batch["weights"]
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
         correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
@@ -172,11 +182,13 @@ class Task(abc.ABC):
             "weight": weights.sum(),
         }
 
-    def evaluate(self, model: Transformer, data: Batch) -> dict[str, jax.Array]:
+    def evaluate(
+        self, model: Transformer, data: Batch, hp: Mapping[str, jax.Array] | None = None
+    ) -> dict[str, jax.Array]:
         """Mean metrics over a whole split (``data`` leaves are [num_batches, ...])."""
 
         def one(carry, batch):
-            sums = self.eval_sums(model, batch)
+            sums = self.eval_sums(model, batch, hp)
             return jax.tree.map(jnp.add, carry, sums), None
 
         zero = {"loss": jnp.zeros(()), "accuracy": jnp.zeros(()), "weight": jnp.zeros(())}

@@ -64,7 +64,7 @@ class ToyQuadraticTask(Task):
         surrogate = hp["h0"] * theta[0] ** 2 + hp["h1"] * theta[1] ** 2  # = 1.2 - Qhat
         return surrogate, {"ce": jax.lax.stop_gradient(surrogate)}
 
-    def evaluate(self, model: ToyModel, data) -> dict[str, jax.Array]:
+    def evaluate(self, model: ToyModel, data, hp=None) -> dict[str, jax.Array]:
         del data
         theta = model.theta[...]
         return {"q": 1.2 - jnp.sum(theta**2)}
