@@ -129,7 +129,11 @@ def uninterrupted(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("name", list(STUDIES))
+# random and PBT in the default suite; CMA-ES and compact halving (the slowest) under -m slow
+@pytest.mark.parametrize(
+    "name",
+    [n if n in ("random", "pbt") else pytest.param(n, marks=pytest.mark.slow) for n in STUDIES],
+)
 def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path, name, uninterrupted):
     study = STUDIES[name]
     full = uninterrupted(name)

@@ -375,6 +375,7 @@ def test_coordinate_check_mlp():
     assert 0.67 <= mt.coord_growth(mu) <= 1.5, mu
 
 
+@pytest.mark.slow
 def test_reduced_sweep_best_lr_drifts_under_sp_only():
     """The reduced µTransfer sweep (widths 64 and 256, 1-octave grid, 2 seeds, 150 steps; each
     width one population): SP's best lr moves by >= 2 octaves, µP's by <= 1."""
