@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from evosax.algorithms import CMA_ES, PSO
+from searchbench import BOWL_SPACE, ROSEN_SPACE, bowl, curve, rosenbrock
 
 from jaxhpo.checkpoint import pack_tree, unpack_tree
 from jaxhpo.config import StrategyConfig, TrainConfig
@@ -27,24 +28,7 @@ P = 16  # members (even: OpenAI-ES and PGPE sample antithetic pairs)
 G = 12  # generations in the comparison with random search
 SEEDS = range(10)
 
-BOWL_SPACE = Space({"a": Float(-5, 5), "lr": Float(1e-5, 1e-1, log=True), "c": Float(0, 1)})
-ROSEN_SPACE = Space({"x0": Float(-2, 2), "x1": Float(-2, 2), "x2": Float(-2, 2)})
-
-
-def bowl(hp):
-    """A quadratic bowl, minimum 0 at a=2, lr=10**-3.8 (unit coordinate 0.3), c=0.8."""
-    u_lr = (np.log10(hp["lr"]) + 5) / 4
-    return ((hp["a"] - 2.0) / 10) ** 2 + (u_lr - 0.3) ** 2 + (hp["c"] - 0.8) ** 2
-
-
-def rosenbrock(hp):
-    """The 3-d Rosenbrock function, minimum 0 at (1, 1, 1)."""
-    x = np.stack([hp["x0"], hp["x1"], hp["x2"]])
-    return np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2, axis=0)
-
-
-def _curve(fn):
-    return lambda hp, ids, t, rng: fn(hp)
+_curve = curve
 
 
 def _keys(seed, g):
