@@ -60,7 +60,9 @@ def test_member_in_population_equals_member_trained_alone(lm_task, mode):
     assert np.ptp(full_val) > 1e-3
 
 
-@pytest.mark.parametrize("optimizer", [pytest.param("sgd", marks=pytest.mark.slow), "adam"])
+# slow: test_member_in_population_equals_member_trained_alone covers map and vmap by default
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_results_do_not_depend_on_member_mode(lm_task, optimizer):
     key = jax.random.key(3)
     finals, vals = {}, {}
