@@ -168,6 +168,15 @@ class Population:
         #: Per-member batch size ``batch_size`` (<= the task's batch): a member trains on the
         #: first ``batch_size`` rows of each batch, the others weigh zero (they are computed).
         self.max_batch = getattr(task, "batch_size", None)
+        #: Epochs per member (a task with a fixed training set, ``epoch_size`` examples, and the
+        #: hyperparameters ``epochs`` / ``warmup_frac``): a member takes
+        #: ``ceil(epochs * epoch_size / batch_size)`` steps, then stops; its schedule's
+        #: ``decay_steps`` is that limit and ``warmup_steps`` is ``warmup_frac`` of it.
+        self.epoch_size = (
+            int(task.epoch_size)
+            if getattr(task, "epoch_size", None) and "epochs" in task.hparam_names
+            else None
+        )
         #: Masked super-model: ``depth`` / ``heads`` / ``ff_width`` per member (the model config
         #: gives the largest); defaults are the full model, which computes exactly as unmasked.
         mc = getattr(task, "model_config", None)
@@ -300,7 +309,8 @@ class Population:
         init_key, train_key = jax.random.split(member_key)
         # the task's hyperparameters reach the model: init_scheme / init_scale per member
         _, params = nnx.split(self.task.make_model(init_key, {k: hp[k] for k in self.task_names}))
-        opt_state = optim.init_opt_state(self.tx, params, {k: hp[k] for k in self.opt_names})
+        opt_hp = self._derived({k: hp[k] for k in self.opt_names}, hp)
+        opt_state = optim.init_opt_state(self.tx, params, opt_hp)
         return PopulationState(
             params=params,
             opt_state=opt_state,
@@ -317,12 +327,42 @@ class Population:
         f = over_members(lambda a: self._init_member(root_key, *a), self.mode, self.chunk_size)
         return f((ids, hp))
 
+    def _member_batch_size(self, hp: Mapping[str, jax.Array]) -> jax.Array:
+        b = hp["batch_size"] if self.max_batch and "batch_size" in hp else self.task.batch_size
+        return jnp.asarray(b, jnp.float32)
+
+    def member_limit(self, hp: Mapping[str, jax.Array]) -> jax.Array:
+        """The most steps a member takes: ``ceil(epochs * epoch_size / batch_size)`` under
+        epochs (int32; a large number without)."""
+        if self.epoch_size is None:
+            return jnp.asarray(np.iinfo(np.int32).max, jnp.int32)
+        steps = jnp.ceil(hp["epochs"] * self.epoch_size / self._member_batch_size(hp))
+        return jnp.maximum(steps, 1.0).astype(jnp.int32)
+
+    def _derived(self, opt_hp: Mapping[str, jax.Array], hp: Mapping[str, jax.Array]) -> dict:
+        """Optimizer hyperparameters with the schedule's horizon derived from the member's
+        epochs (``decay_steps`` = its step limit, ``warmup_steps`` = ``warmup_frac`` of it)."""
+        out = dict(opt_hp)
+        if self.epoch_size is None:
+            return out
+        limit = self.member_limit(hp).astype(jnp.float32)
+        if "decay_steps" in out:
+            out["decay_steps"] = limit
+        if "warmup_steps" in out:
+            out["warmup_steps"] = hp["warmup_frac"] * limit
+        return out
+
     # -- training --------------------------------------------------------------------------
     def member_batch(self, m: PopulationState, train_data) -> tuple[dict, jax.Array]:
         """ONE member's training batch and dropout key at its step: its fold's draws (k-fold),
         its first ``batch_size`` rows weighted, and this device's slice on the ``data`` axis."""
-        if self.folds > 1:
-            batch = self.task.train_batch(train_data, m.step, m.hparams["fold"].astype(jnp.int32))
+        fold = m.hparams["fold"].astype(jnp.int32) if self.folds > 1 else None
+        if self.epoch_size is not None:
+            # epoch semantics depend on the member's batch size: its rows lead the batch
+            b = self._member_batch_size(m.hparams).astype(jnp.int32)
+            batch = self.task.train_batch(train_data, m.step, fold, member_batch=b)
+        elif fold is not None:
+            batch = self.task.train_batch(train_data, m.step, fold)
         else:
             batch = self.task.train_batch(train_data, m.step)
         key = jax.random.fold_in(jax.random.wrap_key_data(m.key), m.step)
@@ -360,8 +400,12 @@ class Population:
             )
             return new, jnp.where(finite, aux["ce"], jnp.nan)
 
-        # Under lax.map a stopped or diverged member costs no work; under vmap cond is a select.
-        return jax.lax.cond(m.active & ~m.diverged, do_step, _no_step, m)
+        # Under lax.map a stopped, diverged or finished member costs no work; under vmap cond is
+        # a select.
+        go = m.active & ~m.diverged
+        if self.epoch_size is not None:
+            go = go & (m.step < self.member_limit(m.hparams))
+        return jax.lax.cond(go, do_step, _no_step, m)
 
     def _segment_impl(self, pop: PopulationState, train_data, valid, num_steps: int):
         self.trace_counts["segment"] += 1
@@ -596,6 +640,10 @@ class Population:
     def _set_hparams_impl(self, pop: PopulationState, values: Mapping[str, jax.Array]):
         opt_vals = {k: v for k, v in values.items() if k in self.opt_names}
         task_vals = {k: v for k, v in values.items() if k in self.task_names}
+        if self.epoch_size is not None:  # the horizon follows epochs / batch size / warmup_frac
+            hp = {**pop.hparams, **task_vals}
+            current = optim.get_hparams(pop.opt_state)
+            opt_vals = self._derived({k: opt_vals.get(k, current[k]) for k in self.opt_names}, hp)
         opt_state = optim.set_hparams(pop.opt_state, opt_vals) if opt_vals else pop.opt_state
         return pop.replace(opt_state=opt_state, hparams={**pop.hparams, **task_vals})
 

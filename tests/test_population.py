@@ -201,3 +201,47 @@ def test_member_with_smaller_batch_trains_as_alone_with_that_batch():
     np.testing.assert_allclose(np.asarray(losses)[1], np.asarray(losses_one)[0], rtol=1e-5)
     # and the batch size matters: the full-batch member differs
     assert not np.allclose(np.asarray(losses)[0], np.asarray(losses)[1])
+
+
+def test_epochs_bound_each_member_and_set_its_schedule_horizon():
+    """A task with a fixed training set (``epoch_size``) and the hyperparameters ``epochs`` /
+    ``warmup_frac``: member i stops after ceil(epochs * epoch_size / batch_size) steps, its
+    ``decay_steps`` is that limit and ``warmup_steps`` is warmup_frac of it, at init and after
+    a strategy writes new values; the task is asked for the member's own batch size."""
+    from conftest import TINY_MODEL
+
+    from jaxhpo.tasks import LanguageModelTask
+    from jaxhpo.tasks.base import TASK_DEFAULTS, TASK_DOMAINS, TASK_HPARAMS
+
+    seen = []
+
+    class Epochs(LanguageModelTask):
+        epoch_size = 40
+        hparam_names = (*TASK_HPARAMS, "epochs", "warmup_frac")
+        hparam_domains = {**TASK_DOMAINS, "epochs": (0, 100, True), "warmup_frac": (0, 1, True)}
+
+        @property
+        def hparam_defaults(self):
+            return {**TASK_DEFAULTS, "epochs": 1.0, "warmup_frac": 0.0}
+
+        def train_batch(self, train_data, step, fold=None, member_batch=None):
+            seen.append(member_batch)
+            return super().train_batch(train_data, step, fold)
+
+    task = Epochs(corpus=None, max_bytes=200_000, seq_len=8, batch_size=8, model=TINY_MODEL)
+    popn = Population(task, "adamw", "warmup_linear", mode="map")
+    hp = {"epochs": np.array([2.0, 1.0, 3.0]), "batch_size": np.array([8, 4, 8])}
+    hp["warmup_frac"] = np.array([0.1, 0.5, 0.0])
+    pop = popn.init(jax.random.key(0), np.arange(3), hp)
+    limits = np.array([10, 10, 15])  # ceil(2*40/8), ceil(40/4), ceil(3*40/8)
+    got = popn.get_hparams(pop)
+    np.testing.assert_array_equal(np.asarray(got["decay_steps"]), limits)
+    np.testing.assert_allclose(np.asarray(got["warmup_steps"]), [1.0, 5.0, 0.0])
+    pop, losses = popn.train_segment(pop, task.train_data, 12)
+    np.testing.assert_array_equal(np.asarray(pop.step), [10, 10, 12])
+    assert np.isnan(np.asarray(losses)[0, 10:]).all() and np.isfinite(np.asarray(losses)[2]).all()
+    assert seen and seen[0] is not None  # traced member batch size reached the task
+    pop = popn.set_hparams(pop, {"epochs": np.array([3.0, 1.0, 3.0])})
+    np.testing.assert_array_equal(np.asarray(popn.get_hparams(pop)["decay_steps"]), [15, 10, 15])
+    pop, _ = popn.train_segment(pop, task.train_data, 12)
+    np.testing.assert_array_equal(np.asarray(pop.step), [15, 10, 15])
