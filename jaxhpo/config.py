@@ -118,6 +118,7 @@ class PopulationConfig:
     chunk_size: int = 4
     devices: int = 0  # shard members over this many devices; 0 = as many as divide the size
     data_devices: int = 1  # split each member's batch over this many devices (mesh axis "data")
+    structure: str = "masked"  # structural dims: masked super-model | buckets (jaxhpo/buckets.py)
 
 
 @dataclasses.dataclass
@@ -419,6 +420,10 @@ def validate(cfg: Config) -> None:
             f"population.devices: must be >= 0 (0 = auto), got {cfg.population.devices}"
         )
     _positive("population.data_devices", cfg.population.data_devices)
+    if cfg.population.structure not in ("masked", "buckets"):
+        raise ConfigError(
+            f"population.structure: unknown '{cfg.population.structure}' (masked | buckets)"
+        )
     _positive("train.steps", cfg.train.steps)
     _positive("train.segment_steps", cfg.train.segment_steps)
     if cfg.strategy.name not in STRATEGIES:

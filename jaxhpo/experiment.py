@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jaxhpo import optim, parallel
+from jaxhpo.buckets import BUCKET_HPARAMS, BucketedPopulation
 from jaxhpo.checkpoint import Checkpointer, CheckpointRefusedError, pack_tree, unpack_tree
 from jaxhpo.config import Config, ConfigError
 from jaxhpo.population import Population, PopulationState, resolve_devices
@@ -105,9 +106,13 @@ def check_space(space: Space, known: tuple[str, ...], cfg: Config) -> None:
     # per-member batch size: the first b rows of the task's batch (task.batch_size: the largest)
     domains["batch_size"] = (1, cfg.task.batch_size, True, True)
     # masked super-model: the model config gives the largest structure
-    domains["depth"] = (1, cfg.model.num_layers, True, True)
-    domains["heads"] = (1, cfg.model.num_heads, True, True)
-    domains["ff_width"] = (1, cfg.model.d_ff, True, True)
+    # (shape buckets build each structure as its own model: any positive size)
+    masked = cfg.population.structure == "masked"
+    domains["depth"] = (1, cfg.model.num_layers if masked else np.inf, True, True)
+    domains["heads"] = (1, cfg.model.num_heads if masked else np.inf, True, True)
+    domains["ff_width"] = (1, cfg.model.d_ff if masked else np.inf, True, True)
+    domains["d_model"] = (1, np.inf, True, True)
+    domains["seq_len"] = (2, np.inf, True, True)
     for name in space.names:
         where = f"space.{name}"
         if name not in known:
@@ -125,6 +130,88 @@ def check_space(space: Space, known: tuple[str, ...], cfg: Config) -> None:
             if bad:
                 lb, rb = "[" if lo_in else "(", "]" if hi_in else ")"
                 raise ConfigError(f"{where}: values must lie in {lb}{lo}, {hi}{rb}, got {v}")
+
+
+#: Where each structural hyperparameter lives in the config.
+_STRUCTURE_FIELDS = {
+    "depth": ("model", "num_layers"),
+    "heads": ("model", "num_heads"),
+    "ff_width": ("model", "d_ff"),
+    "d_model": ("model", "d_model"),
+    "seq_len": ("task", "seq_len"),
+}
+
+
+def make_bucket_task(cfg: Config, structure: dict[str, int]) -> Task:
+    """The task of one shape bucket: the config with its structural fields set."""
+    parts: dict[str, dict[str, int]] = {"model": {}, "task": {}}
+    for name, value in structure.items():
+        section, field = _STRUCTURE_FIELDS[name]
+        parts[section][field] = int(value)
+    bucket = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, **parts["model"]),
+        task=dataclasses.replace(cfg.task, **parts["task"]),
+    )
+    return make_task(bucket)
+
+
+def check_structure(space: Space, cfg: Config) -> tuple[str, ...]:
+    """The structural dimensions of the space, checked against ``population.structure``.
+
+    Under buckets every combination of their values must build a model (e.g. ``heads`` must
+    divide ``d_model``): checked here, before anything compiles, for up to 4096 combinations.
+    """
+    names = tuple(n for n in BUCKET_HPARAMS if n in space.names)
+    for n in names:
+        dim = space[n]
+        if isinstance(dim, Float) or any(float(v) != int(v) for v in _dim_values(dim)):
+            raise ConfigError(
+                f"space.{n}: a structural dimension must be an int or a choice of ints"
+            )
+    buckets = cfg.population.structure == "buckets"
+    if not buckets:
+        for n in ("d_model", "seq_len"):
+            if n in names:
+                raise ConfigError(
+                    f"space.{n}: the masked super-model masks depth, heads and ff_width only; "
+                    f"searching {n} needs population.structure=buckets"
+                )
+        return names
+    if not names:
+        raise ConfigError(
+            "population.structure: buckets need a structural dimension in the space "
+            f"({', '.join(BUCKET_HPARAMS)})"
+        )
+    if "seq_len" in names and "seq_len" not in inspect.signature(TASKS[cfg.task.kind]).parameters:
+        raise ConfigError(f"space.seq_len: task '{cfg.task.kind}' has no sequence length")
+    values = {}
+    for n in names:
+        dim = space[n]
+        if isinstance(dim, Int):
+            values[n] = list(range(int(dim.low), int(dim.high) + 1))
+        else:
+            values[n] = [int(v) for v in _dim_values(dim)]
+        if min(values[n]) < 1:
+            raise ConfigError(f"space.{n}: values must be positive ints, got {min(values[n])}")
+    combos = int(np.prod([len(v) for v in values.values()]))
+    if combos <= 4096:
+        import itertools
+
+        base = {
+            "depth": cfg.model.num_layers,
+            "heads": cfg.model.num_heads,
+            "d_model": cfg.model.d_model,
+        }
+        for combo in itertools.product(*values.values()):
+            s = {**base, **dict(zip(values, combo, strict=True))}
+            if s["d_model"] % s["heads"]:
+                where = "space.heads" if "heads" in names else "space.d_model"
+                raise ConfigError(
+                    f"{where}: heads {s['heads']} do not divide d_model {s['d_model']} (in shape "
+                    "buckets every combination of the structural values must build a model)"
+                )
+    return names
 
 
 @dataclasses.dataclass
@@ -158,8 +245,9 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
     known = tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule)) + tuple(
         TASKS[cfg.task.kind].hparam_names
     )
-    known += tuple(n for n in ("batch_size", "depth", "heads", "ff_width") if n in space.names)
+    known += tuple(n for n in ("batch_size", *BUCKET_HPARAMS) if n in space.names)
     check_space(space, known, cfg)
+    structural = check_structure(space, cfg)
     task = make_task(cfg)
     if cfg.train.ensemble_top_k and set(task.metric_names) != {"loss", "accuracy"}:
         raise ConfigError(
@@ -181,6 +269,16 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
                 "train.budget: not available with train.compiled=true (the compiled loop runs "
                 "every segment); set one of them"
             )
+        if cfg.train.compiled and cfg.population.structure == "buckets":
+            raise ConfigError(
+                "train.compiled: shape buckets run one program per bucket, not the whole run "
+                "as one; set train.compiled=false or population.structure=masked"
+            )
+        if cfg.train.ensemble_top_k and cfg.population.structure == "buckets":
+            raise ConfigError(
+                "train.ensemble_top_k: not available with population.structure=buckets (the "
+                "members' programs differ); use population.structure=masked"
+            )
         if cfg.train.compiled and not has_compiled_form(strategy):
             raise ConfigError(
                 f"train.compiled: strategy '{strategy.name}' decides on the host between "
@@ -197,16 +295,23 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
                 f"population.data_devices: {data} requested but only {len(jax.devices())} "
                 f"{jax.default_backend()} device(s) are visible"
             )
-        devices = resolve_devices(cfg.population.devices, size, len(jax.devices()) // data)
-        population = Population(
-            task,
-            cfg.optim.optimizer,
-            cfg.optim.schedule,
-            cfg.population.mode,
-            cfg.population.chunk_size,
-            devices=devices,
-            data_devices=data,
-        )
+        args = (cfg.optim.optimizer, cfg.optim.schedule, cfg.population.mode)
+        args += (cfg.population.chunk_size,)
+        if cfg.population.structure == "buckets":
+            # each bucket shards over the most devices (up to population.devices) dividing it
+            devices = cfg.population.devices or len(jax.devices()) // data
+            population = BucketedPopulation(
+                functools.partial(make_bucket_task, cfg),
+                task,
+                structural,
+                *args,
+                devices=devices,
+                data_devices=data,
+            )
+            strategy.check_population(population)
+        else:
+            devices = resolve_devices(cfg.population.devices, size, len(jax.devices()) // data)
+            population = Population(task, *args, devices=devices, data_devices=data)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     hp = {k: np.asarray(v, np.float64) for k, v in cols.items()}
@@ -256,7 +361,7 @@ def apply_update(
     if upd.hparams:
         pop = population.set_hparams(pop, upd.hparams)
     if upd.active is not None:
-        pop = population.place(pop.replace(active=np.asarray(upd.active, bool)))
+        pop = population.set_active(pop, upd.active)
     if upd.keep is not None:
         pop = population.keep_members(pop, upd.keep)
         population = population.for_size(len(upd.keep))
@@ -473,8 +578,7 @@ def run(
     n_segments = -(-total // seg)
     book = _Book(task.metric_names)
 
-    train_data = population.replicate(task.train_data)
-    val_data, test_data = population.replicate((task.splits.val, task.splits.test))
+    train_data, val_data, test_data = population.run_data()
 
     def log(step, segment, train_loss, val, hparams, ids, diverged, active, steps) -> Observation:
         val = book.fill(ids, val, active, diverged)
@@ -513,7 +617,9 @@ def run(
                 pop.step,
             )
         )
-        return log(step, segment, train_loss, val, h, ids, diverged, active, steps)
+        obs = log(step, segment, train_loss, val, h, ids, diverged, active, steps)
+        # shape buckets: members copy only within their bucket, structure stays (buckets.py)
+        return dataclasses.replace(obs, groups=population.groups(pop), frozen=population.frozen)
 
     def status(segment: int, k: int, dt: float, n_trained: int, diverged: int) -> str:
         shown = -book.best if maximize else book.best
@@ -528,13 +634,14 @@ def run(
     first = 1
     if restored:
         done_segment, tree, meta = restored
-        population = population.for_size(int(meta["size"]))
+        population = population.from_layout(meta.get("layout", meta))
         pop = population.place(tree["pop"])
         state = unpack_tree(meta["strategy"])
         step, next_id, first = int(meta["step"]), int(meta["next_id"]), done_segment + 1
         book.load(meta["book"])
         t0 -= float(meta["elapsed_s"])
         obs = book.observation(pop, population.get_hparams(pop), metric, maximize, step)
+        obs = dataclasses.replace(obs, groups=population.groups(pop), frozen=population.frozen)
         _notice(f"resuming {run_dir.name} after segment {done_segment} (step {step})")
     else:
         obs = observe(pop, 0, 0, np.full(prep.size, np.nan))
@@ -546,6 +653,7 @@ def run(
             "step": step,
             "next_id": next_id,
             "size": pop.size,
+            "layout": population.layout(pop),
             "strategy": pack_tree(state),
             "book": book.dump(),
             "metrics_rows": writer.rows,
@@ -731,10 +839,9 @@ def _restore(checkpointer, prep: Prepared, root_key) -> tuple | None:
                 f"RUN_DIR: the checkpoints in {checkpointer.directory} were written by a "
                 "different config than this run directory's config.yaml; nothing was changed"
             )
-        population = prep.population.for_size(int(meta["size"]))
-        ids = np.arange(int(meta["size"]))
-        hp = population.full_hparams({}, len(ids))
-        return {"pop": jax.eval_shape(lambda: population.init(root_key, ids, hp))}
+        layout = meta.get("layout", meta)
+        population = prep.population.from_layout(layout)
+        return {"pop": population.abstract(layout, root_key)}
 
     found = checkpointer.restore_latest(abstract, report=lambda m: _notice(f"warning: {m}"))
     if found is None:

@@ -275,6 +275,38 @@ class Population:
         """Puts a population on its devices (member axis sharded); a no-op when it is there."""
         return parallel.put(pop, self.sharding) if self._meshed else pop
 
+    #: Structural hyperparameters a strategy must not change in a trained member (none: the
+    #: masked super-model lets PBT explore structure); see :mod:`jaxhpo.buckets`.
+    frozen: tuple[str, ...] = ()
+    bucketed = False
+
+    def run_data(self) -> tuple[Any, Any, Any]:
+        """The task's training data and validation / test splits, on the population's devices
+        (what :meth:`train_segment` and :meth:`evaluate` take)."""
+        val, test = self.replicate((self.task.splits.val, self.task.splits.test))
+        return self.replicate(self.task.train_data), val, test
+
+    def groups(self, pop: PopulationState) -> None:
+        """Which members may copy each other (None: all of them)."""
+        del pop
+        return None
+
+    def set_active(self, pop: PopulationState, active: Any) -> PopulationState:
+        return self.place(pop.replace(active=np.asarray(active, bool)))
+
+    def layout(self, pop: PopulationState) -> dict[str, Any]:
+        """What a checkpoint records of the population's shape."""
+        return {"size": pop.size}
+
+    def from_layout(self, layout: Mapping[str, Any]) -> Population:
+        return self.for_size(int(layout["size"]))
+
+    def abstract(self, layout: Mapping[str, Any], root_key: jax.Array) -> PopulationState:
+        """The shapes of a population with this layout (to restore a checkpoint into)."""
+        ids = np.arange(int(layout["size"]))
+        hp = self.full_hparams({}, len(ids))
+        return jax.eval_shape(lambda: self.init(root_key, ids, hp))
+
     # -- construction ----------------------------------------------------------------------
     def full_hparams(self, hparams: Mapping[str, Any], size: int) -> dict[str, np.ndarray]:
         """All hyperparameters as float32 [size] arrays; missing ones get their defaults."""

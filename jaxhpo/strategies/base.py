@@ -40,6 +40,10 @@ class Observation:
     active: np.ndarray  # bool [P]
     objective: str = "loss"  # the validation metric the study optimises
     maximize: bool = False  # True for metrics where higher is better (accuracy)
+    # Shape buckets (jaxhpo/buckets.py): a member may copy only members of its own group
+    # (int [P]; None: any member), and must keep the ``frozen`` hyperparameters (its structure).
+    groups: np.ndarray | None = None
+    frozen: tuple[str, ...] = ()
 
     def fitness(self) -> np.ndarray:
         """The objective as a quantity to MINIMISE (negated when maximising), float64 [P];
@@ -86,6 +90,9 @@ class Strategy(abc.ABC):
     name: str = "strategy"
     #: True when the strategy picks the population size itself (``population.size`` may be null).
     decides_size: bool = False
+    #: Why the strategy cannot drive shape buckets (None: it can): it changes the values of
+    #: members that keep training and cannot leave their structure alone.
+    no_buckets: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Any, train: Any) -> Strategy:
@@ -144,6 +151,22 @@ class Strategy(abc.ABC):
         space sets them. Default: the whole run; generation-based searchers: one generation."""
         del segment_steps
         return train_steps
+
+    def check_population(self, population: Any) -> None:
+        """Raises ``ValueError`` naming ``strategy.name`` when the strategy cannot drive this
+        population: a strategy that trains its own segments through one population program
+        (hypergradients, PES) cannot drive shape buckets (:mod:`jaxhpo.buckets`)."""
+        if not getattr(population, "bucketed", False):
+            return
+        reason = self.no_buckets
+        if type(self).train_segment is not Strategy.train_segment:
+            reason = "it trains through one population program"
+        if reason:
+            raise ValueError(
+                f"strategy.name: '{self.name}' cannot run shape buckets ({reason}); use "
+                "population.structure=masked (depth/heads/ff_width) or drop the structural "
+                "dimensions"
+            )
 
     def check(self, train_steps: int, segment_steps: int) -> None:
         """Raises ``ValueError`` naming the config field when the strategy cannot run with this

@@ -71,6 +71,7 @@ class CrossValidated(Strategy):
             metrics=metrics,
             diverged=per_trial(obs.diverged).any(axis=1),
             active=per_trial(obs.active).any(axis=1),
+            groups=None if obs.groups is None else per_trial(obs.groups)[:, 0],
         )
 
     def expand(self, upd: PopulationUpdate) -> PopulationUpdate:
@@ -96,6 +97,9 @@ class CrossValidated(Strategy):
     def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
         state, upd = self.inner.update(state, self.trial_observation(obs))
         return state, self.expand(upd)
+
+    def check_population(self, population) -> None:
+        self.inner.check_population(population)
 
     def train_segment(self, state, population, pop, data, num_steps, valid_steps):
         return self.inner.train_segment(state, population, pop, data, num_steps, valid_steps)

@@ -59,7 +59,11 @@ def rank(fitness_P: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def select_parents(
-    key: jax.Array, fitness_P: jax.Array, method: str, fraction: float
+    key: jax.Array,
+    fitness_P: jax.Array,
+    method: str,
+    fraction: float,
+    groups_P: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Exploit: which member each slot copies.
 
@@ -68,6 +72,8 @@ def select_parents(
       fitness_P: objective to minimise, float [P]; NaN/inf count as diverged.
       method: ``truncation``, ``tournament`` or ``none``.
       fraction: size of the top and bottom groups of truncation selection (of P).
+      groups_P: int [P]; when given, selection runs within each group (shape buckets: a member
+        copies only members of its own shape), with the group's size in place of P.
 
     Returns:
       ``parents`` int32 [P] (``i`` where slot ``i`` keeps itself) and ``copied`` bool [P].
@@ -77,6 +83,8 @@ def select_parents(
     if method == "none" or P < 2:
         return slots, jnp.zeros((P,), bool)
     fit = jnp.where(jnp.isfinite(fitness_P), fitness_P, jnp.inf)
+    if groups_P is not None:
+        return _select_in_groups(key, fit, method, fraction, jnp.asarray(groups_P, jnp.int32))
     ranks, order = rank(fit)
     order = order.astype(jnp.int32)
     n_top = max(1, int(P * fraction))
@@ -93,6 +101,34 @@ def select_parents(
     return jnp.where(copied, donors, slots), copied
 
 
+def _select_in_groups(key, fit, method: str, fraction: float, groups):
+    """:func:`select_parents` within each group: members are sorted by (group, fitness, slot);
+    a member's rank and the group's size come from its position in that order."""
+    P = fit.shape[0]
+    slots = jnp.arange(P, dtype=jnp.int32)
+    order = jnp.lexsort((slots, fit, groups)).astype(jnp.int32)  # last key is the primary one
+    pos = jnp.zeros_like(order).at[order].set(slots)
+    sorted_groups = groups[order]
+    start = jnp.searchsorted(sorted_groups, groups, side="left").astype(jnp.int32)
+    count = jnp.searchsorted(sorted_groups, groups, side="right").astype(jnp.int32) - start
+    rank_g = pos - start
+    n_top = jnp.maximum(1, jnp.floor(count * fraction)).astype(jnp.int32)
+    k_top, k_opp = jax.random.split(key)
+    u = jax.random.uniform(k_top, (P,))
+    donors = order[start + jnp.minimum((u * n_top).astype(jnp.int32), n_top - 1)]
+    bad = ~jnp.isfinite(fit)
+    if method == "truncation":
+        copied = rank_g >= count - n_top
+    else:  # binary tournament against a random other member of the group
+        v = jax.random.uniform(k_opp, (P,))
+        shift = 1 + jnp.minimum((v * (count - 1)).astype(jnp.int32), jnp.maximum(count - 2, 0))
+        opponent = order[start + (rank_g + shift) % count]
+        copied = pos[opponent] < pos
+        donors = jnp.where(bad, donors, opponent)
+    copied = (copied | bad) & jnp.isfinite(fit[donors]) & (donors != slots) & (count > 1)
+    return jnp.where(copied, donors, slots), copied
+
+
 def explore(
     key: jax.Array,
     hparams: Mapping[str, jax.Array],
@@ -103,6 +139,7 @@ def explore(
     factors: Sequence[float] = (0.8, 1.2),
     sigma: float = 0.1,
     resample_prob: float = 0.0,
+    frozen: Sequence[str] = (),
 ) -> dict[str, jax.Array]:
     """Perturbs the searched hyperparameters of the members in ``mask_P``; others unchanged.
 
@@ -116,12 +153,16 @@ def explore(
       factors: multiplicative factors.
       sigma: std of the Gaussian perturbation in unit coordinates.
       resample_prob: probability of redrawing a value uniformly from the space (unit coords).
+      frozen: names never perturbed (a member's structure in shape buckets); left out of the
+        result.
 
     Returns:
       name -> float32 [P] new values of the searched dimensions, inside the space.
     """
     out = {}
     for i, name in enumerate(space.searched):
+        if name in frozen:
+            continue
         dim = space[name]
         v = jnp.asarray(hparams[name], jnp.float32)
         P = v.shape[0]
@@ -257,15 +298,16 @@ class PBT(Strategy):
     def ready(self, step: jax.Array | int) -> jax.Array | bool:
         return (step % self.ready_steps == 0) & (step >= max(self.min_steps, 1))
 
-    def device_update(self, state, step, fitness_P, hparams):
+    def device_update(self, state, step, fitness_P, hparams, groups_P=None, frozen=()):
         """The decision as a pure function (also run inside the compiled loop).
 
         Returns ``(state, parents [P], copied [P], explored [P], hparams)``; all no-ops when the
-        step is not a ready step.
+        step is not a ready step. With ``groups_P`` (shape buckets) members exploit within their
+        group; ``frozen`` names are not explored.
         """
         key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
         k_sel, k_exp = jax.random.split(key)
-        parents, copied = select_parents(k_sel, fitness_P, self.exploit, self.fraction)
+        parents, copied = select_parents(k_sel, fitness_P, self.exploit, self.fraction, groups_P)
         moved = {k: jnp.asarray(v, jnp.float32)[parents] for k, v in hparams.items()}
         everyone = self.exploit == "none" or self.explore_all
         explored = jnp.ones_like(copied) if everyone else copied
@@ -280,6 +322,7 @@ class PBT(Strategy):
             factors=self.factors,
             sigma=self.sigma,
             resample_prob=self.resample_prob,
+            frozen=frozen,
         )
         ready = self.ready(step)
         slots = jnp.arange(parents.shape[0], dtype=parents.dtype)
@@ -297,7 +340,7 @@ class PBT(Strategy):
 
     @functools.cached_property
     def _jitted(self):
-        return jax.jit(self.device_update)
+        return jax.jit(self.device_update, static_argnames="frozen")
 
     def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
         if not self.ready(obs.step):
@@ -305,7 +348,7 @@ class PBT(Strategy):
         fit = obs.fitness().astype(np.float32)
         searched = {k: np.asarray(obs.hparams[k], np.float32) for k in self.space.searched}
         state, parents, copied, explored, hp = jax.device_get(
-            self._jitted(state, np.int32(obs.step), fit, searched)
+            self._jitted(state, np.int32(obs.step), fit, searched, obs.groups, frozen=obs.frozen)
         )
         parents, copied, explored = np.asarray(parents), np.asarray(copied), np.asarray(explored)
         events = lineage_events(obs, fit, parents, copied, explored, hp)

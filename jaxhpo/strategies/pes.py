@@ -52,6 +52,7 @@ class PersistentES(Strategy):
     """
 
     name = "pes"
+    no_buckets = "it perturbs every searched value of members that keep training"
     persistent = True
 
     @classmethod
