@@ -10,8 +10,10 @@ program's state. Two ways to search them:
   ``seq_len`` cannot be masked.
 * **buckets** (this module, ``population.structure=buckets``): members that share a structure share
   one :class:`~jaxhpo.population.Population` (one compiled program per bucket and bucket size);
-  the buckets of one study are dispatched one after another in each segment (JAX's dispatch is
-  asynchronous, so the host does not wait between them), and the strategy sees ONE population:
+  the buckets of one study are dispatched back to back in each segment (JAX's dispatch is
+  asynchronous, so the host does not wait between them): one after another over all devices
+  (``population.bucket_placement=shared``) or side by side, each bucket on a device of its own
+  (``split``). The strategy sees ONE population:
   slot ``i`` of the study is always the same member, whichever bucket holds it.
 
 What strategies can do with bucketed structure:
@@ -48,6 +50,7 @@ from jaxhpo.tasks.base import STRUCTURE_HPARAMS, Task
 BUCKET_HPARAMS: tuple[str, ...] = (*STRUCTURE_HPARAMS, "d_model", "seq_len")
 
 Key = tuple[int, ...]
+PLACEMENTS = ("shared", "split")
 
 
 @struct.dataclass
@@ -116,6 +119,10 @@ class BucketedPopulation:
       optimizer, schedule, mode, chunk_size, data_devices: as for ``Population``.
       devices: the most devices one bucket's members are sharded over (each bucket uses the most
         devices up to this that divide its size).
+      placement: ``shared``: every bucket spreads over the devices (above) and the buckets run
+        one after another; ``split``: each bucket runs on ONE device of its own (round robin in
+        the order the structures first appear), so buckets on different devices run at the same
+        time (the host dispatches them back to back without waiting).
     """
 
     bucketed = True
@@ -131,7 +138,12 @@ class BucketedPopulation:
         chunk_size: int = 4,
         devices: int = 1,
         data_devices: int = 1,
+        placement: str = "shared",
     ):
+        if placement not in PLACEMENTS:
+            raise ValueError(
+                f"population.bucket_placement: unknown '{placement}' ({' | '.join(PLACEMENTS)})"
+            )
         unknown = sorted(set(bucket_names) - set(BUCKET_HPARAMS))
         if unknown or not bucket_names:
             raise ValueError(
@@ -144,6 +156,8 @@ class BucketedPopulation:
         self._args = (optimizer, schedule, mode, chunk_size)
         self.base = Population(base_task, optimizer, schedule, mode, chunk_size, 1, data_devices)
         self.devices, self.data_devices = devices, data_devices
+        self.placement = placement
+        self._seen: dict[Key, int] = {}  # structure -> order of first appearance (split)
         self.mode, self.chunk_size = self.base.mode, self.base.chunk_size
         self.optimizer, self.schedule = optimizer, schedule
         self.opt_names = self.base.opt_names
@@ -180,26 +194,33 @@ class BucketedPopulation:
 
     def pop_for(self, key: Key, size: int) -> Population:
         """The population program of one bucket of ``size`` members."""
-        devices = max(d for d in range(1, min(self.devices, size) + 1) if size % d == 0)
-        if (key, devices) not in self._pops:
+        if self.placement == "split":
+            devices = 1
+            groups = max(1, len(jax.devices()) // self.data_devices)
+            offset = self._seen.setdefault(key, len(self._seen)) % groups * self.data_devices
+        else:
+            devices = max(d for d in range(1, min(self.devices, size) + 1) if size % d == 0)
+            offset = 0
+        if (key, devices, offset) not in self._pops:
             p = Population(
-                self.task_for(key), *self._args, devices=devices, data_devices=self.data_devices
+                self.task_for(key),
+                *self._args,
+                devices=devices,
+                data_devices=self.data_devices,
+                device_offset=offset,
             )
             p.trace_counts = self.trace_counts  # one count for the whole study
-            self._pops[(key, devices)] = p
-        return self._pops[(key, devices)]
+            self._pops[(key, devices, offset)] = p
+        return self._pops[(key, devices, offset)]
 
     def _bucket_pops(self, pop: BucketedState) -> list[Population]:
         return [self.pop_for(k, len(s)) for k, s in zip(pop.keys, pop.slots, strict=True)]
 
     def _data_for(self, p: Population, key: Key) -> tuple[Any, Any, Any]:
-        if (key, p.devices) not in self._data:
-            t = p.task
-            self._data[(key, p.devices)] = (
-                p.replicate(t.train_data),
-                *p.replicate((t.splits.val, t.splits.test)),
-            )
-        return self._data[(key, p.devices)]
+        where = (key, p.devices, p.device_offset)
+        if where not in self._data:
+            self._data[where] = p.run_data()
+        return self._data[where]
 
     def run_data(self) -> tuple[str, str, str]:
         """Names of the splits: each bucket trains and evaluates on its own task's data (a

@@ -119,6 +119,7 @@ class PopulationConfig:
     devices: int = 0  # shard members over this many devices; 0 = as many as divide the size
     data_devices: int = 1  # split each member's batch over this many devices (mesh axis "data")
     structure: str = "masked"  # structural dims: masked super-model | buckets (jaxhpo/buckets.py)
+    bucket_placement: str = "shared"  # buckets: shared (all devices, in turn) | split (own device)
 
 
 @dataclasses.dataclass
@@ -423,6 +424,11 @@ def validate(cfg: Config) -> None:
     if cfg.population.structure not in ("masked", "buckets"):
         raise ConfigError(
             f"population.structure: unknown '{cfg.population.structure}' (masked | buckets)"
+        )
+    if cfg.population.bucket_placement not in ("shared", "split"):
+        raise ConfigError(
+            f"population.bucket_placement: unknown '{cfg.population.bucket_placement}' "
+            "(shared | split)"
         )
     _positive("train.steps", cfg.train.steps)
     _positive("train.segment_steps", cfg.train.segment_steps)

@@ -307,6 +307,7 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
                 *args,
                 devices=devices,
                 data_devices=data,
+                placement=cfg.population.bucket_placement,
             )
             strategy.check_population(population)
         else:

@@ -152,6 +152,7 @@ class Population:
         chunk_size: int = 4,
         devices: int = 1,
         data_devices: int = 1,
+        device_offset: int = 0,
     ):
         self.task = task
         self._args = (task, optimizer, schedule, mode, chunk_size)
@@ -206,6 +207,12 @@ class Population:
                 f"population.data_devices: the batch of {task.batch_size} examples does not "
                 f"split over {data_devices} devices (use a divisor of task.batch_size)"
             )
+        last = device_offset + devices * data_devices - 1
+        if device_offset < 0 or last >= n_dev:
+            raise ValueError(
+                f"population.devices: devices {device_offset}..{last} do not exist "
+                f"({n_dev} visible)"
+            )
         if devices < 1 or devices * data_devices > n_dev:
             raise ValueError(
                 f"population.devices: must lie in [1, {n_dev // data_devices}] "
@@ -213,10 +220,13 @@ class Population:
             )
         self.devices = devices
         self.data_devices = data_devices
+        #: The population's devices start here (shape buckets side by side: one bucket's
+        #: members on their own devices while other buckets run on others).
+        self.device_offset = device_offset
         self.mesh = jax.make_mesh(
             (devices, data_devices),
             ("pop", "data"),
-            devices=jax.devices()[: devices * data_devices],
+            devices=jax.devices()[device_offset : device_offset + devices * data_devices],
             axis_types=(jax.sharding.AxisType.Auto,) * 2,  # let jit move inputs onto the mesh
         )
         self.sharding = NamedSharding(self.mesh, PartitionSpec("pop"))
@@ -255,7 +265,7 @@ class Population:
     @property
     def _meshed(self) -> bool:
         """More than one device: programs run under ``shard_map`` over the mesh."""
-        return self.devices * self.data_devices > 1
+        return self.devices * self.data_devices > 1 or self.device_offset > 0
 
     def _check_names(self, names) -> None:
         unknown = sorted(set(names) - set(self.hparam_names))
@@ -713,7 +723,12 @@ class Population:
                 f"{self.devices} devices of this {jax.process_count()}-process run; use "
                 "halving_mode=masked there, or population sizes whose rungs divide"
             )
-        other = Population(*self._args, devices=devices, data_devices=self.data_devices)
+        other = Population(
+            *self._args,
+            devices=devices,
+            data_devices=self.data_devices,
+            device_offset=self.device_offset,
+        )
         other.trace_counts = self.trace_counts  # one count for the whole run
         return other
 

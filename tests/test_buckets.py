@@ -212,3 +212,38 @@ def test_a_strategy_that_trains_its_own_segments_refuses_buckets(bucketed):
     with pytest.raises(ValueError, match="strategy.name: 'random' cannot run shape buckets"):
         OwnSegments().check_population(bucketed)
     RandomSearch().check_population(bucketed)  # the plain one can
+
+
+SPLIT = """
+import json, sys
+sys.path.insert(0, "tests")
+import jax, numpy as np
+from test_buckets import HP, _make
+from jaxhpo.buckets import BucketedPopulation
+
+out = {}
+for placement in ("shared", "split"):
+    bp = BucketedPopulation(_make, _make({}), ("d_model", "seq_len"), "adamw", mode="map",
+                            devices=4, placement=placement)
+    pop = bp.init(jax.random.key(0), np.arange(4), HP)
+    pop, losses = bp.train_segment(pop, "train", 3)
+    out[placement] = {
+        "loss": np.asarray(losses).tolist(),
+        "val": bp.evaluate(pop, "val")["loss"].tolist(),
+        "devices": [sorted(d.id for d in jax.tree.leaves(b.params)[0].sharding.device_set)
+                    for b in pop.buckets],
+    }
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_split_placement_runs_buckets_on_their_own_devices():
+    """``bucket_placement=split``: each bucket on a device of its own (so buckets run at the
+    same time); the members train as with the buckets in turn over shared devices."""
+    from test_devices import _run_on_8_devices
+
+    out = _run_on_8_devices(SPLIT)
+    assert out["split"]["devices"] == [[0], [1]]
+    assert out["shared"]["devices"] == [[0, 1], [0, 1]]  # 2 members each: 2 devices each
+    np.testing.assert_allclose(out["split"]["loss"], out["shared"]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(out["split"]["val"], out["shared"]["val"], rtol=1e-5)
