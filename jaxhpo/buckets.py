@@ -140,6 +140,12 @@ class BucketedPopulation:
         data_devices: int = 1,
         placement: str = "shared",
     ):
+        if jax.process_count() > 1:
+            raise ValueError(
+                "population.structure: shape buckets run in one process (a bucket smaller than "
+                "the processes' devices would leave processes without members); use "
+                "population.structure=masked in a multi-process run"
+            )
         if placement not in PLACEMENTS:
             raise ValueError(
                 f"population.bucket_placement: unknown '{placement}' ({' | '.join(PLACEMENTS)})"
