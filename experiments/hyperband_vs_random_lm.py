@@ -65,6 +65,8 @@ OBJECTIVE = "val_loss"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from jaxhpo.results import add_override_args
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=2, help="number of seeds (first-seed, +1, ...)")
     p.add_argument("--first-seed", type=int, default=0)
@@ -76,15 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--segment-steps", type=int, default=None, help="steps between evaluations (min-steps)"
     )
     p.add_argument("--out", type=Path, default=Path("runs/hyperband_vs_random_lm"))
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override applied to both runs (repeatable), e.g. model.d_model=32",
-    )
-    p.add_argument("--no-plot", action="store_true")
+    add_override_args(p, "applied to both runs")
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error(f"--seeds: must be >= 1, got {args.seeds}")
@@ -100,9 +94,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.segment_steps = args.min_steps
     if args.segment_steps < 1:
         p.error(f"--segment-steps: must be >= 1, got {args.segment_steps}")
-    for o in args.overrides:
-        if "=" not in o:
-            p.error(f"--set: expected KEY=VALUE, got {o!r}")
     return args
 
 

@@ -53,21 +53,15 @@ OBJECTIVE = "val_loss"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from jaxhpo.results import add_override_args
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (first-seed, +1, ...)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=400, help="training steps per member")
     p.add_argument("--size", type=int, default=8, help="population size (both methods)")
     p.add_argument("--out", type=Path, default=Path("runs/pbt_vs_random_lm"))
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override applied to both runs (repeatable), e.g. model.d_model=32",
-    )
-    p.add_argument("--no-plot", action="store_true")
+    add_override_args(p, "applied to both runs")
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error(f"--seeds: must be >= 1, got {args.seeds}")
@@ -77,9 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--steps: must be >= 1, got {args.steps}")
     if args.size < 2:
         p.error(f"--size: PBT needs a population of >= 2, got {args.size}")
-    for o in args.overrides:
-        if "=" not in o:
-            p.error(f"--set: expected KEY=VALUE, got {o!r}")
     return args
 
 

@@ -88,6 +88,10 @@ class TaskConfig:
     num_examples: int = 4096  # brackets
     data_seed: int = 0
     folds: int = 1  # k-fold cross-validation: each trial trains as k members (1: off)
+    mask_prob: float = 0.15  # mlm: fraction of positions selected for BERT masking
+    num_train: int = 1024  # finetune: fixed training set size (examples per epoch)
+    corrupt_frac: float = 0.15  # finetune: fraction of a corrupted window's bytes replaced
+    pretrained: str | None = None  # finetune: run dir (train.save_best=true) to start from
 
 
 @dataclasses.dataclass
@@ -131,6 +135,7 @@ class TrainConfig:
     checkpoint_every: int = 1  # segments between checkpoints (0: none); `jaxhpo resume RUN_DIR`
     keep_checkpoints: int = 3  # the latest k checkpoints are kept
     ensemble_top_k: int = 0  # >0: also evaluate the top-k members' averaged predictions
+    save_best: bool = False  # save the best member's weights in RUN_DIR/pretrained (orbax)
 
 
 @dataclasses.dataclass

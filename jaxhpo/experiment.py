@@ -69,7 +69,7 @@ OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
 def make_task(cfg: Config) -> Task:
     """Builds the task (reads or generates its data); errors name the config field."""
     model = dataclasses.asdict(cfg.model)
-    if cfg.task.kind != "brackets" or model["pooling"] is None:
+    if cfg.task.kind not in ("brackets", "finetune") or model["pooling"] is None:
         model.pop("pooling")  # only the classifier pools; None keeps the task's default
     task_cls = TASKS[cfg.task.kind]
     # Each task takes the TaskConfig fields its constructor names (kind is the registry key).
@@ -323,6 +323,15 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
         if name in population.opt_names and name not in hp:
             hp[name] = np.full(size, float(default))
     full = population.full_hparams(hp, size)
+    epoch_size = getattr(population, "epoch_size", None)
+    if epoch_size:  # members train for their epochs: the run must be long enough for them
+        b = full.get("batch_size", np.full(size, float(task.batch_size)))
+        need = int(np.max(np.ceil(full["epochs"].astype(np.float64) * epoch_size / b)))
+        if need > cfg.train.steps:
+            raise ConfigError(
+                f"train.steps: {cfg.train.steps} steps would cut members short: the first "
+                f"population's epochs and batch sizes need up to {need} steps"
+            )
     return Prepared(cfg, task, space, population, strategy, state, full, size)
 
 
@@ -741,6 +750,10 @@ def run(
         )
     members = _members_table(book, obs, test, task.metric_names)
     members.to_csv(out_dir / "members.csv", index=False)
+    if cfg.train.save_best:  # the best member's weights, for fine-tuning (jaxhpo.pretrained)
+        from jaxhpo.pretrained import save_best
+
+        save_best(run_dir, task, pop, members, metric, maximize, write=writes)
     timings["total_s"] = time.perf_counter() - t0
     writer.update_info(
         {

@@ -271,6 +271,54 @@ PRESETS: dict[str, dict[str, Any]] = {
             "dropout": "uniform(0.0, 0.3)",
         },
     },
+    "mlm-pretrain": {
+        "_about": "BERT masked-LM pretraining of a byte-level encoder on the stdlib sources (15% "
+        "of positions: 80% [MASK], 10% random, 10% kept); 2 members over lr, the best saved "
+        "to RUN_DIR/pretrained for bert-finetune (a few minutes on 2 CPU cores).",
+        "name": "mlm-pretrain",
+        "task": {"kind": "mlm", "seq_len": 64, "batch_size": 32, "eval_batches": 8},
+        "model": {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256},
+        "optim": {"optimizer": "adamw", "schedule": "warmup_cosine"},
+        "population": {"size": 2},
+        "train": {"steps": 2000, "segment_steps": 250, "save_best": True},
+        "strategy": {"name": "grid", "metric": "loss"},
+        "space": {
+            "lr": {"type": "choice", "values": [1e-3, 3e-3]},
+            "warmup_steps": 100,
+            "weight_decay": 0.01,
+        },
+    },
+    "bert-finetune": {
+        "_about": "BERT's fine-tuning grid (Devlin et al. 2019: 3 lr x batch {16, 32} x {2, 3, "
+        "4} epochs, 10% warmup, linear decay, dropout 0.1) on real-vs-corrupted text windows; "
+        "every member starts from task.pretrained=RUN_DIR (an mlm-pretrain run; without it: "
+        "from scratch).",
+        "name": "bert-finetune",
+        "task": {
+            "kind": "finetune",
+            "seq_len": 64,
+            "batch_size": 32,
+            "eval_batches": 32,
+            "num_train": 1024,
+            "corrupt_frac": 0.15,
+        },
+        "model": {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256},
+        "optim": {"optimizer": "adamw", "schedule": "warmup_linear"},
+        "population": {"size": None},
+        "train": {"steps": 256, "segment_steps": 32},
+        "strategy": {"name": "grid", "metric": "accuracy"},
+        "space": {
+            # BERT's {5e-5, 3e-5, 2e-5} x 50 for this small, briefly pretrained encoder (see
+            # experiments/bert_finetune.py for how the scale was chosen)
+            "lr": {"type": "choice", "values": [2.5e-3, 1.5e-3, 1e-3]},
+            "batch_size": {"type": "choice", "values": [16, 32]},
+            "epochs": {"type": "choice", "values": [2, 3, 4]},
+            "warmup_frac": 0.1,
+            "dropout": 0.1,
+            "weight_decay": 0.01,
+            "min_lr_ratio": 0.0,
+        },
+    },
 }
 
 DEFAULT_EXPERIMENT = "lm-random"

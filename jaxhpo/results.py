@@ -27,6 +27,7 @@ CSV so that it can be re-run as a fixed schedule.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime as dt
 import json
@@ -423,3 +424,24 @@ def claim_status(check: Callable[..., Any], summary: Any, out: Path | str) -> in
         return 1
     print(f"claim holds; results in {out}")
     return 0
+
+
+def add_override_args(p: argparse.ArgumentParser, applies_to: str) -> None:
+    """The options every reproduction takes: ``--set KEY=VALUE`` (repeatable config overrides,
+    in ``args.overrides``) and ``--no-plot``."""
+
+    def override(text: str) -> str:
+        if "=" not in text:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+        return text
+
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=override,
+        metavar="KEY=VALUE",
+        help=f"config override {applies_to} (repeatable), e.g. model.d_model=32",
+    )
+    p.add_argument("--no-plot", action="store_true")

@@ -72,6 +72,18 @@ CASES = [
     (["run", "lm-optuna", "strategy.optuna_sampler=nope"], "strategy.optuna_sampler: unknown"),
     (["run", "lm-optuna", "strategy.optuna_storage=study.db"], "strategy.optuna_storage"),
     (["run", "lm-evo", "strategy.warm_start=/nonexistent/run"], "strategy.warm_start"),
+    (["run", "bert-finetune", "task.pretrained=/nonexistent/run"], "task.pretrained: path"),
+    (["run", "bert-finetune", "task.corrupt_frac=0"], "task.corrupt_frac: must lie in"),
+    (["run", "bert-finetune", "task.num_train=8"], "task.num_train: needs at least"),
+    (["run", "bert-finetune", "space.epochs=0.5"], "space.epochs: values must lie in"),
+    (["run", "bert-finetune", "space.warmup_frac=1.5"], "space.warmup_frac: values must lie"),
+    (["run", "mlm-pretrain", "task.mask_prob=0"], "task.mask_prob: must lie in"),
+    (["run", "bert-finetune", "train.steps=100"], "train.steps: 100 steps would cut members"),
+    (["run", "lm-random", "population.structure=tiles"], "population.structure: unknown 'tiles'"),
+    (
+        ["run", "lm-random", "space.seq_len=[8, 16]"],
+        "space.seq_len: the masked super-model masks depth",
+    ),
 ]
 
 

@@ -2,7 +2,9 @@
 
 from jaxhpo.tasks.base import TASK_DEFAULTS, TASK_DOMAINS, TASK_HPARAMS, Task
 from jaxhpo.tasks.brackets import BracketsTask
+from jaxhpo.tasks.finetune import FinetuneTask
 from jaxhpo.tasks.lm import LanguageModelTask
+from jaxhpo.tasks.mlm import MaskedLanguageModelTask
 from jaxhpo.tasks.modular import ModularArithmeticTask
 from jaxhpo.tasks.toy import ToyQuadraticTask
 
@@ -11,6 +13,8 @@ TASKS = {
     "modular": ModularArithmeticTask,
     "brackets": BracketsTask,
     "pbt_toy": ToyQuadraticTask,
+    "mlm": MaskedLanguageModelTask,
+    "finetune": FinetuneTask,
 }
 
 __all__ = [
@@ -19,7 +23,9 @@ __all__ = [
     "TASK_DOMAINS",
     "TASK_HPARAMS",
     "BracketsTask",
+    "FinetuneTask",
     "LanguageModelTask",
+    "MaskedLanguageModelTask",
     "ModularArithmeticTask",
     "ToyQuadraticTask",
     "Task",
