@@ -99,6 +99,13 @@ class BucketedState:
     def diverged(self) -> np.ndarray:
         return self._field("diverged")
 
+    def local_index(self) -> np.ndarray:
+        """int [P]: each slot's position inside its bucket."""
+        out = np.empty(self.size, np.int64)
+        for s in self.slots:
+            out[list(s)] = np.arange(len(s))
+        return out
+
     def bucket_of(self) -> np.ndarray:
         """int [P]: the bucket index of each slot."""
         out = np.empty(self.size, np.int32)
@@ -372,9 +379,7 @@ class BucketedPopulation:
         of their new structure, exactly as ``init`` would build them."""
         ids = pop.member_id
         old_bucket = pop.bucket_of()
-        local = np.empty(pop.size, np.int64)
-        for s in pop.slots:
-            local[list(s)] = np.arange(len(s))
+        local = pop.local_index()
         groups: dict[Key, list[int]] = {}
         for i, k in enumerate(new_keys):
             groups.setdefault(k, []).append(i)
@@ -414,9 +419,7 @@ class BucketedPopulation:
                 f"population.structure=buckets: slot {i} cannot copy slot {int(parents[i])}, a "
                 "member of another shape bucket (exploit within a bucket: Observation.groups)"
             )
-        local = np.empty(pop.size, np.int64)
-        for s in pop.slots:
-            local[list(s)] = np.arange(len(s))
+        local = pop.local_index()
         parts = [
             p.copy_members(b, local[parents[list(s)]]) if np.any(parents[list(s)] != s) else b
             for (p, b), s in zip(self._zip(pop), pop.slots, strict=True)

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import itertools
 import json
 import shutil
 import sys
@@ -69,9 +70,9 @@ OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
 def make_task(cfg: Config) -> Task:
     """Builds the task (reads or generates its data); errors name the config field."""
     model = dataclasses.asdict(cfg.model)
-    if cfg.task.kind not in ("brackets", "finetune") or model["pooling"] is None:
-        model.pop("pooling")  # only the classifier pools; None keeps the task's default
     task_cls = TASKS[cfg.task.kind]
+    if not task_cls.pools or model["pooling"] is None:
+        model.pop("pooling")  # only a classifier pools; None keeps the task's default
     # Each task takes the TaskConfig fields its constructor names (kind is the registry key).
     accepted = inspect.signature(task_cls).parameters
     kwargs = {k: v for k, v in dataclasses.asdict(cfg.task).items() if k in accepted}
@@ -196,8 +197,6 @@ def check_structure(space: Space, cfg: Config) -> tuple[str, ...]:
             raise ConfigError(f"space.{n}: values must be positive ints, got {min(values[n])}")
     combos = int(np.prod([len(v) for v in values.values()]))
     if combos <= 4096:
-        import itertools
-
         base = {
             "depth": cfg.model.num_layers,
             "heads": cfg.model.num_heads,

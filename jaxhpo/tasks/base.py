@@ -88,6 +88,8 @@ class Task(abc.ABC):
     metric_names: tuple[str, ...] = ("loss", "accuracy")
     #: Metrics where higher is better (the others are minimised).
     maximized: tuple[str, ...] = ("accuracy",)
+    #: True for sequence classifiers: ``model.pooling`` (mean | first) reaches their config.
+    pools: bool = False
 
     @property
     def hparam_defaults(self) -> Mapping[str, float]:

@@ -93,6 +93,8 @@ def make_brackets(num: int, max_len: int, seed: int) -> tuple[np.ndarray, np.nda
 class BracketsTask(Task):
     """Binary sequence classification (balanced or not) with a bidirectional encoder."""
 
+    pools = True
+
     def __init__(
         self,
         *,

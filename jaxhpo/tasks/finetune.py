@@ -107,6 +107,8 @@ def make_examples(
 class FinetuneTask(Task):
     """Real vs corrupted text windows, classified by a bidirectional encoder (see module doc)."""
 
+    pools = True
+
     hparam_names = TASK_HPARAMS + EPOCH_HPARAMS
     hparam_domains = {
         **TASK_DOMAINS,
