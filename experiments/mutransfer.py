@@ -159,7 +159,7 @@ class TeacherTask(Task):
     def loss(self, model, batch, hp, key):
         logits = self._logits(model, batch, hp, key)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
-        return ce, {"ce": jax.lax.stop_gradient(ce)}
+        return ce, {"train_loss": jax.lax.stop_gradient(ce)}
 
 
 # -- the sweep ------------------------------------------------------------------------------

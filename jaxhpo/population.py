@@ -26,11 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx, struct
+from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxhpo import optim, parallel
 from jaxhpo.models import TransformerConfig
+from jaxhpo.step import MemberModel, member_evaluate, member_step, no_step
 from jaxhpo.tasks.base import Task
 
 MEMBER_MODES = ("auto", "vmap", "map", "chunked")
@@ -43,7 +44,10 @@ class PopulationState:
     """Every leaf has a leading member axis ``P``.
 
     Attributes:
-      params: the members' model parameters (``nnx.State``), leaves [P, ...].
+      params: the members' model parameters (``nnx.Param`` as an ``nnx.State``), leaves
+        [P, ...].
+      model_state: every other NNX variable of the members' modules except RNG streams
+        (batch statistics, caches), carried through the steps (:mod:`jaxhpo.step`).
       opt_state: the optax state; ``opt_state.hyperparams[name]`` is float32 [P].
       hparams: task hyperparameters (dropout, attn_dropout, label_smoothing), float32 [P] each.
       member_id: stable member ids, int32 [P].
@@ -54,6 +58,7 @@ class PopulationState:
     """
 
     params: Any
+    model_state: Any
     opt_state: Any
     hparams: dict[str, jax.Array]
     member_id: jax.Array
@@ -86,16 +91,6 @@ def over_members(f: Callable, mode: str, chunk_size: int = 4) -> Callable:
     if mode == "map":
         return lambda xs: jax.lax.map(f, xs)
     return lambda xs: jax.lax.map(f, xs, batch_size=chunk_size)
-
-
-def _no_step(m: PopulationState) -> tuple[PopulationState, jax.Array]:
-    """A member that does not step: unchanged, with a NaN loss derived from its own state (so
-    the NaN has the member's sharding type inside ``shard_map``)."""
-    return m, jnp.full_like(m.step, 0, jnp.float32) * jnp.nan
-
-
-def _select(pred, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
 def resolve_devices(devices: int, size: int, available: int | None = None) -> int:
@@ -193,8 +188,9 @@ class Population:
             + (("fold",) if self.folds > 1 else ())
         )
         self.hparam_names = self.opt_names + self.task_names
-        abstract = nnx.eval_shape(lambda: task.make_model(jax.random.key(0)))
-        self.graphdef, _ = nnx.split(abstract)
+        #: How the task's module splits into parameters, carried state and RNG streams.
+        self.model = MemberModel(task)
+        self.graphdef = self.model.graphdef
         #: How many times each program was traced (a retrace means a recompile).
         self.trace_counts: dict[str, int] = {"init": 0, "segment": 0, "evaluate": 0}
         n_dev = len(jax.devices())
@@ -350,11 +346,13 @@ class Population:
         member_key = jax.random.fold_in(jax.random.fold_in(root_key, MEMBER_STREAM), member_id)
         init_key, train_key = jax.random.split(member_key)
         # the task's hyperparameters reach the model: init_scheme / init_scale per member
-        _, params = nnx.split(self.task.make_model(init_key, {k: hp[k] for k in self.task_names}))
+        module = self.task.init(init_key, {k: hp[k] for k in self.task_names})
+        params, model_state = self.model.split(module)
         opt_hp = self._derived({k: hp[k] for k in self.opt_names}, hp)
         opt_state = optim.init_opt_state(self.tx, params, opt_hp)
         return PopulationState(
             params=params,
+            model_state=model_state,
             opt_state=opt_state,
             hparams={k: hp[k] for k in self.task_names},
             member_id=member_id,
@@ -414,40 +412,25 @@ class Population:
             batch, key = _data_shard(batch, key, self.data_devices)
         return batch, key
 
+    def differentiable_chain(self, hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
+        """The optimizer chain with explicit (differentiable) hyperparameter values; its state is
+        the ``inner_state`` of the population's optimizer state (hypergradients)."""
+        return optim.make_chain(self.optimizer, self.schedule, hp, differentiable=True)
+
     def _member_step(self, m: PopulationState, train_data) -> tuple[PopulationState, jax.Array]:
-        """One optimizer step of ONE member (no member axis here)."""
-        task, graphdef = self.task, self.graphdef
+        """One optimizer step of ONE member: :func:`jaxhpo.step.member_step`."""
+        return member_step(self, m, train_data)
 
-        def do_step(m: PopulationState):
-            batch, key = self.member_batch(m, train_data)
-            hp = m.hparams
-
-            def loss_fn(params):
-                return task.loss(nnx.merge(graphdef, params), batch, hp, key)
-
-            (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(m.params)
-            if self.data_devices > 1:
-                grads, aux = _data_combine(grads, aux, batch["weights"])
-            updates, opt_state = self.tx.update(grads, m.opt_state, m.params)
-            params = optax.apply_updates(m.params, updates)
-            # One reduction instead of one per leaf: finite loss, finite update norm, finite
-            # parameter norm (an overflow in params + updates shows up in the norm).
-            norms = jnp.stack([optax.tree.norm(updates), optax.tree.norm(params)])
-            finite = jnp.isfinite(aux["ce"]) & jnp.all(jnp.isfinite(norms))
-            new = m.replace(
-                params=_select(finite, params, m.params),
-                opt_state=_select(finite, opt_state, m.opt_state),
-                step=m.step + finite.astype(jnp.int32),
-                diverged=~finite,
-            )
-            return new, jnp.where(finite, aux["ce"], jnp.nan)
-
-        # Under lax.map a stopped, diverged or finished member costs no work; under vmap cond is
-        # a select.
-        go = m.active & ~m.diverged
-        if self.epoch_size is not None:
-            go = go & (m.step < self.member_limit(m.hparams))
-        return jax.lax.cond(go, do_step, _no_step, m)
+    def combine_data(self, grads, reported, state, batch):
+        """The gradient, reported loss and carried state of the whole batch from the data
+        slices' (inside ``shard_map`` over ``data``): :func:`_data_combine`, with floating
+        carried state (batch statistics) averaged over the slices."""
+        grads, aux = _data_combine(grads, {"loss": reported}, batch["weights"])
+        state = jax.tree.map(
+            lambda x: jax.lax.pmean(x, "data") if jnp.issubdtype(x.dtype, jnp.floating) else x,
+            state,
+        )
+        return grads, aux["loss"], state
 
     def _segment_impl(self, pop: PopulationState, train_data, valid, num_steps: int):
         self.trace_counts["segment"] += 1
@@ -455,7 +438,7 @@ class Population:
         def body(m, t):
             # `t < valid` is the same for every member (not batched): a real branch even under
             # vmap, so a short last segment costs no work and needs no second program.
-            return jax.lax.cond(t < valid, lambda m: self._member_step(m, train_data), _no_step, m)
+            return jax.lax.cond(t < valid, lambda m: self._member_step(m, train_data), no_step, m)
 
         def member_segment(m):
             return jax.lax.scan(body, m, jnp.arange(num_steps, dtype=jnp.int32))
@@ -489,12 +472,12 @@ class Population:
         fold = pop.hparams["fold"].astype(jnp.int32) if by_fold else jnp.zeros_like(pop.step)
 
         def one(args):
-            params, on, f, hp = args
+            params, state, on, f, hp = args
 
             def run(params):
                 # k-fold: each member is validated on its own fold's held-out data
                 own = jax.tree.map(lambda x: x[f], data) if by_fold else data
-                return self.task.evaluate(nnx.merge(self.graphdef, params), own, hp)
+                return member_evaluate(self, params, state, own, hp)
 
             def skip(params):  # NaN metrics carrying the member's own (sharded) type
                 zero = jnp.zeros((), jnp.float32) * jax.tree.leaves(params)[0].ravel()[0]
@@ -504,7 +487,7 @@ class Population:
             return jax.lax.cond(on, run, skip, params)
 
         metrics = over_members(one, self.mode, self.chunk_size)(
-            (pop.params, mask, fold, pop.hparams)
+            (pop.params, pop.model_state, mask, fold, pop.hparams)
         )
         return {k: jnp.where(pop.diverged, jnp.nan, v) for k, v in metrics.items()}
 
@@ -529,21 +512,23 @@ class Population:
         if slots.size == 0:
             raise ValueError("train.ensemble_top_k: no finite member to ensemble")
         members = _gather(pop, slots)
-        sums = parallel.to_host(self._ensemble(members.params, members.hparams, data))
+        sums = parallel.to_host(
+            self._ensemble(members.params, members.model_state, members.hparams, data)
+        )
         w = max(float(sums["weight"]), 1.0)
         return {k: float(sums[k]) / w for k in self.task.metric_names}
 
     @functools.partial(jax.jit, static_argnums=0)
-    def _ensemble(self, params_K, hparams_K, data):
+    def _ensemble(self, params_K, state_K, hparams_K, data):
         def batch_sums(carry, batch):
             def logp(args):
-                params, hp = args
-                model = nnx.merge(self.graphdef, params)
-                logits = self.task._logits(model, batch, hp, None).astype(jnp.float32)
+                params, state, hp = args
+                model = self.model.merge(params, state, jax.random.key(0), train=False)
+                logits = self.task.logits(model, batch, hp).astype(jnp.float32)
                 return jax.nn.log_softmax(logits)
 
             # members one after another: [K, ..., V]
-            logp_K = jax.lax.map(logp, (params_K, hparams_K))
+            logp_K = jax.lax.map(logp, (params_K, state_K, hparams_K))
             mix = jax.nn.logsumexp(logp_K, axis=0) - jnp.log(logp_K.shape[0])
             targets, weights = batch["targets"], batch["weights"]
             ce = -jnp.take_along_axis(mix, targets[..., None], axis=-1)[..., 0]

@@ -40,11 +40,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx, serialization
+from flax import serialization
 
 from jaxhpo.hypergrad import implicit, member, unrolled
 from jaxhpo.population import over_members
 from jaxhpo.space import Space
+from jaxhpo.step import task_loss
 from jaxhpo.strategies.hypergrad import UnrolledHypergrad, bounds
 
 #: Hyperparameters that enter the training loss differentiably (see the module docstring).
@@ -65,7 +66,6 @@ def member_losses(population: Any, m: Any, train_data: Any, val_data: Any, names
     """``(train_loss, val_loss, w, z)`` of ONE member for :func:`implicit.hypergradient`:
     losses of ``(params, z)`` with ``z`` the searched hyperparameters ``names`` in unconstrained
     coordinates, ``w`` the member's current parameters."""
-    task, graphdef = population.task, population.graphdef
     hp = member.member_hparams(population, m)
     z = unrolled.to_unconstrained({k: hp[k] for k in names})
     batch, key = population.member_batch(m, train_data)
@@ -74,7 +74,9 @@ def member_losses(population: Any, m: Any, train_data: Any, val_data: Any, names
     def train_loss(w, z_):
         h = {**hp, **unrolled.from_unconstrained(z_)}
         task_hp = {k: h[k] for k in population.task_names}
-        loss, _ = task.loss(nnx.merge(graphdef, w), batch, task_hp, key)
+        loss, _ = task_loss(
+            population.task, population.model, w, m.model_state, batch, task_hp, key
+        )
         wd = h.get("weight_decay", jnp.zeros(()))
         return loss + 0.5 * wd * optax.tree.norm(w, squared=True)
 

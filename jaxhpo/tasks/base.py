@@ -118,6 +118,10 @@ class Task(abc.ABC):
             init_scale=hp.get("init_scale"),
         )
 
+    def init(self, key: jax.Array, hp: Mapping[str, jax.Array] | None = None) -> Transformer:
+        """The task protocol's model factory (:mod:`jaxhpo.tasks.protocol`): :meth:`make_model`."""
+        return self.make_model(key, hp)
+
     #: k of k-fold cross-validation (1: none). After :meth:`set_folds`, ``splits.val`` holds one
     #: validation set per fold on a leading axis and :meth:`train_batch` takes the fold.
     folds: int = 1
@@ -157,7 +161,8 @@ class Task(abc.ABC):
     def loss(
         self, model: Transformer, batch: Batch, hp: Mapping[str, jax.Array], key: jax.Array
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Training loss with dropout and label smoothing; returns (loss, {"ce": unsmoothed})."""
+        """Training loss with dropout and label smoothing; returns ``(loss, {"train_loss":
+        unsmoothed cross-entropy})``, the reported training loss (``jaxhpo.step.TRAIN_LOSS``)."""
         logits = self._logits(model, batch, hp, key).astype(jnp.float32)
         targets, weights = batch["targets"], batch["weights"]
         num_classes = logits.shape[-1]
@@ -167,7 +172,7 @@ class Task(abc.ABC):
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
         denom = jnp.maximum(weights.sum(), 1.0)
         loss = (per_token * weights).sum() / denom
-        return loss, {"ce": jax.lax.stop_gradient((ce * weights).sum() / denom)}
+        return loss, {"train_loss": jax.lax.stop_gradient((ce * weights).sum() / denom)}
 
     def eval_sums(
         self, model: Transformer, batch: Batch, hp: Mapping[str, jax.Array] | None = None
@@ -197,6 +202,18 @@ class Task(abc.ABC):
         sums, _ = jax.lax.scan(one, zero, data)
         w = jnp.maximum(sums["weight"], 1.0)
         return {k: sums[k] / w for k in self.metric_names}
+
+    def evaluate_split(
+        self, model: Transformer, data: Batch, hp: Mapping[str, jax.Array] | None = None
+    ) -> dict[str, jax.Array]:
+        """The task protocol's split evaluation: :meth:`evaluate`."""
+        return self.evaluate(model, data, hp)
+
+    def logits(
+        self, model: Transformer, batch: Batch, hp: Mapping[str, jax.Array] | None = None
+    ) -> jax.Array:
+        """Predicted logits of one evaluation batch (ensembles average their softmax)."""
+        return self._logits(model, batch, hp or {}, None)
 
     def describe(self) -> dict[str, Any]:
         """A small dict for the run directory's summary."""
