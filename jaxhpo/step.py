@@ -76,7 +76,7 @@ class MemberModel:
     def merge(self, params: Any, state: Any, key: jax.Array, *, train: bool) -> nnx.Module:
         """The member's module, in training mode (dropout on, batch statistics updated) or in
         evaluation mode (``module.eval()``: deterministic, running averages)."""
-        module = nnx.merge(self.graphdef, params, self.rngs(key), state)
+        module = nnx.merge(self.graphdef, params, self.rngs(key), state, copy=True)
         if train:
             module.train()
         else:

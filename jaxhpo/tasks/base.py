@@ -265,12 +265,19 @@ def sample_rows(
     are held out: the draw is over the other rows only."""
     key = jax.random.fold_in(train_data["key"], step)
     n = train_data[names[0]].shape[0]
-    if fold is None:
-        idx = jax.random.randint(key, (batch_size,), 0, n)
-    else:
-        idx = jax.random.randint(key, (batch_size,), 0, n - fold_size)
-        idx = idx + fold_size * (idx >= fold * fold_size).astype(idx.dtype)
+    idx = row_indices(key, batch_size, n, fold, fold_size)
     return {name: train_data[name][idx] for name in names}
+
+
+def row_indices(
+    key: jax.Array, batch_size: int, n: int, fold: jax.Array | None = None, fold_size: int = 0
+) -> jax.Array:
+    """``batch_size`` row indices in ``[0, n)`` drawn with replacement from ``key``; with
+    ``fold``, rows ``[fold * fold_size, (fold + 1) * fold_size)`` are never drawn."""
+    if fold is None:
+        return jax.random.randint(key, (batch_size,), 0, n)
+    idx = jax.random.randint(key, (batch_size,), 0, n - fold_size)
+    return idx + fold_size * (idx >= fold * fold_size).astype(idx.dtype)
 
 
 def stack_folds(folds: list[Mapping[str, np.ndarray]]) -> Batch:

@@ -1,0 +1,74 @@
+"""Importable references to user objects (``module:Name`` or ``path/to/file.py:Name``).
+
+A run of a user's task or optimizer factory records such a reference in its ``config.yaml`` so
+that ``jaxhpo run RUN_DIR/config.yaml`` and ``jaxhpo resume RUN_DIR`` can build it again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def is_reference(text: str) -> bool:
+    """Whether ``text`` looks like ``module:Name`` (registry names have no colon)."""
+    return isinstance(text, str) and ":" in text
+
+
+def reference(obj: Any) -> str:
+    """The reference of a class or function: ``module:qualname``; for one defined in a script
+    run as ``__main__``, ``/absolute/path/script.py:qualname``.
+
+    Raises:
+      ValueError: for objects defined inside a function (no importable name).
+    """
+    qual = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    if "<locals>" in qual or "<lambda>" in qual:
+        raise ValueError(
+            f"{qual}: defined inside a function or a lambda, so a run cannot name it in its "
+            "config.yaml; define it at module level"
+        )
+    if module == "__main__":
+        path = getattr(sys.modules["__main__"], "__file__", None)
+        if not path:
+            raise ValueError(
+                f"{qual}: defined in an interactive session, so a run cannot name it in its "
+                "config.yaml; define it in a module or script file"
+            )
+        module = str(Path(path).resolve())
+    return f"{module}:{qual}"
+
+
+def resolve(text: str, where: str) -> Any:
+    """The object a reference names; errors are one line naming ``where`` (a config field)."""
+    module_name, _, qual = text.rpartition(":")
+    if not module_name or not qual:
+        raise ValueError(f"{where}: '{text}' is not of the form module:Name or file.py:Name")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise ValueError(f"{where}: no file {path} (from '{text}')")
+            name = f"jaxhpo_user_{abs(hash(str(path.resolve())))}"
+            module = sys.modules.get(name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any import failure is the user's file: one line
+        raise ValueError(f"{where}: cannot import '{module_name}' ({type(e).__name__}: {e})") from None
+    obj = module
+    for part in qual.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{where}: '{module_name}' has no '{qual}'")
+        obj = getattr(obj, part)
+    return obj
