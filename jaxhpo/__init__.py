@@ -9,12 +9,15 @@ The public API::
     jaxhpo.Strategy, jaxhpo.Observation, jaxhpo.PopulationUpdate   writing a strategy
 """
 
+from jaxhpo.api import TuneResult, tune
 from jaxhpo.population import Population, PopulationState
 from jaxhpo.space import Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
 from jaxhpo.tasks.protocol import ModelTask
 
 __all__ = [
+    "TuneResult",
+    "tune",
     "ModelTask",
     "Observation",
     "Population",

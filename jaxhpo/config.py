@@ -76,7 +76,8 @@ def _resolve(value: Any) -> Any:
 
 @dataclasses.dataclass
 class TaskConfig:
-    kind: str = "lm"  # lm | modular | brackets
+    kind: str = "lm"  # lm | modular | brackets | pbt_toy | mlm | finetune | module:Class
+    args: dict = dataclasses.field(default_factory=dict)  # module:Class: constructor arguments
     corpus: str | None = None  # lm: a text file or folder; None = Python stdlib sources
     max_bytes: int = 2_000_000  # lm: bytes of corpus read
     seq_len: int = 64  # lm / brackets: tokens per example
@@ -369,6 +370,21 @@ def _positive(where: str, value: int | None, allow_none: bool = False) -> None:
         raise ConfigError(f"{where}: must be >= 1, got {value}")
 
 
+def _user_object(text: str, where: str, want_class: bool) -> Any:
+    """Imports a ``module:Name`` reference; a one-line ConfigError naming ``where``."""
+    from jaxhpo import refs
+
+    try:
+        obj = refs.resolve(text, where)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if want_class and not isinstance(obj, type):
+        raise ConfigError(f"{where}: '{text}' is not a class")
+    if not callable(obj):
+        raise ConfigError(f"{where}: '{text}' is not callable")
+    return obj
+
+
 def validate(cfg: Config) -> None:
     """Value checks that need no model or data (those come with the task and space)."""
     from jaxhpo import optim
@@ -379,8 +395,20 @@ def validate(cfg: Config) -> None:
     for where, seed in (("seed", cfg.seed), ("task.data_seed", cfg.task.data_seed)):
         if not 0 <= seed < 2**31:
             raise ConfigError(f"{where}: must lie in [0, 2**31), got {seed}")
-    if cfg.task.kind not in TASKS:
-        raise ConfigError(f"task.kind: unknown '{cfg.task.kind}' (choose from {', '.join(TASKS)})")
+    from jaxhpo import refs
+
+    if refs.is_reference(cfg.task.kind):
+        _user_object(cfg.task.kind, "task.kind", want_class=True)
+    elif cfg.task.kind not in TASKS:
+        raise ConfigError(
+            f"task.kind: unknown '{cfg.task.kind}' (choose from {', '.join(TASKS)}, "
+            "or module:Class of your own task)"
+        )
+    elif cfg.task.args:
+        raise ConfigError(
+            f"task.args: only a task of your own (task.kind=module:Class) takes arguments; "
+            f"set the fields of task '{cfg.task.kind}' directly"
+        )
     for name in ("seq_len", "batch_size", "eval_batches", "max_bytes", "num_examples"):
         _positive(f"task.{name}", getattr(cfg.task, name))
     for name in ("num_layers", "num_heads", "d_model", "d_ff"):
@@ -402,10 +430,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.init_scale: must be a finite number >= 0, got {cfg.model.init_scale}"
         )
-    if cfg.optim.optimizer not in optim.OPTIMIZERS:
+    if refs.is_reference(cfg.optim.optimizer):
+        _user_object(cfg.optim.optimizer, "optim.optimizer", want_class=False)
+    elif cfg.optim.optimizer not in optim.OPTIMIZERS:
         raise ConfigError(
             f"optim.optimizer: unknown '{cfg.optim.optimizer}' "
-            f"(choose from {', '.join(optim.OPTIMIZERS)})"
+            f"(choose from {', '.join(optim.OPTIMIZERS)}, or module:factory such as "
+            "optax:lion)"
         )
     if cfg.optim.schedule not in optim.SCHEDULES:
         raise ConfigError(

@@ -29,6 +29,8 @@ from jaxhpo import parallel
 SUBDIR = "pretrained"
 INFO = "pretrained.json"
 PARAMS = "params"
+#: Names of carried (non-parameter) NNX state in a saved flat dict start with this.
+STATE_PREFIX = "state:"
 
 
 def flat_params(state: Any) -> dict[str, np.ndarray]:
@@ -92,6 +94,31 @@ def load(path: str | Path, where: str = "task.pretrained") -> tuple[dict[str, np
     return {k: np.asarray(v) for k, v in restored.items()}, info
 
 
+def load_into(module: nnx.Module, path: str | Path) -> nnx.Module:
+    """Writes weights saved by ``train.save_best`` (a run directory or its ``pretrained/``)
+    into ``module``, one of the task's own modules: its ``nnx.Param`` and its carried state
+    (batch statistics).
+
+    Raises:
+      ValueError: one line when the folder is missing or its names or shapes do not match the
+        module's.
+    """
+    flat, _ = load(path, where="pretrained")
+    _, params, state = nnx.split(module, nnx.Param, ...)
+    for prefix, tree in (("", params), (STATE_PREFIX, state)):
+        for key, var in nnx.to_flat_state(tree):
+            name = prefix + "/".join(map(str, key))
+            if name not in flat:
+                raise ValueError(f"pretrained: {path} has no '{name}' for this module")
+            if np.shape(flat[name]) != np.shape(var.get_value()):
+                raise ValueError(
+                    f"pretrained: '{name}' has shape {np.shape(flat[name])} in {path}, the "
+                    f"module's is {np.shape(var.get_value())}"
+                )
+            var.set_value(jax.numpy.asarray(flat[name]))
+    return module
+
+
 def save_best(
     run_dir: Path,
     task: Any,
@@ -126,16 +153,20 @@ def save_best(
     row = table.loc[table[col].idxmax() if maximize else table[col].idxmin()]
     slot = int(np.flatnonzero(ids == int(row["member"]))[0])
     # the member's slice inside jit: an eager index of an array spread over processes fails
-    pick = jax.jit(lambda params: jax.tree.map(lambda x: x[slot], params))
-    one = parallel.to_host(pick(pop.params))
+    pick = jax.jit(lambda tree: jax.tree.map(lambda x: x[slot], tree))
+    one, state = parallel.to_host(pick((pop.params, pop.model_state)))
     if not write:
         return None
+    cfg = getattr(task, "model_config", None)
     info = {
-        "model": dataclasses.asdict(task.model_config),
+        # a task of the user's own has no TransformerConfig: its module is built by task.init
+        "model": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else None,
         "task": task.describe(),
         "member": int(row["member"]),
         "metric": col,
         "value": float(row[col]),
         "run": run_dir.name,
     }
-    return save(run_dir / SUBDIR, flat_params(one), info)
+    # carried NNX state (batch statistics) beside the weights, under STATE_PREFIX
+    flat = {**flat_params(one), **{STATE_PREFIX + k: v for k, v in flat_params(state).items()}}
+    return save(run_dir / SUBDIR, flat, info)

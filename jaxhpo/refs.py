@@ -32,6 +32,9 @@ def reference(obj: Any) -> str:
             f"{qual}: defined inside a function or a lambda, so a run cannot name it in its "
             "config.yaml; define it at module level"
         )
+    top = module.split(".")[0]
+    if top != module and getattr(sys.modules.get(top), qual, None) is obj:
+        module = top  # optax._src.alias:adamw -> optax:adamw
     if module == "__main__":
         path = getattr(sys.modules["__main__"], "__file__", None)
         if not path:
