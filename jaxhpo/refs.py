@@ -68,7 +68,8 @@ def resolve(text: str, where: str) -> Any:
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001 - any import failure is the user's file: one line
-        raise ValueError(f"{where}: cannot import '{module_name}' ({type(e).__name__}: {e})") from None
+        why = f"{type(e).__name__}: {e}"
+        raise ValueError(f"{where}: cannot import '{module_name}' ({why})") from None
     obj = module
     for part in qual.split("."):
         if not hasattr(obj, part):

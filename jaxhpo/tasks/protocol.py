@@ -203,7 +203,8 @@ class ModelTask:
             count += nb * b
         if jax.tree.leaves(rest):
             r = jax.tree.leaves(rest)[0].shape[0]
-            m = {k: jnp.asarray(v, jnp.float32) * r for k, v in self.evaluate(model, rest, hp).items()}
+            m = self.evaluate(model, rest, hp)
+            m = {k: jnp.asarray(v, jnp.float32) * r for k, v in m.items()}
             sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
             count += r
         return {k: v / count for k, v in sums.items()}
