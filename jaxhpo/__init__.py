@@ -11,12 +11,14 @@ The public API::
 
 from jaxhpo.api import TuneResult, tune
 from jaxhpo.population import Population, PopulationState
+from jaxhpo.pretrained import load_into as load_best
 from jaxhpo.space import Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
 from jaxhpo.tasks.protocol import ModelTask
 
 __all__ = [
     "TuneResult",
+    "load_best",
     "tune",
     "ModelTask",
     "Observation",

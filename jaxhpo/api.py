@@ -194,7 +194,7 @@ def result_of(out: Any, task: Any, metric: str, maximize: bool) -> TuneResult:
         pick = jax.jit(lambda t: jax.tree.map(lambda x: x[slot], t))
         params, model_state = parallel.to_host(pick((state.params, state.model_state)))
     metrics = {c: float(row[c]) for c in members.columns if c.startswith(("val_", "test_"))}
-    skip = {"member", "diverged", "active", "step"}
+    skip = {"member", "diverged", "active", "step", "steps"}
     hparams = {
         c: float(row[c])
         for c in members.columns

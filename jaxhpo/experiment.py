@@ -36,7 +36,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from jaxhpo import optim, parallel
+from jaxhpo import optim, parallel, refs
 from jaxhpo.buckets import BUCKET_HPARAMS, BucketedPopulation
 from jaxhpo.checkpoint import Checkpointer, CheckpointRefusedError, pack_tree, unpack_tree
 from jaxhpo.config import Config, ConfigError
@@ -69,6 +69,15 @@ OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
 
 def make_task(cfg: Config) -> Task:
     """Builds the task (reads or generates its data); errors name the config field."""
+    if refs.is_reference(cfg.task.kind):  # a task of the user's own: module:Class(**args)
+        task_cls = refs.resolve(cfg.task.kind, "task.kind")
+        try:
+            task = task_cls(**cfg.task.args)
+        except TypeError as e:
+            raise ConfigError(f"task.args: {cfg.task.kind}: {e}") from None
+        if cfg.task.folds > 1:
+            task.set_folds(cfg.task.folds)
+        return task
     model = dataclasses.asdict(cfg.model)
     task_cls = TASKS[cfg.task.kind]
     if not task_cls.pools or model["pooling"] is None:
@@ -89,6 +98,11 @@ def make_strategy(cfg: Config) -> Strategy:
         raise ConfigError(str(e)) from None
 
 
+def opt_names(cfg: Config, space: Space) -> tuple[str, ...]:
+    """The optimizer's per-member hyperparameter names (a factory's: those the space names)."""
+    return tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule))
+
+
 def _dim_values(dim) -> list[float]:
     if isinstance(dim, Float | Int):
         return [dim.low, dim.high]
@@ -99,9 +113,12 @@ def _dim_values(dim) -> list[float]:
     return []
 
 
-def check_space(space: Space, known: tuple[str, ...], cfg: Config) -> None:
+def check_space(
+    space: Space, known: tuple[str, ...], cfg: Config, task_domains: Any = None
+) -> None:
     """Every dimension must be a hyperparameter this optimizer/task reads, numeric, in domain."""
-    task_domains = TASKS[cfg.task.kind].hparam_domains
+    if task_domains is None:
+        task_domains = TASKS[cfg.task.kind].hparam_domains
     domains = {k: (*v[:2], True, v[2]) for k, v in task_domains.items()}
     domains.update(OPT_DOMAINS)
     # per-member batch size: the first b rows of the task's batch (task.batch_size: the largest)
@@ -227,13 +244,14 @@ class Prepared:
     size: int
 
 
-def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
+def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> Prepared:
     """Builds task, space, strategy and population; raises one-line ``ValueError``s.
 
     Args:
       cfg: the configuration.
       strategy: a strategy object to use instead of the one ``cfg.strategy`` names (for
         strategies written outside the package).
+      task: a task object to use instead of building the one ``cfg.task`` names.
     """
     try:
         space = Space.from_config(cfg.space, where="space")
@@ -241,13 +259,22 @@ def prepare(cfg: Config, strategy: Strategy | None = None) -> Prepared:
         raise ConfigError(str(e)) from None
     if not space.searched and cfg.strategy.name != "grid":
         raise ConfigError("space: no searched dimension (every entry is fixed)")
-    known = tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule)) + tuple(
-        TASKS[cfg.task.kind].hparam_names
-    )
+    if task is None and refs.is_reference(cfg.task.kind):
+        task = make_task(cfg)  # a user's task: its hyperparameters are the object's
+    elif task is not None and cfg.task.folds > 1 and task.folds == 1:
+        task.set_folds(cfg.task.folds)
+    task_hp = task if task is not None else TASKS[cfg.task.kind]
+    known = opt_names(cfg, space) + tuple(task_hp.hparam_names)
     known += tuple(n for n in ("batch_size", *BUCKET_HPARAMS) if n in space.names)
-    check_space(space, known, cfg)
+    check_space(space, known, cfg, task_hp.hparam_domains)
+    own = [n for n in BUCKET_HPARAMS if n in space.names]
+    if own and task is not None and getattr(task, "model_config", None) is None:
+        raise ConfigError(
+            f"space.{own[0]}: task '{task.name}' has no structural settings to search "
+            "(depth, heads, ff_width, d_model and seq_len are the built-in Transformer's)"
+        )
     structural = check_structure(space, cfg)
-    task = make_task(cfg)
+    task = task if task is not None else make_task(cfg)
     if cfg.train.ensemble_top_k and set(task.metric_names) != {"loss", "accuracy"}:
         raise ConfigError(
             f"train.ensemble_top_k: task '{cfg.task.kind}' has no predicted distribution to "

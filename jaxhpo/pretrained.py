@@ -104,7 +104,7 @@ def load_into(module: nnx.Module, path: str | Path) -> nnx.Module:
         module's.
     """
     flat, _ = load(path, where="pretrained")
-    _, params, state = nnx.split(module, nnx.Param, ...)
+    _, params, _, state = nnx.split(module, nnx.Param, nnx.RngState, ...)
     for prefix, tree in (("", params), (STATE_PREFIX, state)):
         for key, var in nnx.to_flat_state(tree):
             name = prefix + "/".join(map(str, key))

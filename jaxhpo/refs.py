@@ -35,8 +35,13 @@ def reference(obj: Any) -> str:
     top = module.split(".")[0]
     if top != module and getattr(sys.modules.get(top), qual, None) is obj:
         module = top  # optax._src.alias:adamw -> optax:adamw
+    file = getattr(sys.modules.get(module), "__file__", None)
+    if module != "__main__" and file and not any(
+        part in ("site-packages", "dist-packages") for part in Path(file).parts
+    ):
+        module = "__main__"  # a module of the user's own: name its file, importable anywhere
     if module == "__main__":
-        path = getattr(sys.modules["__main__"], "__file__", None)
+        path = file if file else getattr(sys.modules["__main__"], "__file__", None)
         if not path:
             raise ValueError(
                 f"{qual}: defined in an interactive session, so a run cannot name it in its "

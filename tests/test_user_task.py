@@ -4,6 +4,7 @@ step shared with the unrolled hypergradient (its epoch limit included)."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,12 +12,14 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 from mlp_digits import Digits  # noqa: E402
 
+import jaxhpo  # noqa: E402
 from jaxhpo.hypergrad import member, unrolled  # noqa: E402
 from jaxhpo.population import Population  # noqa: E402
 
@@ -110,3 +113,83 @@ def test_unrolled_hypergradient_respects_the_epoch_limit():
     ref, _ = population.train_segment(pop, task.train_data, 5)
     np.testing.assert_array_equal(out.step, ref.step)
     assert np.isnan(np.asarray(losses)[0, 2:]).all()
+
+
+LR = {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
+
+
+def _table(run_dir: Path, name: str) -> pd.DataFrame:
+    t = pd.read_csv(run_dir / name)
+    return t.drop(columns=[c for c in ("run", "wall_time") if c in t.columns])
+
+
+def test_user_task_run_reruns_and_resumes_from_its_run_directory(tmp_path):
+    """A run started from Python records its task as an importable reference: the run directory
+    alone re-runs it (config.yaml) and resumes it, bit-identically."""
+    from jaxhpo import experiment
+    from jaxhpo.cli import load_config
+
+    r = jaxhpo.tune(
+        Digits(hidden=8),
+        LR,
+        strategy="pbt",
+        population=4,
+        steps=60,
+        segment_steps=20,
+        out_dir=tmp_path / "a",
+        quiet=True,
+    )
+    cfg = load_config(str(r.run_dir / "config.yaml"), [f"out_dir={tmp_path / 'b'}"])
+    assert cfg.task.kind.endswith("mlp_digits.py:Digits") and cfg.task.args["hidden"] == 8
+    again = experiment.run(cfg, quiet=True)
+    pd.testing.assert_frame_equal(
+        _table(r.run_dir, "metrics.csv"), _table(again.run_dir, "metrics.csv")
+    )
+    # an interrupted copy: the tables of the end gone, only the first checkpoint left
+    cut = tmp_path / "c" / r.run_dir.name
+    shutil.copytree(r.run_dir, cut)
+    for name in ("members.csv", "metrics.parquet", "summary.md"):
+        (cut / name).unlink(missing_ok=True)
+    ckpts = sorted(
+        (p for p in (cut / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    assert len(ckpts) >= 2
+    for p in ckpts[1:]:
+        shutil.rmtree(p)
+    experiment.resume_run(cut, quiet=True)
+    pd.testing.assert_frame_equal(_table(r.run_dir, "metrics.csv"), _table(cut, "metrics.csv"))
+    pd.testing.assert_frame_equal(_table(r.run_dir, "members.csv"), _table(cut, "members.csv"))
+
+
+def test_tune_returns_the_best_member_and_its_weights_load_into_the_users_module(tmp_path):
+    task = Digits(hidden=8)
+    r = jaxhpo.tune(
+        task,
+        LR,
+        population=3,
+        steps=20,
+        segment_steps=20,
+        out_dir=tmp_path,
+        quiet=True,
+        settings={"train": {"save_best": True}},
+    )
+    val = r.members.set_index("member")["val_loss"]
+    assert r.best_member == int(val.idxmin())
+    assert r.best_metrics["val_loss"] == pytest.approx(float(val.min()))
+    model = r.best_model()  # weights and batch statistics of the best member
+    batch = {k: jnp.asarray(v) for k, v in task.val_data.items()}
+    got = float(task.evaluate(model, batch, {})["loss"])
+    assert got == pytest.approx(r.best_metrics["val_loss"], rel=1e-4)
+    # train.save_best wrote the same weights; they load into a fresh module of the user's
+    fresh = task.init(jax.random.key(7), {})
+    jaxhpo.load_best(fresh, r.run_dir)
+    fresh.eval()
+    assert float(task.evaluate(fresh, batch, {})["loss"]) == pytest.approx(got, rel=1e-6)
+
+
+def test_structure_search_on_a_model_without_structure_is_one_line(tmp_path):
+    from jaxhpo.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^space.depth: task 'digits' has no structural"):
+        jaxhpo.tune(Digits(hidden=8), {**LR, "depth": [1, 2]}, out_dir=tmp_path, quiet=True)
+    assert not any(tmp_path.iterdir())
