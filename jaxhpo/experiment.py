@@ -40,6 +40,7 @@ from jaxhpo import optim, parallel, refs
 from jaxhpo.buckets import BUCKET_HPARAMS, BucketedPopulation
 from jaxhpo.checkpoint import Checkpointer, CheckpointRefusedError, pack_tree, unpack_tree
 from jaxhpo.config import Config, ConfigError
+from jaxhpo.optim_factory import FactoryOptimizer
 from jaxhpo.population import Population, PopulationState, resolve_devices
 from jaxhpo.results import RunWriter, new_run_dir
 from jaxhpo.space import Choice, Fixed, Float, Int, Space
@@ -51,6 +52,7 @@ from jaxhpo.tasks import TASKS, Task
 #: Valid values of each optimizer hyperparameter: (low, high, low_inclusive, high_inclusive).
 OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
     "lr": (0.0, np.inf, False, False),
+    "learning_rate": (0.0, np.inf, False, False),
     "weight_decay": (0.0, np.inf, True, False),
     "b1": (0.0, 1.0, True, False),
     "b2": (0.0, 1.0, True, False),
@@ -99,8 +101,15 @@ def make_strategy(cfg: Config) -> Strategy:
 
 
 def opt_names(cfg: Config, space: Space) -> tuple[str, ...]:
-    """The optimizer's per-member hyperparameter names (a factory's: those the space names)."""
-    return tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule))
+    """The optimizer's per-member hyperparameter names (a factory's: ``learning_rate``, the
+    schedule's and the float arguments the space names)."""
+    if not refs.is_reference(cfg.optim.optimizer):
+        return tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule))
+    try:
+        fn = refs.resolve(cfg.optim.optimizer, "optim.optimizer")
+        return FactoryOptimizer(fn, cfg.optim.schedule, space.names).names
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _dim_values(dim) -> list[float]:
@@ -338,7 +347,9 @@ def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> 
             strategy.check_population(population)
         else:
             devices = resolve_devices(cfg.population.devices, size, len(jax.devices()) // data)
-            population = Population(task, *args, devices=devices, data_devices=data)
+            population = Population(
+                task, *args, devices=devices, data_devices=data, searched=space.names
+            )
     except ValueError as e:
         raise ConfigError(str(e)) from None
     hp = {k: np.asarray(v, np.float64) for k, v in cols.items()}

@@ -485,4 +485,4 @@ def init_opt_state(
             f"optim.hparams: unknown {', '.join(map(repr, unknown))} "
             f"(choose from {', '.join(names)})"
         )
-    return set_hparams(state, {n: hparams.get(n, DEFAULTS[n]) for n in names})
+    return set_hparams(state, {n: hparams[n] if n in hparams else DEFAULTS[n] for n in names})

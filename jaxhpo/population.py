@@ -29,8 +29,9 @@ import optax
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxhpo import optim, parallel
+from jaxhpo import optim, parallel, refs
 from jaxhpo.models import TransformerConfig
+from jaxhpo.optim_factory import FactoryOptimizer
 from jaxhpo.step import MemberModel, member_evaluate, member_step, no_step
 from jaxhpo.tasks.base import Task
 
@@ -122,10 +123,14 @@ class Population:
 
     Args:
       task: the task (model factory, data, loss).
-      optimizer: optimizer name (see :data:`jaxhpo.optim.OPTIMIZERS`).
+      optimizer: optimizer name (see :data:`jaxhpo.optim.OPTIMIZERS`), or an optax factory
+        (``optax.adamw``, a function returning a ``GradientTransformation``) or its
+        ``module:name`` reference (:mod:`jaxhpo.optim_factory`).
       schedule: learning-rate schedule name (see :data:`jaxhpo.optim.SCHEDULES`).
       mode: member-axis execution on each device: ``auto``, ``vmap``, ``map`` or ``chunked``.
       chunk_size: members per vmapped chunk in ``chunked`` mode.
+      searched: the search space's names (an optax factory's float arguments among them become
+        per-member hyperparameters).
       devices: shard the member axis over this many devices (1: no sharding). Each device runs
         its own members with ``mode`` inside ``jax.shard_map``; the population size must be a
         multiple of it (see :func:`resolve_devices`). On a CPU host, virtual devices
@@ -148,16 +153,31 @@ class Population:
         devices: int = 1,
         data_devices: int = 1,
         device_offset: int = 0,
+        searched: tuple[str, ...] = (),
     ):
         self.task = task
         self._args = (task, optimizer, schedule, mode, chunk_size)
+        self._searched = tuple(searched)
         self.optimizer, self.schedule = optimizer, schedule
         self.mode = resolve_mode(mode)
         if chunk_size < 1:
             raise ValueError(f"population.chunk_size: must be >= 1, got {chunk_size}")
         self.chunk_size = chunk_size
-        self.tx = optim.make_optimizer(optimizer, schedule)
-        self.opt_names = tuple(optim.hparam_names(optimizer, schedule))
+        if isinstance(optimizer, str) and not refs.is_reference(optimizer):
+            self.factory = None
+            self.tx = optim.make_optimizer(optimizer, schedule)
+            self.opt_names = tuple(optim.hparam_names(optimizer, schedule))
+            self.opt_defaults = {k: optim.DEFAULTS[k] for k in self.opt_names}
+        else:  # an optax factory (or its module:name reference)
+            fn = (
+                refs.resolve(optimizer, "optim.optimizer")
+                if isinstance(optimizer, str)
+                else optimizer
+            )
+            self.factory = FactoryOptimizer(fn, schedule, self._searched)
+            self.tx = self.factory.template()
+            self.opt_names = self.factory.names
+            self.opt_defaults = dict(self.factory.defaults)
         #: k of k-fold cross-validation (``task.set_folds``): each member carries its fold as
         #: the hyperparameter ``fold``, trains without it and is validated on it.
         self.folds = int(getattr(task, "folds", 1))
@@ -317,7 +337,7 @@ class Population:
     def full_hparams(self, hparams: Mapping[str, Any], size: int) -> dict[str, np.ndarray]:
         """All hyperparameters as float32 [size] arrays; missing ones get their defaults."""
         self._check_names(hparams)
-        defaults = {**optim.DEFAULTS, **self.task.hparam_defaults, "fold": 0.0}
+        defaults = {**self.opt_defaults, **self.task.hparam_defaults, "fold": 0.0}
         defaults["batch_size"] = float(self.max_batch or 0)
         defaults.update({k: float(v) for k, v in self.structure.items()})
         out = {}
@@ -415,6 +435,8 @@ class Population:
     def differentiable_chain(self, hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
         """The optimizer chain with explicit (differentiable) hyperparameter values; its state is
         the ``inner_state`` of the population's optimizer state (hypergradients)."""
+        if self.factory is not None:
+            return self.factory.chain(hp, differentiable=True)
         return optim.make_chain(self.optimizer, self.schedule, hp, differentiable=True)
 
     def _member_step(self, m: PopulationState, train_data) -> tuple[PopulationState, jax.Array]:
@@ -713,6 +735,7 @@ class Population:
             devices=devices,
             data_devices=self.data_devices,
             device_offset=self.device_offset,
+            searched=self._searched,
         )
         other.trace_counts = self.trace_counts  # one count for the whole run
         return other

@@ -42,6 +42,7 @@ Array = jax.Array
 #: Unconstrained coordinate of each hyperparameter that can be differentiated.
 COORDINATES: dict[str, str] = {
     "lr": "log",
+    "learning_rate": "log",  # an optax factory's (jaxhpo.optim_factory)
     "weight_decay": "log",
     "eps": "log",
     "decay_steps": "log",
