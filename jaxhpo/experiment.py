@@ -284,6 +284,11 @@ def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> 
         )
     structural = check_structure(space, cfg)
     task = task if task is not None else make_task(cfg)
+    if cfg.train.ensemble_top_k and not callable(getattr(task, "logits", None)):
+        raise ConfigError(
+            f"train.ensemble_top_k: task '{task.name}' has no logits(model, batch, hp) method "
+            "whose softmax an ensemble could average"
+        )
     if cfg.train.ensemble_top_k and set(task.metric_names) != {"loss", "accuracy"}:
         raise ConfigError(
             f"train.ensemble_top_k: task '{cfg.task.kind}' has no predicted distribution to "

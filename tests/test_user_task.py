@@ -193,3 +193,42 @@ def test_structure_search_on_a_model_without_structure_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"^space.depth: task 'digits' has no structural"):
         jaxhpo.tune(Digits(hidden=8), {**LR, "depth": [1, 2]}, out_dir=tmp_path, quiet=True)
     assert not any(tmp_path.iterdir())
+
+
+STRATEGY_CASES = {
+    "sobol": {},
+    "grid": {"space": {"learning_rate": [1e-3, 1e-2], "weight_decay": [1e-4, 1e-2]}},
+    "halving": {},
+    "hyperband": {"steps": 36, "segment_steps": 12},
+    "median": {},
+    "evo": {},
+    "bo": {},
+    "optuna": {},
+    "rl": {},
+    "implicit": {"space": {"weight_decay": {"type": "float", "low": 1e-5, "high": 1e-1}}},
+    "pes": {"space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1}}},
+    "pbt": {"settings": {"train": {"compiled": True}}},
+    "random": {"settings": {"task": {"folds": 2}}},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", list(STRATEGY_CASES))
+def test_every_strategy_tunes_a_user_task(tmp_path, strategy):
+    import optax
+
+    case = STRATEGY_CASES[strategy]
+    space = case.get("space", {"learning_rate": LR["lr"], "weight_decay": LR["lr"]})
+    r = jaxhpo.tune(
+        Digits(hidden=8),
+        space,
+        strategy=strategy,
+        optimizer=optax.adamw,
+        population=None if strategy == "grid" else 4,
+        steps=case.get("steps", 40),
+        segment_steps=case.get("segment_steps", 10),
+        out_dir=tmp_path,
+        quiet=True,
+        settings=case.get("settings"),
+    )
+    assert r.best_member is not None and np.isfinite(r.best_metrics["val_loss"])
