@@ -81,8 +81,7 @@ def main(argv=None) -> jaxhpo.TuneResult:
         segment_steps=args.segment_steps,
         out_dir=args.out,
     )
-    print(f"best member {result.best_member}: {result.best_hparams}")
-    print(f"validation {result.best_metrics}; run directory {result.run_dir}")
+    print(result.summary())
     return result
 
 

@@ -105,25 +105,22 @@ SPACE = {
 def main(argv=None) -> jaxhpo.TuneResult:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategy", default="sobol")
-    parser.add_argument("--members", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--segment-steps", type=int, default=100)
-    parser.add_argument("--dim", type=int, default=32)
-    parser.add_argument("--out", default="runs")
-    args = parser.parse_args(argv)
+    for flag, default in (("--members", 8), ("--steps", 600), ("--segment-steps", 100)):
+        parser.add_argument(flag, type=int, default=default)
+    parser.add_argument("--dim", type=int, default=32, help="model width")
+    parser.add_argument("--out", default="runs", help="parent folder of the run directory")
+    args = vars(parser.parse_args(argv))
+    task = DigitsViT(dim=args.pop("dim"))
     result = jaxhpo.tune(
-        DigitsViT(dim=args.dim),
+        task,
         SPACE,
-        strategy=args.strategy,
         optimizer=optax.lion,
         schedule="warmup_cosine",
-        population=args.members,
-        steps=args.steps,
-        segment_steps=args.segment_steps,
-        out_dir=args.out,
+        population=args.pop("members"),
+        out_dir=args.pop("out"),
+        **args,  # strategy, steps, segment_steps
     )
-    print(f"best member {result.best_member}: {result.best_hparams}")
-    print(f"validation {result.best_metrics}; run directory {result.run_dir}")
+    print(result.summary())
     return result
 
 

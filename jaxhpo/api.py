@@ -53,6 +53,13 @@ class TuneResult:
     model_state: Any
     task: Any
 
+    def summary(self) -> str:
+        """Two lines: the best member's hyperparameters, its metrics and the run directory."""
+        return (
+            f"best member {self.best_member}: {self.best_hparams}\n"
+            f"metrics {self.best_metrics}; run directory {self.run_dir}"
+        )
+
     def load_into(self, module: nnx.Module) -> nnx.Module:
         """Writes the best member's weights (and batch statistics) into ``module``."""
         if self.params is None:

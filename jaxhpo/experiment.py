@@ -36,11 +36,11 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from jaxhpo import optim, parallel, refs
+from jaxhpo import parallel, refs
 from jaxhpo.buckets import BUCKET_HPARAMS, BucketedPopulation
 from jaxhpo.checkpoint import Checkpointer, CheckpointRefusedError, pack_tree, unpack_tree
 from jaxhpo.config import Config, ConfigError
-from jaxhpo.optim_factory import FactoryOptimizer
+from jaxhpo.optim_factory import resolve as resolve_optimizer
 from jaxhpo.population import Population, PopulationState, resolve_devices
 from jaxhpo.results import RunWriter, new_run_dir
 from jaxhpo.space import Choice, Fixed, Float, Int, Space
@@ -103,11 +103,8 @@ def make_strategy(cfg: Config) -> Strategy:
 def opt_names(cfg: Config, space: Space) -> tuple[str, ...]:
     """The optimizer's per-member hyperparameter names (a factory's: ``learning_rate``, the
     schedule's and the float arguments the space names)."""
-    if not refs.is_reference(cfg.optim.optimizer):
-        return tuple(optim.hparam_names(cfg.optim.optimizer, cfg.optim.schedule))
     try:
-        fn = refs.resolve(cfg.optim.optimizer, "optim.optimizer")
-        return FactoryOptimizer(fn, cfg.optim.schedule, space.names).names
+        return resolve_optimizer(cfg.optim.optimizer, cfg.optim.schedule, space.names).names
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

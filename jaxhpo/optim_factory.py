@@ -125,3 +125,35 @@ class FactoryOptimizer:
         )
         injected = optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)
         return injected(**self.defaults)
+
+
+class BuiltinOptimizer:
+    """A built-in optimizer name (:data:`jaxhpo.optim.OPTIMIZERS`) behind the same interface as
+    :class:`FactoryOptimizer`: ``names``, ``defaults``, ``template()``, ``chain(hp)``."""
+
+    def __init__(self, optimizer: str, schedule: str):
+        self.optimizer, self.schedule, self.label = optimizer, schedule, optimizer
+        self.names = tuple(optim.hparam_names(optimizer, schedule))
+        self.defaults = {k: optim.DEFAULTS[k] for k in self.names}
+
+    def template(self) -> optax.GradientTransformation:
+        return optim.make_optimizer(self.optimizer, self.schedule)
+
+    def chain(
+        self, hp: Mapping[str, Any], *, differentiable: bool = False
+    ) -> optax.GradientTransformation:
+        return optim.make_chain(self.optimizer, self.schedule, hp, differentiable=differentiable)
+
+
+def resolve(
+    optimizer: str | Callable, schedule: str, searched: Iterable[str] = ()
+) -> BuiltinOptimizer | FactoryOptimizer:
+    """The optimizer of a run: a built-in name, a ``module:name`` reference to a factory, or a
+    factory."""
+    from jaxhpo import refs
+
+    if isinstance(optimizer, str) and not refs.is_reference(optimizer):
+        return BuiltinOptimizer(optimizer, schedule)
+    if isinstance(optimizer, str):
+        optimizer = refs.resolve(optimizer, "optim.optimizer")
+    return FactoryOptimizer(optimizer, schedule, searched)

@@ -29,9 +29,9 @@ import optax
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxhpo import optim, parallel, refs
+from jaxhpo import optim, parallel
 from jaxhpo.models import TransformerConfig
-from jaxhpo.optim_factory import FactoryOptimizer
+from jaxhpo.optim_factory import resolve as resolve_optimizer
 from jaxhpo.step import MemberModel, member_evaluate, member_step, no_step
 from jaxhpo.tasks.base import Task
 
@@ -163,21 +163,10 @@ class Population:
         if chunk_size < 1:
             raise ValueError(f"population.chunk_size: must be >= 1, got {chunk_size}")
         self.chunk_size = chunk_size
-        if isinstance(optimizer, str) and not refs.is_reference(optimizer):
-            self.factory = None
-            self.tx = optim.make_optimizer(optimizer, schedule)
-            self.opt_names = tuple(optim.hparam_names(optimizer, schedule))
-            self.opt_defaults = {k: optim.DEFAULTS[k] for k in self.opt_names}
-        else:  # an optax factory (or its module:name reference)
-            fn = (
-                refs.resolve(optimizer, "optim.optimizer")
-                if isinstance(optimizer, str)
-                else optimizer
-            )
-            self.factory = FactoryOptimizer(fn, schedule, self._searched)
-            self.tx = self.factory.template()
-            self.opt_names = self.factory.names
-            self.opt_defaults = dict(self.factory.defaults)
+        #: The optimizer (built-in or an optax factory): names, defaults, template, chain.
+        self.opt = resolve_optimizer(optimizer, schedule, self._searched)
+        self.tx = self.opt.template()
+        self.opt_names, self.opt_defaults = self.opt.names, dict(self.opt.defaults)
         #: k of k-fold cross-validation (``task.set_folds``): each member carries its fold as
         #: the hyperparameter ``fold``, trains without it and is validated on it.
         self.folds = int(getattr(task, "folds", 1))
@@ -435,9 +424,7 @@ class Population:
     def differentiable_chain(self, hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
         """The optimizer chain with explicit (differentiable) hyperparameter values; its state is
         the ``inner_state`` of the population's optimizer state (hypergradients)."""
-        if self.factory is not None:
-            return self.factory.chain(hp, differentiable=True)
-        return optim.make_chain(self.optimizer, self.schedule, hp, differentiable=True)
+        return self.opt.chain(hp, differentiable=True)
 
     def _member_step(self, m: PopulationState, train_data) -> tuple[PopulationState, jax.Array]:
         """One optimizer step of ONE member: :func:`jaxhpo.step.member_step`."""
