@@ -4,27 +4,45 @@ The public API::
 
     jaxhpo.tune(task, space, strategy=..., optimizer=..., ...) -> jaxhpo.TuneResult
     jaxhpo.ModelTask        base class of a user's task (any Flax NNX module, loss and data)
+    jaxhpo.load_best        the best member's saved weights into a module of the user's
     jaxhpo.Population       the population trainer, for research code that drives it directly
     jaxhpo.Space            search spaces
     jaxhpo.Strategy, jaxhpo.Observation, jaxhpo.PopulationUpdate   writing a strategy
+
+Names are imported on first use, so that ``import jaxhpo`` does not start JAX (the command line
+sets XLA's flags, e.g. one virtual device per CPU core, before JAX starts).
 """
 
-from jaxhpo.api import TuneResult, tune
-from jaxhpo.population import Population, PopulationState
-from jaxhpo.pretrained import load_into as load_best
-from jaxhpo.space import Space
-from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
-from jaxhpo.tasks.protocol import ModelTask
+from __future__ import annotations
 
-__all__ = [
-    "TuneResult",
-    "load_best",
-    "tune",
-    "ModelTask",
-    "Observation",
-    "Population",
-    "PopulationState",
-    "PopulationUpdate",
-    "Space",
-    "Strategy",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "tune": "jaxhpo.api",
+    "TuneResult": "jaxhpo.api",
+    "ModelTask": "jaxhpo.tasks.protocol",
+    "load_best": ("jaxhpo.pretrained", "load_into"),
+    "Population": "jaxhpo.population",
+    "PopulationState": "jaxhpo.population",
+    "Space": "jaxhpo.space",
+    "Strategy": "jaxhpo.strategies.base",
+    "Observation": "jaxhpo.strategies.base",
+    "PopulationUpdate": "jaxhpo.strategies.base",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    where = _EXPORTS.get(name)
+    if where is None:
+        raise AttributeError(f"module 'jaxhpo' has no attribute '{name}'")
+    module, attr = where if isinstance(where, tuple) else (where, name)
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -176,7 +176,7 @@ class BucketedPopulation:
         self.opt_names = self.base.opt_names
         extra = tuple(n for n in self.bucket_names if n not in self.base.task_names)
         self.task_names = self.base.task_names + extra
-        self.hparam_names = self.opt_names + self.task_names
+        self.hparam_names = self.opt_names + self.task_names + self.base.member_fields
         self.folds, self.max_batch = self.base.folds, self.base.max_batch
         self.frozen = self.bucket_names
         self.trace_counts = self.base.trace_counts

@@ -30,6 +30,7 @@ from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxhpo import optim, parallel
+from jaxhpo.batches import data_combine, make_member_batch
 from jaxhpo.models import TransformerConfig
 from jaxhpo.optim_factory import resolve as resolve_optimizer
 from jaxhpo.step import MemberModel, member_evaluate, member_step, no_step
@@ -52,6 +53,9 @@ class PopulationState:
       opt_state: the optax state; ``opt_state.hyperparams[name]`` is float32 [P].
       hparams: task hyperparameters (dropout, attn_dropout, label_smoothing), float32 [P] each.
       member_id: stable member ids, int32 [P].
+      fold: the member's held-out fold under k-fold cross-validation (0 without), int32 [P];
+        at the interface (``init``, ``get_hparams``, ``set_hparams``, the tables) it is the
+        column ``fold``.
       key: raw training keys (``jax.random.key_data``), uint32 [P, 2].
       step: optimizer steps taken by each member, int32 [P].
       active: members that train (False: stopped, costs no update), bool [P].
@@ -63,6 +67,7 @@ class PopulationState:
     opt_state: Any
     hparams: dict[str, jax.Array]
     member_id: jax.Array
+    fold: jax.Array
     key: jax.Array
     step: jax.Array
     active: jax.Array
@@ -167,9 +172,12 @@ class Population:
         self.opt = resolve_optimizer(optimizer, schedule, self._searched)
         self.tx = self.opt.template()
         self.opt_names, self.opt_defaults = self.opt.names, dict(self.opt.defaults)
-        #: k of k-fold cross-validation (``task.set_folds``): each member carries its fold as
-        #: the hyperparameter ``fold``, trains without it and is validated on it.
+        #: k of k-fold cross-validation (``task.set_folds``): each member carries its fold
+        #: (``PopulationState.fold``, the column ``fold``), trains without it and is validated
+        #: on it.
         self.folds = int(getattr(task, "folds", 1))
+        #: Integer member fields that the interface shows as hyperparameter columns.
+        self.member_fields = ("fold",) if self.folds > 1 else ()
         #: Per-member batch size ``batch_size`` (<= the task's batch): a member trains on the
         #: first ``batch_size`` rows of each batch, the others weigh zero (they are computed).
         self.max_batch = getattr(task, "batch_size", None)
@@ -194,9 +202,8 @@ class Population:
             tuple(task.hparam_names)
             + (("batch_size",) if self.max_batch else ())
             + tuple(self.structure)
-            + (("fold",) if self.folds > 1 else ())
         )
-        self.hparam_names = self.opt_names + self.task_names
+        self.hparam_names = self.opt_names + self.task_names + self.member_fields
         #: How the task's module splits into parameters, carried state and RNG streams.
         self.model = MemberModel(task)
         self.graphdef = self.model.graphdef
@@ -243,6 +250,7 @@ class Population:
         self._evaluate = jax.jit(
             self._sharded(self._evaluate_impl, (M, R, M), M), static_argnames="by_fold"
         )
+        self._member_batch = make_member_batch(self)
         place_out = {"out_shardings": self.sharding} if self._meshed else {}
         self._where = jax.jit(self._where_impl, **place_out)
         self._copy = jax.jit(self._copy_impl, **place_out)
@@ -365,6 +373,7 @@ class Population:
             opt_state=opt_state,
             hparams={k: hp[k] for k in self.task_names},
             member_id=member_id,
+            fold=hp["fold"].astype(jnp.int32) if self.member_fields else jnp.zeros((), jnp.int32),
             key=jax.random.key_data(train_key),
             step=jnp.zeros((), jnp.int32),
             active=jnp.ones((), bool),
@@ -376,7 +385,7 @@ class Population:
         f = over_members(lambda a: self._init_member(root_key, *a), self.mode, self.chunk_size)
         return f((ids, hp))
 
-    def _member_batch_size(self, hp: Mapping[str, jax.Array]) -> jax.Array:
+    def member_batch_size(self, hp: Mapping[str, jax.Array]) -> jax.Array:
         b = hp["batch_size"] if self.max_batch and "batch_size" in hp else self.task.batch_size
         return jnp.asarray(b, jnp.float32)
 
@@ -385,7 +394,7 @@ class Population:
         epochs (int32; a large number without)."""
         if self.epoch_size is None:
             return jnp.asarray(np.iinfo(np.int32).max, jnp.int32)
-        steps = jnp.ceil(hp["epochs"] * self.epoch_size / self._member_batch_size(hp))
+        steps = jnp.ceil(hp["epochs"] * self.epoch_size / self.member_batch_size(hp))
         return jnp.maximum(steps, 1.0).astype(jnp.int32)
 
     def _derived(self, opt_hp: Mapping[str, jax.Array], hp: Mapping[str, jax.Array]) -> dict:
@@ -404,22 +413,9 @@ class Population:
     # -- training --------------------------------------------------------------------------
     def member_batch(self, m: PopulationState, train_data) -> tuple[dict, jax.Array]:
         """ONE member's training batch and dropout key at its step: its fold's draws (k-fold),
-        its first ``batch_size`` rows weighted, and this device's slice on the ``data`` axis."""
-        fold = m.hparams["fold"].astype(jnp.int32) if self.folds > 1 else None
-        if self.epoch_size is not None:
-            # epoch semantics depend on the member's batch size: its rows lead the batch
-            b = self._member_batch_size(m.hparams).astype(jnp.int32)
-            batch = self.task.train_batch(train_data, m.step, fold, member_batch=b)
-        elif fold is not None:
-            batch = self.task.train_batch(train_data, m.step, fold)
-        else:
-            batch = self.task.train_batch(train_data, m.step)
-        key = jax.random.fold_in(jax.random.wrap_key_data(m.key), m.step)
-        if self.max_batch and "weights" in batch:  # tasks without weights: whole batch
-            batch = _first_rows(batch, m.hparams["batch_size"])
-        if self.data_devices > 1:
-            batch, key = _data_shard(batch, key, self.data_devices)
-        return batch, key
+        its first ``batch_size`` rows weighted, and this device's slice on the ``data`` axis
+        (:func:`jaxhpo.batches.make_member_batch`)."""
+        return self._member_batch(m, train_data)
 
     def differentiable_chain(self, hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
         """The optimizer chain with explicit (differentiable) hyperparameter values; its state is
@@ -434,7 +430,7 @@ class Population:
         """The gradient, reported loss and carried state of the whole batch from the data
         slices' (inside ``shard_map`` over ``data``): :func:`_data_combine`, with floating
         carried state (batch statistics) averaged over the slices."""
-        grads, aux = _data_combine(grads, {"loss": reported}, batch["weights"])
+        grads, aux = data_combine(grads, {"loss": reported}, batch)
         state = jax.tree.map(
             lambda x: jax.lax.pmean(x, "data") if jnp.issubdtype(x.dtype, jnp.floating) else x,
             state,
@@ -478,7 +474,7 @@ class Population:
     def _evaluate_impl(self, pop: PopulationState, data, mask, by_fold: bool = False):
         self.trace_counts["evaluate"] += 1
         by_fold = by_fold and self.folds > 1
-        fold = pop.hparams["fold"].astype(jnp.int32) if by_fold else jnp.zeros_like(pop.step)
+        fold = pop.fold
 
         def one(args):
             params, state, on, f, hp = args
@@ -661,7 +657,8 @@ class Population:
     def get_hparams(self, pop: PopulationState) -> dict[str, jax.Array]:
         """All hyperparameters, name -> float32 [P] (optimizer ones read from the opt state)."""
         opt = optim.get_hparams(pop.opt_state)
-        return {**{k: opt[k] for k in self.opt_names}, **pop.hparams}
+        fields = {k: getattr(pop, k).astype(jnp.float32) for k in self.member_fields}
+        return {**{k: opt[k] for k in self.opt_names}, **pop.hparams, **fields}
 
     def set_hparams(self, pop: PopulationState, values: Mapping[str, Any]) -> PopulationState:
         """Writes new values (scalars or [P]); shapes and dtypes stay, so nothing recompiles."""
@@ -681,7 +678,8 @@ class Population:
             current = optim.get_hparams(pop.opt_state)
             opt_vals = self._derived({k: opt_vals.get(k, current[k]) for k in self.opt_names}, hp)
         opt_state = optim.set_hparams(pop.opt_state, opt_vals) if opt_vals else pop.opt_state
-        return pop.replace(opt_state=opt_state, hparams={**pop.hparams, **task_vals})
+        fields = {k: values[k].astype(jnp.int32) for k in self.member_fields if k in values}
+        return pop.replace(opt_state=opt_state, hparams={**pop.hparams, **task_vals}, **fields)
 
     # -- moving members --------------------------------------------------------------------
     def _copy_impl(self, pop: PopulationState, parents):
@@ -736,40 +734,6 @@ class Population:
         """Slot ``i`` receives the whole member ``parents[i]``: parameters, optimizer state
         (moments and hyperparameters), task hyperparameters, step, flags. One gather in jit."""
         return self._copy(pop, np.asarray(parents, np.int32))
-
-
-def _first_rows(batch, size: jax.Array):
-    """The batch with only its first ``size`` rows weighted: the loss (a weighted mean) is then
-    the mean over those rows. Training data, dropout masks and rows are drawn so that the first
-    ``b`` rows of a batch of ``B`` equal a batch of ``b`` (threefry's counters are
-    positional), so such a member trains as it would alone with batch size ``b``."""
-    w = batch["weights"]
-    keep = (jnp.arange(w.shape[0]) < size).astype(w.dtype)
-    return {**batch, "weights": w * keep.reshape((-1,) + (1,) * (w.ndim - 1))}
-
-
-def _data_shard(batch, key, n: int):
-    """This data device's slice of a member's batch (inside ``shard_map`` over ``data``), and
-    its own dropout key (the slices draw independent masks)."""
-    i = jax.lax.axis_index("data")
-    size = batch["targets"].shape[0] // n
-
-    def part(x):
-        return jax.lax.dynamic_slice_in_dim(x, i * size, size, axis=0)
-
-    return jax.tree.map(part, batch), jax.random.fold_in(key, i)
-
-
-def _data_combine(grads, aux, weights):
-    """The gradient (and unsmoothed loss) of the whole batch from the slices': a task's loss is
-    ``sum(w * l) / max(sum(w), 1)`` over its slice, so each slice's value is re-weighted by its
-    target weight before the ``psum`` over ``data``."""
-    w = jnp.maximum(weights.sum(), 1.0)
-    total = jnp.maximum(jax.lax.psum(weights.sum(), "data"), 1.0)
-    scale = w / total
-    grads = jax.lax.psum(jax.tree.map(lambda g: g * scale.astype(g.dtype), grads), "data")
-    aux = {k: jax.lax.psum(v * scale, "data") for k, v in aux.items()}
-    return grads, aux
 
 
 def gather(pop: PopulationState, idx: Any) -> PopulationState:

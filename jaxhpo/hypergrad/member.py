@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from jaxhpo import optim
 from jaxhpo.step import member_evaluate, member_step, no_step
@@ -62,7 +61,7 @@ def make_val(population: Any, val_data: Any) -> Callable[[Any, Mapping[str, jax.
         del hp
         data = val_data
         if population.folds > 1:  # k-fold: the member's own held-out fold
-            data = jax.tree.map(lambda x: x[m.hparams["fold"].astype(jnp.int32)], val_data)
+            data = jax.tree.map(lambda x: x[m.fold], val_data)
         return member_evaluate(population, m.params, m.model_state, data, m.hparams)["loss"]
 
     return val_fn
