@@ -71,11 +71,15 @@ class RunWriter:
         hparam_names: Sequence[str],
         metric_names: Sequence[str],
         resume: tuple[int, int] | None = None,
+        callbacks: Any = None,
     ):
         """``resume=(rows, events)``: continue a run directory, keeping its first ``rows``
         metrics rows and ``events`` events (what the checkpoint resumed from had written) and
-        dropping anything after them, so no row is lost or written twice."""
+        dropping anything after them, so no row is lost or written twice. ``callbacks``
+        (:class:`jaxhpo.callbacks.CallbackList`) get every evaluation's rows and the events."""
         self.path = Path(path)
+        self.callbacks = callbacks
+        self._pending: list[dict[str, Any]] = []
         self.run_name = run_name
         self.hparam_names = tuple(hparam_names)
         self.metric_names = tuple(metric_names)
@@ -123,6 +127,7 @@ class RunWriter:
         active: np.ndarray,
     ) -> None:
         """One row per member for one evaluation."""
+        rows = []
         for i in range(len(member_id)):
             row = {
                 "run": self.run_name,
@@ -137,14 +142,26 @@ class RunWriter:
             row.update({k: float(hparams[k][i]) for k in self.hparam_names})
             row.update({f"val_{k}": float(metrics[k][i]) for k in self.metric_names})
             self._writer.writerow(row)
+            rows.append(row)
         self._csv.flush()
         self.rows += len(member_id)
+        if self.callbacks is not None:
+            events, self._pending = self._pending, []
+            self.callbacks.on_evaluation(rows, events, self.path)
 
     def event(self, record: Mapping[str, Any]) -> None:
-        self._events.write(json.dumps({k: _clean(v) for k, v in record.items()}, default=str))
+        clean = {k: _clean(v) for k, v in record.items()}
+        if self.callbacks is not None:
+            self._pending.append(clean)
+        self._events.write(json.dumps(clean, default=str))
         self._events.write("\n")
         self._events.flush()
         self.events += 1
+
+    def flush_events(self) -> list[dict[str, Any]]:
+        """The events written since the last evaluation (given to callbacks at the end)."""
+        events, self._pending = self._pending, []
+        return events
 
     def close(self) -> None:
         self._csv.close()

@@ -1,0 +1,72 @@
+"""Callbacks: where a run's results go besides its own tables.
+
+A callback is any object with (some of) these methods; the run calls them on process 0 only:
+
+* ``on_start(run_dir, info)``: once, with ``run.json``'s fields (hyperparameter names,
+  objective, strategy, ...). On a resumed run ``info["resumed_at_step"]`` gives the step the
+  run continues from (what was logged after it is logged again).
+* ``on_evaluation(rows, events, run_dir)``: after every evaluation, with the rows just written
+  to ``metrics.csv`` (one dict per member: ``member``, ``step``, ``segment``, ``train_loss``,
+  the hyperparameters, ``val_<metric>``, ``diverged``, ``active``) and the strategy's events
+  written since the previous call (exploits, stops, generations; as in ``events.jsonl``).
+* ``on_end(run_dir, members)``: once the run is finished, with the final members table (one row
+  per member: hyperparameters, ``val_*``, ``test_*``, ``steps``, ``diverged``).
+
+Built-in callbacks: :class:`jaxhpo.tensorboard.TensorBoard` (every run, ``RUN_DIR/tensorboard``),
+:class:`jaxhpo.optuna_export.OptunaExport` (``report.optuna_storage``), and the offline W&B and
+MLflow adapters in :mod:`jaxhpo.trackers`. A callback that raises is reported once and
+switched off; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+class Callback:
+    """Base class with no-op hooks (subclassing it is optional)."""
+
+    def on_start(self, run_dir: Path, info: Mapping[str, Any]) -> None:
+        """Once, before the first segment (also when resuming)."""
+
+    def on_evaluation(
+        self, rows: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]], run_dir: Path
+    ) -> None:
+        """After every evaluation: the metrics rows just written, the events since the last."""
+
+    def on_end(self, run_dir: Path, members: Any) -> None:
+        """Once the run finished: the final members table (a pandas DataFrame)."""
+
+
+class CallbackList:
+    """Calls every callback's hook; a callback that raises is reported and switched off."""
+
+    def __init__(self, callbacks: Sequence[Any] = ()):
+        self.callbacks = list(callbacks)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in list(self.callbacks):
+            fn = getattr(cb, hook, None)
+            if fn is None:
+                continue
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - a callback never stops a run
+                print(
+                    f"jaxhpo: callback {type(cb).__name__}.{hook} failed ({type(e).__name__}: "
+                    f"{e}); switched off for the rest of the run",
+                    file=sys.stderr,
+                )
+                self.callbacks.remove(cb)
+
+    def on_start(self, run_dir: Path, info: Mapping[str, Any]) -> None:
+        self._call("on_start", run_dir, info)
+
+    def on_evaluation(self, rows, events, run_dir: Path) -> None:
+        self._call("on_evaluation", rows, events, run_dir)
+
+    def on_end(self, run_dir: Path, members: Any) -> None:
+        self._call("on_end", run_dir, members)

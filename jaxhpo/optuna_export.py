@@ -1,0 +1,190 @@
+"""Any jaxhpo study into an Optuna storage, for optuna-dashboard and Optuna's own analyses.
+
+One Optuna trial per member, in a study named after the run directory:
+
+* parameters: the member's hyperparameters when it started (the searched ones, with the space's
+  distributions); PBT and hypergradients change them later: the dashboard's trial table shows the
+  start, ``user_attrs["final_<name>"]`` the end;
+* intermediate values: the validation objective at every evaluation (``trial.report``), so the
+  "Intermediate values" panel shows each member's learning curve;
+* state: COMPLETE for a member trained to the end, PRUNED for one a strategy stopped (halving,
+  Hyperband, median rule), FAIL for a diverged one; the value is the final validation objective;
+* user attributes: ``member`` (its id), ``run_dir``, the final ``val_*`` / ``test_*`` metrics,
+  ``steps`` trained, and for PBT ``parent_at_<step>`` at each exploit.
+
+Live, during a run (``report.optuna_storage=sqlite:///study.db``), or afterwards from a run
+directory (``jaxhpo report RUN_DIR --to-optuna sqlite:///study.db``), which replays its tables
+through the same callback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jaxhpo.callbacks import Callback
+
+
+def _import_optuna():
+    try:
+        import optuna
+    except ImportError:  # pragma: no cover - optuna is an extra
+        raise ValueError(
+            "report.optuna_storage: needs optuna (pip install 'jaxhpo[optuna]')"
+        ) from None
+    return optuna
+
+
+def check_storage(url: str, where: str = "report.optuna_storage") -> None:
+    """A storage URL Optuna can open: for sqlite, its folder must exist. One-line errors."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"{where}: '{url}' is not a storage URL (e.g. sqlite:///study.db)")
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        if not path.parent.exists():
+            raise ValueError(f"{where}: folder {path.parent} does not exist (from '{url}')")
+
+
+class OptunaExport(Callback):
+    """Writes the members of a run as trials of an Optuna study (see the module docstring).
+
+    Args:
+      storage: an Optuna storage URL (``sqlite:///study.db``, ``postgresql://...``).
+      study_name: default: the run directory's name.
+    """
+
+    def __init__(self, storage: str, study_name: str | None = None):
+        check_storage(storage)
+        self.storage, self.study_name = storage, study_name
+        self._trials: dict[int, Any] = {}
+
+    def on_start(self, run_dir: Path, info: Mapping[str, Any]) -> None:
+        optuna = _import_optuna()
+        from jaxhpo.space import Space
+        from jaxhpo.strategies.optuna_search import distributions
+
+        run_dir = Path(run_dir)
+        self.run_dir = run_dir
+        self.objective = str(info.get("objective", "val_loss"))
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        space = Space.from_config(cfg.get("space") or {}, where="space")
+        self.dists = distributions(space)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = optuna.create_study(
+            storage=self.storage,
+            study_name=self.study_name or run_dir.name,
+            direction="maximize" if info.get("maximize") else "minimize",
+            load_if_exists=True,
+        )
+        self.study.set_user_attr("run_dir", str(run_dir.resolve()))
+        self.study.set_user_attr("strategy", str(info.get("strategy", "")))
+        # a resumed run: its members' trials exist already
+        for t in self.study.get_trials(deepcopy=False):
+            member = t.user_attrs.get("member")
+            if member is not None and t.state == optuna.trial.TrialState.RUNNING:
+                self._trials[int(member)] = optuna.trial.Trial(self.study, t._trial_id)
+
+    def _trial(self, member: int, row: Mapping[str, Any]) -> Any:
+        trial = self._trials.get(member)
+        if trial is None:
+            params = {}
+            for name, dist in self.dists.items():
+                value = row.get(name)
+                if value is not None and _finite(value):
+                    params[name] = _in(dist, value)
+            self.study.enqueue_trial(params, skip_if_exists=False)
+            trial = self.study.ask(self.dists)
+            trial.set_user_attr("member", member)
+            trial.set_user_attr("run_dir", str(self.run_dir.resolve()))
+            self._trials[member] = trial
+        return trial
+
+    def on_evaluation(
+        self, rows: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]], run_dir: Path
+    ) -> None:
+        for row in rows:
+            if not _truthy(row.get("active", True)) and int(row["member"]) in self._trials:
+                continue  # a stopped member's value is carried forward, not measured again
+            trial = self._trial(int(row["member"]), row)
+            value = row.get(self.objective)
+            if value is not None and _finite(value):
+                trial.report(float(value), int(row["step"]))
+        for ev in events:
+            if ev.get("kind") == "exploit" and int(ev.get("child", -1)) in self._trials:
+                trial = self._trials[int(ev["child"])]
+                trial.set_user_attr(f"parent_at_{int(ev['step'])}", int(ev["parent"]))
+
+    def on_end(self, run_dir: Path, members: Any) -> None:
+        optuna = _import_optuna()
+        states = optuna.trial.TrialState
+        longest = int(members["steps"].max()) if "steps" in members.columns else None
+        for _, row in members.iterrows():
+            member = int(row["member"])
+            trial = self._trials.get(member) or self._trial(member, row.to_dict())
+            for c in members.columns:
+                if c.startswith(("val_", "test_")) and _finite(row[c]):
+                    trial.set_user_attr(c, float(row[c]))
+            for name in self.dists:
+                if name in members.columns and _finite(row[name]):
+                    trial.set_user_attr(f"final_{name}", float(row[name]))
+            steps = int(row["steps"]) if "steps" in members.columns else None
+            if steps is not None:
+                trial.set_user_attr("steps", steps)
+            value = row.get(self.objective)
+            if bool(row.get("diverged", False)) or not _finite(value):
+                self.study.tell(trial, state=states.FAIL)
+            elif steps is not None and longest is not None and steps < longest:
+                self.study.tell(trial, state=states.PRUNED)
+            else:
+                self.study.tell(trial, float(value))
+        self._trials.clear()
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _truthy(v: Any) -> bool:
+    return str(v).strip().lower() not in ("false", "0", "0.0", "")
+
+
+def _in(dist: Any, value: Any) -> Any:
+    """``value`` as a parameter of ``dist`` (ints as ints, a choice as its value)."""
+    name = type(dist).__name__
+    if name == "IntDistribution":
+        return int(round(float(value)))
+    if name == "CategoricalDistribution":
+        return min(dist.choices, key=lambda c: abs(float(c) - float(value)))
+    return min(max(float(value), dist.low), dist.high)
+
+
+def export_run(run_dir: str | Path, storage: str, study_name: str | None = None) -> str:
+    """Replays a finished run directory into an Optuna study; returns the study's name."""
+    import pandas as pd
+
+    from jaxhpo.results import read_events
+
+    run_dir = Path(run_dir)
+    for name in ("run.json", "config.yaml", "metrics.csv", "members.csv"):
+        if not (run_dir / name).exists():
+            raise ValueError(f"RUN_DIR: {run_dir / name} is missing (a finished run is needed)")
+    info = json.loads((run_dir / "run.json").read_text())
+    cb = OptunaExport(storage, study_name)
+    cb.on_start(run_dir, info)
+    table = pd.read_csv(run_dir / "metrics.csv")
+    events = read_events(run_dir)
+    done = 0
+    for step, rows in table.groupby("step", sort=True):
+        now = [e for e in events[done:] if int(e.get("step", 0) or 0) <= int(step)]
+        done += len(now)
+        cb.on_evaluation(rows.to_dict("records"), now, run_dir)
+    cb.on_end(run_dir, pd.read_csv(run_dir / "members.csv"))
+    return cb.study.study_name

@@ -1,0 +1,125 @@
+"""TensorBoard event files for every run: ``RUN_DIR/tensorboard/member-<id>/``.
+
+One TensorBoard run per member (written with tensorboardX), so members can be compared, filtered
+and shown in the HParams dashboard:
+
+* scalars at every evaluation: ``loss/train`` (the mean training loss of the segment),
+  ``val/<metric>`` for each validation metric, ``hparams/<name>`` for each searched
+  hyperparameter (PBT and hypergradients change them over a member's life);
+* text ``events``: the strategy's events concerning the member (exploits with their parent,
+  stops, restarts);
+* at the end, the HParams plugin's session: the member's final hyperparameters with its final
+  ``val_*`` and ``test_*`` metrics, so the HParams table lists every member.
+
+Open with ``tensorboard --logdir RUN_DIR/tensorboard`` (or a folder of run directories). A resumed
+run continues each member's file after purging what was logged past the checkpoint it resumed
+from (TensorBoard's ``purge_step``), so no point is shown twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from jaxhpo.callbacks import Callback
+
+SUBDIR = "tensorboard"
+
+
+class TensorBoard(Callback):
+    """Writes a run's curves, hyperparameters and events as TensorBoard event files."""
+
+    def __init__(self) -> None:
+        self._writers: dict[int, Any] = {}
+        self._purge: int | None = None
+        self._searched: list[str] = []
+        self._names: list[str] = []
+        self._objective = "val_loss"
+
+    def on_start(self, run_dir: Path, info: Mapping[str, Any]) -> None:
+        self._root = Path(run_dir) / SUBDIR
+        self._searched = list(info.get("searched", []))
+        self._names = list(info.get("hparam_names", []))
+        self._objective = str(info.get("objective", "val_loss"))
+        step = info.get("resumed_at_step")
+        self._purge = None if step is None else int(step) + 1
+
+    def _writer(self, member: int):
+        w = self._writers.get(member)
+        if w is None:
+            from tensorboardX import SummaryWriter
+
+            w = SummaryWriter(
+                str(self._root / f"member-{member}"), purge_step=self._purge, flush_secs=30
+            )
+            self._writers[member] = w
+        return w
+
+    def on_evaluation(
+        self, rows: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]], run_dir: Path
+    ) -> None:
+        for row in rows:
+            w = self._writer(int(row["member"]))
+            step = int(row["step"])
+            _scalar(w, "loss/train", row.get("train_loss"), step)
+            for key, value in row.items():
+                if key.startswith("val_"):
+                    _scalar(w, f"val/{key[4:]}", value, step)
+            for name in self._searched:
+                _scalar(w, f"hparams/{name}", row.get(name), step)
+        for ev in events:
+            for member in _members_of(ev):
+                w = self._writer(member)
+                w.add_text("events", json.dumps(ev, default=str), int(ev.get("step", 0) or 0))
+        for w in self._writers.values():
+            w.flush()
+
+    def on_end(self, run_dir: Path, members: Any) -> None:
+        from tensorboardX.summary import hparams
+
+        names = [n for n in self._names if n in members.columns]
+        metrics = [c for c in members.columns if c.startswith(("val_", "test_"))]
+        for _, row in members.iterrows():
+            w = self._writer(int(row["member"]))
+            hp = {n: float(row[n]) for n in names if _finite(row[n])}
+            mv = {m: float(row[m]) for m in metrics if _finite(row[m])}
+            if not mv:  # the HParams table needs a metric; a diverged member has none
+                mv = {self._objective: float("nan")}
+            exp, ssi, sei = hparams(hp, mv)
+            for summary in (exp, ssi, sei):
+                w.file_writer.add_summary(summary)
+            for m, v in mv.items():
+                w.add_scalar(m, v)
+        self.close()
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+        self._writers.clear()
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _scalar(writer: Any, tag: str, value: Any, step: int) -> None:
+    if value is not None and _finite(value):
+        writer.add_scalar(tag, float(value), step)
+
+
+def _members_of(event: Mapping[str, Any]) -> list[int]:
+    out = []
+    for key in ("member", "child"):
+        if isinstance(event.get(key), int):
+            out.append(int(event[key]))
+    for key in ("members", "stopped"):
+        value = event.get(key)
+        if isinstance(value, list):
+            out += [int(v) for v in value if isinstance(v, int)]
+    return sorted(set(out))
