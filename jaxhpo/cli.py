@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--quiet", action="store_true", help="no progress bar")
     rep = sub.add_parser("report", help="write plots and summary.md for a run directory")
     rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.add_argument(
+        "--to-optuna",
+        metavar="STORAGE",
+        default=None,
+        help="also write the run's members as trials of an Optuna study (sqlite:///study.db)",
+    )
+    rep.add_argument("--study-name", default=None, help="with --to-optuna (default: run name)")
     sub.add_parser("list", help="list the built-in experiments")
     return p
 
@@ -163,9 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from jaxhpo.report import write_report
 
+            if args.to_optuna:
+                from jaxhpo.optuna_export import check_storage
+
+                check_storage(args.to_optuna, "--to-optuna")
             summary = write_report(Path(args.run_dir))
             print(summary.read_text())
             print(f"plots: {summary.parent / 'plots'}")
+            if args.to_optuna:
+                from jaxhpo.optuna_export import export_run
+
+                name = export_run(args.run_dir, args.to_optuna, args.study_name)
+                print(f"optuna: study '{name}' in {args.to_optuna}")
             return 0
         if args.command == "resume":
             from jaxhpo.experiment import resume_run

@@ -198,6 +198,13 @@ class StrategyConfig:
 
 
 @dataclasses.dataclass
+class ReportConfig:
+    tensorboard: bool = True  # RUN_DIR/tensorboard event files (jaxhpo.tensorboard)
+    optuna_storage: str | None = None  # also write members as Optuna trials, live (sqlite:///x.db)
+    optuna_study: str | None = None  # the study's name (None: the run directory's name)
+
+
+@dataclasses.dataclass
 class Config:
     name: str = "run"
     seed: int = 0
@@ -208,6 +215,7 @@ class Config:
     population: PopulationConfig = dataclasses.field(default_factory=PopulationConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     #: The search space: name -> dimension (see jaxhpo.space.Space.from_config). Scalars are fixed.
     space: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -430,6 +438,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.init_scale: must be a finite number >= 0, got {cfg.model.init_scale}"
         )
+    if cfg.report.optuna_storage is not None:
+        from jaxhpo.optuna_export import check_storage
+
+        try:
+            check_storage(cfg.report.optuna_storage)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if refs.is_reference(cfg.optim.optimizer):
         _user_object(cfg.optim.optimizer, "optim.optimizer", want_class=False)
     elif cfg.optim.optimizer not in optim.OPTIMIZERS:
