@@ -39,6 +39,7 @@ import numpy as np
 
 from jaxhpo.population import Population
 from jaxhpo.results import claim_status
+from jaxhpo.run.compiled import compiled_program
 from jaxhpo.space import Space
 from jaxhpo.strategies import PBT
 from jaxhpo.tasks import ToyQuadraticTask
@@ -70,7 +71,8 @@ def run_variant(variant: str, seeds: int, explore_all: bool = True) -> dict[str,
     population = Population(task, "sgd", "constant", mode="vmap", devices=1)
     _, cols = strategy.init(0, space, 2)
     hp = population.full_hparams({**cols, "lr": LR}, 2)
-    program = population.compiled_run(
+    program = compiled_program(
+        population,
         strategy.device_update,
         num_segments=STEPS // READY,
         segment_steps=READY,

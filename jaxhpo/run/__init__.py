@@ -1,0 +1,49 @@
+"""Running a study, one module per concern.
+
+::
+
+    prepare.py    config -> task, space, strategy, population; every check before a compile
+    loop.py       the host loop: segments -> evaluate -> strategy -> log
+    update.py     a strategy's decision checked and applied (host, compiled loop, simulate)
+    compiled.py   train.compiled: the whole run as one lax.scan program
+    resume.py     checkpoints and resuming from them
+    book.py       what the loop carries and records; members.csv's rows
+    finish.py     test evaluation, ensemble, members.csv, report
+    progress.py   the progress bar and notices
+    oom.py        out-of-memory errors that say what to change
+
+Names are imported on first use, so that importing one module (``jaxhpo.run.update`` from
+:mod:`jaxhpo.simulate`) does not import the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "OutOfMemoryError": "jaxhpo.run.oom",
+    "Prepared": "jaxhpo.run.prepare",
+    "RunResult": "jaxhpo.run.finish",
+    "apply_update": "jaxhpo.run.update",
+    "check_update": "jaxhpo.run.update",
+    "config_fingerprint": "jaxhpo.run.resume",
+    "prepare": "jaxhpo.run.prepare",
+    "resume_run": "jaxhpo.run.resume",
+    "run": "jaxhpo.run.loop",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxhpo.run' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,233 @@
+"""The host loop: segments -> evaluate -> strategy -> log.
+
+::
+
+    prepare (jaxhpo.run.prepare) ──> population.init, or continue from a checkpoint
+    repeat until train.steps:
+        train_segment   one jitted call, K steps, all members
+        evaluate        one jitted call, validation metrics [P]
+        log rows        metrics.csv (flushed), progress bar
+        strategy.update ──> PopulationUpdate, checked and applied by apply_update (update.py)
+        checkpoint      every train.checkpoint_every segments (resume.py)
+    evaluate on test; members.csv, metrics.parquet, summary.md, plots (finish.py)
+
+With ``train.compiled`` the whole repeat is one program (compiled.py).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from rich.console import Console
+
+from jaxhpo import parallel
+from jaxhpo.checkpoint import Checkpointer
+from jaxhpo.config import Config
+from jaxhpo.results import RunWriter, new_run_dir
+from jaxhpo.run.book import Book, Loop, nanmean_rows
+from jaxhpo.run.compiled import run_compiled
+from jaxhpo.run.finish import RunResult, finish
+from jaxhpo.run.oom import explain_oom
+from jaxhpo.run.prepare import Prepared, prepare
+from jaxhpo.run.progress import progress_line
+from jaxhpo.run.resume import continue_from, restore, save_checkpoint
+from jaxhpo.run.update import apply_update
+
+
+def run(
+    cfg: Config,
+    *,
+    prepared: Prepared | None = None,
+    run_dir: Path | None = None,
+    console: Console | None = None,
+    quiet: bool = False,
+    resume: bool = False,
+) -> RunResult:
+    """Runs one study and writes its run directory. Returns the directory and final members.
+
+    With ``resume``, ``run_dir`` is an existing run directory: the run continues from its latest
+    checkpoint that restores (see :mod:`jaxhpo.checkpoint`) and ends as the uninterrupted run
+    would have (use :func:`~jaxhpo.run.resume.resume_run`)."""
+    prep = prepared or prepare(cfg)
+    # Several processes (multi-host): every process computes, process 0 alone writes the run
+    # directory and shows progress; the others write into a scratch folder removed at the end.
+    writes = parallel.is_writer()
+    console = console or Console(stderr=True, quiet=quiet or not writes)
+    if writes:
+        run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out_dir, cfg.name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _agree_path(run_dir)
+    out_dir = run_dir if writes else Path(tempfile.mkdtemp(prefix="jaxhpo-process-"))
+    checkpointer = None
+    if cfg.train.checkpoint_every and not cfg.train.compiled:
+        checkpointer = Checkpointer(run_dir / "checkpoints", cfg.train.keep_checkpoints)
+    root_key = jax.random.key(cfg.seed)
+    restored = restore(checkpointer, prep, root_key) if resume else None
+    writer = _open_writer(cfg, prep, run_dir, out_dir, restored, resume, writes)
+    loop = _start(cfg, prep, writer, root_key, restored, run_dir.name)
+    with progress_line(cfg, console, quiet) as show:
+        if cfg.train.compiled:
+            run_compiled(loop, show)
+        show.at_step(loop.step)
+        if not cfg.train.compiled:
+            _train_segments(loop, checkpointer, console, show.n_segments, show.show)
+    return finish(loop, run_dir, out_dir, writes, console)
+
+
+def _agree_path(path: Path | None) -> Path:
+    """Process 0's ``path`` on every process (one run directory for a multi-process run)."""
+    if jax.process_count() == 1:
+        return path
+    from jax.experimental import multihost_utils
+
+    raw = np.zeros(4096, np.uint8)
+    if parallel.is_writer():
+        b = str(Path(path).absolute()).encode()
+        raw[: len(b)] = np.frombuffer(b, np.uint8)
+    raw = np.asarray(multihost_utils.broadcast_one_to_all(raw))
+    return Path(bytes(raw[raw > 0]).decode())
+
+
+def _open_writer(
+    cfg: Config,
+    prep: Prepared,
+    run_dir: Path,
+    out_dir: Path,
+    restored: tuple | None,
+    resume: bool,
+    writes: bool,
+) -> RunWriter:
+    """The run directory's tables: new ones with the config and run information, or, when
+    resuming, the existing ones cut back to the checkpoint's rows and events."""
+    population, task = prep.population, prep.task
+    names = population.hparam_names
+    counts = (restored[2]["metrics_rows"], restored[2]["events"]) if restored else None
+    if resume and not restored:
+        counts = (0, 0)  # killed before the first checkpoint: start again from step 0
+    writer = RunWriter(
+        out_dir, run_dir.name, names, task.metric_names, resume=counts if writes else None
+    )
+    if resume:
+        info = json.loads((run_dir / "run.json").read_text())
+        writer.update_info({"resumed": int(info.get("resumed", 0)) + 1})
+        return writer
+    metric = cfg.strategy.metric
+    writer.write_config(
+        cfg.to_dict(),
+        {
+            "task": task.describe(),
+            "population_size": prep.size,
+            "member_mode": population.mode,
+            "member_devices": population.devices,
+            "data_devices": population.data_devices,
+            "devices": [str(d) for d in jax.devices()],
+            "jax": jax.__version__,
+            "hparam_names": list(names),
+            "searched": list(prep.space.searched),
+            "objective": f"val_{metric}",
+            "maximize": metric in task.maximized,
+            "strategy": prep.strategy.name,
+            "compiled": cfg.train.compiled,
+        },
+    )
+    return writer
+
+
+def _start(
+    cfg: Config,
+    prep: Prepared,
+    writer: RunWriter,
+    root_key: jax.Array,
+    restored: tuple | None,
+    run_name: str,
+) -> Loop:
+    """The loop at its start: the first population, initialised and observed at step 0, or
+    the state of a restored checkpoint."""
+    population = prep.population
+    loop = Loop(
+        cfg=cfg,
+        prep=prep,
+        writer=writer,
+        root_key=root_key,
+        population=population,
+        data=(),
+        book=Book(prep.task.metric_names),
+        state=prep.strategy_state,
+        next_id=prep.size,
+    )
+    with explain_oom(population, prep.size, prep.task.train_data, cfg.train.segment_steps):
+        loop.pop = population.init(root_key, np.arange(prep.size), prep.hparams)
+    loop.data = population.run_data()
+    if restored:
+        continue_from(loop, restored, run_name)
+    else:
+        loop.obs = loop.observe(0, np.full(prep.size, np.nan))
+    return loop
+
+
+def _train_segments(loop: Loop, checkpointer, console: Console, n_segments: int, show) -> None:
+    """The segments after ``loop.segment``, each trained, observed and decided on, until the
+    run's end, the budget, or the strategy ends the study."""
+    cfg = loop.cfg
+    total, seg = cfg.train.steps, cfg.train.segment_steps
+    for segment in range(loop.segment + 1, n_segments + 1):
+        k = min(seg, total - loop.step)
+        n_training = int(np.sum(loop.obs.active & ~loop.obs.diverged))
+        if cfg.train.budget and loop.book.member_steps + k * n_training > cfg.train.budget:
+            console.print(f"budget of {cfg.train.budget:,} member-steps reached")
+            break
+        dt = _train_segment(loop, segment, k)
+        show(segment, loop.status(k, dt, n_training, int(loop.obs.diverged.sum())))
+        if not _decide(loop, n_segments):
+            break
+        if checkpointer and segment % cfg.train.checkpoint_every == 0:
+            save_checkpoint(checkpointer, loop)  # the state the next segment starts from
+
+
+def _train_segment(loop: Loop, segment: int, k: int) -> float:
+    """Trains segment ``segment`` (``k`` steps) and observes the population after it; returns
+    the seconds training took."""
+    seg = loop.cfg.train.segment_steps
+    population, train_data = loop.population, loop.data[0]
+    steps_before = int(np.sum(parallel.to_host(loop.pop.step)))
+    ts = time.perf_counter()
+    # Always a K=segment_steps program; a shorter last segment masks the extra steps.
+    with explain_oom(population, loop.pop.size, train_data, seg):
+        loop.state, loop.pop, losses = loop.prep.strategy.train_segment(
+            loop.state, population, loop.pop, loop.data[:2], seg, k
+        )
+    losses = parallel.to_host(losses)[:, :k]
+    dt = time.perf_counter() - ts
+    loop.timings["train_s"] += dt
+    if loop.timings["first_segment_s"] is None:
+        loop.timings["first_segment_s"] = dt
+    loop.step += k
+    loop.segment = segment
+    loop.obs = loop.observe(segment, nanmean_rows(losses))
+    loop.book.member_steps += int(np.sum(parallel.to_host(loop.pop.step))) - steps_before
+    return dt
+
+
+def _decide(loop: Loop, n_segments: int) -> bool:
+    """Tells the strategy the last observation and applies its update; False when the study
+    ends here (the strategy is done, or this was the last segment)."""
+    # The strategy is told every result, the last one included; an update is applied only
+    # while training goes on, so the final table describes the members evaluated.
+    loop.state, upd = loop.prep.strategy.update(loop.state, loop.obs)
+    if upd.done or loop.segment == n_segments:
+        # A study the strategy ends keeps the record of why (e.g. the last stops); a decision
+        # after the last segment is not applied and not recorded.
+        for ev in upd.events if upd.done else ():
+            loop.writer.event({"step": loop.step, "applied": False, **ev})
+        return False
+    for ev in upd.events:
+        loop.writer.event({"step": loop.step, **ev})
+    loop.population, loop.pop, loop.next_id = apply_update(
+        loop.population, loop.pop, upd, loop.root_key, loop.next_id
+    )
+    return True

@@ -1,0 +1,389 @@
+"""Preparing a run: everything a strategy or user can get wrong, checked before anything compiles.
+
+:func:`prepare` builds the task, the search space, the strategy and the population from a config
+and raises one-line :class:`~jaxhpo.config.ConfigError`s that name the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import itertools
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxhpo import refs
+from jaxhpo.buckets import BUCKET_HPARAMS, BucketedPopulation
+from jaxhpo.config import Config, ConfigError
+from jaxhpo.optim_factory import resolve as resolve_optimizer
+from jaxhpo.population import Population, resolve_devices
+from jaxhpo.space import Choice, Fixed, Float, Int, Space
+from jaxhpo.strategies import STRATEGIES, Strategy
+from jaxhpo.strategies.base import has_compiled_form
+from jaxhpo.strategies.cv import CrossValidated
+from jaxhpo.tasks import TASKS, Task
+
+#: Valid values of each optimizer hyperparameter: (low, high, low_inclusive, high_inclusive).
+OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
+    "lr": (0.0, np.inf, False, False),
+    "learning_rate": (0.0, np.inf, False, False),
+    "weight_decay": (0.0, np.inf, True, False),
+    "b1": (0.0, 1.0, True, False),
+    "b2": (0.0, 1.0, True, False),
+    "eps": (0.0, np.inf, False, False),
+    "momentum": (0.0, 1.0, True, False),
+    "clip_norm": (0.0, np.inf, False, True),
+    "warmup_steps": (0.0, np.inf, True, False),
+    "decay_steps": (0.0, np.inf, False, False),
+    "cycle_steps": (0.0, np.inf, False, False),
+    "min_lr_ratio": (0.0, 1.0, True, True),
+    "decay_rate": (0.0, np.inf, False, False),
+    "adafactor_decay_rate": (0.0, 1.0, False, True),
+    "clipping_threshold": (0.0, np.inf, False, True),
+}
+
+
+def make_task(cfg: Config) -> Task:
+    """Builds the task (reads or generates its data); errors name the config field."""
+    if refs.is_reference(cfg.task.kind):  # a task of the user's own: module:Class(**args)
+        task_cls = refs.resolve(cfg.task.kind, "task.kind")
+        try:
+            task = task_cls(**cfg.task.args)
+        except TypeError as e:
+            raise ConfigError(f"task.args: {cfg.task.kind}: {e}") from None
+        if cfg.task.folds > 1:
+            task.set_folds(cfg.task.folds)
+        return task
+    model = dataclasses.asdict(cfg.model)
+    task_cls = TASKS[cfg.task.kind]
+    if not task_cls.pools or model["pooling"] is None:
+        model.pop("pooling")  # only a classifier pools; None keeps the task's default
+    # Each task takes the TaskConfig fields its constructor names (kind is the registry key).
+    accepted = inspect.signature(task_cls).parameters
+    kwargs = {k: v for k, v in dataclasses.asdict(cfg.task).items() if k in accepted}
+    task = task_cls(**kwargs, model=model)
+    if cfg.task.folds > 1:
+        task.set_folds(cfg.task.folds)
+    return task
+
+
+def make_strategy(cfg: Config) -> Strategy:
+    try:
+        return STRATEGIES[cfg.strategy.name].from_config(cfg.strategy, cfg.train)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def opt_names(cfg: Config, space: Space) -> tuple[str, ...]:
+    """The optimizer's per-member hyperparameter names (a factory's: ``learning_rate``, the
+    schedule's and the float arguments the space names)."""
+    try:
+        return resolve_optimizer(cfg.optim.optimizer, cfg.optim.schedule, space.names).names
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _dim_values(dim) -> list[float]:
+    if isinstance(dim, Float | Int):
+        return [dim.low, dim.high]
+    if isinstance(dim, Choice):
+        return list(dim.values)
+    if isinstance(dim, Fixed):
+        return [dim.value]
+    return []
+
+
+def check_space(
+    space: Space, known: tuple[str, ...], cfg: Config, task_domains: Any = None
+) -> None:
+    """Every dimension must be a hyperparameter this optimizer/task reads, numeric, in domain."""
+    if task_domains is None:
+        task_domains = TASKS[cfg.task.kind].hparam_domains
+    domains = {k: (*v[:2], True, v[2]) for k, v in task_domains.items()}
+    domains.update(OPT_DOMAINS)
+    # per-member batch size: the first b rows of the task's batch (task.batch_size: the largest)
+    domains["batch_size"] = (1, cfg.task.batch_size, True, True)
+    # masked super-model: the model config gives the largest structure
+    # (shape buckets build each structure as its own model: any positive size)
+    masked = cfg.population.structure == "masked"
+    domains["depth"] = (1, cfg.model.num_layers if masked else np.inf, True, True)
+    domains["heads"] = (1, cfg.model.num_heads if masked else np.inf, True, True)
+    domains["ff_width"] = (1, cfg.model.d_ff if masked else np.inf, True, True)
+    domains["d_model"] = (1, np.inf, True, True)
+    domains["seq_len"] = (2, np.inf, True, True)
+    for name in space.names:
+        where = f"space.{name}"
+        if name not in known:
+            raise ConfigError(
+                f"{where}: not a hyperparameter of optimizer '{cfg.optim.optimizer}' with schedule "
+                f"'{cfg.optim.schedule}' on task '{cfg.task.kind}' (known: {', '.join(known)})"
+            )
+        values = _dim_values(space[name])
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int | float | np.number):
+                raise ConfigError(f"{where}: values must be numbers, got {v!r}")
+        lo, hi, lo_in, hi_in = domains.get(name, (-np.inf, np.inf, True, True))
+        for v in values:
+            bad = v < lo or v > hi or (v == lo and not lo_in) or (v == hi and not hi_in)
+            if bad:
+                lb, rb = "[" if lo_in else "(", "]" if hi_in else ")"
+                raise ConfigError(f"{where}: values must lie in {lb}{lo}, {hi}{rb}, got {v}")
+
+
+#: Where each structural hyperparameter lives in the config.
+_STRUCTURE_FIELDS = {
+    "depth": ("model", "num_layers"),
+    "heads": ("model", "num_heads"),
+    "ff_width": ("model", "d_ff"),
+    "d_model": ("model", "d_model"),
+    "seq_len": ("task", "seq_len"),
+}
+
+
+def make_bucket_task(cfg: Config, structure: dict[str, int]) -> Task:
+    """The task of one shape bucket: the config with its structural fields set."""
+    parts: dict[str, dict[str, int]] = {"model": {}, "task": {}}
+    for name, value in structure.items():
+        section, field = _STRUCTURE_FIELDS[name]
+        parts[section][field] = int(value)
+    bucket = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, **parts["model"]),
+        task=dataclasses.replace(cfg.task, **parts["task"]),
+    )
+    return make_task(bucket)
+
+
+def check_structure(space: Space, cfg: Config) -> tuple[str, ...]:
+    """The structural dimensions of the space, checked against ``population.structure``.
+
+    Under buckets every combination of their values must build a model (e.g. ``heads`` must
+    divide ``d_model``): checked here, before anything compiles, for up to 4096 combinations.
+    """
+    names = tuple(n for n in BUCKET_HPARAMS if n in space.names)
+    for n in names:
+        dim = space[n]
+        if isinstance(dim, Float) or any(float(v) != int(v) for v in _dim_values(dim)):
+            raise ConfigError(
+                f"space.{n}: a structural dimension must be an int or a choice of ints"
+            )
+    buckets = cfg.population.structure == "buckets"
+    if not buckets:
+        for n in ("d_model", "seq_len"):
+            if n in names:
+                raise ConfigError(
+                    f"space.{n}: the masked super-model masks depth, heads and ff_width only; "
+                    f"searching {n} needs population.structure=buckets"
+                )
+        return names
+    if not names:
+        raise ConfigError(
+            "population.structure: buckets need a structural dimension in the space "
+            f"({', '.join(BUCKET_HPARAMS)})"
+        )
+    if "seq_len" in names and "seq_len" not in inspect.signature(TASKS[cfg.task.kind]).parameters:
+        raise ConfigError(f"space.seq_len: task '{cfg.task.kind}' has no sequence length")
+    values = {}
+    for n in names:
+        dim = space[n]
+        if isinstance(dim, Int):
+            values[n] = list(range(int(dim.low), int(dim.high) + 1))
+        else:
+            values[n] = [int(v) for v in _dim_values(dim)]
+        if min(values[n]) < 1:
+            raise ConfigError(f"space.{n}: values must be positive ints, got {min(values[n])}")
+    combos = int(np.prod([len(v) for v in values.values()]))
+    if combos <= 4096:
+        base = {
+            "depth": cfg.model.num_layers,
+            "heads": cfg.model.num_heads,
+            "d_model": cfg.model.d_model,
+        }
+        for combo in itertools.product(*values.values()):
+            s = {**base, **dict(zip(values, combo, strict=True))}
+            if s["d_model"] % s["heads"]:
+                where = "space.heads" if "heads" in names else "space.d_model"
+                raise ConfigError(
+                    f"{where}: heads {s['heads']} do not divide d_model {s['d_model']} (in shape "
+                    "buckets every combination of the structural values must build a model)"
+                )
+    return names
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything a run needs, built and checked before the first compile."""
+
+    cfg: Config
+    task: Task
+    space: Space
+    population: Population
+    strategy: Strategy
+    strategy_state: Any
+    hparams: dict[str, np.ndarray]  # first population, float [P] per name (all names)
+    size: int
+
+
+def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> Prepared:
+    """Builds task, space, strategy and population; raises one-line ``ValueError``s.
+
+    Args:
+      cfg: the configuration.
+      strategy: a strategy object to use instead of the one ``cfg.strategy`` names (for
+        strategies written outside the package).
+      task: a task object to use instead of building the one ``cfg.task`` names.
+    """
+    try:
+        space = Space.from_config(cfg.space, where="space")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not space.searched and cfg.strategy.name != "grid":
+        raise ConfigError("space: no searched dimension (every entry is fixed)")
+    task, structural = _checked_task(cfg, space, task)
+    strategy = strategy if strategy is not None else make_strategy(cfg)
+    strategy, state, cols = _checked_strategy(cfg, space, strategy)
+    size = len(next(iter(cols.values()))) if cols else (cfg.population.size or 1)
+    population = _make_population(cfg, task, space, structural, strategy, size)
+    full = _first_hparams(cfg, task, population, strategy, cols, size)
+    return Prepared(cfg, task, space, population, strategy, state, full, size)
+
+
+def _checked_task(cfg: Config, space: Space, task: Any) -> tuple[Task, tuple[str, ...]]:
+    """The task (built here unless given), checked against the space and the config; and the
+    space's structural dimensions."""
+    if task is None and refs.is_reference(cfg.task.kind):
+        task = make_task(cfg)  # a user's task: its hyperparameters are the object's
+    elif task is not None and cfg.task.folds > 1 and task.folds == 1:
+        task.set_folds(cfg.task.folds)
+    task_hp = task if task is not None else TASKS[cfg.task.kind]
+    known = opt_names(cfg, space) + tuple(task_hp.hparam_names)
+    known += tuple(n for n in ("batch_size", *BUCKET_HPARAMS) if n in space.names)
+    check_space(space, known, cfg, task_hp.hparam_domains)
+    own = [n for n in BUCKET_HPARAMS if n in space.names]
+    if own and task is not None and getattr(task, "model_config", None) is None:
+        raise ConfigError(
+            f"space.{own[0]}: task '{task.name}' has no structural settings to search "
+            "(depth, heads, ff_width, d_model and seq_len are the built-in Transformer's)"
+        )
+    structural = check_structure(space, cfg)
+    task = task if task is not None else make_task(cfg)
+    if cfg.train.ensemble_top_k and not callable(getattr(task, "logits", None)):
+        raise ConfigError(
+            f"train.ensemble_top_k: task '{task.name}' has no logits(model, batch, hp) method "
+            "whose softmax an ensemble could average"
+        )
+    if cfg.train.ensemble_top_k and set(task.metric_names) != {"loss", "accuracy"}:
+        raise ConfigError(
+            f"train.ensemble_top_k: task '{cfg.task.kind}' has no predicted distribution to "
+            "average (its metrics: " + ", ".join(task.metric_names) + ")"
+        )
+    if cfg.strategy.metric not in task.metric_names:
+        raise ConfigError(
+            f"strategy.metric: unknown '{cfg.strategy.metric}' for task '{cfg.task.kind}' "
+            f"(choose from {', '.join(task.metric_names)})"
+        )
+    return task, structural
+
+
+def _checked_strategy(
+    cfg: Config, space: Space, strategy: Strategy
+) -> tuple[Strategy, Any, dict[str, np.ndarray]]:
+    """The strategy (cross-validated under k-fold), checked against the run's options; its
+    state and the first population's hyperparameters."""
+    try:
+        if cfg.task.folds > 1:  # every trial as k members, one per fold (strategies/cv.py)
+            strategy = CrossValidated(strategy, cfg.task.folds)
+        strategy.check(cfg.train.steps, cfg.train.segment_steps)
+        if cfg.train.compiled and cfg.train.budget:
+            raise ConfigError(
+                "train.budget: not available with train.compiled=true (the compiled loop runs "
+                "every segment); set one of them"
+            )
+        if cfg.train.compiled and cfg.population.structure == "buckets":
+            raise ConfigError(
+                "train.compiled: shape buckets run one program per bucket, not the whole run "
+                "as one; set train.compiled=false or population.structure=masked"
+            )
+        if cfg.train.ensemble_top_k and cfg.population.structure == "buckets":
+            raise ConfigError(
+                "train.ensemble_top_k: not available with population.structure=buckets (the "
+                "members' programs differ); use population.structure=masked"
+            )
+        if cfg.train.compiled and not has_compiled_form(strategy):
+            raise ConfigError(
+                f"train.compiled: strategy '{strategy.name}' decides on the host between "
+                "segments and has no compiled form; set train.compiled=false"
+            )
+        state, cols = strategy.init(cfg.seed, space, cfg.population.size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return strategy, state, cols
+
+
+def _make_population(
+    cfg: Config,
+    task: Task,
+    space: Space,
+    structural: tuple[str, ...],
+    strategy: Strategy,
+    size: int,
+) -> Population | BucketedPopulation:
+    """The population trainer (one shape, or shape buckets), on its devices."""
+    data = cfg.population.data_devices
+    try:
+        if data > len(jax.devices()):
+            raise ValueError(
+                f"population.data_devices: {data} requested but only {len(jax.devices())} "
+                f"{jax.default_backend()} device(s) are visible"
+            )
+        args = (cfg.optim.optimizer, cfg.optim.schedule, cfg.population.mode)
+        args += (cfg.population.chunk_size,)
+        if cfg.population.structure == "buckets":
+            # each bucket shards over the most devices (up to population.devices) dividing it
+            devices = cfg.population.devices or len(jax.devices()) // data
+            population = BucketedPopulation(
+                functools.partial(make_bucket_task, cfg),
+                task,
+                structural,
+                *args,
+                devices=devices,
+                data_devices=data,
+                placement=cfg.population.bucket_placement,
+            )
+            strategy.check_population(population)
+        else:
+            devices = resolve_devices(cfg.population.devices, size, len(jax.devices()) // data)
+            population = Population(
+                task, *args, devices=devices, data_devices=data, searched=space.names
+            )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return population
+
+
+def _first_hparams(
+    cfg: Config, task: Task, population: Any, strategy: Strategy, cols: dict, size: int
+) -> dict[str, np.ndarray]:
+    """The first population's hyperparameters, every name (defaults and schedule horizons
+    filled in), checked against the run's length."""
+    hp = {k: np.asarray(v, np.float64) for k, v in cols.items()}
+    # Schedules decay over a member's life (the run, or one generation of a generation-based
+    # searcher) unless the space says otherwise.
+    horizon = strategy.member_steps(cfg.train.steps, cfg.train.segment_steps)
+    for name, default in (("decay_steps", horizon), ("cycle_steps", horizon)):
+        if name in population.opt_names and name not in hp:
+            hp[name] = np.full(size, float(default))
+    full = population.full_hparams(hp, size)
+    epoch_size = getattr(population, "epoch_size", None)
+    if epoch_size:  # members train for their epochs: the run must be long enough for them
+        b = full.get("batch_size", np.full(size, float(task.batch_size)))
+        need = int(np.max(np.ceil(full["epochs"].astype(np.float64) * epoch_size / b)))
+        if need > cfg.train.steps:
+            raise ConfigError(
+                f"train.steps: {cfg.train.steps} steps would cut members short: the first "
+                f"population's epochs and batch sizes need up to {need} steps"
+            )
+    return full
