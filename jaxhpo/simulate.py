@@ -1,7 +1,8 @@
 """A host (numpy) stand-in for the run loop, with analytic learning curves as members.
 
-It drives a strategy exactly as :func:`jaxhpo.experiment.run` does (same segments, same
-:class:`~jaxhpo.strategies.base.Observation`, updates applied in the same order), so strategies
+It drives a strategy exactly as :func:`jaxhpo.run.loop.run` does (same segments, same
+:class:`~jaxhpo.strategies.base.Observation`, updates checked and applied by the same
+:func:`jaxhpo.run.update.apply_update`), so strategies
 can be studied on synthetic learning curves in milliseconds (e.g. to check the budget claims of
 Li et al. 2017, Hyperband, arXiv:1603.06560, in ``experiments/hyperband_curves.py``).
 """
@@ -15,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jaxhpo.run.update import apply_update
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
+from jaxhpo.strategies.base import Observation, Strategy
 
 #: ``curve(hparams, member_ids, t_steps, rng) -> val_loss``: columns ``name -> [n]``, int ``[n]``
 #: ids, int ``[n]`` steps trained; NaN/inf means the member diverged.
@@ -59,22 +61,94 @@ class SimResult:
 _NOT_HPARAMS = ("member", "step", "val_loss", "diverged", "active", "t")
 
 
-def _check(upd: PopulationUpdate, size: int, names: tuple[str, ...]) -> None:
-    for field in ("parents", "reinit", "active"):
-        value = getattr(upd, field)
-        if value is not None and np.shape(value) != (size,):
-            raise ValueError(f"strategy update: {field} must have shape ({size},)")
-    if upd.parents is not None and not np.all(
-        (np.asarray(upd.parents) >= 0) & (np.asarray(upd.parents) < size)
-    ):
-        raise ValueError(f"strategy update: parents must lie in [0, {size})")
-    for name in upd.hparams or {}:
-        if name not in names:
-            raise ValueError(f"strategy update: unknown hyperparameter '{name}'")
-    if upd.keep is not None and (
-        len(upd.keep) == 0 or len(set(np.asarray(upd.keep))) != len(upd.keep)
-    ):
-        raise ValueError("strategy update: keep must list distinct slots, at least one")
+@dataclasses.dataclass(frozen=True)
+class _Members:
+    """The simulated population: per-slot ids, hyperparameters and curve state."""
+
+    member_id: np.ndarray  # int [P]
+    hp: dict[str, np.ndarray]  # name -> float64 [P]
+    m: dict[str, np.ndarray]  # t, loss, diverged, active, fresh: [P] each
+
+    @classmethod
+    def first(cls, hp: dict[str, np.ndarray]) -> _Members:
+        """The first population: every slot a fresh member, ids ``0..P-1``."""
+        P = len(next(iter(hp.values())))
+        m = {
+            "t": np.zeros(P, np.int64),
+            "loss": np.full(P, np.nan),
+            "diverged": np.zeros(P, bool),
+            "active": np.ones(P, bool),
+            "fresh": np.ones(P, bool),  # not evaluated since (re-)initialised
+        }
+        return cls(np.arange(P), hp, m)
+
+    @property
+    def size(self) -> int:
+        return len(self.member_id)
+
+    def row(self) -> dict[str, np.ndarray]:
+        """A copy of the table's columns for this segment."""
+        m = self.m
+        cols = {"member": self.member_id, **self.hp, "val_loss": m["loss"]}
+        cols |= {"diverged": m["diverged"], "active": m["active"], "t": m["t"]}
+        return {c: v.copy() for c, v in cols.items()}
+
+    def observation(self, step: int) -> Observation:
+        """What the strategy is told (copies: it may keep them)."""
+        r = self.row()
+        hp = {n: r[n] for n in self.hp}
+        return Observation(
+            step, r["member"], hp, {"loss": r["val_loss"]}, r["diverged"], r["active"]
+        )
+
+    def take(self, slots: np.ndarray) -> _Members:
+        return _Members(
+            self.member_id[slots],
+            {n: v[slots] for n, v in self.hp.items()},
+            {c: v[slots] for c, v in self.m.items()},
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Curves:
+    """Learning curves behind the population interface :func:`jaxhpo.run.update.apply_update`
+    drives, so a simulated study applies a strategy's update with the run loop's own code."""
+
+    hparam_names: tuple[str, ...]
+
+    def copy_members(self, pop: _Members, parents) -> _Members:
+        """Slot ``i`` receives everything of slot ``parents[i]`` but its id."""
+        moved = pop.take(np.asarray(parents))
+        return dataclasses.replace(moved, member_id=pop.member_id)
+
+    def reinit_members(self, pop: _Members, root_key, mask, member_ids) -> _Members:
+        """Slots in ``mask`` start a fresh curve with new ids (their hyperparameters kept)."""
+        del root_key
+        r = np.asarray(mask, bool)
+        m = {c: v.copy() for c, v in pop.m.items()}
+        fresh = {"t": 0, "loss": np.nan, "diverged": False, "active": True, "fresh": True}
+        for c, v in fresh.items():
+            m[c][r] = v
+        return _Members(np.asarray(member_ids).copy(), pop.hp, m)
+
+    def set_hparams(self, pop: _Members, values) -> _Members:
+        hp = dict(pop.hp)
+        for n, v in values.items():
+            hp[n] = np.broadcast_to(np.asarray(v, np.float64), (pop.size,)).copy()
+        return dataclasses.replace(pop, hp=hp)
+
+    def set_active(self, pop: _Members, active) -> _Members:
+        return dataclasses.replace(pop, m={**pop.m, "active": np.asarray(active, bool).copy()})
+
+    def keep_members(self, pop: _Members, keep) -> _Members:
+        return pop.take(np.asarray(keep))
+
+    def for_size(self, size: int) -> _Curves:
+        del size
+        return self
+
+    def place(self, pop: _Members) -> _Members:
+        return pop
 
 
 def _table(rows: list[dict[str, np.ndarray]], anytime: list[tuple]) -> pd.DataFrame:
@@ -84,6 +158,20 @@ def _table(rows: list[dict[str, np.ndarray]], anytime: list[tuple]) -> pd.DataFr
     cols = {c: np.concatenate([r[c] for r in rows]) for c in rows[0]}
     step = np.repeat([a[1] for a in anytime], n)
     return pd.DataFrame({"member": cols.pop("member"), "step": step} | cols)
+
+
+def _train(m, hp, ids, train, k, curve: Curve, rng) -> None:
+    """One segment of ``k`` steps for the slots in ``train``, evaluated in place: a member
+    that did not train keeps its last value; a non-finite loss marks a trained member
+    diverged."""
+    m["t"][train] += k
+    ev = train | m["fresh"]
+    if ev.any():
+        val = curve({n: v[ev] for n, v in hp.items()}, ids[ev], m["t"][ev], rng)
+        m["loss"][ev] = np.asarray(val, np.float64)
+        m["diverged"][ev] |= train[ev] & ~np.isfinite(m["loss"][ev])
+        m["loss"][m["diverged"]] = np.nan
+    m["fresh"][:] = False
 
 
 def simulate(
@@ -99,7 +187,7 @@ def simulate(
 ) -> SimResult:
     """Runs a study whose members are learning curves.
 
-    Semantics of :func:`jaxhpo.experiment.run`: segments of ``segment_steps`` (a shorter last one);
+    Semantics of :func:`jaxhpo.run.loop.run`: segments of ``segment_steps`` (a shorter last one);
     only active, non-diverged members train (and count as member-steps); every member is evaluated
     after each segment, where a member that did not train keeps its last value; a non-finite loss
     marks a trained member diverged (NaN metrics from then on). The strategy is told every segment,
@@ -123,47 +211,23 @@ def simulate(
     """
     strategy.check(steps, segment_steps)
     state, cols = strategy.init(seed, space, size)
-    hp = {k: np.asarray(v, np.float64) for k, v in cols.items()}
-    P = len(next(iter(hp.values())))
-    # Per-slot member state (hp lives beside it); a copy moves everything but the id.
-    m = {
-        "t": np.zeros(P, np.int64),
-        "loss": np.full(P, np.nan),
-        "diverged": np.zeros(P, bool),
-        "active": np.ones(P, bool),
-        "fresh": np.ones(P, bool),  # not evaluated since (re-)initialised
-    }
-    ids, next_id = np.arange(P), P
+    pop = _Members.first({k: np.asarray(v, np.float64) for k, v in cols.items()})
+    curves, next_id = _Curves(tuple(pop.hp)), pop.size
     rng = np.random.default_rng([seed, 0x51])
     used, step, best, best_member = 0, 0, np.inf, -1
     rows, events, anytime = [], [], []
     n_segments = -(-steps // segment_steps)
     for segment in range(1, n_segments + 1):
         k = min(segment_steps, steps - step)
+        ids, hp, m = pop.member_id, pop.hp, pop.m
         train = m["active"] & ~m["diverged"]
         if budget is not None and used + k * int(train.sum()) > budget:
             break
         used += k * int(train.sum())
         step += k
-        m["t"][train] += k
-        ev = train | m["fresh"]  # a member that did not train evaluates to its last value
-        if ev.any():
-            val = curve({n: v[ev] for n, v in hp.items()}, ids[ev], m["t"][ev], rng)
-            m["loss"][ev] = np.asarray(val, np.float64)
-            m["diverged"][ev] |= train[ev] & ~np.isfinite(m["loss"][ev])
-            m["loss"][m["diverged"]] = np.nan
-        m["fresh"][:] = False
-        cur = {"member": ids, **hp, "val_loss": m["loss"], "diverged": m["diverged"]}
-        rows.append({**cur, "active": m["active"], "t": m["t"]})
-        rows[-1] = {c: v.copy() for c, v in rows[-1].items()}
-        obs = Observation(
-            step,
-            ids.copy(),
-            {n: v.copy() for n, v in hp.items()},
-            {"loss": m["loss"].copy()},
-            m["diverged"].copy(),
-            m["active"].copy(),
-        )
+        _train(m, hp, ids, train, k, curve, rng)
+        rows.append(pop.row())
+        obs = pop.observation(step)
         fit = obs.fitness()
         if fit.min() < best:
             best, best_member = float(fit.min()), int(ids[np.argmin(fit)])
@@ -171,27 +235,9 @@ def simulate(
         state, upd = strategy.update(state, obs)
         if upd.done or segment == n_segments:
             break
-        _check(upd, len(ids), tuple(hp))
+        curves, pop, next_id = apply_update(curves, pop, upd, None, next_id)
         events += [{"step": step, **e} for e in upd.events]
-        if upd.parents is not None:
-            p = np.asarray(upd.parents)
-            m = {c: v[p] for c, v in m.items()}
-            hp = {n: v[p] for n, v in hp.items()}
-        if upd.reinit is not None and np.any(upd.reinit):
-            r = np.asarray(upd.reinit, bool)
-            ids = ids.copy()
-            ids[r] = np.arange(next_id, next_id + int(r.sum()))
-            next_id += int(r.sum())
-            fresh = {"t": 0, "loss": np.nan, "diverged": False, "active": True, "fresh": True}
-            for c, v in fresh.items():
-                m[c][r] = v
-        for n, v in (upd.hparams or {}).items():
-            hp[n] = np.broadcast_to(np.asarray(v, np.float64), ids.shape).copy()
-        if upd.active is not None:
-            m["active"] = np.asarray(upd.active, bool).copy()
-        if upd.keep is not None:
-            q = np.asarray(upd.keep)
-            ids, m, hp = ids[q], {c: v[q] for c, v in m.items()}, {n: v[q] for n, v in hp.items()}
+    ids, hp, m = pop.member_id, pop.hp, pop.m
     members = pd.DataFrame(
         {"member": ids, **hp, "val_loss": m["loss"], "diverged": m["diverged"], "steps": m["t"]}
     )
