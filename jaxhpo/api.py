@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,7 @@ def tune(
     out_dir: str | Path = "runs",
     name: str | None = None,
     settings: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
     quiet: bool = False,
 ) -> TuneResult:
     """Tunes ``task`` and returns the best member.
@@ -118,6 +119,8 @@ def tune(
       seed, out_dir, name: the run's seed, parent folder and name.
       settings: more config sections, e.g. ``{"strategy": {"pbt_fraction": 0.25},
         "train": {"checkpoint_every": 2}, "population": {"mode": "vmap"}}``.
+      callbacks: objects with ``on_start`` / ``on_evaluation`` / ``on_end`` hooks
+        (:mod:`jaxhpo.callbacks`), e.g. :class:`jaxhpo.trackers.WandbCallback`.
       quiet: no progress output.
 
     Returns:
@@ -152,7 +155,7 @@ def tune(
     prep = experiment.prepare(
         cfg, strategy=None if isinstance(strategy, str) else strategy, task=task
     )
-    out = experiment.run(cfg, prepared=prep, quiet=quiet)
+    out = experiment.run(cfg, prepared=prep, quiet=quiet, callbacks=callbacks)
     return result_of(out, task, metric, metric in task.maximized)
 
 

@@ -53,6 +53,9 @@ def finish(loop: Loop, run_dir: Path, out_dir: Path, writes: bool, console: Cons
         }
     )
     writer.close()
+    if writer.callbacks is not None:  # the last events, then the end, to every callback
+        writer.callbacks.on_evaluation([], writer.flush_events(), run_dir)
+        writer.callbacks.on_end(run_dir, members)
     if not writes:
         shutil.rmtree(out_dir, ignore_errors=True)
         return RunResult(run_dir, members, pop)

@@ -19,15 +19,19 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 from rich.console import Console
 
 from jaxhpo import parallel
+from jaxhpo.callbacks import CallbackList
 from jaxhpo.checkpoint import Checkpointer
 from jaxhpo.config import Config
+from jaxhpo.optuna_export import OptunaExport
 from jaxhpo.results import RunWriter, new_run_dir
 from jaxhpo.run.book import Book, Loop, nanmean_rows
 from jaxhpo.run.compiled import run_compiled
@@ -37,6 +41,7 @@ from jaxhpo.run.prepare import Prepared, prepare
 from jaxhpo.run.progress import progress_line
 from jaxhpo.run.resume import continue_from, restore, save_checkpoint
 from jaxhpo.run.update import apply_update
+from jaxhpo.tensorboard import TensorBoard
 
 
 def run(
@@ -47,12 +52,15 @@ def run(
     console: Console | None = None,
     quiet: bool = False,
     resume: bool = False,
+    callbacks: Sequence[Any] = (),
 ) -> RunResult:
     """Runs one study and writes its run directory. Returns the directory and final members.
 
     With ``resume``, ``run_dir`` is an existing run directory: the run continues from its latest
     checkpoint that restores (see :mod:`jaxhpo.checkpoint`) and ends as the uninterrupted run
-    would have (use :func:`~jaxhpo.run.resume.resume_run`)."""
+    would have (use :func:`~jaxhpo.run.resume.resume_run`). ``callbacks`` (see
+    :mod:`jaxhpo.callbacks`) get every evaluation's rows and events, after TensorBoard's and the
+    Optuna export's (``report`` settings)."""
     prep = prepared or prepare(cfg)
     # Several processes (multi-host): every process computes, process 0 alone writes the run
     # directory and shows progress; the others write into a scratch folder removed at the end.
@@ -68,7 +76,8 @@ def run(
         checkpointer = Checkpointer(run_dir / "checkpoints", cfg.train.keep_checkpoints)
     root_key = jax.random.key(cfg.seed)
     restored = restore(checkpointer, prep, root_key) if resume else None
-    writer = _open_writer(cfg, prep, run_dir, out_dir, restored, resume, writes)
+    hooks = _callbacks(cfg, callbacks) if writes else None
+    writer = _open_writer(cfg, prep, run_dir, out_dir, restored, resume, writes, hooks)
     loop = _start(cfg, prep, writer, root_key, restored, run_dir.name)
     with progress_line(cfg, console, quiet) as show:
         if cfg.train.compiled:
@@ -101,6 +110,7 @@ def _open_writer(
     restored: tuple | None,
     resume: bool,
     writes: bool,
+    hooks: CallbackList | None = None,
 ) -> RunWriter:
     """The run directory's tables: new ones with the config and run information, or, when
     resuming, the existing ones cut back to the checkpoint's rows and events."""
@@ -110,11 +120,19 @@ def _open_writer(
     if resume and not restored:
         counts = (0, 0)  # killed before the first checkpoint: start again from step 0
     writer = RunWriter(
-        out_dir, run_dir.name, names, task.metric_names, resume=counts if writes else None
+        out_dir,
+        run_dir.name,
+        names,
+        task.metric_names,
+        resume=counts if writes else None,
+        callbacks=hooks,
     )
     if resume:
         info = json.loads((run_dir / "run.json").read_text())
         writer.update_info({"resumed": int(info.get("resumed", 0)) + 1})
+        if hooks is not None:
+            at = int(restored[2]["step"]) if restored else 0
+            hooks.on_start(run_dir, {**info, "resumed_at_step": at})
         return writer
     metric = cfg.strategy.metric
     writer.write_config(
@@ -135,7 +153,20 @@ def _open_writer(
             "compiled": cfg.train.compiled,
         },
     )
+    if hooks is not None:
+        hooks.on_start(run_dir, json.loads((run_dir / "run.json").read_text()))
     return writer
+
+
+def _callbacks(cfg: Config, extra: Sequence[Any]) -> CallbackList:
+    """TensorBoard (``report.tensorboard``), the live Optuna export
+    (``report.optuna_storage``), then the user's callbacks."""
+    hooks: list[Any] = []
+    if cfg.report.tensorboard:
+        hooks.append(TensorBoard())
+    if cfg.report.optuna_storage:
+        hooks.append(OptunaExport(cfg.report.optuna_storage, cfg.report.optuna_study))
+    return CallbackList([*hooks, *extra])
 
 
 def _start(

@@ -1,0 +1,145 @@
+"""Results beyond the run directory's tables: TensorBoard event files (read back with
+TensorBoard's own reader), the Optuna export (read back with Optuna's API), callbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from jaxhpo.cli import load_config, main
+from jaxhpo.experiment import run
+from jaxhpo.optuna_export import export_run
+
+TINY = [
+    "task.max_bytes=200000",
+    "task.seq_len=16",
+    "task.batch_size=4",
+    "task.eval_batches=2",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.d_model=16",
+    "model.d_ff=32",
+]
+PBT = ["population.size=4", "train.steps=12", "train.segment_steps=4", "strategy.ready_steps=4"]
+HYPERBAND = ["strategy.min_steps=2", "strategy.eta=3", "train.steps=18", "train.segment_steps=2"]
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def on_start(self, run_dir, info):
+        self.calls.append(("start", info["strategy"]))
+
+    def on_evaluation(self, rows, events, run_dir):
+        self.calls.append(("evaluation", len(rows), [e["kind"] for e in events]))
+
+    def on_end(self, run_dir, members):
+        self.calls.append(("end", len(members)))
+
+
+class Broken:
+    def on_evaluation(self, rows, events, run_dir):
+        raise RuntimeError("boom")
+
+
+@pytest.fixture(scope="module")
+def pbt_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pbt")
+    db = f"sqlite:///{out / 'live.db'}"
+    cfg = load_config("lm-pbt", [*TINY, *PBT, f"out_dir={out}", f"report.optuna_storage={db}"])
+    recorder = Recorder()
+    result = run(cfg, quiet=True, callbacks=[Broken(), recorder])
+    return result.run_dir, recorder, db
+
+
+def test_run_writes_tensorboard_files_that_tensorboards_reader_loads(pbt_run):
+    run_dir, _, _ = pbt_run
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    members = sorted(metrics["member"].unique())
+    members_table = pd.read_csv(run_dir / "members.csv")
+    dirs = sorted((run_dir / "tensorboard").iterdir(), key=lambda d: int(d.name.split("-")[1]))
+    assert [d.name for d in dirs] == [f"member-{m}" for m in members]
+    for m, d in zip(members, dirs, strict=True):
+        ea = EventAccumulator(str(d))
+        ea.Reload()
+        tags = ea.Tags()["scalars"]
+        assert {"val/loss", "val/accuracy", "loss/train", "hparams/lr"} <= set(tags)
+        mine = metrics[metrics["member"] == m].sort_values("step")
+        val = ea.Scalars("val/loss")
+        assert [e.step for e in val] == mine["step"].tolist()  # one point per evaluation
+        np.testing.assert_allclose([e.value for e in val], mine["val_loss"], rtol=1e-6)
+        lr = ea.Scalars("hparams/lr")  # PBT changes it over the member's life
+        np.testing.assert_allclose([e.value for e in lr], mine["lr"], rtol=1e-6)
+        # the HParams dashboard's session: the member's final hyperparameters and metrics
+        info = plugin_data_pb2.HParamsPluginData.FromString(
+            ea.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        ).session_start_info
+        last = members_table.set_index("member").loc[m]
+        assert info.hparams["lr"].number_value == pytest.approx(last["lr"], rel=1e-6)
+        assert ea.Scalars("test_loss")[-1].value == pytest.approx(last["test_loss"], rel=1e-6)
+
+
+def test_callbacks_get_rows_events_and_the_end_and_a_broken_one_does_not_stop_the_run(pbt_run):
+    run_dir, recorder, _ = pbt_run
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    evaluations = [c for c in recorder.calls if c[0] == "evaluation" and c[1]]
+    assert recorder.calls[0] == ("start", "pbt") and recorder.calls[-1] == ("end", 4)
+    assert len(evaluations) == metrics["step"].nunique()
+    kinds = [k for c in recorder.calls if c[0] == "evaluation" for k in c[2]]
+    assert "exploit" in kinds  # the strategy's events reach callbacks
+
+
+def _trials(storage: str, name: str) -> list:
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
+
+
+def test_optuna_export_of_a_pbt_run_live_and_afterwards(pbt_run, tmp_path):
+    run_dir, _, live = pbt_run
+    db = f"sqlite:///{tmp_path / 'after.db'}"
+    assert main(["report", str(run_dir), "--to-optuna", db]) == 0
+    members = pd.read_csv(run_dir / "members.csv")
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    for storage in (live, db):
+        trials = _trials(storage, run_dir.name)
+        assert sorted(t.user_attrs["member"] for t in trials) == sorted(members["member"])
+        for t in trials:
+            m = t.user_attrs["member"]
+            row = members[members["member"] == m].iloc[0]
+            assert t.state == optuna.trial.TrialState.COMPLETE
+            assert t.value == pytest.approx(row["val_loss"])
+            curve = metrics[metrics["member"] == m].set_index("step")["val_loss"]
+            assert t.intermediate_values == pytest.approx(curve.to_dict())
+            assert t.user_attrs["run_dir"] == str(run_dir.resolve())
+        parents = [k for t in trials for k in t.user_attrs if k.startswith("parent_at_")]
+        assert parents  # PBT's exploits are recorded on the child's trial
+
+
+def test_optuna_export_of_a_hyperband_run_prunes_stopped_members(tmp_path):
+    cfg = load_config("lm-hyperband", [*TINY, *HYPERBAND, f"out_dir={tmp_path}"])
+    run_dir = run(cfg, quiet=True).run_dir
+    db = f"sqlite:///{tmp_path / 'hb.db'}"
+    name = export_run(run_dir, db)
+    members = pd.read_csv(run_dir / "members.csv")
+    states = {t.user_attrs["member"]: t.state for t in _trials(db, name)}
+    longest = members["steps"].max()
+    for _, row in members.iterrows():
+        want = "COMPLETE" if row["steps"] == longest else "PRUNED"
+        assert states[int(row["member"])].name == want
+    assert sum(s.name == "PRUNED" for s in states.values()) > 0
+
+
+def test_bad_optuna_storage_is_one_line_before_anything_runs(tmp_path, capsys):
+    code = main(
+        ["run", *TINY, f"out_dir={tmp_path}", "report.optuna_storage=sqlite:///nope/x/y.db"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxhpo: error: report.optuna_storage: folder")
+    assert not list(Path(tmp_path).iterdir())
