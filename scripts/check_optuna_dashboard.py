@@ -28,7 +28,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(url: str, seconds: float = 60.0) -> None:
+def _wait(url: str, seconds: float = 120.0) -> None:
     end = time.time() + seconds
     while time.time() < end:
         try:
@@ -65,19 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     study = optuna.load_study(study_name=name, storage=storage)
     study_id = study._study_id
     port = _free_port()
+    log = open(out / "dashboard-server.log", "w")  # noqa: SIM115 - closed with the server
+    exe = shutil.which("optuna-dashboard") or str(
+        Path(sys.executable).with_name("optuna-dashboard")
+    )
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "optuna_dashboard",
-            storage,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [exe, storage, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -95,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
     trials = api.get("trials", [])
     result = {
         "study": name,
@@ -103,11 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         "trials": len(trials),
         "trials_with_intermediate_values": sum(bool(t.get("intermediate_values")) for t in trials),
         "page_shows_study": name in dom,
-        "page_shows_intermediate_values": "Intermediate Values" in dom,
+        "page_shows_intermediate_values": "intermediate values" in dom.lower(),
     }
     (out / "dashboard.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    ok = result["page_shows_study"] and result["trials_with_intermediate_values"] > 0
+    ok = result["page_shows_study"] and result["page_shows_intermediate_values"]
+    ok = ok and result["trials_with_intermediate_values"] > 0
     return 0 if ok and shot.exists() else 1
 
 
