@@ -48,12 +48,13 @@ def overrides(args, strategy: str, out: Path) -> list[str]:
         f"population.size={args.size}",
         f"train.steps={args.steps}",
         f"train.segment_steps={args.window}",
-        f"strategy.hypergrad_lr={args.outer_lr}",
         "train.checkpoint_every=0",
         f"out_dir={out}",
         f"name=hypergrad_lm-{strategy}",
         "space={}",
     ]
+    if strategy == "hypergrad":  # the fixed arm (random search) has no outer learning rate
+        o.append(f"strategy.hypergrad_lr={args.outer_lr}")
     o += [f"space.{k}={v}" for k, v in SPACE.items()]
     return o + list(args.extra)
 

@@ -102,7 +102,11 @@ def load_config(experiment: str | None, overrides: list[str]):
             f"({', '.join(PRESETS)}) nor a config file"
         )
     layers += [parse_override(o) for o in overrides]
-    return build(Config(), *layers)
+    cfg = build(Config(), *layers)
+    from jaxhpo.run.checks import check_strategy_fields
+
+    check_strategy_fields(cfg, layers)  # a strategy.* field the strategy does not read
+    return cfg
 
 
 def use_cpu_cores() -> None:

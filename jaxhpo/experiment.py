@@ -1,18 +1,16 @@
 """The run loop's former home, kept so that ``from jaxhpo.experiment import ...`` keeps working.
 
-The run lives in :mod:`jaxhpo.run`, one module per concern: ``prepare`` (checks and building),
+The run lives in :mod:`jaxhpo.run`, one module per concern: ``checks`` and ``prepare``,
 ``loop`` (the host loop), ``update`` (a strategy's decision checked and applied), ``compiled``
 (``train.compiled``), ``resume`` (checkpoints), ``book``, ``finish``, ``progress``, ``oom``.
 """
 
+from jaxhpo.run.checks import OPT_DOMAINS, check_space, check_strategy_fields, check_structure
 from jaxhpo.run.finish import RunResult
 from jaxhpo.run.loop import run
 from jaxhpo.run.oom import OutOfMemoryError
 from jaxhpo.run.prepare import (
-    OPT_DOMAINS,
     Prepared,
-    check_space,
-    check_structure,
     make_bucket_task,
     make_strategy,
     make_task,
@@ -29,6 +27,7 @@ __all__ = [
     "RunResult",
     "apply_update",
     "check_space",
+    "check_strategy_fields",
     "check_structure",
     "check_update",
     "config_fingerprint",

@@ -2,6 +2,7 @@
 
 ::
 
+    checks.py     config checks that need nothing built (space, structure, strategy.* fields)
     prepare.py    config -> task, space, strategy, population; every check before a compile
     loop.py       the host loop: segments -> evaluate -> strategy -> log
     update.py     a strategy's decision checked and applied (host, compiled loop, simulate)

@@ -10,16 +10,17 @@ A strategy is a small ``init`` / ``update`` pair over a typed state, in the spir
   are re-initialised as new members, their new hyperparameters, which keep training, and whether
   the study is done.
 
-The run loop applies a :class:`PopulationUpdate` the same way for every strategy; it never branches
-on the strategy's type. Strategies run on the host between segments (NumPy); a strategy that wants
-to live inside a compiled loop can keep its state as a pytree of arrays.
+The run loop applies a :class:`PopulationUpdate` the same way for every strategy
+(:func:`jaxhpo.run.update.apply_update`); it never branches on the strategy's type. Strategies
+run on the host between segments (NumPy); a strategy that wants to live inside a compiled loop
+can keep its state as a pytree of arrays.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -93,11 +94,16 @@ class Strategy(abc.ABC):
     #: Why the strategy cannot drive shape buckets (None: it can): it changes the values of
     #: members that keep training and cannot leave their structure alone.
     no_buckets: str | None = None
+    #: The ``StrategyConfig`` fields :meth:`from_config` reads besides ``name`` and ``metric``
+    #: (every strategy's): its section of the config. A config that sets another field for this
+    #: strategy is refused (:func:`check_config_fields`).
+    config_fields: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: Any, train: Any) -> Strategy:
         """Builds the strategy from ``StrategyConfig`` and ``TrainConfig`` (default: no
-        arguments). Errors name the config field."""
+        arguments), reading the fields :attr:`config_fields` names. Errors name the config
+        field."""
         del cfg, train
         return cls()
 
@@ -209,6 +215,27 @@ def lineage_events(
                 {"kind": "explore", "member": int(ids[i]), "before": before, "after": after}
             )
     return events
+
+
+#: ``StrategyConfig`` fields every strategy has: which one runs, and the metric it optimises.
+COMMON_CONFIG_FIELDS: tuple[str, ...] = ("name", "metric")
+
+
+def check_config_fields(strategy_cls: type[Strategy], fields: Iterable[str]) -> None:
+    """Raises ``ValueError`` naming the first of ``fields`` (``StrategyConfig`` fields a config
+    sets) that ``strategy_cls`` does not read: it would be silently ignored.
+
+    Raises:
+      ValueError: ``strategy.fraction: not read by strategy 'random' (its fields: name,
+        metric)``.
+    """
+    known = (*COMMON_CONFIG_FIELDS, *strategy_cls.config_fields)
+    for field in fields:
+        if field not in known:
+            raise ValueError(
+                f"strategy.{field}: not read by strategy '{strategy_cls.name}' "
+                f"(its fields: {', '.join(known)})"
+            )
 
 
 def has_compiled_form(strategy: Strategy) -> bool:

@@ -241,6 +241,7 @@ class BayesOpt(GenerationalSearch):
     """
 
     name = "bo"
+    config_fields = (*GenerationalSearch.config_fields, "bo_candidates", "bo_fit_steps")
 
     def __init__(
         self,

@@ -266,6 +266,20 @@ class EvoSearch(Strategy):
     """
 
     name = "evo"
+    config_fields = (
+        "algorithm",
+        "es_schedule",
+        "generation_steps",
+        "sigma_init",
+        "es_learning_rate",
+        "ready_steps",
+        "min_steps",
+        "points",
+        "es_params",
+        "es_options",
+        "warm_start",
+        "warm_start_top",
+    )
 
     def __init__(
         self,

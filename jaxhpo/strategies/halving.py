@@ -66,6 +66,8 @@ def _stop_event(member: int, fitness: float, reason: str) -> dict[str, Any]:
 class _Halving(Strategy):
     """Shared machinery: brackets of members, each halved at its own rungs (steps)."""
 
+    config_fields = ("eta", "min_steps", "halving_mode", "sampler")
+
     def __init__(
         self,
         eta: int = 3,
@@ -276,6 +278,7 @@ class MedianStopping(Strategy):
     """
 
     name = "median"
+    config_fields = ("min_steps", "sampler")
 
     @classmethod
     def from_config(cls, cfg, train):

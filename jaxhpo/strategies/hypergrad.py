@@ -79,6 +79,14 @@ class UnrolledHypergrad(Strategy):
     """
 
     name = "hypergrad"
+    config_fields = (
+        "hypergrad_lr",
+        "hypergrad_outer",
+        "hypergrad_remat",
+        "hypergrad_chunk",
+        "sampler",
+        "points",
+    )
 
     @classmethod
     def from_config(cls, cfg, train):

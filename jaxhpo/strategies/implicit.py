@@ -101,6 +101,15 @@ class ImplicitHypergrad(UnrolledHypergrad):
     """
 
     name = "implicit"
+    config_fields = (
+        "hypergrad_lr",
+        "hypergrad_outer",
+        "implicit_method",
+        "implicit_terms",
+        "implicit_alpha",
+        "sampler",
+        "points",
+    )
 
     @classmethod
     def from_config(cls, cfg, train):

@@ -162,6 +162,13 @@ class OptunaSearch(GenerationalSearch):
     """
 
     name = "optuna"
+    config_fields = (
+        *GenerationalSearch.config_fields,
+        "optuna_sampler",
+        "optuna_storage",
+        "optuna_study",
+        "optuna_options",
+    )
 
     def __init__(
         self,

@@ -211,6 +211,20 @@ class PBT(Strategy):
     """
 
     name = "pbt"
+    config_fields = (
+        "ready_steps",
+        "min_steps",
+        "exploit",
+        "fraction",
+        "explore",
+        "perturb",
+        "factors",
+        "sigma",
+        "resample_prob",
+        "explore_all",
+        "sampler",
+        "points",
+    )
 
     def __init__(
         self,

@@ -52,6 +52,7 @@ class PersistentES(Strategy):
     """
 
     name = "pes"
+    config_fields = ("pes_sigma", "hypergrad_lr", "hypergrad_outer", "points")
     no_buckets = "it perturbs every searched value of members that keep training"
     persistent = True
 

@@ -139,6 +139,13 @@ class Reinforce(GenerationalSearch):
     """
 
     name = "rl"
+    config_fields = (
+        *GenerationalSearch.config_fields,
+        "rl_learning_rate",
+        "rl_baseline_decay",
+        "rl_entropy",
+        "sigma_init",
+    )
 
     def __init__(
         self,

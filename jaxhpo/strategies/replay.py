@@ -42,6 +42,7 @@ class Replay(Strategy):
     ``end_step`` and one column per hyperparameter; see the module docstring)."""
 
     name = "replay"
+    config_fields = ("schedule",)
 
     def __init__(self, schedule: pd.DataFrame):
         if len(schedule) == 0:

@@ -39,6 +39,7 @@ class GridSearch(Strategy):
     """
 
     name = "grid"
+    config_fields = ("grid_points",)
     decides_size = True
 
     @classmethod

@@ -229,6 +229,8 @@ class GenerationalSearch(Strategy):
     the schedule, tells only at generation ends and re-initialises every member each generation.
     """
 
+    config_fields = ("generation_steps", "points", "warm_start", "warm_start_top")
+
     def __init__(
         self,
         generation_steps: int | None = None,
