@@ -42,10 +42,12 @@ class Callback:
 
 
 class CallbackList:
-    """Calls every callback's hook; a callback that raises is reported and switched off."""
+    """Calls every callback's hook; a callback that raises is reported and switched off (with
+    ``strict``, its error propagates)."""
 
-    def __init__(self, callbacks: Sequence[Any] = ()):
+    def __init__(self, callbacks: Sequence[Any] = (), strict: bool = False):
         self.callbacks = list(callbacks)
+        self.strict = strict
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in list(self.callbacks):
@@ -55,6 +57,8 @@ class CallbackList:
             try:
                 fn(*args)
             except Exception as e:  # noqa: BLE001 - a callback never stops a run
+                if self.strict:
+                    raise
                 print(
                     f"jaxhpo: callback {type(cb).__name__}.{hook} failed ({type(e).__name__}: "
                     f"{e}); switched off for the rest of the run",
@@ -70,3 +74,33 @@ class CallbackList:
 
     def on_end(self, run_dir: Path, members: Any) -> None:
         self._call("on_end", run_dir, members)
+
+
+def replay(run_dir: str | Path, callbacks: Sequence[Any]) -> None:
+    """Feeds a finished run directory to callbacks as the run would have: ``on_start`` with its
+    ``run.json``, ``on_evaluation`` per evaluation step with its rows and the events up to that
+    step, ``on_end`` with ``members.csv`` (e.g. ``jaxhpo report RUN_DIR --to-optuna``).
+
+    Raises:
+      ValueError: naming the missing file when the run is not finished.
+    """
+    import json
+
+    import pandas as pd
+
+    from jaxhpo.results import read_events
+
+    run_dir = Path(run_dir)
+    for name in ("run.json", "config.yaml", "metrics.csv", "members.csv"):
+        if not (run_dir / name).exists():
+            raise ValueError(f"RUN_DIR: {run_dir / name} is missing (a finished run is needed)")
+    hooks = CallbackList(callbacks, strict=True)
+    hooks.on_start(run_dir, json.loads((run_dir / "run.json").read_text()))
+    events = read_events(run_dir)
+    done = 0
+    for step, rows in pd.read_csv(run_dir / "metrics.csv").groupby("step", sort=True):
+        now = [e for e in events[done:] if int(e.get("step", 0) or 0) <= int(step)]
+        done += len(now)
+        hooks.on_evaluation(rows.to_dict("records"), now, run_dir)
+    hooks.on_evaluation([], events[done:], run_dir)
+    hooks.on_end(run_dir, pd.read_csv(run_dir / "members.csv"))

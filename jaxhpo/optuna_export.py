@@ -19,7 +19,6 @@ through the same callback.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -168,23 +167,8 @@ def _in(dist: Any, value: Any) -> Any:
 
 def export_run(run_dir: str | Path, storage: str, study_name: str | None = None) -> str:
     """Replays a finished run directory into an Optuna study; returns the study's name."""
-    import pandas as pd
+    from jaxhpo.callbacks import replay
 
-    from jaxhpo.results import read_events
-
-    run_dir = Path(run_dir)
-    for name in ("run.json", "config.yaml", "metrics.csv", "members.csv"):
-        if not (run_dir / name).exists():
-            raise ValueError(f"RUN_DIR: {run_dir / name} is missing (a finished run is needed)")
-    info = json.loads((run_dir / "run.json").read_text())
     cb = OptunaExport(storage, study_name)
-    cb.on_start(run_dir, info)
-    table = pd.read_csv(run_dir / "metrics.csv")
-    events = read_events(run_dir)
-    done = 0
-    for step, rows in table.groupby("step", sort=True):
-        now = [e for e in events[done:] if int(e.get("step", 0) or 0) <= int(step)]
-        done += len(now)
-        cb.on_evaluation(rows.to_dict("records"), now, run_dir)
-    cb.on_end(run_dir, pd.read_csv(run_dir / "members.csv"))
+    replay(run_dir, [cb])
     return cb.study.study_name

@@ -143,3 +143,35 @@ def test_bad_optuna_storage_is_one_line_before_anything_runs(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("jaxhpo: error: report.optuna_storage: folder")
     assert not list(Path(tmp_path).iterdir())
+
+
+def test_wandb_and_mlflow_adapters_write_offline_files(pbt_run, tmp_path, monkeypatch):
+    """Replayed into the W&B (offline mode) and MLflow (local sqlite store) adapters: one tracked run per
+    member, read back from the files, no network."""
+    from mlflow.tracking import MlflowClient
+
+    from jaxhpo.callbacks import replay
+    from jaxhpo.trackers import MLflowCallback, WandbCallback
+
+    run_dir, _, _ = pbt_run
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    replay(run_dir, [MLflowCallback(uri), WandbCallback(mode="offline", dir=str(tmp_path))])
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    members = pd.read_csv(run_dir / "members.csv")
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(run_dir.name)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == len(members)
+    for r in runs:
+        m = int(r.data.tags["jaxhpo.member"])
+        history = client.get_metric_history(r.info.run_id, "val_loss")
+        mine = metrics[metrics["member"] == m].sort_values("step")
+        assert [h.step for h in history] == mine["step"].tolist()
+        np.testing.assert_allclose([h.value for h in history], mine["val_loss"], rtol=1e-6)
+        assert r.info.status == "FINISHED"
+        final = members.set_index("member").loc[m, "test_loss"]
+        assert r.data.metrics["final_test_loss"] == pytest.approx(final)
+    offline = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == len(members) and all(f.stat().st_size > 0 for f in offline)
