@@ -146,8 +146,8 @@ def test_bad_optuna_storage_is_one_line_before_anything_runs(tmp_path, capsys):
 
 
 def test_wandb_and_mlflow_adapters_write_offline_files(pbt_run, tmp_path, monkeypatch):
-    """Replayed into the W&B (offline mode) and MLflow (local sqlite store) adapters: one tracked run per
-    member, read back from the files, no network."""
+    """Replayed into the W&B (offline mode) and MLflow (local sqlite store) adapters: one
+    tracked run per member, read back from the files, no network."""
     from mlflow.tracking import MlflowClient
 
     from jaxhpo.callbacks import replay
@@ -175,3 +175,20 @@ def test_wandb_and_mlflow_adapters_write_offline_files(pbt_run, tmp_path, monkey
         assert r.data.metrics["final_test_loss"] == pytest.approx(final)
     offline = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == len(members) and all(f.stat().st_size > 0 for f in offline)
+
+
+def test_progress_lines_fit_80_columns_and_give_an_eta(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    overrides = [*TINY, f"out_dir={tmp_path}", "train.steps=12", "train.segment_steps=4"]
+    cfg = load_config("lm-random", [*overrides, "population.size=2", "report.tensorboard=false"])
+    run(cfg, console=Console(file=buf, force_terminal=False, width=200))
+    lines = [x for x in buf.getvalue().splitlines() if x.startswith("segment ")]
+    assert len(lines) == 3 and all(len(x) <= 80 for x in lines)
+    assert lines[0].startswith("segment 1/3 step 4/12 | best val loss")
+    assert "ETA 0:" in lines[-1]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert not (run_dir / "tensorboard").exists()  # report.tensorboard=false writes none

@@ -85,6 +85,7 @@ def run(
         show.at_step(loop.step)
         if not cfg.train.compiled:
             _train_segments(loop, checkpointer, console, show.n_segments, show.show)
+        show.phase("testing the final members, writing the run directory")
     return finish(loop, run_dir, out_dir, writes, console)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,12 +29,44 @@ class ProgressLine:
     segment_steps: int
     total: int
 
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    first: tuple[int, float] | None = None  # (segment, time) after the first trained segment
+
+    def eta(self, segment: int) -> str:
+        """Time left, from the segments after the first one (which includes compiling)."""
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = (segment, now)
+            return "ETA after the next segment"
+        done, since = segment - self.first[0], now - self.first[1]
+        if done <= 0:
+            return "ETA after the next segment"
+        left = max(self.n_segments - segment, 0) * since / done
+        return f"ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+
     def show(self, segment: int, info: str) -> None:
         done = min(self.total, segment * self.segment_steps)
         desc = f"{self.name}: segment {segment}/{self.n_segments}"
-        self.progress.update(self.bar, completed=done, info=info, description=desc)
+        eta = self.eta(segment)
+        self.progress.update(self.bar, completed=done, info=f"{info} | {eta}", description=desc)
         if not self.console.is_terminal and not self.quiet:
-            self.console.print(f"segment {segment}/{self.n_segments} step {done}: {info}")
+            # one line per segment, readable in a log file and an 80-column terminal: the
+            # step, the best value and the ETA first, then what else fits
+            line = f"segment {segment}/{self.n_segments} step {done}/{self.total}"
+            parts = [p.strip() for p in info.split("|")]
+            ranked = [p for p in parts if p.startswith("best")]
+            ranked += [p for p in parts if p not in ranked]
+            line = f"{line} | {ranked[0]} | {eta}" if ranked else f"{line} | {eta}"
+            for part in ranked[1:]:
+                if len(line) + len(part) + 3 <= 80:
+                    line += f" | {part}"
+            self.console.print(line, soft_wrap=True)
+
+    def phase(self, text: str) -> None:
+        """What the run does now (compiling, checkpointing, testing), in the bar's info."""
+        self.progress.update(self.bar, info=text)
+        if not self.console.is_terminal and not self.quiet:
+            self.console.print(text, soft_wrap=True)
 
     def at_step(self, step: int) -> None:
         self.progress.update(self.bar, completed=step)
@@ -53,7 +86,7 @@ def progress_line(cfg: Config, console: Console, quiet: bool) -> Iterator[Progre
     ]
     with Progress(*columns, console=console, disable=quiet) as progress:
         bar = progress.add_task(
-            f"{cfg.name}: segment 0/{n_segments}", total=total, info="compiling"
+            f"{cfg.name}: segment 0/{n_segments}", total=total, info="compiling the segment"
         )
         yield ProgressLine(progress, bar, console, quiet, cfg.name, n_segments, seg, total)
 
