@@ -15,8 +15,7 @@ sets XLA's flags, e.g. one virtual device per CPU core, before JAX starts).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from jaxhpo._lazy import lazy_exports
 
 _EXPORTS = {
     "tune": "jaxhpo.api",
@@ -34,15 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    where = _EXPORTS.get(name)
-    if where is None:
-        raise AttributeError(f"module 'jaxhpo' has no attribute '{name}'")
-    module, attr = where if isinstance(where, tuple) else (where, name)
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports("jaxhpo", _EXPORTS, globals())

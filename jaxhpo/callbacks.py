@@ -20,10 +20,19 @@ switched off; it never stops the run.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+
+def finite(value: Any) -> bool:
+    """Whether a table value is a finite number (rows hold NaN for members without one)."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 class Callback:

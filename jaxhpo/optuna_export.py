@@ -19,14 +19,13 @@ through the same callback.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from jaxhpo.callbacks import Callback
+from jaxhpo.callbacks import Callback, finite
 
 
 def _import_optuna():
@@ -94,7 +93,7 @@ class OptunaExport(Callback):
             params = {}
             for name, dist in self.dists.items():
                 value = row.get(name)
-                if value is not None and _finite(value):
+                if value is not None and finite(value):
                     params[name] = _in(dist, value)
             self.study.enqueue_trial(params, skip_if_exists=False)
             trial = self.study.ask(self.dists)
@@ -111,7 +110,7 @@ class OptunaExport(Callback):
                 continue  # a stopped member's value is carried forward, not measured again
             trial = self._trial(int(row["member"]), row)
             value = row.get(self.objective)
-            if value is not None and _finite(value):
+            if value is not None and finite(value):
                 trial.report(float(value), int(row["step"]))
         for ev in events:
             if ev.get("kind") == "exploit" and int(ev.get("child", -1)) in self._trials:
@@ -126,29 +125,22 @@ class OptunaExport(Callback):
             member = int(row["member"])
             trial = self._trials.get(member) or self._trial(member, row.to_dict())
             for c in members.columns:
-                if c.startswith(("val_", "test_")) and _finite(row[c]):
+                if c.startswith(("val_", "test_")) and finite(row[c]):
                     trial.set_user_attr(c, float(row[c]))
             for name in self.dists:
-                if name in members.columns and _finite(row[name]):
+                if name in members.columns and finite(row[name]):
                     trial.set_user_attr(f"final_{name}", float(row[name]))
             steps = int(row["steps"]) if "steps" in members.columns else None
             if steps is not None:
                 trial.set_user_attr("steps", steps)
             value = row.get(self.objective)
-            if bool(row.get("diverged", False)) or not _finite(value):
+            if bool(row.get("diverged", False)) or not finite(value):
                 self.study.tell(trial, state=states.FAIL)
             elif steps is not None and longest is not None and steps < longest:
                 self.study.tell(trial, state=states.PRUNED)
             else:
                 self.study.tell(trial, float(value))
         self._trials.clear()
-
-
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def _truthy(v: Any) -> bool:

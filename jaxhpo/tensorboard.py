@@ -19,12 +19,11 @@ from (TensorBoard's ``purge_step``), so no point is shown twice.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxhpo.callbacks import Callback
+from jaxhpo.callbacks import Callback, finite
 
 SUBDIR = "tensorboard"
 
@@ -84,8 +83,8 @@ class TensorBoard(Callback):
         metrics = [c for c in members.columns if c.startswith(("val_", "test_"))]
         for _, row in members.iterrows():
             w = self._writer(int(row["member"]))
-            hp = {n: float(row[n]) for n in names if _finite(row[n])}
-            mv = {m: float(row[m]) for m in metrics if _finite(row[m])}
+            hp = {n: float(row[n]) for n in names if finite(row[n])}
+            mv = {m: float(row[m]) for m in metrics if finite(row[m])}
             if not mv:  # the HParams table needs a metric; a diverged member has none
                 mv = {self._objective: float("nan")}
             exp, ssi, sei = hparams(hp, mv)
@@ -101,15 +100,8 @@ class TensorBoard(Callback):
         self._writers.clear()
 
 
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
 def _scalar(writer: Any, tag: str, value: Any, step: int) -> None:
-    if value is not None and _finite(value):
+    if value is not None and finite(value):
         writer.add_scalar(tag, float(value), step)
 
 

@@ -12,26 +12,18 @@ evaluation (keyed by the member's step), its final ``val_*`` / ``test_*`` metric
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxhpo.callbacks import Callback
-
-
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
+from jaxhpo.callbacks import Callback, finite
 
 
 def _metrics(row: Mapping[str, Any], searched: Sequence[str]) -> dict[str, float]:
-    out = {k: float(v) for k, v in row.items() if k.startswith("val_") and _finite(v)}
-    if _finite(row.get("train_loss")):
+    out = {k: float(v) for k, v in row.items() if k.startswith("val_") and finite(v)}
+    if finite(row.get("train_loss")):
         out["train_loss"] = float(row["train_loss"])
-    out.update({f"hparams/{n}": float(row[n]) for n in searched if _finite(row.get(n))})
+    out.update({f"hparams/{n}": float(row[n]) for n in searched if finite(row.get(n))})
     return out
 
 
@@ -48,7 +40,7 @@ class _PerMember(Callback):
         for row in rows:
             member = int(row["member"])
             if member not in self.runs:
-                params = {n: float(row[n]) for n in self.names if _finite(row.get(n))}
+                params = {n: float(row[n]) for n in self.names if finite(row.get(n))}
                 self.runs[member] = self._open(member, params)
             self._log(self.runs[member], _metrics(row, self.searched), int(row["step"]))
 
@@ -58,7 +50,7 @@ class _PerMember(Callback):
             final = {
                 k: float(v)
                 for k, v in row.items()
-                if str(k).startswith(("val_", "test_")) and _finite(v)
+                if str(k).startswith(("val_", "test_")) and finite(v)
             }
             if member in self.runs:
                 self._close(self.runs.pop(member), final, bool(row.get("diverged", False)))

@@ -9,6 +9,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import TINY_LM_OVERRIDES
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -16,16 +17,7 @@ from jaxhpo.cli import load_config, main
 from jaxhpo.experiment import run
 from jaxhpo.optuna_export import export_run
 
-TINY = [
-    "task.max_bytes=200000",
-    "task.seq_len=16",
-    "task.batch_size=4",
-    "task.eval_batches=2",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.d_model=16",
-    "model.d_ff=32",
-]
+TINY = TINY_LM_OVERRIDES
 PBT = ["population.size=4", "train.steps=12", "train.segment_steps=4", "strategy.ready_steps=4"]
 HYPERBAND = ["strategy.min_steps=2", "strategy.eta=3", "train.steps=18", "train.segment_steps=2"]
 

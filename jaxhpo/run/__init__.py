@@ -19,8 +19,7 @@ Names are imported on first use, so that importing one module (``jaxhpo.run.upda
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from jaxhpo._lazy import lazy_exports
 
 _EXPORTS = {
     "OutOfMemoryError": "jaxhpo.run.oom",
@@ -37,14 +36,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'jaxhpo.run' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports("jaxhpo.run", _EXPORTS, globals())
