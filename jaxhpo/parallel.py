@@ -124,3 +124,36 @@ def to_host(tree: Any) -> Any:
         return np.asarray(jax.device_get(x))
 
     return jax.tree.map(one, tree)
+
+
+def check_member_mesh(devices: int, data_devices: int, offset: int, batch_size: int) -> None:
+    """A population's ``devices x data_devices`` mesh from device ``offset`` must exist and
+    split the batch; one-line errors naming ``population.devices`` / ``data_devices``."""
+    n_dev = len(jax.devices())
+    if data_devices < 1 or data_devices > n_dev:
+        raise ValueError(f"population.data_devices: must lie in [1, {n_dev}], got {data_devices}")
+    if batch_size % data_devices:
+        raise ValueError(
+            f"population.data_devices: the batch of {batch_size} examples does not "
+            f"split over {data_devices} devices (use a divisor of task.batch_size)"
+        )
+    last = offset + devices * data_devices - 1
+    if offset < 0 or last >= n_dev:
+        raise ValueError(
+            f"population.devices: devices {offset}..{last} do not exist ({n_dev} visible)"
+        )
+    if devices < 1 or devices * data_devices > n_dev:
+        raise ValueError(
+            f"population.devices: must lie in [1, {n_dev // data_devices}] "
+            f"({n_dev} devices / data_devices {data_devices}), got {devices}"
+        )
+
+
+def member_mesh(devices: int, data_devices: int, offset: int = 0) -> jax.sharding.Mesh:
+    """The ``("pop", "data")`` mesh of a population on devices ``offset ...``."""
+    return jax.make_mesh(
+        (devices, data_devices),
+        ("pop", "data"),
+        devices=jax.devices()[offset : offset + devices * data_devices],
+        axis_types=(jax.sharding.AxisType.Auto,) * 2,  # let jit move inputs onto the mesh
+    )

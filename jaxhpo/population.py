@@ -26,77 +26,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxhpo import optim, parallel
 from jaxhpo.batches import data_combine, make_member_batch
+from jaxhpo.members import (  # noqa: F401 - re-exported: the population's public names
+    MEMBER_MODES,
+    PopulationState,
+    _gather,
+    gather,
+    over_members,
+    resolve_mode,
+    scatter,
+)
 from jaxhpo.models import TransformerConfig
 from jaxhpo.optim_factory import resolve as resolve_optimizer
-from jaxhpo.step import MemberModel, member_evaluate, member_step, no_step
+from jaxhpo.population_eval import PopulationEvaluation
+from jaxhpo.step import MemberModel, member_step, no_step
 from jaxhpo.tasks.base import Task
 
-MEMBER_MODES = ("auto", "vmap", "map", "chunked")
 #: Stream tag of member keys: member i's key is fold_in(fold_in(root, MEMBER_STREAM), id_i).
 MEMBER_STREAM = 0x3E3B
-
-
-@struct.dataclass
-class PopulationState:
-    """Every leaf has a leading member axis ``P``.
-
-    Attributes:
-      params: the members' model parameters (``nnx.Param`` as an ``nnx.State``), leaves
-        [P, ...].
-      model_state: every other NNX variable of the members' modules except RNG streams
-        (batch statistics, caches), carried through the steps (:mod:`jaxhpo.step`).
-      opt_state: the optax state; ``opt_state.hyperparams[name]`` is float32 [P].
-      hparams: task hyperparameters (dropout, attn_dropout, label_smoothing), float32 [P] each.
-      member_id: stable member ids, int32 [P].
-      fold: the member's held-out fold under k-fold cross-validation (0 without), int32 [P];
-        at the interface (``init``, ``get_hparams``, ``set_hparams``, the tables) it is the
-        column ``fold``.
-      key: raw training keys (``jax.random.key_data``), uint32 [P, 2].
-      step: optimizer steps taken by each member, int32 [P].
-      active: members that train (False: stopped, costs no update), bool [P].
-      diverged: members whose loss or parameters became NaN/inf, bool [P].
-    """
-
-    params: Any
-    model_state: Any
-    opt_state: Any
-    hparams: dict[str, jax.Array]
-    member_id: jax.Array
-    fold: jax.Array
-    key: jax.Array
-    step: jax.Array
-    active: jax.Array
-    diverged: jax.Array
-
-    @property
-    def size(self) -> int:
-        return int(self.member_id.shape[0])
-
-
-def resolve_mode(mode: str) -> str:
-    """``auto`` -> ``map`` on CPU (measured faster there), ``vmap`` on GPU/TPU."""
-    if mode not in MEMBER_MODES:
-        raise ValueError(
-            f"population.mode: unknown '{mode}' (choose from {', '.join(MEMBER_MODES)})"
-        )
-    if mode == "auto":
-        return "map" if jax.default_backend() == "cpu" else "vmap"
-    return mode
-
-
-def over_members(f: Callable, mode: str, chunk_size: int = 4) -> Callable:
-    """Maps ``f`` over the leading member axis of its (pytree) argument."""
-    mode = resolve_mode(mode)
-    if mode == "vmap":
-        return jax.vmap(f)
-    if mode == "map":
-        return lambda xs: jax.lax.map(f, xs)
-    return lambda xs: jax.lax.map(f, xs, batch_size=chunk_size)
 
 
 def resolve_devices(devices: int, size: int, available: int | None = None) -> int:
@@ -123,7 +73,7 @@ def resolve_devices(devices: int, size: int, available: int | None = None) -> in
     return devices
 
 
-class Population:
+class Population(PopulationEvaluation):
     """Static structure of a population: task, optimizer, member-axis mode.
 
     Args:
@@ -209,38 +159,13 @@ class Population:
         self.graphdef = self.model.graphdef
         #: How many times each program was traced (a retrace means a recompile).
         self.trace_counts: dict[str, int] = {"init": 0, "segment": 0, "evaluate": 0}
-        n_dev = len(jax.devices())
-        if data_devices < 1 or data_devices > n_dev:
-            raise ValueError(
-                f"population.data_devices: must lie in [1, {n_dev}], got {data_devices}"
-            )
-        if task.batch_size % data_devices:
-            raise ValueError(
-                f"population.data_devices: the batch of {task.batch_size} examples does not "
-                f"split over {data_devices} devices (use a divisor of task.batch_size)"
-            )
-        last = device_offset + devices * data_devices - 1
-        if device_offset < 0 or last >= n_dev:
-            raise ValueError(
-                f"population.devices: devices {device_offset}..{last} do not exist "
-                f"({n_dev} visible)"
-            )
-        if devices < 1 or devices * data_devices > n_dev:
-            raise ValueError(
-                f"population.devices: must lie in [1, {n_dev // data_devices}] "
-                f"({n_dev} devices / data_devices {data_devices}), got {devices}"
-            )
+        parallel.check_member_mesh(devices, data_devices, device_offset, task.batch_size)
         self.devices = devices
         self.data_devices = data_devices
         #: The population's devices start here (shape buckets side by side: one bucket's
         #: members on their own devices while other buckets run on others).
         self.device_offset = device_offset
-        self.mesh = jax.make_mesh(
-            (devices, data_devices),
-            ("pop", "data"),
-            devices=jax.devices()[device_offset : device_offset + devices * data_devices],
-            axis_types=(jax.sharding.AxisType.Auto,) * 2,  # let jit move inputs onto the mesh
-        )
+        self.mesh = parallel.member_mesh(devices, data_devices, device_offset)
         self.sharding = NamedSharding(self.mesh, PartitionSpec("pop"))
         M, R = PartitionSpec("pop"), PartitionSpec()  # member-sharded, replicated
         self._init = jax.jit(self._sharded(self._init_impl, (R, M, M), M))
@@ -470,107 +395,6 @@ class Population:
         valid = num_steps if valid_steps is None else valid_steps
         return self._segment(pop, train_data, jnp.asarray(valid, jnp.int32), num_steps=num_steps)
 
-    # -- evaluation ------------------------------------------------------------------------
-    def _evaluate_impl(self, pop: PopulationState, data, mask, by_fold: bool = False):
-        self.trace_counts["evaluate"] += 1
-        by_fold = by_fold and self.folds > 1
-        fold = pop.fold
-
-        def one(args):
-            params, state, on, f, hp = args
-
-            def run(params):
-                # k-fold: each member is validated on its own fold's held-out data
-                own = jax.tree.map(lambda x: x[f], data) if by_fold else data
-                return member_evaluate(self, params, state, own, hp)
-
-            def skip(params):  # NaN metrics carrying the member's own (sharded) type
-                zero = jnp.zeros((), jnp.float32) * jax.tree.leaves(params)[0].ravel()[0]
-                return {k: zero.astype(jnp.float32) + jnp.nan for k in self.task.metric_names}
-
-            # Under lax.map a member that is not evaluated costs nothing (a stopped member).
-            return jax.lax.cond(on, run, skip, params)
-
-        metrics = over_members(one, self.mode, self.chunk_size)(
-            (pop.params, pop.model_state, mask, fold, pop.hparams)
-        )
-        return {k: jnp.where(pop.diverged, jnp.nan, v) for k, v in metrics.items()}
-
-    def evaluate(
-        self, pop: PopulationState, data, only_active: bool = False, by_fold: bool = False
-    ) -> dict[str, jax.Array]:
-        """Metrics of every member on one split (``task.splits.val`` / ``.test``), each [P].
-
-        With ``only_active``, stopped members are not evaluated (NaN; they cost nothing under
-        ``lax.map``): the run loop carries their last values forward. With ``by_fold`` (the
-        validation split under k-fold cross-validation, leaves ``[k, ...]``), each member is
-        evaluated on its own fold; without folds it changes nothing.
-        """
-        mask = pop.active if only_active else jnp.ones_like(pop.active)
-        return self._evaluate(pop, data, mask, by_fold=by_fold and self.folds > 1)
-
-    def ensemble_evaluate(self, pop: PopulationState, slots: Any, data) -> dict[str, float]:
-        """Metrics of the ensemble of members ``slots`` on one split: their predicted
-        probabilities averaged (a mixture), then cross-entropy and accuracy with the split's
-        target weights, as :meth:`Task.eval_sums` does for one member."""
-        slots = np.asarray(slots, np.int32)
-        if slots.size == 0:
-            raise ValueError("train.ensemble_top_k: no finite member to ensemble")
-        members = _gather(pop, slots)
-        sums = parallel.to_host(
-            self._ensemble(members.params, members.model_state, members.hparams, data)
-        )
-        w = max(float(sums["weight"]), 1.0)
-        return {k: float(sums[k]) / w for k in self.task.metric_names}
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def _ensemble(self, params_K, state_K, hparams_K, data):
-        def batch_sums(carry, batch):
-            def logp(args):
-                params, state, hp = args
-                model = self.model.merge(params, state, jax.random.key(0), train=False)
-                logits = self.task.logits(model, batch, hp).astype(jnp.float32)
-                return jax.nn.log_softmax(logits)
-
-            # members one after another: [K, ..., V]
-            logp_K = jax.lax.map(logp, (params_K, state_K, hparams_K))
-            mix = jax.nn.logsumexp(logp_K, axis=0) - jnp.log(logp_K.shape[0])
-            targets, weights = batch["targets"], batch["weights"]
-            ce = -jnp.take_along_axis(mix, targets[..., None], axis=-1)[..., 0]
-            correct = (jnp.argmax(mix, -1) == targets).astype(jnp.float32)
-            sums = {
-                "loss": (ce * weights).sum(),
-                "accuracy": (correct * weights).sum(),
-                "weight": weights.sum(),
-            }
-            return jax.tree.map(jnp.add, carry, sums), None
-
-        zero = {k: jnp.zeros((), jnp.float32) for k in ("loss", "accuracy", "weight")}
-        return jax.lax.scan(batch_sums, zero, data)[0]
-
-    # -- memory ----------------------------------------------------------------------------
-    def memory_estimate(self, size: int, train_data: Any, num_steps: int) -> dict[str, float]:
-        """Bytes a population of ``size`` needs: the state per member (parameters, optimizer
-        state) from abstract shapes, and XLA's working memory for one segment program (its
-        memory analysis, where the backend gives one; NaN otherwise)."""
-        hp = {k: jnp.asarray(v[0]) for k, v in self.full_hparams({}, 1).items()}
-        one = jax.eval_shape(lambda: self._init_member(jax.random.key(0), jnp.int32(0), hp))
-        state = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(one))
-        work = float("nan")
-        try:
-            ids = np.arange(size)
-            pop = jax.eval_shape(
-                lambda: self.init(jax.random.key(0), ids, self.full_hparams({}, size))
-            )
-            valid = jnp.asarray(num_steps, jnp.int32)
-            compiled = self._segment.lower(pop, train_data, valid, num_steps=num_steps).compile()
-            analysis = compiled.memory_analysis()
-            if analysis is not None:
-                work = float(analysis.temp_size_in_bytes)
-        except Exception:  # noqa: BLE001 - an estimate for an error message; never fail here
-            pass
-        return {"state_per_member": float(state), "segment_working": work}
-
     # -- hyperparameters -------------------------------------------------------------------
     def get_hparams(self, pop: PopulationState) -> dict[str, jax.Array]:
         """All hyperparameters, name -> float32 [P] (optimizer ones read from the opt state)."""
@@ -652,18 +476,3 @@ class Population:
         """Slot ``i`` receives the whole member ``parents[i]``: parameters, optimizer state
         (moments and hyperparameters), task hyperparameters, step, flags. One gather in jit."""
         return self._copy(pop, np.asarray(parents, np.int32))
-
-
-def gather(pop: PopulationState, idx: Any) -> PopulationState:
-    """A new population made of members ``idx`` (ids and keys included)."""
-    idx = jnp.asarray(idx)
-    return jax.tree.map(lambda x: x[idx], pop)
-
-
-_gather = jax.jit(gather)
-
-
-def scatter(pop: PopulationState, idx: Any, src: PopulationState) -> PopulationState:
-    """Writes the members of ``src`` into slots ``idx`` of ``pop``."""
-    idx = jnp.asarray(idx)
-    return jax.tree.map(lambda x, y: x.at[idx].set(y), pop, src)
