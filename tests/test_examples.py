@@ -19,7 +19,15 @@ import vit_digits  # noqa: E402
 SMALL = ["--members", "2", "--steps", "20", "--segment-steps", "10"]
 
 
-@pytest.mark.parametrize("strategy", ["random", "pbt", "hypergrad"])
+# random search in the default suite; PBT and hypergradients on the same example under -m slow
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "random",
+        pytest.param("pbt", marks=pytest.mark.slow),
+        pytest.param("hypergrad", marks=pytest.mark.slow),
+    ],
+)
 def test_mlp_digits_example(tmp_path, strategy):
     result = mlp_digits.main(["--strategy", strategy, *SMALL, "--out", str(tmp_path)])
     members = pd.read_csv(result.run_dir / "members.csv")
