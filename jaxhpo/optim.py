@@ -15,6 +15,12 @@ the traced program. This module builds such transforms with :func:`optax.inject_
   ``(P,)``.
 * :func:`get_hparams` / :func:`set_hparams` read and functionally replace them (e.g. for the
   exploit/explore step of population-based training).
+* :func:`resolve` (from :mod:`jaxhpo.optim_factory`, re-exported here) gives the one
+  :class:`OptimizerSpec` the population uses, for a built-in name (exactly the functions here)
+  or for any optax factory (``optax.adamw``, ``optax.lion``, a function of yours returning a
+  ``GradientTransformation``): its names, defaults, template and explicit-value chain. The
+  state functions above work on its template's states too (``init_opt_state(...,
+  defaults=spec.defaults)``).
 
 Optax's own schedule constructors branch in Python on their arguments (e.g.
 ``optax.linear_schedule`` on ``transition_steps``), so they cannot take traced values; the
@@ -36,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
+
+from jaxhpo._lazy import lazy_exports
 
 Array = jax.Array
 
@@ -397,8 +405,8 @@ def _hyperparams(opt_state: Any) -> dict[str, Array]:
     hyperparams = getattr(opt_state, "hyperparams", None)
     if not isinstance(hyperparams, Mapping):
         raise TypeError(
-            "optim: expected a state from make_optimizer (optax.inject_hyperparams) with a "
-            f"'hyperparams' dict, got {type(opt_state).__name__}"
+            "optim: expected a state from make_optimizer or OptimizerSpec.template() "
+            f"(optax.inject_hyperparams) with a 'hyperparams' dict, got {type(opt_state).__name__}"
         )
     return dict(hyperparams)
 
@@ -457,18 +465,24 @@ def set_hparams(opt_state: Any, values: Mapping[str, ArrayLike]) -> Any:
 
 
 def init_opt_state(
-    tx: optax.GradientTransformation, params: Any, hparams: Mapping[str, ArrayLike]
+    tx: optax.GradientTransformation,
+    params: Any,
+    hparams: Mapping[str, ArrayLike],
+    defaults: Mapping[str, ArrayLike] | None = None,
 ) -> Any:
     """Initialise the state of ``tx`` for ``params`` with the given hyperparameters.
 
     Every hyperparameter of ``tx`` is set to a float32 scalar: the value in ``hparams`` or,
-    if missing, the one in :data:`DEFAULTS`. Use ``jax.vmap(lambda p, h: init_opt_state(tx,
-    p, h))(params, hparams)`` with per-member ``(P,)`` arrays to build a population.
+    if missing, the one in ``defaults``, else the template's own initial value (:data:`DEFAULTS`
+    for :func:`make_optimizer`, ``spec.defaults`` for ``spec.template()``). Use
+    ``jax.vmap(lambda p, h: init_opt_state(tx, p, h))(params, hparams)`` with per-member
+    ``(P,)`` arrays to build a population.
 
     Args:
-        tx: Transform from :func:`make_optimizer`.
+        tx: Transform from :func:`make_optimizer` or :meth:`OptimizerSpec.template`.
         params: Parameters of one member.
         hparams: Mapping from hyperparameter name to scalar value.
+        defaults: Values of the names missing from ``hparams`` (e.g. ``spec.defaults``).
 
     Returns:
         The initialised optimizer state.
@@ -485,4 +499,13 @@ def init_opt_state(
             f"optim.hparams: unknown {', '.join(map(repr, unknown))} "
             f"(choose from {', '.join(names)})"
         )
-    return set_hparams(state, {n: hparams[n] if n in hparams else DEFAULTS[n] for n in names})
+    fallback = {**_hyperparams(state), **(defaults or {})}
+    return set_hparams(state, {n: hparams[n] if n in hparams else fallback[n] for n in names})
+
+
+#: The resolved optimizer of a run lives in jaxhpo.optim_factory (it imports this module).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {n: "jaxhpo.optim_factory" for n in ("OptimizerSpec", "resolve", "decay_mask")},
+    globals(),
+)

@@ -1,23 +1,40 @@
-"""Any optax optimizer factory as a per-member optimizer.
+"""One resolved optimizer for the population: a built-in name or any optax factory.
 
-``optax.adamw``, ``optax.lion``, ``optax.sgd`` or a user's function returning a
-``GradientTransformation`` becomes one template transform whose per-member hyperparameters are
-float32 arrays in ``opt_state.hyperparams`` (``optax.inject_hyperparams``), exactly as the
-built-in optimizers of :mod:`jaxhpo.optim`:
+:func:`resolve` turns what a run names as its optimizer into an :class:`OptimizerSpec`: the
+per-member hyperparameter names, their defaults, a label, the template transform
+(``optax.inject_hyperparams``: every name a float32 array in ``opt_state.hyperparams``) and the
+chain with explicit values (its state is the template's ``inner_state``, for hypergradients).
 
-* ``learning_rate`` (the factory's argument) is always per member: it is the peak of the
-  schedule (:func:`jaxhpo.optim.schedule_value`), whose own hyperparameters (``warmup_steps``,
-  ``decay_steps``, ``min_lr_ratio``, ...) are per member too;
-* every other float argument of the factory that the search space names (``weight_decay``,
-  ``b1``, ``momentum``, ...) is per member; the factory's other arguments keep its defaults;
-* weight decay skips biases and normalisation parameters: a factory with a ``mask`` argument
-  gets :func:`decay_mask` (parameters with two or more dimensions decay) unless the user passes
-  their own mask (or ``mask=None``: the factory's default, decay everything).
+* A built-in name (:data:`jaxhpo.optim.OPTIMIZERS`) is exactly :func:`jaxhpo.optim.make_optimizer`
+  / :func:`~jaxhpo.optim.make_chain` / :func:`~jaxhpo.optim.hparam_names` /
+  :data:`~jaxhpo.optim.DEFAULTS` (µP multipliers included, no weight-decay mask).
+* A factory (``optax.adamw``, ``optax.lion``, ``optax.sgd``, a user's function returning a
+  ``GradientTransformation``; or its ``module:name`` reference) has its signature read:
+
+  - ``learning_rate`` (required) is always per member: the peak of the schedule
+    (:func:`jaxhpo.optim.schedule_value`), whose own hyperparameters (``warmup_steps``,
+    ``decay_steps``, ``min_lr_ratio``, ...) are per member too; the factory gets the schedule as
+    a callable of the step (the value itself for ``constant``);
+  - every other float argument of the factory that ``searched`` names (``weight_decay``, ``b1``,
+    ``momentum``, ...) is per member; a float argument is one annotated with ``float`` (alone or
+    in a union), or unannotated with a numeric or no default. Arguments without a default are
+    per member whether searched or not. Defaults are the factory's; where it has none (optax's
+    ``learning_rate``, ``optax.sgd``'s ``momentum=None``), :data:`jaxhpo.optim.DEFAULTS`'s;
+  - the factory's other arguments keep its defaults (static);
+  - weight decay skips biases and normalisation parameters: a factory with a ``mask`` (or
+    ``weight_decay_mask``) argument gets :func:`decay_mask` (leaves with ``ndim >= 2`` decay)
+    unless ``mask=None`` (the factory's own default: decay everything) or a mask of the user's
+    is given (passed as is). The mask is evaluated on one member's parameters (inside the
+    population's ``vmap``).
+  - µP's per-layer learning-rate multipliers are not applied (a factory is run as written).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,133 +44,276 @@ import optax
 
 from jaxhpo import optim
 
+Factory = Callable[..., optax.GradientTransformation]
+
+#: Arguments through which a factory takes a weight-decay mask.
+MASK_ARGUMENTS: tuple[str, ...] = ("mask", "weight_decay_mask")
+
 
 def decay_mask(params: Any) -> Any:
-    """Weight decay for matrices and kernels only: True for leaves with ``ndim >= 2``."""
+    """Weight decay for matrices and kernels only: True for leaves with ``ndim >= 2`` (biases,
+    LayerNorm / BatchNorm scales and biases are not decayed)."""
     return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
 
 
-def _float_default(p: inspect.Parameter) -> bool:
-    d = p.default
-    return isinstance(d, int | float) and not isinstance(d, bool)
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """A resolved optimizer (from :func:`resolve`): what the population needs of it.
 
-
-class FactoryOptimizer:
-    """A factory with its per-member hyperparameters.
-
-    Args:
-      factory: the optax factory (takes ``learning_rate``).
+    Attributes:
+      names: per-member hyperparameter names, as in ``opt_state.hyperparams``.
+      defaults: the default value of each name.
+      label: ``"adamw"`` for a built-in name, ``"optax.lion"`` or a function's qualified name
+        for a factory (for logs).
+      optimizer: the built-in name or the factory.
       schedule: the learning-rate schedule (:data:`jaxhpo.optim.SCHEDULES`).
-      searched: the search space's names; those that are float arguments of the factory become
-        per-member hyperparameters (the others are left to the task).
-      mask: ``"default"`` (:func:`decay_mask` for factories with a ``mask`` argument), None
-        (the factory's own default) or a mask / mask function passed as is.
-
-    Raises:
-      ValueError: one line naming the field: a factory without ``learning_rate``, a searched
-        argument that is not a float, a schedule name the factory also uses.
+      kwargs: static arguments passed to the factory on every call (the weight-decay mask).
     """
 
-    def __init__(
-        self,
-        factory: Callable[..., optax.GradientTransformation],
-        schedule: str = "constant",
-        searched: Iterable[str] = (),
-        mask: Any = "default",
-    ):
-        label = getattr(factory, "__qualname__", repr(factory))
-        try:
-            params = inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            raise ValueError(f"optim.optimizer: cannot read the arguments of {label}") from None
-        if "learning_rate" not in params:
-            raise ValueError(
-                f"optim.optimizer: {label} has no learning_rate argument (an optax factory "
-                "such as optax.adamw, or a function of yours taking learning_rate)"
-            )
-        optim.hparam_names("sgd", schedule)  # checks the schedule name
-        self.schedule_names = tuple(n for n in optim._SCHEDULE_HPARAMS[schedule] if n != "lr")
-        clash = sorted(set(self.schedule_names) & set(params))
-        if clash:
-            raise ValueError(
-                f"optim.schedule: schedule '{schedule}' reads {clash[0]}, which {label} also "
-                "takes as an argument; use another schedule or rename the argument"
-            )
-        floats = [n for n, p in params.items() if _float_default(p)]
-        own = []
-        for name in searched:
-            if name == "learning_rate" or name in self.schedule_names:
-                continue
-            if name in params and name not in floats:
-                raise ValueError(
-                    f"space.{name}: not a float argument of {label} (its float arguments: "
-                    f"learning_rate, {', '.join(floats)})"
-                )
-            if name in floats:
-                own.append(name)
-        self.factory, self.schedule, self.label = factory, schedule, label
-        self.names = ("learning_rate", *self.schedule_names, *own)
-        self.defaults = {
-            "learning_rate": optim.DEFAULTS["lr"],
-            **{n: optim.DEFAULTS[n] for n in self.schedule_names},
-            **{n: float(params[n].default) for n in own},
-        }
-        self.static: dict[str, Any] = {}
-        if "mask" in params and mask is not None:
-            self.static["mask"] = decay_mask if mask == "default" else mask
+    names: tuple[str, ...]
+    defaults: Mapping[str, float] = dataclasses.field(hash=False)
+    label: str
+    optimizer: str | Factory
+    schedule: str = "constant"
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
-    def chain(
-        self, hp: Mapping[str, Any], *, differentiable: bool = False
-    ) -> optax.GradientTransformation:
-        """The factory's transform with explicit (possibly traced) values; its state is the
-        ``inner_state`` of :meth:`template`'s. ``differentiable`` changes nothing here."""
-        del differentiable
-        values = {n: hp[n] if n in hp else self.defaults[n] for n in self.names}
-        sched = {"lr": values["learning_rate"], **{n: values[n] for n in self.schedule_names}}
-        rest = {n: v for n, v in values.items() if n not in sched and n != "learning_rate"}
-        lr = lambda count: optim.schedule_value(self.schedule, count, sched)
-        return self.factory(learning_rate=lr, **rest, **self.static)
+    @property
+    def builtin(self) -> bool:
+        """Whether this is a built-in optimizer name."""
+        return isinstance(self.optimizer, str)
 
     def template(self) -> optax.GradientTransformation:
-        """The ``optax.inject_hyperparams`` transform: every name a float32 array in state."""
+        """The template transform: ``optax.inject_hyperparams`` over :attr:`names` (float32,
+        initially :attr:`defaults`), as :func:`jaxhpo.optim.make_optimizer`."""
+        if self.builtin:
+            return optim.make_optimizer(self.optimizer, self.schedule)
 
-        def factory(**hp):
-            return self.chain(hp)
+        def factory(**hp: jax.Array) -> optax.GradientTransformation:
+            return self._factory_chain(hp)
 
+        # inject_hyperparams binds arguments against the factory's signature.
         factory.__signature__ = inspect.Signature(
             [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in self.names]
         )
+        factory.__name__ = _name(self.optimizer)
         injected = optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)
         return injected(**self.defaults)
-
-
-class BuiltinOptimizer:
-    """A built-in optimizer name (:data:`jaxhpo.optim.OPTIMIZERS`) behind the same interface as
-    :class:`FactoryOptimizer`: ``names``, ``defaults``, ``template()``, ``chain(hp)``."""
-
-    def __init__(self, optimizer: str, schedule: str):
-        self.optimizer, self.schedule, self.label = optimizer, schedule, optimizer
-        self.names = tuple(optim.hparam_names(optimizer, schedule))
-        self.defaults = {k: optim.DEFAULTS[k] for k in self.names}
-
-    def template(self) -> optax.GradientTransformation:
-        return optim.make_optimizer(self.optimizer, self.schedule)
 
     def chain(
         self, hp: Mapping[str, Any], *, differentiable: bool = False
     ) -> optax.GradientTransformation:
-        return optim.make_chain(self.optimizer, self.schedule, hp, differentiable=differentiable)
+        """The transform with explicit (possibly traced) values; its state has the structure of
+        :meth:`template`'s ``inner_state``. Missing names take :attr:`defaults`.
+
+        ``differentiable``: safe to differentiate through (built-in names, see
+        :func:`jaxhpo.optim.make_chain`); a factory is built from the values as it is.
+        """
+        if self.builtin:
+            return optim.make_chain(
+                self.optimizer, self.schedule, hp, differentiable=differentiable
+            )
+        return self._factory_chain(
+            {n: jnp.asarray(hp[n] if n in hp else self.defaults[n], float) for n in self.names}
+        )
+
+    def _factory_chain(self, hp: Mapping[str, Any]) -> optax.GradientTransformation:
+        values = dict(hp)
+        lr = values.pop("learning_rate")
+        sched = {n: values.pop(n) for n in _schedule_names(self.schedule)}
+        if self.schedule == "constant":
+            learning_rate: Any = lr  # as optax.<factory>(lr): no schedule state
+        else:
+            sched["lr"] = lr
+            learning_rate = lambda count: optim.schedule_value(self.schedule, count, sched)
+        return self.optimizer(learning_rate=learning_rate, **values, **self.kwargs)
+
+
+def _schedule_names(schedule: str) -> tuple[str, ...]:
+    """The schedule's hyperparameters other than its peak ``lr`` (checks the schedule name)."""
+    common = optim.hparam_names("sgd", "constant")
+    return tuple(n for n in optim.hparam_names("sgd", schedule) if n not in common)
+
+
+def _name(factory: Factory) -> str:
+    return getattr(factory, "__qualname__", None) or type(factory).__qualname__
+
+
+def _label(factory: Factory) -> str:
+    name = _name(factory)
+    if str(getattr(factory, "__module__", "")).startswith("optax") and (
+        getattr(optax, name, None) is factory
+    ):
+        return f"optax.{name}"
+    return name
+
+
+def _mentions_float(annotation: Any) -> bool:
+    if annotation is float:
+        return True
+    if isinstance(annotation, str):  # an annotation that could not be evaluated
+        return "float" in annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_mentions_float(a) for a in typing.get_args(annotation))
+    return False
+
+
+def _is_float(p: inspect.Parameter) -> bool:
+    """A float argument: annotated with float (alone or in a union), or unannotated with a
+    numeric default or none."""
+    if p.annotation is not inspect.Parameter.empty:
+        return _mentions_float(p.annotation)
+    d = p.default
+    return d is inspect.Parameter.empty or (isinstance(d, int | float) and not isinstance(d, bool))
+
+
+def _default(name: str, p: inspect.Parameter) -> float | None:
+    d = p.default
+    if isinstance(d, int | float) and not isinstance(d, bool):
+        return float(d)
+    return optim.DEFAULTS.get("lr" if name == "learning_rate" else name)
+
+
+def _signature(factory: Factory) -> Mapping[str, inspect.Parameter]:
+    try:
+        try:
+            sig = inspect.signature(factory, eval_str=True)
+        except (NameError, SyntaxError, TypeError):
+            sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        qual = _name(factory)
+        raise ValueError(f"optim.optimizer: cannot read the arguments of {qual}") from None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {n: p for n, p in sig.parameters.items() if p.kind in kinds}
+
+
+def _factory_spec(
+    factory: Factory, schedule: str, searched: Iterable[str], mask: Any
+) -> OptimizerSpec:
+    qual = _name(factory)
+    params = _signature(factory)
+    if "learning_rate" not in params:
+        raise ValueError(
+            f"optim.optimizer: {qual} has no learning_rate argument (an optax factory such as "
+            "optax.adamw, or a function of yours taking learning_rate)"
+        )
+    schedule_names = _schedule_names(schedule)  # checks the schedule name
+    clash = [n for n in schedule_names if n in params]
+    if clash:
+        raise ValueError(
+            f"optim.schedule: schedule '{schedule}' reads {clash[0]}, which {qual} also takes "
+            "as an argument; use another schedule or rename the argument"
+        )
+    floats = [n for n, p in params.items() if _is_float(p)]
+    listing = f"(its float arguments: {', '.join(floats)})"
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
+    own: list[str] = []
+    searched = tuple(searched)
+    for name in [*searched, *required]:
+        if name == "learning_rate" or name in schedule_names or name in own:
+            continue
+        # a required argument that the space does not name is the factory's fault
+        field = f"space.{name}:" if name in searched else f"optim.optimizer: {name} is"
+        if name in params and name not in floats:
+            raise ValueError(f"{field} not a float argument of {qual} {listing}")
+        if name not in params:
+            if name in optim.DEFAULTS:  # an optimizer's or schedule's name this one ignores
+                raise ValueError(
+                    f"space.{name}: not an argument of {qual} nor of schedule '{schedule}' "
+                    f"{listing}"
+                )
+            continue  # another name of the space (the task's, e.g. dropout)
+        if _default(name, params[name]) is None:
+            raise ValueError(
+                f"{field} given no numeric default by {qual}; wrap the factory in a "
+                f"function of yours with one, e.g. {name}=0.1 {listing}"
+            )
+        own.append(name)
+    names = ("learning_rate", *schedule_names, *own)
+    defaults = {
+        **{n: optim.DEFAULTS[n] for n in schedule_names},
+        **{n: _default(n, params[n]) for n in ("learning_rate", *own)},
+    }
+    kwargs: dict[str, Any] = {}
+    masks = [n for n in MASK_ARGUMENTS if n in params]
+    if mask is not None and mask != "default" and not masks:
+        raise ValueError(f"optim.mask: {qual} takes no mask argument ({', '.join(MASK_ARGUMENTS)})")
+    if mask is not None and masks:
+        kwargs[masks[0]] = decay_mask if mask == "default" else mask
+    return OptimizerSpec(
+        names=names,
+        defaults={n: defaults[n] for n in names},
+        label=_label(factory),
+        optimizer=factory,
+        schedule=schedule,
+        kwargs=kwargs,
+    )
 
 
 def resolve(
-    optimizer: str | Callable, schedule: str, searched: Iterable[str] = ()
-) -> BuiltinOptimizer | FactoryOptimizer:
-    """The optimizer of a run: a built-in name, a ``module:name`` reference to a factory, or a
-    factory."""
+    optimizer: str | Factory,
+    schedule: str = "constant",
+    searched: Iterable[str] = (),
+    *,
+    mask: Callable[..., Any] | Any | None = "default",
+) -> OptimizerSpec:
+    """The optimizer of a run as one :class:`OptimizerSpec`.
+
+    Args:
+      optimizer: a built-in name (:data:`jaxhpo.optim.OPTIMIZERS`), an optax factory or a
+        function of yours returning a ``GradientTransformation`` (taking ``learning_rate``), or
+        its ``module:name`` reference.
+      schedule: the learning-rate schedule (:data:`jaxhpo.optim.SCHEDULES`).
+      searched: the search space's names. A factory's float arguments among them become
+        per-member hyperparameters; names that are no argument of the factory and no
+        optimizer or schedule name (:data:`jaxhpo.optim.DEFAULTS`) are left to the task (e.g.
+        its ``dropout``). Built-in names ignore it (all their names are per member).
+      mask: the weight-decay mask of a factory with a ``mask`` (or ``weight_decay_mask``)
+        argument: ``"default"`` for :func:`decay_mask` (only leaves with ``ndim >= 2`` decay),
+        None for the factory's own default (decay everything), or a mask / mask function
+        passed as is. Built-in names take no mask (their numerics are unchanged).
+
+    Returns:
+      The spec: ``names``, ``defaults``, ``label``, ``template()``, ``chain(hp)``.
+
+    Raises:
+      ValueError: one line naming the field: an unknown built-in name or schedule
+        (``optim.*``); a factory without ``learning_rate``, or with an argument named as one of
+        the schedule's hyperparameters; a searched name that is an argument of the factory but
+        not a float one, that has no numeric default, or that is an optimizer or schedule name
+        the factory does not take (``space.<name>: ...``, listing the factory's float
+        arguments); a mask for a factory or built-in name that takes none (``optim.mask``).
+    """
     from jaxhpo import refs
 
     if isinstance(optimizer, str) and not refs.is_reference(optimizer):
-        return BuiltinOptimizer(optimizer, schedule)
+        if mask is not None and mask != "default":
+            raise ValueError(
+                f"optim.mask: the built-in optimizer '{optimizer}' takes no mask (pass an optax "
+                "factory such as optax.adamw to mask its weight decay)"
+            )
+        names = optim.hparam_names(optimizer, schedule)
+        return OptimizerSpec(
+            names=names,
+            defaults={n: optim.DEFAULTS[n] for n in names},
+            label=optimizer,
+            optimizer=optimizer,
+            schedule=schedule,
+        )
     if isinstance(optimizer, str):
         optimizer = refs.resolve(optimizer, "optim.optimizer")
-    return FactoryOptimizer(optimizer, schedule, searched)
+    if not callable(optimizer):
+        raise ValueError(
+            f"optim.optimizer: expected a name, an optax factory or a module:name reference, "
+            f"got {type(optimizer).__name__}"
+        )
+    return _factory_spec(optimizer, schedule, searched, mask)
+
+
+def FactoryOptimizer(  # noqa: N802 (the earlier class's name, kept for its callers)
+    factory: Factory,
+    schedule: str = "constant",
+    searched: Iterable[str] = (),
+    mask: Any = "default",
+) -> OptimizerSpec:
+    """Deprecated: :func:`resolve` of a factory."""
+    return _factory_spec(factory, schedule, searched, mask)
