@@ -1,6 +1,7 @@
 """Checkpoint and resume: a run killed with SIGKILL at a random moment and resumed ends exactly as
 the uninterrupted run (same metrics, same lineage, same members), for random search, PBT, an
-evosax strategy (CMA-ES, generational) and successive halving in compact mode; a corrupted
+evosax strategy (CMA-ES, generational), successive halving in compact mode and k-fold
+cross-validation under the median stopping rule; a corrupted
 latest checkpoint falls back to the previous one.
 
 The runs are real processes (``python -m jaxhpo.cli run ...``) killed for real.
@@ -33,6 +34,14 @@ STUDIES = {
         "strategy.halving_mode=compact",
         "strategy.min_steps=10",
         "strategy.eta=2",
+        "population.size=8",
+    ],
+    # k-fold cross-validation under a stopping rule (the folds of a stopped trial stop together)
+    "cv-median": [
+        "lm-random",
+        "strategy.name=median",
+        "strategy.min_steps=20",
+        "task.folds=2",
         "population.size=8",
     ],
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,3 +154,108 @@ def test_bad_fold_settings(tmp_path, capsys, args, field):
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert field in err and len(err.splitlines()) == 1
+
+
+def _fold_curve(hp, ids, t, rng):
+    """A bowl in lr whose folds differ a little, so the mean over folds is what ranks trials."""
+    del ids, rng
+    return (np.log10(hp["lr"]) + 2.5) ** 2 + 1.0 / (1 + t) + 0.01 * hp["fold"]
+
+
+_CV_STRATEGIES = [
+    ("random", {}),
+    ("sobol", {}),
+    ("grid", {"grid_points": 2}),
+    ("pbt", {"ready_steps": 2}),
+    ("halving", {"min_steps": 2, "eta": 2}),
+    ("halving", {"min_steps": 2, "eta": 2, "halving_mode": "compact"}),
+    ("hyperband", {"min_steps": 2, "eta": 2}),
+    ("median", {"min_steps": 2}),
+    ("evo", {"generation_steps": 2}),
+    ("bo", {"bo_fit_steps": 5, "bo_candidates": 16}),
+    ("rl", {}),
+    ("optuna", {}),
+]
+
+
+@pytest.mark.parametrize(
+    "name, fields",
+    _CV_STRATEGIES,
+    ids=[f"{n}-{'-'.join(map(str, f.values()))}" for n, f in _CV_STRATEGIES],
+)
+def test_every_strategy_runs_with_folds_and_keeps_trials_whole(name, fields):
+    """Regression: the stopping rules crashed under k-fold ('median did not create members
+    [4, 6]') because they saw member ids, not the trial ids they numbered."""
+    from jaxhpo.config import StrategyConfig, TrainConfig
+    from jaxhpo.simulate import simulate
+    from jaxhpo.space import Space
+    from jaxhpo.strategies import STRATEGIES
+
+    if name == "optuna":
+        pytest.importorskip("optuna")
+    k, steps, seg = 2, 8, 2
+    space = Space.from_config({"lr": "loguniform(1e-4, 1e-1)"})
+    train = TrainConfig(steps=steps, segment_steps=seg)
+    inner = STRATEGIES[name].from_config(StrategyConfig(name=name, **fields), train)
+    size = None if inner.decides_size else 8
+    res = simulate(
+        CrossValidated(inner, k), space, _fold_curve, steps=steps, segment_steps=seg, size=size
+    )
+    assert res.steps == steps or any(e["kind"] == "stop" for e in res.events)
+    for table in (res.table, res.members):
+        ids = table["member"].to_numpy()
+        assert (ids.reshape(-1, k) == ids.reshape(-1, k)[:, :1] + np.arange(k)).all()
+    rows = res.table.assign(trial=res.table["member"] // k)
+    for _, g in rows.groupby(["step", "trial"]):
+        assert sorted(g["fold"]) == list(range(k))
+        assert g["lr"].nunique() == 1 and g["active"].nunique() == 1
+    stopped = [e["member"] for e in res.events if e["kind"] == "stop"]
+    assert sorted(stopped) == sorted({m // k * k + f for m in stopped for f in range(k)})
+
+
+_CV_STOPPING = {
+    "median": ["lm-median"],
+    "halving-masked": ["lm-halving", "strategy.eta=2"],
+    "halving-compact": ["lm-halving", "strategy.eta=2", "strategy.halving_mode=compact"],
+    "hyperband": ["lm-hyperband", "strategy.eta=2", "population.size=null"],
+}
+
+
+# median in the default suite; the others (about 10 s each) under -m slow
+@pytest.mark.parametrize(
+    "name", [n if n == "median" else pytest.param(n, marks=pytest.mark.slow) for n in _CV_STOPPING]
+)
+def test_stopping_rules_with_folds_stop_whole_trials(tmp_path, name):
+    """Regression: ``task.folds=2`` with median, halving (masked, compact) or Hyperband crashed
+    at the first update (``median did not create members [4, 6]``)."""
+    preset, *extra = _CV_STOPPING[name]
+    rc = main(
+        [
+            "run",
+            preset,
+            *TINY_LM_OVERRIDES,
+            "task.eval_batches=1",
+            "task.folds=2",
+            "population.size=4",
+            *extra,
+            "train.steps=20",
+            "train.segment_steps=10",
+            "strategy.min_steps=10",
+            f"out_dir={tmp_path}",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    (run,) = tmp_path.iterdir()
+    stops = [
+        e
+        for e in map(json.loads, (run / "events.jsonl").read_text().splitlines())
+        if e["kind"] == "stop"
+    ]
+    assert stops, "nothing was stopped: the test cannot see the fold expansion"
+    stopped = sorted(e["member"] for e in stops)
+    assert stopped == sorted({m // 2 * 2 + f for m in stopped for f in range(2)})
+    table = pd.read_csv(run / "metrics.csv")
+    last = table[table["step"] == table["step"].max()]
+    for _, g in last.groupby(last["member"] // 2):  # a trial's folds stop together
+        assert g["active"].nunique() == 1

@@ -53,6 +53,27 @@ class CrossValidated(Strategy):
         out["fold"] = np.tile(np.arange(self.folds, dtype=np.float64), n)
         return state, out
 
+    def trial_ids(self, member_id: np.ndarray) -> np.ndarray:
+        """The id of each trial as the wrapped strategy sees it (int [P/k]): its first fold's
+        member id.
+
+        The folds of a trial have consecutive ids (the first population is numbered in slot
+        order, a copy keeps the slot's id, a re-initialised trial takes ``k`` new ids in slot
+        order: :func:`jaxhpo.run.update.apply_update`), so fold ``f`` of the trial seen as ``m``
+        is member ``m + f``; :meth:`fold_events` relies on it.
+
+        Raises:
+          ValueError: if the member ids do not follow that layout.
+        """
+        k = self.folds
+        ids_TxK = np.asarray(member_id, np.int64).reshape(-1, k)
+        if not np.array_equal(ids_TxK, ids_TxK[:, :1] + np.arange(k)[None, :]):
+            raise ValueError(
+                f"task.folds: member ids {ids_TxK.ravel()[:8].tolist()} are not laid out trial by "
+                f"trial ({k} consecutive ids each)"
+            )
+        return ids_TxK[:, 0]
+
     def trial_observation(self, obs: Observation) -> Observation:
         """One row per trial: the mean metrics over its folds (slots ``t * k .. t * k + k-1``)."""
         k = self.folds
@@ -66,7 +87,7 @@ class CrossValidated(Strategy):
         }
         return dataclasses.replace(
             obs,
-            member_id=per_trial(obs.member_id)[:, 0],
+            member_id=self.trial_ids(obs.member_id),
             hparams={n: per_trial(v)[:, 0] for n, v in obs.hparams.items() if n != "fold"},
             metrics=metrics,
             diverged=per_trial(obs.diverged).any(axis=1),
@@ -92,7 +113,26 @@ class CrossValidated(Strategy):
             hparams=None if upd.hparams is None else {n: rows(v) for n, v in upd.hparams.items()},
             active=rows(upd.active),
             keep=None if upd.keep is None else slots(upd.keep),
+            events=[e for ev in upd.events for e in self.fold_events(ev)],
         )
+
+    def fold_events(self, ev: dict[str, Any]) -> list[dict[str, Any]]:
+        """A lineage event of the wrapped strategy (which names trials by their first fold's
+        member id, and trial slots) as events about every fold: one per fold for an event about
+        one trial (``stop``, ``explore``, ``exploit``), and a ``compact`` event's ``keep``
+        listing every fold."""
+        k = self.folds
+        ev = dict(ev)
+        if "keep" in ev:
+            ev["keep"] = [int(t) + f for t in ev["keep"] for f in range(k)]
+        ids = [n for n in ("member", "child", "parent") if n in ev]
+        slots = [n for n in ("child_slot", "parent_slot") if n in ev]
+        if not ids and not slots:
+            return [ev]
+        return [
+            {**ev, **{n: int(ev[n]) + f for n in ids}, **{n: int(ev[n]) * k + f for n in slots}}
+            for f in range(k)
+        ]
 
     def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
         state, upd = self.inner.update(state, self.trial_observation(obs))

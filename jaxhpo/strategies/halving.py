@@ -49,10 +49,31 @@ def _sample(space: Space, sampler: str, seed: int, n: int) -> dict[str, np.ndarr
     return space.sobol(seed, n) if sampler == "sobol" else space.sample(seed, n)
 
 
+#: ``state["member_id"]`` before the first observation: the strategy learns its members' ids from
+#: the first population it is shown (slot order = the order ``init`` made them). The run loop
+#: numbers them ``0..P-1``, but under k-fold cross-validation (:mod:`jaxhpo.strategies.cv`) a
+#: trial is shown with its first fold's id (``0, k, 2k, ...``).
+_UNBOUND = -1
+
+
+def _bind_ids(state: dict[str, np.ndarray], ids: np.ndarray, name: str) -> dict[str, np.ndarray]:
+    """``state`` with the member ids of the first observation, in the order ``init`` made them."""
+    known = state["member_id"]
+    if not np.all(known == _UNBOUND):
+        return state
+    ids = np.asarray(ids, np.int64)
+    if ids.shape != known.shape:
+        raise ValueError(
+            f"strategy update: {name} made {known.size} members but was first shown {ids.size}"
+        )
+    return {**state, "member_id": ids.copy()}
+
+
 def _positions(known: np.ndarray, ids: np.ndarray, name: str) -> np.ndarray:
     """Index of each observed member id in the strategy's per-member arrays."""
     ids = np.asarray(ids, np.int64)
-    pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+    order = np.argsort(known, kind="stable")
+    pos = order[np.minimum(np.searchsorted(known[order], ids), len(known) - 1)]
     if np.any(known[pos] != ids):
         unknown = sorted(set(ids.tolist()) - set(known.tolist()))
         raise ValueError(f"strategy update: {name} did not create members {unknown[:5]}")
@@ -113,7 +134,7 @@ class _Halving(Strategy):
         sizes = self._bracket_sizes(size)
         n = sum(sizes)
         state = {
-            "member_id": np.arange(n, dtype=np.int64),
+            "member_id": np.full(n, _UNBOUND, np.int64),  # the first observation's ids
             "bracket": np.repeat(np.arange(len(sizes), dtype=np.int64), sizes),
             "alive": np.ones(n, bool),
             "next_rung": np.zeros(len(sizes), np.int64),  # per bracket
@@ -137,6 +158,7 @@ class _Halving(Strategy):
 
     def update(self, state: dict[str, np.ndarray], obs: Observation):
         ids = np.asarray(obs.member_id, np.int64)
+        state = _bind_ids(state, ids, self.name)
         pos = _positions(state["member_id"], ids, self.name)
         fit = obs.fitness()
         bracket = state["bracket"][pos]
@@ -292,7 +314,7 @@ class MedianStopping(Strategy):
         if size is None or isinstance(size, bool) or size < 1:
             raise ValueError(f"population.size: median stopping needs a size >= 1, got {size}")
         state = {
-            "member_id": np.arange(size, dtype=np.int64),
+            "member_id": np.full(size, _UNBOUND, np.int64),  # the first observation's ids
             "alive": np.ones(size, bool),
             "sum": np.zeros(size),  # sum of finite reports
             "count": np.zeros(size, np.int64),
@@ -309,6 +331,7 @@ class MedianStopping(Strategy):
 
     def update(self, state: dict[str, np.ndarray], obs: Observation):
         ids = np.asarray(obs.member_id, np.int64)
+        state = _bind_ids(state, ids, self.name)
         pos = _positions(state["member_id"], ids, self.name)
         fit = obs.fitness()
         alive = state["alive"].copy()
