@@ -13,6 +13,7 @@ Layout::
       best_schedule.csv  the best member's reconstructed hyperparameter schedule (written by
                          ``jaxhpo report`` when hyperparameters changed during the run)
       plots/*.png        written by ``jaxhpo report``
+      .lock              held (``fcntl.flock``) by the process writing the run (run_dir_lock)
 
 ``metrics.csv`` is flushed after every evaluation, so a killed run keeps every row it reported.
 
@@ -28,10 +29,13 @@ CSV so that it can be re-run as a fixed schedule.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
+import fcntl
 import json
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +48,61 @@ BASE_COLUMNS = ("run", "member", "step", "segment", "wall_time", "diverged", "ac
 
 
 def new_run_dir(out_dir: str | Path, name: str) -> Path:
-    """``out_dir/name-YYYYmmdd-HHMMSS`` (with a numeric suffix if it exists)."""
+    """``out_dir/name-YYYYmmdd-HHMMSS`` (with a numeric suffix if it exists), created by this
+    call: two processes started in the same second get two directories."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(out_dir) / f"{name}-{stamp}"
+    base.parent.mkdir(parents=True, exist_ok=True)
     path, i = base, 1
-    while path.exists():
-        path = base.with_name(f"{base.name}-{i}")
-        i += 1
-    path.mkdir(parents=True)
-    return path
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            path = base.with_name(f"{base.name}-{i}")
+            i += 1
+
+
+#: Run directories this process holds (resolved path -> the open, locked ``RUN_DIR/.lock``).
+_HELD: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
+    """Holds ``RUN_DIR/.lock`` (``fcntl.flock``, exclusive) while the block runs, so one process
+    writes a run directory at a time. The OS releases the lock when the process ends however it
+    ends, so a killed run never leaves it stuck; the file stays (it holds the last holder's pid).
+    Re-entrant within a process (``resume_run`` holds it around ``run``).
+
+    Raises:
+      ValueError: ``RUN_DIR: ... is in use by another process (pid N)``, if another process
+        holds it; nothing in the run directory is changed.
+    """
+    key = str(Path(run_dir).resolve())
+    if key in _HELD:
+        yield
+        return
+    f = open(Path(run_dir) / ".lock", "a+")  # noqa: SIM115 (held past this frame)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        by = f" (pid {holder})" if holder.isdigit() else ""
+        raise ValueError(
+            f"RUN_DIR: {run_dir} is in use by another process{by}; wait for it to end or stop it"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _HELD[key] = f
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        f.close()  # releases the lock
 
 
 def _clean(v: Any) -> Any:
@@ -103,15 +153,15 @@ class RunWriter:
         self._events = open(self.path / "events.jsonl", mode)  # noqa: SIM115
 
     def write_config(self, config: Mapping[str, Any], info: Mapping[str, Any]) -> None:
-        (self.path / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
-        (self.path / "run.json").write_text(json.dumps(dict(info), indent=2, default=str))
+        atomic_write(self.path / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
+        atomic_write(self.path / "run.json", json.dumps(dict(info), indent=2, default=str))
 
     def update_info(self, extra: Mapping[str, Any]) -> None:
         """Adds fields to ``run.json`` (timings, counts)."""
         path = self.path / "run.json"
         info = json.loads(path.read_text()) if path.exists() else {}
         info.update(extra)
-        path.write_text(json.dumps(info, indent=2, default=str))
+        atomic_write(path, json.dumps(info, indent=2, default=str))
 
     def log(
         self,
@@ -167,12 +217,28 @@ class RunWriter:
         self._csv.close()
         self._events.close()
         table = read_metrics(self.path)
-        table.to_parquet(self.path / "metrics.parquet", index=False)
+        tmp = self.path / ".metrics.parquet.tmp"
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, self.path / "metrics.parquet")
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Replaces ``path`` with ``data`` in one step: written to a temporary file beside it, synced,
+    then renamed over it (``os.replace``). A process killed at any moment leaves either the old
+    file or the new one, never a cut one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _keep_lines(path: Path, n: int) -> None:
-    """Truncates a text file to its first ``n`` complete lines (a line cut short by a kill is
-    dropped with everything after it)."""
+    """Cuts a text file back to its first ``n`` complete lines (a line cut short by a kill is
+    dropped with everything after it), atomically (:func:`atomic_write`): a resume killed while
+    it cuts the tables back leaves them whole for the next resume."""
     if not path.exists():
         raise ValueError(f"RUN_DIR: {path.name} is missing from {path.parent}")
     with open(path, "rb") as f:
@@ -182,8 +248,9 @@ def _keep_lines(path: Path, n: int) -> None:
         raise ValueError(
             f"RUN_DIR: {path.name} has {len(complete)} complete lines, the checkpoint expects {n}"
         )
-    with open(path, "wb") as f:
-        f.write(b"".join(line + b"\n" for line in complete[:n]))
+    if len(complete) == n and not lines[-1]:
+        return  # nothing to cut
+    atomic_write(path, b"".join(line + b"\n" for line in complete[:n]))
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:

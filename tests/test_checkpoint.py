@@ -186,3 +186,76 @@ def test_resume_refuses_a_finished_run(uninterrupted):
     )
     assert proc.returncode == 2
     assert "finished already" in proc.stderr
+
+
+@pytest.mark.parametrize("kill_at", ["fsync", "replace"])
+def test_resume_killed_while_cutting_the_tables_back_keeps_the_run(tmp_path, monkeypatch, kill_at):
+    """Regression: a resume killed right after it opened metrics.csv to cut it back left it empty
+    ('metrics.csv has 0 complete lines, the checkpoint expects 17'). The cut is atomic: a kill
+    while the new table is written (fsync) or before it replaces the old one (replace) leaves
+    the old table, and the next resume cuts it."""
+    from jaxhpo import results
+
+    path = tmp_path / "metrics.csv"
+    rows = "member,step\n" + "".join(f"{m},10\n" for m in range(6)) + "6,2"  # last line cut short
+    path.write_text(rows)
+    (tmp_path / "events.jsonl").write_text('{"step": 10}\n{"step": 20}\n')
+
+    class Killed(BaseException):
+        pass
+
+    def kill(*args, **kwargs):
+        raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(results.os, kill_at, kill)
+        with pytest.raises(Killed):
+            results.RunWriter(tmp_path, "run", [], [], resume=(4, 1))
+    assert path.read_text() == rows  # the kill lost nothing
+    writer = results.RunWriter(tmp_path, "run", [], [], resume=(4, 1))  # the next resume
+    writer._csv.close()
+    writer._events.close()
+    assert path.read_text().splitlines() == rows.splitlines()[:5]
+    assert (tmp_path / "events.jsonl").read_text() == '{"step": 10}\n'
+
+
+def test_second_process_on_a_run_directory_is_refused_and_a_killed_holder_frees_it(
+    tmp_path, capsys
+):
+    """Regression: `jaxhpo resume RUN_DIR` on a run another process was still writing was
+    accepted (NUL bytes and duplicated rows in metrics.csv, then a crash on orbax's temporary
+    folder). The writer holds RUN_DIR/.lock; a second process gets one line and exit status 2;
+    the OS drops the lock of a process killed with SIGKILL."""
+    from jaxhpo.cli import main
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("train:\n  compiled: true\n")
+    (run_dir / "metrics.csv").write_text("member,step\n0,0\n")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from jaxhpo.results import run_dir_lock\n"
+            f"with run_dir_lock({str(run_dir)!r}):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+        assert main(["resume", str(run_dir)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert "in use by another process" in err and f"pid {holder.pid}" in err
+        assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # The killed holder left the file but not the lock: the resume gets past it.
+    assert main(["resume", str(run_dir)]) == 2
+    assert "train.compiled" in capsys.readouterr().err

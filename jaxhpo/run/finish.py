@@ -15,6 +15,7 @@ from rich.console import Console
 
 from jaxhpo import parallel
 from jaxhpo.population import PopulationState
+from jaxhpo.results import atomic_write
 from jaxhpo.run.book import Loop, members_table
 from jaxhpo.strategies.base import Observation
 
@@ -38,7 +39,6 @@ def finish(loop: Loop, run_dir: Path, out_dir: Path, writes: bool, console: Cons
         ensemble = ensemble_of(population, pop, obs, test, k, (val_data, test_data))
         writer.update_info({"ensemble": ensemble})
     members = members_table(loop.book, obs, test, task.metric_names)
-    members.to_csv(out_dir / "members.csv", index=False)
     if cfg.train.save_best:  # the best member's weights, for fine-tuning (jaxhpo.pretrained)
         from jaxhpo.pretrained import save_best
 
@@ -53,6 +53,9 @@ def finish(loop: Loop, run_dir: Path, out_dir: Path, writes: bool, console: Cons
         }
     )
     writer.close()
+    # Last and whole (atomic_write): members.csv marks the run finished, so a run killed before
+    # it resumes from its last checkpoint.
+    atomic_write(out_dir / "members.csv", members.to_csv(index=False))
     if writer.callbacks is not None:  # the last events, then the end, to every callback
         writer.callbacks.on_evaluation([], writer.flush_events(), run_dir)
         writer.callbacks.on_end(run_dir, members)

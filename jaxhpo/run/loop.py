@@ -16,6 +16,7 @@ With ``train.compiled`` the whole repeat is one program (compiled.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -32,7 +33,7 @@ from jaxhpo.callbacks import CallbackList
 from jaxhpo.checkpoint import Checkpointer
 from jaxhpo.config import Config
 from jaxhpo.optuna_export import OptunaExport
-from jaxhpo.results import RunWriter, new_run_dir
+from jaxhpo.results import RunWriter, new_run_dir, run_dir_lock
 from jaxhpo.run.book import Book, Loop, nanmean_rows
 from jaxhpo.run.compiled import run_compiled
 from jaxhpo.run.finish import RunResult, finish
@@ -70,6 +71,22 @@ def run(
         run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out_dir, cfg.name)
         run_dir.mkdir(parents=True, exist_ok=True)
     run_dir = _agree_path(run_dir)
+    # One process writes a run directory (a second `jaxhpo resume` on it is refused).
+    with run_dir_lock(run_dir) if writes else contextlib.nullcontext():
+        return _run_in(cfg, prep, run_dir, writes, console, quiet, resume, callbacks)
+
+
+def _run_in(
+    cfg: Config,
+    prep: Prepared,
+    run_dir: Path,
+    writes: bool,
+    console: Console,
+    quiet: bool,
+    resume: bool,
+    callbacks: Sequence[Any],
+) -> RunResult:
+    """:func:`run` in its run directory (held by this process when it ``writes``)."""
     out_dir = run_dir if writes else Path(tempfile.mkdtemp(prefix="jaxhpo-process-"))
     checkpointer = None
     if cfg.train.checkpoint_every and not cfg.train.compiled:

@@ -8,6 +8,7 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -98,15 +99,20 @@ def resume_run(run_dir: str | Path, *, console: Console | None = None, quiet: bo
     Raises:
       ValueError: ``RUN_DIR`` is not a run directory, or already finished.
     """
+    from jaxhpo import parallel
     from jaxhpo.config import build, load_file
+    from jaxhpo.results import run_dir_lock
     from jaxhpo.run.loop import run
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise ValueError(f"RUN_DIR: {run_dir} has no config.yaml (is it a jaxhpo run directory?)")
-    if (run_dir / "members.csv").exists():
-        raise ValueError(f"RUN_DIR: {run_dir} finished already (members.csv is written)")
-    cfg = build(Config(), load_file(run_dir / "config.yaml"))
-    if cfg.train.compiled:
-        raise ValueError("RUN_DIR: a train.compiled run has no checkpoints to resume from")
-    return run(cfg, run_dir=run_dir, console=console, quiet=quiet, resume=True)
+    # Held from before the checks to the end of the run: a run directory another process is
+    # writing is refused before anything is built (the OS drops a killed process's lock).
+    with run_dir_lock(run_dir) if parallel.is_writer() else contextlib.nullcontext():
+        if (run_dir / "members.csv").exists():
+            raise ValueError(f"RUN_DIR: {run_dir} finished already (members.csv is written)")
+        cfg = build(Config(), load_file(run_dir / "config.yaml"))
+        if cfg.train.compiled:
+            raise ValueError("RUN_DIR: a train.compiled run has no checkpoints to resume from")
+        return run(cfg, run_dir=run_dir, console=console, quiet=quiet, resume=True)
