@@ -122,10 +122,12 @@ def test_at_least_30_bad_inputs():
 
 
 def _tree(path: Path) -> dict[str, tuple[int, int]]:
+    """Size and mtime of every file of the study. ``.lock`` is left out: it is the run directory's
+    lock (it holds the pid of the last process that took it), not part of the study."""
     return {
         str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
         for p in path.rglob("*")
-        if p.is_file()
+        if p.is_file() and p.name != ".lock"
     }
 
 
