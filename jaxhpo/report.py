@@ -13,8 +13,11 @@ Plots (``RUN_DIR/plots/``):
   life) — one panel per such hyperparameter: its value against step for every member (thin step
   plots; log axis for log-scaled dimensions) and the best member's reconstructed schedule (bold).
 
+Each curve plot draws the best member bold red, leaves a dwarfing first evaluation out of its
+y-range and plots generation-based runs per generation (see :mod:`jaxhpo.plots`).
+
 ``summary.md`` names the best member (best final objective among members that did not diverge)
-with its hyperparameters and its test metrics; a *Budget* line (member-steps used, members stopped
+with its hyperparameters and its test metrics, the steps each member trained; a *Budget* line (member-steps used, members stopped
 per step) when ``run.json`` has ``member_steps`` or members were stopped; a *Lineage* section
 (number of exploits, the best member's schedule, merged where hyperparameters stay equal) when
 members exploited others.
@@ -27,21 +30,24 @@ best member's schedule, to re-run as a fixed schedule (:func:`jaxhpo.results.rea
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-
-from jaxhpo.results import (  # noqa: E402
+from jaxhpo.plots import (
+    member_starts,
+    plot_curves,
+    plot_final,
+    plot_hparam_trajectories,
+    plot_lineage,
+    plot_train,
+)
+from jaxhpo.results import (
     compress_schedule,
     exploit_events,
     final_members,
@@ -51,7 +57,7 @@ from jaxhpo.results import (  # noqa: E402
     read_metrics,
     write_schedule,
 )
-from jaxhpo.space import Space  # noqa: E402
+from jaxhpo.space import Space
 
 
 def _space_section(run_dir: Path) -> dict:
@@ -97,76 +103,6 @@ def best_member(
     return ok.loc[ok[metric].idxmax() if maximize else ok[metric].idxmin()]
 
 
-def plot_curves(
-    table: pd.DataFrame, hparam: str, path: Path, metric: str = "val_loss", log: bool = False
-) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    finals = table.groupby("member")[hparam].last()
-    vals = finals.to_numpy(float)
-    lo, hi = np.nanmin(vals), np.nanmax(vals)
-    if log:
-        norm = matplotlib.colors.LogNorm(vmin=lo, vmax=hi)
-    else:
-        norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
-    cmap = plt.get_cmap("viridis")
-    for member, rows in table.groupby("member"):
-        rows = rows.sort_values("step")
-        ax.plot(rows["step"], rows[metric], color=cmap(norm(finals[member])), lw=1.3, alpha=0.9)
-    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=ax, label=hparam)
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per member, coloured by {hparam}")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_final(
-    members: pd.DataFrame,
-    hparams: list[str],
-    path: Path,
-    metric: str = "val_loss",
-    log_dims: set[str] = frozenset(),
-) -> None:
-    n = max(1, len(hparams))
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
-    ok = members[~members["diverged"].astype(bool)]
-    bad = members[members["diverged"].astype(bool)]
-    for ax, name in zip(axes.ravel(), hparams, strict=False):
-        ax.scatter(ok[name], ok[metric], s=22, label="trained")
-        if not bad.empty:
-            top = np.nanmax(ok[metric]) if not ok.empty else 1.0
-            ax.scatter(bad[name], np.full(len(bad), top), marker="x", c="red", label="diverged")
-            ax.legend(fontsize=7)
-        if name in log_dims:
-            ax.set_xscale("log")
-        ax.set_xlabel(name)
-        ax.set_ylabel(f"final {metric}")
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(hparams) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_train(table: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for member, rows in table.groupby("member"):
-        rows = rows.sort_values("step")
-        ax.plot(rows["step"], rows["train_loss"], lw=1, label=str(member))
-    ax.set_xlabel("step")
-    ax.set_ylabel("train loss (segment mean)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def summary_markdown(
     run_dir: Path,
     table: pd.DataFrame,
@@ -190,7 +126,7 @@ def summary_markdown(
     lines = [f"# Run `{run_dir.name}`", ""]
     n_div = int(members["diverged"].astype(bool).sum())
     lines.append(
-        f"{len(members)} members, {int(table['step'].max())} steps each, "
+        f"{len(members)} members, {trained_steps_text(members, table)}, "
         f"{n_div} diverged, {len(table)} metric rows."
     )
     lines.append("")
@@ -215,7 +151,8 @@ def summary_markdown(
     lines.append("## All members (final)")
     lines.append("")
     metrics = [c for c in members.columns if c.startswith(("val_", "test_"))]
-    cols = ["member", *hparams, *metrics, "diverged"]
+    steps = ["steps"] if "steps" in members.columns else []
+    cols = ["member", *hparams, *metrics, *steps, "diverged"]
     show = members[cols].sort_values(objective, ascending=not maximize, na_position="last")
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + " --- |" * len(cols))
@@ -226,6 +163,13 @@ def summary_markdown(
             cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    tests = [c for c in metrics if c.startswith("test_")]
+    if tests and members[tests].isna().all(axis=1).any():
+        lines.append(
+            "Test metrics are computed for the members of the final population; members that "
+            "left it earlier (earlier generations, compacted away) show `nan`."
+        )
+        lines.append("")
     lines.extend(ensemble_section((info or {}).get("ensemble")))
     lines.extend(cv_section(members, hparams, objective, maximize))
     lines.extend(lineage_section(events, hparams, best, schedule, schedule_note))
@@ -234,6 +178,20 @@ def summary_markdown(
         + ", ".join(f"`plots/{p.name}`" for p in sorted((run_dir / "plots").glob("*.png")))
     )
     return "\n".join(lines) + "\n"
+
+
+def trained_steps_text(members: pd.DataFrame, table: pd.DataFrame) -> str:
+    """The steps the members actually trained (``members.csv``'s ``steps``): "40 steps each", or
+    the range and median when they differ (stopping rules, generations, epochs)."""
+    if "steps" not in members.columns or members["steps"].isna().all():
+        return f"up to {int(table['step'].max())} steps (the run's last step)"
+    steps = members["steps"].dropna().astype(int)
+    if steps.min() == steps.max():
+        return f"{int(steps.iloc[0])} steps each"
+    return (
+        f"{int(steps.min())}–{int(steps.max())} steps trained per member "
+        f"(median {float(steps.median()):g})"
+    )
 
 
 def cv_section(members: pd.DataFrame, hparams: Sequence[str], objective: str, maximize: bool):
@@ -383,183 +341,6 @@ def lineage_section(
     return lines
 
 
-def _stairs(ax, starts: np.ndarray, ends: np.ndarray, values: np.ndarray, **kw) -> None:
-    """Step plot of ``values`` over segments ``(starts, ends]``, broken where they leave gaps."""
-    if len(ends) == 0:
-        return
-    breaks = np.flatnonzero(starts[1:] != ends[:-1]) + 1
-    for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(ends)], strict=True):
-        edges = np.r_[starts[lo], ends[lo:hi]].astype(float)
-        ax.stairs(np.asarray(values[lo:hi], float), edges, baseline=None, **kw)
-        kw.pop("label", None)
-
-
-def _segments(table: pd.DataFrame, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) of a member's segments: each row after step 0 ends one."""
-    grid = np.array(sorted({int(x) for x in table["step"]}), dtype=np.int64)
-    ends = rows["step"].to_numpy(np.int64)
-    return grid[np.maximum(np.searchsorted(grid, ends) - 1, 0)], ends
-
-
-def _ancestry_runs(schedule: pd.DataFrame) -> list[tuple[int, int, int]]:
-    """``(member, start, end)`` for each stretch of the schedule trained by one member."""
-    runs: list[list[int]] = []
-    for rec in schedule[["source_member", "start_step", "end_step"]].to_dict("records"):
-        m, a, b = int(rec["source_member"]), int(rec["start_step"]), int(rec["end_step"])
-        if runs and runs[-1][0] == m and runs[-1][2] == a:
-            runs[-1][2] = b
-        else:
-            runs.append([m, a, b])
-    return [tuple(r) for r in runs]
-
-
-def plot_lineage(
-    table: pd.DataFrame,
-    events: Sequence[Mapping[str, Any]],
-    path: Path,
-    metric: str = "val_loss",
-    schedule: pd.DataFrame | None = None,
-    best: int | None = None,
-) -> None:
-    """Members against step, evaluations coloured by ``metric``, exploits as parent -> child
-    arrows, the best member's ancestry (from its ``schedule``) in red."""
-    ids = sorted(int(m) for m in table["member"].unique())
-    ypos = {m: i for i, m in enumerate(ids)}
-    height = float(np.clip(0.3 * len(ids) + 1.8, 3.5, 14.0))
-    fig, ax = plt.subplots(figsize=(8.0, height), layout="constrained")
-    vals = table[metric].to_numpy(float) if metric in table else np.full(len(table), np.nan)
-    finite = vals[np.isfinite(vals)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
-    cmap = plt.get_cmap("viridis")
-    for member, rows in table.assign(_v=vals).groupby("member"):
-        rows = rows.sort_values("step")
-        y = ypos[int(member)]
-        steps = rows["step"].to_numpy(float)
-        ax.plot(steps, np.full(len(steps), y), color="0.75", lw=1.0, zorder=1)
-        bad = rows["diverged"].astype(bool).to_numpy() | ~np.isfinite(rows["_v"].to_numpy())
-        ax.scatter(
-            steps[~bad],
-            np.full((~bad).sum(), y),
-            c=rows["_v"].to_numpy()[~bad],
-            cmap=cmap,
-            norm=norm,
-            s=16,
-            zorder=3,
-            linewidths=0,
-        )
-        if bad.any():
-            ax.scatter(steps[bad], np.full(bad.sum(), y), marker="x", c="red", s=18, zorder=3)
-    # An exploit at step s is an arrow from the parent at s to the child a little after s (the
-    # child trains on from there), slanted so that exploits at one step stay apart.
-    grid = np.array(sorted({int(x) for x in table["step"]}), dtype=float)
-    gap = float(np.median(np.diff(grid))) if grid.size > 1 else 1.0
-    lean = 0.3 * gap
-    arrow = {"arrowstyle": "-|>", "mutation_scale": 8, "shrinkA": 0, "shrinkB": 2}
-    for ev in exploit_events(events):
-        child, parent, step = int(ev["child"]), int(ev["parent"]), float(ev["step"])
-        if child not in ypos or parent not in ypos or child == parent:
-            continue
-        ax.annotate(
-            "",
-            xy=(step + lean, ypos[child]),
-            xytext=(step, ypos[parent]),
-            arrowprops={**arrow, "color": "tab:blue", "alpha": 0.5, "lw": 0.8},
-            zorder=2,
-        )
-    if schedule is not None and not schedule.empty:
-        runs = [r for r in _ancestry_runs(schedule) if r[0] in ypos]
-        for i, (m, a, b) in enumerate(runs):
-            # After an exploit the child's stretch starts where the arrow lands.
-            a = a + lean if i > 0 and runs[i - 1][0] != m else a
-            ax.plot([a, b], [ypos[m], ypos[m]], color="tab:red", lw=3.0, alpha=0.7, zorder=2)
-        for (m0, _, b0), (m1, a1, _) in zip(runs, runs[1:], strict=False):
-            if m0 != m1 and b0 == a1:
-                ax.annotate(
-                    "",
-                    xy=(a1 + lean, ypos[m1]),
-                    xytext=(b0, ypos[m0]),
-                    arrowprops={**arrow, "color": "tab:red", "lw": 2.0},
-                    zorder=5,
-                )
-    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=metric)
-    handles = [
-        matplotlib.lines.Line2D([], [], color="0.75", lw=1.0, label="member (id kept by slot)"),
-        matplotlib.lines.Line2D([], [], color="tab:blue", lw=0.8, label="exploit: parent → child"),
-    ]
-    if schedule is not None and not schedule.empty:
-        handles.append(
-            matplotlib.lines.Line2D(
-                [], [], color="tab:red", lw=3.0, label=f"ancestry of best member {best}"
-            )
-        )
-    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=3)
-    every = max(1, math.ceil(len(ids) / 40))
-    ax.set_yticks(range(0, len(ids), every), [str(m) for m in ids[::every]])
-    ax.set_ylim(-0.7, len(ids) - 0.3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("member")
-    n = len(exploit_events(events))
-    ax.set_title(f"lineage: {n} exploit{'s' if n != 1 else ''}")
-    ax.grid(axis="x", alpha=0.3)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_hparam_trajectories(
-    table: pd.DataFrame,
-    names: list[str],
-    path: Path,
-    log_dims: set[str] = frozenset(),
-    schedule: pd.DataFrame | None = None,
-    best: int | None = None,
-) -> None:
-    """One panel per hyperparameter: its value against step for every member (thin step plots)
-    and the best member's reconstructed ``schedule`` (bold)."""
-    n = max(1, len(names))
-    cols = min(n, 2)
-    nrows = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        nrows, cols, figsize=(5.4 * cols + 1.6, 3.4 * nrows), squeeze=False, layout="constrained"
-    )
-    groups = [
-        (int(m), r.sort_values("step")) for m, r in table[table["step"] > 0].groupby("member")
-    ]
-    few = len(groups) <= 10  # then each member gets a colour of its own and a legend entry
-    cmap = plt.get_cmap("tab10" if few else "tab20")
-    for k, (ax, name) in enumerate(zip(axes.ravel(), names, strict=False)):
-        for i, (m, rows) in enumerate(groups):
-            starts, ends = _segments(table, rows)
-            label = f"member {m}" if few and k == 0 else None
-            color = cmap(i % cmap.N)
-            _stairs(
-                ax, starts, ends, rows[name].to_numpy(), color=color, lw=1.0, alpha=0.6, label=label
-            )
-        if schedule is not None and not schedule.empty and name in schedule:
-            _stairs(
-                ax,
-                schedule["start_step"].to_numpy(np.int64),
-                schedule["end_step"].to_numpy(np.int64),
-                schedule[name].to_numpy(),
-                color="black",
-                lw=2.6,
-                label=f"best member {best}\n(reconstructed)" if k == 0 else None,
-            )
-        if name in log_dims:
-            ax.set_yscale("log")
-        ax.set_title(name)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(names) :]:
-        ax.axis("off")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, fontsize=7, loc="outside right upper")
-    fig.suptitle("hyperparameters per member (thin) and the best member's schedule (bold)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write_report(run_dir: str | Path) -> Path:
     """Writes ``plots/*.png`` and ``summary.md``; returns the summary path."""
     run_dir = Path(run_dir)
@@ -573,19 +354,36 @@ def write_report(run_dir: str | Path) -> Path:
     log_dims = _log_dims(run_dir)
     objective = info.get("objective", "val_loss")
     maximize = bool(info.get("maximize", False))
-    plots = run_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    for name in hparams:
-        plot_curves(table, name, plots / f"curves_{name}.png", objective, log=name in log_dims)
-    if hparams:
-        plot_final(members, hparams, plots / "final_vs_hparams.png", objective, log_dims=log_dims)
-    plot_train(table, plots / "train_curves.png")
-
     events = read_events(run_dir)
     exploits = exploit_events(events)
     changing = _changing(run_dir, table, info.get("hparam_names") or hparam_columns(table))
     best = best_member(members, objective, maximize)
     best_id = None if best is None else int(best["member"])
+    starts = member_starts(table, events)
+    starts = starts if any(starts.values()) else None  # generation-based: per generation
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    for name in hparams:
+        plot_curves(
+            table,
+            name,
+            plots / f"curves_{name}.png",
+            objective,
+            log=name in log_dims,
+            best=best_id,
+            starts=starts,
+        )
+    if hparams:
+        plot_final(
+            members,
+            hparams,
+            plots / "final_vs_hparams.png",
+            objective,
+            log_dims=log_dims,
+            best=best_id,
+        )
+    plot_train(table, plots / "train_curves.png", best=best_id, starts=starts)
+
     schedule, note = None, None
     if exploits or changing:
         if best_id is None:
