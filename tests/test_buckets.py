@@ -130,6 +130,7 @@ def _run(tmp_path, *args):
     return run
 
 
+@pytest.mark.slow
 def test_cli_pbt_exploits_within_buckets(tmp_path):
     run = _run(
         tmp_path,
@@ -237,6 +238,7 @@ print("RESULT" + json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_split_placement_runs_buckets_on_their_own_devices():
     """``bucket_placement=split``: each bucket on a device of its own (so buckets run at the
     same time); the members train as with the buckets in turn over shared devices."""

@@ -159,6 +159,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path, name, uninte
         assert sum('"exploit"' in x for x in (full / "events.jsonl").read_text().splitlines())
 
 
+@pytest.mark.slow
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, uninterrupted):
     study = STUDIES["pbt"]
     full = uninterrupted("pbt")

@@ -115,6 +115,7 @@ def test_wrapper_averages_folds_and_expands_decisions():
     np.testing.assert_array_equal(upd.hparams["lr"], [5, 5, 5, 6, 6, 6])
 
 
+@pytest.mark.slow
 def test_cli_pbt_with_folds(tmp_path):
     rc = main(
         [

@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 SCRIPT = textwrap.dedent(
     """
@@ -120,6 +121,7 @@ PBT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_pbt_on_a_sharded_population_host_and_compiled():
     """PBT's exploit is a gather across devices: 1 and 4 devices, host decisions and the
     compiled lax.scan loop, all give the same lineage and the same final metrics."""
@@ -178,6 +180,7 @@ DATA_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_data_parallel_axis_matches_one_device():
     """A member whose batch is split over a ``data`` mesh axis trains as it does on one device
     (float tolerance: the gradient is summed in a different order), for the LM and for a

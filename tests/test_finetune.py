@@ -266,6 +266,7 @@ def test_bad_pretrained_from_the_cli(tmp_path, capsys):
 # -- the command line, end to end --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_pretrain_then_finetune(tmp_path):
     """``jaxhpo run mlm-pretrain ... train.save_best=true`` saves the best member;
     ``jaxhpo run bert-finetune task.pretrained=RUN_DIR`` fine-tunes the 3 x 2 x 3 grid from it,

@@ -433,6 +433,7 @@ def _lm_run(tmp_path, name, extra):
     return run(cfg, quiet=True)
 
 
+@pytest.mark.slow
 def test_compact_and_masked_halving_agree_on_the_lm_task(tmp_path):
     """P=9, eta=3, rungs at 10 and 30 of 60 steps: 9x10 + 3x20 + 1x30 = 180 member-steps,
     counted by the run loop; both modes stop the same members and end with the same metrics."""

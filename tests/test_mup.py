@@ -353,6 +353,7 @@ def test_mutransfer_workflow_from_the_cli(tmp_path):
 # 3. µTransfer ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_coordinate_check_transformer():
     """After 5 Adam steps the change of the Transformer's logits grows with width under SP
     (x >= sqrt(4) from width 64 to 256) and stays flat under µP."""

@@ -113,6 +113,7 @@ def test_optuna_export_of_a_pbt_run_live_and_afterwards(pbt_run, tmp_path):
         assert parents  # PBT's exploits are recorded on the child's trial
 
 
+@pytest.mark.slow
 def test_optuna_export_of_a_hyperband_run_prunes_stopped_members(tmp_path):
     cfg = load_config("lm-hyperband", [*TINY, *HYPERBAND, f"out_dir={tmp_path}"])
     run_dir = run(cfg, quiet=True).run_dir

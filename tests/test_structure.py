@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import TINY_LM_OVERRIDES
 from flax import nnx
 
@@ -86,6 +87,7 @@ def test_population_members_of_different_depth_share_one_program():
     assert popn.trace_counts["segment"] == 1 and np.isfinite(np.asarray(losses)).all()
 
 
+@pytest.mark.slow
 def test_cli_pbt_searches_structure(tmp_path, capsys):
     rc = main(
         [
