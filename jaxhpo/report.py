@@ -16,11 +16,11 @@ Plots (``RUN_DIR/plots/``):
 Each curve plot draws the best member bold red, leaves a dwarfing first evaluation out of its
 y-range and plots generation-based runs per generation (see :mod:`jaxhpo.plots`).
 
-``summary.md`` names the best member (best final objective among members that did not diverge)
-with its hyperparameters and its test metrics, the steps each member trained; a *Budget* line (member-steps used, members stopped
-per step) when ``run.json`` has ``member_steps`` or members were stopped; a *Lineage* section
-(number of exploits, the best member's schedule, merged where hyperparameters stay equal) when
-members exploited others.
+``summary.md`` names the best member (best final objective among members that did not diverge) with
+its hyperparameters and its test metrics, the steps each member trained; a *Budget* line (member-
+steps used, members stopped per step) when ``run.json`` has ``member_steps`` or members were
+stopped; a *Lineage* section (number of exploits, the best member's schedule, merged where
+hyperparameters stay equal) when members exploited others.
 
 ``RUN_DIR/best_schedule.csv`` (written when members exploited others or hyperparameters changed
 during a member's life; one row per segment, see :func:`jaxhpo.results.lineage_schedule`) is the
