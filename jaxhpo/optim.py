@@ -88,6 +88,9 @@ DEFAULTS: dict[str, float] = {
     "clipping_threshold": 1.0,
     # Hypergradient descent (sgd_hd, nesterov_hd, adam_hd): the learning rate's own step size.
     "hd_beta": 0.0,
+    # A member's choice (jaxhpo.choices): a code into the run's schedules / optimizers.
+    "schedule": 0.0,
+    "optimizer": 0.0,
 }
 """Default value of every hyperparameter; ``clip_norm=inf`` means no clipping."""
 
@@ -165,7 +168,8 @@ def schedule_value(kind: str, step: ArrayLike, hp: Mapping[str, ArrayLike]) -> A
       cycles are counted from the end of warmup and are at least one step long.
 
     Args:
-        kind: One of :data:`SCHEDULES`.
+        kind: One of :data:`SCHEDULES`, or a tuple of them: a per-member choice, the code
+            ``hp["schedule"]`` picks one (:func:`jaxhpo.choices.switch_schedule_value`).
         step: Update count (integer or float, possibly traced).
         hp: Hyperparameters; must contain the schedule's names from :func:`hparam_names`.
 
@@ -175,6 +179,10 @@ def schedule_value(kind: str, step: ArrayLike, hp: Mapping[str, ArrayLike]) -> A
     Raises:
         ValueError: If ``kind`` is unknown.
     """
+    if not isinstance(kind, str):  # a per-member choice among schedules (jaxhpo.choices)
+        from jaxhpo.choices import switch_schedule_value
+
+        return switch_schedule_value(tuple(kind), step, hp)
     _check_choice("schedule", kind, SCHEDULES)
 
     def get(name: str) -> Array:
@@ -222,7 +230,8 @@ def hparam_names(optimizer: str, schedule: str) -> tuple[str, ...]:
 
     Args:
         optimizer: One of :data:`OPTIMIZERS`.
-        schedule: One of :data:`SCHEDULES`.
+        schedule: One of :data:`SCHEDULES`, or a tuple of them (a per-member choice: the union
+            of their names and the code ``schedule``, :mod:`jaxhpo.choices`).
 
     Returns:
         The names, in a fixed order, without duplicates.
@@ -231,6 +240,10 @@ def hparam_names(optimizer: str, schedule: str) -> tuple[str, ...]:
         ValueError: If ``optimizer`` or ``schedule`` is unknown.
     """
     _check_choice("optimizer", optimizer, OPTIMIZERS)
+    if not isinstance(schedule, str):  # a per-member choice among schedules (jaxhpo.choices)
+        from jaxhpo.choices import schedule_choice_names
+
+        return schedule_choice_names(tuple(schedule)) + _OPTIMIZER_HPARAMS[optimizer]
     _check_choice("schedule", schedule, SCHEDULES)
     return _SCHEDULE_HPARAMS[schedule] + _OPTIMIZER_HPARAMS[optimizer]
 

@@ -261,8 +261,10 @@ def resolve(
     Args:
       optimizer: a built-in name (:data:`jaxhpo.optim.OPTIMIZERS`), an optax factory or a
         function of yours returning a ``GradientTransformation`` (taking ``learning_rate``), or
-        its ``module:name`` reference.
-      schedule: the learning-rate schedule (:data:`jaxhpo.optim.SCHEDULES`).
+        its ``module:name`` reference; or a tuple of them, a per-member choice
+        (:class:`jaxhpo.choices.ChoiceSpec`, the code ``optimizer`` per member).
+      schedule: the learning-rate schedule (:data:`jaxhpo.optim.SCHEDULES`), or a tuple of
+        them, a per-member choice (the code ``schedule`` per member, :mod:`jaxhpo.choices`).
       searched: the search space's names. A factory's float arguments among them become
         per-member hyperparameters; names that are no argument of the factory and no
         optimizer or schedule name (:data:`jaxhpo.optim.DEFAULTS`) are left to the task (e.g.
@@ -285,6 +287,12 @@ def resolve(
     """
     from jaxhpo import refs
 
+    if isinstance(schedule, list | tuple):  # a per-member choice of schedule (jaxhpo.choices)
+        schedule = tuple(schedule)
+    if isinstance(optimizer, list | tuple):  # a per-member choice of optimizer
+        from jaxhpo.choices import resolve_choice
+
+        return resolve_choice(optimizer, schedule, searched, mask)
     if isinstance(optimizer, str) and not refs.is_reference(optimizer):
         if mask is not None and mask != "default":
             raise ValueError(

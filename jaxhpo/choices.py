@@ -1,0 +1,248 @@
+"""Program choices per member: the learning-rate schedule and the optimizer as traced codes.
+
+Choosing a schedule or an optimizer changes the program, not just a number in it. Here the
+choice is a float32 code in the optimizer state (``opt_state.hyperparams["schedule"]`` /
+``["optimizer"]``, an index into the run's tuple of choices) and the program holds every choice
+behind a ``jax.lax.switch``, as ``init_scheme`` does for initialisation
+(:func:`jaxhpo.models.mup.kernel_init`). A strategy changes a member's schedule or optimizer
+between segments by writing its code, which never recompiles; PBT may explore it.
+
+* **Schedules** (:func:`switch_schedule_value`): ``schedule=("warmup_cosine", "constant")``
+  anywhere a schedule name is taken (:func:`jaxhpo.optim.make_optimizer`,
+  :func:`jaxhpo.optim.resolve`, :class:`jaxhpo.population.Population`). The hyperparameters are
+  the union of the schedules' (each branch reads its own) plus ``schedule``.
+* **Optimizers** (:class:`ChoiceSpec`, from :func:`jaxhpo.optim.resolve` given a tuple of
+  built-in names and/or optax factories): one program with a switch over the choices' updates
+  and a state holding every choice's state (a tuple, one entry per choice; a member updates only
+  its own entry). A member with code ``i`` therefore computes exactly what choice ``i`` alone
+  computes. The per-member names are the union of the choices' (the peak rate is ``lr`` when a
+  built-in name is among the choices, else ``learning_rate``) plus ``optimizer``.
+
+Under ``lax.map`` over members (the CPU default) a switch on a per-member code runs one branch;
+under ``vmap`` it runs every branch and selects (the cost of a mixed population is measured in
+``scripts/bench_choices.py``). Why one program rather than one per optimizer (shape buckets):
+the buckets would give every optimizer its own compiled program and forbid copying members across
+them; the switch keeps one population, one program and PBT's exploit across optimizers, at the
+price of every member carrying every choice's optimizer state.
+
+A value of NaN means *inactive* (a conditional dimension of the search space,
+:mod:`jaxhpo.space`): every branch reads its own default in its place, so an inactive
+dimension takes the default of the choice the member made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxhpo import optim
+from jaxhpo.optim_factory import OptimizerSpec, _signature
+
+#: Hyperparameter names of the two codes.
+SCHEDULE = "schedule"
+OPTIMIZER = "optimizer"
+
+
+def _check_choices(field: str, values: Sequence[Any], known: tuple[str, ...] | None) -> None:
+    if not values:
+        raise ValueError(f"optim.{field}: a choice needs at least one value")
+    labels = [v if isinstance(v, str) else getattr(v, "__qualname__", repr(v)) for v in values]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"optim.{field}: a choice lists {labels} with a repeat")
+    for v in values:
+        if known is not None and v not in known:
+            raise ValueError(f"optim.{field}: unknown {v!r} (choose from {', '.join(known)})")
+
+
+def code_index(code: jax.Array, n: int) -> jax.Array:
+    """The int32 branch index of a float code (rounded, clipped to ``0..n-1``; NaN is 0)."""
+    c = jnp.nan_to_num(jnp.asarray(code, jnp.float32), nan=0.0)
+    return jnp.clip(jnp.round(c), 0, n - 1).astype(jnp.int32)
+
+
+def _or_default(value: Any, default: float) -> jax.Array:
+    """``value``, or ``default`` where it is NaN (an inactive dimension)."""
+    v = jnp.asarray(value, float)
+    return jnp.where(jnp.isnan(v), jnp.asarray(default, v.dtype), v)
+
+
+def schedule_choice_names(schedules: tuple[str, ...]) -> tuple[str, ...]:
+    """Hyperparameters of a choice among ``schedules``: ``lr``, the union of the schedules'
+    own names (in the order of :data:`jaxhpo.optim.SCHEDULES`' tables), then ``schedule``."""
+    _check_choices("schedule", schedules, optim.SCHEDULES)
+    names: list[str] = []
+    for kind in schedules:
+        names += [n for n in optim.hparam_names("sgd", kind) if n not in names]
+    common = optim.hparam_names("sgd", "constant")[1:]  # the optimizer's, after lr
+    return (*[n for n in names if n not in common], SCHEDULE)
+
+
+def switch_schedule_value(
+    schedules: tuple[str, ...], step: Any, hp: Mapping[str, Any]
+) -> jax.Array:
+    """The learning rate at ``step`` of the schedule ``hp["schedule"]`` picks in ``schedules``.
+
+    Each branch is :func:`jaxhpo.optim.schedule_value` of one schedule, reading its own names
+    (NaN: :data:`jaxhpo.optim.DEFAULTS`); ``lax.switch`` on the traced code picks one.
+    """
+    own = {k: schedule_choice_names((k,))[:-1] for k in schedules}
+
+    def branch(kind: str):
+        def value(s, h):
+            vals = {n: _or_default(h[n], optim.DEFAULTS[n]) for n in own[kind]}
+            return jnp.asarray(optim.schedule_value(kind, s, vals), jnp.float32)
+
+        return value
+
+    code = code_index(hp[SCHEDULE], len(schedules))
+    operands = {n: hp[n] for n in schedule_choice_names(schedules)[:-1]}
+    return jax.lax.switch(code, [branch(k) for k in schedules], jnp.asarray(step, float), operands)
+
+
+def switch_transform(
+    txs: Sequence[optax.GradientTransformation], code: jax.Array
+) -> optax.GradientTransformationExtraArgs:
+    """One transform over ``txs``: the state is the tuple of their states; ``update`` runs the
+    transform ``code`` picks (``lax.switch``) on its own entry and leaves the others as they are.
+    """
+    txs = tuple(txs)
+
+    def init(params):
+        return tuple(tx.init(params) for tx in txs)
+
+    def branch(i: int):
+        def update(operands):
+            updates, state, params = operands
+            new_updates, new_state = txs[i].update(updates, state[i], params)
+            new_updates = jax.tree.map(lambda n, u: n.astype(u.dtype), new_updates, updates)
+            return new_updates, (*state[:i], new_state, *state[i + 1 :])
+
+        return update
+
+    def update(updates, state, params=None, **extra):
+        del extra
+        branches = [branch(i) for i in range(len(txs))]
+        return jax.lax.switch(code_index(code, len(txs)), branches, (updates, state, params))
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChoiceSpec(OptimizerSpec):
+    """A per-member choice among optimizers (from :func:`resolve_choice`).
+
+    :attr:`optimizer` is the tuple of the choices' :class:`OptimizerSpec`; :attr:`names` the
+    union of theirs (the peak rate under one name) plus ``optimizer``; :attr:`defaults` a
+    choice's default where the choices agree, NaN (each choice its own) where they do not.
+    """
+
+    @property
+    def builtin(self) -> bool:
+        return False
+
+    @property
+    def choices(self) -> tuple[OptimizerSpec, ...]:
+        return self.optimizer  # type: ignore[return-value]
+
+    def labels(self) -> tuple[str, ...]:
+        """The choices' labels, in code order."""
+        return tuple(s.label for s in self.choices)
+
+    def _member_values(self, i: int, hp: Mapping[str, Any]) -> dict[str, jax.Array]:
+        """Choice ``i``'s hyperparameters from the union's (NaN: choice ``i``'s default)."""
+        spec, peak = self.choices[i], self.names[0]
+        out = {}
+        for n in spec.names:
+            src = peak if n in ("lr", "learning_rate") else n
+            out[n] = _or_default(hp[src] if src in hp else self.defaults[src], spec.defaults[n])
+        return out
+
+    def _switch(self, hp: Mapping[str, Any], differentiable: bool, mup: bool):
+        txs = []
+        for i, spec in enumerate(self.choices):
+            tx = spec.chain(self._member_values(i, hp), differentiable=differentiable)
+            if mup and spec.builtin:  # as make_optimizer: µP's per-layer rates
+                from jaxhpo.models.mup import with_lr_multipliers
+
+                tx = with_lr_multipliers(tx, spec.optimizer)
+            txs.append(tx)
+        return switch_transform(txs, hp.get(OPTIMIZER, 0.0))
+
+    def template(self) -> optax.GradientTransformation:
+        """``optax.inject_hyperparams`` over :attr:`names`: every choice's chain behind a
+        switch on ``optimizer``; a built-in choice carries µP's multipliers as
+        :func:`jaxhpo.optim.make_optimizer` does."""
+
+        def factory(**hp: jax.Array) -> optax.GradientTransformation:
+            return self._switch(hp, differentiable=False, mup=True)
+
+        factory.__signature__ = inspect.Signature(
+            [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in self.names]
+        )
+        factory.__name__ = "choice"
+        injected = optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)
+        return injected(**self.defaults)
+
+    def chain(
+        self, hp: Mapping[str, Any], *, differentiable: bool = False
+    ) -> optax.GradientTransformation:
+        """The switch with explicit values; its state is :meth:`template`'s ``inner_state``."""
+        values = {n: hp[n] if n in hp else self.defaults[n] for n in self.names}
+        return self._switch(values, differentiable=differentiable, mup=True)
+
+
+def resolve_choice(
+    optimizers: Sequence[Any], schedule: Any, searched: Any = (), mask: Any = "default"
+) -> ChoiceSpec:
+    """A :class:`ChoiceSpec` over ``optimizers`` (built-in names, optax factories or
+    ``module:name`` references), each resolved by :func:`jaxhpo.optim.resolve`."""
+    from jaxhpo import refs
+    from jaxhpo.optim_factory import resolve
+
+    _check_choices(OPTIMIZER, list(optimizers), None)
+    searched = tuple(searched)
+    specs = []
+    for o in optimizers:
+        if isinstance(o, str) and not refs.is_reference(o):
+            specs.append(resolve(o, schedule))
+            continue
+        factory = refs.resolve(o, "optim.optimizer") if isinstance(o, str) else o
+        # another choice's names (optimizer names this factory does not take) are not its
+        own = set(_signature(factory)) if callable(factory) else set()
+        mine = [n for n in searched if n in own or n not in optim.DEFAULTS]
+        specs.append(resolve(factory, schedule, mine, mask=mask))
+    read = {n for s in specs for n in s.names} | {"lr", "learning_rate", OPTIMIZER}
+    unread = [n for n in searched if n in optim.DEFAULTS and n not in read]
+    if unread:
+        raise ValueError(
+            f"space.{unread[0]}: read by none of the optimizers "
+            + ", ".join(s.label for s in specs)
+        )
+    peak = "lr" if any(s.builtin for s in specs) else "learning_rate"
+    names: list[str] = [peak]
+    for s in specs:
+        names += [n for n in s.names if n not in ("lr", "learning_rate") and n not in names]
+    defaults: dict[str, float] = {}
+    for n in names:
+        seen = {
+            float(s.defaults[m])
+            for s in specs
+            for m in s.names
+            if m == n or (n == peak and m in ("lr", "learning_rate"))
+        }
+        defaults[n] = seen.pop() if len(seen) == 1 else float("nan")
+    names.append(OPTIMIZER)
+    defaults[OPTIMIZER] = 0.0
+    return ChoiceSpec(
+        names=tuple(names),
+        defaults=defaults,
+        label="choice(" + ", ".join(s.label for s in specs) + ")",
+        optimizer=tuple(specs),
+        schedule=schedule,
+    )
