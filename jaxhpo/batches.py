@@ -78,7 +78,8 @@ def make_member_batch(population: Any) -> Callable[[Any, Any], tuple[Any, jax.Ar
         return task.train_batch(train_data, m.step)
 
     transforms: list[Callable] = []
-    if population.max_batch:  # tasks without weights: the whole batch
+    fixed_b = population.fixed.get("batch_size")
+    if population.max_batch and fixed_b != population.max_batch:  # without weights: whole batch
         transforms.append(
             lambda batch, key, m: (
                 first_rows(batch, m.hparams["batch_size"]) if "weights" in batch else batch,

@@ -125,6 +125,7 @@ class PopulationConfig:
     data_devices: int = 1  # split each member's batch over this many devices (mesh axis "data")
     structure: str = "masked"  # structural dims: masked super-model | buckets (jaxhpo/buckets.py)
     bucket_placement: str = "shared"  # buckets: shared (all devices, in turn) | split (own device)
+    specialise: bool = True  # task hparams outside the space are constants of the compiled step
 
 
 @dataclasses.dataclass

@@ -49,6 +49,13 @@ from jaxhpo.tasks.base import Task
 MEMBER_STREAM = 0x3E3B
 
 
+def _check_fixed(fixed: Mapping[str, float], names: tuple[str, ...]) -> dict[str, float]:
+    unknown = sorted(set(fixed) - set(names))
+    if unknown:
+        raise ValueError(f"population: fixed names {unknown} are not task hyperparameters")
+    return {k: float(v) for k, v in fixed.items()}
+
+
 def resolve_devices(devices: int, size: int, available: int | None = None) -> int:
     """How many devices the member axis is sharded over.
 
@@ -109,6 +116,7 @@ class Population(PopulationEvaluation):
         data_devices: int = 1,
         device_offset: int = 0,
         searched: tuple[str, ...] = (),
+        fixed: Mapping[str, float] | None = None,
     ):
         self.task = task
         self._args = (task, optimizer, schedule, mode, chunk_size)
@@ -154,6 +162,11 @@ class Population(PopulationEvaluation):
             + tuple(self.structure)
         )
         self.hparam_names = self.opt_names + self.task_names + self.member_fields
+        #: Task hyperparameters held at one value for the whole run (not in the search space):
+        #: the step reads them as Python constants, so what they switch off costs nothing (a
+        #: dropout of 0 draws no random bits, a full-size structure or batch masks nothing).
+        #: Writing another value is an error (:meth:`set_hparams`).
+        self.fixed = _check_fixed(fixed or {}, self.task_names)
         #: How the task's module splits into parameters, carried state and RNG streams.
         self.model = MemberModel(task)
         self.graphdef = self.model.graphdef
@@ -256,6 +269,18 @@ class Population(PopulationEvaluation):
         return jax.eval_shape(lambda: self.init(root_key, ids, hp))
 
     # -- construction ----------------------------------------------------------------------
+    @staticmethod
+    def task_defaults(task: Any) -> dict[str, float]:
+        """Every task hyperparameter of a population of ``task`` with its default: the task's
+        own, ``batch_size`` (the task's batch) and a Transformer's structure (the full model)."""
+        out = {k: float(v) for k, v in task.hparam_defaults.items()}
+        if getattr(task, "batch_size", None):
+            out["batch_size"] = float(task.batch_size)
+        mc = getattr(task, "model_config", None)
+        if isinstance(mc, TransformerConfig):
+            out.update(depth=mc.num_layers, heads=mc.num_heads, ff_width=mc.d_ff)
+        return {k: float(v) for k, v in out.items()}
+
     def full_hparams(self, hparams: Mapping[str, Any], size: int) -> dict[str, np.ndarray]:
         """All hyperparameters as float32 [size] arrays; missing ones get their defaults."""
         self._check_names(hparams)
@@ -309,6 +334,11 @@ class Population(PopulationEvaluation):
         self.trace_counts["init"] += 1
         f = over_members(lambda a: self._init_member(root_key, *a), self.mode, self.chunk_size)
         return f((ids, hp))
+
+    def step_hparams(self, hp: Mapping[str, Any]) -> dict[str, Any]:
+        """A member's task hyperparameters as its step reads them: the :attr:`fixed` ones as
+        Python floats (constants of the program), the others as the member's arrays."""
+        return {**hp, **self.fixed} if self.fixed else dict(hp)
 
     def member_batch_size(self, hp: Mapping[str, jax.Array]) -> jax.Array:
         b = hp["batch_size"] if self.max_batch and "batch_size" in hp else self.task.batch_size
@@ -403,8 +433,19 @@ class Population(PopulationEvaluation):
         return {**{k: opt[k] for k in self.opt_names}, **pop.hparams, **fields}
 
     def set_hparams(self, pop: PopulationState, values: Mapping[str, Any]) -> PopulationState:
-        """Writes new values (scalars or [P]); shapes and dtypes stay, so nothing recompiles."""
+        """Writes new values (scalars or [P]); shapes and dtypes stay, so nothing recompiles.
+
+        Raises:
+          ValueError: a name is unknown, or a :attr:`fixed` one gets another value.
+        """
         self._check_names(values)
+        for k in set(values) & set(self.fixed):
+            v = np.asarray(values[k], np.float32)
+            if not np.all(v == np.float32(self.fixed[k])):
+                raise ValueError(
+                    f"hparams: {k} is fixed at {self.fixed[k]:g} in this run (not in the search "
+                    f"space); add space.{k} to change it"
+                )
         P = pop.size
         cast = {
             k: jnp.asarray(np.broadcast_to(np.asarray(v, np.float32), (P,)))
@@ -463,6 +504,7 @@ class Population(PopulationEvaluation):
             data_devices=self.data_devices,
             device_offset=self.device_offset,
             searched=self._searched,
+            fixed=self.fixed,
         )
         other.trace_counts = self.trace_counts  # one count for the whole run
         return other

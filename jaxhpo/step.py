@@ -148,9 +148,9 @@ def member_step(
     """
     update = update or population.tx.update
 
-    def do_step(m):
+    def do_step(m, go=True):
         batch, key = population.member_batch(m, train_data)
-        hp = m.hparams if task_hp is None else task_hp
+        hp = population.step_hparams(m.hparams) if task_hp is None else task_hp
 
         def loss_fn(params):
             return task_loss(
@@ -166,22 +166,27 @@ def member_step(
         # parameter norm (an overflow in params + updates shows up in the norm).
         norms = jnp.stack([optax.tree.norm(updates), optax.tree.norm(params)])
         finite = jnp.isfinite(reported) & jnp.all(jnp.isfinite(norms))
+        keep = finite & go  # one select over the member's state decides both
         new = m.replace(
-            params=_select(finite, params, m.params),
-            opt_state=_select(finite, opt_state, m.opt_state),
-            model_state=_select(finite, state, m.model_state),
-            step=m.step + finite.astype(jnp.int32),
-            diverged=~finite,
+            params=_select(keep, params, m.params),
+            opt_state=_select(keep, opt_state, m.opt_state),
+            model_state=_select(keep, state, m.model_state),
+            step=m.step + keep.astype(jnp.int32),
+            diverged=m.diverged | (go & ~finite),
         )
-        return new, jnp.where(finite, reported, jnp.nan)
+        return new, jnp.where(keep, reported, jnp.nan)
 
     go = m.active & ~m.diverged
     if population.epoch_size is not None:
         go = go & (m.step < population.member_limit(m.hparams))
-    return jax.lax.cond(go, do_step, no_step, m)
+    if population.mode != "map":
+        # Mapped by vmap (or in vmapped chunks) a per-member `cond` becomes a select over the
+        # whole state after computing both branches: fold `go` into the step's own select.
+        return do_step(m, go)
+    return jax.lax.cond(go, do_step, no_step, m)  # under lax.map a real branch: no work
 
 
 def member_evaluate(population: Any, params: Any, state: Any, data: Any, hp: Any) -> dict:
     """ONE member's metrics on a split (the task's ``evaluate_split``, in evaluation mode)."""
     module = population.model.merge(params, state, jax.random.key(0), train=False)
-    return population.task.evaluate_split(module, data, hp)
+    return population.task.evaluate_split(module, data, population.step_hparams(hp))

@@ -228,12 +228,17 @@ def dropout(x: jax.Array, rate: jax.Array | float, key: jax.Array | None) -> jax
         ``x`` with entries zeroed with probability ``rate`` and the survivors scaled by
         ``1 / (1 - rate)``. Rate 0 returns exactly ``x``.
     """
-    if key is None:
-        return x
+    if key is None or (isinstance(rate, int | float) and rate == 0):
+        return x  # a rate fixed at 0 for the run (a Python constant) draws no random bits
     keep = 1.0 - jnp.asarray(rate, dtype=jnp.float32)
     # uniform < 1.0 always holds, so rate 0 keeps everything and divides by exactly 1.
     keep_mask = jax.random.bernoulli(key, keep, x.shape)
     return jnp.where(keep_mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
+
+
+def _full(size: jax.Array | float | None, full: int) -> bool:
+    """``size`` is a Python number (a constant of the program) at or above ``full``."""
+    return isinstance(size, int | float) and size >= full
 
 
 def _split(key: jax.Array | None, num: int) -> list[jax.Array | None]:
@@ -474,6 +479,10 @@ class Transformer(nnx.Module):
         """
         cfg = self.config
         _, L = tokens_BxL.shape
+        # a structure fixed at the full model for the run (Python constants) masks nothing
+        depth = None if _full(depth, cfg.num_layers) else depth
+        heads = None if _full(heads, cfg.num_heads) else heads
+        ff_width = None if _full(ff_width, cfg.d_ff) else ff_width
         if cfg.max_len < L:
             raise ValueError(f"sequence length {L} exceeds model.max_len ({cfg.max_len})")
 

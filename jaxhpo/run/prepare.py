@@ -236,11 +236,31 @@ def _make_population(
         else:
             devices = resolve_devices(cfg.population.devices, size, len(jax.devices()) // data)
             population = Population(
-                task, *args, devices=devices, data_devices=data, searched=space.names
+                task,
+                *args,
+                devices=devices,
+                data_devices=data,
+                searched=space.names,
+                fixed=fixed_task_hparams(task, space, cfg.population.specialise),
             )
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return population
+
+
+def fixed_task_hparams(task: Task, space: Space, specialise: bool = True) -> dict[str, float]:
+    """The task hyperparameters one value holds for the whole run: those the space leaves out
+    (at the task's defaults) and the space's fixed values. The step reads them as constants
+    (``population.specialise``; see :attr:`jaxhpo.population.Population.fixed`)."""
+    if not specialise:
+        return {}
+    probe = Population.task_defaults(task)
+    out = {k: v for k, v in probe.items() if k not in space.names}
+    for name in space.names:
+        value = space[name].value if name not in space.searched else None
+        if name in probe and isinstance(value, int | float):
+            out[name] = float(value)
+    return out
 
 
 def _first_hparams(
