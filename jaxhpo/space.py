@@ -37,6 +37,8 @@ import scipy.special
 from numpy.typing import ArrayLike
 from scipy.stats import qmc
 
+from jaxhpo import conditions
+
 Array = np.ndarray | jax.Array
 
 _EPS = 1e-6
@@ -269,12 +271,21 @@ class Space:
     Args:
         dims: Mapping ``name -> Dimension``; insertion order is kept.
         where: Prefix for error messages (e.g. ``"space"`` gives ``space.lr: ...``).
+        when: Conditional dimensions, ``name -> {parent: [values]}``: ``name`` is active only
+            where each parent (a choice or fixed dimension) takes one of the values
+            (:mod:`jaxhpo.conditions`); an inactive entry is NaN (None if categorical).
 
     Raises:
         ValueError: If a name or dimension is invalid (one-line message naming the field).
     """
 
-    def __init__(self, dims: Mapping[str, Dimension], *, where: str = "space"):
+    def __init__(
+        self,
+        dims: Mapping[str, Dimension],
+        *,
+        where: str = "space",
+        when: Mapping[str, Any] | None = None,
+    ):
         if not isinstance(dims, Mapping):
             raise ValueError(f"{where}: expected a mapping of name -> dimension, got {dims!r}")
         self.where = where
@@ -289,6 +300,10 @@ class Space:
         self.searched: tuple[str, ...] = tuple(
             n for n, d in self._dims.items() if not isinstance(d, Fixed)
         )
+        #: ``name -> ((parent, values), ...)`` for the conditional dimensions.
+        self.when: conditions.Conditions = conditions.check_conditions(
+            self._dims, when or {}, where
+        )
 
     # -- construction / serialization ------------------------------------------------------
 
@@ -296,9 +311,10 @@ class Space:
     def from_config(cls, cfg: Mapping[str, Any], *, where: str = "space") -> Space:
         """Builds a space from a YAML-style mapping.
 
-        Each entry is a mapping with ``type`` (``float``/``int``/``choice``/``fixed``), a shorthand
-        string (``"loguniform(1e-4, 1e-1)"``, ``"uniform(0, 1)"``, ``"int(1, 8)"``,
-        ``"logint(1, 64)"``), a list (a ``Choice``), or a scalar (a ``Fixed``).
+        Each entry is a mapping with ``type`` (``float``/``int``/``choice``/``fixed``) and
+        optionally ``when: {parent: [values]}`` (a conditional dimension), a shorthand string
+        (``"loguniform(1e-4, 1e-1)"``, ``"uniform(0, 1)"``, ``"int(1, 8)"``, ``"logint(1, 64)"``),
+        a list (a ``Choice``), or a scalar (a ``Fixed``).
 
         Args:
             cfg: Mapping ``name -> entry``.
@@ -312,8 +328,21 @@ class Space:
         """
         if not isinstance(cfg, Mapping):
             raise ValueError(f"{where}: expected a mapping of name -> dimension, got {cfg!r}")
-        dims = {name: _parse_dim(spec, f"{where}.{name}") for name, spec in cfg.items()}
-        return cls(dims, where=where)
+        when = {
+            name: conditions.parse_when(spec["when"], f"{where}.{name}")
+            for name, spec in cfg.items()
+            if isinstance(spec, Mapping) and "when" in spec
+        }
+        dims = {
+            name: _parse_dim(
+                {k: v for k, v in spec.items() if k != "when"}
+                if isinstance(spec, Mapping)
+                else spec,
+                f"{where}.{name}",
+            )
+            for name, spec in cfg.items()
+        }
+        return cls(dims, where=where, when=when)
 
     def to_config(self) -> dict[str, dict[str, Any]]:
         """Returns a plain (YAML-dumpable) mapping that :meth:`from_config` turns back into self."""
@@ -326,6 +355,8 @@ class Space:
                 out[name] = {"type": "choice", "values": list(d.values)}
             else:
                 out[name] = {"type": "fixed", "value": d.value}
+            if name in self.when:
+                out[name]["when"] = {p: list(v) for p, v in self.when[name]}
         return out
 
     # -- mapping protocol ------------------------------------------------------------------
@@ -345,10 +376,10 @@ class Space:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Space):
             return NotImplemented
-        return list(self._dims.items()) == list(other._dims.items())
+        return list(self._dims.items()) == list(other._dims.items()) and self.when == other.when
 
     def __hash__(self) -> int:
-        return hash(tuple(self._dims.items()))
+        return hash((tuple(self._dims.items()), tuple(self.when.items())))
 
     def __repr__(self) -> str:
         return f"Space({self._dims!r})"
@@ -400,6 +431,8 @@ class Space:
                 assert isinstance(dim, Choice)
                 col = np.asarray(columns[name], dtype=object)
                 index = {v: i for i, v in enumerate(dim.values)}
+                if name in self.when:  # an inactive entry (None) sits at the constant 0.5
+                    index[None] = (len(dim.values) * conditions.INACTIVE_UNIT) - 0.5
                 try:
                     idx = np.vectorize(index.__getitem__, otypes=[float])(col)
                 except (KeyError, TypeError):
@@ -410,14 +443,20 @@ class Space:
                 out.append(xp.asarray((idx + 0.5) / len(dim.values)))
             else:
                 x = columns[name]
-                x = x if xp is jnp else np.asarray(x, dtype=np.float64)
-                out.append(_numeric_to_unit(dim, xp.asarray(x), xp))  # type: ignore[arg-type]
+                x = xp.asarray(x if xp is jnp else np.asarray(x, dtype=np.float64))
+                unit = _numeric_to_unit(dim, x, xp)  # type: ignore[arg-type]
+                if name in self.when:  # an inactive entry (NaN) sits at the constant 0.5
+                    unit = xp.where(xp.isnan(x), conditions.INACTIVE_UNIT, unit)
+                out.append(unit)
         if not out:
             return xp.zeros((*shape, 0))
         return xp.stack(out, axis=-1)
 
-    def from_unit(self, u: ArrayLike) -> dict[str, Array]:
+    def from_unit(self, u: ArrayLike, _raw: bool = False) -> dict[str, Array]:
         """Maps unit coordinates back to columns (inverse of :meth:`to_unit`).
+
+        Entries of conditional dimensions that their parents make inactive are emptied (NaN /
+        None), so every point decoded here respects the space's conditions.
 
         Args:
             u: Array of shape ``[..., len(searched)]``; clipped to ``[0, 1]``.
@@ -459,6 +498,10 @@ class Space:
                 out[name] = np.asarray(dim.values, dtype=object)[idx]
             else:
                 out[name] = _numeric_from_unit(dim, ui, xp)  # type: ignore[arg-type]
+        if self.when and not _raw:
+            if xp is jnp:
+                raise TypeError(f"{self.where}: conditional dimensions are decoded on the host")
+            out = conditions.deactivate(self, out)
         return out
 
     def to_unconstrained(self, columns: Mapping[str, ArrayLike]) -> Array:
@@ -568,7 +611,27 @@ class Space:
                 vals = np.asarray([dim.value], dtype=object if _is_categorical(dim) else float)
             axes.append(vals)
         idx = np.meshgrid(*(np.arange(len(a)) for a in axes), indexing="ij")
-        return {name: a[i.ravel()] for name, a, i in zip(self.names, axes, idx, strict=True)}
+        out = {name: a[i.ravel()] for name, a, i in zip(self.names, axes, idx, strict=True)}
+        if self.when:  # only active combinations, each once
+            out = conditions.unique_points(conditions.deactivate(self, out))
+        return out
+
+    # -- conditional dimensions ------------------------------------------------------------
+
+    def active(self, columns: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
+        """Where each dimension is active (bool arrays, the columns' batch shape)."""
+        return conditions.active(self, columns)
+
+    def deactivate(self, columns: Mapping[str, ArrayLike]) -> dict[str, Any]:
+        """The columns with inactive entries emptied: NaN (None in a categorical column)."""
+        return conditions.deactivate(self, columns)
+
+    def complete(
+        self, columns: Mapping[str, ArrayLike], seed: int | np.random.Generator
+    ) -> dict[str, Any]:
+        """The columns consistent with the conditions: inactive entries emptied, an entry a
+        changed parent made active drawn from the space (e.g. after PBT's explore)."""
+        return conditions.complete(self, columns, seed)
 
     # -- checking --------------------------------------------------------------------------
 
@@ -599,22 +662,23 @@ class Space:
                 assert isinstance(dim, Choice)
                 col = np.asarray(columns[name], dtype=object)
                 for v in col.ravel():
-                    if v not in dim.values:
+                    if v not in dim.values and not (v is None and name in self.when):
                         raise ValueError(
                             f"{self._path(name)}: {v!r} is not one of {list(dim.values)}"
                         )
                 out[name] = col.copy()
             else:
                 x = np.asarray(columns[name], dtype=np.float64)
-                if np.isnan(x).any():
+                if np.isnan(x).any() and name not in self.when:  # NaN: an inactive entry
                     raise ValueError(f"{self._path(name)}: cannot clip NaN")
                 if isinstance(dim, Choice):
                     vals = np.asarray(dim.values, dtype=np.float64)
-                    out[name] = vals[np.argmin(np.abs(x[..., None] - vals), axis=-1)]
+                    snapped = vals[np.argmin(np.abs(x[..., None] - vals), axis=-1)]
+                    out[name] = np.where(np.isnan(x), np.nan, snapped)
                 else:
                     x = np.round(x) if isinstance(dim, Int) else x
                     out[name] = np.clip(x, dim.low, dim.high)
-        return out
+        return conditions.deactivate(self, out)
 
     def validate_values(self, columns: Mapping[str, ArrayLike]) -> None:
         """Checks that columns lie in the space.
@@ -636,16 +700,19 @@ class Space:
             if name not in columns:
                 continue
             dim, path = self._dims[name], self._path(name)
+            empty = (None,) if name in self.when else ()  # an inactive entry
             if _is_categorical(dim):
                 allowed = dim.values if isinstance(dim, Choice) else (dim.value,)  # type: ignore[union-attr]
                 for v in np.asarray(columns[name], dtype=object).ravel():
-                    if v not in allowed:
+                    if v not in allowed and v not in empty:
                         raise ValueError(f"{path}: {v!r} is not one of {list(allowed)}")
                 continue
             try:
                 x = np.asarray(columns[name], dtype=np.float64).ravel()
             except (TypeError, ValueError):
                 raise ValueError(f"{path}: values must be numeric") from None
+            if empty:
+                x = x[~np.isnan(x)]
             if isinstance(dim, Float | Int):
                 tol = _VALIDATE_RTOL * (abs(dim.low) + abs(dim.high))
                 bad = ~((x >= dim.low - tol) & (x <= dim.high + tol))
