@@ -138,6 +138,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # the latest k checkpoints are kept
     ensemble_top_k: int = 0  # >0: also evaluate the top-k members' averaged predictions
     save_best: bool = False  # save the best member's weights in RUN_DIR/pretrained (orbax)
+    compile_cache: bool = True  # JAX's persistent compilation cache (jaxhpo/compile_cache.py)
 
 
 @dataclasses.dataclass

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # XLA:CPU spends most of a small test's time in LLVM optimisation of the compiled program
 # (22 s -> 3 s for a tiny population segment). Tests compile many small programs and run them
 # for a few steps, so they use the fastest backend optimisation level. Runs and benchmarks keep
 # XLA's default. Set XLA_FLAGS yourself to override.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# Runs cache compiled programs (jaxhpo/compile_cache.py); the tests keep theirs in a folder of
+# their own, never in the user's cache.
+os.environ.setdefault(
+    "JAXHPO_COMPILE_CACHE",
+    os.path.join(tempfile.gettempdir(), f"jaxhpo-test-xla-cache-{os.getuid()}"),
+)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -182,6 +182,7 @@ def test_progress_lines_fit_80_columns_and_give_an_eta(tmp_path):
     lines = [x for x in buf.getvalue().splitlines() if x.startswith("segment ")]
     assert len(lines) == 3 and all(len(x) <= 80 for x in lines)
     assert lines[0].startswith("segment 1/3 step 4/12 | best val loss")
+    assert "first segment in " in lines[0]  # the time to the first trained segment
     assert "ETA 0:" in lines[-1]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert not (run_dir / "tensorboard").exists()  # report.tensorboard=false writes none

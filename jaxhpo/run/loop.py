@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from rich.console import Console
 
-from jaxhpo import parallel
+from jaxhpo import compile_cache, parallel
 from jaxhpo.callbacks import CallbackList
 from jaxhpo.checkpoint import Checkpointer
 from jaxhpo.config import Config
@@ -91,12 +91,14 @@ def _run_in(
     checkpointer = None
     if cfg.train.checkpoint_every and not cfg.train.compiled:
         checkpointer = Checkpointer(run_dir / "checkpoints", cfg.train.keep_checkpoints)
+    cache = compile_cache.enable(cfg.train.compile_cache)  # before the first compile
     root_key = jax.random.key(cfg.seed)
     restored = restore(checkpointer, prep, root_key) if resume else None
     hooks = _callbacks(cfg, callbacks) if writes else None
     writer = _open_writer(cfg, prep, run_dir, out_dir, restored, resume, writes, hooks)
+    writer.update_info({"compile_cache": cache})
     loop = _start(cfg, prep, writer, root_key, restored, run_dir.name)
-    with progress_line(cfg, console, quiet) as show:
+    with progress_line(cfg, console, quiet, prep.started) as show:
         if cfg.train.compiled:
             run_compiled(loop, show)
         show.at_step(loop.step)
@@ -255,6 +257,9 @@ def _train_segment(loop: Loop, segment: int, k: int) -> float:
     loop.timings["train_s"] += dt
     if loop.timings["first_segment_s"] is None:
         loop.timings["first_segment_s"] = dt
+        # from prepare() to the first trained segment: building, compiling (or loading from
+        # the compilation cache) and training it
+        loop.timings["first_trained_segment_s"] = time.perf_counter() - loop.prep.started
     loop.step += k
     loop.segment = segment
     loop.obs = loop.observe(segment, nanmean_rows(losses))

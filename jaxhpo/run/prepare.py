@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import time
 from typing import Any
 
 import jax
@@ -104,6 +105,7 @@ class Prepared:
     strategy_state: Any
     hparams: dict[str, np.ndarray]  # first population, float [P] per name (all names)
     size: int
+    started: float = dataclasses.field(default_factory=time.perf_counter)  # prepare() began
 
 
 def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> Prepared:
@@ -115,6 +117,7 @@ def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> 
         strategies written outside the package).
       task: a task object to use instead of building the one ``cfg.task`` names.
     """
+    started = time.perf_counter()
     try:
         space = Space.from_config(cfg.space, where="space")
     except ValueError as e:
@@ -127,7 +130,7 @@ def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> 
     size = len(next(iter(cols.values()))) if cols else (cfg.population.size or 1)
     population = _make_population(cfg, task, space, structural, strategy, size)
     full = _first_hparams(cfg, task, population, strategy, cols, size)
-    return Prepared(cfg, task, space, population, strategy, state, full, size)
+    return Prepared(cfg, task, space, population, strategy, state, full, size, started)
 
 
 def _checked_task(cfg: Config, space: Space, task: Any) -> tuple[Task, tuple[str, ...]]:

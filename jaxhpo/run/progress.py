@@ -37,7 +37,7 @@ class ProgressLine:
         now = time.perf_counter()
         if self.first is None:
             self.first = (segment, now)
-            return "ETA after the next segment"
+            return f"first segment in {now - self.started:.1f}s"
         done, since = segment - self.first[0], now - self.first[1]
         if done <= 0:
             return "ETA after the next segment"
@@ -73,8 +73,11 @@ class ProgressLine:
 
 
 @contextlib.contextmanager
-def progress_line(cfg: Config, console: Console, quiet: bool) -> Iterator[ProgressLine]:
-    """The progress bar of a run of ``cfg``, shown while the block runs."""
+def progress_line(
+    cfg: Config, console: Console, quiet: bool, started: float | None = None
+) -> Iterator[ProgressLine]:
+    """The progress bar of a run of ``cfg``, shown while the block runs; ``started`` (a
+    ``time.perf_counter()``) is when the run began, for the time to the first segment."""
     total, seg = cfg.train.steps, cfg.train.segment_steps
     n_segments = -(-total // seg)
     columns = [
@@ -88,7 +91,9 @@ def progress_line(cfg: Config, console: Console, quiet: bool) -> Iterator[Progre
         bar = progress.add_task(
             f"{cfg.name}: segment 0/{n_segments}", total=total, info="compiling the segment"
         )
-        yield ProgressLine(progress, bar, console, quiet, cfg.name, n_segments, seg, total)
+        line = ProgressLine(progress, bar, console, quiet, cfg.name, n_segments, seg, total)
+        line.started = time.perf_counter() if started is None else started
+        yield line
 
 
 def notice(message: str) -> None:
