@@ -246,3 +246,19 @@ def resolve_choice(
         optimizer=tuple(specs),
         schedule=schedule,
     )
+
+
+def optional_names(population: Any) -> tuple[str, ...]:
+    """The hyperparameters a strategy may leave empty (NaN: an inactive conditional dimension,
+    the default read in its place): those of a per-member choice of optimizer or schedule
+    except the peak rate and the codes; every name of learning curves
+    (:mod:`jaxhpo.simulate`, ``population.optional_names``); none otherwise."""
+    own = getattr(population, "optional_names", None)
+    if own is not None:
+        return tuple(own)
+    spec = getattr(population, "opt", None)
+    if isinstance(spec, ChoiceSpec):
+        return tuple(n for n in spec.names[1:] if n not in (OPTIMIZER, SCHEDULE))
+    if spec is not None and not isinstance(spec.schedule, str):
+        return schedule_choice_names(spec.schedule)[:-1]
+    return ()

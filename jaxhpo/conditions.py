@@ -144,7 +144,7 @@ def complete(space: Any, columns: Mapping[str, Any], seed: Any) -> dict[str, Any
         missing = masks[name] & ~_present(np.asarray(out[name]))
         if missing.any():
             if draw is None:
-                draw = space.from_unit(rng.random((*shape, len(space.searched))), _raw=True)
+                draw = space.from_unit(rng.random((*shape, len(space.searched))), raw=True)
             col = np.asarray(out[name]).copy()
             col[missing] = np.asarray(draw[name])[missing]
             out[name] = col
@@ -170,3 +170,54 @@ def _key(v: Any) -> Any:
     if isinstance(v, float | np.floating) and np.isnan(v):
         return "<inactive>"
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _order(space: Any) -> list[str]:
+    """The searched names, every parent before its conditional dimensions."""
+    done: list[str] = []
+
+    def visit(name: str) -> None:
+        for parent, _ in space.when.get(name, ()):
+            visit(parent)
+        if name not in done:
+            done.append(name)
+
+    for name in space.names:
+        visit(name)
+    return [n for n in done if n in space.searched]
+
+
+def ask(study: Any, space: Any, dists: Mapping[str, Any]) -> Any:
+    """An Optuna trial asked define-by-run: the active dimensions only, parents first, so a
+    sampler such as TPE models the conditional structure (without conditions: ``study.ask``
+    with every distribution fixed)."""
+    if not space.when:
+        return study.ask(dict(dists))
+    trial = study.ask()
+    for name in _order(space):
+        ok = True
+        for parent, values in space.when.get(name, ()):
+            # a searched parent that is inactive is not in the trial: nothing is in ``values``
+            fixed = getattr(space[parent], "value", None)
+            ok = ok and trial.params.get(parent, fixed) in values
+        if ok:
+            _suggest(trial, name, dists[name])
+    return trial
+
+
+def _suggest(trial: Any, name: str, dist: Any) -> Any:
+    kind = type(dist).__name__
+    if kind == "CategoricalDistribution":
+        return trial.suggest_categorical(name, dist.choices)
+    suggest = trial.suggest_int if kind == "IntDistribution" else trial.suggest_float
+    return suggest(name, dist.low, dist.high, log=dist.log, step=dist.step)
+
+
+def internal(trial: Any, name: str, dist: Any) -> float:
+    """Optuna's internal value of a trial's parameter; NaN where it was not suggested."""
+    return dist.to_internal_repr(trial.params[name]) if name in trial.params else float("nan")
+
+
+def parents(space: Any) -> set[str]:
+    """The dimensions that conditions read."""
+    return {p for conds in space.when.values() for p, _ in conds}

@@ -116,6 +116,11 @@ class _Curves:
 
     hparam_names: tuple[str, ...]
 
+    @property
+    def optional_names(self) -> tuple[str, ...]:
+        """A curve reads NaN itself (an inactive conditional dimension)."""
+        return self.hparam_names
+
     def copy_members(self, pop: _Members, parents) -> _Members:
         """Slot ``i`` receives everything of slot ``parents[i]`` but its id."""
         moved = pop.take(np.asarray(parents))

@@ -452,11 +452,11 @@ class Space:
             return xp.zeros((*shape, 0))
         return xp.stack(out, axis=-1)
 
-    def from_unit(self, u: ArrayLike, _raw: bool = False) -> dict[str, Array]:
+    def from_unit(self, u: ArrayLike, raw: bool = False) -> dict[str, Array]:
         """Maps unit coordinates back to columns (inverse of :meth:`to_unit`).
 
         Entries of conditional dimensions that their parents make inactive are emptied (NaN /
-        None), so every point decoded here respects the space's conditions.
+        None), so every point decoded here respects the space's conditions (``raw=True``: kept).
 
         Args:
             u: Array of shape ``[..., len(searched)]``; clipped to ``[0, 1]``.
@@ -498,7 +498,7 @@ class Space:
                 out[name] = np.asarray(dim.values, dtype=object)[idx]
             else:
                 out[name] = _numeric_from_unit(dim, ui, xp)  # type: ignore[arg-type]
-        if self.when and not _raw:
+        if self.when and not raw:
             if xp is jnp:
                 raise TypeError(f"{self.where}: conditional dimensions are decoded on the host")
             out = conditions.deactivate(self, out)
@@ -518,7 +518,7 @@ class Space:
         unit = xp.clip(unit, _EPS, 1.0 - _EPS)
         return xp.log(unit) - xp.log1p(-unit)
 
-    def from_unconstrained(self, z: ArrayLike) -> dict[str, Array]:
+    def from_unconstrained(self, z: ArrayLike, raw: bool = False) -> dict[str, Array]:
         """Returns ``from_unit(sigmoid(z))``; differentiable in ``z`` for ``Float`` dims under jax.
 
         Args:
@@ -528,8 +528,8 @@ class Space:
             Columns as for :meth:`from_unit`.
         """
         if isinstance(z, jax.Array):
-            return self.from_unit(jax.nn.sigmoid(z))
-        return self.from_unit(scipy.special.expit(np.asarray(z, dtype=np.float64)))
+            return self.from_unit(jax.nn.sigmoid(z), raw)
+        return self.from_unit(scipy.special.expit(np.asarray(z, dtype=np.float64)), raw)
 
     # -- generators ------------------------------------------------------------------------
 

@@ -24,12 +24,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhpo import parallel
+from jaxhpo import choices, parallel
 from jaxhpo.strategies.base import PopulationUpdate
 
 
-def check_update(upd: PopulationUpdate, size: int, names: tuple[str, ...]) -> None:
-    """A strategy's update must keep the population's shape and name real members.
+def check_update(
+    upd: PopulationUpdate, size: int, names: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> None:
+    """A strategy's update must keep the population's shape and name real members; NaN (an
+    inactive conditional dimension) is allowed only in the ``optional`` names.
 
     Raises:
       ValueError: naming the field (``strategy update: parents must ...``).
@@ -68,7 +71,7 @@ def check_update(upd: PopulationUpdate, size: int, names: tuple[str, ...]) -> No
         arr = np.asarray(value, np.float64)
         if arr.shape not in ((), (size,)):
             raise ValueError(f"strategy update: hparams.{name} must be a scalar or ({size},)")
-        if not np.all(np.isfinite(arr)):
+        if not np.all(np.isfinite(arr) | (np.isnan(arr) & (name in optional))):
             raise ValueError(f"strategy update: hparams.{name} has non-finite values")
 
 
@@ -96,7 +99,7 @@ def apply_update(
       ValueError: if the update does not fit the population (wrong shape, parent index out of
         range, unknown or non-finite hyperparameter), before anything is changed.
     """
-    check_update(upd, pop.size, population.hparam_names)
+    check_update(upd, pop.size, population.hparam_names, choices.optional_names(population))
     if upd.parents is not None:
         pop = population.copy_members(pop, upd.parents)
     if upd.reinit is not None and np.any(upd.reinit):

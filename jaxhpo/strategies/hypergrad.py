@@ -34,6 +34,7 @@ import numpy as np
 import optax
 from flax import serialization
 
+from jaxhpo import conditions
 from jaxhpo.hypergrad import member, unrolled
 from jaxhpo.population import over_members
 from jaxhpo.space import Choice, Space
@@ -49,8 +50,11 @@ def outer_optimizer(name: str, lr: float) -> optax.GradientTransformation:
 
 
 def check_continuous(space: Space, strategy: str) -> None:
-    """Every searched dimension must be a continuous hyperparameter with a coordinate."""
+    """Every searched dimension must be a continuous hyperparameter with a coordinate, or a
+    choice that conditional dimensions depend on (held per member, not differentiated)."""
     for name in space.searched:
+        if isinstance(space[name], Choice) and name in conditions.parents(space):
+            continue
         if isinstance(space[name], Choice):
             raise ValueError(
                 f"space.{name}: the {strategy} strategy needs continuous dimensions "
@@ -62,8 +66,13 @@ def check_continuous(space: Space, strategy: str) -> None:
             raise ValueError(f"{e} (strategy {strategy})") from None
 
 
+def continuous(space: Space) -> tuple[str, ...]:
+    """The searched dimensions that hypergradients move (not the choices conditions read)."""
+    return tuple(n for n in space.searched if not isinstance(space[n], Choice))
+
+
 def bounds(space: Space) -> dict[str, tuple[float, float]]:
-    return {n: (float(space[n].low), float(space[n].high)) for n in space.searched}
+    return {n: (float(space[n].low), float(space[n].high)) for n in continuous(space)}
 
 
 class UnrolledHypergrad(Strategy):
@@ -144,7 +153,7 @@ class UnrolledHypergrad(Strategy):
         cache_key = (id(population), num_steps)
         if cache_key in self._windows:
             return self._windows[cache_key]
-        names = tuple(self.space.searched)
+        names = continuous(self.space)
         outer, remat, chunk = self.outer, self.remat, self.chunk
 
         def program(pop, z, outer_state, train_data, val_data, valid):
@@ -172,9 +181,10 @@ class UnrolledHypergrad(Strategy):
         return fn
 
     def train_segment(self, state, population, pop, data, num_steps, valid_steps):
-        names = tuple(self.space.searched)
+        names = continuous(self.space)
         hp = population.get_hparams(pop)
         z = unrolled.to_unconstrained({k: hp[k] for k in names})
+        z = {k: jnp.nan_to_num(v) for k, v in z.items()}  # inactive (NaN): not read, no gradient
         template = jax.vmap(self.outer.init)(z)
         if state["outer"]:
             outer_state = serialization.from_state_dict(template, state["outer"])
@@ -185,7 +195,7 @@ class UnrolledHypergrad(Strategy):
         pop, new_z, outer_state, val, losses = fn(pop, z, outer_state, data[0], data[1], valid)
         new = {k: np.asarray(v, np.float64) for k, v in unrolled.from_unconstrained(new_z).items()}
         for k, (lo, hi) in bounds(self.space).items():
-            new[k] = np.clip(new[k], lo, hi)
+            new[k] = np.where(np.isnan(np.asarray(hp[k])), np.nan, np.clip(new[k], lo, hi))
         state = {
             "outer": jax.tree.map(np.asarray, serialization.to_state_dict(outer_state)),
             "proposed": new,

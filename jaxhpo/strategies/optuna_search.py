@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxhpo import conditions
 from jaxhpo.space import Choice, Float, Int, Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate
 from jaxhpo.strategies.warm import GenerationalSearch
@@ -250,13 +251,13 @@ class OptunaSearch(GenerationalSearch):
     def _ask(self, study, P: int, g: int) -> tuple[list[int], np.ndarray, dict[str, np.ndarray]]:
         numbers, internal, values = [], [], {k: [] for k in self.dists}
         for _ in range(P):  # Optuna asks one trial at a time (host work between generations)
-            trial = study.ask(self.dists)
+            trial = conditions.ask(study, self.space, self.dists)  # define-by-run: active only
             trial.set_user_attr("generation", int(g))
             self._running[trial.number] = trial
             numbers.append(trial.number)
-            internal.append([d.to_internal_repr(trial.params[k]) for k, d in self.dists.items()])
+            internal.append([conditions.internal(trial, k, d) for k, d in self.dists.items()])
             for k in self.dists:
-                values[k].append(trial.params[k])
+                values[k].append(trial.params.get(k, np.nan))  # NaN: inactive
         cols = {}
         for k, v in values.items():
             arr = np.asarray(v, dtype=object)
@@ -264,18 +265,20 @@ class OptunaSearch(GenerationalSearch):
                 cols[k] = arr.astype(np.float64)
             except (TypeError, ValueError):
                 cols[k] = arr
-        return numbers, np.asarray(internal, np.float64).reshape(P, -1), cols
+        return numbers, np.asarray(internal, np.float64).reshape(P, -1), self.space.deactivate(cols)
 
     def _params(self, row: np.ndarray) -> dict[str, Any]:
-        return {k: d.to_external_repr(float(x)) for (k, d), x in zip(self.dists.items(), row)}
+        pairs = zip(self.dists.items(), row)  # NaN: an inactive conditional dimension
+        return {k: d.to_external_repr(float(x)) for (k, d), x in pairs if not np.isnan(x)}
 
     def _trial(self, row, value, member=None, generation=None):
         TrialState = self.optuna.trial.TrialState
         attrs = {} if member is None else {"member": int(member), "generation": int(generation)}
         ok = np.isfinite(value)
+        params = self._params(row)
         return self.optuna.trial.create_trial(
-            params=self._params(row),
-            distributions=self.dists,
+            params=params,
+            distributions={k: d for k, d in self.dists.items() if k in params},
             value=float(value) if ok else None,
             state=TrialState.COMPLETE if ok else TrialState.FAIL,
             user_attrs=attrs,

@@ -365,6 +365,8 @@ class PBT(Strategy):
             self._jitted(state, np.int32(obs.step), fit, searched, obs.groups, frozen=obs.frozen)
         )
         parents, copied, explored = np.asarray(parents), np.asarray(copied), np.asarray(explored)
+        # conditional dimensions: inactive ones emptied, ones a new parent value activates drawn
+        hp = self.space.complete(hp, np.random.default_rng([*np.ravel(state["key"]), obs.step]))
         events = lineage_events(obs, fit, parents, copied, explored, hp)
         upd = PopulationUpdate(
             parents=parents if copied.any() else None,

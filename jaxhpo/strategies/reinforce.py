@@ -206,12 +206,12 @@ class Reinforce(GenerationalSearch):
         full = np.zeros((P, len(self.space.searched)))
         for j, n in enumerate(self.gauss):
             full[:, self.space.searched.index(n)] = z[:, j]
-        cols = self.space.from_unconstrained(full)
+        cols = self.space.from_unconstrained(full, raw=True)  # emptied below, choices drawn
         for j, n in enumerate(self.discrete):
             cols[n] = np.asarray(self.cats[n], dtype=object)[idx[:, j]]
             with contextlib.suppress(TypeError, ValueError):  # numbers: float64 columns
                 cols[n] = cols[n].astype(np.float64)
-        return cols
+        return self.space.deactivate(cols)  # conditional dimensions: inactive ones emptied
 
     def _encode(self, cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Actions ``(z, idx)`` of given configurations (every searched name)."""
@@ -221,7 +221,7 @@ class Reinforce(GenerationalSearch):
         idx = np.zeros((P, len(self.discrete)), np.int32)
         for j, n in enumerate(self.discrete):
             lookup = {v: i for i, v in enumerate(self.cats[n])}
-            idx[:, j] = [lookup[_py(v)] for v in np.asarray(cols[n]).ravel()]
+            idx[:, j] = [lookup.get(_py(v), 0) for v in np.asarray(cols[n]).ravel()]  # 0: empty
         return zg.reshape(P, len(self.gauss)), idx
 
     def _template(self, params):
