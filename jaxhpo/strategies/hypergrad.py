@@ -214,7 +214,8 @@ class UnrolledHypergrad(Strategy):
         for i in range(P):
             before = {k: float(obs.hparams[k][i]) for k in new}
             after = {k: float(np.float32(new[k][i])) for k in new}
-            if after != {k: float(np.float32(v)) for k, v in before.items()}:
+            was = [float(np.float32(v)) for v in before.values()]  # NaN: inactive, no event
+            if not np.array_equal(list(after.values()), was, equal_nan=True):
                 events.append(
                     {
                         "kind": "explore",
