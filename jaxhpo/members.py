@@ -55,7 +55,9 @@ class PopulationState:
 
 
 def resolve_mode(mode: str) -> str:
-    """``auto`` -> ``map`` on CPU (measured faster there), ``vmap`` on GPU/TPU."""
+    """``auto`` -> ``map`` on CPU, ``vmap`` on GPU/TPU: the fallback where nothing sizes the
+    step (a :class:`~jaxhpo.population.Population` picks by its step's cost,
+    :mod:`jaxhpo.member_mode`)."""
     if mode not in MEMBER_MODES:
         raise ValueError(
             f"population.mode: unknown '{mode}' (choose from {', '.join(MEMBER_MODES)})"

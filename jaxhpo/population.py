@@ -30,6 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxhpo import optim, parallel
 from jaxhpo.batches import data_combine, make_member_batch
+from jaxhpo.member_mode import choose_mode, member_step_flops
 from jaxhpo.members import (  # noqa: F401 - re-exported: the population's public names
     MEMBER_MODES,
     PopulationState,
@@ -192,6 +193,12 @@ class Population(PopulationEvaluation):
         place_out = {"out_shardings": self.sharding} if self._meshed else {}
         self._where = jax.jit(self._where_impl, **place_out)
         self._copy = jax.jit(self._copy_impl, **place_out)
+        #: How the member mode was chosen (``auto``: :mod:`jaxhpo.member_mode`); in run.json.
+        self.mode_reason = f"population.mode={self.mode}"
+        if mode == "auto":
+            flops = member_step_flops(self, getattr(task, "train_data", None))
+            c = choose_mode(jax.default_backend(), flops, chunk_size)
+            self.mode, self.chunk_size, self.mode_reason = c.mode, c.chunk_size, c.reason
 
     def _sharded(self, fn: Callable, in_specs, out_specs) -> Callable:
         """``fn`` over each device's block of members (``jax.shard_map``), or ``fn`` itself."""

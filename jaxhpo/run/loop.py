@@ -161,6 +161,7 @@ def _open_writer(
             "task": task.describe(),
             "population_size": prep.size,
             "member_mode": population.mode,
+            "member_mode_reason": getattr(population, "mode_reason", population.mode),
             "member_devices": population.devices,
             "data_devices": population.data_devices,
             "devices": [str(d) for d in jax.devices()],
