@@ -134,3 +134,33 @@ def test_hypergrad_moves_only_active_continuous_dimensions(lm_task):
     assert np.all(new["lr"] != np.float32(0.1))
     assert np.isnan(new["momentum"][0]) and np.isfinite(new["momentum"][1])
     assert new["momentum"][1] != np.float32(0.9)
+
+
+def test_reinforce_policy_ignores_coordinates_that_never_reached_a_member():
+    """``b1`` is active only under optimizer code 1; when every member drew code 0 its draws
+    reached no member, so REINFORCE's update leaves its policy (mean and std) where it was,
+    while ``lr``'s moves."""
+    from jaxhpo.strategies.base import Observation
+
+    space = Space.from_config(
+        {
+            "optimizer": [0, 1],
+            "lr": "loguniform(1e-3, 1.0)",
+            "b1": {"type": "float", "low": 0.8, "high": 0.95, "when": {"optimizer": [1]}},
+        }
+    )
+    strat = Reinforce(learning_rate=0.5)
+    strat.check(4, 1)
+    state, _ = strat.init(0, space, 8)
+    state["idx"] = np.zeros_like(state["idx"])  # every member drew optimizer code 0
+    cols = strat._decode(state["z"], state["idx"])
+    assert np.all(np.isnan(cols["b1"]))
+    loss = (np.log10(cols["lr"]) + 1) ** 2
+    ids = np.arange(8)
+    obs = Observation(1, ids, cols, {"loss": loss}, np.zeros(8, bool), np.ones(8, bool))
+    new, _ = strat.update(state, obs)
+    j_lr, j_b1 = strat.gauss.index("lr"), strat.gauss.index("b1")
+    for field in ("mu", "log_std"):
+        before, after = state["params"][field], new["params"][field]
+        assert after[j_b1] == before[j_b1], field
+        assert after[j_lr] != before[j_lr], field

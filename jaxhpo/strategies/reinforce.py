@@ -72,13 +72,16 @@ def _categories(space: Space, name: str) -> list[Any] | None:
     return None
 
 
-def log_prob(params, mask_DkxK, z_PxDc, idx_PxDk) -> jax.Array:
-    """``log pi(a)`` of every member's action, ``[P]``."""
+def log_prob(params, mask_DkxK, z_PxDc, idx_PxDk, act_PxDc=None, act_PxDk=None) -> jax.Array:
+    """``log pi(a)`` of every member's action, ``[P]``; coordinates where ``act_*`` is False
+    (inactive conditional dimensions: their draw never reached the member) are left out."""
     mu, log_std = params["mu"][None], params["log_std"][None]
     lp = -0.5 * ((z_PxDc - mu) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
     logits = jnp.where(mask_DkxK, params["logits"], _MASKED)
     logp_DkxK = jax.nn.log_softmax(logits, axis=-1)
     cat = jnp.take_along_axis(logp_DkxK[None], idx_PxDk[..., None], axis=-1)[..., 0]
+    lp = lp if act_PxDc is None else jnp.where(act_PxDc, lp, 0.0)
+    cat = cat if act_PxDk is None else jnp.where(act_PxDk, cat, 0.0)
     return lp.sum(-1) + cat.sum(-1)
 
 
@@ -101,9 +104,10 @@ def sample(key, params, mask_DkxK, size: int):
     return z, idx
 
 
-def reinforce_loss(params, mask_DkxK, z_PxDc, idx_PxDk, adv_P, entropy_weight):
-    """``-(mean(adv * log pi(a)) + entropy_weight * H(pi))``: its gradient is REINFORCE's."""
-    lp = log_prob(params, mask_DkxK, z_PxDc, idx_PxDk)
+def reinforce_loss(params, mask_DkxK, z_PxDc, idx_PxDk, adv_P, entropy_weight, act=(None, None)):
+    """``-(mean(adv * log pi(a)) + entropy_weight * H(pi))``: its gradient is REINFORCE's
+    (``act``: the active coordinates of :func:`log_prob`)."""
+    lp = log_prob(params, mask_DkxK, z_PxDc, idx_PxDk, *act)
     return -(jnp.mean(adv_P * lp) + entropy_weight * entropy(params, mask_DkxK))
 
 
@@ -114,9 +118,9 @@ def policy_step(learning_rate: float):
     opt = optax.adam(learning_rate)
 
     @jax.jit
-    def step(params, opt_state, mask_DkxK, z_PxDc, idx_PxDk, adv_P, entropy_weight):
+    def step(params, opt_state, mask_DkxK, z_PxDc, idx_PxDk, adv_P, entropy_weight, act):
         loss, g = jax.value_and_grad(reinforce_loss)(
-            params, mask_DkxK, z_PxDc, idx_PxDk, adv_P, entropy_weight
+            params, mask_DkxK, z_PxDc, idx_PxDk, adv_P, entropy_weight, act
         )
         updates, opt_state = opt.update(g, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
@@ -224,6 +228,14 @@ class Reinforce(GenerationalSearch):
             idx[:, j] = [lookup.get(_py(v), 0) for v in np.asarray(cols[n]).ravel()]  # 0: empty
         return zg.reshape(P, len(self.gauss)), idx
 
+    def _active(self, z: np.ndarray, idx: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """Which coordinates of the actions reached the members (conditional dimensions)."""
+        act = self.space.active(self._decode(z, idx))
+        P = z.shape[0]
+        act_g = np.stack([act[n] for n in self.gauss], -1) if self.gauss else np.ones((P, 0))
+        act_k = np.stack([act[n] for n in self.discrete], -1) if self.discrete else np.ones((P, 0))
+        return jnp.asarray(act_g, bool), jnp.asarray(act_k, bool)
+
     def _template(self, params):
         return self.opt.init(params)
 
@@ -314,6 +326,7 @@ class Reinforce(GenerationalSearch):
                 jnp.asarray(idx),
                 jnp.asarray(adv),
                 jnp.asarray(self.entropy_weight),
+                self._active(z, idx),
             )
         baseline = self.baseline_decay * b + (1 - self.baseline_decay) * mean
         g, seed = int(state["generation"]), int(state["seed"])
