@@ -21,6 +21,7 @@ from jaxhpo.buckets import BUCKET_HPARAMS, BucketedPopulation
 from jaxhpo.config import Config, ConfigError
 from jaxhpo.optim_factory import resolve as resolve_optimizer
 from jaxhpo.population import Population, resolve_devices
+from jaxhpo.run import choice_space
 from jaxhpo.run.checks import check_space, check_structure
 from jaxhpo.space import Space
 from jaxhpo.strategies import STRATEGIES, Strategy
@@ -64,7 +65,7 @@ def opt_names(cfg: Config, space: Space) -> tuple[str, ...]:
     """The optimizer's per-member hyperparameter names (a factory's: ``learning_rate``, the
     schedule's and the float arguments the space names)."""
     try:
-        return resolve_optimizer(cfg.optim.optimizer, cfg.optim.schedule, space.names).names
+        return resolve_optimizer(*choice_space.program(cfg), space.names).names
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -119,7 +120,7 @@ def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> 
     """
     started = time.perf_counter()
     try:
-        space = Space.from_config(cfg.space, where="space")
+        space = choice_space.as_codes(cfg, Space.from_config(cfg.space, where="space"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if not space.searched and cfg.strategy.name != "grid":
@@ -221,7 +222,7 @@ def _make_population(
                 f"population.data_devices: {data} requested but only {len(jax.devices())} "
                 f"{jax.default_backend()} device(s) are visible"
             )
-        args = (cfg.optim.optimizer, cfg.optim.schedule, cfg.population.mode)
+        args = (*choice_space.program(cfg), cfg.population.mode)
         args += (cfg.population.chunk_size,)
         if cfg.population.structure == "buckets":
             # each bucket shards over the most devices (up to population.devices) dividing it
