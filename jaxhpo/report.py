@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from jaxhpo import report_choices
 from jaxhpo.plots import (
     member_starts,
     plot_curves,
@@ -123,6 +124,7 @@ def summary_markdown(
     says why there is none).
     """
     best = best_member(members, objective, maximize)
+    labels = report_choices.labels_of(_space_section(run_dir))  # optimizer/schedule names
     lines = [f"# Run `{run_dir.name}`", ""]
     n_div = int(members["diverged"].astype(bool).sum())
     lines.append(
@@ -144,7 +146,7 @@ def summary_markdown(
         lines.append("| field | value |")
         lines.append("| --- | --- |")
         for name in hparams:
-            lines.append(f"| {name} | {best[name]:.6g} |")
+            lines.append(f"| {name} | {report_choices.cell(labels, name, best[name], '.6g')} |")
         for col in [c for c in members.columns if c.startswith(("val_", "test_"))]:
             lines.append(f"| {col} | {best[col]:.4f} |")
     lines.append("")
@@ -160,7 +162,10 @@ def summary_markdown(
         cells = []
         for c in cols:
             v = r[c]
-            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+            if c in hparams:
+                cells.append(report_choices.cell(labels, c, v))
+            else:
+                cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     tests = [c for c in metrics if c.startswith("test_")]
@@ -172,6 +177,9 @@ def summary_markdown(
         lines.append("")
     lines.extend(ensemble_section((info or {}).get("ensemble")))
     lines.extend(cv_section(members, hparams, objective, maximize))
+    lines.extend(
+        report_choices.best_per_choice_section(members, labels, hparams, objective, maximize)
+    )
     lines.extend(lineage_section(events, hparams, best, schedule, schedule_note))
     lines.append(
         "Plots: "
@@ -381,6 +389,12 @@ def write_report(run_dir: str | Path) -> Path:
             objective,
             log_dims=log_dims,
             best=best_id,
+        )
+    labels = report_choices.labels_of(_space_section(run_dir))
+    for choice in [c for c in labels if c in hparams]:
+        path = plots / f"final_vs_hparams_by_{choice}.png"
+        report_choices.plot_final_by_choice(
+            members, hparams, labels, choice, path, objective, log_dims
         )
     plot_train(table, plots / "train_curves.png", best=best_id, starts=starts)
 
