@@ -151,7 +151,7 @@ class StrategyConfig:
     # PBT (Jaderberg et al. 2017)
     ready_steps: int | None = None  # exploit/explore interval; None = train.segment_steps
     min_steps: int = 0  # pbt: no exploit before; halving/hyperband: the first rung; median: grace
-    exploit: str = "truncation"  # truncation | tournament | none
+    exploit: str = "truncation"  # truncation | tournament | none (=none_all) | none_bottom
     fraction: float = 0.25  # truncation: top/bottom fraction
     explore: str = "perturb"  # perturb | none
     perturb: str = "multiply"  # multiply | gaussian
@@ -177,7 +177,8 @@ class StrategyConfig:
     warm_start_top: int = 0  # its k best members join the first generation
     # bo: Gaussian-process surrogate (tinygp), batch Thompson sampling
     bo_candidates: int = 256  # candidate points per generation's Thompson draws
-    bo_fit_steps: int = 100  # Adam steps of each GP hyperparameter fit
+    bo_fit_steps: int = 100  # Adam steps of each GP hyperparameter fit (per start)
+    bo_local_steps: int = 50  # projected Adam steps of each Thompson draw's local search
     # optuna: any Optuna sampler proposes each generation (pip install 'jaxhpo[optuna]')
     optuna_sampler: str = "tpe"  # tpe | gp | cmaes | qmc | nsga2 | random | any *Sampler name
     optuna_storage: str | None = None  # an Optuna storage URL (sqlite:///study.db); None: memory

@@ -25,7 +25,7 @@ from searchbench import (
 
 from jaxhpo.simulate import simulate
 from jaxhpo.space import Choice, Float, Int, Space
-from jaxhpo.strategies import bo
+from jaxhpo.strategies import bo, gp
 from jaxhpo.strategies.bo import BayesOpt
 
 P = 16
@@ -51,14 +51,14 @@ def test_gp_posterior_matches_closed_form():
     N, D = 11, 2
     X, y, Xc = rng.random((N, D)), rng.standard_normal(N), rng.random((7, D))
     theta = _theta(D, rng)
-    noise = math.exp(theta["log_noise"]) + bo._JITTER
+    noise = math.exp(theta["log_noise"]) + gp._JITTER
     K = _matern52(X, X, theta["log_amp"], theta["log_ls"]) + noise * np.eye(N)
     Ks = _matern52(Xc, X, theta["log_amp"], theta["log_ls"])
     Kss = _matern52(Xc, Xc, theta["log_amp"], theta["log_ls"])
     mean = Ks @ np.linalg.solve(K, y)
-    var = np.diag(Kss - Ks @ np.linalg.solve(K, Ks.T)) + bo._JITTER  # the draws' jitter
-    with bo._x64():
-        Xp, yp, mask = bo._pad(X, y)  # 32 rows, 21 of them padding
+    var = np.diag(Kss - Ks @ np.linalg.solve(K, Ks.T)) + gp._JITTER  # the draws' jitter
+    with bo.x64():
+        Xp, yp, mask = bo.pad(X, y)  # 32 rows, 21 of them padding
         m, v = bo.posterior(jax.tree.map(jnp.asarray, theta), Xp, yp, mask, jnp.asarray(Xc))
         lp = -jax.jit(bo.neg_log_posterior)(jax.tree.map(jnp.asarray, theta), Xp, yp, mask)
     np.testing.assert_allclose(np.asarray(m), mean, rtol=1e-8, atol=1e-10)
@@ -66,8 +66,8 @@ def test_gp_posterior_matches_closed_form():
     # marginal likelihood: log N(y; 0, K) + prior + the padded rows' log N(0; 0, 1)
     _, logdet = np.linalg.slogdet(K)
     ll = -0.5 * (y @ np.linalg.solve(K, y) + logdet + N * math.log(2 * math.pi))
-    with bo._x64():
-        prior = float(bo._log_prior(jax.tree.map(jnp.asarray, theta), D))
+    with bo.x64():
+        prior = float(gp._log_prior(jax.tree.map(jnp.asarray, theta), D))
     pad = len(yp) - N
     assert float(lp) == pytest.approx(ll + prior - 0.5 * pad * math.log(2 * math.pi), rel=1e-10)
 
@@ -76,10 +76,10 @@ def test_padding_does_not_change_the_gradient():
     rng = np.random.default_rng(1)
     X, y = rng.random((20, 3)), rng.standard_normal(20)
     theta = _theta(3, rng)
-    with bo._x64():
+    with bo.x64():
         t = jax.tree.map(jnp.asarray, theta)
         grad = jax.jit(jax.grad(bo.neg_log_posterior))
-        g_pad = grad(t, *bo._pad(X, y))  # 32 rows, 12 of them padding
+        g_pad = grad(t, *bo.pad(X, y))  # 32 rows, 12 of them padding
         g = grad(t, jnp.asarray(X), jnp.asarray(y), jnp.ones(20))
     for a, b in zip(jax.tree.leaves(g_pad), jax.tree.leaves(g), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
@@ -91,8 +91,8 @@ def test_fit_reaches_scipy_optimum_and_finds_the_relevant_dimension():
     rng = np.random.default_rng(2)
     X = rng.random((40, 3))
     y = bo.standardise(np.sin(6 * X[:, 0]) + 0.05 * rng.standard_normal(40))
-    with bo._x64():
-        Xp, yp, mask = bo._pad(X, y)
+    with bo.x64():
+        Xp, yp, mask = bo.pad(X, y)
         theta, losses = bo.fit_gp(bo.init_theta(3), Xp, yp, mask, steps=300)
         ours = float(bo.neg_log_posterior(theta, Xp, yp, mask))
 
@@ -101,7 +101,7 @@ def test_fit_reaches_scipy_optimum_and_finds_the_relevant_dimension():
 
         f = jax.jit(jax.value_and_grad(lambda v: bo.neg_log_posterior(unflat(v), Xp, yp, mask)))
         start = np.concatenate([[0.0], np.zeros(3), [math.log(1e-2)]])
-        bounds = [bo.LOG_AMP_BOUNDS] + [bo.LOG_LS_BOUNDS] * 3 + [bo.LOG_NOISE_BOUNDS]
+        bounds = [gp.LOG_AMP_BOUNDS] + [gp.LOG_LS_BOUNDS] * 3 + [gp.LOG_NOISE_BOUNDS]
         res = scipy.optimize.minimize(
             lambda v: tuple(np.asarray(a, np.float64) for a in f(jnp.asarray(v))),
             start,
@@ -124,8 +124,8 @@ def test_noise_term_absorbs_noisy_observations():
     fitted = []
     for sd in (0.0, 0.5):
         y = f + sd * rng.standard_normal(40)
-        with bo._x64():
-            theta, _ = bo.fit_gp(bo.init_theta(3), *bo._pad(X, bo.standardise(y)), steps=300)
+        with bo.x64():
+            theta, _ = bo.fit_gp(bo.init_theta(3), *bo.pad(X, bo.standardise(y)), steps=300)
         fitted.append(float(np.exp(theta["log_noise"])))
         truth = sd**2 / np.var(y)
     assert fitted[1] == pytest.approx(truth, rel=1.0) and fitted[1] > 10 * fitted[0], fitted

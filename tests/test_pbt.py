@@ -270,3 +270,21 @@ def test_replaying_the_best_schedule_reproduces_the_best_member(tmp_path):
     np.testing.assert_array_equal(from_dir["end_step"], schedule["end_step"])
     with pytest.raises(ConfigError, match="strategy.schedule"):
         prepare(load_config("pbt-toy", ["strategy.name=replay", "population.size=1"]))
+
+
+@pytest.mark.parametrize(
+    ("exploit", "explorers"),
+    [("none", range(8)), ("none_all", range(8)), ("none_bottom", [2, 6])],
+)
+def test_explore_only_ablation_has_two_named_forms(exploit, explorers):
+    """``none``/``none_all``: every member perturbs; ``none_bottom`` (Algorithm 1 without the
+    copy): only the bottom quarter perturbs. Nobody copies in either."""
+    space = Space.from_config({"lr": "loguniform(1e-4, 1e-1)"})
+    strategy = PBT(ready_steps=10, fraction=0.25, exploit=exploit, factors=(0.5, 2.0))
+    state, _ = strategy.init(0, space, 8)
+    lr = np.full(8, 1e-2, np.float32)
+    fit = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4]  # members 2 and 6 are the worst two
+    _, upd = strategy.update(state, _obs(fit, {"lr": lr}))
+    assert upd.parents is None or (np.asarray(upd.parents) == np.arange(8)).all()
+    moved = np.flatnonzero(~np.isclose(np.asarray(upd.hparams["lr"]), lr))
+    np.testing.assert_array_equal(moved, list(explorers))

@@ -57,176 +57,32 @@ hyperparameters (``log_amp``, ``log_ls [D]``, ``log_noise``), ``seed`` and ``gen
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from tinygp import GaussianProcess, kernels, transforms
-from tinygp.kernels.distance import L2Distance
 
 from jaxhpo.space import Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate
 from jaxhpo.strategies.evo import shape_fitness
+from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
+    draws_at,
+    fit_gp,
+    fit_restarts,
+    init_theta,
+    log_likelihood_gain,
+    neg_log_posterior,
+    optimise_draws,
+    pad,
+    posterior,
+    standardise,
+    x64,
+)
 from jaxhpo.strategies.warm import GenerationalSearch, apply_points
 
-#: Bounds of the fitted GP hyperparameters (standardised outputs, unit-coordinate inputs).
-LOG_LS_BOUNDS = (math.log(1e-2), math.log(1e2))
-LOG_AMP_BOUNDS = (math.log(1e-2), math.log(1e2))  # log standard deviation
-LOG_NOISE_BOUNDS = (math.log(1e-6), math.log(1.0))  # log noise variance
-_JITTER = 1e-6
-_MIN_BUCKET = 32
 _WARM_GENERATION = 1 << 20  # the stream of the warm-started first proposal
-
-
-class _Masked(kernels.Kernel):
-    """``m(x) m(x') k(x, x')`` where the last input column is the mask ``m`` in {0, 1}: padded
-    observations are uncorrelated with everything (exact padding)."""
-
-    inner: kernels.Kernel
-
-    def evaluate(self, X1, X2):
-        return X1[-1] * X2[-1] * self.inner.evaluate(X1[:-1], X2[:-1])
-
-
-def _kernel(theta: Mapping[str, jax.Array]) -> kernels.Kernel:
-    amp2 = jnp.exp(2.0 * theta["log_amp"])
-    # tinygp's stationary kernels default to the L1 distance, which is not positive definite
-    # for Matern-5/2 in more than one dimension: use the Euclidean one.
-    matern = kernels.Matern52(scale=1.0, distance=L2Distance())
-    return _Masked(amp2 * transforms.Linear(jnp.exp(-theta["log_ls"]), matern))
-
-
-def _gp(theta, X_NxD, mask_N) -> GaussianProcess:
-    Xm = jnp.concatenate([X_NxD, mask_N[:, None]], axis=1)
-    noise = jnp.exp(theta["log_noise"]) + _JITTER
-    return GaussianProcess(_kernel(theta), Xm, diag=jnp.where(mask_N > 0, noise, 1.0))
-
-
-def _log_prior(theta, D: int) -> jax.Array:
-    mu_ls, sd_ls = math.sqrt(2.0) + 0.5 * math.log(D), math.sqrt(3.0)
-    lp = -0.5 * jnp.sum(((theta["log_ls"] - mu_ls) / sd_ls) ** 2)
-    lp += -0.5 * ((theta["log_noise"] - math.log(1e-2)) / 2.0) ** 2
-    return lp
-
-
-def init_theta(D: int) -> dict[str, jax.Array]:
-    """The first fit's start: unit amplitude and length scales (the unit cube's width; the
-    prior's median, 4-7, would start very smooth), noise variance 1e-2."""
-    return {
-        "log_amp": jnp.zeros(()),
-        "log_ls": jnp.zeros((D,)),
-        "log_noise": jnp.asarray(math.log(1e-2)),
-    }
-
-
-def neg_log_posterior(theta, X_NxD, y_N, mask_N) -> jax.Array:
-    """``-(log p(y | X, theta) + log p(theta))`` of the masked GP (up to a constant)."""
-    gp = _gp(theta, X_NxD, mask_N)
-    return -(gp.log_probability(y_N * mask_N) + _log_prior(theta, X_NxD.shape[1]))
-
-
-def _clip_theta(theta):
-    return {
-        "log_amp": jnp.clip(theta["log_amp"], *LOG_AMP_BOUNDS),
-        "log_ls": jnp.clip(theta["log_ls"], *LOG_LS_BOUNDS),
-        "log_noise": jnp.clip(theta["log_noise"], *LOG_NOISE_BOUNDS),
-    }
-
-
-@functools.partial(jax.jit, static_argnames=("steps",))
-def fit_gp(theta0, X_NxD, y_N, mask_N, steps: int = 100, learning_rate: float = 0.05):
-    """Fits the GP hyperparameters by maximum a posteriori (optax Adam, ``lax.scan``).
-
-    Args:
-      theta0: the start (:func:`init_theta`, or the previous generation's fit).
-      X_NxD: inputs in unit coordinates (padded rows arbitrary).
-      y_N: standardised targets (padded rows arbitrary).
-      mask_N: 1.0 for real rows, 0.0 for padding.
-      steps: Adam steps.
-      learning_rate: Adam's learning rate.
-
-    Returns:
-      ``(theta, loss_T)``: the fitted hyperparameters (clipped to bounds) and the objective at
-      every step.
-    """
-    opt = optax.adam(learning_rate)
-    theta = jax.tree.map(lambda x: jnp.asarray(x, X_NxD.dtype), theta0)
-    loss_and_grad = jax.value_and_grad(neg_log_posterior)
-
-    def step(carry, _):
-        theta, opt_state, best, best_loss = carry
-        loss, g = loss_and_grad(theta, X_NxD, y_N, mask_N)
-        ok = jnp.isfinite(loss) & jnp.all(
-            jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(g)])
-        )
-        better = ok & (loss < best_loss)
-        best = jax.tree.map(lambda a, b: jnp.where(better, a, b), theta, best)
-        best_loss = jnp.where(better, loss, best_loss)
-        g = jax.tree.map(lambda x: jnp.where(ok, x, 0.0), g)
-        updates, opt_state = opt.update(g, opt_state, theta)
-        theta = _clip_theta(optax.apply_updates(theta, updates))
-        return (theta, opt_state, best, best_loss), loss
-
-    # The best iterate is kept: a step into an ill-conditioned region (NaN in the Cholesky)
-    # neither moves the fit nor is returned.
-    carry = (theta, opt.init(theta), theta, jnp.asarray(jnp.inf, X_NxD.dtype))
-    (_, _, best, _), losses = jax.lax.scan(step, carry, None, length=steps)
-    return best, losses
-
-
-@jax.jit
-def posterior(theta, X_NxD, y_N, mask_N, Xc_CxD):
-    """Posterior mean and variance (noise-free, plus the draws' jitter) of the masked GP at
-    ``Xc_CxD``."""
-    gp = _gp(theta, X_NxD, mask_N)
-    Xc = jnp.concatenate([Xc_CxD, jnp.ones((Xc_CxD.shape[0], 1))], axis=1)
-    cond = gp.condition(y_N * mask_N, Xc, diag=_JITTER).gp
-    return cond.mean, cond.variance
-
-
-@functools.partial(jax.jit, static_argnames=("draws",))
-def thompson_draws(key, theta, X_NxD, y_N, mask_N, cand_CxD, draws: int):
-    """``draws`` joint posterior draws over one candidate set: ``[draws, C]``."""
-    gp = _gp(theta, X_NxD, mask_N)
-    Xc = jnp.concatenate([cand_CxD, jnp.ones((cand_CxD.shape[0], 1))], axis=1)
-    cond = gp.condition(y_N * mask_N, Xc, diag=_JITTER).gp
-    return cond.sample(key, (draws,))
-
-
-@contextlib.contextmanager
-def _x64():
-    """The GP computes in float64 (as GP libraries do): its Cholesky factors covariances whose
-    condition numbers exceed float32's range once length scales grow on smooth objectives."""
-    with jax.enable_x64(True), jax.numpy_rank_promotion("allow"):
-        yield
-
-
-def _bucket(n: int) -> int:
-    return max(_MIN_BUCKET, 1 << (n - 1).bit_length())
-
-
-def _pad(X, y):
-    N, D = X.shape
-    B = _bucket(N)
-    Xp = np.full((B, D), 0.5)
-    Xp[:N] = X
-    yp = np.zeros(B)
-    yp[:N] = y
-    mask = np.zeros(B)
-    mask[:N] = 1.0
-    return jnp.asarray(Xp), jnp.asarray(yp), jnp.asarray(mask)  # float64 under _x64()
-
-
-def standardise(y: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance (a constant vector becomes zeros)."""
-    sd = float(np.std(y))
-    return (y - np.mean(y)) / (sd if sd > 0 else 1.0)
 
 
 class BayesOpt(GenerationalSearch):
@@ -237,17 +93,28 @@ class BayesOpt(GenerationalSearch):
         segment).
       candidates: candidate points per Thompson draw (``strategy.bo_candidates``).
       fit_steps: Adam steps of each GP fit (``strategy.bo_fit_steps``).
+      local_steps: projected Adam steps of each draw's local search from its best candidates
+        (``strategy.bo_local_steps``; 0: the best candidate).
+      restart: fit from the default start as well as the previous fit and keep the better
+        (``False``, the warm start alone, can stall; kept for comparison).
       points, warm_start, warm_start_top, metric: see :mod:`jaxhpo.strategies.warm`.
     """
 
     name = "bo"
-    config_fields = (*GenerationalSearch.config_fields, "bo_candidates", "bo_fit_steps")
+    config_fields = (
+        *GenerationalSearch.config_fields,
+        "bo_candidates",
+        "bo_fit_steps",
+        "bo_local_steps",
+    )
 
     def __init__(
         self,
         generation_steps: int | None = None,
         candidates: int = 256,
         fit_steps: int = 100,
+        local_steps: int = 50,
+        restart: bool = True,
         points: Sequence[Mapping[str, Any]] = (),
         warm_start: str | None = None,
         warm_start_top: int = 0,
@@ -257,11 +124,14 @@ class BayesOpt(GenerationalSearch):
         for field, value, lo in (
             ("strategy.bo_candidates", candidates, 2),
             ("strategy.bo_fit_steps", fit_steps, 1),
+            ("strategy.bo_local_steps", local_steps, 0),
         ):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
                 raise ValueError(f"{field}: must be an integer >= {lo}, got {value!r}")
         self.candidates = int(candidates)
         self.fit_steps = int(fit_steps)
+        self.local_steps = int(local_steps)
+        self.restart = bool(restart)
         self.space: Space | None = None
 
     @classmethod
@@ -269,6 +139,7 @@ class BayesOpt(GenerationalSearch):
         return cls(
             candidates=cfg.bo_candidates,
             fit_steps=cfg.bo_fit_steps,
+            local_steps=cfg.bo_local_steps,
             **GenerationalSearch.seeding_kwargs(cfg),
         )
 
@@ -287,38 +158,57 @@ class BayesOpt(GenerationalSearch):
     # -- proposals ---------------------------------------------------------------------------
 
     def _fit(self, theta0, X: np.ndarray, y: np.ndarray):
+        """The GP fit from the previous fit and (``restart``) the default start, the higher
+        marginal posterior kept; returns ``(theta, (X, y, mask) padded, ys, info)``."""
         ys = standardise(shape_fitness(y).astype(np.float64))
-        with _x64():
-            Xp, yp, mask = _pad(X, ys)
-            theta, _ = fit_gp(theta0, Xp, yp, mask, steps=self.fit_steps)
-        return theta, (Xp, yp, mask), ys
+        starts = [theta0, init_theta(X.shape[1])] if self.restart else [theta0]
+        stacked = jax.tree.map(lambda *a: np.stack([np.asarray(v, np.float64) for v in a]), *starts)
+        with x64():
+            data = pad(X, ys)
+            theta, index, _ = fit_restarts(stacked, *data, steps=self.fit_steps)
+            gain = float(log_likelihood_gain(theta, *data))
+        info = {"fit_start": ("previous", "default")[int(index)], "fit_gain_nats": gain}
+        return theta, data, ys, info
 
-    def propose(self, seed: int, g: int, theta0, X: np.ndarray, y: np.ndarray, P: int):
-        """``P`` new unit points by batch Thompson sampling given observations ``(X, y)``, the
-        GP fit starting from ``theta0``; returns ``(u [P, D], theta)``."""
+    def _candidates(self, rng, X: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Half uniform in the cube, half Gaussian steps (sd 0.1) from the best 5 points."""
         N, D = X.shape
-        theta, data, ys = self._fit(theta0, X, y)
-        rng = np.random.default_rng([seed, g])
         C = self.candidates
         n_local = C // 2
         best = X[np.argsort(ys, kind="stable")[: min(5, N)]]
         local = best[rng.integers(0, len(best), size=n_local)]
         local = np.clip(local + 0.1 * rng.standard_normal((n_local, D)), 0.0, 1.0)
-        cand = self._snap(np.concatenate([local, rng.random((C - n_local, D))]))
+        return self._snap(np.concatenate([local, rng.random((C - n_local, D))]))
+
+    def propose(self, seed: int, g: int, theta0, X: np.ndarray, y: np.ndarray, P: int):
+        """``P`` new unit points by batch Thompson sampling given observations ``(X, y)``;
+        returns ``(u [P, D], theta, fit info)``."""
+        theta, data, ys, info = self._fit(theta0, X, y)
+        cand = self._candidates(np.random.default_rng([seed, g]), X, ys)
         key = jax.random.fold_in(jax.random.key(seed), g)
-        with _x64():
-            f = thompson_draws(key, theta, *data, jnp.asarray(cand), draws=P)
-        f = np.array(f, np.float64)
+        with x64():
+            ds, f, x_loc, _ = optimise_draws(
+                key, theta, *data, jnp.asarray(cand), draws=P, steps=self.local_steps
+            )
+            x_loc = self._snap(np.asarray(x_loc, np.float64))  # ints/choices to bin centres
+            f_loc = draws_at(theta, ds, data[0], data[2], jnp.asarray(x_loc[:, None]))[:, 0]
+        f, f_loc = np.array(f, np.float64), np.array(f_loc, np.float64)
         f[~np.isfinite(f)] = np.inf
-        taken = np.zeros(C, bool)
-        picks = []
+        taken = np.zeros(len(cand), bool)
+        picks: list[np.ndarray] = []
         for p in range(P):  # host loop over the batch's draws (proposals, not training)
-            pick = int(np.argmin(np.where(taken, np.inf, f[p])))
-            if taken[pick]:  # every candidate taken (C < P): allow a repeat
-                pick = int(np.argmin(f[p]))
+            free = np.where(taken, np.inf, f[p])
+            j = int(np.argmin(free))
+            repeat = any(np.array_equal(x_loc[p], q) for q in picks)
+            if np.isfinite(f_loc[p]) and f_loc[p] <= free[j] and not repeat:
+                pick = x_loc[p]  # the local search improved on every free candidate
+            elif taken[j]:  # every candidate taken (C < P): allow a repeat
+                pick = cand[int(np.argmin(f[p]))]
+            else:
+                pick = cand[j]
             picks.append(pick)
-            taken |= np.all(cand == cand[pick], axis=1)  # snapped duplicates too
-        return cand[picks], jax.tree.map(np.asarray, theta)
+            taken |= np.all(cand == pick, axis=1)  # snapped duplicates too
+        return np.stack(picks), jax.tree.map(np.asarray, theta), info
 
     # -- Strategy ----------------------------------------------------------------------------
 
@@ -337,7 +227,7 @@ class BayesOpt(GenerationalSearch):
         if seeded.cols is not None and len(seeded.fitness) >= 2:
             X = np.asarray(space.to_unit(seeded.cols), np.float64)
             y = np.asarray(seeded.fitness, np.float64)
-            u, theta = self.propose(seed, _WARM_GENERATION, theta, X, y, P)
+            u, theta, _ = self.propose(seed, _WARM_GENERATION, theta, X, y, P)
         else:
             u = self._snap(np.asarray(space.to_unit(space.sobol(seed, P)), np.float64))
         cols = apply_points(space, self._decode(u), seeded)
@@ -370,9 +260,9 @@ class BayesOpt(GenerationalSearch):
         seed, g = int(state["seed"]), int(state["generation"])
         done = self.last(int(obs.step))
         if done:  # the last generation: nothing more to train, no proposal
-            new_u, theta = u, state["theta"]
+            new_u, theta, info = u, state["theta"], {}
         else:
-            new_u, theta = self.propose(seed, g, state["theta"], X, y, P)
+            new_u, theta, info = self.propose(seed, g, state["theta"], X, y, P)
         best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
         names = self.space.searched
         event = {
@@ -387,6 +277,7 @@ class BayesOpt(GenerationalSearch):
                 k: float(np.exp(v)) for k, v in zip(names, theta["log_ls"], strict=True)
             },
             "noise": float(np.exp(theta["log_noise"])),
+            **info,
             "diverged": int(np.sum(~np.isfinite(raw))),
         }
         new_state = {

@@ -13,8 +13,12 @@ Every ``ready_steps`` steps (after ``min_steps``), members are ranked by the val
   ``resample_prob`` a value is redrawn from the space instead. ``Int`` dimensions move to a
   neighbouring integer, ``Choice`` dimensions to a neighbouring value. Values are always clipped
   to the space. Only members that copied explore (the paper's Algorithm 1), unless
-  ``explore_all``: then every member perturbs at every ready step (the toy problem's setup);
-  with ``exploit="none"`` every member explores (the "explore only" ablation).
+  ``explore_all``: then every member perturbs at every ready step (the toy problem's setup).
+
+The "explore only" ablation (no weights copied) comes in two named forms: ``exploit="none"``
+(alias ``none_all``): every member explores at every ready step; ``exploit="none_bottom"``:
+Algorithm 1 without its copy, only the members truncation would replace (the bottom
+``fraction``, and diverged ones) perturb their own hyperparameters and keep their weights.
 
 Ranking is total and deterministic: equal scores rank by slot, so a population with two
 identical scores still exploits. Diverged members (NaN/inf) rank last and are always replaced.
@@ -45,7 +49,7 @@ from jaxhpo.strategies.base import (
     lineage_events,
 )
 
-EXPLOIT = ("truncation", "tournament", "none")
+EXPLOIT = ("truncation", "tournament", "none", "none_all", "none_bottom")
 EXPLORE = ("perturb", "none")
 PERTURB = ("multiply", "gaussian")
 SAMPLERS = ("random", "sobol")
@@ -70,7 +74,8 @@ def select_parents(
     Args:
       key: PRNG key.
       fitness_P: objective to minimise, float [P]; NaN/inf count as diverged.
-      method: ``truncation``, ``tournament`` or ``none``.
+      method: ``truncation``, ``tournament`` or ``none`` (also ``none_all``, ``none_bottom``:
+        nobody copies).
       fraction: size of the top and bottom groups of truncation selection (of P).
       groups_P: int [P]; when given, selection runs within each group (shape buckets: a member
         copies only members of its own shape), with the group's size in place of P.
@@ -80,7 +85,7 @@ def select_parents(
     """
     P = fitness_P.shape[0]
     slots = jnp.arange(P, dtype=jnp.int32)
-    if method == "none" or P < 2:
+    if method.startswith("none") or P < 2:
         return slots, jnp.zeros((P,), bool)
     fit = jnp.where(jnp.isfinite(fitness_P), fitness_P, jnp.inf)
     if groups_P is not None:
@@ -198,7 +203,8 @@ class PBT(Strategy):
     Args:
       ready_steps: exploit/explore every this many steps (a multiple of ``train.segment_steps``).
       min_steps: no exploit before this many steps.
-      exploit: ``truncation``, ``tournament`` or ``none`` (explore only).
+      exploit: ``truncation``, ``tournament``, or explore only: ``none`` / ``none_all`` (every
+        member explores) or ``none_bottom`` (the bottom ``fraction`` explores).
       fraction: truncation's top/bottom fraction, in (0, 0.5].
       explore: ``perturb`` or ``none`` (exploit only).
       perturb: ``multiply`` or ``gaussian``.
@@ -323,8 +329,10 @@ class PBT(Strategy):
         k_sel, k_exp = jax.random.split(key)
         parents, copied = select_parents(k_sel, fitness_P, self.exploit, self.fraction, groups_P)
         moved = {k: jnp.asarray(v, jnp.float32)[parents] for k, v in hparams.items()}
-        everyone = self.exploit == "none" or self.explore_all
+        everyone = self.exploit in ("none", "none_all") or self.explore_all
         explored = jnp.ones_like(copied) if everyone else copied
+        if self.exploit == "none_bottom" and not self.explore_all:  # would have been replaced
+            _, explored = select_parents(k_sel, fitness_P, "truncation", self.fraction, groups_P)
         if self.explore == "none":
             explored = jnp.zeros_like(copied)
         new = explore(
