@@ -42,9 +42,11 @@ same along the sequence). Samplers whose state
 is the study's trials (TPE, GP, random, QMC, NSGA-II, CMA-ES) then propose what an uninterrupted
 run would, after a resume: the state (a dict of numpy arrays) holds the study's name, the current
 trials' numbers and every told trial's parameters (Optuna's internal representation) and value.
-With a persistent storage the resumed run re-opens the study, tells its running trials and marks
-the trials its own restart asked as failed (or deletes the empty study the restart created); with
-the in-memory default it rebuilds the study from the state.
+With a database storage the resumed run deletes the empty study its restart created and cuts the
+study back to the checkpoint (:mod:`jaxhpo.strategies.optuna_resume`: every trial after the
+checkpoint's finished ones is deleted in one transaction), so the database ends as the
+uninterrupted run's; another persistent storage is re-opened, its running trials told and the
+restart's own trials failed; with the in-memory default it rebuilds the study from the state.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ import numpy as np
 
 from jaxhpo import conditions
 from jaxhpo.space import Choice, Float, Int, Space
+from jaxhpo.strategies import optuna_resume
 from jaxhpo.strategies.base import Observation, PopulationUpdate
 from jaxhpo.strategies.warm import GenerationalSearch
 
@@ -299,6 +302,8 @@ class OptunaSearch(GenerationalSearch):
         sampler = self._make_sampler(seed, P, 0)
         study = self._create_study(name, sampler)
         self.study = study
+        base = len(study.get_trials(deepcopy=False))  # a continued study's earlier trials
+        rows, fitness = np.zeros((0, len(self.dists))), np.zeros((0,))
         if seeded.cols is not None:
             rows = np.stack(
                 [
@@ -309,7 +314,8 @@ class OptunaSearch(GenerationalSearch):
                     for i in range(len(seeded.fitness))
                 ]
             )
-            for row, value in zip(rows, seeded.fitness, strict=True):
+            fitness = np.asarray(seeded.fitness, np.float64)
+            for row, value in zip(rows, fitness, strict=True):
                 study.add_trial(self._trial(row, value))
         for point in seeded.points:
             params = {k: _py(v, space[k]) for k, v in point.items()}
@@ -322,8 +328,9 @@ class OptunaSearch(GenerationalSearch):
             "study": _name_array(name),
             "trials": np.asarray(numbers, np.int64),
             "current": internal,
-            "params": np.zeros((0, len(self.dists))),
-            "values": np.zeros((0,)),
+            "params": rows,  # every finished trial of this run, the warm start's first
+            "values": fitness,
+            "base": np.asarray(base, np.int64),
         }
         full = space.from_unit(np.full((P, len(space.searched)), 0.5))
         full.update(cols)
@@ -341,10 +348,18 @@ class OptunaSearch(GenerationalSearch):
             return self.study
         TrialState = self.optuna.trial.TrialState
         mine = self.study
-        if self.storage is not None and mine is not None and mine.study_name != name:
-            if not mine.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                self.optuna.delete_study(study_name=mine.study_name, storage=self.storage)
-        elif mine is not None and mine.study_name == name:
+        other = self.storage is not None and mine is not None and mine.study_name != name
+        if other and not mine.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            self.optuna.delete_study(study_name=mine.study_name, storage=self.storage)
+        # A database study is cut back to the checkpoint: its earlier trials and the told ones.
+        keep = int(state.get("base", 0)) + len(np.asarray(state["values"]))
+        left = optuna_resume.truncate_study(self.storage, name, keep)
+        if left is not None and left not in (0, keep):
+            raise ValueError(
+                f"strategy.optuna_storage: study {name!r} holds {left} trials, the checkpoint "
+                f"expects {keep} (was it changed by hand?)"
+            )
+        if left is None and mine is not None and mine.study_name == name:
             for n in self._init_trials:  # asked by the restart, never trained
                 if n in self._running:
                     mine.tell(n, state=TrialState.FAIL)
