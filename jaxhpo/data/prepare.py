@@ -1,0 +1,218 @@
+"""``jaxhpo data prepare``: a corpus of any size, tokenized once into memory-mappable files.
+
+::
+
+    DATA_DIR/
+      train.bin  val.bin  test.bin   token ids, uint16 (vocabulary <= 65536) or uint32, raw
+      tokenizer.json                 the BPE tokenizer (none for bytes)
+      manifest.json                  tokenizer, dtype, tokens and sha256 of each split, corpus
+
+The corpus (a file, or a folder's text files, sorted) is read in blocks cut at a line end, so
+memory stays bounded; tokens are appended to one file, then the last ``val_frac`` and
+``test_frac`` of them are copied to ``val.bin`` / ``test.bin`` and the rest becomes
+``train.bin`` (a contiguous split, as the byte-level ``lm`` task does). A BPE tokenizer is
+trained on the first ``sample_bytes`` of the corpus. Progress lines go to ``log``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from jaxhpo.data import tokenizer as tokenizers
+from jaxhpo.tasks.lm import TEXT_SUFFIXES, default_corpus_files
+
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val", "test")
+BLOCK_BYTES = 4 << 20
+
+
+def corpus_files(corpus: str | None) -> list[Path]:
+    """The corpus's files: one file, a folder's text files (sorted), or the stdlib sources."""
+    if not corpus:
+        return default_corpus_files()
+    p = Path(corpus).expanduser()
+    if not p.exists():
+        raise ValueError(f"CORPUS: path does not exist: {p}")
+    if p.is_file():
+        return [p]
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in TEXT_SUFFIXES)
+    if not files:
+        raise ValueError(f"CORPUS: folder has no text files ({', '.join(TEXT_SUFFIXES)}): {p}")
+    return files
+
+
+def read_blocks(files: list[Path], block: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """The corpus as blocks of about ``block`` bytes, each cut after a newline (or whole)."""
+    for f in files:
+        rest = b""
+        with open(f, "rb") as fh:
+            while True:
+                data = fh.read(block)
+                if not data:
+                    break
+                data = rest + data
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    rest = data
+                    continue
+                rest = data[cut:]
+                yield data[:cut]
+        if rest:
+            yield rest
+
+
+def _lines(block: bytes) -> list[str]:
+    return block.decode("utf-8", errors="replace").splitlines(keepends=True)
+
+
+def _sample(files: list[Path], sample_bytes: int) -> Iterator[str]:
+    seen = 0
+    for block in read_blocks(files):
+        yield from _lines(block)
+        seen += len(block)
+        if seen >= sample_bytes:
+            return
+
+
+def prepare_data(
+    corpus: str | None,
+    out: str | Path,
+    *,
+    tokenizer: str = "bytes",
+    vocab_size: int = 8192,
+    val_frac: float = 0.05,
+    test_frac: float = 0.05,
+    sample_bytes: int = 64 << 20,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Tokenizes ``corpus`` into ``out`` (see the module docstring); returns the manifest.
+
+    Raises:
+      ValueError: one line naming the argument (CORPUS, --tokenizer, --vocab-size, --out).
+    """
+    if tokenizer not in tokenizers.TOKENIZERS:
+        raise ValueError(f"--tokenizer: unknown '{tokenizer}' (choose from bytes, bpe)")
+    if not (0 < val_frac < 0.5 and 0 < test_frac < 0.5):
+        raise ValueError("--val-frac/--test-frac: must be in (0, 0.5)")
+    files = corpus_files(corpus)
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda s: None)
+    total = sum(f.stat().st_size for f in files)
+    say(f"prepare: {len(files)} file(s), {total / 1e6:,.1f} MB -> {out}")
+    t0 = time.perf_counter()
+    if tokenizer == "bpe":
+        tok = tokenizers.train_bpe(_sample(files, sample_bytes), vocab_size)
+        say(f"prepare: BPE of {tok.vocab_size} tokens trained in {time.perf_counter() - t0:.1f}s")
+    else:
+        tok = tokenizers.ByteTokenizer()
+    dtype = tokenizers.token_dtype(tok.vocab_size)
+    n, done, corpus_hash = _encode_all(files, tok, dtype, out / "tokens.tmp", total, say)
+    manifest = _split(out, n, dtype, val_frac, test_frac)
+    manifest.update(
+        format=1,
+        dtype=dtype.name,
+        tokenizer={"kind": tok.kind, "vocab_size": tok.vocab_size, "file": tok.save(out)},
+        corpus={
+            "path": str(corpus or "<python stdlib>"),
+            "files": len(files),
+            "bytes": done,
+            "sha256": corpus_hash,
+        },
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    counts = ", ".join(f"{s} {manifest['splits'][s]['tokens']:,}" for s in SPLITS)
+    say(f"prepare: {done:,} bytes -> {n:,} tokens ({counts}) in {manifest['seconds']}s")
+    return manifest
+
+
+def _encode_all(files, tok, dtype, path: Path, total: int, say) -> tuple[int, int, str]:
+    """Appends the corpus's tokens to ``path``; returns (tokens, bytes read, corpus sha256)."""
+    n = done = 0
+    corpus_hash = hashlib.sha256()
+    t0 = last = time.perf_counter()
+    with open(path, "wb") as fh:
+        for block in read_blocks(files):
+            corpus_hash.update(block)
+            arr = tok.encode_block(block).astype(dtype)
+            fh.write(arr.tobytes())
+            n += len(arr)
+            done += len(block)
+            now = time.perf_counter()
+            if now - last > 2.0:
+                rate = done / 1e6 / (now - t0)
+                mb = f"{done / 1e6:,.1f}/{total / 1e6:,.1f} MB"
+                say(f"prepare: {mb}, {n:,} tokens, {rate:.1f} MB/s")
+                last = now
+    return n, done, corpus_hash.hexdigest()
+
+
+def _copy_out(src: np.memmap, lo: int, hi: int, path: Path) -> str:
+    """Writes ``src[lo:hi]`` to ``path`` in blocks; returns its sha256."""
+    h = hashlib.sha256()
+    with open(path, "wb") as fh:
+        for a in range(lo, hi, BLOCK_BYTES):
+            b = np.asarray(src[a : min(hi, a + BLOCK_BYTES)]).tobytes()
+            h.update(b)
+            fh.write(b)
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(BLOCK_BYTES):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _split(out: Path, n: int, dtype: np.dtype, val_frac: float, test_frac: float) -> dict:
+    """Cuts ``tokens.tmp`` into train/val/test files (val and test copied from its end, train
+    the file itself, truncated)."""
+    n_val, n_test = int(n * val_frac), int(n * test_frac)
+    n_train = n - n_val - n_test
+    if min(n_train, n_val, n_test) < 2:
+        raise ValueError(f"CORPUS: {n} tokens are too few to split into train/val/test")
+    tmp = out / "tokens.tmp"
+    src = np.memmap(tmp, dtype=dtype, mode="r", shape=(n,))
+    val_sha = _copy_out(src, n_train, n_train + n_val, out / "val.bin")
+    test_sha = _copy_out(src, n_train + n_val, n, out / "test.bin")
+    del src
+    os.truncate(tmp, n_train * dtype.itemsize)
+    os.replace(tmp, out / "train.bin")
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    shas = {"train": _file_sha256(out / "train.bin"), "val": val_sha, "test": test_sha}
+    return {
+        "splits": {s: {"file": f"{s}.bin", "tokens": sizes[s], "sha256": shas[s]} for s in SPLITS}
+    }
+
+
+def read_manifest(folder: str | Path, where: str = "task.data") -> dict:
+    """The manifest of a prepared data folder.
+
+    Raises:
+      ValueError: naming ``where`` when the folder or a split file is missing or the wrong size.
+    """
+    folder = Path(folder).expanduser()
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ValueError(
+            f"{where}: {folder} is not a prepared data folder (no {MANIFEST}; make one with "
+            "`jaxhpo data prepare CORPUS --out DIR`)"
+        )
+    manifest = json.loads(path.read_text())
+    size = np.dtype(manifest["dtype"]).itemsize
+    for s in SPLITS:
+        f = folder / manifest["splits"][s]["file"]
+        want = manifest["splits"][s]["tokens"] * size
+        if not f.is_file() or f.stat().st_size != want:
+            raise ValueError(f"{where}: {f} is missing or not {want} bytes (prepare again)")
+    return manifest
