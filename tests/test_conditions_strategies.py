@@ -164,3 +164,31 @@ def test_reinforce_policy_ignores_coordinates_that_never_reached_a_member():
         before, after = state["params"][field], new["params"][field]
         assert after[j_b1] == before[j_b1], field
         assert after[j_lr] != before[j_lr], field
+
+
+def test_evo_mean_ignores_coordinates_that_never_reached_a_member():
+    """CMA-ES: when every member drew optimizer code 0, ``b1``'s draws reached no member; the
+    ES is told them at its mean, so its mean does not move along ``b1`` (``lr``'s does)."""
+    from jaxhpo.strategies.base import Observation
+
+    space = Space.from_config(
+        {
+            "optimizer": [0, 1],
+            "lr": "loguniform(1e-3, 1.0)",
+            "b1": {"type": "float", "low": 0.8, "high": 0.95, "when": {"optimizer": [1]}},
+        }
+    )
+    strat = EvoSearch("cma_es")
+    strat.check(4, 1)
+    state, _ = strat.init(0, space, 8)
+    j_opt, j_lr, j_b1 = (space.searched.index(n) for n in ("optimizer", "lr", "b1"))
+    state["x"] = np.array(state["x"])
+    state["x"][:, j_opt] = -3.0  # unit 0.05: code 0 for everyone
+    cols = strat._decode(state["x"])
+    assert np.all(cols["optimizer"] == 0) and np.all(np.isnan(cols["b1"]))
+    loss = (np.log10(cols["lr"]) + 1) ** 2
+    obs = Observation(1, np.arange(8), cols, {"loss": loss}, np.zeros(8, bool), np.ones(8, bool))
+    new, _ = strat.update(state, obs)
+    before, after = np.asarray(state["es"]["mean"]), np.asarray(new["es"]["mean"])
+    assert after[j_b1] == before[j_b1]
+    assert after[j_lr] != before[j_lr]

@@ -96,6 +96,7 @@ from evosax import algorithms as _evosax
 from evosax.core.optimizer import clipup
 from flax import serialization
 
+from jaxhpo import conditions
 from jaxhpo.space import Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, fill_points
 from jaxhpo.strategies.warm import WarmSource
@@ -496,6 +497,8 @@ class EvoSearch(Strategy):
         _, k_ask, _ = self._keys(key_data, g + 1)
         with jax.numpy_rank_promotion("allow"):
             es_state = serialization.from_state_dict(self._template(k_init0, x), state["es"])
+            if self.space.when and getattr(es_state, "mean", None) is not None:
+                x = conditions.centre_inactive(self.space, x, es_state.mean)  # inactive: no step
             if _is_population_based(self.algorithm) and not started:
                 es_state = self.es.init(k_tell, jnp.asarray(x), jnp.asarray(fit), self.params)
             else:
