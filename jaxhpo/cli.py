@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--study-name", default=None, help="with --to-optuna (default: run name)")
     sub.add_parser("list", help="list the built-in experiments")
+    from jaxhpo.data import cli as data_cli
+
+    data_cli.add_parser(sub)
     return p
 
 
@@ -164,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 0
+    if args.command == "data":
+        from jaxhpo.data import cli as data_cli
+
+        return data_cli.run(args)
     if args.command == "list":
         width = max(map(len, PRESETS))
         for name, spec in PRESETS.items():

@@ -80,6 +80,8 @@ class TaskConfig:
     args: dict = dataclasses.field(default_factory=dict)  # module:Class: constructor arguments
     corpus: str | None = None  # lm: a text file or folder; None = Python stdlib sources
     max_bytes: int = 2_000_000  # lm: bytes of corpus read
+    data: str | None = None  # lm: a prepared token folder (jaxhpo data prepare); wins over corpus
+    feed: str = "host"  # task.data: host (memory map, per segment) | device (whole split on device)
     seq_len: int = 64  # lm / brackets: tokens per example
     batch_size: int = 16
     eval_batches: int = 8  # lm: validation/test batches

@@ -36,6 +36,7 @@ from jaxhpo.optuna_export import OptunaExport
 from jaxhpo.results import RunWriter, new_run_dir, run_dir_lock
 from jaxhpo.run.book import Book, Loop, nanmean_rows
 from jaxhpo.run.compiled import run_compiled
+from jaxhpo.run.feed import feed_segment
 from jaxhpo.run.finish import RunResult, finish
 from jaxhpo.run.oom import explain_oom
 from jaxhpo.run.prepare import Prepared, prepare
@@ -245,6 +246,7 @@ def _train_segment(loop: Loop, segment: int, k: int) -> float:
     """Trains segment ``segment`` (``k`` steps) and observes the population after it; returns
     the seconds training took."""
     seg = loop.cfg.train.segment_steps
+    feed_segment(loop, seg, k)  # host-fed data (task.data): this segment's batches
     population, train_data = loop.population, loop.data[0]
     steps_before = int(np.sum(parallel.to_host(loop.pop.step)))
     ts = time.perf_counter()

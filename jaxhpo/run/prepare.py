@@ -43,6 +43,8 @@ def make_task(cfg: Config) -> Task:
         return task
     model = dataclasses.asdict(cfg.model)
     task_cls = TASKS[cfg.task.kind]
+    if cfg.task.data and cfg.task.kind == "lm":  # prepared token files (jaxhpo.data)
+        task_cls = token_task(cfg)
     if not task_cls.pools or model["pooling"] is None:
         model.pop("pooling")  # only a classifier pools; None keeps the task's default
     # Each task takes the TaskConfig fields its constructor names (kind is the registry key).
@@ -52,6 +54,19 @@ def make_task(cfg: Config) -> Task:
     if cfg.task.folds > 1:
         task.set_folds(cfg.task.folds)
     return task
+
+
+def token_task(cfg: Config) -> type:
+    """The task of ``task.data`` (host-fed unless ``task.feed=device``)."""
+    from jaxhpo.tasks.tokens import TokenFileTask
+
+    host = cfg.task.feed == "host"
+    if host and (cfg.train.compiled or cfg.population.structure == "buckets"):
+        raise ConfigError(
+            "task.feed: host-fed data trains in the host loop of one population "
+            "(set task.feed=device, or train.compiled=false and no structure buckets)"
+        )
+    return TokenFileTask
 
 
 def make_strategy(cfg: Config) -> Strategy:
