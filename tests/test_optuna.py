@@ -112,6 +112,29 @@ def test_samplers_against_random_search(sampler):
     assert not failures, failures
 
 
+@pytest.mark.parametrize(
+    ("sampler", "options", "liar"),
+    [("tpe", {}, True), ("tpe", {"constant_liar": False}, False), ("random", {}, None)],
+)
+def test_batch_tpe_asks_with_constant_liar(monkeypatch, sampler, options, liar):
+    """Every generation's sampler (a batch of P asked before any is told) is TPE with
+    ``constant_liar=True`` unless the options say otherwise; a sampler without the setting
+    (random) is built without it. Guards against batch TPE asking P near-identical trials."""
+    built = []
+    make = OptunaSearch._make_sampler
+
+    def spy(self, *a, **k):
+        built.append(make(self, *a, **k))
+        return built[-1]
+
+    monkeypatch.setattr(OptunaSearch, "_make_sampler", spy)
+    strat = OptunaSearch(sampler, options=options)
+    simulate(strat, BOWL_SPACE, curve(bowl), steps=3, segment_steps=1, size=P, seed=0)
+    asked = built[1:]  # the constructor's check builds one first
+    assert len(asked) >= 3
+    assert all(getattr(s, "_constant_liar", None) is liar for s in asked), asked
+
+
 @pytest.mark.parametrize("sampler", ["cmaes", "qmc", "nsga2", "random", "RandomSampler"])
 def test_samplers_by_name_propose_valid_members(sampler):
     res = simulate(OptunaSearch(sampler), MIXED, curve(_mixed), steps=3, segment_steps=1, size=P)
