@@ -223,10 +223,15 @@ def parents(space: Any) -> set[str]:
     return {p for conds in space.when.values() for p, _ in conds}
 
 
+def active_coords(space: Any, x_PxD: np.ndarray) -> np.ndarray:
+    """Which coordinates of unconstrained points are active (bool ``[P, len(searched)]``)."""
+    cols = space.from_unconstrained(np.asarray(x_PxD, np.float64), raw=True)
+    act = active(space, cols)
+    return np.stack([act[n] for n in space.searched], -1)
+
+
 def centre_inactive(space: Any, x_PxD: np.ndarray, centre_D: np.ndarray) -> np.ndarray:
     """Unconstrained points with their inactive coordinates moved to ``centre_D`` (an ES's
     mean): a draw that reached no member then carries no step into the search distribution."""
-    cols = space.from_unconstrained(np.asarray(x_PxD, np.float64), raw=True)
-    act = active(space, cols)
-    mask = np.stack([act[n] for n in space.searched], -1)
+    mask = active_coords(space, x_PxD)
     return np.where(mask, x_PxD, np.asarray(centre_D)[None]).astype(np.asarray(x_PxD).dtype)

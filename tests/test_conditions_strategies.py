@@ -192,3 +192,30 @@ def test_evo_mean_ignores_coordinates_that_never_reached_a_member():
     before, after = np.asarray(state["es"]["mean"]), np.asarray(new["es"]["mean"])
     assert after[j_b1] == before[j_b1]
     assert after[j_lr] != before[j_lr]
+
+
+def test_pes_mean_ignores_coordinates_that_never_reached_a_member():
+    """PES: the gradient estimate leaves out perturbations of inactive coordinates."""
+    from jaxhpo.strategies import PersistentES
+    from jaxhpo.strategies.base import Observation
+
+    space = Space.from_config(
+        {
+            "optimizer": [0, 1],
+            "lr": "loguniform(1e-3, 1.0)",
+            "b1": {"type": "float", "low": 0.8, "high": 0.95, "when": {"optimizer": [1]}},
+        }
+    )
+    strat = PersistentES(lr=0.5, outer="sgd")
+    state, _ = strat.init(0, space, 8)
+    j_opt, j_lr, j_b1 = (space.searched.index(n) for n in ("optimizer", "lr", "b1"))
+    state["x"] = np.array(state["x"])
+    state["x"][:, j_opt] = -3.0  # code 0 for everyone
+    cols = strat._decode(state["x"])
+    assert np.all(np.isnan(cols["b1"]))
+    loss = (np.log10(cols["lr"]) + 1) ** 2
+    obs = Observation(1, np.arange(8), cols, {"loss": loss}, np.zeros(8, bool), np.ones(8, bool))
+    new, upd = strat.update(state, obs)
+    before, after = np.asarray(state["es"]["mean"]), np.asarray(new["es"]["mean"])
+    assert after[j_b1] == before[j_b1]
+    assert after[j_lr] != before[j_lr]

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from jaxhpo import conditions
 from jaxhpo.hypergrad import pes
 from jaxhpo.space import Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, fill_points
@@ -133,6 +134,9 @@ class PersistentES(Strategy):
         g = int(state["generation"])
         _, k_ask, k_tell = self._keys(state["key"], g + 1)
         es_state = serialization.from_state_dict(self._template(state["key"]), state["es"])
+        if self.space.when:  # inactive coordinates reached no member: no gradient from them
+            act = jnp.asarray(conditions.active_coords(self.space, x))
+            es_state = es_state.replace(pert_accum=jnp.where(act, es_state.pert_accum, 0.0))
         with jax.numpy_rank_promotion("allow"):
             es_state, _ = self.es.tell(
                 k_tell, jnp.asarray(x), jnp.asarray(fitness, jnp.float32), es_state, self.params
