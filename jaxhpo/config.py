@@ -196,6 +196,7 @@ class StrategyConfig:
     hypergrad_remat: bool = True  # jax.checkpoint every inner step of the window
     hypergrad_chunk: int = 0  # also checkpoint chunks of this many steps (0: no)
     pes_sigma: float = 0.3  # pes / truncated_es: perturbation std, unconstrained coordinates
+    pes_horizon: int | None = None  # pes / truncated_es: inner problems restart every T steps
     # implicit (IFT hypergradients of weight_decay / label_smoothing; also hypergrad_lr, _outer)
     implicit_method: str = "neumann"  # inverse-HVP solver: neumann | cg
     implicit_terms: int = 10  # Neumann terms or CG iterations

@@ -155,3 +155,29 @@ def test_bad_sizes_raise_naming_the_field():
         PersistentES().init(0, Space.from_config(SPACE), 3)
     with pytest.raises(ValueError, match="strategy.pes_sigma"):
         PersistentES(sigma=0.0)
+
+
+@pytest.mark.parametrize("horizon", [None, 20])
+def test_horizon_restarts_members_and_resets_the_perturbation_sums(horizon):
+    """With ``horizon=20`` and segments of 10 steps, the update after step 20 re-initialises
+    every member and leaves each particle's sum holding only the fresh perturbation; step 10
+    does neither. Without a horizon the sums keep growing and nobody restarts."""
+    space = Space.from_config(SPACE)
+    strat = PersistentES(sigma=0.3, lr=0.1, horizon=horizon)
+    strat.check(100, 10)
+    state, cols = strat.init(0, space, 4)
+    for step in (10, 20):
+        state, upd = strat.update(state, _obs(step, cols, [1.0, 2.0, 0.5, 3.0]))
+        cols = upd.hparams
+        fresh = state["x"] - state["es"]["mean"]  # this ask's perturbation alone
+        reset = np.allclose(state["es"]["pert_accum"], fresh, atol=1e-6)
+        restarted = upd.reinit is not None and upd.reinit.all()
+        gen = next(e for e in upd.events if e["kind"] == "generation")
+        assert reset == restarted == gen["restart"] == (horizon == step), (step, horizon)
+
+
+def test_horizon_must_fall_on_segment_boundaries():
+    with pytest.raises(ValueError, match="strategy.pes_horizon"):
+        PersistentES(horizon=15).check(100, 10)
+    with pytest.raises(ValueError, match="strategy.pes_horizon"):
+        PersistentES(horizon=0)

@@ -17,6 +17,13 @@ run began, an unbiased estimate of the gradient of the loss summed over the run;
 ``truncated_es``: with this segment's only), steps ``theta`` with the outer optimizer
 (``strategy.hypergrad_outer``, ``strategy.hypergrad_lr``) and asks the next perturbations.
 
+**Inner-problem horizon** (``strategy.pes_horizon``, ``T`` steps; the paper's setting): the
+inner problem restarts every ``T`` steps. After the segment that ends at a multiple of ``T``, the
+ES tells as usual, then every member is re-initialised (``reinit``: fresh weights, a fresh
+optimizer state) and every particle's accumulated perturbation is reset, so the next sums cover
+one inner problem only. ``None`` (the default): one inner problem, the whole run. ``T`` must be
+a multiple of ``train.segment_steps``.
+
 A diverged member cannot go on: it is re-initialised (``reinit``) and its accumulated
 perturbation cleared (its fitness counts as the worst finite one, as in ``evo``). Events: one
 ``explore`` per member per segment (before/after hyperparameters) and one ``generation`` with the
@@ -50,28 +57,53 @@ class PersistentES(Strategy):
       lr: outer learning rate (``strategy.hypergrad_lr``).
       outer: ``adam`` or ``sgd`` (``strategy.hypergrad_outer``).
       points: explicit members whose mean is the first ``theta`` (``strategy.points``).
+      horizon: inner-problem length ``T`` in steps (``strategy.pes_horizon``; ``None``: never
+        restart).
     """
 
     name = "pes"
-    config_fields = ("pes_sigma", "hypergrad_lr", "hypergrad_outer", "points")
+    config_fields = ("pes_sigma", "pes_horizon", "hypergrad_lr", "hypergrad_outer", "points")
     no_buckets = "it perturbs every searched value of members that keep training"
     persistent = True
 
     @classmethod
     def from_config(cls, cfg, train):
         return cls(
-            sigma=cfg.pes_sigma, lr=cfg.hypergrad_lr, outer=cfg.hypergrad_outer, points=cfg.points
+            sigma=cfg.pes_sigma,
+            lr=cfg.hypergrad_lr,
+            outer=cfg.hypergrad_outer,
+            points=cfg.points,
+            horizon=cfg.pes_horizon,
         )
 
-    def __init__(self, sigma: float = 0.3, lr: float = 0.05, outer: str = "adam", points=()):
+    def __init__(
+        self,
+        sigma: float = 0.3,
+        lr: float = 0.05,
+        outer: str = "adam",
+        points=(),
+        horizon: int | None = None,
+    ):
         if not sigma > 0:
             raise ValueError(f"strategy.pes_sigma: must be > 0, got {sigma}")
+        if horizon is not None and (
+            isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1
+        ):
+            raise ValueError(f"strategy.pes_horizon: must be an integer >= 1, got {horizon!r}")
+        self.horizon = None if horizon is None else int(horizon)
         if not lr > 0:
             raise ValueError(f"strategy.hypergrad_lr: must be > 0, got {lr}")
         self.sigma, self.lr = float(sigma), float(lr)
         self.optimizer = outer_optimizer(outer, lr)
         self.points = list(points)
         self.space: Space | None = None
+
+    def check(self, train_steps: int, segment_steps: int) -> None:
+        if self.horizon is not None and self.horizon % segment_steps:
+            raise ValueError(
+                f"strategy.pes_horizon: {self.horizon} must be a multiple of "
+                f"train.segment_steps={segment_steps} (inner problems restart between segments)"
+            )
 
     def _keys(self, key_data, generation: int):
         root = jax.random.wrap_key_data(jnp.asarray(key_data, jnp.uint32))
@@ -142,6 +174,9 @@ class PersistentES(Strategy):
                 k_tell, jnp.asarray(x), jnp.asarray(fitness, jnp.float32), es_state, self.params
             )
             reinit = np.asarray(obs.diverged, bool)
+            restart = self.horizon is not None and int(obs.step) % self.horizon == 0
+            if restart:  # the inner problem ends: every particle starts a new one
+                reinit = np.ones_like(reinit)
             if reinit.any():  # a restarted particle starts a new accumulation
                 accum = jnp.where(jnp.asarray(reinit)[:, None], 0.0, es_state.pert_accum)
                 es_state = es_state.replace(pert_accum=accum)
@@ -168,7 +203,8 @@ class PersistentES(Strategy):
                 "best_fitness": float(fitness[best]),
                 "best_member": int(obs.member_id[best]),
                 "mean": {k: float(v[0]) for k, v in mean.items()},
-                "diverged": int(reinit.sum()),
+                "diverged": int(np.sum(obs.diverged)),
+                "restart": bool(restart),
             }
         )
         state = {
