@@ -235,3 +235,38 @@ def centre_inactive(space: Any, x_PxD: np.ndarray, centre_D: np.ndarray) -> np.n
     mean): a draw that reached no member then carries no step into the search distribution."""
     mask = active_coords(space, x_PxD)
     return np.where(mask, x_PxD, np.asarray(centre_D)[None]).astype(np.asarray(x_PxD).dtype)
+
+
+def complete_traced(space: Any, hp: Mapping[str, Any], key: Any) -> dict[str, Any]:
+    """:func:`complete` inside ``jit`` for numeric columns (PBT's decision in the compiled loop):
+    inactive entries NaN, an active NaN entry drawn uniformly in unit coordinates."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxhpo.space import _numeric_from_unit
+
+    out = dict(hp)
+    if not space.when:
+        return out
+    shape = jnp.shape(next(iter(out.values())))
+    memo: dict[str, Any] = {}
+
+    def of(name: str) -> Any:
+        if name not in memo:
+            mask = jnp.ones(shape, bool)
+            for parent, values in space.when.get(name, ()):
+                col = out[parent] if parent in out else jnp.full(shape, space[parent].value)
+                hit = jnp.isin(jnp.asarray(col, jnp.float32), jnp.asarray(values, jnp.float32))
+                mask = mask & of(parent) & hit
+            memo[name] = mask
+        return memo[name]
+
+    for i, name in enumerate(space.when):
+        if name not in out:
+            continue
+        v = jnp.asarray(out[name], jnp.float32)
+        u = jax.random.uniform(jax.random.fold_in(key, i), shape)
+        fresh = _numeric_from_unit(space[name], u, jnp).astype(jnp.float32)
+        v = jnp.where(of(name) & jnp.isnan(v), fresh, v)
+        out[name] = jnp.where(of(name), v, jnp.nan)
+    return out

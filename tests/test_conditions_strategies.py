@@ -219,3 +219,22 @@ def test_pes_mean_ignores_coordinates_that_never_reached_a_member():
     before, after = np.asarray(state["es"]["mean"]), np.asarray(new["es"]["mean"])
     assert after[j_b1] == before[j_b1]
     assert after[j_lr] != before[j_lr]
+
+
+def test_pbt_decision_in_the_compiled_loop_respects_the_conditions():
+    """PBT's decision as a pure function (what the compiled loop runs, jitted): every member
+    explores; members that land on another optimizer code get the dimensions it activates
+    drawn from the space and lose the others."""
+    import jax
+
+    strat = PBT(ready_steps=1, explore_all=True, resample_prob=0.5)
+    state, cols = strat.init(0, SPACE, 16)
+    hp = {k: np.asarray(v, np.float32) for k, v in cols.items() if k in SPACE.searched}
+    fit = np.linspace(0.0, 1.0, 16).astype(np.float32)
+    decide = jax.jit(strat.device_update)
+    for step in (1, 2, 3):
+        state, _, _, _, new = decide(state, np.int32(step), fit, hp)
+        new = {k: np.asarray(v) for k, v in new.items()}
+        _check(new)
+        hp = new
+    assert len(set(hp["optimizer"])) >= 2

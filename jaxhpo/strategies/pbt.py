@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhpo import conditions
 from jaxhpo.space import Choice, Float, Int, Space, _numeric_from_unit, _numeric_to_unit
 from jaxhpo.strategies.base import (
     Observation,
@@ -346,6 +347,8 @@ class PBT(Strategy):
             resample_prob=self.resample_prob,
             frozen=frozen,
         )
+        # conditional dimensions: inactive ones emptied, ones a new parent value activates drawn
+        new = conditions.complete_traced(self.space, {**moved, **new}, jax.random.fold_in(k_exp, 1))
         ready = self.ready(step)
         slots = jnp.arange(parents.shape[0], dtype=parents.dtype)
         hp = {
