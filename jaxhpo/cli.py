@@ -40,8 +40,16 @@ Start here:
   jaxhpo resume RUN_DIR      continue an interrupted run from its latest checkpoint"""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``jaxhpo: error: ...``, exit status 2), not usage + error."""
+
+    def error(self, message: str):
+        print(f"jaxhpo: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="jaxhpo",
         description="Tune Transformer hyperparameters by training a whole population as one "
         "JAX program.",
@@ -148,11 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         use_cpu_cores()
         return run_script(argv[1], argv[2:])
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    # key=value overrides may also come after options (`jaxhpo run --out runs x.y=1`).
-    stray = [x for x in extra if x.startswith("-") or "=" not in x]
-    if stray or (extra and args.command != "run"):
-        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    try:
+        args, extra = parser.parse_known_args(argv)
+        # key=value overrides may also come after options (`jaxhpo run --out runs x.y=1`).
+        stray = [x for x in extra if x.startswith("-") or "=" not in x]
+        if stray or (extra and args.command != "run"):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    except SystemExit as e:  # --help (0) or a one-line usage error (2)
+        return int(e.code or 0)
     if extra:
         args.overrides = [*args.overrides, *extra]
     if args.command in ("run", "resume"):

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from jaxhpo.strict_yaml import load_json, load_yaml
+
 
 class ConfigError(ValueError):
     """A bad configuration value; the message is one line and starts with the field path."""
@@ -357,7 +359,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"config: cannot read {p}: {e}") from None
     try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        data = load_json(text) if p.suffix == ".json" else load_yaml(text)  # no key twice
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         first = str(e).splitlines()[0]
         raise ConfigError(f"config: cannot parse {p}: {first}") from None

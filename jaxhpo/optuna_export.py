@@ -44,8 +44,10 @@ def check_storage(url: str, where: str = "report.optuna_storage") -> None:
         raise ValueError(f"{where}: '{url}' is not a storage URL (e.g. sqlite:///study.db)")
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
-        if not path.parent.exists():
+        if not path.parent.is_dir():
             raise ValueError(f"{where}: folder {path.parent} does not exist (from '{url}')")
+        if path.is_dir():
+            raise ValueError(f"{where}: {path} is a folder, not a database file (from '{url}')")
 
 
 class OptunaExport(Callback):

@@ -89,6 +89,38 @@ def _log_dims(run_dir: Path) -> set[str]:
     return {n for n in space.names if getattr(space[n], "log", False)}
 
 
+def _read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The metrics table, the final members (an interrupted run has no members.csv: the last
+    row of each member stands in) and run.json; a file that cannot be read, or a table with no
+    row yet, is a one-line ``ValueError`` naming the file."""
+
+    def read(name: str, fn):
+        try:
+            return fn()
+        except (ValueError, OSError, KeyError) as e:  # UnicodeDecodeError, ParserError, JSON
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            raise ValueError(
+                f"RUN_DIR: {run_dir / name} cannot be read ({type(e).__name__}: {first})"
+            ) from None
+
+    name = "metrics.parquet" if (run_dir / "metrics.parquet").exists() else "metrics.csv"
+    table = read(name, lambda: read_metrics(run_dir))
+    missing = [c for c in ("member", "step") if c not in table.columns]
+    if missing:
+        raise ValueError(f"RUN_DIR: {run_dir / name} has no column {missing[0]!r}")
+    if table.empty:
+        raise ValueError(
+            f"RUN_DIR: {run_dir / name} has no rows yet (the run stopped before its first "
+            "segment ended); nothing to report"
+        )
+    members_file = "members.csv" if (run_dir / "members.csv").exists() else name
+    members = read(members_file, lambda: final_members(run_dir, table))
+    info = read("run.json", lambda: run_info(run_dir))
+    if not isinstance(info, dict):
+        raise ValueError(f"RUN_DIR: {run_dir / 'run.json'} is not a JSON object")
+    return table, members, info
+
+
 def run_info(run_dir: Path) -> dict:
     path = Path(run_dir) / "run.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -354,10 +386,7 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.csv").exists() and not (run_dir / "metrics.parquet").exists():
         raise ValueError(f"RUN_DIR: no metrics table in {run_dir} (is it a jaxhpo run directory?)")
-    table = read_metrics(run_dir)
-    # An interrupted run has no members.csv: the last row of each member stands in.
-    members = final_members(run_dir, table)
-    info = run_info(run_dir)
+    table, members, info = _read_run(run_dir)
     hparams = _searched(run_dir, table, info.get("hparam_names"))
     log_dims = _log_dims(run_dir)
     objective = info.get("objective", "val_loss")

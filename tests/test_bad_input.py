@@ -84,6 +84,25 @@ CASES = [
         ["run", "lm-random", "space.seq_len=[8, 16]"],
         "space.seq_len: the masked super-model masks depth",
     ),
+    # issue 16: accepted, crashed or hung before
+    (["run", "lm-random", "strategy.eta=5"], "strategy.eta: not read by strategy 'random'"),
+    (["run", "lm-random", "strategy.ready_steps=7"], "strategy.ready_steps: not read"),
+    (["run", "lm-random", "strategy.points=[{nosuch: 1}]"], "strategy.points[0].nosuch"),
+    (["run", "lm-median", "strategy.points=[{lr: 5.0}]"], "strategy.points"),
+    (["run", "lm-random", "strategy.points=[1, 2]"], "strategy.points"),
+    (["run", "lm-random", "train.ensemble_top_k=100"], "train.ensemble_top_k: 100 is more"),
+    (["run", "lm-random", "train.budget=3"], "train.budget: 3 member-steps do not pay"),
+    (["run", "lm-random", "name=../../escaped"], "name: '../../escaped' must be one folder"),
+    (["run", "lm-random", "name=.."], "name: expected a folder name"),
+    (["run", "lm-random", "model.pooling=max"], "model.pooling: task 'lm' does not pool"),
+    (["run", "lm-random", "population.size=1000000000"], "population.size: 1000000000 members"),
+    (["run", "lm-random", "population.size=1000000"], "GiB of host memory"),
+    (
+        ["run", "lm-optuna", "strategy.optuna_storage=sqlite:////nonexistent/dir/study.db"],
+        "strategy.optuna_storage: folder /nonexistent/dir does not exist",
+    ),
+    (["run", "lm-optuna", "strategy.optuna_storage=sqlite:////"], "strategy.optuna_storage"),
+    (["run", "lm-optuna", "strategy.optuna_storage=foo://bar"], "strategy.optuna_storage"),
 ]
 
 
@@ -200,3 +219,61 @@ def test_out_of_memory_names_the_population_and_what_to_change(tmp_path, capsys,
     assert "MiB of parameters and optimizer state per member" in line
     assert "XLA working memory" in line  # XLA:CPU gives a memory analysis
     assert "population.mode=chunked" in line and "RESOURCE_EXHAUSTED" in line
+
+
+def test_duplicate_key_in_a_config_file(tmp_path, capsys, no_compile):
+    """Regression: ``train:`` twice in a YAML file was accepted (the second silently won)."""
+    out = tmp_path / "runs"
+    for name, text in [
+        ("dup.yaml", "train:\n  steps: 3\ntrain:\n  steps: 5\n"),
+        ("nested.yaml", "train:\n  steps: 3\n  steps: 5\n"),
+        ("dup.json", '{"train": {"steps": 3}, "train": {"steps": 4}}'),
+    ]:
+        (tmp_path / name).write_text(text)
+        line = _one_line_error(capsys, ["run", str(tmp_path / name), f"out_dir={out}"])
+        assert name in line and "duplicate key" in line, line
+    assert not out.exists()
+
+
+def test_missing_option_value_is_one_line(tmp_path, capsys, no_compile):
+    """Regression: ``jaxhpo run lm-random --out`` printed argparse's usage (three lines)."""
+    line = _one_line_error(capsys, ["run", "lm-random", "--out"])
+    assert "--out: expected one argument" in line
+    line = _one_line_error(capsys, ["resume"])
+    assert "RUN_DIR" in line
+
+
+def test_report_of_a_corrupt_metrics_table_names_the_file(tmp_path, capsys):
+    """Regression: ``'utf-8' codec can't decode ...`` with no file named."""
+    (tmp_path / "metrics.csv").write_bytes(b"member,step\n\xff\xfe\x00\x81,\x9c\n")
+    line = _one_line_error(capsys, ["report", str(tmp_path)])
+    assert "metrics.csv cannot be read" in line, line
+
+
+def test_report_of_a_run_killed_before_its_first_row(tmp_path, capsys):
+    """Regression: ``cannot convert float NaN to integer`` for a metrics table with no row."""
+    (tmp_path / "metrics.csv").write_text("run,member,step,wall_time,val_loss\n")
+    line = _one_line_error(capsys, ["report", str(tmp_path)])
+    assert "metrics.csv has no rows yet" in line, line
+
+
+def test_report_of_a_corrupt_run_json_names_the_file(interrupted_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(interrupted_run, run_dir)
+    (run_dir / "run.json").write_text("{not json")
+    line = _one_line_error(capsys, ["report", str(run_dir)])
+    assert "run.json cannot be read" in line, line
+
+
+@pytest.mark.parametrize("table", ["metrics.csv", "events.jsonl"])
+def test_resume_with_a_table_deleted_fails_before_building(
+    interrupted_run, tmp_path, capsys, no_compile, table
+):
+    """Regression: the right error, but only after the population was built."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(interrupted_run, run_dir)
+    (run_dir / table).unlink()
+    before = _tree(run_dir)
+    line = _one_line_error(capsys, ["resume", str(run_dir)])
+    assert f"RUN_DIR: {table} is missing" in line, line
+    assert _tree(run_dir) == before

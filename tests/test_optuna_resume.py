@@ -128,3 +128,53 @@ def test_optuna_sqlite_resume_keeps_a_continued_studys_earlier_trials(tmp_path):
         np.testing.assert_array_equal(a, b)
     ta, tb = _trials(url_a, "study"), _trials(url_b, "study")
     assert [t[:4] for t in tb] == [t[:4] for t in ta] and len(tb) == 3 + P * GENERATIONS
+
+
+def _db_trials(url: str) -> list[tuple]:
+    (name,) = optuna.get_all_study_names(url)
+    return _trials(url, name)
+
+
+@pytest.mark.slow
+def test_optuna_sqlite_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path):
+    """Regression: a named sqlite study killed with SIGKILL and resumed ended with other
+    hyperparameters from the next generation on, shifted trial numbers and duplicate COMPLETE,
+    FAIL and RUNNING trials. Killed after a random checkpoint, the resume killed again, resumed:
+    metrics, events, members and the database's trials equal the uninterrupted run's."""
+    import signal
+    import subprocess
+    import time
+
+    from test_checkpoint import _assert_same_run, _cli, _env, _resume, _run, _run_killed
+
+    def study(db: str) -> list[str]:
+        return [
+            "lm-optuna",
+            "population.size=4",
+            "strategy.generation_steps=20",
+            "strategy.optuna_study=s",
+            "strategy.optuna_options={n_startup_trials: 4}",
+            f"strategy.optuna_storage=sqlite:///{tmp_path / db}",
+        ]
+
+    full = _run(tmp_path / "full", study("full.db"))
+    rng = np.random.default_rng(16)
+    killed = _run_killed(tmp_path / "killed", study("killed.db"), rng)
+    segments = max(int(p.parent.name) for p in killed.glob("checkpoints/*/commit_success.txt"))
+    proc = subprocess.Popen(  # the resume, killed after its next checkpoint
+        _cli("resume", str(killed), "--quiet"), env=_env(), stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        done = [int(p.parent.name) for p in killed.glob("checkpoints/*/commit_success.txt")]
+        if max(done, default=0) > segments:
+            break
+        time.sleep(0.05)
+    time.sleep(float(rng.uniform(0.0, 0.08)))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _resume(killed)
+    _assert_same_run(full, killed)
+    ta = _db_trials(f"sqlite:///{tmp_path / 'full.db'}")
+    tb = _db_trials(f"sqlite:///{tmp_path / 'killed.db'}")
+    assert tb == ta and {t[1] for t in tb} == {"COMPLETE"}

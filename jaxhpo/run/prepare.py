@@ -23,6 +23,7 @@ from jaxhpo.optim_factory import resolve as resolve_optimizer
 from jaxhpo.population import Population, resolve_devices
 from jaxhpo.run import choice_space
 from jaxhpo.run.checks import check_space, check_structure
+from jaxhpo.run.input_checks import check_memory, check_run_config
 from jaxhpo.space import Space
 from jaxhpo.strategies import STRATEGIES, Strategy
 from jaxhpo.strategies.base import has_compiled_form
@@ -134,6 +135,7 @@ def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> 
       task: a task object to use instead of building the one ``cfg.task`` names.
     """
     started = time.perf_counter()
+    check_run_config(cfg)  # name, pooling, ensemble/budget against the size: nothing built
     try:
         space = choice_space.as_codes(cfg, Space.from_config(cfg.space, where="space"))
     except ValueError as e:
@@ -141,9 +143,12 @@ def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> 
     if not space.searched and cfg.strategy.name != "grid":
         raise ConfigError("space: no searched dimension (every entry is fixed)")
     task, structural = _checked_task(cfg, space, task)
+    check_memory(task, cfg.population.size, cfg.task.folds)  # before the strategy samples
     strategy = strategy if strategy is not None else make_strategy(cfg)
     strategy, state, cols = _checked_strategy(cfg, space, strategy)
     size = len(next(iter(cols.values()))) if cols else (cfg.population.size or 1)
+    if size != cfg.population.size:  # a size the strategy chose (grid, Hyperband, k folds)
+        check_memory(task, size)
     population = _make_population(cfg, task, space, structural, strategy, size)
     full = _first_hparams(cfg, task, population, strategy, cols, size)
     return Prepared(cfg, task, space, population, strategy, state, full, size, started)

@@ -112,7 +112,22 @@ def resume_run(run_dir: str | Path, *, console: Console | None = None, quiet: bo
     with run_dir_lock(run_dir) if parallel.is_writer() else contextlib.nullcontext():
         if (run_dir / "members.csv").exists():
             raise ValueError(f"RUN_DIR: {run_dir} finished already (members.csv is written)")
+        _check_tables(run_dir)
         cfg = build(Config(), load_file(run_dir / "config.yaml"))
         if cfg.train.compiled:
             raise ValueError("RUN_DIR: a train.compiled run has no checkpoints to resume from")
         return run(cfg, run_dir=run_dir, console=console, quiet=quiet, resume=True)
+
+
+def _check_tables(run_dir: Path) -> None:
+    """A run with checkpoints needs the tables they count rows of: refused before anything is
+    built when one is missing (or not a file)."""
+    ckpts = run_dir / "checkpoints"
+    if not ckpts.is_dir() or not any(p.name.isdigit() for p in ckpts.iterdir()):
+        return  # no checkpoint: the run starts again from step 0 and writes new tables
+    for name in ("metrics.csv", "events.jsonl"):
+        if not (run_dir / name).is_file():
+            raise ValueError(
+                f"RUN_DIR: {name} is missing from {run_dir} (its checkpoints count its rows); "
+                "the run cannot be resumed"
+            )

@@ -45,8 +45,12 @@ def _choice_field(value: Any, field: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _sample(space: Space, sampler: str, seed: int, n: int) -> dict[str, np.ndarray]:
-    return space.sobol(seed, n) if sampler == "sobol" else space.sample(seed, n)
+def _sample(space: Space, sampler: str, seed: int, n: int, points=()) -> dict[str, np.ndarray]:
+    """``n`` sampled members, the first ones ``strategy.points``."""
+    from jaxhpo.strategies.search import with_points
+
+    cols = space.sobol(seed, n) if sampler == "sobol" else space.sample(seed, n)
+    return with_points(space, cols, points)
 
 
 #: ``state["member_id"]`` before the first observation: the strategy learns its members' ids from
@@ -87,7 +91,8 @@ def _stop_event(member: int, fitness: float, reason: str) -> dict[str, Any]:
 class _Halving(Strategy):
     """Shared machinery: brackets of members, each halved at its own rungs (steps)."""
 
-    config_fields = ("eta", "min_steps", "halving_mode", "sampler")
+    config_fields = ("eta", "min_steps", "halving_mode", "sampler", "points")
+    points: tuple = ()  # strategy.points: the first members (set by from_config)
 
     def __init__(
         self,
@@ -122,13 +127,15 @@ class _Halving(Strategy):
     def from_config(cls, cfg, train):
         """``strategy.min_steps`` (0: one segment), ``eta``, ``halving_mode``, ``sampler``;
         the largest resource is ``train.steps``."""
-        return cls(
+        strategy = cls(
             cfg.eta,
             min_steps=cfg.min_steps or train.segment_steps,
             max_steps=train.steps,
             mode=cfg.halving_mode,
             sampler=cfg.sampler,
         )
+        strategy.points = tuple(cfg.points or ())
+        return strategy
 
     def init(self, seed: int, space: Space, size: int | None):
         sizes = self._bracket_sizes(size)
@@ -139,7 +146,7 @@ class _Halving(Strategy):
             "alive": np.ones(n, bool),
             "next_rung": np.zeros(len(sizes), np.int64),  # per bracket
         }
-        return state, _sample(space, self.sampler, seed, n)
+        return state, _sample(space, self.sampler, seed, n, self.points)
 
     def check(self, train_steps: int, segment_steps: int) -> None:
         if train_steps != self.max_steps:
@@ -300,11 +307,14 @@ class MedianStopping(Strategy):
     """
 
     name = "median"
-    config_fields = ("min_steps", "sampler")
+    config_fields = ("min_steps", "sampler", "points")
+    points: tuple = ()  # strategy.points: the first members (set by from_config)
 
     @classmethod
     def from_config(cls, cfg, train):
-        return cls(min_steps=cfg.min_steps or train.segment_steps, sampler=cfg.sampler)
+        strategy = cls(min_steps=cfg.min_steps or train.segment_steps, sampler=cfg.sampler)
+        strategy.points = tuple(cfg.points or ())
+        return strategy
 
     def __init__(self, *, min_steps: int, sampler: str = "random"):
         self.min_steps = _int_field(min_steps, "strategy.min_steps", 1)
@@ -320,7 +330,7 @@ class MedianStopping(Strategy):
             "count": np.zeros(size, np.int64),
             "best": np.full(size, np.inf),
         }
-        return state, _sample(space, self.sampler, seed, size)
+        return state, _sample(space, self.sampler, seed, size, self.points)
 
     def check(self, train_steps: int, segment_steps: int) -> None:
         if self.min_steps >= train_steps:

@@ -194,6 +194,10 @@ class OptunaSearch(GenerationalSearch):
                 f"strategy.optuna_storage: expected an Optuna storage URL such as "
                 f"sqlite:///study.db, got {storage!r}"
             )
+        if storage is not None:
+            from jaxhpo.optuna_export import check_storage
+
+            check_storage(storage, "strategy.optuna_storage")  # a sqlite file's folder exists
         if study_name is not None and not (isinstance(study_name, str) and study_name):
             raise ValueError(f"strategy.optuna_study: expected a name, got {study_name!r}")
         super().__init__(generation_steps, points, warm_start, warm_start_top, metric)
@@ -243,13 +247,19 @@ class OptunaSearch(GenerationalSearch):
             ) from None
 
     def _create_study(self, name: str, sampler):
-        return self.optuna.create_study(
-            storage=self.storage,
-            sampler=sampler,
-            study_name=name,
-            direction="minimize",
-            load_if_exists=True,
-        )
+        try:
+            return self.optuna.create_study(
+                storage=self.storage,
+                sampler=sampler,
+                study_name=name,
+                direction="minimize",
+                load_if_exists=True,
+            )
+        except Exception as e:  # noqa: BLE001 - sqlalchemy's many errors: one line naming it
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(
+                f"strategy.optuna_storage: cannot open {self.storage}: {first}"
+            ) from None
 
     def _ask(self, study, P: int, g: int) -> tuple[list[int], np.ndarray, dict[str, np.ndarray]]:
         numbers, internal, values = [], [], {k: [] for k in self.dists}

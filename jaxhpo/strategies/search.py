@@ -6,30 +6,77 @@ through ``scipy.stats.qmc``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Strategy
+from jaxhpo.strategies.base import Strategy, fill_points
 
 
-class RandomSearch(Strategy):
-    """Independent uniform samples in the space's unit coordinates (log-uniform for log dims)."""
+def with_points(
+    space: Space, cols: Mapping[str, np.ndarray], points: Sequence[Mapping[str, Any]]
+) -> dict[str, np.ndarray]:
+    """Sampled members ``cols`` whose first rows are ``strategy.points`` (explicit members, full
+    or partial assignments; the rest of a partial one stays sampled).
+
+    Raises:
+      ValueError: naming ``strategy.points`` (more points than members, an unknown name, a
+        value outside the space).
+    """
+    points = list(points or ())
+    if not points:
+        return dict(cols)
+    size = len(next(iter(cols.values())))
+    if len(points) > size:
+        raise ValueError(
+            f"strategy.points: {len(points)} points but only {size} members sample them "
+            "(population.size)"
+        )
+    bad = [p for p in points if not isinstance(p, Mapping)]
+    if bad:
+        raise ValueError(
+            f"strategy.points: each point must be a mapping name: value, got {bad[0]!r}"
+        )
+    return fill_points(space, cols, points)
+
+
+class _Sampled(Strategy):
+    """A strategy that samples its members and places ``strategy.points`` first."""
+
+    config_fields = ("points",)
+    points: Sequence[Mapping[str, Any]] = ()
+
+    @classmethod
+    def from_config(cls, cfg, train):
+        strategy = cls()
+        strategy.points = list(cfg.points or ())
+        return strategy
+
+
+class RandomSearch(_Sampled):
+    """Independent uniform samples in the space's unit coordinates (log-uniform for log dims);
+    ``strategy.points`` are the first members."""
 
     name = "random"
 
     def init(self, seed, space: Space, size):
         if size is None or size < 1:
             raise ValueError(f"population.size: random search needs a size >= 1, got {size}")
-        return None, space.sample(seed, size)
+        return None, with_points(space, space.sample(seed, size), self.points)
 
 
-class SobolSearch(Strategy):
-    """Scrambled Sobol points: more even coverage than random at the same count."""
+class SobolSearch(_Sampled):
+    """Scrambled Sobol points: more even coverage than random at the same count;
+    ``strategy.points`` are the first members."""
 
     name = "sobol"
 
     def init(self, seed, space: Space, size):
         if size is None or size < 1:
             raise ValueError(f"population.size: Sobol search needs a size >= 1, got {size}")
-        return None, space.sobol(seed, size)
+        return None, with_points(space, space.sobol(seed, size), self.points)
 
 
 class GridSearch(Strategy):

@@ -1,0 +1,110 @@
+"""Checks of a run's input that the config's own validation cannot make: the run's name as a
+folder name, fields that the task or the population size make meaningless, and whether the
+population fits in memory (estimated before anything is built). Errors are one-line
+:class:`~jaxhpo.config.ConfigError`s naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jaxhpo.config import Config, ConfigError
+
+#: The state of one member, in units of its parameters: parameters, gradients, two moments.
+STATE_COPIES = 4
+GIB, MIB = 1024**3, 1024**2
+
+
+def check_run_config(cfg: Config) -> None:
+    """What needs nothing built: ``name``, ``model.pooling``, ``train.ensemble_top_k`` and
+    ``train.budget`` against ``population.size``.
+
+    Raises:
+      ConfigError: naming the field.
+    """
+    name = cfg.name
+    if not isinstance(name, str) or not name.strip() or name in (".", ".."):
+        raise ConfigError(f"name: expected a folder name, got {name!r}")
+    bad = [c for c in ("/", "\\", "\0") if c in name]
+    if bad or len(name.encode()) > 200:
+        raise ConfigError(
+            f"name: {name!r} must be one folder name inside out_dir (no '/', '\\\\', NUL; at "
+            "most 200 bytes)"
+        )
+    from jaxhpo.tasks import TASKS
+
+    task_cls = TASKS.get(cfg.task.kind)
+    if cfg.model.pooling is not None and task_cls is not None and not task_cls.pools:
+        raise ConfigError(
+            f"model.pooling: task '{cfg.task.kind}' does not pool its sequence (only the "
+            "sequence classifiers do); remove model.pooling"
+        )
+    size = cfg.population.size
+    if size is None:
+        return
+    if cfg.train.ensemble_top_k > size:
+        raise ConfigError(
+            f"train.ensemble_top_k: {cfg.train.ensemble_top_k} is more than population.size={size}"
+        )
+    segment = size * max(cfg.task.folds, 1) * min(cfg.train.segment_steps, cfg.train.steps)
+    if cfg.train.budget is not None and cfg.train.budget < segment:
+        raise ConfigError(
+            f"train.budget: {cfg.train.budget} member-steps do not pay for one segment "
+            f"({segment} member-steps: population.size x task.folds x train.segment_steps); "
+            "nothing would train"
+        )
+
+
+def member_bytes(task: Any) -> int:
+    """Bytes of one member's parameters (abstract shapes: nothing is allocated)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxhpo.population import Population
+
+    hp = {k: jnp.asarray(v) for k, v in Population.task_defaults(task).items()}
+    names = getattr(task, "hparam_names", hp)
+    hp = {k: v for k, v in hp.items() if k in names}
+    shapes = jax.eval_shape(lambda: task.init(jax.random.key(0), hp))
+    return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes)))
+
+
+def available_memory() -> tuple[float, str]:
+    """Bytes of memory the population can use: the accelerators' together, else the host's."""
+    import jax
+
+    devices = jax.devices()
+    limits = []
+    for d in devices:
+        try:
+            limits.append(float((d.memory_stats() or {}).get("bytes_limit", 0)))
+        except Exception:  # noqa: BLE001 - a backend without memory stats (CPU)
+            limits.append(0.0)
+    if devices[0].platform != "cpu" and all(limits):
+        return sum(limits), f"{devices[0].platform} device"
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "host"
+
+
+def check_memory(task: Any, size: int | None, folds: int = 1) -> None:
+    """Refuses a population whose members' state alone cannot fit in memory.
+
+    Raises:
+      ConfigError: naming ``population.size`` and the estimate.
+    """
+    if size is None or task is None or not callable(getattr(task, "init", None)):
+        return
+    try:
+        per = member_bytes(task) * STATE_COPIES
+    except Exception:  # noqa: BLE001 - a user's task the estimate cannot trace: no estimate
+        return
+    members = int(size) * max(int(folds), 1)
+    need = per * members
+    have, where = available_memory()
+    if need > have:
+        raise ConfigError(
+            f"population.size: {members} members need about {need / GIB:.3g} GiB "
+            f"({per / MIB:.3g} MiB each: parameters, gradients and optimizer moments, "
+            f"estimated before building), more than the {have / GIB:.3g} GiB of {where} "
+            "memory; lower population.size or the model's size"
+        )
