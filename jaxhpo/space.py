@@ -382,7 +382,9 @@ class Space:
         return hash((tuple(self._dims.items()), tuple(self.when.items())))
 
     def __repr__(self) -> str:
-        return f"Space({self._dims!r})"
+        return (
+            f"Space({self._dims!r}, when={self.when!r})" if self.when else f"Space({self._dims!r})"
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 
