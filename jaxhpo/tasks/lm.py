@@ -41,11 +41,45 @@ def default_corpus_files() -> list[Path]:
 
 
 def load_corpus(path: str | None, max_bytes: int, *, where: str = "task.corpus") -> np.ndarray:
-    """Reads the corpus as uint8 bytes (at most ``max_bytes``).
+    """Reads the corpus as uint8 bytes (at most ``max_bytes``; a named corpus cut short says so
+    on stderr, with the bytes used and the corpus's size).
 
     Raises:
       ValueError: (one line, naming ``where``) if the path does not exist or holds no text.
     """
+    files = corpus_files(path, where)
+    chunks, total = [], 0
+    for f in files:
+        try:
+            with open(f, "rb") as fh:  # never more than needed: the file may be huge
+                data = fh.read(max_bytes - total)
+        except OSError as e:
+            raise ValueError(f"{where}: cannot read {f}: {e.strerror}") from None
+        chunks.append(data)
+        total += len(data)
+        if total >= max_bytes:
+            break
+    raw = b"".join(chunks)[:max_bytes]
+    if len(raw) == 0:
+        raise ValueError(f"{where}: corpus is empty: {path}")
+    size = corpus_size(path, where) if path else len(raw)
+    if size > len(raw):
+        from jaxhpo.run.progress import notice
+
+        notice(
+            f"{where}: training on the first {len(raw):,} of the corpus's {size:,} bytes "
+            f"(task.max_bytes={max_bytes:,}; raise it to read more)"
+        )
+    return np.frombuffer(raw, dtype=np.uint8).copy()
+
+
+def corpus_size(path: str | None, where: str = "task.corpus") -> int:
+    """Bytes of the whole corpus (every file :func:`load_corpus` would read)."""
+    return sum(f.stat().st_size for f in corpus_files(path, where))
+
+
+def corpus_files(path: str | None, where: str = "task.corpus") -> list[Path]:
+    """The files of a corpus (a file, a folder's text files, or the default corpus)."""
     if path is None or path == "":
         files = default_corpus_files()
         if not files:
@@ -62,21 +96,7 @@ def load_corpus(path: str | None, max_bytes: int, *, where: str = "task.corpus")
                 )
         else:
             files = [p]
-    chunks, total = [], 0
-    for f in files:
-        try:
-            with open(f, "rb") as fh:  # never more than needed: the file may be huge
-                data = fh.read(max_bytes - total)
-        except OSError as e:
-            raise ValueError(f"{where}: cannot read {f}: {e.strerror}") from None
-        chunks.append(data)
-        total += len(data)
-        if total >= max_bytes:
-            break
-    raw = b"".join(chunks)[:max_bytes]
-    if len(raw) == 0:
-        raise ValueError(f"{where}: corpus is empty: {path}")
-    return np.frombuffer(raw, dtype=np.uint8).copy()
+    return [Path(f) for f in files]
 
 
 class LanguageModelTask(Task):
@@ -106,7 +126,8 @@ class LanguageModelTask(Task):
                 f"(needs at least {math.ceil(need / 0.05)} bytes)"
             )
         self.corpus_path = corpus or "<python stdlib>"
-        self.corpus_bytes = n
+        self.corpus_bytes = n  # the bytes used: at most task.max_bytes
+        self.corpus_total_bytes = corpus_size(corpus)  # the whole corpus
         self.corpus_sha1 = hashlib.sha1(data.tobytes()).hexdigest()[:12]
         self.seq_len, self.batch_size, self.data_seed = seq_len, batch_size, data_seed
         self._eval_batches = eval_batches
@@ -178,5 +199,6 @@ class LanguageModelTask(Task):
             "name": self.name,
             "corpus": self.corpus_path,
             "corpus_bytes": self.corpus_bytes,
+            "corpus_total_bytes": self.corpus_total_bytes,
             "corpus_sha1": self.corpus_sha1,
         }
