@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo.space import Space
+from jaxhpo.strategies import trust_region
 from jaxhpo.strategies.base import Observation, PopulationUpdate
 from jaxhpo.strategies.evo import shape_fitness
 from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
@@ -97,6 +98,8 @@ class BayesOpt(GenerationalSearch):
         (``strategy.bo_local_steps``; 0: the best candidate).
       restart: fit from the default start as well as the previous fit and keep the better
         (``False``, the warm start alone, can stall; kept for comparison).
+      trust_region: propose inside a TuRBO-style trust region around the best observation
+        (``strategy.bo_trust_region``; see :mod:`jaxhpo.strategies.trust_region`).
       points, warm_start, warm_start_top, metric: see :mod:`jaxhpo.strategies.warm`.
     """
 
@@ -106,6 +109,7 @@ class BayesOpt(GenerationalSearch):
         "bo_candidates",
         "bo_fit_steps",
         "bo_local_steps",
+        "bo_trust_region",
     )
 
     def __init__(
@@ -115,6 +119,7 @@ class BayesOpt(GenerationalSearch):
         fit_steps: int = 100,
         local_steps: int = 50,
         restart: bool = True,
+        trust_region: bool = False,
         points: Sequence[Mapping[str, Any]] = (),
         warm_start: str | None = None,
         warm_start_top: int = 0,
@@ -132,6 +137,7 @@ class BayesOpt(GenerationalSearch):
         self.fit_steps = int(fit_steps)
         self.local_steps = int(local_steps)
         self.restart = bool(restart)
+        self.trust_region = bool(trust_region)
         self.space: Space | None = None
 
     @classmethod
@@ -140,6 +146,7 @@ class BayesOpt(GenerationalSearch):
             candidates=cfg.bo_candidates,
             fit_steps=cfg.bo_fit_steps,
             local_steps=cfg.bo_local_steps,
+            trust_region=cfg.bo_trust_region,
             **GenerationalSearch.seeding_kwargs(cfg),
         )
 
@@ -170,25 +177,37 @@ class BayesOpt(GenerationalSearch):
         info = {"fit_start": ("previous", "default")[int(index)], "fit_gain_nats": gain}
         return theta, data, ys, info
 
-    def _candidates(self, rng, X: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        """Half uniform in the cube, half Gaussian steps (sd 0.1) from the best 5 points."""
+    def _candidates(self, rng, X: np.ndarray, ys: np.ndarray, lo=0.0, hi=1.0) -> np.ndarray:
+        """Half uniform in the box ``[lo, hi]`` (the cube, or a trust region), half Gaussian
+        steps (sd 0.1, at most a quarter of the box's side) from the best 5 points, in the box."""
         N, D = X.shape
         C = self.candidates
         n_local = C // 2
         best = X[np.argsort(ys, kind="stable")[: min(5, N)]]
         local = best[rng.integers(0, len(best), size=n_local)]
-        local = np.clip(local + 0.1 * rng.standard_normal((n_local, D)), 0.0, 1.0)
-        return self._snap(np.concatenate([local, rng.random((C - n_local, D))]))
+        sd = np.minimum(0.1, (np.asarray(hi) - lo) / 4)
+        local = np.clip(local + sd * rng.standard_normal((n_local, D)), lo, hi)
+        uniform = lo + (np.asarray(hi) - lo) * rng.random((C - n_local, D))
+        return self._snap(np.concatenate([local, uniform]))
 
-    def propose(self, seed: int, g: int, theta0, X: np.ndarray, y: np.ndarray, P: int):
-        """``P`` new unit points by batch Thompson sampling given observations ``(X, y)``;
-        returns ``(u [P, D], theta, fit info)``."""
+    def propose(self, seed: int, g: int, theta0, X: np.ndarray, y: np.ndarray, P: int, tr=None):
+        """``P`` new unit points by batch Thompson sampling given observations ``(X, y)``
+        (inside the trust region of length ``tr[0]`` when given); returns ``(u [P, D], theta,
+        fit info)``."""
         theta, data, ys, info = self._fit(theta0, X, y)
-        cand = self._candidates(np.random.default_rng([seed, g]), X, ys)
+        lo, hi = (0.0, 1.0) if tr is None else trust_region.box(X, ys, theta["log_ls"], tr[0])
+        cand = self._candidates(np.random.default_rng([seed, g]), X, ys, lo, hi)
         key = jax.random.fold_in(jax.random.key(seed), g)
         with x64():
             ds, f, x_loc, _ = optimise_draws(
-                key, theta, *data, jnp.asarray(cand), draws=P, steps=self.local_steps
+                key,
+                theta,
+                *data,
+                jnp.asarray(cand),
+                draws=P,
+                steps=self.local_steps,
+                lo_D=jnp.asarray(lo, jnp.float64),
+                hi_D=jnp.asarray(hi, jnp.float64),
             )
             x_loc = self._snap(np.asarray(x_loc, np.float64))  # ints/choices to bin centres
             f_loc = draws_at(theta, ds, data[0], data[2], jnp.asarray(x_loc[:, None]))[:, 0]
@@ -239,6 +258,7 @@ class BayesOpt(GenerationalSearch):
             "y": y,
             "u": u,
             "theta": theta,
+            "tr": trust_region.initial(),
         }
         return state, space.from_unit(u)
 
@@ -259,10 +279,16 @@ class BayesOpt(GenerationalSearch):
         y = np.concatenate([np.asarray(state["y"], np.float64), raw])
         seed, g = int(state["seed"]), int(state["generation"])
         done = self.last(int(obs.step))
+        tr = np.asarray(state.get("tr", trust_region.initial()), np.float64)
+        if self.trust_region:
+            tr = trust_region.adapt(tr, y[:-P], raw, X.shape[1])
         if done:  # the last generation: nothing more to train, no proposal
             new_u, theta, info = u, state["theta"], {}
         else:
-            new_u, theta, info = self.propose(seed, g, state["theta"], X, y, P)
+            box = tr if self.trust_region else None
+            new_u, theta, info = self.propose(seed, g, state["theta"], X, y, P, box)
+        if self.trust_region:
+            info = {**info, "trust_region_length": float(tr[0])}
         best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
         names = self.space.searched
         event = {
@@ -287,6 +313,7 @@ class BayesOpt(GenerationalSearch):
             "y": y,
             "u": new_u,
             "theta": jax.tree.map(np.asarray, theta),
+            "tr": tr,
         }
         if done:
             return new_state, PopulationUpdate(events=[event], done=True)

@@ -280,10 +280,13 @@ def optimise_draws(
     starts: int = 4,
     steps: int = 50,
     learning_rate: float = 0.02,
+    lo_D=0.0,
+    hi_D=1.0,
 ):
     """Scores the candidates under ``draws`` posterior draws and optimises each draw locally.
 
-    Every draw starts projected Adam from its ``starts`` best candidates, inside the unit cube.
+    Every draw starts projected Adam from its ``starts`` best candidates, inside the box
+    ``[lo_D, hi_D]`` (the unit cube by default; a trust region's box when given).
 
     Returns:
       ``(draws, f_PxC, x_PxD, f_P)``: the draws (:func:`make_draws`), their values at the
@@ -304,7 +307,7 @@ def optimise_draws(
             better = jnp.isfinite(fx) & (fx < best_f)
             best, best_f = jnp.where(better, x, best), jnp.where(better, fx, best_f)
             u, s = opt.update(jnp.where(jnp.isfinite(g), g, 0.0), s)
-            return (jnp.clip(x + u, 0.0, 1.0), s, best, best_f), None
+            return (jnp.clip(x + u, lo_D, hi_D), s, best, best_f), None
 
         carry = (x0_D, opt.init(x0_D), x0_D, jnp.asarray(jnp.inf, x0_D.dtype))
         (x, _, best, best_f), _ = jax.lax.scan(step, carry, None, length=steps)
