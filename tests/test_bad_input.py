@@ -103,6 +103,9 @@ CASES = [
     ),
     (["run", "lm-optuna", "strategy.optuna_storage=sqlite:////"], "strategy.optuna_storage"),
     (["run", "lm-optuna", "strategy.optuna_storage=foo://bar"], "strategy.optuna_storage"),
+    (["run", "lm-random", "train.steps=1e99"], "train.steps: must be < 2**31"),
+    (["run", "lm-random", "train.steps=99999999999999999999"], "train.steps: must be < 2**31"),
+    (["run", "lm-random", "name=ok/../x"], "name: 'ok/../x' must be one folder"),
 ]
 
 

@@ -14,6 +14,7 @@ from jaxhpo.config import Config, ConfigError
 #: The state of one member, in units of its parameters: parameters, gradients, two moments.
 STATE_COPIES = 4
 GIB, MIB = 1024**3, 1024**2
+INT32 = 2**31
 
 
 def check_run_config(cfg: Config) -> None:
@@ -32,6 +33,12 @@ def check_run_config(cfg: Config) -> None:
             f"name: {name!r} must be one folder name inside out_dir (no '/', '\\\\', NUL; at "
             "most 200 bytes)"
         )
+    for field in ("steps", "segment_steps"):
+        value = getattr(cfg.train, field)
+        if isinstance(value, int) and value >= INT32:
+            raise ConfigError(
+                f"train.{field}: must be < 2**31 (steps are counted in int32), got {value:.4g}"
+            )
     from jaxhpo.tasks import TASKS
 
     task_cls = TASKS.get(cfg.task.kind)
