@@ -89,25 +89,32 @@ def _log_dims(run_dir: Path) -> set[str]:
     return {n for n in space.names if getattr(space[n], "log", False)}
 
 
+def _read(run_dir: Path, name: str, fn):
+    """``fn()``, reading ``run_dir/name``; what fails is a one-line ``ValueError`` naming it."""
+    try:
+        return fn()
+    except (ValueError, OSError, KeyError) as e:  # UnicodeDecodeError, ParserError, JSON
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise ValueError(
+            f"RUN_DIR: {run_dir / name} cannot be read ({type(e).__name__}: {first})"
+        ) from None
+
+
 def _read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The metrics table, the final members (an interrupted run has no members.csv: the last
     row of each member stands in) and run.json; a file that cannot be read, or a table with no
     row yet, is a one-line ``ValueError`` naming the file."""
 
     def read(name: str, fn):
-        try:
-            return fn()
-        except (ValueError, OSError, KeyError) as e:  # UnicodeDecodeError, ParserError, JSON
-            first = (str(e).strip().splitlines() or [""])[0][:160]
-            raise ValueError(
-                f"RUN_DIR: {run_dir / name} cannot be read ({type(e).__name__}: {first})"
-            ) from None
+        return _read(run_dir, name, fn)
 
     name = "metrics.parquet" if (run_dir / "metrics.parquet").exists() else "metrics.csv"
     table = read(name, lambda: read_metrics(run_dir))
-    missing = [c for c in ("member", "step") if c not in table.columns]
+    missing = [c for c in ("member", "step", "diverged") if c not in table.columns]
     if missing:
         raise ValueError(f"RUN_DIR: {run_dir / name} has no column {missing[0]!r}")
+    if not all(pd.api.types.is_numeric_dtype(table[c]) for c in ("member", "step")):
+        raise ValueError(f"RUN_DIR: {run_dir / name} has a member or step that is not a number")
     if table.empty:
         raise ValueError(
             f"RUN_DIR: {run_dir / name} has no rows yet (the run stopped before its first "
@@ -391,7 +398,7 @@ def write_report(run_dir: str | Path) -> Path:
     log_dims = _log_dims(run_dir)
     objective = info.get("objective", "val_loss")
     maximize = bool(info.get("maximize", False))
-    events = read_events(run_dir)
+    events = _read(run_dir, "events.jsonl", lambda: read_events(run_dir))
     exploits = exploit_events(events)
     changing = _changing(run_dir, table, info.get("hparam_names") or hparam_columns(table))
     best = best_member(members, objective, maximize)

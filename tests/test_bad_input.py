@@ -280,3 +280,47 @@ def test_resume_with_a_table_deleted_fails_before_building(
     line = _one_line_error(capsys, ["resume", str(run_dir)])
     assert f"RUN_DIR: {table} is missing" in line, line
     assert _tree(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda d: (d / "config.yaml").write_text(""), "config.yaml is empty"),
+        (
+            lambda d: (shutil.rmtree(d / "checkpoints"), (d / "checkpoints").write_text("x")),
+            "is not a folder of checkpoints",
+        ),
+        (lambda d: (d / "config.yaml").write_text("train: [\n"), "cannot parse"),
+    ],
+    ids=["empty-config", "checkpoints-a-file", "config-not-yaml"],
+)
+def test_resume_of_a_damaged_run_directory(
+    interrupted_run, tmp_path, capsys, no_compile, damage, expected
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(interrupted_run, run_dir)
+    damage(run_dir)
+    before = _tree(run_dir)
+    line = _one_line_error(capsys, ["resume", str(run_dir)])
+    assert expected in line, line
+    assert _tree(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("events.jsonl", "{bad\n", "events.jsonl cannot be read"),
+        ("metrics.csv", "x,y\n1,2\n", "metrics.csv has no column 'member'"),
+        ("metrics.csv", "member,step,diverged\n1,abc,0\n", "not a number"),
+    ],
+    ids=["events-not-json", "metrics-without-columns", "step-not-a-number"],
+)
+def test_report_of_a_damaged_table_names_the_file(
+    interrupted_run, tmp_path, capsys, name, text, expected
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(interrupted_run, run_dir)
+    (run_dir / "metrics.parquet").unlink(missing_ok=True)
+    (run_dir / name).write_text(text)
+    line = _one_line_error(capsys, ["report", str(run_dir)])
+    assert expected in line, line

@@ -123,6 +123,10 @@ def _check_tables(run_dir: Path) -> None:
     """A run with checkpoints needs the tables they count rows of: refused before anything is
     built when one is missing (or not a file)."""
     ckpts = run_dir / "checkpoints"
+    if ckpts.exists() and not ckpts.is_dir():
+        raise ValueError(f"RUN_DIR: {ckpts} is not a folder of checkpoints")
+    if not (run_dir / "config.yaml").read_text().strip():
+        raise ValueError(f"RUN_DIR: {run_dir / 'config.yaml'} is empty")
     if not ckpts.is_dir() or not any(p.name.isdigit() for p in ckpts.iterdir()):
         return  # no checkpoint: the run starts again from step 0 and writes new tables
     for name in ("metrics.csv", "events.jsonl"):
