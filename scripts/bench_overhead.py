@@ -17,6 +17,7 @@ variant, ...; the best rep is kept), so a busy machine slows all of them alike. 
 prints a markdown table.
 
     python scripts/bench_overhead.py                   # tiny and small, N = 16, 64 (CPU)
+    python scripts/bench_overhead.py --small-sizes 16 --steps 10   # a shorter CPU run
     python scripts/bench_overhead.py --quick           # a smoke run
 """
 
@@ -230,7 +231,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="scripts/results/bench_overhead.json")
     ap.add_argument("--models", default="tiny,small")
-    ap.add_argument("--sizes", default="16,64")
+    ap.add_argument("--sizes", default="16,64", help="population sizes of the tiny model")
+    ap.add_argument("--small-sizes", default="16,64", help="population sizes of the small model")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=4)
@@ -241,8 +243,10 @@ def main() -> None:
     if args.quick:
         models, sizes, args.steps, args.reps = ["tiny"], [4], 5, 1
     rows = []
+    small = [int(s) for s in args.small_sizes.split(",")]
     for name in models:
-        rows += bench(name, MODELS[name], sizes, args.steps, args.reps, args.chunk)
+        n = small if name == "small" and not args.quick else sizes
+        rows += bench(name, MODELS[name], n, args.steps, args.reps, args.chunk)
     out = {
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],

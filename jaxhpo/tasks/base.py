@@ -165,11 +165,13 @@ class Task(abc.ABC):
         unsmoothed cross-entropy})``, the reported training loss (``jaxhpo.step.TRAIN_LOSS``)."""
         logits = self._logits(model, batch, hp, key).astype(jnp.float32)
         targets, weights = batch["targets"], batch["weights"]
-        num_classes = logits.shape[-1]
-        onehot = jax.nn.one_hot(targets, num_classes, dtype=jnp.float32)
-        smoothed = optax.smooth_labels(onehot, hp["label_smoothing"])
-        per_token = optax.softmax_cross_entropy(logits, smoothed)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        smoothing = hp["label_smoothing"]
+        if isinstance(smoothing, int | float) and smoothing == 0:
+            per_token = ce  # smoothing fixed at 0 for the run: one cross-entropy, not two
+        else:
+            onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=jnp.float32)
+            per_token = optax.softmax_cross_entropy(logits, optax.smooth_labels(onehot, smoothing))
         denom = jnp.maximum(weights.sum(), 1.0)
         loss = (per_token * weights).sum() / denom
         return loss, {"train_loss": jax.lax.stop_gradient((ce * weights).sum() / denom)}
