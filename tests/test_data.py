@@ -138,3 +138,19 @@ def test_needed_steps_cover_every_members_segment():
     assert len(got) == 16  # 12 distinct steps -> 4 * 2**2
     assert set(got) == {0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13}
     assert np.all(np.diff(got) >= 0)
+
+
+def test_cli_data_prepare_and_its_errors(tmp_path, capsys):
+    from jaxhpo.cli import main
+
+    folder, text = _corpus(tmp_path, lines=300)
+    out = tmp_path / "d"
+    assert main(["data", "prepare", str(folder), "--out", str(out)]) == 0
+    assert "prepare: " in capsys.readouterr().err
+    assert read_manifest(out)["corpus"]["bytes"] == len(text.encode())
+    assert main(["data", "prepare", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "jaxhpo: error: CORPUS: path does not exist" in capsys.readouterr().err
+    assert main(["data", "prepare", str(folder), "--out", str(out), "--vocab-size", "9"]) == 0
+    err = ["data", "prepare", str(folder), "--tokenizer", "bpe", "--vocab-size", "9"]
+    assert main([*err, "--out", str(out)]) == 2
+    assert "--vocab-size: must be in [257" in capsys.readouterr().err
