@@ -61,6 +61,7 @@ def test_local_acquisition_step_stays_in_its_box(box):
             *data,
             cand,
             draws=6,
+            features=64,
             steps=40,
             learning_rate=0.5,
             lo_D=jnp.asarray(lo),
@@ -73,6 +74,7 @@ def test_local_acquisition_step_stays_in_its_box(box):
         assert np.mean(np.isclose(x, lo)) > 0.5, x
 
 
+@pytest.mark.slow  # compiles the GP fit and the draws for three data sizes: minutes on 2 cores
 def test_bo_with_trust_region_proposes_inside_its_region(monkeypatch):
     boxes, proposed = [], []
     make_box = trust_region.box

@@ -6,40 +6,36 @@ a candidate set, each contributing its minimiser (Thompson 1933; batch form as i
 Hernández-Lobato, Requeima, Pyzer-Knapp & Aspuru-Guzik 2017, "Parallel and Distributed Thompson
 Sampling for Large-scale Accelerated Exploration of Chemical Space", arXiv:1706.01825; Kandasamy,
 Krishnamurthy, Schneider & Póczos 2018, "Parallelised Bayesian Optimisation via Thompson
-Sampling", AISTATS). Thompson sampling needs no inner optimiser, its batch members differ because
-the draws differ, and it is exact on a candidate set: the right fit for proposing a whole
-population per generation. The population trains the proposals as fresh members, and the next
-generation is proposed from the grown data set (the generational schedule of
-:class:`~jaxhpo.strategies.warm.GenerationalSearch`).
+Sampling", AISTATS). Its batch members differ because the draws differ: the right fit for
+proposing a whole population per generation. The population trains the proposals as fresh
+members, and the next generation is proposed from the grown data set (the generational schedule
+of :class:`~jaxhpo.strategies.warm.GenerationalSearch`).
 
-**Surrogate.** The GP is built with `tinygp <https://github.com/dfm/tinygp>`_ (a maintained JAX GP
-library: kernels, Cholesky solver, conditioning, posterior sampling; it needs only ``equinox`` and
-works with jax 0.10-0.11, where gpjax 1.0 pins ``jax<0.11`` and brings numpyro, lineax, paramax and
-beartype). Kernel: ``amplitude * Matern-5/2`` with one length scale per dimension (ARD), inputs in
-the space's *unit* coordinates (:meth:`jaxhpo.space.Space.to_unit`: log-scaled dimensions are
-linear in log), a learned homoscedastic noise term for noisy fitness (fresh members trained with
-other seeds give other losses), outputs standardised (zero mean, unit variance). The kernel's
-amplitude, length scales and noise are fitted each generation by maximising the marginal likelihood
-plus log-normal priors (length scales: ``LogNormal(sqrt(2) + log(D) / 2, sqrt(3))``, the choice of
-Hvarfner, Hellsten & Nardi 2024, "Vanilla Bayesian Optimization Performs Great in High Dimensions",
-arXiv:2402.02229; noise: ``LogNormal(log 1e-2, 2)`` on its variance) with ``optax.adam`` in a
-``lax.scan`` of ``fit_steps`` steps from the previous generation's fit (the first from unit
-amplitude and length scales, noise 1e-2), clipped to bounds; the best iterate is kept.
-Observations are padded to a power of two with an exact mask (padded rows are uncorrelated with
-everything and carry unit noise and zero targets, so they add nothing to the likelihood's
-gradient or the posterior), so a study compiles the fit once per power of two.
+**Surrogate** (:mod:`jaxhpo.strategies.gp`). The GP is built with `tinygp
+<https://github.com/dfm/tinygp>`_ (a maintained JAX GP library: kernels and conditioning; it needs
+only ``equinox`` and works with jax 0.10-0.11, where gpjax 1.0 pins ``jax<0.11``). Kernel:
+``amplitude * Matern-5/2`` with one length scale per dimension (ARD), inputs in the space's
+*unit* coordinates (:meth:`jaxhpo.space.Space.to_unit`), a learned homoscedastic noise term,
+outputs standardised. Its hyperparameters are fitted each generation by maximum a posteriori
+(log-normal priors for standardised data) with ``optax.adam`` from two starts at once, the
+previous generation's fit and the default start, keeping the higher marginal posterior: the warm
+start alone stalled sequential BO (a fit on one point lands on the prior's very smooth mode and
+later warm-started fits explain the data as noise). Each generation's event records which start
+won (``fit_start``) and how many nats the fit explains better than "all noise"
+(``fit_gain_nats``).
 
-**Acquisition.** The ``P`` draws share one set of ``candidates`` points: half uniform in the unit
-cube, half Gaussian perturbations (standard deviation 0.1 in unit coordinates) of the best 5
-observations, clipped to the cube. Int and choice dimensions are *optimised in the continuous
-relaxation and rounded through the space's decoding*: every candidate is decoded
-(:meth:`~jaxhpo.space.Space.from_unit`: an ``Int`` rounds, a ``Choice`` takes its bin) and encoded
-back to the bin centre before the GP sees it, so the GP scores exactly the configuration that would
-train, and observations sit at bin centres too. The ``P`` draws are joint posterior samples over
-the candidates (one Cholesky factor of their posterior covariance); draw ``p``'s proposal is its
-minimiser among the candidates no earlier draw of the batch took (distinct members where the space
-allows). Fitness is minimised; a diverged member counts as the generation's worst finite fitness
-plus its range (:func:`jaxhpo.strategies.evo.shape_fitness`).
+**Acquisition.** Each of the ``P`` Thompson draws is a posterior *function* (pathwise conditioning
+on random Fourier features, :func:`~jaxhpo.strategies.gp.optimise_draws`). One set of
+``candidates`` points (half uniform in the unit cube, half Gaussian steps of 0.1 from the best 5
+observations) is scored under every draw; projected Adam (``local_steps`` steps, optax, every
+draw and start in one jit) then starts from each draw's best candidates and stays inside the cube.
+Int and choice dimensions are *optimised in the continuous relaxation and rounded through the
+space's decoding*: candidates and local results are decoded (:meth:`~jaxhpo.space.Space.from_unit`:
+an ``Int`` rounds, a ``Choice`` takes its bin) and encoded back to the bin centre before they are
+scored, so a draw scores exactly the configuration that would train. Draw ``p``'s proposal is its
+local result when that beats the candidates no earlier draw took, else its best free candidate
+(distinct members where the space allows). Fitness is minimised; a diverged member counts as the
+generation's worst finite fitness plus its range (:func:`jaxhpo.strategies.evo.shape_fitness`).
 
 **First generation.** Scrambled Sobol points, with the explicit ``points`` and a warm start's best
 members in the first rows (:mod:`jaxhpo.strategies.warm`); an earlier run's observations seed the
@@ -195,7 +191,9 @@ class BayesOpt(GenerationalSearch):
         (inside the trust region of length ``tr[0]`` when given); returns ``(u [P, D], theta,
         fit info)``."""
         theta, data, ys, info = self._fit(theta0, X, y)
-        lo, hi = (0.0, 1.0) if tr is None else trust_region.box(X, ys, theta["log_ls"], tr[0])
+        D = X.shape[1]  # the unit cube as a [D] box too: one compiled program either way
+        full = (np.zeros(D), np.ones(D))
+        lo, hi = full if tr is None else trust_region.box(X, ys, theta["log_ls"], tr[0])
         cand = self._candidates(np.random.default_rng([seed, g]), X, ys, lo, hi)
         key = jax.random.fold_in(jax.random.key(seed), g)
         with x64():
