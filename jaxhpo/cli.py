@@ -156,14 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         use_cpu_cores()
         return run_script(argv[1], argv[2:])
     parser = _parser()
-    try:
-        args, extra = parser.parse_known_args(argv)
-        # key=value overrides may also come after options (`jaxhpo run --out runs x.y=1`).
-        stray = [x for x in extra if x.startswith("-") or "=" not in x]
-        if stray or (extra and args.command != "run"):
-            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
-    except SystemExit as e:  # --help (0) or a one-line usage error (2)
-        return int(e.code or 0)
+    args, extra = parser.parse_known_args(argv)  # usage errors: one line, SystemExit(2)
+    # key=value overrides may also come after options (`jaxhpo run --out runs x.y=1`).
+    stray = [x for x in extra if x.startswith("-") or "=" not in x]
+    if stray or (extra and args.command != "run"):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
     if args.command in ("run", "resume"):

@@ -240,10 +240,16 @@ def test_duplicate_key_in_a_config_file(tmp_path, capsys, no_compile):
 
 def test_missing_option_value_is_one_line(tmp_path, capsys, no_compile):
     """Regression: ``jaxhpo run lm-random --out`` printed argparse's usage (three lines)."""
-    line = _one_line_error(capsys, ["run", "lm-random", "--out"])
-    assert "--out: expected one argument" in line
-    line = _one_line_error(capsys, ["resume"])
-    assert "RUN_DIR" in line
+    for argv, expected in [
+        (["run", "lm-random", "--out"], "--out: expected one argument"),
+        (["resume"], "RUN_DIR"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:  # argparse exits (the console script's status)
+            cli.main(argv)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(lines) == 1, lines
+        assert lines[0].startswith("jaxhpo: error: ") and expected in lines[0], lines
 
 
 def test_report_of_a_corrupt_metrics_table_names_the_file(tmp_path, capsys):

@@ -39,7 +39,7 @@ def test_each_strategy_declares_the_fields_it_reads(name):
 def test_a_field_the_strategy_does_not_read_is_refused(tmp_path):
     """Regression: a field of another strategy's section (PBT's ``fraction`` under random
     search) was silently ignored."""
-    expected = "strategy.fraction: not read by strategy 'random' (its fields: name, metric)"
+    expected = "strategy.fraction: not read by strategy 'random' (its fields: name, metric, points)"
     with pytest.raises(ConfigError) as e:
         load_config("lm-random", ["strategy.fraction=0.5"])
     assert str(e.value) == expected
