@@ -1,0 +1,219 @@
+"""Search quality on analytic functions: median and p90 regret over seeds of bo, Optuna TPE (in
+its batch settings), evo CMA-ES and random search at equal evaluations, side by side in one run.
+
+Each strategy is driven through its ``init``/``update`` by :func:`jaxhpo.simulate.simulate` on a
+"learning curve" that is the function of the hyperparameters (no training), in two regimes:
+``seq`` (one member per generation) and ``batch`` (``--generations`` x ``--size``). Regret is the
+best value found minus the function's minimum. ``bo_before`` is bo as it was before issue 17 (the
+GP fit warm-started from the previous generation only, the best of a fixed candidate set);
+``tpe_noliar`` is Optuna's TPE without ``constant_liar``; ``tpe_mv`` adds ``multivariate`` and
+``group``. Usage::
+
+    python scripts/bench_search.py --out scripts/results/bench_search_cpu.json \
+        --functions quad2,branin --methods random,bo,bo_before --seeds 10
+    python scripts/bench_search.py --table scripts/results/bench_search_*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from jaxhpo.simulate import simulate
+from jaxhpo.space import Float, Space
+from jaxhpo.strategies import BayesOpt, EvoSearch, OptunaSearch, RandomSearch
+
+warnings.filterwarnings("ignore", message=".*experimental feature.*")  # Optuna's `group`
+
+_H3_A = np.array([[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]])
+_H3_P = 1e-4 * np.array(
+    [[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547], [381, 5743, 8828]]
+)
+_H6_A = np.array(
+    [
+        [10, 3, 17, 3.5, 1.7, 8],
+        [0.05, 10, 17, 0.1, 8, 14],
+        [3, 3.5, 1.7, 10, 17, 8],
+        [17, 8, 0.05, 10, 0.1, 14],
+    ]
+)
+_H6_P = 1e-4 * np.array(
+    [
+        [1312, 1696, 5569, 124, 8283, 5886],
+        [2329, 4135, 8307, 3736, 1004, 9991],
+        [2348, 1451, 3522, 2883, 3047, 6650],
+        [4047, 8828, 8732, 5743, 1091, 381],
+    ]
+)
+_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+
+
+def _hartmann(A, Pm):
+    def f(x):  # x [D, M]
+        inner = np.sum(A[:, :, None] * (x[None] - Pm[:, :, None]) ** 2, axis=1)
+        return -np.sum(_ALPHA[:, None] * np.exp(-inner), axis=0)
+
+    return f
+
+
+def _branin(x):
+    x1, x2 = x
+    b, c = 5.1 / (4 * math.pi**2), 5 / math.pi
+    return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - 1 / (8 * math.pi)) * np.cos(x1) + 10
+
+
+def _levy(x):
+    w = 1 + (x - 1) / 4
+    head = np.sin(math.pi * w[0]) ** 2
+    mid = np.sum((w[:-1] - 1) ** 2 * (1 + 10 * np.sin(math.pi * w[:-1] + 1) ** 2), axis=0)
+    tail = (w[-1] - 1) ** 2 * (1 + np.sin(2 * math.pi * w[-1]) ** 2)
+    return head + mid + tail
+
+
+def _ackley(x):
+    d = x.shape[0]
+    a = -20 * np.exp(-0.2 * np.sqrt(np.sum(x**2, axis=0) / d))
+    return a - np.exp(np.sum(np.cos(2 * math.pi * x), axis=0) / d) + 20 + math.e
+
+
+def _rosenbrock(x):
+    return np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2, axis=0)
+
+
+def _styblinski(x):
+    return 0.5 * np.sum(x**4 - 16 * x**2 + 5 * x, axis=0)
+
+
+#: name -> (function of x [D, M], bounds per dimension, dimensions, minimum)
+SUITE = {
+    "quad2": (lambda x: np.sum(x**2, axis=0), (-5.0, 5.0), 2, 0.0),
+    "branin": (_branin, [(-5.0, 10.0), (0.0, 15.0)], 2, 0.397887357729738),
+    "hartmann3": (_hartmann(_H3_A, _H3_P), (0.0, 1.0), 3, -3.86278214782076),
+    "hartmann6": (_hartmann(_H6_A, _H6_P), (0.0, 1.0), 6, -3.32236801141551),
+    "levy5": (_levy, (-10.0, 10.0), 5, 0.0),
+    "ackley5": (_ackley, (-32.768, 32.768), 5, 0.0),
+    "rosenbrock5": (_rosenbrock, (-5.0, 10.0), 5, 0.0),
+    "styblinski8": (_styblinski, (-5.0, 5.0), 8, -39.16616570377142 * 8),
+}
+
+METHODS = {
+    "random": lambda: RandomSearch(),
+    "bo": lambda: BayesOpt(),
+    "bo_before": lambda: BayesOpt(restart=False, local_steps=0),
+    "tpe": lambda: OptunaSearch("tpe"),
+    "tpe_noliar": lambda: OptunaSearch("tpe", options={"constant_liar": False}),
+    "tpe_mv": lambda: OptunaSearch("tpe", options={"multivariate": True, "group": True}),
+    "cma_es": lambda: EvoSearch("cma_es"),
+}
+
+
+def problem(name: str):
+    """``(space, fn, minimum)`` of a suite function; ``fn`` takes a dict of columns."""
+    f, bounds, D, fmin = SUITE[name]
+    bounds = bounds if isinstance(bounds, list) else [bounds] * D
+    space = Space({f"x{i}": Float(lo, hi) for i, (lo, hi) in enumerate(bounds)})
+    return (
+        space,
+        (lambda hp: f(np.stack([np.asarray(hp[f"x{i}"], np.float64) for i in range(D)]))),
+        fmin,
+    )
+
+
+def regret(method: str, name: str, generations: int, size: int, seed: int) -> float:
+    space, fn, fmin = problem(name)
+    if method == "random":  # every evaluation in one generation
+        generations, size = 1, generations * size
+    r = simulate(
+        METHODS[method](),
+        space,
+        lambda hp, ids, t, rng: fn(hp),
+        steps=generations,
+        segment_steps=1,
+        size=size,
+        seed=seed,
+    )
+    return float(r.best_loss - fmin)
+
+
+def run(args) -> dict:
+    regimes = {"seq": (args.evaluations, 1), "batch": (args.generations, args.size)}
+    out = {
+        "meta": {
+            "seeds": list(range(args.seeds)),
+            "regimes": {k: {"generations": g, "size": s} for k, (g, s) in regimes.items()},
+            "host": platform.node(),
+            "python": sys.version.split()[0],
+        },
+        "results": {},
+    }
+    for name in args.functions.split(","):
+        for regime in args.regimes.split(","):
+            G, S = regimes[regime]
+            for method in args.methods.split(","):
+                if method == "cma_es" and S < 2:
+                    continue  # CMA-ES needs a population
+                t0 = time.time()
+                rs = [regret(method, name, G, S, s) for s in range(args.seeds)]
+                row = {
+                    "median": float(np.median(rs)),
+                    "p90": float(np.percentile(rs, 90)),
+                    "regrets": rs,
+                    "seconds": round(time.time() - t0, 1),
+                }
+                out["results"].setdefault(name, {}).setdefault(regime, {})[method] = row
+                print(
+                    f"{name:12s} {regime:5s} {method:10s} median {row['median']:.4g} "
+                    f"p90 {row['p90']:.4g} ({row['seconds']} s)",
+                    flush=True,
+                )
+                Path(args.out).write_text(json.dumps(out, indent=1))
+    return out
+
+
+def table(paths) -> str:
+    rows: dict = {}
+    methods: list[str] = []
+    for p in paths:
+        for name, regimes in json.loads(Path(p).read_text())["results"].items():
+            for regime, ms in regimes.items():
+                for m, r in ms.items():
+                    rows.setdefault((name, regime), {})[m] = r
+                    methods += [m] if m not in methods else []
+    lines = [
+        "| function | regime | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for (name, regime), ms in rows.items():
+        cells = [f"{ms[m]['median']:.3g} / {ms[m]['p90']:.3g}" if m in ms else "" for m in methods]
+        lines.append(f"| {name} | {regime} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="scripts/results/bench_search_cpu.json")
+    ap.add_argument("--functions", default=",".join(SUITE))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--regimes", default="seq,batch")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--evaluations", type=int, default=50)
+    ap.add_argument("--generations", type=int, default=5)
+    ap.add_argument("--size", type=int, default=10)
+    ap.add_argument("--table", nargs="*", help="print the median / p90 table of these JSON files")
+    args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
