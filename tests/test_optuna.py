@@ -166,7 +166,7 @@ def test_state_is_a_pytree_that_round_trips_through_checkpoint():
     ):
         np.testing.assert_array_equal(a, b)
     state, _ = OptunaSearch().init(0, MIXED, P)
-    assert leaves_are_plain(state) and len(jax.tree.leaves(state)) == 8
+    assert leaves_are_plain(state) and len(jax.tree.leaves(state)) == 11
 
 
 def test_resume_reopens_a_sqlite_study(tmp_path):

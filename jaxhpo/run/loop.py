@@ -99,6 +99,8 @@ def _run_in(
     writer = _open_writer(cfg, prep, run_dir, out_dir, restored, resume, writes, hooks)
     writer.update_info({"compile_cache": cache})
     loop = _start(cfg, prep, writer, root_key, restored, run_dir.name)
+    if writes:  # e.g. the Optuna strategy's study named in run.json, linked to the run
+        writer.update_info(prep.strategy.attach(loop.state, run_dir))
     with progress_line(cfg, console, quiet, prep.started) as show:
         if cfg.train.compiled:
             run_compiled(loop, show)

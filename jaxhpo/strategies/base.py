@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -157,6 +158,13 @@ class Strategy(abc.ABC):
         space sets them. Default: the whole run; generation-based searchers: one generation."""
         del segment_steps
         return train_steps
+
+    def attach(self, state: Any, run_dir: Path) -> dict[str, Any]:
+        """Called once the run directory exists, with the state the first segment starts from
+        (a resumed run's restored one), before it trains; returns fields for ``run.json``.
+        Default: nothing (the Optuna strategy links its study to the run here)."""
+        del state, run_dir
+        return {}
 
     def check_population(self, population: Any) -> None:
         """Raises ``ValueError`` naming ``strategy.name`` when the strategy cannot drive this

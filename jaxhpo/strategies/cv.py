@@ -138,6 +138,9 @@ class CrossValidated(Strategy):
         state, upd = self.inner.update(state, self.trial_observation(obs))
         return state, self.expand(upd)
 
+    def attach(self, state, run_dir):
+        return self.inner.attach(state, run_dir)
+
     def check_population(self, population) -> None:
         self.inner.check_population(population)
 

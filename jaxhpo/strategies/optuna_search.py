@@ -47,6 +47,14 @@ study back to the checkpoint (:mod:`jaxhpo.strategies.optuna_resume`: every tria
 checkpoint's finished ones is deleted in one transaction), so the database ends as the
 uninterrupted run's; another persistent storage is re-opened, its running trials told and the
 restart's own trials failed; with the in-memory default it rebuilds the study from the state.
+
+**Dashboard.** Every evaluation reports each member's objective to its trial (``trial.report`` at
+the trial's own step, :mod:`jaxhpo.strategies.optuna_report`), so optuna-dashboard shows
+intermediate values; the state keeps the generation's reports, so a trial a resumed run adds
+as finished carries them too (an in-memory study rebuilt on resume keeps earlier generations'
+parameters and values only). :meth:`OptunaSearch.attach` links the study to its run: user
+attributes ``run_dir`` and ``run`` on the study, and ``optuna_study`` / ``optuna_storage`` in
+``run.json``.
 """
 
 from __future__ import annotations
@@ -55,13 +63,14 @@ import inspect
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jaxhpo import conditions
 from jaxhpo.space import Choice, Float, Int, Space
-from jaxhpo.strategies import optuna_resume
+from jaxhpo.strategies import optuna_report, optuna_resume
 from jaxhpo.strategies.base import Observation, PopulationUpdate
 from jaxhpo.strategies.warm import GenerationalSearch
 
@@ -210,6 +219,8 @@ class OptunaSearch(GenerationalSearch):
         self.dists: dict[str, Any] = {}
         self._init_trials: list[int] = []  # the trials this process's init asked
         self._running: dict[int, Any] = {}  # trial number -> Trial asked by this process
+        self._run_attrs: dict[str, str] = {}  # the run directory's, set on the study (attach)
+        self._synced: tuple[str, int] | None = None  # (study, trials) brought back on resume
 
     @classmethod
     def from_config(cls, cfg, train):
@@ -248,7 +259,7 @@ class OptunaSearch(GenerationalSearch):
 
     def _create_study(self, name: str, sampler):
         try:
-            return self.optuna.create_study(
+            study = self.optuna.create_study(
                 storage=self.storage,
                 sampler=sampler,
                 study_name=name,
@@ -260,6 +271,9 @@ class OptunaSearch(GenerationalSearch):
             raise ValueError(
                 f"strategy.optuna_storage: cannot open {self.storage}: {first}"
             ) from None
+        for key, value in self._run_attrs.items():  # the run it belongs to (attach)
+            study.set_user_attr(key, value)
+        return study
 
     def _ask(self, study, P: int, g: int) -> tuple[list[int], np.ndarray, dict[str, np.ndarray]]:
         numbers, internal, values = [], [], {k: [] for k in self.dists}
@@ -284,7 +298,7 @@ class OptunaSearch(GenerationalSearch):
         pairs = zip(self.dists.items(), row)  # NaN: an inactive conditional dimension
         return {k: d.to_external_repr(float(x)) for (k, d), x in pairs if not np.isnan(x)}
 
-    def _trial(self, row, value, member=None, generation=None):
+    def _trial(self, row, value, member=None, generation=None, reported=None):
         TrialState = self.optuna.trial.TrialState
         attrs = {} if member is None else {"member": int(member), "generation": int(generation)}
         ok = np.isfinite(value)
@@ -295,7 +309,19 @@ class OptunaSearch(GenerationalSearch):
             value=float(value) if ok else None,
             state=TrialState.COMPLETE if ok else TrialState.FAIL,
             user_attrs=attrs,
+            intermediate_values=reported or {},
         )
+
+    def attach(self, state, run_dir) -> dict[str, Any]:
+        """Links the study to the run: user attributes ``run_dir`` and ``run`` (the run's name)
+        on the study, set again whenever it is re-opened; its name and storage for run.json."""
+        name = _name_of(state["study"])
+        run_dir = Path(run_dir)
+        self._run_attrs = {"run_dir": str(run_dir.absolute()), "run": run_dir.name}
+        if self.study is not None and self.study.study_name == name:
+            for key, value in self._run_attrs.items():
+                self.study.set_user_attr(key, value)
+        return {"optuna_study": name, "optuna_storage": self.storage or "memory"}
 
     # -- Strategy ----------------------------------------------------------------------------
 
@@ -341,6 +367,9 @@ class OptunaSearch(GenerationalSearch):
             "params": rows,  # every finished trial of this run, the warm start's first
             "values": fitness,
             "base": np.asarray(base, np.int64),
+            "start": np.asarray(0, np.int64),  # the step the generation started at
+            "reports": np.zeros((0, P)),  # the generation's reported objectives [K, P]
+            "report_steps": np.zeros((0,), np.int64),  # their steps in the trials [K]
         }
         full = space.from_unit(np.full((P, len(space.searched)), 0.5))
         full.update(cols)
@@ -350,10 +379,11 @@ class OptunaSearch(GenerationalSearch):
         """This process's study, or (after a resume) the state's study, re-opened or rebuilt."""
         name = _name_of(state["study"])
         numbers = [int(n) for n in np.asarray(state["trials"])]
+        keep = int(state.get("base", 0)) + len(np.asarray(state["values"]))
         if (
             self.study is not None
             and self.study.study_name == name
-            and all(n in self._running for n in numbers)
+            and (all(n in self._running for n in numbers) or self._synced == (name, keep))
         ):
             return self.study
         TrialState = self.optuna.trial.TrialState
@@ -362,7 +392,6 @@ class OptunaSearch(GenerationalSearch):
         if other and not mine.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             self.optuna.delete_study(study_name=mine.study_name, storage=self.storage)
         # A database study is cut back to the checkpoint: its earlier trials and the told ones.
-        keep = int(state.get("base", 0)) + len(np.asarray(state["values"]))
         left = optuna_resume.truncate_study(self.storage, name, keep)
         if left is not None and left not in (0, keep):
             raise ValueError(
@@ -383,14 +412,12 @@ class OptunaSearch(GenerationalSearch):
         for n in numbers:  # a persistent study still holds the generation's running trials
             if n in by_number:
                 self._running[n] = self.optuna.trial.Trial(study, by_number[n]._trial_id)
-        self.study = study
+        self.study, self._synced = study, (name, keep)
         return study
 
     def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
         if self.space is None:
             raise ValueError("strategy update: the optuna strategy was not initialised (call init)")
-        if not self.due(int(obs.step)):
-            return state, PopulationUpdate()
         numbers = [int(n) for n in np.asarray(state["trials"])]
         P = len(numbers)
         if len(obs.member_id) != P:
@@ -399,6 +426,9 @@ class OptunaSearch(GenerationalSearch):
                 f"{len(obs.member_id)}"
             )
         study = self._study_for(state)
+        state = optuna_report.report(state, self._running, obs, self.generation_steps)
+        if not self.due(int(obs.step)):
+            return state, PopulationUpdate()
         if not study.metric_names:
             with warnings.catch_warnings():  # ExperimentalWarning: the API is stable in use
                 warnings.simplefilter("ignore")
@@ -410,7 +440,8 @@ class OptunaSearch(GenerationalSearch):
         for i, n in enumerate(numbers):
             trial = self._running.pop(n, None)
             if trial is None:  # resumed without the running trial: add it as finished
-                study.add_trial(self._trial(current[i], raw[i], obs.member_id[i], g))
+                reported = optuna_report.reported(state, i)
+                study.add_trial(self._trial(current[i], raw[i], obs.member_id[i], g, reported))
                 continue
             trial.set_user_attr("member", int(obs.member_id[i]))
             if np.isfinite(raw[i]):
@@ -438,6 +469,9 @@ class OptunaSearch(GenerationalSearch):
             "generation": np.asarray(g + 1, np.int64),
             "params": params,
             "values": values,
+            "start": np.asarray(int(obs.step), np.int64),
+            "reports": np.zeros((0, P)),
+            "report_steps": np.zeros((0,), np.int64),
         }
         if self.last(int(obs.step)):
             new_state["trials"] = np.zeros((0,), np.int64)

@@ -1,0 +1,54 @@
+"""Intermediate values of the Optuna strategy's trials (optuna-dashboard's panel).
+
+Every evaluation, each member's objective (the minimised fitness) is reported to its running trial
+at the trial's own step (steps since its generation started). The strategy state keeps the
+generation's reports (``reports [K, P]``, ``report_steps [K]``, reset every generation), so a
+trial that a resumed run adds as finished (its running trial was cut from the database, or the
+in-memory study was rebuilt) carries the same intermediate values as the uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from jaxhpo.strategies.base import Observation
+
+
+def report(
+    state: dict[str, Any], running: dict[int, Any], obs: Observation, generation_steps: int | None
+) -> dict[str, Any]:
+    """Reports ``obs``'s fitness to the trials in ``running`` (number -> Trial); returns the
+    state with this evaluation added to its reports. Non-finite values are kept in the state
+    but not reported (a diverged member's trial is failed)."""
+    raw = obs.fitness()
+    P = len(raw)
+    every = generation_steps
+    start = state.get("start", int(obs.step) - (int(obs.step) % every or every) if every else 0)
+    step = int(obs.step) - int(start)
+    numbers = [int(n) for n in np.asarray(state["trials"])]
+    for n, value in zip(numbers, raw, strict=True):
+        trial = running.get(n)
+        if trial is not None and np.isfinite(value):
+            with warnings.catch_warnings():  # a step reported before a kill: the same value
+                warnings.filterwarnings("ignore", "The reported value is ignored")
+                trial.report(float(value), step)
+    reports = np.asarray(state.get("reports", np.zeros((0, P))), np.float64).reshape(-1, P)
+    steps = np.asarray(state.get("report_steps", np.zeros((0,))), np.int64).reshape(-1)
+    return {
+        **state,
+        "reports": np.concatenate([reports, raw[None, :]]),
+        "report_steps": np.append(steps, np.int64(step)),
+    }
+
+
+def reported(state: dict[str, Any], i: int) -> dict[int, float]:
+    """Member slot ``i``'s reported values of this generation, step -> value (finite ones)."""
+    reports = np.asarray(state.get("reports", np.zeros((0, 0))), np.float64)
+    steps = np.asarray(state.get("report_steps", np.zeros((0,))), np.int64).reshape(-1)
+    if not len(steps):
+        return {}
+    column = reports.reshape(len(steps), -1)[:, i]
+    return {int(t): float(v) for t, v in zip(steps, column, strict=True) if np.isfinite(v)}
