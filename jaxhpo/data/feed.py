@@ -92,7 +92,8 @@ class SegmentFeed:
     """
 
     def __init__(self, tokens: np.ndarray, seed: int, batch_size: int, seq_len: int):
-        self.tokens, self.seed = tokens, int(seed)
+        # a plain ndarray view of a memory map: slicing it makes no np.memmap objects
+        self.tokens, self.seed = np.asarray(tokens), int(seed)
         self.batch_size, self.seq_len = batch_size, seq_len
         self.num_starts = len(tokens) - seq_len
         if self.num_starts < 1:
