@@ -154,3 +154,25 @@ def test_cli_data_prepare_and_its_errors(tmp_path, capsys):
     err = ["data", "prepare", str(folder), "--tokenizer", "bpe", "--vocab-size", "9"]
     assert main([*err, "--out", str(out)]) == 2
     assert "--vocab-size: must be in [257" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task.data={tmp}", "task.data: .* is not a prepared data folder"),
+        ("task.kind=modular", "task.data: only task.kind=lm"),
+        ("train.compiled=true", "task.feed: host-fed data trains in the host loop"),
+        ("task.feed=disk", "task.feed: unknown 'disk'"),
+    ],
+)
+def test_run_on_bad_task_data_is_a_one_line_error(tmp_path, capsys, override, message):
+    import re
+
+    from jaxhpo.cli import main
+
+    folder, _ = _corpus(tmp_path, lines=300)
+    prepare_data(str(folder), tmp_path / "d", log=None)
+    args = ["run", f"task.data={tmp_path / 'd'}", override.format(tmp=tmp_path), "--quiet"]
+    assert main([*args, f"out_dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err

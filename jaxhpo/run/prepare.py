@@ -44,7 +44,7 @@ def make_task(cfg: Config) -> Task:
         return task
     model = dataclasses.asdict(cfg.model)
     task_cls = TASKS[cfg.task.kind]
-    if cfg.task.data and cfg.task.kind == "lm":  # prepared token files (jaxhpo.data)
+    if cfg.task.data:  # prepared token files (jaxhpo.data)
         task_cls = token_task(cfg)
     if not task_cls.pools or model["pooling"] is None:
         model.pop("pooling")  # only a classifier pools; None keeps the task's default
@@ -61,6 +61,8 @@ def token_task(cfg: Config) -> type:
     """The task of ``task.data`` (host-fed unless ``task.feed=device``)."""
     from jaxhpo.tasks.tokens import TokenFileTask
 
+    if cfg.task.kind != "lm":
+        raise ConfigError(f"task.data: only task.kind=lm trains on it, not '{cfg.task.kind}'")
     host = cfg.task.feed == "host"
     if host and (cfg.train.compiled or cfg.population.structure == "buckets"):
         raise ConfigError(
