@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -30,9 +31,10 @@ from jaxhpo.models.transformer import MultiHeadSelfAttention
 from jaxhpo.population import Population
 from jaxhpo.tasks import LanguageModelTask
 
+#: name -> (model, sequence length, batch size, steps per timed call: ~1 s at N=16)
 MODELS = {
-    "tiny": ({"num_layers": 1, "num_heads": 2, "d_model": 16, "d_ff": 32}, 16, 4),
-    "small": ({"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256}, 64, 32),
+    "tiny": ({"num_layers": 1, "num_heads": 2, "d_model": 16, "d_ff": 32}, 16, 4, 100),
+    "small": ({"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256}, 64, 32, 5),
 }
 EINSUM = MultiHeadSelfAttention.__call__
 
@@ -71,7 +73,8 @@ def variant(task, n: int, mode: str, steps: int, name: str):
 
 
 def one(model: str, n: int, mode: str, steps: int, reps: int) -> dict:
-    cfg, seq_len, batch = MODELS[model]
+    cfg, seq_len, batch, default_steps = MODELS[model]
+    steps = steps or default_steps
     task = LanguageModelTask(
         corpus=None,
         max_bytes=500_000,
@@ -104,6 +107,7 @@ def one(model: str, n: int, mode: str, steps: int, reps: int) -> dict:
     return {
         "model": model,
         "members": n,
+        "steps": steps,
         "mode": mode,
         "examples_per_s": rate,
         "vs_einsum": vs,
@@ -115,23 +119,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=f"scripts/results/bench_kernels_{jax.default_backend()}.json")
     ap.add_argument("--runs", default="tiny:16:vmap,tiny:16:map,small:16:vmap,small:16:map")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=0, help="steps per timed call (0: per model)")
+    ap.add_argument("--reps", type=int, default=7)
     args = ap.parse_args()
-    rows = []
-    for item in args.runs.split(","):
-        model, n, mode = item.split(":")
-        rows.append(one(model, int(n), mode, args.steps, args.reps))
     out = {
         "backend": jax.default_backend(),
         "machine": platform.processor() or platform.machine(),
         "jax": jax.__version__,
-        "steps": args.steps,
+        "load_average_1min_at_start": os.getloadavg()[0],
         "reps": args.reps,
-        "rows": rows,
+        "rows": [],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    for item in args.runs.split(","):
+        model, n, mode = item.split(":")
+        out["rows"].append(one(model, int(n), mode, args.steps, args.reps))
+        Path(args.out).write_text(json.dumps(out, indent=2))  # a run cut short keeps its rows
     print(f"wrote {args.out}")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -28,19 +29,22 @@ from jaxhpo.member_mode import choose_mode, member_step_flops
 from jaxhpo.population import Population
 from jaxhpo.tasks import LanguageModelTask
 
-#: name -> (model, sequence length, batch size), from 3 MFLOP to 1.7 GFLOP per member step
+#: name -> (model, sequence length, batch size, steps per timed call), from 2.5 MFLOP to 1.5
+#: GFLOP per member step; the steps make each timed call long enough (~1 s at N=16) that a core
+#: taken away for a moment by another process does not decide it.
 CONFIGS = {
-    "tiny": ({"num_layers": 1, "num_heads": 2, "d_model": 16, "d_ff": 32}, 16, 4),
-    "A": ({"num_layers": 1, "num_heads": 2, "d_model": 32, "d_ff": 64}, 32, 8),
-    "B": ({"num_layers": 2, "num_heads": 2, "d_model": 32, "d_ff": 128}, 32, 16),
-    "C": ({"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256}, 32, 16),
-    "small": ({"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256}, 64, 32),
+    "tiny": ({"num_layers": 1, "num_heads": 2, "d_model": 16, "d_ff": 32}, 16, 4, 100),
+    "A": ({"num_layers": 1, "num_heads": 2, "d_model": 32, "d_ff": 64}, 32, 8, 40),
+    "B": ({"num_layers": 2, "num_heads": 2, "d_model": 32, "d_ff": 128}, 32, 16, 20),
+    "C": ({"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256}, 32, 16, 10),
+    "small": ({"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256}, 64, 32, 5),
 }
 MODES = (("vmap", 4), ("map", 4), ("chunked", 4), ("chunked", 16))
 
 
 def one(name: str, n: int, steps: int, reps: int) -> dict:
-    model, seq_len, batch = CONFIGS[name]
+    model, seq_len, batch, default_steps = CONFIGS[name]
+    steps = steps or default_steps
     task = LanguageModelTask(
         corpus=None,
         max_bytes=500_000,
@@ -82,6 +86,7 @@ def one(name: str, n: int, steps: int, reps: int) -> dict:
     row = {
         "config": name,
         "members": n,
+        "steps": steps,
         "model": model,
         "seq_len": seq_len,
         "batch_size": batch,
@@ -106,23 +111,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=f"scripts/results/member_mode_{jax.default_backend()}.json")
     ap.add_argument("--runs", default="tiny:16,tiny:64,A:16,B:16,C:16,small:16")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=0, help="steps per timed call (0: per model)")
+    ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
-    rows = []
-    for item in args.runs.split(","):
-        name, n = item.split(":")
-        rows.append(one(name, int(n), args.steps, args.reps))
     out = {
         "backend": jax.default_backend(),
         "machine": platform.processor() or platform.machine(),
         "jax": jax.__version__,
-        "steps": args.steps,
+        "load_average_1min_at_start": os.getloadavg()[0],
         "reps": args.reps,
-        "rows": rows,
+        "rows": [],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    for item in args.runs.split(","):
+        name, n = item.split(":")
+        out["rows"].append(one(name, int(n), args.steps, args.reps))
+        Path(args.out).write_text(json.dumps(out, indent=2))  # a run cut short keeps its rows
     print(f"wrote {args.out}")
 
 
