@@ -58,6 +58,10 @@ CASES = [
     (["run", "lm-median", "train.compiled=true"], "train.compiled: strategy 'median'"),
     (["run", "lm-pbt", "train.compiled=true", "train.budget=100"], "train.budget"),
     (["run", "train.checkpoint_every=-1"], "train.checkpoint_every: must be >= 0"),
+    # huge sizes: numpy's "Maximum allowed size exceeded", an OverflowError, a hang
+    (["run", "task.batch_size=1e30"], "task.batch_size: must be < 2.147e+09"),
+    (["run", "task.eval_batches=1e30"], "task.eval_batches: must be < 2.147e+09"),
+    (["run", "model.num_heads=1e30"], "model.num_heads: must be < 2.147e+09"),
     (["run", "train.keep_checkpoints=0"], "train.keep_checkpoints: must be >= 1"),
     (["run", "train.budget=0"], "train.budget: must be >= 1"),
     (["run", "/nonexistent/study.yaml"], "study.yaml"),
@@ -141,6 +145,20 @@ def test_bad_input_is_one_line_naming_the_problem(argv, expected, capsys, no_com
 
 def test_at_least_30_bad_inputs():
     assert len(CASES) >= 30
+
+
+def test_huge_max_bytes_is_one_line(tmp_path, capsys, no_compile):
+    """Regression: task.max_bytes=1e30 crashed reading the corpus (OverflowError traceback)."""
+    argv = ["run", *TINY[:3], "task.max_bytes=1e30", f"out_dir={tmp_path}"]
+    assert "task.max_bytes: must be < 4.612e+18" in _one_line_error(capsys, argv)
+
+
+def test_deep_model_is_refused_before_tracing_hangs(tmp_path, capsys, no_compile):
+    """Regression: model.num_layers=60000 (or 1e30) hung tracing every layer before the memory
+    estimate; model.d_ff=1e30 failed with numpy's 'Maximum allowed size exceeded'."""
+    for field, expected in [("num_layers=60000", "< 1024"), ("d_ff=1e30", "< 2.147e+09")]:
+        argv = ["run", *TINY, f"model.{field}", f"out_dir={tmp_path}"]
+        assert f"model.{field.split('=')[0]}: must be {expected}" in _one_line_error(capsys, argv)
 
 
 def _tree(path: Path) -> dict[str, tuple[int, int]]:

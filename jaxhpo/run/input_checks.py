@@ -17,6 +17,29 @@ GIB, MIB = 1024**3, 1024**2
 INT32 = 2**31
 
 
+#: Sizes a huge value of which crashed (numpy's "Maximum allowed size exceeded", an
+#: OverflowError reading the corpus) or hung (model.num_layers=60000: every layer is traced
+#: before the memory estimate can refuse it) instead of a one-line error.
+SIZES = {
+    "task.seq_len": INT32,
+    "task.batch_size": INT32,
+    "task.eval_batches": INT32,
+    "task.max_bytes": 2**62,
+    "model.num_layers": 2**10,
+    "model.num_heads": INT32,
+    "model.d_model": INT32,
+    "model.d_ff": INT32,
+}
+
+
+def _check_sizes(cfg: Config) -> None:
+    for where, limit in SIZES.items():
+        section, field = where.split(".")
+        value = getattr(getattr(cfg, section), field, None)
+        if isinstance(value, int) and value >= limit:
+            raise ConfigError(f"{where}: must be < {limit:.4g}, got {value:.4g}")
+
+
 def check_run_config(cfg: Config) -> None:
     """What needs nothing built: ``name``, ``model.pooling``, ``train.ensemble_top_k`` and
     ``train.budget`` against ``population.size``.
@@ -39,6 +62,7 @@ def check_run_config(cfg: Config) -> None:
             raise ConfigError(
                 f"train.{field}: must be < 2**31 (steps are counted in int32), got {value:.4g}"
             )
+    _check_sizes(cfg)
     from jaxhpo.tasks import TASKS
 
     task_cls = TASKS.get(cfg.task.kind)
