@@ -1,7 +1,7 @@
 """Optuna with a database storage resumes as if never killed: the study in the database is cut
 back to the checkpoint, so the resumed run proposes what the uninterrupted run does and the
-database ends with the same trials (numbers, states, parameters, values, member/generation
-attributes): no duplicate COMPLETE trial, no FAIL, none left RUNNING or WAITING."""
+database ends with the same trials (numbers, states, parameters, values, intermediate values,
+member/generation attributes): no duplicate COMPLETE trial, no FAIL, none RUNNING or WAITING."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class KilledAfterCheckpoint(Strategy):
 def _trials(url: str, name: str) -> list[tuple]:
     study = optuna.load_study(study_name=name, storage=url)
     return [
-        (t.number, t.state.name, t.params, t.value, t.user_attrs)
+        (t.number, t.state.name, t.params, t.value, t.user_attrs, t.intermediate_values)
         for t in study.get_trials(deepcopy=False)
     ]
 
