@@ -110,16 +110,16 @@ def _read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 
     name = "metrics.parquet" if (run_dir / "metrics.parquet").exists() else "metrics.csv"
     table = read(name, lambda: read_metrics(run_dir))
-    missing = [c for c in ("member", "step", "diverged") if c not in table.columns]
-    if missing:
-        raise ValueError(f"RUN_DIR: {run_dir / name} has no column {missing[0]!r}")
-    if not all(pd.api.types.is_numeric_dtype(table[c]) for c in ("member", "step")):
-        raise ValueError(f"RUN_DIR: {run_dir / name} has a member or step that is not a number")
     if table.empty:
         raise ValueError(
             f"RUN_DIR: {run_dir / name} has no rows yet (the run stopped before its first "
             "segment ended); nothing to report"
         )
+    missing = [c for c in ("member", "step", "diverged") if c not in table.columns]
+    if missing:
+        raise ValueError(f"RUN_DIR: {run_dir / name} has no column {missing[0]!r}")
+    if not all(pd.api.types.is_numeric_dtype(table[c]) for c in ("member", "step")):
+        raise ValueError(f"RUN_DIR: {run_dir / name} has a member or step that is not a number")
     members_file = "members.csv" if (run_dir / "members.csv").exists() else name
     members = read(members_file, lambda: final_members(run_dir, table))
     info = read("run.json", lambda: run_info(run_dir))
