@@ -182,7 +182,8 @@ class StrategyConfig:
     # bo: Gaussian-process surrogate (tinygp), batch Thompson sampling
     bo_candidates: int = 256  # candidate points per generation's Thompson draws
     bo_fit_steps: int = 100  # Adam steps of each GP hyperparameter fit (per start)
-    bo_local_steps: int = 50  # projected Adam steps of each Thompson draw's local search
+    bo_local_steps: int | None = None  # Adam steps of each Thompson draw's local search
+    # (None: 50 in 1-3 searched dimensions, 0 above: measured in scripts/bench_search.py)
     bo_trust_region: bool = False  # bo: propose in a TuRBO-style trust region (10+ dims)
     # optuna: any Optuna sampler proposes each generation (pip install 'jaxhpo[optuna]')
     optuna_sampler: str = "tpe"  # tpe | gp | cmaes | qmc | nsga2 | random | any *Sampler name

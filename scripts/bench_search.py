@@ -2,15 +2,21 @@
 its batch settings), evo CMA-ES and random search at equal evaluations, side by side in one run.
 
 Each strategy is driven through its ``init``/``update`` by :func:`jaxhpo.simulate.simulate` on a
-"learning curve" that is the function of the hyperparameters (no training), in two regimes:
-``seq`` (one member per generation) and ``batch`` (``--generations`` x ``--size``). Regret is the
+"learning curve" that is the function of the hyperparameters (no training), in three regimes:
+``seq`` (one member per generation), ``batch`` (``--generations`` x ``--size``, 5 x 10) and
+``wide`` (``--wide-generations`` x ``--wide-size``, 4 x 16). Regret is the
 best value found minus the function's minimum. ``bo_before`` is bo as it was before issue 17 (the
 GP fit warm-started from the previous generation only, the best of a fixed candidate set);
 ``tpe_noliar`` is Optuna's TPE without ``constant_liar``; ``tpe_mv`` adds ``multivariate`` and
-``group``. Usage::
+``group``; ``bo_local`` refines every draw by local search whatever the dimension (bo's default
+does so in 1-3 dimensions only); ``bo_tr`` adds the TuRBO-style trust region
+(``strategy.bo_trust_region``). Usage::
 
     python scripts/bench_search.py --out scripts/results/bench_search_cpu.json \
         --functions quad2,branin --methods random,bo,bo_before --seeds 10
+    python scripts/bench_search.py --out scripts/results/bench_search_10d.json --regimes batch \
+        --functions styblinski10,levy10,ackley10 --generations 5 --size 8 \
+        --methods random,bo,bo_local,bo_tr
     python scripts/bench_search.py --table scripts/results/bench_search_*.json
 """
 
@@ -102,12 +108,28 @@ SUITE = {
     "ackley5": (_ackley, (-32.768, 32.768), 5, 0.0),
     "rosenbrock5": (_rosenbrock, (-5.0, 10.0), 5, 0.0),
     "styblinski8": (_styblinski, (-5.0, 5.0), 8, -39.16616570377142 * 8),
+    # beyond the standard suite: 10 dimensions, where the trust region is meant to help
+    "styblinski10": (_styblinski, (-5.0, 5.0), 10, -39.16616570377142 * 10),
+    "levy10": (_levy, (-10.0, 10.0), 10, 0.0),
+    "ackley10": (_ackley, (-32.768, 32.768), 10, 0.0),
 }
+STANDARD = (
+    "quad2",
+    "branin",
+    "hartmann3",
+    "hartmann6",
+    "levy5",
+    "ackley5",
+    "rosenbrock5",
+    "styblinski8",
+)
 
 METHODS = {
     "random": lambda: RandomSearch(),
     "bo": lambda: BayesOpt(),
     "bo_before": lambda: BayesOpt(restart=False, local_steps=0),
+    "bo_local": lambda: BayesOpt(local_steps=50),  # the local search in every dimension
+    "bo_tr": lambda: BayesOpt(trust_region=True),
     "tpe": lambda: OptunaSearch("tpe"),
     "tpe_noliar": lambda: OptunaSearch("tpe", options={"constant_liar": False}),
     "tpe_mv": lambda: OptunaSearch("tpe", options={"multivariate": True, "group": True}),
@@ -144,7 +166,11 @@ def regret(method: str, name: str, generations: int, size: int, seed: int) -> fl
 
 
 def run(args) -> dict:
-    regimes = {"seq": (args.evaluations, 1), "batch": (args.generations, args.size)}
+    regimes = {
+        "seq": (args.evaluations, 1),
+        "batch": (args.generations, args.size),
+        "wide": (args.wide_generations, args.wide_size),
+    }
     out = {
         "meta": {
             "seeds": list(range(args.seeds)),
@@ -200,13 +226,15 @@ def table(paths) -> str:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="scripts/results/bench_search_cpu.json")
-    ap.add_argument("--functions", default=",".join(SUITE))
+    ap.add_argument("--functions", default=",".join(STANDARD), help=f"of {', '.join(SUITE)}")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--regimes", default="seq,batch")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--evaluations", type=int, default=50)
     ap.add_argument("--generations", type=int, default=5)
     ap.add_argument("--size", type=int, default=10)
+    ap.add_argument("--wide-generations", type=int, default=4)
+    ap.add_argument("--wide-size", type=int, default=16)
     ap.add_argument("--table", nargs="*", help="print the median / p90 table of these JSON files")
     args = ap.parse_args()
     if args.table:

@@ -306,3 +306,34 @@ def test_sequential_bo_beats_random_search_on_a_2d_sphere():
     worst = max(r.best_loss for r in ours)
     print(f"\nsphere seq: bo worst {worst:.3g} vs random median {rnd:.3g}")
     assert worst < 0.01 * rnd
+
+
+def _hartmann6_start(n: int = 10):
+    """Hartmann-6 (scripts/bench_search.py) and ``n`` Sobol points of it in unit coordinates."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_search.py"
+    spec = importlib.util.spec_from_file_location("bench_search", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    space, fn, fmin = bench.problem("hartmann6")
+    cols = space.sobol(0, n)
+    return space, np.asarray(space.to_unit(cols), np.float64), np.asarray(fn(cols)) - fmin
+
+
+@pytest.mark.parametrize("local_steps, faces", [(None, "few"), (50, "many")])
+def test_proposals_in_six_dimensions_stay_off_the_cube_faces(local_steps, faces):
+    """Regression (issue 17): in 6 and more dimensions the local search followed each Thompson
+    draw's extrapolation to the faces of the unit cube (Hartmann-6 after 10 Sobol points: most
+    coordinates on a face, every proposal in the function's flat region), and bo did no better
+    than random search. By default the draws are refined only in 1-3 dimensions
+    (:func:`bo.auto_local_steps`); forcing the local search shows what the default avoids."""
+    space, X, y = _hartmann6_start()
+    strat = BayesOpt(local_steps=local_steps, fit_steps=50)
+    strat.init(0, space, 10)
+    u, _, _ = strat.propose(0, 0, bo.init_theta(6), X, y, 10)
+    on_face = float(np.mean((u < 0.02) | (u > 0.98)))
+    print(f"\nlocal_steps={local_steps}: {on_face:.2f} of the coordinates on a face")
+    assert (on_face < 0.2) if faces == "few" else (on_face > 0.4)
+    assert bo.auto_local_steps(3) == 50 and bo.auto_local_steps(4) == 0
