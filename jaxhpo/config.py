@@ -190,6 +190,8 @@ class StrategyConfig:
     optuna_storage: str | None = None  # an Optuna storage URL (sqlite:///study.db); None: memory
     optuna_study: str | None = None  # study name (None: a new unique name)
     optuna_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # sampler kwargs
+    optuna_pruner: str | None = None  # median | percentile | threshold | wilcoxon | nop | *Pruner
+    optuna_pruner_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # its kwargs
     # rl: REINFORCE policy over the space (Zoph & Le 2017)
     rl_learning_rate: float = 0.2  # Adam on the policy's parameters
     rl_baseline_decay: float = 0.8  # moving-average baseline of the reward

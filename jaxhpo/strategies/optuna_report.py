@@ -18,12 +18,19 @@ from jaxhpo.strategies.base import Observation
 
 
 def report(
-    state: dict[str, Any], running: dict[int, Any], obs: Observation, generation_steps: int | None
+    state: dict[str, Any],
+    running: dict[int, Any],
+    obs: Observation,
+    generation_steps: int | None,
+    skip: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Reports ``obs``'s fitness to the trials in ``running`` (number -> Trial); returns the
     state with this evaluation added to its reports. Non-finite values are kept in the state
-    but not reported (a diverged member's trial is failed)."""
+    but not reported (a diverged member's trial is failed); slots in ``skip`` (pruned members)
+    report nothing and are kept as NaN."""
     raw = obs.fitness()
+    if skip is not None:
+        raw = np.where(skip, np.nan, raw)
     P = len(raw)
     every = generation_steps
     start = state.get("start", int(obs.step) - (int(obs.step) % every or every) if every else 0)
@@ -52,3 +59,34 @@ def reported(state: dict[str, Any], i: int) -> dict[int, float]:
         return {}
     column = reports.reshape(len(steps), -1)[:, i]
     return {int(t): float(v) for t, v in zip(steps, column, strict=True) if np.isfinite(v)}
+
+
+def archive(state: dict[str, Any], first_row: int) -> dict[str, np.ndarray]:
+    """The run's reports so far with this generation's appended, as flat arrays ``report_row``
+    (the told trial's row in ``state["params"]``; slot ``i`` is row ``first_row + i``),
+    ``report_at`` (its step) and ``report_value``: what a study rebuilt on resume needs to give
+    its finished trials their intermediate values (a pruner compares against them)."""
+    steps = np.asarray(state.get("report_steps", np.zeros((0,))), np.int64).reshape(-1)
+    reports = np.asarray(state.get("reports", np.zeros((0, 0))), np.float64)
+    k, i = np.nonzero(np.isfinite(reports.reshape(len(steps), -1) if len(steps) else reports))
+    return {
+        "report_row": np.concatenate([_flat(state, "report_row", np.int64), first_row + i]),
+        "report_at": np.concatenate([_flat(state, "report_at", np.int64), steps[k]]),
+        "report_value": np.concatenate(
+            [
+                _flat(state, "report_value", np.float64),
+                reports.reshape(len(steps), -1)[k, i] if len(steps) else np.zeros(0),
+            ]
+        ),
+    }
+
+
+def archived(state: dict[str, Any], row: int) -> dict[int, float]:
+    """Told trial ``row``'s intermediate values from :func:`archive`, step -> value."""
+    rows = _flat(state, "report_row", np.int64)
+    at, values = _flat(state, "report_at", np.int64), _flat(state, "report_value", np.float64)
+    return {int(t): float(v) for t, v in zip(at[rows == row], values[rows == row], strict=True)}
+
+
+def _flat(state: dict[str, Any], key: str, dtype) -> np.ndarray:
+    return np.asarray(state.get(key, np.zeros((0,))), dtype).reshape(-1)

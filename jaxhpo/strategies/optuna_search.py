@@ -70,7 +70,7 @@ import numpy as np
 
 from jaxhpo import conditions
 from jaxhpo.space import Choice, Float, Int, Space
-from jaxhpo.strategies import optuna_report, optuna_resume
+from jaxhpo.strategies import optuna_prune, optuna_report, optuna_resume
 from jaxhpo.strategies.base import Observation, PopulationUpdate
 from jaxhpo.strategies.warm import GenerationalSearch
 
@@ -170,6 +170,9 @@ class OptunaSearch(GenerationalSearch):
       storage: an Optuna storage URL, ``None`` for memory (``strategy.optuna_storage``).
       study_name: the study's name; ``None``: a new unique one (``strategy.optuna_study``).
       options: sampler constructor arguments (``strategy.optuna_options``).
+      pruner: an Optuna pruner judging members inside a generation (``strategy.optuna_pruner``;
+        :mod:`jaxhpo.strategies.optuna_prune`), ``None`` for none.
+      pruner_options: the pruner's constructor arguments (``strategy.optuna_pruner_options``).
       generation_steps, points, warm_start, warm_start_top, metric: see
         :mod:`jaxhpo.strategies.warm`.
     """
@@ -181,6 +184,8 @@ class OptunaSearch(GenerationalSearch):
         "optuna_storage",
         "optuna_study",
         "optuna_options",
+        "optuna_pruner",
+        "optuna_pruner_options",
     )
 
     def __init__(
@@ -189,6 +194,8 @@ class OptunaSearch(GenerationalSearch):
         storage: str | None = None,
         study_name: str | None = None,
         options: Mapping[str, Any] | None = None,
+        pruner: str | None = None,
+        pruner_options: Mapping[str, Any] | None = None,
         generation_steps: int | None = None,
         points: Sequence[Mapping[str, Any]] = (),
         warm_start: str | None = None,
@@ -214,6 +221,7 @@ class OptunaSearch(GenerationalSearch):
         self.study_name = study_name
         self.options = dict(options or {})
         self._make_sampler(0, 2)  # bad options fail here, before anything compiles
+        self.pruner = optuna_prune.make_pruner(self.optuna, pruner, pruner_options)
         self.space: Space | None = None
         self.study: Any = None
         self.dists: dict[str, Any] = {}
@@ -229,6 +237,8 @@ class OptunaSearch(GenerationalSearch):
             storage=cfg.optuna_storage,
             study_name=cfg.optuna_study,
             options=cfg.optuna_options,
+            pruner=cfg.optuna_pruner,
+            pruner_options=cfg.optuna_pruner_options,
             **GenerationalSearch.seeding_kwargs(cfg),
         )
 
@@ -262,6 +272,7 @@ class OptunaSearch(GenerationalSearch):
             study = self.optuna.create_study(
                 storage=self.storage,
                 sampler=sampler,
+                pruner=self.pruner or self.optuna.pruners.NopPruner(),
                 study_name=name,
                 direction="minimize",
                 load_if_exists=True,
@@ -298,16 +309,17 @@ class OptunaSearch(GenerationalSearch):
         pairs = zip(self.dists.items(), row)  # NaN: an inactive conditional dimension
         return {k: d.to_external_repr(float(x)) for (k, d), x in pairs if not np.isnan(x)}
 
-    def _trial(self, row, value, member=None, generation=None, reported=None):
+    def _trial(self, row, value, member=None, generation=None, reported=None, pruned=False):
         TrialState = self.optuna.trial.TrialState
         attrs = {} if member is None else {"member": int(member), "generation": int(generation)}
         ok = np.isfinite(value)
         params = self._params(row)
+        state = TrialState.COMPLETE if ok else TrialState.FAIL
         return self.optuna.trial.create_trial(
             params=params,
             distributions={k: d for k, d in self.dists.items() if k in params},
             value=float(value) if ok else None,
-            state=TrialState.COMPLETE if ok else TrialState.FAIL,
+            state=TrialState.PRUNED if pruned else state,
             user_attrs=attrs,
             intermediate_values=reported or {},
         )
@@ -370,6 +382,9 @@ class OptunaSearch(GenerationalSearch):
             "start": np.asarray(0, np.int64),  # the step the generation started at
             "reports": np.zeros((0, P)),  # the generation's reported objectives [K, P]
             "report_steps": np.zeros((0,), np.int64),  # their steps in the trials [K]
+            "pruned": np.zeros(P),  # 1.0: the generation's pruner stopped the slot
+            "told_pruned": np.zeros(len(fitness)),  # 1.0: the told trial was pruned
+            **optuna_report.archive({}, 0),  # every told trial's intermediate values
         }
         full = space.from_unit(np.full((P, len(space.searched)), 0.5))
         full.update(cols)
@@ -405,8 +420,11 @@ class OptunaSearch(GenerationalSearch):
         self._running = {}
         study = self._create_study(name, self._make_sampler(int(state["seed"]), len(numbers)))
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-            for row, value in zip(np.asarray(state["params"]), np.asarray(state["values"])):
-                study.add_trial(self._trial(row, value))
+            values = np.asarray(state["values"])
+            told_pruned = np.asarray(state.get("told_pruned", np.zeros(len(values))))
+            for j, (row, value) in enumerate(zip(np.asarray(state["params"]), values)):
+                reported = optuna_report.archived(state, j)
+                study.add_trial(self._trial(row, value, reported=reported, pruned=told_pruned[j]))
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         by_number = {t.number: t for t in running}
         for n in numbers:  # a persistent study still holds the generation's running trials
@@ -426,14 +444,19 @@ class OptunaSearch(GenerationalSearch):
                 f"{len(obs.member_id)}"
             )
         study = self._study_for(state)
-        state = optuna_report.report(state, self._running, obs, self.generation_steps)
+        pruned = optuna_prune.pruned_mask(state, P)
+        state = optuna_report.report(state, self._running, obs, self.generation_steps, pruned)
         if not self.due(int(obs.step)):
-            return state, PopulationUpdate()
+            if self.pruner is None:
+                return state, PopulationUpdate()
+            return optuna_prune.prune(self, study, state, obs)
         if not study.metric_names:
             with warnings.catch_warnings():  # ExperimentalWarning: the API is stable in use
                 warnings.simplefilter("ignore")
                 study.set_metric_names([("-" if obs.maximize else "") + obs.objective])
         raw = obs.fitness()
+        for i in np.flatnonzero(pruned):  # a pruned trial's value: its last reported one
+            raw[i] = optuna_prune.last_reported(state, i, raw[i])
         g = int(state["generation"])
         current = np.asarray(state["current"], np.float64).reshape(P, -1)
         TrialState = self.optuna.trial.TrialState
@@ -441,10 +464,13 @@ class OptunaSearch(GenerationalSearch):
             trial = self._running.pop(n, None)
             if trial is None:  # resumed without the running trial: add it as finished
                 reported = optuna_report.reported(state, i)
-                study.add_trial(self._trial(current[i], raw[i], obs.member_id[i], g, reported))
+                add = self._trial(current[i], raw[i], obs.member_id[i], g, reported, pruned[i])
+                study.add_trial(add)
                 continue
             trial.set_user_attr("member", int(obs.member_id[i]))
-            if np.isfinite(raw[i]):
+            if pruned[i]:
+                study.tell(n, state=TrialState.PRUNED)
+            elif np.isfinite(raw[i]):
                 study.tell(n, float(raw[i]))
             else:
                 study.tell(n, state=TrialState.FAIL)
@@ -472,6 +498,11 @@ class OptunaSearch(GenerationalSearch):
             "start": np.asarray(int(obs.step), np.int64),
             "reports": np.zeros((0, P)),
             "report_steps": np.zeros((0,), np.int64),
+            "pruned": np.zeros(P),
+            "told_pruned": np.concatenate(
+                [np.asarray(state.get("told_pruned", np.zeros(len(values) - P))), pruned]
+            ).astype(np.float64),
+            **optuna_report.archive(state, len(values) - P),
         }
         if self.last(int(obs.step)):
             new_state["trials"] = np.zeros((0,), np.int64)
@@ -480,7 +511,8 @@ class OptunaSearch(GenerationalSearch):
         new_numbers, internal, cols = self._ask(study, P, g + 1)
         new_state["trials"] = np.asarray(new_numbers, np.int64)
         new_state["current"] = internal
-        return new_state, PopulationUpdate(reinit=np.ones(P, bool), hparams=cols, events=[event])
+        fresh = np.ones(P, bool)  # pruned members train again as new trials
+        return new_state, PopulationUpdate(reinit=fresh, hparams=cols, active=fresh, events=[event])
 
 
 def _py(v: Any, dim: Any) -> Any:
