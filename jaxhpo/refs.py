@@ -36,8 +36,10 @@ def reference(obj: Any) -> str:
     if top != module and getattr(sys.modules.get(top), qual, None) is obj:
         module = top  # optax._src.alias:adamw -> optax:adamw
     file = getattr(sys.modules.get(module), "__file__", None)
-    if module != "__main__" and file and not any(
-        part in ("site-packages", "dist-packages") for part in Path(file).parts
+    if (
+        module != "__main__"
+        and file
+        and not any(part in ("site-packages", "dist-packages") for part in Path(file).parts)
     ):
         module = "__main__"  # a module of the user's own: name its file, importable anywhere
     if module == "__main__":
