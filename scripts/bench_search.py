@@ -4,7 +4,8 @@ its batch settings), evo CMA-ES and random search at equal evaluations, side by 
 Each strategy is driven through its ``init``/``update`` by :func:`jaxhpo.simulate.simulate` on a
 "learning curve" that is the function of the hyperparameters (no training), in three regimes:
 ``seq`` (one member per generation), ``batch`` (``--generations`` x ``--size``, 5 x 10) and
-``wide`` (``--wide-generations`` x ``--wide-size``, 4 x 16). Regret is the
+``wide`` (``--wide-generations`` x ``--wide-size``, 4 x 16); ``--regimes 3x64`` names any other
+(3 generations of 64). Regret is the
 best value found minus the function's minimum. ``bo_before`` is bo as it was before issue 17 (the
 GP fit warm-started from the previous generation only, the best of a fixed candidate set);
 ``tpe_noliar`` is Optuna's TPE without ``constant_liar``; ``tpe_mv`` adds ``multivariate`` and
@@ -182,7 +183,8 @@ def run(args) -> dict:
     }
     for name in args.functions.split(","):
         for regime in args.regimes.split(","):
-            G, S = regimes[regime]
+            # a named regime, or GxS: G generations of S members
+            G, S = regimes[regime] if regime in regimes else map(int, regime.split("x"))
             for method in args.methods.split(","):
                 if method == "cma_es" and S < 2:
                     continue  # CMA-ES needs a population

@@ -8,11 +8,26 @@ study either as it was or cut back, never half cut). Optuna has no public call t
 this uses its SQLAlchemy models (``optuna.storages._rdb.models``), so it applies to
 ``RDBStorage`` URLs (``sqlite:///``, ``postgresql://``, ``mysql://``). Trial numbers are the
 count of earlier trials, so the next trial asked gets the number the uninterrupted run gave it.
+:func:`study_for` re-opens (or, in memory, rebuilds) the state's study on resume.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
+
+from jaxhpo.strategies import optuna_report
+
+
+def name_array(name: str) -> np.ndarray:
+    """A study name as a uint8 array (a leaf of the strategy state)."""
+    return np.frombuffer(name.encode("utf-8"), np.uint8).copy()
+
+
+def name_of(arr: Any) -> str:
+    """The study name of :func:`name_array`."""
+    return bytes(np.asarray(arr, np.uint8)).decode("utf-8")
 
 
 def rdb_of(storage: Any) -> Any:
@@ -64,3 +79,49 @@ def truncate_study(storage: Any, study_name: str, keep: int) -> int | None:
         raise
     finally:
         session.close()
+
+
+def study_for(search: Any, state: dict[str, Any]) -> Any:
+    """The study of an :class:`~jaxhpo.strategies.optuna_search.OptunaSearch` for ``state``: this
+    process's study, or (after a resume) the state's study re-opened and cut back to the
+    checkpoint (a database), or rebuilt from the state (memory)."""
+    name = name_of(state["study"])
+    numbers = [int(n) for n in np.asarray(state["trials"])]
+    keep = int(state.get("base", 0)) + len(np.asarray(state["values"]))
+    if (
+        search.study is not None
+        and search.study.study_name == name
+        and (all(n in search._running for n in numbers) or search._synced == (name, keep))
+    ):
+        return search.study
+    TrialState = search.optuna.trial.TrialState
+    mine = search.study
+    other = search.storage is not None and mine is not None and mine.study_name != name
+    if other and not mine.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        search.optuna.delete_study(study_name=mine.study_name, storage=search.storage)
+    # A database study is cut back to the checkpoint: its earlier trials and the told ones.
+    left = truncate_study(search.storage, name, keep)
+    if left is not None and left not in (0, keep):
+        raise ValueError(
+            f"strategy.optuna_storage: study {name!r} holds {left} trials, the checkpoint "
+            f"expects {keep} (was it changed by hand?)"
+        )
+    if left is None and mine is not None and mine.study_name == name:
+        for n in search._init_trials:  # asked by the restart, never trained
+            if n in search._running:
+                mine.tell(n, state=TrialState.FAIL)
+    search._running = {}
+    study = search._create_study(name, search._make_sampler(int(state["seed"]), len(numbers)))
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        values = np.asarray(state["values"])
+        told_pruned = np.asarray(state.get("told_pruned", np.zeros(len(values))))
+        for j, (row, value) in enumerate(zip(np.asarray(state["params"]), values)):
+            reported = optuna_report.archived(state, j)
+            study.add_trial(search._trial(row, value, reported=reported, pruned=told_pruned[j]))
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    by_number = {t.number: t for t in running}
+    for n in numbers:  # a persistent study still holds the generation's running trials
+        if n in by_number:
+            search._running[n] = search.optuna.trial.Trial(study, by_number[n]._trial_id)
+    search.study, search._synced = study, (name, keep)
+    return study

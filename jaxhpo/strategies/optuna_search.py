@@ -72,6 +72,7 @@ from jaxhpo import conditions
 from jaxhpo.space import Choice, Float, Int, Space
 from jaxhpo.strategies import optuna_prune, optuna_report, optuna_resume
 from jaxhpo.strategies.base import Observation, PopulationUpdate
+from jaxhpo.strategies.optuna_resume import name_array, name_of
 from jaxhpo.strategies.warm import GenerationalSearch
 
 #: Short name -> ``optuna.samplers`` class name (any ``*Sampler`` class name works as well).
@@ -151,14 +152,6 @@ def distributions(space: Space) -> dict[str, Any]:
         elif isinstance(dim, Choice):
             out[name] = D.CategoricalDistribution(list(dim.values))
     return out
-
-
-def _name_array(name: str) -> np.ndarray:
-    return np.frombuffer(name.encode("utf-8"), np.uint8).copy()
-
-
-def _name_of(arr: Any) -> str:
-    return bytes(np.asarray(arr, np.uint8)).decode("utf-8")
 
 
 class OptunaSearch(GenerationalSearch):
@@ -327,7 +320,7 @@ class OptunaSearch(GenerationalSearch):
     def attach(self, state, run_dir) -> dict[str, Any]:
         """Links the study to the run: user attributes ``run_dir`` and ``run`` (the run's name)
         on the study, set again whenever it is re-opened; its name and storage for run.json."""
-        name = _name_of(state["study"])
+        name = name_of(state["study"])
         run_dir = Path(run_dir)
         self._run_attrs = {"run_dir": str(run_dir.absolute()), "run": run_dir.name}
         if self.study is not None and self.study.study_name == name:
@@ -373,7 +366,7 @@ class OptunaSearch(GenerationalSearch):
         state = {
             "seed": np.asarray(seed, np.int64),
             "generation": np.asarray(0, np.int64),
-            "study": _name_array(name),
+            "study": name_array(name),
             "trials": np.asarray(numbers, np.int64),
             "current": internal,
             "params": rows,  # every finished trial of this run, the warm start's first
@@ -391,47 +384,9 @@ class OptunaSearch(GenerationalSearch):
         return state, full
 
     def _study_for(self, state) -> Any:
-        """This process's study, or (after a resume) the state's study, re-opened or rebuilt."""
-        name = _name_of(state["study"])
-        numbers = [int(n) for n in np.asarray(state["trials"])]
-        keep = int(state.get("base", 0)) + len(np.asarray(state["values"]))
-        if (
-            self.study is not None
-            and self.study.study_name == name
-            and (all(n in self._running for n in numbers) or self._synced == (name, keep))
-        ):
-            return self.study
-        TrialState = self.optuna.trial.TrialState
-        mine = self.study
-        other = self.storage is not None and mine is not None and mine.study_name != name
-        if other and not mine.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            self.optuna.delete_study(study_name=mine.study_name, storage=self.storage)
-        # A database study is cut back to the checkpoint: its earlier trials and the told ones.
-        left = optuna_resume.truncate_study(self.storage, name, keep)
-        if left is not None and left not in (0, keep):
-            raise ValueError(
-                f"strategy.optuna_storage: study {name!r} holds {left} trials, the checkpoint "
-                f"expects {keep} (was it changed by hand?)"
-            )
-        if left is None and mine is not None and mine.study_name == name:
-            for n in self._init_trials:  # asked by the restart, never trained
-                if n in self._running:
-                    mine.tell(n, state=TrialState.FAIL)
-        self._running = {}
-        study = self._create_study(name, self._make_sampler(int(state["seed"]), len(numbers)))
-        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-            values = np.asarray(state["values"])
-            told_pruned = np.asarray(state.get("told_pruned", np.zeros(len(values))))
-            for j, (row, value) in enumerate(zip(np.asarray(state["params"]), values)):
-                reported = optuna_report.archived(state, j)
-                study.add_trial(self._trial(row, value, reported=reported, pruned=told_pruned[j]))
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        by_number = {t.number: t for t in running}
-        for n in numbers:  # a persistent study still holds the generation's running trials
-            if n in by_number:
-                self._running[n] = self.optuna.trial.Trial(study, by_number[n]._trial_id)
-        self.study, self._synced = study, (name, keep)
-        return study
+        """This process's study, or (after a resume) the state's study, re-opened or rebuilt
+        (:func:`jaxhpo.strategies.optuna_resume.study_for`)."""
+        return optuna_resume.study_for(self, state)
 
     def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
         if self.space is None:
