@@ -185,6 +185,7 @@ class StrategyConfig:
     bo_local_steps: int | None = None  # Adam steps of each Thompson draw's local search
     # (None: 50 in 1-3 searched dimensions, 0 above: measured in scripts/bench_search.py)
     bo_trust_region: bool = False  # bo: propose in a TuRBO-style trust region (10+ dims)
+    bo_initial: int | None = None  # observations of the initial Sobol design (None: dims + 1)
     # optuna: any Optuna sampler proposes each generation (pip install 'jaxhpo[optuna]')
     optuna_sampler: str = "tpe"  # tpe | gp | cmaes | qmc | nsga2 | random | any *Sampler name
     optuna_storage: str | None = None  # an Optuna storage URL (sqlite:///study.db); None: memory

@@ -11,7 +11,9 @@ GP fit warm-started from the previous generation only, the best of a fixed candi
 ``tpe_noliar`` is Optuna's TPE without ``constant_liar``; ``tpe_mv`` adds ``multivariate`` and
 ``group``; ``bo_local`` refines every draw by local search whatever the dimension (bo's default
 does so in 1-3 dimensions only); ``bo_tr`` adds the TuRBO-style trust region
-(``strategy.bo_trust_region``). Usage::
+(``strategy.bo_trust_region``); ``bo_noinit`` has no initial design after the first generation
+(``strategy.bo_initial=1``). ``--update`` replaces rows of an existing ``--out`` file and keeps
+the others. Usage::
 
     python scripts/bench_search.py --out scripts/results/bench_search_cpu.json \
         --functions quad2,branin --methods random,bo,bo_before --seeds 10
@@ -128,9 +130,10 @@ STANDARD = (
 METHODS = {
     "random": lambda: RandomSearch(),
     "bo": lambda: BayesOpt(),
-    "bo_before": lambda: BayesOpt(restart=False, local_steps=0),
+    "bo_before": lambda: BayesOpt(restart=False, local_steps=0, initial=1),
     "bo_local": lambda: BayesOpt(local_steps=50),  # the local search in every dimension
     "bo_tr": lambda: BayesOpt(trust_region=True),
+    "bo_noinit": lambda: BayesOpt(initial=1),  # the GP proposes from the second evaluation on
     "tpe": lambda: OptunaSearch("tpe"),
     "tpe_noliar": lambda: OptunaSearch("tpe", options={"constant_liar": False}),
     "tpe_mv": lambda: OptunaSearch("tpe", options={"multivariate": True, "group": True}),
@@ -181,6 +184,8 @@ def run(args) -> dict:
         },
         "results": {},
     }
+    if args.update and Path(args.out).exists():
+        out["results"] = json.loads(Path(args.out).read_text())["results"]
     for name in args.functions.split(","):
         for regime in args.regimes.split(","):
             # a named regime, or GxS: G generations of S members
@@ -237,6 +242,7 @@ def main():
     ap.add_argument("--size", type=int, default=10)
     ap.add_argument("--wide-generations", type=int, default=4)
     ap.add_argument("--wide-size", type=int, default=16)
+    ap.add_argument("--update", action="store_true", help="keep the --out file's other rows")
     ap.add_argument("--table", nargs="*", help="print the median / p90 table of these JSON files")
     args = ap.parse_args()
     if args.table:

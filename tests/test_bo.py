@@ -337,3 +337,27 @@ def test_proposals_in_six_dimensions_stay_off_the_cube_faces(local_steps, faces)
     print(f"\nlocal_steps={local_steps}: {on_face:.2f} of the coordinates on a face")
     assert (on_face < 0.2) if faces == "few" else (on_face > 0.4)
     assert bo.auto_local_steps(3) == 50 and bo.auto_local_steps(4) == 0
+
+
+@pytest.mark.parametrize("initial, proposals", [(None, 2), (1, 5)])
+def test_initial_design_continues_the_sobol_sequence(monkeypatch, initial, proposals):
+    """Regression (issue 17): with one member per generation the GP proposed from the second
+    evaluation on and sequential bo on Styblinski-Tang-8 ended behind random search. The first
+    ``D + 1`` evaluations (``strategy.bo_initial``) are now the space's Sobol sequence, one
+    generation after another; ``bo_initial=1`` is the old behaviour."""
+    from jaxhpo.config import StrategyConfig
+
+    cfg = StrategyConfig(name="bo", bo_initial=initial)
+    strategy = BayesOpt.from_config(cfg, None)
+    calls = []
+    orig = strategy.propose
+    monkeypatch.setattr(strategy, "propose", lambda *a: calls.append(1) or orig(*a))
+    res = simulate(strategy, BOWL_SPACE, curve(bowl), steps=6, segment_steps=1, size=1, seed=4)
+    assert len(calls) == proposals  # 3 searched dimensions: Sobol for the first 4 evaluations
+    if initial is None:
+        sobol = BOWL_SPACE.sobol(4, 4)
+        for name in BOWL_SPACE.searched:
+            got = [res.table[res.table["step"] == s + 1][name].iloc[0] for s in range(4)]
+            np.testing.assert_allclose(got, sobol[name], rtol=1e-9)
+    with pytest.raises(ValueError, match=r"strategy\.bo_initial"):
+        BayesOpt(initial=0)

@@ -38,9 +38,12 @@ local result when that beats the candidates no earlier draw took, else its best 
 (distinct members where the space allows). Fitness is minimised; a diverged member counts as the
 generation's worst finite fitness plus its range (:func:`jaxhpo.strategies.evo.shape_fitness`).
 
-**First generation.** Scrambled Sobol points, with the explicit ``points`` and a warm start's best
+**Initial design.** Scrambled Sobol points, with the explicit ``points`` and a warm start's best
 members in the first rows (:mod:`jaxhpo.strategies.warm`); an earlier run's observations seed the
 GP, so with a warm start the first generation's other members are already proposed by the GP.
+Until ``initial`` observations are in (``strategy.bo_initial``, by default ``D + 1`` in ``D``
+searched dimensions, :func:`auto_initial`) later generations continue the same Sobol sequence:
+with one member per generation the GP proposes only from the ``D + 2``-th evaluation on.
 
 **Randomness.** Generation ``g``'s draws use ``jax.random.fold_in(key(seed), g)`` and its
 candidates ``numpy.random.default_rng([seed, g])``: a resumed run proposes what the uninterrupted
@@ -100,6 +103,18 @@ def auto_local_steps(D: int) -> int:
     return 50 if D <= LOCAL_SEARCH_MAX_DIM else 0
 
 
+def auto_initial(D: int) -> int:
+    """Default size of the initial Sobol design in ``D`` searched dimensions: ``D + 1``.
+
+    A GP fitted to fewer points than dimensions plus one cannot tell the length scales apart,
+    and its Thompson draws then extrapolate; sequential bo on Styblinski-Tang-8 without the
+    design ended behind random search (scripts/results/bench_search_seq.json). A population of
+    ``D + 1`` or more members fills the design in its first generation, so batch runs are
+    unchanged.
+    """
+    return D + 1
+
+
 class BayesOpt(GenerationalSearch):
     """Bayesian optimisation over the space (``strategy.name: bo``); see the module docstring.
 
@@ -115,6 +130,8 @@ class BayesOpt(GenerationalSearch):
         (``False``, the warm start alone, can stall; kept for comparison).
       trust_region: propose inside a TuRBO-style trust region around the best observation
         (``strategy.bo_trust_region``; see :mod:`jaxhpo.strategies.trust_region`).
+      initial: observations of the initial Sobol design before the GP proposes
+        (``strategy.bo_initial``; ``None``: :func:`auto_initial` of the space's dimension).
       points, warm_start, warm_start_top, metric: see :mod:`jaxhpo.strategies.warm`.
     """
 
@@ -125,6 +142,7 @@ class BayesOpt(GenerationalSearch):
         "bo_fit_steps",
         "bo_local_steps",
         "bo_trust_region",
+        "bo_initial",
     )
 
     def __init__(
@@ -135,6 +153,7 @@ class BayesOpt(GenerationalSearch):
         local_steps: int | None = None,
         restart: bool = True,
         trust_region: bool = False,
+        initial: int | None = None,
         points: Sequence[Mapping[str, Any]] = (),
         warm_start: str | None = None,
         warm_start_top: int = 0,
@@ -145,6 +164,7 @@ class BayesOpt(GenerationalSearch):
             ("strategy.bo_candidates", candidates, 2),
             ("strategy.bo_fit_steps", fit_steps, 1),
             ("strategy.bo_local_steps", 0 if local_steps is None else local_steps, 0),
+            ("strategy.bo_initial", 1 if initial is None else initial, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
                 raise ValueError(f"{field}: must be an integer >= {lo}, got {value!r}")
@@ -153,6 +173,7 @@ class BayesOpt(GenerationalSearch):
         self.local_steps = None if local_steps is None else int(local_steps)
         self.restart = bool(restart)
         self.trust_region = bool(trust_region)
+        self.initial = None if initial is None else int(initial)
         self.space: Space | None = None
 
     @classmethod
@@ -162,8 +183,15 @@ class BayesOpt(GenerationalSearch):
             fit_steps=cfg.bo_fit_steps,
             local_steps=cfg.bo_local_steps,
             trust_region=cfg.bo_trust_region,
+            initial=cfg.bo_initial,
             **GenerationalSearch.seeding_kwargs(cfg),
         )
+
+    def initial_points(self, D: int) -> int:
+        """Observations of the initial design (scrambled Sobol points, generation after
+        generation) before the GP proposes: ``strategy.bo_initial``, by default
+        :func:`auto_initial` of the dimension."""
+        return auto_initial(D) if self.initial is None else self.initial
 
     # -- coordinates -------------------------------------------------------------------------
 
@@ -301,6 +329,10 @@ class BayesOpt(GenerationalSearch):
             tr = trust_region.adapt(tr, y[:-P], raw, X.shape[1])
         if done:  # the last generation: nothing more to train, no proposal
             new_u, theta, info = u, state["theta"], {}
+        elif len(y) < self.initial_points(X.shape[1]):  # the initial design goes on
+            sobol = self.space.to_unit(self.space.sobol(seed, len(y) + P))
+            new_u = self._snap(np.asarray(sobol, np.float64)[len(y) :])
+            theta, info = state["theta"], {"proposal": "sobol"}
         else:
             box = tr if self.trust_region else None
             new_u, theta, info = self.propose(seed, g, state["theta"], X, y, P, box)
