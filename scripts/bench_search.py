@@ -211,15 +211,20 @@ def run(args) -> dict:
     return out
 
 
-def table(paths) -> str:
+def table(paths, only=None) -> str:
+    """The median / p90 table of result files (later files' rows win), ``only`` these methods."""
     rows: dict = {}
     methods: list[str] = []
     for p in paths:
         for name, regimes in json.loads(Path(p).read_text())["results"].items():
             for regime, ms in regimes.items():
                 for m, r in ms.items():
+                    if only is not None and m not in only:
+                        continue
                     rows.setdefault((name, regime), {})[m] = r
                     methods += [m] if m not in methods else []
+    if only is not None:
+        methods = [m for m in only if m in methods]
     lines = [
         "| function | regime | " + " | ".join(methods) + " |",
         "|---|---|" + "---|" * len(methods),
@@ -246,7 +251,7 @@ def main():
     ap.add_argument("--table", nargs="*", help="print the median / p90 table of these JSON files")
     args = ap.parse_args()
     if args.table:
-        print(table(args.table))
+        print(table(args.table, args.methods.split(",")))
     else:
         run(args)
 

@@ -95,10 +95,12 @@ def auto_local_steps(D: int) -> int:
     :data:`LOCAL_SEARCH_MAX_DIM`, else 0 (the draw's best candidate).
 
     Measured with ``scripts/bench_search.py`` (5 generations x 10, 10 seeds, median regret;
-    scripts/results/bench_search_local.json): in 2-3 dimensions the refinement makes the proposals
-    precise (quadratic 4.4e-3 -> 1.1e-5, Branin 0.030 -> 3.7e-4, Hartmann-3 0.018 -> 1.9e-4);
-    in 5-8 dimensions it follows each draw's extrapolation and over-explores (without it:
-    Styblinski-Tang-8 150 -> 102, Rosenbrock-5 3751 -> 1283, Hartmann-6 1.16 -> 0.28).
+    scripts/results/bench_search_batch.json): in 2-3 dimensions the refinement makes the
+    proposals precise (``bo_before``, the best of 256 candidates without the fit restart, to
+    ``bo``: quadratic 4.4e-3 -> 1.1e-5, Branin 0.030 -> 3.7e-4, Hartmann-3 0.018 -> 1.9e-4); in
+    5-8 dimensions it follows each draw's extrapolation and over-explores (``bo_local``, the
+    refinement in every dimension, to ``bo``: Styblinski-Tang-8 150 -> 102, Rosenbrock-5
+    3751 -> 1283, Hartmann-6 1.13 -> 0.28).
     """
     return 50 if D <= LOCAL_SEARCH_MAX_DIM else 0
 
