@@ -17,10 +17,10 @@ the others. Usage::
 
     python scripts/bench_search.py --out scripts/results/bench_search_cpu.json \
         --functions quad2,branin --methods random,bo,bo_before --seeds 10
-    python scripts/bench_search.py --out scripts/results/bench_search_10d.json --regimes batch \
-        --functions styblinski10,levy10,ackley10 --generations 5 --size 8 \
-        --methods random,bo,bo_local,bo_tr
-    python scripts/bench_search.py --table scripts/results/bench_search_*.json
+    python scripts/bench_search.py --out scripts/results/bench_search_10d.json --regimes 5x8 \
+        --functions styblinski10,levy10,ackley10 --methods random,bo,bo_local,bo_tr
+    python scripts/bench_search.py --table scripts/results/bench_search_*.json \
+        --methods random,tpe,cma_es,bo
 """
 
 from __future__ import annotations
