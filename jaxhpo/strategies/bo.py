@@ -197,6 +197,11 @@ class BayesOpt(GenerationalSearch):
 
     # -- coordinates -------------------------------------------------------------------------
 
+    def _sobol(self, seed: int, start: int, n: int) -> np.ndarray:
+        """Points ``start .. start + n`` of the space's scrambled Sobol sequence, snapped."""
+        cols = self.space.sobol(seed, start + n)
+        return self._snap(np.asarray(self.space.to_unit(cols), np.float64)[start:])
+
     def _snap(self, u: np.ndarray) -> np.ndarray:
         """Unit points decoded and encoded back: ints and choices move to their bin centres."""
         shape = u.shape
@@ -295,7 +300,7 @@ class BayesOpt(GenerationalSearch):
             y = np.asarray(seeded.fitness, np.float64)
             u, theta, _ = self.propose(seed, _WARM_GENERATION, theta, X, y, P)
         else:
-            u = self._snap(np.asarray(space.to_unit(space.sobol(seed, P)), np.float64))
+            u = self._sobol(seed, 0, P)
         cols = apply_points(space, self._decode(u), seeded)
         u = np.asarray(space.to_unit(cols), np.float64)
         state = {
@@ -332,8 +337,7 @@ class BayesOpt(GenerationalSearch):
         if done:  # the last generation: nothing more to train, no proposal
             new_u, theta, info = u, state["theta"], {}
         elif len(y) < self.initial_points(X.shape[1]):  # the initial design goes on
-            sobol = self.space.to_unit(self.space.sobol(seed, len(y) + P))
-            new_u = self._snap(np.asarray(sobol, np.float64)[len(y) :])
+            new_u = self._sobol(seed, len(y), P)
             theta, info = state["theta"], {"proposal": "sobol"}
         else:
             box = tr if self.trust_region else None
