@@ -39,15 +39,10 @@ def _import_optuna():
 
 
 def check_storage(url: str, where: str = "report.optuna_storage") -> None:
-    """A storage URL Optuna can open: for sqlite, its folder must exist. One-line errors."""
-    if not isinstance(url, str) or "://" not in url:
-        raise ValueError(f"{where}: '{url}' is not a storage URL (e.g. sqlite:///study.db)")
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
-        if not path.parent.is_dir():
-            raise ValueError(f"{where}: folder {path.parent} does not exist (from '{url}')")
-        if path.is_dir():
-            raise ValueError(f"{where}: {path} is a folder, not a database file (from '{url}')")
+    """A storage URL Optuna can open (:func:`jaxhpo.storage_url.check_storage_url`)."""
+    from jaxhpo.storage_url import check_storage_url
+
+    check_storage_url(url, where)
 
 
 class OptunaExport(Callback):

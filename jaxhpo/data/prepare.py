@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,11 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from jaxhpo.data import tokenizer as tokenizers
+from jaxhpo.data.manifest import BLOCK_BYTES, MANIFEST, SPLITS, read_manifest, scan, write_stamp
 from jaxhpo.tasks.lm import TEXT_SUFFIXES, default_corpus_files
 
-MANIFEST = "manifest.json"
-SPLITS = ("train", "val", "test")
-BLOCK_BYTES = 4 << 20
+__all__ = ["MANIFEST", "SPLITS", "check_arguments", "prepare_data", "read_manifest"]
+
+#: The largest BPE vocabulary ``--vocab-size`` takes. ``tokenizers`` sizes its trainer by the
+#: vocabulary up front (``--vocab-size 1000000000`` aborted allocating 71 GB), and a vocabulary
+#: over a million tokens is beyond what a corpus sample can fill or a model's embedding holds.
+MAX_BPE_VOCAB = 2**20
 
 
 def corpus_files(corpus: str | None) -> list[Path]:
@@ -81,6 +87,54 @@ def _sample(files: list[Path], sample_bytes: int) -> Iterator[str]:
             return
 
 
+def _writable_parent(out: Path) -> None:
+    """``--out``: a folder (or a path whose nearest existing parent is a writable folder)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} exists and is not a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"--out: cannot write into {parent}")
+
+
+def check_arguments(
+    corpus: str | None,
+    out: str | Path,
+    tokenizer: str,
+    vocab_size: int,
+    val_frac: float,
+    test_frac: float,
+    sample_bytes: int,
+) -> list[Path]:
+    """Every argument of :func:`prepare_data`, checked before anything is created; returns the
+    corpus's files.
+
+    Raises:
+      ValueError: one line naming the argument.
+    """
+    if tokenizer not in tokenizers.TOKENIZERS:
+        raise ValueError(f"--tokenizer: unknown '{tokenizer}' (choose from bytes, bpe)")
+    if tokenizer == "bpe" and not (
+        isinstance(vocab_size, int) and 257 <= vocab_size <= MAX_BPE_VOCAB
+    ):
+        raise ValueError(
+            f"--vocab-size: must be in [257, 2**20] for bpe (the 256 byte symbols plus at "
+            f"least one merge; the tokenizer sizes its trainer by the vocabulary, and more "
+            f"than 2**20 tokens is beyond what a corpus sample fills), got {vocab_size}"
+        )
+    for name, frac in (("--val-frac", val_frac), ("--test-frac", test_frac)):
+        if not (isinstance(frac, int | float) and 0 < frac < 0.5):
+            raise ValueError(f"{name}: must be in (0, 0.5), got {frac}")
+    if tokenizer == "bpe" and not (math.isfinite(sample_bytes) and sample_bytes > 0):
+        raise ValueError(f"--sample-mb: must be > 0, got {sample_bytes / 2**20:g}")
+    files = corpus_files(corpus)
+    if sum(f.stat().st_size for f in files) == 0:
+        raise ValueError(f"CORPUS: {corpus} holds no bytes")
+    _writable_parent(Path(out).expanduser())
+    return files
+
+
 def prepare_data(
     corpus: str | None,
     out: str | Path,
@@ -94,17 +148,39 @@ def prepare_data(
 ) -> dict:
     """Tokenizes ``corpus`` into ``out`` (see the module docstring); returns the manifest.
 
+    Every argument is checked before ``out`` is created or anything is printed; on a refusal
+    after that (too few tokens), ``tokens.tmp`` is removed, and ``out`` too if this call made it.
+
     Raises:
-      ValueError: one line naming the argument (CORPUS, --tokenizer, --vocab-size, --out).
+      ValueError: one line naming the argument (CORPUS, --tokenizer, --vocab-size, --out, ...).
     """
-    if tokenizer not in tokenizers.TOKENIZERS:
-        raise ValueError(f"--tokenizer: unknown '{tokenizer}' (choose from bytes, bpe)")
-    if not (0 < val_frac < 0.5 and 0 < test_frac < 0.5):
-        raise ValueError("--val-frac/--test-frac: must be in (0, 0.5)")
-    files = corpus_files(corpus)
+    args = (corpus, out, tokenizer, vocab_size, val_frac, test_frac, sample_bytes)
+    files = check_arguments(*args)
     out = Path(out).expanduser()
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    say = log or (lambda s: None)
+    ok = False
+    try:
+        manifest = _prepare(
+            files,
+            corpus,
+            out,
+            tokenizer,
+            vocab_size,
+            val_frac,
+            test_frac,
+            sample_bytes,
+            log or (lambda s: None),
+        )
+        ok = True
+    finally:
+        (out / "tokens.tmp").unlink(missing_ok=True)
+        if not ok and made:
+            shutil.rmtree(out, ignore_errors=True)
+    return manifest
+
+
+def _prepare(files, corpus, out, tokenizer, vocab_size, val_frac, test_frac, sample_bytes, say):
     total = sum(f.stat().st_size for f in files)
     say(f"prepare: {len(files)} file(s), {total / 1e6:,.1f} MB -> {out}")
     t0 = time.perf_counter()
@@ -155,23 +231,11 @@ def _encode_all(files, tok, dtype, path: Path, total: int, say) -> tuple[int, in
     return n, done, corpus_hash.hexdigest()
 
 
-def _copy_out(src: np.memmap, lo: int, hi: int, path: Path) -> str:
-    """Writes ``src[lo:hi]`` to ``path`` in blocks; returns its sha256."""
-    h = hashlib.sha256()
+def _copy_out(src: np.memmap, lo: int, hi: int, path: Path) -> None:
+    """Writes ``src[lo:hi]`` to ``path`` in blocks."""
     with open(path, "wb") as fh:
         for a in range(lo, hi, BLOCK_BYTES):
-            b = np.asarray(src[a : min(hi, a + BLOCK_BYTES)]).tobytes()
-            h.update(b)
-            fh.write(b)
-    return h.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(BLOCK_BYTES):
-            h.update(chunk)
-    return h.hexdigest()
+            fh.write(np.asarray(src[a : min(hi, a + BLOCK_BYTES)]).tobytes())
 
 
 def _split(out: Path, n: int, dtype: np.dtype, val_frac: float, test_frac: float) -> dict:
@@ -183,36 +247,16 @@ def _split(out: Path, n: int, dtype: np.dtype, val_frac: float, test_frac: float
         raise ValueError(f"CORPUS: {n} tokens are too few to split into train/val/test")
     tmp = out / "tokens.tmp"
     src = np.memmap(tmp, dtype=dtype, mode="r", shape=(n,))
-    val_sha = _copy_out(src, n_train, n_train + n_val, out / "val.bin")
-    test_sha = _copy_out(src, n_train + n_val, n, out / "test.bin")
+    _copy_out(src, n_train, n_train + n_val, out / "val.bin")
+    _copy_out(src, n_train + n_val, n, out / "test.bin")
     del src
     os.truncate(tmp, n_train * dtype.itemsize)
     os.replace(tmp, out / "train.bin")
     sizes = {"train": n_train, "val": n_val, "test": n_test}
-    shas = {"train": _file_sha256(out / "train.bin"), "val": val_sha, "test": test_sha}
+    shas = {}
+    for s in SPLITS:  # hashed once, and stamped: a run's check of the folder re-reads nothing
+        shas[s], top = scan(out / f"{s}.bin", dtype)
+        write_stamp(out / f"{s}.bin", shas[s], top)
     return {
         "splits": {s: {"file": f"{s}.bin", "tokens": sizes[s], "sha256": shas[s]} for s in SPLITS}
     }
-
-
-def read_manifest(folder: str | Path, where: str = "task.data") -> dict:
-    """The manifest of a prepared data folder.
-
-    Raises:
-      ValueError: naming ``where`` when the folder or a split file is missing or the wrong size.
-    """
-    folder = Path(folder).expanduser()
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise ValueError(
-            f"{where}: {folder} is not a prepared data folder (no {MANIFEST}; make one with "
-            "`jaxhpo data prepare CORPUS --out DIR`)"
-        )
-    manifest = json.loads(path.read_text())
-    size = np.dtype(manifest["dtype"]).itemsize
-    for s in SPLITS:
-        f = folder / manifest["splits"][s]["file"]
-        want = manifest["splits"][s]["tokens"] * size
-        if not f.is_file() or f.stat().st_size != want:
-            raise ValueError(f"{where}: {f} is missing or not {want} bytes (prepare again)")
-    return manifest
