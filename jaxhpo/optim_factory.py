@@ -239,7 +239,7 @@ def _factory_spec(
         raise ValueError(f"optim.mask: {qual} takes no mask argument ({', '.join(MASK_ARGUMENTS)})")
     if mask is not None and masks:
         kwargs[masks[0]] = decay_mask if mask == "default" else mask
-    return OptimizerSpec(
+    spec = OptimizerSpec(
         names=names,
         defaults={n: defaults[n] for n in names},
         label=_label(factory),
@@ -247,6 +247,56 @@ def _factory_spec(
         schedule=schedule,
         kwargs=kwargs,
     )
+    check_transform(spec)
+    return spec
+
+
+def _is_transform(out: Any) -> bool:
+    return callable(getattr(out, "init", None)) and callable(getattr(out, "update", None))
+
+
+def check_transform(spec: OptimizerSpec, where: str = "optim.optimizer") -> None:
+    """Calls a factory once with its defaults: what it returns must be an optax
+    ``GradientTransformation`` (an ``init``/``update`` pair), not a dict or an uncalled factory.
+
+    Raises:
+      ValueError: one line naming ``where`` and the factory (what it raised, or returned).
+    """
+    from jaxhpo import refs
+
+    if spec.builtin:
+        return
+    factory = spec.optimizer
+    try:
+        out = spec._factory_chain(dict(spec.defaults))
+    except Exception as e:  # noqa: BLE001 - user code: any exception is one line naming it
+        raise refs.user_error(where, factory, e) from (e if refs.debug() else None)
+    if _is_transform(out):
+        return
+    what = type(out).__name__
+    if callable(out):
+        what = f"{_name(out)}, a function: a factory not called?"
+    raise ValueError(
+        f"{where}: {_name(factory)} returned {what}, not an optax GradientTransformation "
+        "(init, update); return e.g. optax.adamw(learning_rate)"
+    )
+
+
+def check_init(spec: OptimizerSpec, params: Any, where: str = "optim.optimizer") -> None:
+    """The template transform's ``init`` traced abstractly (``jax.eval_shape``) on one member's
+    parameter shapes; whatever it raises is one line naming the factory.
+
+    Raises:
+      ValueError: naming ``where``.
+    """
+    from jaxhpo import refs
+
+    if spec.builtin:
+        return
+    try:
+        jax.eval_shape(spec.template().init, params)
+    except Exception as e:  # noqa: BLE001 - user code: any exception is one line naming it
+        raise refs.user_error(where, spec.optimizer, e) from (e if refs.debug() else None)
 
 
 def resolve(

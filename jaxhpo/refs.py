@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
+import os
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+#: Set to 1 (or ``jaxhpo --debug``) to see the traceback behind a one-line error of user code.
+DEBUG_ENV = "JAXHPO_DEBUG"
 
 
 def is_reference(text: str) -> bool:
@@ -83,3 +90,40 @@ def resolve(text: str, where: str) -> Any:
             raise ValueError(f"{where}: '{module_name}' has no '{qual}'")
         obj = getattr(obj, part)
     return obj
+
+
+def debug() -> bool:
+    """Whether tracebacks of user code are wanted (``JAXHPO_DEBUG=1`` or ``jaxhpo --debug``)."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _where_defined(fn: Any) -> tuple[str, int]:
+    """The file and first line of a function (or of a class's code), ``("?", 0)`` if unknown."""
+    fn = inspect.unwrap(getattr(fn, "__func__", fn))
+    try:
+        return inspect.getsourcefile(fn) or "?", inspect.getsourcelines(fn)[1]
+    except (TypeError, OSError):
+        return "?", 0
+
+
+def user_error(where: str, fn: Any, error: BaseException) -> ValueError:
+    """A one-line error for an exception raised by the user's ``fn``: the field, the function,
+    the file and line where it raised (the deepest frame in ``fn``'s file), the exception."""
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    file, line = _where_defined(fn)
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.filename == file:
+            line = frame.lineno or line
+    text = str(error).strip().splitlines()
+    why = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    hint = "" if debug() else f" (the traceback: {DEBUG_ENV}=1 or jaxhpo --debug)"
+    return ValueError(f"{where}: {name} ({file}:{line}) raised {why}{hint}")
+
+
+def call_user(where: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``; anything it raises becomes :func:`user_error` (the original
+    chained under :func:`debug`)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - user code: any exception is one line naming it
+        raise user_error(where, fn, e) from (e if debug() else None)

@@ -63,6 +63,11 @@ def check_run_config(cfg: Config) -> None:
                 f"train.{field}: must be < 2**31 (steps are counted in int32), got {value:.4g}"
             )
     _check_sizes(cfg)
+    if cfg.task.feed != "host" and not cfg.task.data:
+        raise ConfigError(
+            f"task.feed: {cfg.task.feed!r} is read only with task.data (a prepared token "
+            "folder, jaxhpo data prepare); set task.data=DIR or remove task.feed"
+        )
     from jaxhpo.tasks import TASKS
 
     task_cls = TASKS.get(cfg.task.kind)
@@ -139,3 +144,25 @@ def check_memory(task: Any, size: int | None, folds: int = 1) -> None:
             f"estimated before building), more than the {have / GIB:.3g} GiB of {where} "
             "memory; lower population.size or the model's size"
         )
+
+
+def check_optimizer_init(cfg: Config, space: Any, task: Any) -> None:
+    """An optimizer factory's ``init``, traced abstractly on one member's parameter shapes
+    (``nnx.eval_shape`` of the task's ``init``): before the population is built.
+
+    Raises:
+      ValueError: one line naming ``optim.optimizer`` (or the task) and the user's function.
+    """
+    from jaxhpo import refs
+    from jaxhpo.optim_factory import OptimizerSpec, check_init, resolve
+    from jaxhpo.run import choice_space
+    from jaxhpo.tasks.user_task import abstract_params
+
+    optimizer, schedule = choice_space.program(cfg)
+    if not (isinstance(optimizer, str) and refs.is_reference(optimizer)):
+        return  # a built-in name, or a per-member choice (each resolved on its own)
+    if not isinstance(schedule, str):
+        return
+    spec = resolve(optimizer, schedule, space.names)
+    if isinstance(spec, OptimizerSpec) and not spec.builtin:
+        check_init(spec, abstract_params(task, "task"))

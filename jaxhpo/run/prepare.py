@@ -23,25 +23,19 @@ from jaxhpo.optim_factory import resolve as resolve_optimizer
 from jaxhpo.population import Population, resolve_devices
 from jaxhpo.run import choice_space
 from jaxhpo.run.checks import check_space, check_structure
-from jaxhpo.run.input_checks import check_memory, check_run_config
+from jaxhpo.run.input_checks import check_memory, check_optimizer_init, check_run_config
 from jaxhpo.space import Space
 from jaxhpo.strategies import STRATEGIES, Strategy
 from jaxhpo.strategies.base import has_compiled_form
 from jaxhpo.strategies.cv import CrossValidated
 from jaxhpo.tasks import TASKS, Task
+from jaxhpo.tasks.user_task import build_user_task
 
 
 def make_task(cfg: Config) -> Task:
     """Builds the task (reads or generates its data); errors name the config field."""
     if refs.is_reference(cfg.task.kind):  # a task of the user's own: module:Class(**args)
-        task_cls = refs.resolve(cfg.task.kind, "task.kind")
-        try:
-            task = task_cls(**cfg.task.args)
-        except TypeError as e:
-            raise ConfigError(f"task.args: {cfg.task.kind}: {e}") from None
-        if cfg.task.folds > 1:
-            task.set_folds(cfg.task.folds)
-        return task
+        return build_user_task(cfg.task.kind, cfg.task.args, cfg.task.folds)
     model = dataclasses.asdict(cfg.model)
     task_cls = TASKS[cfg.task.kind]
     if cfg.task.data:  # prepared token files (jaxhpo.data)
@@ -145,6 +139,7 @@ def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> 
     if not space.searched and cfg.strategy.name != "grid":
         raise ConfigError("space: no searched dimension (every entry is fixed)")
     task, structural = _checked_task(cfg, space, task)
+    check_optimizer_init(cfg, space, task)  # a factory's abstract init on the task's params
     check_memory(task, cfg.population.size, cfg.task.folds)  # before the strategy samples
     strategy = strategy if strategy is not None else make_strategy(cfg)
     strategy, state, cols = _checked_strategy(cfg, space, strategy)
