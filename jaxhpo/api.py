@@ -128,9 +128,13 @@ def tune(
 
     Raises:
       jaxhpo.config.ConfigError: one line naming the field, before anything compiles.
+      TypeError / ValueError: one line naming the argument (a space that is not a mapping, a
+        strategy that is neither a name nor a Strategy, a task hyperparameter that is not a
+        number, a task whose ``init`` raises), before anything is built.
     """
     from jaxhpo import experiment
 
+    check_arguments(task, space, strategy, optimizer, settings)
     strategy_name = strategy if isinstance(strategy, str) else strategy.name
     layer: dict[str, Any] = {
         "seed": seed,
@@ -157,6 +161,47 @@ def tune(
     )
     out = experiment.run(cfg, prepared=prep, quiet=quiet, callbacks=callbacks)
     return result_of(out, task, metric, metric in task.maximized)
+
+
+def check_arguments(
+    task: Any, space: Any, strategy: Any, optimizer: Any, settings: Any = None
+) -> None:
+    """The arguments of :func:`tune` whose type the config cannot check, and the task object
+    (:func:`jaxhpo.tasks.user_task.check_task`), before anything is built.
+
+    Raises:
+      TypeError / ValueError: one line naming the argument.
+    """
+    from jaxhpo.tasks.user_task import check_task
+
+    if not isinstance(space, Mapping):
+        raise TypeError(
+            f"space: expected a mapping name -> value, list of choices or {{type: float|int|"
+            f"choice, ...}}, got {type(space).__name__} {_short(space)}"
+        )
+    if not isinstance(strategy, str) and not (
+        isinstance(getattr(strategy, "name", None), str)
+        and callable(getattr(strategy, "init", None))
+    ):
+        raise TypeError(
+            f"strategy: expected a strategy name (random, pbt, bo, ...) or a jaxhpo.Strategy "
+            f"object, got {type(strategy).__name__} {_short(strategy)}"
+        )
+    if not (isinstance(optimizer, str) or callable(optimizer)):
+        raise TypeError(
+            f"optimizer: expected a built-in name or an optax factory (optax.adamw), got "
+            f"{type(optimizer).__name__} {_short(optimizer)}"
+        )
+    if settings is not None and not isinstance(settings, Mapping):
+        raise TypeError(
+            f"settings: expected a mapping section -> fields, got {type(settings).__name__}"
+        )
+    check_task(task, "task")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def task_config(task: Any) -> dict[str, Any]:

@@ -275,7 +275,7 @@ def check_transform(spec: OptimizerSpec, where: str = "optim.optimizer") -> None
         return
     what = type(out).__name__
     if callable(out):
-        what = f"{_name(out)}, a function: a factory not called?"
+        what = f"the function {_name(out)} (a factory not called?)"
     raise ValueError(
         f"{where}: {_name(factory)} returned {what}, not an optax GradientTransformation "
         "(init, update); return e.g. optax.adamw(learning_rate)"

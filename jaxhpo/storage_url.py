@@ -1,6 +1,6 @@
 """The one check of an Optuna storage URL, before anything is built or written.
 
-Every place that takes a storage URL -- ``report.optuna_storage``, ``strategy.optuna_storage``,
+Every place that takes a storage URL -- ``report.optuna_storage``, ``strategy.storage``,
 ``jaxhpo report --to-optuna URL`` -- calls :func:`check_storage_url`. Optuna opens a URL string
 as an SQLAlchemy database (``optuna.storages.get_storage``), so the URL is parsed with
 ``sqlalchemy.engine.make_url``, its dialect loaded and the dialect's database driver imported;

@@ -32,9 +32,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """Runs ``jaxhpo data ...``; one-line errors, exit code 2."""
+    import math
+
     from jaxhpo.data.prepare import prepare_data
 
     try:
+        if not (math.isfinite(args.sample_mb) and args.sample_mb > 0):
+            raise ValueError(f"--sample-mb: must be a number > 0, got {args.sample_mb}")
         prepare_data(
             args.corpus,
             args.out,

@@ -37,9 +37,11 @@ PREPARE = "prepare it again with `jaxhpo data prepare CORPUS --out DIR`"
 def _key(manifest: dict, dotted: str, kind: type | tuple[type, ...], where: str) -> Any:
     """``manifest["a"]["b"]`` for ``dotted="a.b"``, of type ``kind``; one line naming the key."""
     value: Any = manifest
-    for part in dotted.split("."):
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
         if not isinstance(value, dict) or part not in value:
-            raise ValueError(f"{where}: missing key '{dotted}' ({PREPARE})")
+            missing = ".".join(parts[: i + 1])
+            raise ValueError(f"{where}: missing key '{missing}' ({PREPARE})")
         value = value[part]
     if not isinstance(value, kind) or isinstance(value, bool):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)

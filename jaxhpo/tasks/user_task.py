@@ -116,13 +116,13 @@ def abstract_params(task: Any, where: str = "task") -> Any:
         raise refs.user_error(where, init, e) from (e if refs.debug() else None)
     if not isinstance(model, nnx.Module):
         raise TypeError(
-            f"{where}: {_name(init)} returned a {type(model).__name__}, not an nnx.Module "
+            f"{where}: {_name(init)} returned {type(model).__name__}, not an nnx.Module "
             "(return the member's freshly initialised flax.nnx module)"
         )
     params = nnx.state(model, nnx.Param)
     if not jax.tree.leaves(params):
         raise ValueError(
-            f"{where}: {_name(init)} returned a {type(model).__name__} with no nnx.Param "
+            f"{where}: {_name(init)} returned {type(model).__name__} with no nnx.Param "
             "(nothing to train; weights must be nnx.Param, e.g. nnx.Linear's)"
         )
     return params
