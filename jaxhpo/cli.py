@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback behind an error raised by your own code (JAXHPO_DEBUG=1)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     r = sub.add_parser(
         "run",
@@ -150,8 +155,43 @@ def run_script(path: str, argv: list[str]) -> int:
     return int(module.main(argv) or 0)
 
 
+def _debug_flag(argv: list[str]) -> list[str]:
+    """``--debug`` anywhere before a script's own arguments: sets ``JAXHPO_DEBUG=1``."""
+    if "--debug" not in argv:
+        return argv
+    from jaxhpo.refs import DEBUG_ENV
+
+    os.environ[DEBUG_ENV] = "1"
+    return [a for a in argv if a != "--debug"]
+
+
+def _error(e: BaseException) -> int:
+    """The one line of a refused input (and, under ``--debug``, the traceback before it)."""
+    from jaxhpo.refs import debug
+
+    if debug():
+        import traceback
+
+        traceback.print_exception(e, file=sys.stderr)
+    print(f"jaxhpo: error: {e}", file=sys.stderr)
+    return 2
+
+
+def _check_report_args(args) -> None:
+    """``jaxhpo report``'s options, before anything is rewritten."""
+    if args.study_name is not None and not args.to_optuna:
+        raise ValueError("--study-name: names the study of --to-optuna; give --to-optuna URL too")
+    if args.to_optuna:
+        from jaxhpo.storage_url import check_optuna, check_storage_url
+
+        check_storage_url(args.to_optuna, "--to-optuna")
+        check_optuna("--to-optuna")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not (len(argv) >= 2 and argv[0] == "run" and argv[1].endswith(".py")):
+        argv = _debug_flag(argv)
     if len(argv) >= 2 and argv[0] == "run" and argv[1].endswith(".py"):
         use_cpu_cores()
         return run_script(argv[1], argv[2:])
@@ -189,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from jaxhpo.report import write_report
 
-            if args.to_optuna:
-                from jaxhpo.optuna_export import check_storage
-
-                check_storage(args.to_optuna, "--to-optuna")
+            _check_report_args(args)
             summary = write_report(Path(args.run_dir))
             print(summary.read_text())
             print(f"plots: {summary.parent / 'plots'}")
@@ -223,8 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         if not os.access(out, os.W_OK):
             raise ValueError(f"out_dir: {out} is not writable")
     except (ValueError, OSError) as e:  # ConfigError is a ValueError: one line naming the field
-        print(f"jaxhpo: error: {e}", file=sys.stderr)
-        return 2
+        return _error(e)
     from jaxhpo.experiment import OutOfMemoryError
 
     try:

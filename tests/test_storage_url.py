@@ -4,6 +4,7 @@ is a database; one line naming the option, before a run is built or a report rew
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sqlite3
 
@@ -86,11 +87,22 @@ def _one_line(capsys, argv) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("field", ["report.optuna_storage", "strategy.optuna_storage"])
+def _strategy_storage_field() -> str:
+    """The Optuna strategy's storage field: flat (``strategy.optuna_storage``) before the
+    strategies' own configs (issue 25), nested (``strategy.storage``) after."""
+    from jaxhpo import config
+
+    flat = getattr(config, "StrategyConfig", None)
+    names = {f.name for f in dataclasses.fields(flat)} if flat is not None else set()
+    return "strategy.optuna_storage" if "optuna_storage" in names else "strategy.storage"
+
+
+@pytest.mark.parametrize("field", ["report.optuna_storage", "strategy"])
 def test_run_with_a_storage_that_is_not_a_database_is_refused_up_front(
     field, not_a_db, tmp_path, capsys, no_compile
 ):
     """Regression: a bad report.optuna_storage trained the whole run with the export off."""
+    field = _strategy_storage_field() if field == "strategy" else field
     runs = tmp_path / "runs"
     line = _one_line(
         capsys, ["run", "lm-optuna", f"{field}=sqlite:///{not_a_db}", f"out_dir={runs}"]
