@@ -7,7 +7,8 @@ behind a ``jax.lax.switch``, as ``init_scheme`` does for initialisation
 (:func:`jaxhpo.models.mup.kernel_init`). A strategy changes a member's schedule or optimizer
 between segments by writing its code, which never recompiles; PBT may explore it.
 
-* **Schedules** (:func:`switch_schedule_value`): ``schedule=("warmup_cosine", "constant")``
+* **Schedules** (:func:`jaxhpo.optim.schedules.switch_schedule_value`, re-exported here):
+  ``schedule=("warmup_cosine", "constant")``
   anywhere a schedule name is taken (:func:`jaxhpo.optim.make_optimizer`,
   :func:`jaxhpo.optim.resolve`, :class:`jaxhpo.population.Population`). The hyperparameters are
   the union of the schedules' (each branch reads its own) plus ``schedule``.
@@ -42,67 +43,29 @@ import jax.numpy as jnp
 import optax
 
 from jaxhpo import optim
+from jaxhpo.optim.base import check_choices, code_index, or_default
+from jaxhpo.optim.mup import with_lr_multipliers
+from jaxhpo.optim.schedules import schedule_choice_names, switch_schedule_value
+from jaxhpo.optim.table import OPTIMIZER_CODE, SCHEDULE_CODE
 from jaxhpo.optim_factory import OptimizerSpec, _signature
 
 #: Hyperparameter names of the two codes.
-SCHEDULE = "schedule"
-OPTIMIZER = "optimizer"
+SCHEDULE = SCHEDULE_CODE
+OPTIMIZER = OPTIMIZER_CODE
+#: The two names of the peak learning rate: the built-in optimizers' and an optax factory's.
+_PEAKS = (optim.LR, optim.FACTORY_LEARNING_RATE)
 
-
-def _check_choices(field: str, values: Sequence[Any], known: tuple[str, ...] | None) -> None:
-    if not values:
-        raise ValueError(f"optim.{field}: a choice needs at least one value")
-    labels = [v if isinstance(v, str) else getattr(v, "__qualname__", repr(v)) for v in values]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"optim.{field}: a choice lists {labels} with a repeat")
-    for v in values:
-        if known is not None and v not in known:
-            raise ValueError(f"optim.{field}: unknown {v!r} (choose from {', '.join(known)})")
-
-
-def code_index(code: jax.Array, n: int) -> jax.Array:
-    """The int32 branch index of a float code (rounded, clipped to ``0..n-1``; NaN is 0)."""
-    c = jnp.nan_to_num(jnp.asarray(code, jnp.float32), nan=0.0)
-    return jnp.clip(jnp.round(c), 0, n - 1).astype(jnp.int32)
-
-
-def _or_default(value: Any, default: float) -> jax.Array:
-    """``value``, or ``default`` where it is NaN (an inactive dimension)."""
-    v = jnp.asarray(value, float)
-    return jnp.where(jnp.isnan(v), jnp.asarray(default, v.dtype), v)
-
-
-def schedule_choice_names(schedules: tuple[str, ...]) -> tuple[str, ...]:
-    """Hyperparameters of a choice among ``schedules``: ``lr``, the union of the schedules'
-    own names (in the order of :data:`jaxhpo.optim.SCHEDULES`' tables), then ``schedule``."""
-    _check_choices("schedule", schedules, optim.SCHEDULES)
-    names: list[str] = []
-    for kind in schedules:
-        names += [n for n in optim.hparam_names("sgd", kind) if n not in names]
-    common = optim.hparam_names("sgd", "constant")[1:]  # the optimizer's, after lr
-    return (*[n for n in names if n not in common], SCHEDULE)
-
-
-def switch_schedule_value(
-    schedules: tuple[str, ...], step: Any, hp: Mapping[str, Any]
-) -> jax.Array:
-    """The learning rate at ``step`` of the schedule ``hp["schedule"]`` picks in ``schedules``.
-
-    Each branch is :func:`jaxhpo.optim.schedule_value` of one schedule, reading its own names
-    (NaN: :data:`jaxhpo.optim.DEFAULTS`); ``lax.switch`` on the traced code picks one.
-    """
-    own = {k: schedule_choice_names((k,))[:-1] for k in schedules}
-
-    def branch(kind: str):
-        def value(s, h):
-            vals = {n: _or_default(h[n], optim.DEFAULTS[n]) for n in own[kind]}
-            return jnp.asarray(optim.schedule_value(kind, s, vals), jnp.float32)
-
-        return value
-
-    code = code_index(hp[SCHEDULE], len(schedules))
-    operands = {n: hp[n] for n in schedule_choice_names(schedules)[:-1]}
-    return jax.lax.switch(code, [branch(k) for k in schedules], jnp.asarray(step, float), operands)
+__all__ = [
+    "OPTIMIZER",
+    "SCHEDULE",
+    "ChoiceSpec",
+    "code_index",
+    "optional_names",
+    "resolve_choice",
+    "schedule_choice_names",
+    "switch_schedule_value",
+    "switch_transform",
+]
 
 
 def switch_transform(
@@ -159,8 +122,8 @@ class ChoiceSpec(OptimizerSpec):
         spec, peak = self.choices[i], self.names[0]
         out = {}
         for n in spec.names:
-            src = peak if n in ("lr", "learning_rate") else n
-            out[n] = _or_default(hp[src] if src in hp else self.defaults[src], spec.defaults[n])
+            src = peak if n in _PEAKS else n
+            out[n] = or_default(hp[src] if src in hp else self.defaults[src], spec.defaults[n])
         return out
 
     def _switch(self, hp: Mapping[str, Any], differentiable: bool, mup: bool):
@@ -168,8 +131,6 @@ class ChoiceSpec(OptimizerSpec):
         for i, spec in enumerate(self.choices):
             tx = spec.chain(self._member_values(i, hp), differentiable=differentiable)
             if mup and spec.builtin:  # as make_optimizer: µP's per-layer rates
-                from jaxhpo.models.mup import with_lr_multipliers
-
                 tx = with_lr_multipliers(tx, spec.optimizer)
             txs.append(tx)
         return switch_transform(txs, hp.get(OPTIMIZER, 0.0))
@@ -205,8 +166,9 @@ def resolve_choice(
     from jaxhpo import refs
     from jaxhpo.optim_factory import resolve
 
-    _check_choices(OPTIMIZER, list(optimizers), None)
+    check_choices(OPTIMIZER, list(optimizers), None)
     searched = tuple(searched)
+    known = optim.DEFAULTS  # every built-in optimizer's and schedule's name
     specs = []
     for o in optimizers:
         if isinstance(o, str) and not refs.is_reference(o):
@@ -215,26 +177,26 @@ def resolve_choice(
         factory = refs.resolve(o, "optim.optimizer") if isinstance(o, str) else o
         # another choice's names (optimizer names this factory does not take) are not its
         own = set(_signature(factory)) if callable(factory) else set()
-        mine = [n for n in searched if n in own or n not in optim.DEFAULTS]
+        mine = [n for n in searched if n in own or n not in known]
         specs.append(resolve(factory, schedule, mine, mask=mask))
-    read = {n for s in specs for n in s.names} | {"lr", "learning_rate", OPTIMIZER}
-    unread = [n for n in searched if n in optim.DEFAULTS and n not in read]
+    read = {n for s in specs for n in s.names} | {*_PEAKS, OPTIMIZER}
+    unread = [n for n in searched if n in known and n not in read]
     if unread:
         raise ValueError(
             f"space.{unread[0]}: read by none of the optimizers "
             + ", ".join(s.label for s in specs)
         )
-    peak = "lr" if any(s.builtin for s in specs) else "learning_rate"
+    peak = optim.LR if any(s.builtin for s in specs) else optim.FACTORY_LEARNING_RATE
     names: list[str] = [peak]
     for s in specs:
-        names += [n for n in s.names if n not in ("lr", "learning_rate") and n not in names]
+        names += [n for n in s.names if n not in _PEAKS and n not in names]
     defaults: dict[str, float] = {}
     for n in names:
         seen = {
             float(s.defaults[m])
             for s in specs
             for m in s.names
-            if m == n or (n == peak and m in ("lr", "learning_rate"))
+            if m == n or (n == peak and m in _PEAKS)
         }
         defaults[n] = seen.pop() if len(seen) == 1 else float("nan")
     names.append(OPTIMIZER)

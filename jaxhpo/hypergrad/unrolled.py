@@ -14,8 +14,10 @@ For ONE member: from a training state ``carry``, take ``K`` inner steps with hyp
 ``z`` holds continuous hyperparameters in unconstrained coordinates (:data:`COORDINATES`):
 ``log`` for positive scales (learning rate, weight decay, eps, decay steps), ``softplus`` for
 non-negative step counts (warmup), ``logit`` for values in (0, 1) (b1, b2, momentum, dropout,
-label smoothing, min_lr_ratio). The start state is a constant of the window (truncation): a long
-run is a sequence of windows, each followed by one outer optax step on ``z``.
+label smoothing, min_lr_ratio). An optimizer's and a schedule's coordinates, and which of their
+hyperparameters may be differentiated, come from their table entries (:mod:`jaxhpo.optim`).
+The start state is a constant of the window (truncation): a long run is a sequence of windows,
+each followed by one outer optax step on ``z``.
 
 Memory. Reverse mode through a scan keeps, per step, the carry (parameters and optimizer state)
 and the step's residuals (activations). ``remat=True`` wraps the step in ``jax.checkpoint``: only
@@ -30,58 +32,93 @@ outer optax optimizer whose state is per member.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from jaxhpo.optim.optimizers import OPTIMIZER_TABLE
+from jaxhpo.optim.table import coordinates, differentiable
+
 Array = jax.Array
 
-#: Unconstrained coordinate of each hyperparameter that can be differentiated.
-COORDINATES: dict[str, str] = {
-    "lr": "log",
-    "learning_rate": "log",  # an optax factory's (jaxhpo.optim_factory)
-    "weight_decay": "log",
-    "eps": "log",
-    "decay_steps": "log",
-    "cycle_steps": "log",
-    "decay_rate": "log",
-    "hd_beta": "log",
-    "warmup_steps": "softplus",
-    "b1": "logit",
-    "b2": "logit",
-    "momentum": "logit",
-    "min_lr_ratio": "logit",
-    "adafactor_decay_rate": "logit",
+#: The unconstrained coordinate of each task hyperparameter that can be differentiated. The
+#: optimizer's and the schedule's are their table entries' (:func:`jaxhpo.optim.table.coordinates`).
+TASK_COORDINATES: dict[str, str] = {
     "dropout": "logit",
     "attn_dropout": "logit",
     "label_smoothing": "logit",
 }
+
+
+class _Coordinates(Mapping[str, str]):
+    """Name -> unconstrained coordinate of every differentiable hyperparameter: the optimizer
+    tables' (read when looked up, so a new table entry's names are differentiable at once), then
+    :data:`TASK_COORDINATES`."""
+
+    def _all(self) -> dict[str, str]:
+        return {**coordinates(), **TASK_COORDINATES}
+
+    def __getitem__(self, name: str) -> str:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+#: Unconstrained coordinate of each hyperparameter that can be differentiated.
+COORDINATES: Mapping[str, str] = _Coordinates()
+
 #: Values are clipped into [FLOOR, ...) (log, softplus) or [FLOOR, 1 - FLOOR] (logit) before the
 #: map, so 0 (no weight decay, no dropout) has a finite coordinate. The gradient there is small:
 #: a hyperparameter at exactly 0 moves slowly.
 FLOOR = 1e-6
 
 
-def check_names(names, where: str = "strategy.hypergrad_names") -> None:
-    """Raises ``ValueError`` naming ``where`` for a name without an unconstrained coordinate."""
-    bad = [n for n in names if n not in COORDINATES]
+def check_names(
+    names,
+    where: str = "strategy.hypergrad_names",
+    *,
+    optimizer: str | None = None,
+    schedule: str | tuple[str, ...] = "constant",
+) -> None:
+    """Raises ``ValueError`` naming ``where`` for a name without an unconstrained coordinate.
+
+    With a built-in ``optimizer`` (and its ``schedule``), also for a name its table entry does
+    not let hypergradients differentiate (e.g. lion's ``b1``, which reaches the update only
+    through a sign).
+    """
+    known = dict(COORDINATES)
+    bad = [n for n in names if n not in known]
     if bad:
         raise ValueError(
             f"{where}: {', '.join(map(repr, bad))} cannot be differentiated "
-            f"(continuous hyperparameters: {', '.join(COORDINATES)})"
+            f"(continuous hyperparameters: {', '.join(known)})"
+        )
+    if optimizer is None or optimizer not in OPTIMIZER_TABLE:
+        return
+    allowed = (*differentiable(optimizer, schedule), *TASK_COORDINATES)
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise ValueError(
+            f"{where}: {', '.join(map(repr, bad))} cannot be differentiated under optimizer "
+            f"'{optimizer}' (its differentiable hyperparameters: {', '.join(allowed)})"
         )
 
 
 def to_unconstrained(hp: Mapping[str, Any]) -> dict[str, Array]:
     """Maps hyperparameter values to unconstrained coordinates (see :data:`COORDINATES`)."""
     check_names(hp, "hparams")
+    kinds = dict(COORDINATES)
     out = {}
     for name, value in hp.items():
         x = jnp.asarray(value, float)
-        kind = COORDINATES[name]
+        kind = kinds[name]
         if kind == "log":
             out[name] = jnp.log(jnp.maximum(x, FLOOR))
         elif kind == "softplus":  # inverse softplus: log(expm1(x))
@@ -96,10 +133,11 @@ def to_unconstrained(hp: Mapping[str, Any]) -> dict[str, Array]:
 def from_unconstrained(z: Mapping[str, Any]) -> dict[str, Array]:
     """Inverse of :func:`to_unconstrained` (smooth in ``z``)."""
     check_names(z, "hparams")
+    kinds = dict(COORDINATES)
     out = {}
     for name, value in z.items():
         v = jnp.asarray(value, float)
-        kind = COORDINATES[name]
+        kind = kinds[name]
         if kind == "log":
             out[name] = jnp.exp(v)
         elif kind == "softplus":
@@ -137,7 +175,7 @@ def unroll(
     if chunk and chunk < num_steps:
         if num_steps % chunk:
             raise ValueError(
-                f"strategy.hypergrad_chunk: {chunk} does not divide the window of {num_steps} steps"
+                f"strategy.chunk: {chunk} does not divide the window of {num_steps} steps"
             )
 
         @jax.checkpoint

@@ -31,13 +31,14 @@ textbook form.
 
 The per-layer learning rates reach the optimizer as *parameter metadata*: the model tags every
 parameter it creates under µP with ``mup_role`` (``"hidden"``, ``"vector"`` or
-``"readout"``) and ``mup_width_mult``; :func:`with_lr_multipliers` wraps any optax transform so
-that it multiplies each parameter's final update by :func:`lr_multiplier` of its tag. The tags
-live in the pytree structure of ``nnx.State`` (not in the arrays), so they travel through
-``jax.grad``, ``vmap``, ``scan`` and checkpoints; parameters without tags (standard
-parametrization, plain pytrees) are left exactly unchanged. Scaling the whole update also
-scales decoupled weight decay, as ``mup``'s ``MuAdamW`` does (it scales the parameter group's
-learning rate).
+``"readout"``) and ``mup_width_mult`` (:func:`metadata`); :func:`with_lr_multipliers`
+(:mod:`jaxhpo.optim.mup`, re-exported here) wraps an optax transform so that it multiplies each
+parameter's final update by :func:`lr_multiplier` of its tag. Which column of the table above an
+optimizer uses (Adam's or SGD's) is its table entry's ``mup`` rule
+(:data:`jaxhpo.optim.OPTIMIZER_TABLE`): SGD's for sgd, momentum, nesterov and their ``_hd``
+forms, Adam's for the others. The tags live in the pytree structure of ``nnx.State`` (not in the
+arrays), so they travel through ``jax.grad``, ``vmap``, ``scan`` and checkpoints; parameters
+without tags (standard parametrization, plain pytrees) are left exactly unchanged.
 
 Initialization as a hyperparameter: :data:`INIT_SCHEMES` are the distributions of a weight
 matrix with ``fan_in`` inputs and ``fan_out`` outputs, times a per-member ``scale`` ``c``:
@@ -66,19 +67,41 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
-from flax import nnx
+
+# The optimizer's side of µP (per-layer learning rates by each optimizer's table entry) lives in
+# jaxhpo.optim.mup; its names are re-exported here, where the model side tags the parameters.
+from jaxhpo.optim.mup import (
+    ROLE_KEY,
+    ROLES,
+    WIDTH_KEY,
+    lr_multiplier,
+    lr_multipliers,
+    scale_updates,
+    with_lr_multipliers,
+)
+
+__all__ = [
+    "BASE_STD",
+    "INIT_SCHEMES",
+    "PARAMETRIZATIONS",
+    "ROLES",
+    "embed_init",
+    "init_std",
+    "kernel_init",
+    "lr_multiplier",
+    "lr_multipliers",
+    "metadata",
+    "scale_updates",
+    "scheme_index",
+    "with_lr_multipliers",
+    "zeros_init",
+]
 
 PARAMETRIZATIONS: tuple[str, ...] = ("standard", "mup")
 #: Initialization schemes; a per-member scheme hyperparameter is an index into this tuple.
 INIT_SCHEMES: tuple[str, ...] = ("normal", "truncated_normal", "uniform", "xavier", "mup")
 #: The std of ``normal`` and of embeddings (GPT-2 / BERT), before the per-member scale.
 BASE_STD = 0.02
-#: Parameter roles under µP (the ``mup_role`` metadata).
-ROLES: tuple[str, ...] = ("hidden", "vector", "readout")
-#: Optimizers whose updates scale with the gradient (µP's SGD table); all others are treated
-#: as scale-invariant like Adam (adam, adamw, lion, adafactor and their variants).
-SGD_FAMILY: tuple[str, ...] = ("sgd", "momentum", "nesterov")
 
 
 def scheme_index(scheme: str, where: str = "model.init_scheme") -> int:
@@ -185,75 +208,4 @@ def metadata(role: str, width_mult: float, mup: bool) -> dict[str, Any]:
         return {}
     if role not in ROLES:
         raise ValueError(f"mup role: unknown {role!r} (choose from {', '.join(ROLES)})")
-    return {"mup_role": role, "mup_width_mult": float(width_mult)}
-
-
-def lr_multiplier(role: str | None, width_mult: float, optimizer: str) -> float:
-    """µP's learning-rate multiplier for a parameter (see the module table).
-
-    Args:
-        role: ``"hidden"``, ``"vector"``, ``"readout"``, or None (an untagged parameter: 1).
-        width_mult: ``d_model / base_width``.
-        optimizer: The optimizer name; :data:`SGD_FAMILY` (or a name starting with one) uses µP's
-            SGD table, every other optimizer its Adam table.
-
-    Returns:
-        The multiplier of the parameter's update.
-    """
-    if role is None:
-        return 1.0
-    if optimizer.startswith(SGD_FAMILY):
-        return 1.0 if role == "hidden" else float(width_mult)
-    return 1.0 / float(width_mult) if role == "hidden" else 1.0
-
-
-def _is_variable(x: Any) -> bool:
-    return isinstance(x, nnx.Variable)
-
-
-def lr_multipliers(params: Any, optimizer: str) -> list[float]:
-    """The multiplier of every leaf of ``params`` (in ``jax.tree.leaves`` order), from the
-    ``mup_role`` / ``mup_width_mult`` metadata of its ``nnx.Variable`` (1 where untagged)."""
-    out = []
-    for node in jax.tree.leaves(params, is_leaf=_is_variable):
-        meta = node.get_metadata() if _is_variable(node) else {}
-        out.append(lr_multiplier(meta.get("mup_role"), meta.get("mup_width_mult", 1.0), optimizer))
-    return out
-
-
-def scale_updates(updates: Any, optimizer: str) -> Any:
-    """Multiplies each leaf of ``updates`` (an ``nnx.State`` carrying µP metadata) by its
-    :func:`lr_multiplier`; untagged leaves are returned untouched."""
-    leaves, treedef = jax.tree.flatten(updates)
-    mults = lr_multipliers(updates, optimizer)
-    if len(mults) != len(leaves):  # a Variable with more than one array leaf
-        raise ValueError("mup: cannot match parameter metadata to update leaves")
-    scaled = [u if m == 1.0 else u * jnp.asarray(m, u.dtype) for u, m in zip(leaves, mults)]
-    return jax.tree.unflatten(treedef, scaled)
-
-
-def with_lr_multipliers(
-    tx: optax.GradientTransformation, optimizer: str
-) -> optax.GradientTransformationExtraArgs:
-    """Wraps ``tx`` so that its updates get µP's per-layer learning-rate multipliers.
-
-    The state is ``tx``'s own (so ``opt_state.hyperparams`` and checkpoints are unchanged); the
-    multipliers are read from the metadata of the update tree, so a model without µP tags, or a
-    plain pytree, is updated exactly as by ``tx``. optax has per-parameter learning rates only
-    through ``optax.multi_transform`` over a label tree, which needs the labels when the
-    optimizer is built; the population builds one template optimizer before any model exists,
-    so the labels travel with the parameters instead.
-
-    Args:
-        tx: Any optax transform (e.g. from :func:`jaxhpo.optim.make_optimizer`).
-        optimizer: Its optimizer name (picks µP's Adam or SGD table).
-
-    Returns:
-        A transform with the same ``init`` and state.
-    """
-
-    def update(updates, state, params=None, **extra):
-        updates, state = tx.update(updates, state, params, **extra)
-        return scale_updates(updates, optimizer), state
-
-    return optax.GradientTransformationExtraArgs(tx.init, update)
+    return {ROLE_KEY: role, WIDTH_KEY: float(width_mult)}
