@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxhpo import optim
 from jaxhpo.buckets import BUCKET_HPARAMS
 from jaxhpo.config import Config, ConfigError, StrategyConfig
 from jaxhpo.space import Choice, Fixed, Float, Int, Space
@@ -20,24 +21,9 @@ from jaxhpo.strategies import STRATEGIES
 from jaxhpo.strategies.base import check_config_fields
 from jaxhpo.tasks import TASKS
 
-#: Valid values of each optimizer hyperparameter: (low, high, low_inclusive, high_inclusive).
-OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
-    "lr": (0.0, np.inf, False, False),
-    "learning_rate": (0.0, np.inf, False, False),
-    "weight_decay": (0.0, np.inf, True, False),
-    "b1": (0.0, 1.0, True, False),
-    "b2": (0.0, 1.0, True, False),
-    "eps": (0.0, np.inf, False, False),
-    "momentum": (0.0, 1.0, True, False),
-    "clip_norm": (0.0, np.inf, False, True),
-    "warmup_steps": (0.0, np.inf, True, False),
-    "decay_steps": (0.0, np.inf, False, False),
-    "cycle_steps": (0.0, np.inf, False, False),
-    "min_lr_ratio": (0.0, 1.0, True, True),
-    "decay_rate": (0.0, np.inf, False, False),
-    "adafactor_decay_rate": (0.0, 1.0, False, True),
-    "clipping_threshold": (0.0, np.inf, False, True),
-}
+#: Valid values of each optimizer hyperparameter: (low, high, low_inclusive, high_inclusive),
+#: from the optimizer and schedule tables (jaxhpo.optim).
+OPT_DOMAINS: dict[str, tuple[float, float, bool, bool]] = optim.DOMAINS
 
 
 def _dim_values(dim) -> list[float]:
