@@ -14,8 +14,9 @@ RNG state needs nothing more: every key derives from the seed, the member id and
 the training batch at a step depends only on the data seed and the step, so a resumed run
 draws the same numbers. orbax writes each checkpoint to a temporary directory and renames it
 when complete (``commit_success.txt``); the last ``keep`` are kept. A checkpoint that fails to
-restore (partial, corrupted) is reported, moved to ``checkpoints-corrupted/`` and the previous
-one is used.
+restore because its files do not read (partial, corrupted) is reported, moved to
+``checkpoints-corrupted/`` and the previous one is used; any other failure (building the shapes
+to restore into, memory) is raised with the checkpoint left in place.
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ def unpack_tree(text: str) -> Any:
 class CheckpointRefusedError(ValueError):
     """A checkpoint that must not be used (e.g. written by another configuration): resuming
     stops with this error instead of falling back to an older checkpoint."""
+
+
+class CheckpointNotRestoredError(RuntimeError):
+    """A checkpoint that is not corrupt could not be restored (e.g. building its abstract tree
+    failed, or memory ran out): it stays where it is."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
+def _not_corruption(e: BaseException) -> bool:
+    """Errors that say nothing of a checkpoint's files: running out of memory."""
+    return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e)
 
 
 class Checkpointer:
@@ -93,33 +109,57 @@ class Checkpointer:
         population size stored in ``meta``); it raises :class:`CheckpointRefusedError` for a
         checkpoint that must not be used at all (another run's), which stops the search.
 
-        A checkpoint that fails to restore is reported, moved to ``checkpoints-corrupted/`` and
-        the previous one is tried."""
+        A checkpoint whose files fail to read (its metadata, or its state against the abstract
+        tree) is corrupt: reported, moved to ``checkpoints-corrupted/``, and the previous one is
+        tried. An error of ``abstract(meta)`` or running out of memory says nothing of the
+        files: it is raised as :class:`CheckpointNotRestoredError` naming the checkpoint and
+        the error, and the checkpoint stays in place."""
         for segment in reversed(self.segments()):
             try:
                 meta = self._manager.restore(
                     segment, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
                 ).meta
+            except Exception as e:  # noqa: BLE001 - metadata that does not read: corrupt
+                self._move_aside(segment, e, report)
+                continue
+            tree = self._prepared(segment, abstract, meta)
+            try:
                 state = self._manager.restore(
-                    segment,
-                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract(meta))),
+                    segment, args=ocp.args.Composite(state=ocp.args.StandardRestore(tree))
                 ).state
-                return segment, state, meta
-            except CheckpointRefusedError:
-                raise
-            except Exception as e:  # noqa: BLE001 - any failure means: use the previous one
-                text = str(e).strip()
-                first = text.splitlines()[0][:200] if text else type(e).__name__
-            aside = self.directory.parent / "checkpoints-corrupted" / str(segment)
-            report(
-                f"checkpoint {segment} in {self.directory} cannot be restored "
-                f"({first}); moved to {aside}, trying the previous one"
-            )
-            aside.parent.mkdir(exist_ok=True)
-            shutil.rmtree(aside, ignore_errors=True)
-            shutil.move(self.directory / str(segment), aside)
-            self._manager.reload()
+            except Exception as e:  # noqa: BLE001 - state files that do not read: corrupt
+                if _not_corruption(e):
+                    raise CheckpointNotRestoredError(self._said(segment, e, "restoring")) from e
+                self._move_aside(segment, e, report)
+                continue
+            return segment, state, meta
         return None
+
+    def _prepared(self, segment: int, abstract: Callable, meta: dict[str, Any]) -> Any:
+        """``abstract(meta)``; its errors leave the checkpoint in place."""
+        try:
+            return abstract(meta)
+        except CheckpointRefusedError:
+            raise
+        except Exception as e:  # noqa: BLE001 - not the checkpoint's fault: said and raised
+            raise CheckpointNotRestoredError(self._said(segment, e, "preparing its shapes")) from e
+
+    def _said(self, segment: int, e: BaseException, doing: str) -> str:
+        return (
+            f"checkpoint {segment} in {self.directory}: {doing} failed ({_first_line(e)}); "
+            "it is not corrupt and was left in place"
+        )
+
+    def _move_aside(self, segment: int, e: BaseException, report: Callable[[str], None]) -> None:
+        aside = self.directory.parent / "checkpoints-corrupted" / str(segment)
+        report(
+            f"checkpoint {segment} in {self.directory} cannot be restored "
+            f"({_first_line(e)}); moved to {aside}, trying the previous one"
+        )
+        aside.parent.mkdir(exist_ok=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        shutil.move(self.directory / str(segment), aside)
+        self._manager.reload()
 
     def close(self) -> None:
         self._manager.close()

@@ -14,7 +14,11 @@ One Optuna trial per member, in a study named after the run directory:
 
 Live, during a run (``report.optuna_storage=sqlite:///study.db``), or afterwards from a run
 directory (``jaxhpo report RUN_DIR --to-optuna sqlite:///study.db``), which replays its tables
-through the same callback.
+through the same callback. A trial is created whole (running, with its parameters and ``member``
+and ``run_dir`` attributes, in one storage call). A resumed run deletes its trials from the study
+(those whose ``run_dir`` is this run directory, in one transaction) and writes them again from
+the tables cut back to the checkpoint (:func:`jaxhpo.callbacks.history`), so the study ends as
+the uninterrupted run's whatever the kill interrupted, the end included.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from jaxhpo.callbacks import Callback, finite
+from jaxhpo.callbacks import Callback, finite, history
 
 
 def _import_optuna():
@@ -70,32 +74,43 @@ class OptunaExport(Callback):
         space = Space.from_config(cfg.get("space") or {}, where="space")
         self.dists = distributions(space)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        name = self.study_name or run_dir.name
+        resumed = info.get("resumed_at_step") is not None
+        if resumed:  # this run's trials are written again from the committed tables
+            from jaxhpo.strategies.optuna_resume import delete_trials_with
+
+            delete_trials_with(self.storage, name, "run_dir", str(run_dir.resolve()))
         self.study = optuna.create_study(
             storage=self.storage,
-            study_name=self.study_name or run_dir.name,
+            study_name=name,
             direction="maximize" if info.get("maximize") else "minimize",
             load_if_exists=True,
         )
         self.study.set_user_attr("run_dir", str(run_dir.resolve()))
         self.study.set_user_attr("strategy", str(info.get("strategy", "")))
-        # a resumed run: its members' trials exist already
-        for t in self.study.get_trials(deepcopy=False):
-            member = t.user_attrs.get("member")
-            if member is not None and t.state == optuna.trial.TrialState.RUNNING:
-                self._trials[int(member)] = optuna.trial.Trial(self.study, t._trial_id)
+        self._trials = {}
+        if resumed:
+            for rows, events in history(run_dir)[0]:
+                self.on_evaluation(rows, events, run_dir)
 
     def _trial(self, member: int, row: Mapping[str, Any]) -> Any:
         trial = self._trials.get(member)
         if trial is None:
+            optuna = _import_optuna()
             params = {}
             for name, dist in self.dists.items():
                 value = row.get(name)
                 if value is not None and finite(value):
                     params[name] = _in(dist, value)
-            self.study.enqueue_trial(params, skip_if_exists=False)
-            trial = self.study.ask(self.dists)
-            trial.set_user_attr("member", member)
-            trial.set_user_attr("run_dir", str(self.run_dir.resolve()))
+            frozen = optuna.trial.create_trial(
+                state=optuna.trial.TrialState.RUNNING,
+                params=params,
+                distributions={k: self.dists[k] for k in params},
+                user_attrs={"member": member, "run_dir": str(self.run_dir.resolve())},
+            )
+            # one storage call (Study.add_trial's, which returns no id): no half-made trial
+            trial_id = self.study._storage.create_new_trial(self.study._study_id, frozen)
+            trial = optuna.trial.Trial(self.study, trial_id)
             self._trials[member] = trial
         return trial
 

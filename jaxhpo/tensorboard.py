@@ -11,19 +11,24 @@ and shown in the HParams dashboard:
 * at the end, the HParams plugin's session: the member's final hyperparameters with its final
   ``val_*`` and ``test_*`` metrics, so the HParams table lists every member.
 
-Open with ``tensorboard --logdir RUN_DIR/tensorboard`` (or a folder of run directories). A resumed
-run continues each member's file after purging what was logged past the checkpoint it resumed
-from (TensorBoard's ``purge_step``), so no point is shown twice.
+Open with ``tensorboard --logdir RUN_DIR/tensorboard`` (or a folder of run directories).
+
+The files follow from the run's committed tables: a resumed run deletes ``RUN_DIR/tensorboard``
+and writes it again from ``metrics.csv`` and ``events.jsonl`` as cut back to the checkpoint
+(:func:`jaxhpo.callbacks.history`), then goes on live. Whatever a kill left in tensorboardX's
+queue or in a half-written file is not used, so every (tag, step) has one value, the
+uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxhpo.callbacks import Callback, finite
+from jaxhpo.callbacks import Callback, finite, history
 
 SUBDIR = "tensorboard"
 
@@ -33,7 +38,6 @@ class TensorBoard(Callback):
 
     def __init__(self) -> None:
         self._writers: dict[int, Any] = {}
-        self._purge: int | None = None
         self._searched: list[str] = []
         self._names: list[str] = []
         self._objective = "val_loss"
@@ -43,17 +47,18 @@ class TensorBoard(Callback):
         self._searched = list(info.get("searched", []))
         self._names = list(info.get("hparam_names", []))
         self._objective = str(info.get("objective", "val_loss"))
-        step = info.get("resumed_at_step")
-        self._purge = None if step is None else int(step) + 1
+        self.close()
+        if info.get("resumed_at_step") is not None:  # rebuilt from the committed tables
+            shutil.rmtree(self._root, ignore_errors=True)
+            for rows, events in history(run_dir)[0]:
+                self.on_evaluation(rows, events, run_dir)
 
     def _writer(self, member: int):
         w = self._writers.get(member)
         if w is None:
             from tensorboardX import SummaryWriter
 
-            w = SummaryWriter(
-                str(self._root / f"member-{member}"), purge_step=self._purge, flush_secs=30
-            )
+            w = SummaryWriter(str(self._root / f"member-{member}"), flush_secs=30)
             self._writers[member] = w
         return w
 

@@ -1,5 +1,8 @@
 """The end of a run: the final members evaluated on the test split, the optional ensemble of
-the best ones, ``members.csv``, the best member's weights, timings, and the report."""
+the best ones, ``members.csv``, the best member's weights, timings, the callbacks' end, and the
+report; last, ``"finished": true`` in ``run.json``. A run killed anywhere before that mark is
+not finished: ``jaxhpo resume`` continues it from its last checkpoint and does the whole end
+again (every file it writes is replaced whole), so it ends as the uninterrupted run."""
 
 from __future__ import annotations
 
@@ -53,8 +56,6 @@ def finish(loop: Loop, run_dir: Path, out_dir: Path, writes: bool, console: Cons
         }
     )
     writer.close()
-    # Last and whole (atomic_write): members.csv marks the run finished, so a run killed before
-    # it resumes from its last checkpoint.
     atomic_write(out_dir / "members.csv", members.to_csv(index=False))
     if writer.callbacks is not None:  # the last events, then the end, to every callback
         writer.callbacks.on_evaluation([], writer.flush_events(), run_dir)
@@ -65,6 +66,7 @@ def finish(loop: Loop, run_dir: Path, out_dir: Path, writes: bool, console: Cons
     from jaxhpo.report import write_report
 
     write_report(run_dir)
+    writer.update_info({"finished": True})  # last: a run killed before it is resumed
     console.print(f"run directory: {run_dir}")
     return RunResult(run_dir, members, pop)
 

@@ -30,7 +30,7 @@ from rich.console import Console
 
 from jaxhpo import compile_cache, parallel
 from jaxhpo.callbacks import CallbackList
-from jaxhpo.checkpoint import Checkpointer
+from jaxhpo.checkpoint import Checkpointer, unpack_tree
 from jaxhpo.config import Config
 from jaxhpo.optuna_export import OptunaExport
 from jaxhpo.results import RunWriter, new_run_dir, run_dir_lock
@@ -98,9 +98,12 @@ def _run_in(
     hooks = _callbacks(cfg, callbacks) if writes else None
     writer = _open_writer(cfg, prep, run_dir, out_dir, restored, resume, writes, hooks)
     writer.update_info({"compile_cache": cache})
-    loop = _start(cfg, prep, writer, root_key, restored, run_dir.name)
     if writes:  # e.g. the Optuna strategy's study named in run.json, linked to the run
-        writer.update_info(prep.strategy.attach(loop.state, run_dir))
+        state = unpack_tree(restored[2]["strategy"]) if restored else prep.strategy_state
+        writer.update_info(prep.strategy.attach(state, run_dir))
+    loop = _start(cfg, prep, writer, root_key, restored, run_dir.name)
+    if checkpointer and not restored:  # segment 0: a kill from here on resumes from it
+        save_checkpoint(checkpointer, loop)
     with progress_line(cfg, console, quiet, prep.started) as show:
         if cfg.train.compiled:
             run_compiled(loop, show)
@@ -153,9 +156,8 @@ def _open_writer(
     if resume:
         info = json.loads((run_dir / "run.json").read_text())
         writer.update_info({"resumed": int(info.get("resumed", 0)) + 1})
-        if hooks is not None:
-            at = int(restored[2]["step"]) if restored else 0
-            hooks.on_start(run_dir, {**info, "resumed_at_step": at})
+        if hooks is not None:  # side outputs brought to the checkpoint (callbacks.py)
+            hooks.resume(run_dir, info, int(restored[2]["step"]) if restored else 0)
         return writer
     metric = cfg.strategy.metric
     writer.write_config(
@@ -175,6 +177,7 @@ def _open_writer(
             "maximize": metric in task.maximized,
             "strategy": prep.strategy.name,
             "compiled": cfg.train.compiled,
+            "finished": False,  # True once the run's end completed (finish.py)
         },
     )
     if hooks is not None:

@@ -13,8 +13,9 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -93,8 +94,16 @@ def restore(checkpointer: Checkpointer | None, prep: Prepared, root_key) -> tupl
     return found
 
 
-def resume_run(run_dir: str | Path, *, console: Console | None = None, quiet: bool = False):
-    """Continues an interrupted run directory from its latest good checkpoint.
+def resume_run(
+    run_dir: str | Path,
+    *,
+    console: Console | None = None,
+    quiet: bool = False,
+    callbacks: Sequence[Any] = (),
+):
+    """Continues an interrupted run directory from its latest good checkpoint (a run killed
+    during its end as well: the end is done again). ``callbacks`` as for
+    :func:`jaxhpo.run.loop.run` (their ``on_start`` says where the run resumed).
 
     Raises:
       ValueError: ``RUN_DIR`` is not a run directory, or already finished.
@@ -110,13 +119,37 @@ def resume_run(run_dir: str | Path, *, console: Console | None = None, quiet: bo
     # Held from before the checks to the end of the run: a run directory another process is
     # writing is refused before anything is built (the OS drops a killed process's lock).
     with run_dir_lock(run_dir) if parallel.is_writer() else contextlib.nullcontext():
-        if (run_dir / "members.csv").exists():
+        if finished(run_dir):
             raise ValueError(f"RUN_DIR: {run_dir} finished already (members.csv is written)")
         _check_tables(run_dir)
         cfg = build(Config(), load_file(run_dir / "config.yaml"))
         if cfg.train.compiled:
             raise ValueError("RUN_DIR: a train.compiled run has no checkpoints to resume from")
-        return run(cfg, run_dir=run_dir, console=console, quiet=quiet, resume=True)
+        if parallel.is_writer() and not _committed(run_dir):
+            from jaxhpo.strategies.optuna_resume import cut_to_start
+
+            cut_to_start(cfg, run_dir)  # an Optuna database study a killed start asked trials in
+        return run(
+            cfg, run_dir=run_dir, console=console, quiet=quiet, resume=True, callbacks=callbacks
+        )
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run's end completed: ``members.csv`` written and ``run.json`` not saying
+    ``"finished": false`` (runs from before the mark have none)."""
+    if not (run_dir / "members.csv").exists():
+        return False
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return True
+    return info.get("finished", True) is not False
+
+
+def _committed(run_dir: Path) -> bool:
+    """Whether ``RUN_DIR/checkpoints`` holds a committed checkpoint."""
+    ckpts = run_dir / "checkpoints"
+    return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
 
 
 def _check_tables(run_dir: Path) -> None:

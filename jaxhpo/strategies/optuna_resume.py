@@ -13,6 +13,7 @@ count of earlier trials, so the next trial asked gets the number the uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,82 @@ def truncate_study(storage: Any, study_name: str, keep: int) -> int | None:
         raise
     finally:
         session.close()
+
+
+def delete_trials_with(storage: Any, study_name: str, key: str, value: Any) -> int | None:
+    """Deletes the trials of ``study_name`` whose user attribute ``key`` is ``value``, in one
+    transaction (e.g. a resumed run's trials in the live export, written again on resume).
+
+    Returns:
+      how many were deleted; ``None`` when the storage is not a database or the study does not
+      exist.
+    """
+    import json
+
+    rdb = rdb_of(storage)
+    if rdb is None:
+        return None
+    from optuna.storages._rdb import models
+
+    session = rdb.scoped_session()
+    try:
+        study = models.StudyModel.find_by_name(study_name, session)
+        if study is None:
+            session.rollback()
+            return None
+        attr = models.TrialUserAttributeModel
+        trials = (
+            session.query(models.TrialModel)
+            .join(attr, attr.trial_id == models.TrialModel.trial_id)
+            .filter(models.TrialModel.study_id == study.study_id)
+            .filter(attr.key == key, attr.value_json == json.dumps(value))
+            .all()
+        )
+        for trial in trials:
+            session.delete(trial)  # params, values, attributes cascade
+        session.commit()
+        return len(trials)
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def cut_to_start(cfg: Any, run_dir: Any) -> None:
+    """Brings an Optuna database study back to where a run killed before its first checkpoint
+    found it (``jaxhpo resume`` of a run without a checkpoint starts again from step 0 and its
+    strategy asks the first generation again). An unnamed study (``strategy.optuna_study: null``,
+    its generated name in ``run.json``) was the killed start's own: it is deleted. A named one
+    loses its trailing unfinished trials (the killed start's asked or enqueued ones), in one
+    transaction; its earlier, finished trials stay. Nothing is done for another
+    strategy or a storage that is not a database."""
+    import json
+    from pathlib import Path
+
+    s = cfg.strategy
+    storage, named = getattr(s, "optuna_storage", None), getattr(s, "optuna_study", None)
+    if getattr(s, "name", None) != "optuna" or rdb_of(storage) is None:
+        return
+    import optuna
+
+    path = Path(run_dir) / "run.json"
+    info = json.loads(path.read_text()) if path.exists() else {}
+    name = named or info.get("optuna_study")
+    if not name:
+        return
+    if named is None:
+        with contextlib.suppress(KeyError):  # KeyError: not created before the kill
+            optuna.delete_study(study_name=name, storage=storage)
+        return
+    try:
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    except KeyError:
+        return
+    done = [t.number for t in trials if t.state.is_finished()]
+    first = max(done, default=-1) + 1  # the trailing unfinished trials: the killed start's
+    if first < len(trials):
+        truncate_study(storage, name, first)
 
 
 def study_for(search: Any, state: dict[str, Any]) -> Any:
