@@ -182,6 +182,7 @@ def _prepare(capsys, *args):
     [
         (["--tokenizer", "bpe", "--vocab-size", "1000000000"], "--vocab-size: must be in [257, 2"),
         (["--tokenizer", "bpe", "--vocab-size", "100"], "--vocab-size: must be in [257, 2"),
+        (["--vocab-size", "1000000000"], "--vocab-size: must be in [1, 2**20] for bytes"),
         (["--val-frac", "0.7"], "--val-frac: must be in (0, 0.5)"),
         (["--test-frac", "nan"], "--test-frac: must be in (0, 0.5)"),
         (["--tokenizer", "bpe", "--sample-mb", "nan"], "--sample-mb: must be a number > 0"),
@@ -208,12 +209,23 @@ def test_data_prepare_missing_corpus_or_bad_out_creates_nothing(tmp_path, capsys
     assert not (tmp_path / "d").exists()
 
 
+def test_data_prepare_bytes_too_short_to_split_is_refused_before_creating(tmp_path, capsys):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("a\nb\n")  # bytes are tokens: 4 tokens, known before reading
+    code, err = _prepare(capsys, tiny, "--out", tmp_path / "new")
+    assert code == 2 and err == [
+        "jaxhpo: error: CORPUS: 4 tokens are too few to split into train/val/test"
+    ], err
+    assert not (tmp_path / "new").exists()
+
+
 def test_data_prepare_refused_late_leaves_no_temporary_file(tmp_path, capsys):
     tiny = tmp_path / "tiny.txt"
-    tiny.write_text("a\nb\n")  # too few tokens to split: found after tokenizing
-    code, err = _prepare(capsys, tiny, "--out", tmp_path / "new")
+    tiny.write_text("alpha beta\ngamma\n")  # BPE: too few tokens, found after tokenizing
+    bpe = ["--tokenizer", "bpe", "--vocab-size", "300"]
+    code, err = _prepare(capsys, tiny, "--out", tmp_path / "new", *bpe)
     assert code == 2 and "too few to split" in err[-1]
     assert not (tmp_path / "new").exists()  # made by this call: removed
     (tmp_path / "kept").mkdir()
-    code, err = _prepare(capsys, tiny, "--out", tmp_path / "kept")
+    code, err = _prepare(capsys, tiny, "--out", tmp_path / "kept", *bpe)
     assert code == 2 and list((tmp_path / "kept").iterdir()) == []  # no tokens.tmp left

@@ -22,7 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("corpus", nargs="?", default=None, metavar="CORPUS")
     p.add_argument("--out", required=True, metavar="DATA_DIR")
     p.add_argument("--tokenizer", default="bytes", choices=("bytes", "bpe"))
-    p.add_argument("--vocab-size", type=int, default=8192, help="bpe: tokens in the vocabulary")
+    p.add_argument(
+        "--vocab-size", type=int, default=8192, help="bpe: tokens in the vocabulary (257 to 2**20)"
+    )
     p.add_argument("--val-frac", type=float, default=0.05)
     p.add_argument("--test-frac", type=float, default=0.05)
     p.add_argument(

@@ -6,6 +6,7 @@
       train.bin  val.bin  test.bin   token ids, uint16 (vocabulary <= 65536) or uint32, raw
       tokenizer.json                 the BPE tokenizer (none for bytes)
       manifest.json                  tokenizer, dtype, tokens and sha256 of each split, corpus
+      train.bin.verified ...         stamps: each split hashed once (jaxhpo.data.manifest)
 
 The corpus (a file, or a folder's text files, sorted) is read in blocks cut at a line end, so
 memory stays bounded; tokens are appended to one file, then the last ``val_frac`` and
@@ -115,13 +116,13 @@ def check_arguments(
     """
     if tokenizer not in tokenizers.TOKENIZERS:
         raise ValueError(f"--tokenizer: unknown '{tokenizer}' (choose from bytes, bpe)")
-    if tokenizer == "bpe" and not (
-        isinstance(vocab_size, int) and 257 <= vocab_size <= MAX_BPE_VOCAB
-    ):
+    low = 257 if tokenizer == "bpe" else 1  # bytes: ignored (its vocabulary is 256)
+    if not (isinstance(vocab_size, int) and low <= vocab_size <= MAX_BPE_VOCAB):
         raise ValueError(
-            f"--vocab-size: must be in [257, 2**20] for bpe (the 256 byte symbols plus at "
-            f"least one merge; the tokenizer sizes its trainer by the vocabulary, and more "
-            f"than 2**20 tokens is beyond what a corpus sample fills), got {vocab_size}"
+            f"--vocab-size: must be in [{low}, 2**20] for {tokenizer} (bpe: the 256 byte "
+            f"symbols plus at least one merge; the tokenizer sizes its trainer by the "
+            f"vocabulary, and more than 2**20 tokens is beyond what a corpus sample fills), "
+            f"got {vocab_size}"
         )
     for name, frac in (("--val-frac", val_frac), ("--test-frac", test_frac)):
         if not (isinstance(frac, int | float) and 0 < frac < 0.5):
@@ -129,8 +130,11 @@ def check_arguments(
     if tokenizer == "bpe" and not (math.isfinite(sample_bytes) and sample_bytes > 0):
         raise ValueError(f"--sample-mb: must be > 0, got {sample_bytes / 2**20:g}")
     files = corpus_files(corpus)
-    if sum(f.stat().st_size for f in files) == 0:
+    total = sum(f.stat().st_size for f in files)
+    if total == 0:
         raise ValueError(f"CORPUS: {corpus} holds no bytes")
+    if tokenizer == "bytes":  # a byte is a token: the split is known before reading
+        _split_sizes(total, val_frac, test_frac)
     _writable_parent(Path(out).expanduser())
     return files
 
@@ -238,13 +242,19 @@ def _copy_out(src: np.memmap, lo: int, hi: int, path: Path) -> None:
             fh.write(np.asarray(src[a : min(hi, a + BLOCK_BYTES)]).tobytes())
 
 
-def _split(out: Path, n: int, dtype: np.dtype, val_frac: float, test_frac: float) -> dict:
-    """Cuts ``tokens.tmp`` into train/val/test files (val and test copied from its end, train
-    the file itself, truncated)."""
+def _split_sizes(n: int, val_frac: float, test_frac: float) -> tuple[int, int, int]:
+    """Tokens of train, val and test; at least 2 each."""
     n_val, n_test = int(n * val_frac), int(n * test_frac)
     n_train = n - n_val - n_test
     if min(n_train, n_val, n_test) < 2:
         raise ValueError(f"CORPUS: {n} tokens are too few to split into train/val/test")
+    return n_train, n_val, n_test
+
+
+def _split(out: Path, n: int, dtype: np.dtype, val_frac: float, test_frac: float) -> dict:
+    """Cuts ``tokens.tmp`` into train/val/test files (val and test copied from its end, train
+    the file itself, truncated)."""
+    n_train, n_val, n_test = _split_sizes(n, val_frac, test_frac)
     tmp = out / "tokens.tmp"
     src = np.memmap(tmp, dtype=dtype, mode="r", shape=(n,))
     _copy_out(src, n_train, n_train + n_val, out / "val.bin")

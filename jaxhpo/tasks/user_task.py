@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxhpo import refs
@@ -81,6 +82,19 @@ def build_user_task(ref: str, args: Mapping[str, Any], folds: int = 1) -> Any:
     return task
 
 
+def _is_number(value: Any) -> bool:
+    """A real scalar (Python, numpy or JAX), not a bool or a string."""
+    if isinstance(value, bool | str | bytes) or value is None:
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    try:
+        arr = np.asarray(value)
+    except Exception:  # noqa: BLE001 - anything numpy cannot read is no number
+        return False
+    return arr.ndim == 0 and np.issubdtype(arr.dtype, np.number) and arr.dtype.kind != "c"
+
+
 def _hparam_defaults(task: Any, where: str) -> dict[str, float]:
     raw = getattr(task, "hparams", None)
     items = raw.items() if isinstance(raw, Mapping) else None
@@ -91,7 +105,7 @@ def _hparam_defaults(task: Any, where: str) -> dict[str, float]:
             raise refs.user_error(f"{where}.hparam_defaults", type(task), e) from None
     out = {}
     for name, value in items:
-        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        if not _is_number(value):
             raise TypeError(
                 f"{where}.hparams: '{name}' of {type(task).__qualname__} must be a number (its "
                 f"default value), got {value!r}"
