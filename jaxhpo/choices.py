@@ -168,7 +168,7 @@ def resolve_choice(
 
     check_choices(OPTIMIZER, list(optimizers), None)
     searched = tuple(searched)
-    known = optim.DEFAULTS  # every built-in optimizer's and schedule's name
+    known = dict(optim.DEFAULTS)  # every built-in optimizer's and schedule's name
     specs = []
     for o in optimizers:
         if isinstance(o, str) and not refs.is_reference(o):

@@ -32,7 +32,7 @@ outer optax optimizer whose state is per member.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxhpo.optim.optimizers import OPTIMIZER_TABLE
-from jaxhpo.optim.table import coordinates, differentiable
+from jaxhpo.optim.table import TableView, coordinates, differentiable
 
 Array = jax.Array
 
@@ -53,26 +53,12 @@ TASK_COORDINATES: dict[str, str] = {
 }
 
 
-class _Coordinates(Mapping[str, str]):
-    """Name -> unconstrained coordinate of every differentiable hyperparameter: the optimizer
-    tables' (read when looked up, so a new table entry's names are differentiable at once), then
-    :data:`TASK_COORDINATES`."""
-
-    def _all(self) -> dict[str, str]:
-        return {**coordinates(), **TASK_COORDINATES}
-
-    def __getitem__(self, name: str) -> str:
-        return self._all()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._all())
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-
-#: Unconstrained coordinate of each hyperparameter that can be differentiated.
-COORDINATES: Mapping[str, str] = _Coordinates()
+#: Unconstrained coordinate of each hyperparameter that can be differentiated: the optimizer
+#: tables' (read when looked up, so a new table entry's names are differentiable at once), then
+#: :data:`TASK_COORDINATES`.
+COORDINATES: Mapping[str, str] = TableView(
+    lambda: {**coordinates(), **TASK_COORDINATES}, "Name -> unconstrained coordinate."
+)
 
 #: Values are clipped into [FLOOR, ...) (log, softplus) or [FLOOR, 1 - FLOOR] (logit) before the
 #: map, so 0 (no weight decay, no dropout) has a finite coordinate. The gradient there is small:

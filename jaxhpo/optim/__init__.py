@@ -56,7 +56,7 @@ from jaxhpo.optim.schedules import (
     SCHEDULE_TABLE,
     schedule_value,
 )
-from jaxhpo.optim.table import hparam_names
+from jaxhpo.optim.table import DEFAULTS, DOMAINS, hparam_names
 from jaxhpo.optim.transform import (
     get_hparams,
     init_opt_state,
@@ -92,16 +92,10 @@ __all__ = [
     "set_hparams",
 ]
 
-#: Views of the tables, computed when read (so an entry added to a table shows in them):
-#: ``OPTIMIZERS`` and ``SCHEDULES`` (the names, in table order), ``DEFAULTS`` (the default of
-#: every hyperparameter and choice code; ``clip_norm=inf`` means no clipping) and ``DOMAINS``
-#: (the valid values of each, as ``(low, high, low_inclusive, high_inclusive)``).
-_DERIVED = {
-    "OPTIMIZERS": table.optimizer_names,
-    "SCHEDULES": table.schedule_names,
-    "DEFAULTS": table.defaults,
-    "DOMAINS": table.domains,
-}
+#: The names in the tables, in table order, computed when read (so an entry added to a table
+#: shows): ``OPTIMIZERS`` and ``SCHEDULES``. ``DEFAULTS`` and ``DOMAINS`` are views of the
+#: tables too (:class:`~jaxhpo.optim.table.TableView`).
+_DERIVED = {"OPTIMIZERS": table.optimizer_names, "SCHEDULES": table.schedule_names}
 
 #: The resolved optimizer of a run lives in jaxhpo.optim_factory (it imports this package).
 _lazy_getattr, _lazy_dir = lazy_exports(

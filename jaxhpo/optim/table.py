@@ -13,6 +13,9 @@ which shares ``lr``'s facts here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
 from jaxhpo.optim.base import Domain, Hparam, MupRule, OptimizerEntry, check_choice
 from jaxhpo.optim.optimizers import OPTIMIZER_TABLE
 from jaxhpo.optim.schedules import (
@@ -75,6 +78,35 @@ def domains() -> dict[str, Domain]:
     out = {n: h.domain for n, h in hparams().items()}
     out[FACTORY_LEARNING_RATE] = out[LR]
     return out
+
+
+class TableView(Mapping[str, Any]):
+    """A read-only mapping computed from the tables each time it is read (:data:`DEFAULTS`,
+    :data:`DOMAINS`), so that a module holding it sees every entry of the tables."""
+
+    def __init__(self, build: Callable[[], dict[str, Any]], doc: str) -> None:
+        self._build = build
+        self.__doc__ = doc
+
+    def __getitem__(self, name: str) -> Any:
+        return self._build()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._build())
+
+    def __len__(self) -> int:
+        return len(self._build())
+
+    def __repr__(self) -> str:
+        return repr(self._build())
+
+
+DEFAULTS: Mapping[str, float] = TableView(
+    defaults, "Default of every hyperparameter and choice code; ``clip_norm=inf``: no clipping."
+)
+DOMAINS: Mapping[str, Domain] = TableView(
+    domains, "Valid values of every hyperparameter: ``(low, high, low_incl., high_incl.)``."
+)
 
 
 def differentiable(optimizer: str, schedule: str | tuple[str, ...]) -> tuple[str, ...]:
