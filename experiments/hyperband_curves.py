@@ -89,7 +89,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     common = dict(steps=args.max_steps, segment_steps=args.min_steps, seed=seed)
     sims = {
         mode: simulate(
-            Hyperband(args.eta, min_steps=args.min_steps, max_steps=args.max_steps, mode=mode),
+            Hyperband(eta=args.eta, min_steps=args.min_steps, max_steps=args.max_steps, mode=mode),
             space,
             curve,
             **common,

@@ -117,7 +117,7 @@ def hyperband_config(seed: int, args: argparse.Namespace):
             "strategy.name=hyperband",
             f"strategy.eta={args.eta}",
             f"strategy.min_steps={args.min_steps}",
-            "strategy.halving_mode=masked",
+            "strategy.mode=masked",
             "population.size=null",
             *_common(seed, args),
         ],
@@ -204,7 +204,7 @@ def rung_steps(args: argparse.Namespace) -> list[int]:
     """Every step at which some Hyperband bracket halves (10, 30, 90 for R=270, eta=3)."""
     from jaxhpo.strategies.halving import Hyperband
 
-    hb = Hyperband(args.eta, min_steps=args.min_steps, max_steps=args.steps)
+    hb = Hyperband(eta=args.eta, min_steps=args.min_steps, max_steps=args.steps)
     return sorted({r for rungs in hb.rungs for r in rungs})
 
 
@@ -331,7 +331,7 @@ def summarize(per_seed: list[dict], args: argparse.Namespace) -> dict:
             "min_steps": args.min_steps,
             "eta": args.eta,
             "segment_steps": args.segment_steps,
-            "halving_mode": "masked",
+            "mode": "masked",
             "overrides": list(args.overrides),
         },
         "hyperband_best_val_loss": hb,
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             random_config(seed, 1, args)
         from jaxhpo.strategies.halving import Hyperband
 
-        brackets = Hyperband(args.eta, min_steps=args.min_steps, max_steps=args.steps).brackets
+        brackets = Hyperband(eta=args.eta, min_steps=args.min_steps, max_steps=args.steps).brackets
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

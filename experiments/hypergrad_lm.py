@@ -54,7 +54,7 @@ def overrides(args, strategy: str, out: Path) -> list[str]:
         "space={}",
     ]
     if strategy == "hypergrad":  # the fixed arm (random search) has no outer learning rate
-        o.append(f"strategy.hypergrad_lr={args.outer_lr}")
+        o.append(f"strategy.outer_lr={args.outer_lr}")
     o += [f"space.{k}={v}" for k, v in SPACE.items()]
     return o + list(args.extra)
 

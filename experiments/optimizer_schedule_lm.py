@@ -131,9 +131,9 @@ def configs(seed: int, args: argparse.Namespace) -> dict:
         "tpe": load_config(
             "lm-random",
             [f"name=tpe-s{seed}", f"population.size={per_gen}", *_space(True)]
-            + ["strategy.name=optuna", "strategy.optuna_sampler=tpe"]
+            + ["strategy.name=optuna", "strategy.sampler=tpe"]
             + [f"strategy.generation_steps={args.steps}"]
-            + [f"strategy.optuna_options={{n_startup_trials: {per_gen}}}"]
+            + [f"strategy.sampler_options={{n_startup_trials: {per_gen}}}"]
             + [f"train.steps={args.steps * args.generations}", *common],
         ),
     }

@@ -118,11 +118,9 @@ def load_config(experiment: str | None, overrides: list[str]):
             f"({', '.join(PRESETS)}) nor a config file"
         )
     layers += [parse_override(o) for o in overrides]
-    cfg = build(Config(), *layers)
-    from jaxhpo.run.checks import check_strategy_fields
+    from jaxhpo.run.validate import check_config
 
-    check_strategy_fields(cfg, layers)  # a strategy.* field the strategy does not read
-    return cfg
+    return check_config(build(Config(), *layers))
 
 
 def use_cpu_cores() -> None:

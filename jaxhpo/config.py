@@ -67,6 +67,17 @@ class _Text:
         return v if isinstance(v, str) else self.raw
 
 
+def _plain(value: Any) -> Any:
+    """An override still as typed (a strategy setting not yet checked), parsed as YAML."""
+    if isinstance(value, _Text):
+        return value.parsed()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _resolve(value: Any) -> Any:
     """Parses every override leaf inside a free-form value (the space mapping)."""
     if isinstance(value, _Text):
@@ -147,67 +158,53 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class StrategyConfig:
-    name: str = "random"  # random|sobol|grid|pbt|halving|hyperband|median|replay|evo|bo|rl|optuna
-    grid_points: int = 3  # grid: values per float dimension
-    metric: str = "loss"  # validation metric the study optimises
-    sampler: str = "random"  # pbt/halving/hyperband/median: first population, random | sobol
-    points: list[dict[str, float]] = dataclasses.field(default_factory=list)  # explicit members
-    # PBT (Jaderberg et al. 2017)
-    ready_steps: int | None = None  # exploit/explore interval; None = train.segment_steps
-    min_steps: int = 0  # pbt: no exploit before; halving/hyperband: the first rung; median: grace
-    exploit: str = "truncation"  # truncation | tournament | none (=none_all) | none_bottom
-    fraction: float = 0.25  # truncation: top/bottom fraction
-    explore: str = "perturb"  # perturb | none
-    perturb: str = "multiply"  # multiply | gaussian
-    factors: list[float] = dataclasses.field(default_factory=lambda: [0.8, 1.2])
-    sigma: float = 0.1  # gaussian perturbation std, unit coordinates
-    resample_prob: float = 0.0  # probability of resampling from the space during explore
-    explore_all: bool = False  # every member explores at a ready step (else only those copied)
-    # successive halving / Hyperband
-    eta: int = 3  # keep the top 1/eta at each rung
-    halving_mode: str = "masked"  # masked (stopped members stay, inactive) | compact (re-pack)
-    # replay: a fixed hyperparameter schedule (a run directory's best member, or a CSV)
-    schedule: str | None = None
-    # evo: any evosax 0.3 algorithm over the space's unconstrained coordinates
-    algorithm: str = "cma_es"  # cma_es | sep_cma_es | open_es | snes | xnes | pgpe | ga | pso | de
-    es_schedule: str = "generational"  # generational (fresh members) | online (live members)
-    generation_steps: int | None = None  # generational: steps per generation (None: a segment)
-    sigma_init: float = 1.0  # initial search scale, unconstrained coordinates
-    es_learning_rate: float | None = None  # None: the adapter's default for the algorithm
-    es_params: dict[str, float] = dataclasses.field(default_factory=dict)  # evosax params
-    es_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # constructor options
-    # warm start of generational searchers (evo, bo, rl, optuna): an earlier run directory
-    warm_start: str | None = None  # its members seed the study (bo: its GP; optuna: its study)
-    warm_start_top: int = 0  # its k best members join the first generation
-    # bo: Gaussian-process surrogate (tinygp), batch Thompson sampling
-    bo_candidates: int = 256  # candidate points per generation's Thompson draws
-    bo_fit_steps: int = 100  # Adam steps of each GP hyperparameter fit (per start)
-    bo_local_steps: int | None = None  # Adam steps of each Thompson draw's local search
-    # (None: 50 in 1-3 searched dimensions, 0 above: measured in scripts/bench_search.py)
-    bo_trust_region: bool = False  # bo: propose in a TuRBO-style trust region (10+ dims)
-    bo_initial: int | None = None  # observations of the initial Sobol design (None: dims + 1)
-    # optuna: any Optuna sampler proposes each generation (pip install 'jaxhpo[optuna]')
-    optuna_sampler: str = "tpe"  # tpe | gp | cmaes | qmc | nsga2 | random | any *Sampler name
-    optuna_storage: str | None = None  # an Optuna storage URL (sqlite:///study.db); None: memory
-    optuna_study: str | None = None  # study name (None: a new unique name)
-    optuna_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # sampler kwargs
-    optuna_pruner: str | None = None  # median | percentile | threshold | wilcoxon | nop | *Pruner
-    optuna_pruner_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # its kwargs
-    # rl: REINFORCE policy over the space (Zoph & Le 2017)
-    rl_learning_rate: float = 0.2  # Adam on the policy's parameters
-    rl_baseline_decay: float = 0.8  # moving-average baseline of the reward
-    rl_entropy: float = 0.0  # entropy bonus weight
-    # hypergrad (online unrolled hypergradients) and pes / truncated_es (jaxhpo.hypergrad)
-    hypergrad_lr: float = 0.05  # outer learning rate, unconstrained coordinates (also pes)
-    hypergrad_outer: str = "adam"  # outer optimizer: adam | sgd (also pes)
-    hypergrad_remat: bool = True  # jax.checkpoint every inner step of the window
-    hypergrad_chunk: int = 0  # also checkpoint chunks of this many steps (0: no)
-    pes_sigma: float = 0.3  # pes / truncated_es: perturbation std, unconstrained coordinates
-    pes_horizon: int | None = None  # pes / truncated_es: inner problems restart every T steps
-    # implicit (IFT hypergradients of weight_decay / label_smoothing; also hypergrad_lr, _outer)
-    implicit_method: str = "neumann"  # inverse-HVP solver: neumann | cg
-    implicit_terms: int = 10  # Neumann terms or CG iterations
-    implicit_alpha: float = 0.01  # Neumann step (below 2 / largest Hessian eigenvalue)
+    """The ``strategy:`` section: which strategy runs, the metric it optimises, and that
+    strategy's own settings (``options``; each strategy's ``Config`` dataclass, in its own file,
+    types and checks them: :func:`jaxhpo.run.validate.strategy_settings`).
+
+    In a file the settings sit beside ``name``: ``strategy: {name: pbt, ready_steps: 100}``;
+    on the command line ``strategy.ready_steps=100``. A layer that names another strategy
+    starts its settings afresh (``jaxhpo run lm-pbt strategy.name=bo`` drops PBT's).
+    """
+
+    name: str = "random"  # random|sobol|grid|pbt|halving|hyperband|median|replay|evo|bo|rl|...
+    metric: str = "loss"  # the validation metric the study optimises
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the strategy's settings
+
+
+#: Settings of the flat strategy section before they moved to their strategy (jaxhpo 0.1):
+#: old key -> new key. The rest kept their names.
+RENAMED_STRATEGY_KEYS: dict[str, str] = {
+    "grid_points": "points_per_dim",
+    "halving_mode": "mode",
+    "es_schedule": "schedule",
+    "es_learning_rate": "learning_rate",
+    "es_params": "params",
+    "es_options": "options",
+    "bo_candidates": "candidates",
+    "bo_fit_steps": "fit_steps",
+    "bo_local_steps": "local_steps",
+    "bo_trust_region": "trust_region",
+    "bo_initial": "initial",
+    "optuna_sampler": "sampler",
+    "optuna_storage": "storage",
+    "optuna_study": "study",
+    "optuna_options": "sampler_options",
+    "optuna_pruner": "pruner",
+    "optuna_pruner_options": "pruner_options",
+    "rl_learning_rate": "learning_rate",
+    "rl_baseline_decay": "baseline_decay",
+    "rl_entropy": "entropy",
+    "hypergrad_lr": "outer_lr",
+    "hypergrad_outer": "outer",
+    "hypergrad_remat": "remat",
+    "hypergrad_chunk": "chunk",
+    "pes_sigma": "sigma",
+    "pes_horizon": "horizon",
+    "implicit_method": "method",
+    "implicit_terms": "terms",
+    "implicit_alpha": "alpha",
+}
 
 
 @dataclasses.dataclass
@@ -233,7 +230,12 @@ class Config:
     space: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values, the strategy's settings beside its name (the shape of a config file)."""
+        out = dataclasses.asdict(self)
+        section = out.pop("strategy")
+        options = {k: _plain(v) for k, v in section.pop("options").items()}
+        out["strategy"] = {**section, **options}
+        return out
 
 
 def _type_name(tp) -> str:
@@ -307,7 +309,9 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
                 f"{path}: unknown field (expected one of: {', '.join(sorted(fields))})"
             )
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if isinstance(current, StrategyConfig):
+            changes[key] = _merge_strategy(current, value, path)
+        elif dataclasses.is_dataclass(current):
             sub = value.parsed() if isinstance(value, _Text) else value
             changes[key] = _merge(current, sub, path)
         elif key == "space":
@@ -327,6 +331,36 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
         else:
             changes[key] = _coerce(value, hints[key], path)
     return dataclasses.replace(obj, **changes)
+
+
+def _merge_strategy(current: StrategyConfig, data: Any, where: str) -> StrategyConfig:
+    """The ``strategy:`` section with ``data`` merged in: ``name`` and ``metric`` checked here,
+    the strategy's own settings kept as given (typed against its ``Config`` by
+    :func:`jaxhpo.run.validate.strategy_settings`, which knows the strategies). A layer naming
+    another strategy starts the settings afresh."""
+    if isinstance(data, _Text):
+        data = data.parsed()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    name = _coerce(data["name"], str, f"{where}.name") if "name" in data else current.name
+    options = dict(current.options) if name == current.name else {}
+    metric = _coerce(data["metric"], str, f"{where}.metric") if "metric" in data else None
+    for key, value in data.items():
+        if key not in ("name", "metric"):
+            options[str(key)] = value
+    return StrategyConfig(name=name, metric=metric or current.metric, options=options)
+
+
+def merge_settings(obj: Any, data: dict[str, Any], where: str) -> Any:
+    """A copy of the frozen settings dataclass ``obj`` with ``data`` merged in strictly (types
+    from its annotations; its ``__post_init__`` checks run). One-line ``ConfigError`` naming
+    ``where.KEY``."""
+    try:
+        return _merge(obj, data, where)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(str(e).splitlines()[0]) from None
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -391,93 +425,24 @@ def _positive(where: str, value: int | None, allow_none: bool = False) -> None:
         raise ConfigError(f"{where}: must be >= 1, got {value}")
 
 
-def _user_object(text: str, where: str, want_class: bool) -> Any:
-    """Imports a ``module:Name`` reference; a one-line ConfigError naming ``where``."""
-    from jaxhpo import refs
-
-    try:
-        obj = refs.resolve(text, where)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if want_class and not isinstance(obj, type):
-        raise ConfigError(f"{where}: '{text}' is not a class")
-    if not callable(obj):
-        raise ConfigError(f"{where}: '{text}' is not callable")
-    return obj
-
-
 def validate(cfg: Config) -> None:
-    """Value checks that need no model or data (those come with the task and space)."""
-    from jaxhpo import optim
-    from jaxhpo.population import MEMBER_MODES
-    from jaxhpo.strategies import STRATEGIES
-    from jaxhpo.tasks import TASKS
-
+    """Value checks that need no registry, model or data; the names each registry resolves
+    (tasks, optimizers, strategies and their settings) are checked by
+    :func:`jaxhpo.run.validate.check_config`."""
     for where, seed in (("seed", cfg.seed), ("task.data_seed", cfg.task.data_seed)):
         if not 0 <= seed < 2**31:
             raise ConfigError(f"{where}: must lie in [0, 2**31), got {seed}")
-    from jaxhpo import refs
-
-    if refs.is_reference(cfg.task.kind):
-        _user_object(cfg.task.kind, "task.kind", want_class=True)
-    elif cfg.task.kind not in TASKS:
-        raise ConfigError(
-            f"task.kind: unknown '{cfg.task.kind}' (choose from {', '.join(TASKS)}, "
-            "or module:Class of your own task)"
-        )
-    elif cfg.task.args:
-        raise ConfigError(
-            f"task.args: only a task of your own (task.kind=module:Class) takes arguments; "
-            f"set the fields of task '{cfg.task.kind}' directly"
-        )
     for name in ("seq_len", "batch_size", "eval_batches", "max_bytes", "num_examples"):
         _positive(f"task.{name}", getattr(cfg.task, name))
     for name in ("num_layers", "num_heads", "d_model", "d_ff"):
         _positive(f"model.{name}", getattr(cfg.model, name))
-    from jaxhpo.models import mup
-
-    if cfg.model.parametrization not in mup.PARAMETRIZATIONS:
-        raise ConfigError(
-            f"model.parametrization: unknown '{cfg.model.parametrization}' "
-            f"(choose from {', '.join(mup.PARAMETRIZATIONS)})"
-        )
     _positive("model.mup_base_width", cfg.model.mup_base_width, allow_none=True)
-    if cfg.model.init_scheme is not None and cfg.model.init_scheme not in mup.INIT_SCHEMES:
-        raise ConfigError(
-            f"model.init_scheme: unknown '{cfg.model.init_scheme}' "
-            f"(choose from {', '.join(mup.INIT_SCHEMES)})"
-        )
     if not 0 <= cfg.model.init_scale < float("inf"):
         raise ConfigError(
             f"model.init_scale: must be a finite number >= 0, got {cfg.model.init_scale}"
         )
-    if cfg.report.optuna_storage is not None:
-        from jaxhpo.optuna_export import check_storage
-
-        try:
-            check_storage(cfg.report.optuna_storage)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    if refs.is_reference(cfg.optim.optimizer):
-        _user_object(cfg.optim.optimizer, "optim.optimizer", want_class=False)
-    elif cfg.optim.optimizer not in optim.OPTIMIZERS:
-        raise ConfigError(
-            f"optim.optimizer: unknown '{cfg.optim.optimizer}' "
-            f"(choose from {', '.join(optim.OPTIMIZERS)}, or module:factory such as "
-            "optax:lion)"
-        )
-    if cfg.optim.schedule not in optim.SCHEDULES:
-        raise ConfigError(
-            f"optim.schedule: unknown '{cfg.optim.schedule}' "
-            f"(choose from {', '.join(optim.SCHEDULES)})"
-        )
     if cfg.population.size is not None and cfg.population.size < 1:
         raise ConfigError(f"population.size: must be >= 1, got {cfg.population.size}")
-    if cfg.population.mode not in MEMBER_MODES:
-        raise ConfigError(
-            f"population.mode: unknown '{cfg.population.mode}' "
-            f"(choose from {', '.join(MEMBER_MODES)})"
-        )
     _positive("task.folds", cfg.task.folds)
     _positive("population.chunk_size", cfg.population.chunk_size)
     if cfg.population.devices < 0:
@@ -496,14 +461,6 @@ def validate(cfg: Config) -> None:
         )
     _positive("train.steps", cfg.train.steps)
     _positive("train.segment_steps", cfg.train.segment_steps)
-    if cfg.strategy.name not in STRATEGIES:
-        raise ConfigError(
-            f"strategy.name: unknown '{cfg.strategy.name}' (choose from {', '.join(STRATEGIES)})"
-        )
-    if cfg.strategy.grid_points < 2:
-        raise ConfigError(f"strategy.grid_points: must be >= 2, got {cfg.strategy.grid_points}")
-    if cfg.population.size is None and not STRATEGIES[cfg.strategy.name].decides_size:
-        raise ConfigError(f"population.size: required for strategy '{cfg.strategy.name}'")
     _positive("train.budget", cfg.train.budget, allow_none=True)
     if cfg.train.checkpoint_every < 0:
         raise ConfigError(

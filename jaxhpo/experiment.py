@@ -5,7 +5,7 @@ The run lives in :mod:`jaxhpo.run`, one module per concern: ``checks`` and ``pre
 (``train.compiled``), ``resume`` (checkpoints), ``book``, ``finish``, ``progress``, ``oom``.
 """
 
-from jaxhpo.run.checks import OPT_DOMAINS, check_space, check_strategy_fields, check_structure
+from jaxhpo.run.checks import OPT_DOMAINS, check_space, check_structure
 from jaxhpo.run.finish import RunResult
 from jaxhpo.run.loop import run
 from jaxhpo.run.oom import OutOfMemoryError
@@ -27,7 +27,6 @@ __all__ = [
     "RunResult",
     "apply_update",
     "check_space",
-    "check_strategy_fields",
     "check_structure",
     "check_update",
     "config_fingerprint",

@@ -501,9 +501,9 @@ class Population(PopulationEvaluation):
         if jax.process_count() > 1:
             # A mesh on fewer devices would leave processes without devices of the population.
             raise ValueError(
-                f"strategy.halving_mode: {size} re-packed members do not divide over the "
+                f"strategy.mode: {size} re-packed members do not divide over the "
                 f"{self.devices} devices of this {jax.process_count()}-process run; use "
-                "halving_mode=masked there, or population sizes whose rungs divide"
+                "strategy.mode=masked there, or population sizes whose rungs divide"
             )
         other = Population(
             *self._args,

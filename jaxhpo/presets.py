@@ -44,7 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "task": {"kind": "lm"},
         "population": {"size": None},
         "train": {"steps": 300, "segment_steps": 50},
-        "strategy": {"name": "grid", "grid_points": 3},
+        "strategy": {"name": "grid", "points_per_dim": 3},
         "space": {
             "lr": "loguniform(3e-4, 3e-2)",
             "warmup_steps": {"type": "choice", "values": [0, 30, 100]},
@@ -132,7 +132,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
         "population": {"size": 27},
         "train": {"steps": 450, "segment_steps": 50},
-        "strategy": {"name": "halving", "eta": 3, "min_steps": 50, "halving_mode": "masked"},
+        "strategy": {"name": "halving", "eta": 3, "min_steps": 50, "mode": "masked"},
         "space": dict(LM_SPACE),
     },
     "lm-hyperband": {
@@ -210,13 +210,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "lm-optuna": {
         "_about": "Byte-level LM; Optuna's TPE asks 8 trials per generation, 4 generations of "
-        "100 steps (strategy.optuna_sampler, strategy.optuna_storage=sqlite:///study.db for "
+        "100 steps (strategy.sampler, strategy.storage=sqlite:///study.db for "
         "optuna-dashboard; needs pip install 'jaxhpo[optuna]').",
         "name": "lm-optuna",
         "task": {"kind": "lm", "seq_len": 64, "batch_size": 16},
         "population": {"size": 8},
         "train": {"steps": 400, "segment_steps": 50},
-        "strategy": {"name": "optuna", "optuna_sampler": "tpe", "generation_steps": 100},
+        "strategy": {"name": "optuna", "sampler": "tpe", "generation_steps": 100},
         "space": dict(LM_SPACE),
     },
     "lm-hypergrad": {
@@ -229,7 +229,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optim": {"optimizer": "adamw", "schedule": "warmup_cosine"},
         "population": {"size": 4},
         "train": {"steps": 400, "segment_steps": 20},
-        "strategy": {"name": "hypergrad", "hypergrad_lr": 0.05, "hypergrad_outer": "adam"},
+        "strategy": {"name": "hypergrad", "outer_lr": 0.05, "outer": "adam"},
         "space": {
             "lr": "loguniform(1e-4, 3e-2)",
             "warmup_steps": "uniform(0.0, 100.0)",
@@ -247,7 +247,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optim": {"optimizer": "adamw", "schedule": "constant"},
         "population": {"size": 4},
         "train": {"steps": 400, "segment_steps": 20},
-        "strategy": {"name": "implicit", "hypergrad_lr": 0.1, "implicit_terms": 10},
+        "strategy": {"name": "implicit", "outer_lr": 0.1, "terms": 10},
         "space": {
             "lr": 3e-3,
             "weight_decay": "loguniform(1e-4, 0.3)",
@@ -264,7 +264,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optim": {"optimizer": "adamw", "schedule": "constant"},
         "population": {"size": 8},
         "train": {"steps": 400, "segment_steps": 25},
-        "strategy": {"name": "pes", "pes_sigma": 0.3, "hypergrad_lr": 0.1},
+        "strategy": {"name": "pes", "sigma": 0.3, "outer_lr": 0.1},
         "space": {
             "lr": "loguniform(1e-4, 3e-2)",
             "weight_decay": "uniform(0.0, 0.2)",

@@ -31,7 +31,7 @@ from jaxhpo.experiment import run
 def one(mode: str, halving_mode: str, args) -> dict:
     overrides = [
         "strategy.name=halving",
-        f"strategy.halving_mode={halving_mode}",
+        f"strategy.mode={halving_mode}",
         f"strategy.eta={args.eta}",
         f"strategy.min_steps={args.min_steps}",
         f"train.segment_steps={args.min_steps}",

@@ -11,8 +11,8 @@ GP fit warm-started from the previous generation only, the best of a fixed candi
 ``tpe_noliar`` is Optuna's TPE without ``constant_liar``; ``tpe_mv`` adds ``multivariate`` and
 ``group``; ``bo_local`` refines every draw by local search whatever the dimension (bo's default
 does so in 1-3 dimensions only); ``bo_tr`` adds the TuRBO-style trust region
-(``strategy.bo_trust_region``); ``bo_noinit`` has no initial design after the first generation
-(``strategy.bo_initial=1``). ``--update`` replaces rows of an existing ``--out`` file and keeps
+(``strategy.trust_region``); ``bo_noinit`` has no initial design after the first generation
+(``strategy.initial=1``). ``--update`` replaces rows of an existing ``--out`` file and keeps
 the others. Usage::
 
     python scripts/bench_search.py --out scripts/results/bench_search_cpu.json \
@@ -134,10 +134,12 @@ METHODS = {
     "bo_local": lambda: BayesOpt(local_steps=50),  # the local search in every dimension
     "bo_tr": lambda: BayesOpt(trust_region=True),
     "bo_noinit": lambda: BayesOpt(initial=1),  # the GP proposes from the second evaluation on
-    "tpe": lambda: OptunaSearch("tpe"),
-    "tpe_noliar": lambda: OptunaSearch("tpe", options={"constant_liar": False}),
-    "tpe_mv": lambda: OptunaSearch("tpe", options={"multivariate": True, "group": True}),
-    "cma_es": lambda: EvoSearch("cma_es"),
+    "tpe": lambda: OptunaSearch(sampler="tpe"),
+    "tpe_noliar": lambda: OptunaSearch(sampler="tpe", sampler_options={"constant_liar": False}),
+    "tpe_mv": lambda: OptunaSearch(
+        sampler="tpe", sampler_options={"multivariate": True, "group": True}
+    ),
+    "cma_es": lambda: EvoSearch(algorithm="cma_es"),
 }
 
 

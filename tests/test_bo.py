@@ -199,9 +199,9 @@ def test_state_is_a_pytree_that_round_trips_through_checkpoint():
 
 
 def test_errors_name_the_field():
-    with pytest.raises(ValueError, match=r"strategy\.bo_candidates"):
+    with pytest.raises(ValueError, match=r"strategy\.candidates"):
         BayesOpt(candidates=1)
-    with pytest.raises(ValueError, match=r"strategy\.bo_fit_steps"):
+    with pytest.raises(ValueError, match=r"strategy\.fit_steps"):
         BayesOpt(fit_steps=0)
     with pytest.raises(ValueError, match=r"strategy\.generation_steps.*train\.segment_steps=2"):
         BayesOpt(generation_steps=3).check(12, 2)
@@ -343,12 +343,13 @@ def test_proposals_in_six_dimensions_stay_off_the_cube_faces(local_steps, faces)
 def test_initial_design_continues_the_sobol_sequence(monkeypatch, initial, proposals):
     """Regression (issue 17): with one member per generation the GP proposed from the second
     evaluation on and sequential bo on Styblinski-Tang-8 ended behind random search. The first
-    ``D + 1`` evaluations (``strategy.bo_initial``) are now the space's Sobol sequence, one
-    generation after another; ``bo_initial=1`` is the old behaviour."""
-    from jaxhpo.config import StrategyConfig
+    ``D + 1`` evaluations (``strategy.initial``) are now the space's Sobol sequence, one
+    generation after another; ``strategy.initial=1`` is the old behaviour."""
+    from jaxhpo.config import StrategyConfig, TrainConfig
+    from jaxhpo.run.prepare import build_strategy
 
-    cfg = StrategyConfig(name="bo", bo_initial=initial)
-    strategy = BayesOpt.from_config(cfg, None)
+    cfg = StrategyConfig(name="bo", options={"initial": initial})
+    strategy = build_strategy(cfg, TrainConfig())
     calls = []
     orig = strategy.propose
     monkeypatch.setattr(strategy, "propose", lambda *a: calls.append(1) or orig(*a))
@@ -359,5 +360,5 @@ def test_initial_design_continues_the_sobol_sequence(monkeypatch, initial, propo
         for name in BOWL_SPACE.searched:
             got = [res.table[res.table["step"] == s + 1][name].iloc[0] for s in range(4)]
             np.testing.assert_allclose(got, sobol[name], rtol=1e-9)
-    with pytest.raises(ValueError, match=r"strategy\.bo_initial"):
+    with pytest.raises(ValueError, match=r"strategy\.initial"):
         BayesOpt(initial=0)

@@ -1,4 +1,4 @@
-"""bo's TuRBO-style trust region (``strategy.bo_trust_region``) and the local acquisition's box:
+"""bo's TuRBO-style trust region (``strategy.trust_region``) and the local acquisition's box:
 the length doubles after successes, halves after failures and restarts below its floor; the box
 holds the incumbent inside the unit cube; projected Adam never leaves its box even when the
 draw's minimum lies outside; a bo study with the region proposes inside it."""

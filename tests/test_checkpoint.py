@@ -31,7 +31,7 @@ STUDIES = {
     "halving": [
         "lm-random",
         "strategy.name=halving",
-        "strategy.halving_mode=compact",
+        "strategy.mode=compact",
         "strategy.min_steps=10",
         "strategy.eta=2",
         "population.size=8",

@@ -55,10 +55,10 @@ STRATEGIES = {
     "random": lambda: RandomSearch(),
     "sobol": lambda: SobolSearch(),
     "bo": lambda: BayesOpt(candidates=64, fit_steps=20),
-    "evo": lambda: EvoSearch("cma_es"),
+    "evo": lambda: EvoSearch(algorithm="cma_es"),
     "rl": lambda: Reinforce(),
     "pbt": lambda: PBT(ready_steps=1, explore_all=True, resample_prob=0.5),
-    "halving": lambda: SuccessiveHalving(3, min_steps=1, max_steps=9),
+    "halving": lambda: SuccessiveHalving(eta=3, min_steps=1, max_steps=9),
 }
 
 
@@ -87,7 +87,7 @@ def test_pbt_explores_the_choice_and_fills_what_it_activates():
 
 
 def test_grid_runs_only_active_combinations():
-    res = simulate(GridSearch(points=2), SPACE, _curve, steps=1, segment_steps=1, size=None)
+    res = simulate(GridSearch(points_per_dim=2), SPACE, _curve, steps=1, segment_steps=1, size=None)
     # sgd: 2 lr; momentum: 2 lr x 2 momentum; adam: 2 lr x 2 b1
     assert res.table["member"].nunique() == 2 + 4 + 4
 
@@ -96,7 +96,7 @@ def test_optuna_asks_define_by_run():
     pytest.importorskip("optuna")
     from jaxhpo.strategies import OptunaSearch
 
-    strategy = OptunaSearch("tpe")
+    strategy = OptunaSearch(sampler="tpe")
     res = simulate(strategy, SPACE, _curve, steps=4, segment_steps=1, size=8, seed=0)
     _check({k: res.table[k].to_numpy() for k in SPACE.searched})
     trials = strategy.study.get_trials()
@@ -122,7 +122,7 @@ def test_hypergrad_moves_only_active_continuous_dimensions(lm_task):
             "momentum": {"type": "float", "low": 0.5, "high": 0.95, "when": {"optimizer": [1]}},
         }
     )
-    strat = UnrolledHypergrad(lr=0.5, outer="sgd")
+    strat = UnrolledHypergrad(outer_lr=0.5, outer="sgd")
     state, cols = strat.init(0, space, 2)
     population = Population(lm_task, ("sgd", "momentum"), "constant", mode="vmap")
     hp = {"optimizer": [0.0, 1.0], "lr": [0.1, 0.1], "momentum": [np.nan, 0.9]}
@@ -178,7 +178,7 @@ def test_evo_mean_ignores_coordinates_that_never_reached_a_member():
             "b1": {"type": "float", "low": 0.8, "high": 0.95, "when": {"optimizer": [1]}},
         }
     )
-    strat = EvoSearch("cma_es")
+    strat = EvoSearch(algorithm="cma_es")
     strat.check(4, 1)
     state, _ = strat.init(0, space, 8)
     j_opt, j_lr, j_b1 = (space.searched.index(n) for n in ("optimizer", "lr", "b1"))
@@ -206,7 +206,7 @@ def test_pes_mean_ignores_coordinates_that_never_reached_a_member():
             "b1": {"type": "float", "low": 0.8, "high": 0.95, "when": {"optimizer": [1]}},
         }
     )
-    strat = PersistentES(lr=0.5, outer="sgd")
+    strat = PersistentES(outer_lr=0.5, outer="sgd")
     state, _ = strat.init(0, space, 8)
     j_opt, j_lr, j_b1 = (space.searched.index(n) for n in ("optimizer", "lr", "b1"))
     state["x"] = np.array(state["x"])

@@ -248,11 +248,11 @@ def test_yaml_file_with_experiment_and_overrides(tmp_path):
         "task:\n  max_bytes: 20000\n  seq_len: 16\n"
         "model:\n  d_model: 16\n  d_ff: 32\n"
     )
-    cfg = load_config(str(path), ["strategy.grid_points=2", "train.steps=30"])
+    cfg = load_config(str(path), ["strategy.points_per_dim=2", "train.steps=30"])
     assert cfg.name == "my-grid"
     assert cfg.train.steps == 30  # the override wins over the file
     assert cfg.train.segment_steps == 10  # the file wins over the preset
-    assert cfg.strategy.name == "grid" and cfg.strategy.grid_points == 2
+    assert cfg.strategy.name == "grid" and cfg.strategy.points_per_dim == 2
     assert cfg.population.size is None
     assert cfg.space == preset("lm-grid")["space"]
     prep = prepare(cfg)

@@ -166,14 +166,14 @@ def _fold_curve(hp, ids, t, rng):
 _CV_STRATEGIES = [
     ("random", {}),
     ("sobol", {}),
-    ("grid", {"grid_points": 2}),
+    ("grid", {"points_per_dim": 2}),
     ("pbt", {"ready_steps": 2}),
     ("halving", {"min_steps": 2, "eta": 2}),
-    ("halving", {"min_steps": 2, "eta": 2, "halving_mode": "compact"}),
+    ("halving", {"min_steps": 2, "eta": 2, "mode": "compact"}),
     ("hyperband", {"min_steps": 2, "eta": 2}),
     ("median", {"min_steps": 2}),
     ("evo", {"generation_steps": 2}),
-    ("bo", {"bo_fit_steps": 5, "bo_candidates": 16}),
+    ("bo", {"fit_steps": 5, "candidates": 16}),
     ("rl", {}),
     ("optuna", {}),
 ]
@@ -188,16 +188,16 @@ def test_every_strategy_runs_with_folds_and_keeps_trials_whole(name, fields):
     """Regression: the stopping rules crashed under k-fold ('median did not create members
     [4, 6]') because they saw member ids, not the trial ids they numbered."""
     from jaxhpo.config import StrategyConfig, TrainConfig
+    from jaxhpo.run.prepare import build_strategy
     from jaxhpo.simulate import simulate
     from jaxhpo.space import Space
-    from jaxhpo.strategies import STRATEGIES
 
     if name == "optuna":
         pytest.importorskip("optuna")
     k, steps, seg = 2, 8, 2
     space = Space.from_config({"lr": "loguniform(1e-4, 1e-1)"})
     train = TrainConfig(steps=steps, segment_steps=seg)
-    inner = STRATEGIES[name].from_config(StrategyConfig(name=name, **fields), train)
+    inner = build_strategy(StrategyConfig(name=name, options=fields), train)
     size = None if inner.decides_size else 8
     res = simulate(
         CrossValidated(inner, k), space, _fold_curve, steps=steps, segment_steps=seg, size=size
@@ -217,7 +217,7 @@ def test_every_strategy_runs_with_folds_and_keeps_trials_whole(name, fields):
 _CV_STOPPING = {
     "median": ["lm-median"],
     "halving-masked": ["lm-halving", "strategy.eta=2"],
-    "halving-compact": ["lm-halving", "strategy.eta=2", "strategy.halving_mode=compact"],
+    "halving-compact": ["lm-halving", "strategy.eta=2", "strategy.mode=compact"],
     "hyperband": ["lm-hyperband", "strategy.eta=2", "population.size=null"],
 }
 

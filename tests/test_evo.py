@@ -7,8 +7,6 @@ all studies share P=16 members and D=3 searched dimensions, so each algorithm co
 
 from __future__ import annotations
 
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +16,7 @@ from searchbench import BOWL_SPACE, ROSEN_SPACE, bowl, curve, rosenbrock
 
 from jaxhpo.checkpoint import pack_tree, unpack_tree
 from jaxhpo.config import StrategyConfig, TrainConfig
+from jaxhpo.run.prepare import build_strategy
 from jaxhpo.simulate import simulate
 from jaxhpo.space import Choice, Float, Int, Space
 from jaxhpo.strategies.base import Observation, Strategy
@@ -80,7 +79,13 @@ def _by_hand(algo, space, fn, seed, n, sigma=1.0):
 def test_proposals_equal_evosax_driven_by_hand(algo):
     n, seed = 3, 7
     res = simulate(
-        EvoSearch(algo), BOWL_SPACE, _curve(bowl), steps=n, segment_steps=1, size=P, seed=seed
+        EvoSearch(algorithm=algo),
+        BOWL_SPACE,
+        _curve(bowl),
+        steps=n,
+        segment_steps=1,
+        size=P,
+        seed=seed,
     )
     ours = _generations(res, BOWL_SPACE, n)
     hand = _by_hand(algo, BOWL_SPACE, bowl, seed, n)
@@ -109,7 +114,13 @@ def test_beats_random_search_at_equal_evaluations():
         for algo in ALGORITHMS:
             runs = [
                 simulate(
-                    EvoSearch(algo), space, _curve(fn), steps=G, segment_steps=1, size=P, seed=s
+                    EvoSearch(algorithm=algo),
+                    space,
+                    _curve(fn),
+                    steps=G,
+                    segment_steps=1,
+                    size=P,
+                    seed=s,
                 )
                 for s in SEEDS
             ]
@@ -164,12 +175,15 @@ def test_state_round_trips_through_checkpoint(algo):
             strategy, BOWL_SPACE, _curve(bowl), steps=4, segment_steps=1, size=P, seed=3
         )
 
-    plain, resumed = run(EvoSearch(algo)), run(_Resumed(lambda: EvoSearch(algo)))
+    plain, resumed = (
+        run(EvoSearch(algorithm=algo)),
+        run(_Resumed(lambda: EvoSearch(algorithm=algo))),
+    )
     for a, b in zip(
         _generations(plain, BOWL_SPACE, 4), _generations(resumed, BOWL_SPACE, 4), strict=True
     ):
         np.testing.assert_array_equal(a, b)
-    state, _ = EvoSearch(algo).init(0, BOWL_SPACE, P)
+    state, _ = EvoSearch(algorithm=algo).init(0, BOWL_SPACE, P)
     assert _leaves_are_plain(state)
 
 
@@ -178,7 +192,7 @@ def test_state_round_trips_through_checkpoint(algo):
 
 def test_errors_name_the_field():
     with pytest.raises(ValueError, match=r"strategy\.algorithm: unknown 'nope'.*cma_es") as e:
-        EvoSearch("nope")
+        EvoSearch(algorithm="nope")
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match=r"strategy\.generation_steps.*train\.segment_steps=2"):
         EvoSearch(generation_steps=3).check(12, 2)
@@ -189,13 +203,13 @@ def test_errors_name_the_field():
     with pytest.raises(ValueError, match=r"population\.size"):
         EvoSearch().init(0, BOWL_SPACE, 1)
     with pytest.raises(ValueError, match=r"population\.size.*Open_ES"):
-        EvoSearch("open_es").init(0, BOWL_SPACE, 7)  # antithetic pairs need an even size
-    with pytest.raises(ValueError, match=r"strategy\.es_schedule"):
+        EvoSearch(algorithm="open_es").init(0, BOWL_SPACE, 7)  # antithetic pairs need an even size
+    with pytest.raises(ValueError, match=r"strategy\.schedule"):
         EvoSearch(schedule="sometimes")
     with pytest.raises(ValueError, match=r"strategy\.sigma_init"):
         EvoSearch(sigma_init=0.0)
-    with pytest.raises(ValueError, match=r"strategy\.es_params\.nope"):
-        EvoSearch(es_params={"nope": 1.0}).init(0, BOWL_SPACE, P)
+    with pytest.raises(ValueError, match=r"strategy\.params\.nope"):
+        EvoSearch(params={"nope": 1.0}).init(0, BOWL_SPACE, P)
     with pytest.raises(ValueError, match=r"strategy\.points\[0\]\.zz"):
         EvoSearch(points=[{"zz": 1.0}]).init(0, BOWL_SPACE, P)
 
@@ -204,20 +218,12 @@ def test_names_and_config():
     assert resolve_algorithm("CMA-ES") == resolve_algorithm("cma_es") == "CMA_ES"
     assert resolve_algorithm("ga") == resolve_algorithm("SimpleGA") == "SimpleGA"
     assert resolve_algorithm("de") == "DifferentialEvolution"
-    s = EvoSearch.from_config(StrategyConfig(name="evo"), TrainConfig())  # defaults
-    assert (s.algorithm, s.schedule, s.generation_steps) == ("CMA_ES", "generational", None)
-    evo_fields = {
-        "algorithm": "pso",
-        "es_schedule": "online",
-        "generation_steps": None,
-        "sigma_init": 0.5,
-        "es_learning_rate": None,
-        "es_params": {},
-        "es_options": {},
-    }
-    cfg = types.SimpleNamespace(**{**vars(StrategyConfig(name="evo")), **evo_fields})
-    s = EvoSearch.from_config(cfg, TrainConfig())
-    assert (s.algorithm, s.schedule, s.sigma_init) == ("PSO", "online", 0.5)
+    s = build_strategy(StrategyConfig(name="evo"), TrainConfig())  # defaults
+    cfg = s.config
+    assert (s.algorithm, cfg.schedule, cfg.generation_steps) == ("CMA_ES", "generational", None)
+    evo_fields = {"algorithm": "pso", "schedule": "online", "sigma_init": 0.5}
+    s = build_strategy(StrategyConfig(name="evo", options=evo_fields), TrainConfig())
+    assert (s.algorithm, s.config.schedule, s.config.sigma_init) == ("PSO", "online", 0.5)
 
 
 # -- 5. generational vs online -------------------------------------------------------------------
@@ -226,7 +232,7 @@ def test_names_and_config():
 def test_generational_reinitialises_every_member_and_logs_generations():
     space = Space({"a": Float(-5, 5), "n": Int(1, 8), "k": Choice((2.0, 4.0, 8.0))})
     res = simulate(
-        EvoSearch("cma_es", generation_steps=2),
+        EvoSearch(algorithm="cma_es", generation_steps=2),
         space,
         lambda hp, ids, t, rng: (hp["a"] - 1) ** 2 + hp["n"] / t,
         steps=6,
@@ -246,7 +252,7 @@ def test_generational_reinitialises_every_member_and_logs_generations():
 
 def test_online_changes_live_members_without_reinit():
     res = simulate(
-        EvoSearch("cma_es", schedule="online", ready_steps=2),
+        EvoSearch(algorithm="cma_es", schedule="online", ready_steps=2),
         BOWL_SPACE,
         lambda hp, ids, t, rng: bowl(hp) + 1.0 / t,
         steps=6,
@@ -268,7 +274,7 @@ def test_online_reinitialises_only_diverged_members():
         return np.where(ids == 3, np.nan, bowl(hp))  # member 3 diverges
 
     res = simulate(
-        EvoSearch("cma_es", schedule="online"),
+        EvoSearch(algorithm="cma_es", schedule="online"),
         BOWL_SPACE,
         curve,
         steps=3,

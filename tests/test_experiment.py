@@ -342,7 +342,7 @@ def test_cli_overrides_after_options(tmp_path, capsys):
         ("lm-random", [], 40),  # one member trains the whole run
         ("lm-evo", ["strategy.generation_steps=20"], 20),  # fresh members every generation
         ("lm-bo", ["strategy.generation_steps=20"], 20),
-        ("lm-evo", ["strategy.es_schedule=online"], 40),  # live members: the whole run
+        ("lm-evo", ["strategy.schedule=online"], 40),  # live members: the whole run
     ],
 )
 def test_schedules_decay_over_a_members_life(preset, extra, horizon):

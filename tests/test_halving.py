@@ -60,7 +60,7 @@ def stops(events):
 
 
 def test_successive_halving_27_9_3_1():
-    sh = SuccessiveHalving(3, min_steps=1, max_steps=27)
+    sh = SuccessiveHalving(eta=3, min_steps=1, max_steps=27)
     assert sh.rungs == ((1, 3, 9),)
     res = simulate(sh, SPACE, bowl, steps=27, segment_steps=1, size=27)
     # The table's active column is logged before each update (as the run loop logs).
@@ -82,9 +82,16 @@ def test_successive_halving_27_9_3_1():
 
 def test_masked_and_compact_give_the_same_study():
     kw = dict(min_steps=2, max_steps=54)
-    masked = simulate(SuccessiveHalving(3, **kw), SPACE, noisy, steps=54, segment_steps=2, size=27)
+    masked = simulate(
+        SuccessiveHalving(eta=3, **kw), SPACE, noisy, steps=54, segment_steps=2, size=27
+    )
     compact = simulate(
-        SuccessiveHalving(3, mode="compact", **kw), SPACE, noisy, steps=54, segment_steps=2, size=27
+        SuccessiveHalving(eta=3, mode="compact", **kw),
+        SPACE,
+        noisy,
+        steps=54,
+        segment_steps=2,
+        size=27,
     )
     assert stops(masked.events) == stops(compact.events)
     assert len(stops(masked.events)) == 26
@@ -104,7 +111,7 @@ def test_masked_and_compact_give_the_same_study():
 
 
 def test_ties_are_broken_by_member_id_not_slot():
-    sh = SuccessiveHalving(3, min_steps=1, max_steps=9)
+    sh = SuccessiveHalving(eta=3, min_steps=1, max_steps=9)
     state, _ = sh.init(0, SPACE, 9)
     ids = np.array([8, 3, 6, 0, 7, 1, 5, 2, 4])  # slots in any order
     state, upd = sh.update(state, obs(1, ids, np.ones(9)))
@@ -118,7 +125,7 @@ def test_ties_are_broken_by_member_id_not_slot():
 
 
 def test_diverged_members_are_stopped_first():
-    sh = SuccessiveHalving(3, min_steps=1, max_steps=9, mode="compact")
+    sh = SuccessiveHalving(eta=3, min_steps=1, max_steps=9, mode="compact")
     state, _ = sh.init(0, SPACE, 6)
     # k = 6 // 3 = 2, but only one member is finite: diverged members are never kept.
     div = np.array([True, True, False, True, True, True])
@@ -136,7 +143,7 @@ def test_diverged_members_are_stopped_first():
 
 
 def test_a_diverged_member_loses_to_a_bad_one():
-    sh = SuccessiveHalving(3, min_steps=1, max_steps=9)
+    sh = SuccessiveHalving(eta=3, min_steps=1, max_steps=9)
     state, _ = sh.init(0, SPACE, 3)
     div = np.array([True, False, False])
     _, upd = sh.update(state, obs(1, [0, 1, 2], [0.0, 5.0, 9.0], diverged=div))
@@ -147,7 +154,7 @@ def test_a_diverged_member_loses_to_a_bad_one():
 
 
 def test_hyperband_brackets_match_li_et_al():
-    hb = Hyperband(3, min_steps=1, max_steps=81)
+    hb = Hyperband(eta=3, min_steps=1, max_steps=81)
     assert hb.s_max == 4
     assert [b["n"] for b in hb.brackets] == [81, 34, 15, 8, 5]
     assert [b["r_steps"] for b in hb.brackets] == [1, 3, 9, 27, 81]
@@ -157,15 +164,15 @@ def test_hyperband_brackets_match_li_et_al():
     assert len(cols["x0"]) == 143
     assert state["bracket"].tolist() == sum(([b] * n for b, n in enumerate([81, 34, 15, 8, 5])), [])
     # Units of min_steps: min_steps=2, R=81 -> the same brackets at twice the steps.
-    hb2 = Hyperband(3, min_steps=2, max_steps=162)
+    hb2 = Hyperband(eta=3, min_steps=2, max_steps=162)
     assert [b["r_steps"] for b in hb2.brackets] == [2, 6, 18, 54, 162]
     assert [b["n"] for b in hb2.brackets] == [81, 34, 15, 8, 5]
     # R = 162 is not a power of 3: s_max = floor(log_3 162) = 4, brackets start at R * 3**-s.
-    hb3 = Hyperband(3, min_steps=2, max_steps=324)
+    hb3 = Hyperband(eta=3, min_steps=2, max_steps=324)
     assert hb3.s_max == 4 and [b["r_steps"] for b in hb3.brackets] == [4, 12, 36, 108, 324]
     # ... and every rung must be a whole step: 100 / 81 is not.
     with pytest.raises(ValueError, match=r"^strategy\.max_steps:"):
-        Hyperband(3, min_steps=1, max_steps=100)
+        Hyperband(eta=3, min_steps=1, max_steps=100)
     with pytest.raises(ValueError, match=r"^population\.size: .*143"):
         hb.init(0, SPACE, 100)
     assert hb.init(0, SPACE, 143)[1]["x0"].shape == (143,)
@@ -174,7 +181,7 @@ def test_hyperband_brackets_match_li_et_al():
 def test_hyperband_halves_every_bracket_at_its_own_rungs():
     for mode in ("masked", "compact"):
         res = simulate(
-            Hyperband(3, min_steps=1, max_steps=81, mode=mode),
+            Hyperband(eta=3, min_steps=1, max_steps=81, mode=mode),
             SPACE,
             noisy,
             steps=81,
@@ -245,13 +252,13 @@ def test_median_rule_stops_a_bad_curve_and_keeps_a_good_one():
 @pytest.mark.parametrize(
     "make, field",
     [
-        (lambda: SuccessiveHalving(1, min_steps=1, max_steps=9), "strategy.eta"),
-        (lambda: SuccessiveHalving(2.5, min_steps=1, max_steps=9), "strategy.eta"),
-        (lambda: SuccessiveHalving(3, min_steps=0, max_steps=9), "strategy.min_steps"),
-        (lambda: SuccessiveHalving(3, min_steps=9, max_steps=9), "strategy.min_steps"),
-        (lambda: Hyperband(3, min_steps=10, max_steps=9), "strategy.min_steps"),
-        (lambda: SuccessiveHalving(3, min_steps=1, max_steps=9, mode="x"), "strategy.halving_mode"),
-        (lambda: Hyperband(3, min_steps=1, max_steps=9, sampler="grid"), "strategy.sampler"),
+        (lambda: SuccessiveHalving(eta=1, min_steps=1, max_steps=9), "strategy.eta"),
+        (lambda: SuccessiveHalving(eta=2.5, min_steps=1, max_steps=9), "strategy.eta"),
+        (lambda: SuccessiveHalving(eta=3, min_steps=0, max_steps=9), "strategy.min_steps"),
+        (lambda: SuccessiveHalving(eta=3, min_steps=9, max_steps=9), "strategy.min_steps"),
+        (lambda: Hyperband(eta=3, min_steps=10, max_steps=9), "strategy.min_steps"),
+        (lambda: SuccessiveHalving(eta=3, min_steps=1, max_steps=9, mode="x"), "strategy.mode"),
+        (lambda: Hyperband(eta=3, min_steps=1, max_steps=9, sampler="grid"), "strategy.sampler"),
         (lambda: MedianStopping(min_steps=0), "strategy.min_steps"),
         (lambda: MedianStopping(min_steps=1, sampler="x"), "strategy.sampler"),
     ],
@@ -265,11 +272,11 @@ def test_constructor_errors_name_the_field(make, field):
 @pytest.mark.parametrize(
     "strategy, steps, seg, field",
     [
-        (SuccessiveHalving(3, min_steps=3, max_steps=27), 27, 2, "train.segment_steps"),
-        (SuccessiveHalving(3, min_steps=4, max_steps=100), 100, 8, "train.segment_steps"),
-        (SuccessiveHalving(3, min_steps=3, max_steps=27), 30, 3, "strategy.max_steps"),
-        (Hyperband(3, min_steps=2, max_steps=162), 162, 4, "train.segment_steps"),
-        (Hyperband(3, min_steps=2, max_steps=162), 81, 2, "strategy.max_steps"),
+        (SuccessiveHalving(eta=3, min_steps=3, max_steps=27), 27, 2, "train.segment_steps"),
+        (SuccessiveHalving(eta=3, min_steps=4, max_steps=100), 100, 8, "train.segment_steps"),
+        (SuccessiveHalving(eta=3, min_steps=3, max_steps=27), 30, 3, "strategy.max_steps"),
+        (Hyperband(eta=3, min_steps=2, max_steps=162), 162, 4, "train.segment_steps"),
+        (Hyperband(eta=3, min_steps=2, max_steps=162), 81, 2, "strategy.max_steps"),
         (MedianStopping(min_steps=50), 50, 10, "strategy.min_steps"),
     ],
 )
@@ -282,15 +289,15 @@ def test_check_errors_name_the_field(strategy, steps, seg, field):
 
 
 def test_checks_pass_on_segment_boundaries():
-    SuccessiveHalving(3, min_steps=4, max_steps=108).check(108, 4)
-    Hyperband(3, min_steps=2, max_steps=162).check(162, 2)
+    SuccessiveHalving(eta=3, min_steps=4, max_steps=108).check(108, 4)
+    Hyperband(eta=3, min_steps=2, max_steps=162).check(162, 2)
     MedianStopping(min_steps=10).check(100, 7)
 
 
 @pytest.mark.parametrize("name", sorted(HALVING_STRATEGIES))
 def test_state_is_a_pytree_of_numpy_arrays_and_the_strategy_holds_none(name):
     cls = HALVING_STRATEGIES[name]
-    s = cls(min_steps=1) if name == "median" else cls(3, min_steps=1, max_steps=27)
+    s = cls(min_steps=1) if name == "median" else cls(eta=3, min_steps=1, max_steps=27)
     before = pickle.dumps(vars(s))
     size = None if name == "hyperband" else 10
     state, cols = s.init(0, SPACE, size)
@@ -308,12 +315,12 @@ def test_state_is_a_pytree_of_numpy_arrays_and_the_strategy_holds_none(name):
 
 
 def test_samplers():
-    _, cols = SuccessiveHalving(3, min_steps=1, max_steps=9, sampler="sobol").init(4, SPACE, 8)
+    _, cols = SuccessiveHalving(eta=3, min_steps=1, max_steps=9, sampler="sobol").init(4, SPACE, 8)
     np.testing.assert_array_equal(cols["x0"], SPACE.sobol(4, 8)["x0"])
     _, cols = MedianStopping(min_steps=1).init(4, SPACE, 8)
     np.testing.assert_array_equal(cols["x1"], SPACE.sample(4, 8)["x1"])
     with pytest.raises(ValueError, match=r"^population\.size:"):
-        SuccessiveHalving(3, min_steps=1, max_steps=9).init(0, SPACE, None)
+        SuccessiveHalving(eta=3, min_steps=1, max_steps=9).init(0, SPACE, None)
 
 
 # -- the simulator ----------------------------------------------------------------------------
@@ -371,7 +378,7 @@ def test_simulate_marks_diverged_members():
         return np.where((np.asarray(ids) == 1) & (t >= 2), np.nan, 1.0 / t)
 
     res = simulate(
-        SuccessiveHalving(2, min_steps=4, max_steps=8),
+        SuccessiveHalving(eta=2, min_steps=4, max_steps=8),
         SPACE,
         curve,
         steps=8,
@@ -440,7 +447,7 @@ def test_compact_and_masked_halving_agree_on_the_lm_task(tmp_path):
     common = ["population.size=9", "train.steps=60", "train.segment_steps=10"]
     common += ["strategy.min_steps=10", "strategy.eta=3"]
     res = {
-        mode: _lm_run(tmp_path / mode, "halving", [*common, f"strategy.halving_mode={mode}"])
+        mode: _lm_run(tmp_path / mode, "halving", [*common, f"strategy.mode={mode}"])
         for mode in ("masked", "compact")
     }
     for mode, r in res.items():

@@ -87,5 +87,5 @@ def test_hvp_is_the_hessian_product_and_unknown_method_raises():
         v = np.arange(5.0)
         hv = implicit.hvp(lambda w: train(w, jnp.asarray(lam)), jnp.zeros(5), jnp.asarray(v))
         np.testing.assert_allclose(np.asarray(hv), H @ v, rtol=1e-10)
-    with pytest.raises(ValueError, match="strategy.implicit_method"):
+    with pytest.raises(ValueError, match="strategy.method"):
         implicit.hypergradient(train, val, jnp.zeros(5), jnp.zeros(5), method="lbfgs")

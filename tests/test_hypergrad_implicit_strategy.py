@@ -31,7 +31,7 @@ def setup(lm_task):
     space = Space.from_config(
         {"weight_decay": "loguniform(1e-4, 0.3)", "label_smoothing": "uniform(0.0, 0.3)"}
     )
-    strat = ImplicitHypergrad(lr=OUTER_LR, outer="sgd", terms=TERMS, alpha=ALPHA)
+    strat = ImplicitHypergrad(outer_lr=OUTER_LR, outer="sgd", terms=TERMS, alpha=ALPHA)
     strat.init(0, space, 2)
     return population, pop, strat
 
@@ -71,7 +71,7 @@ def test_strategy_hypergradient_equals_implicit_by_hand_per_member(setup, lm_tas
         "weight_decay": jnp.log(hp["weight_decay"]),
         "label_smoothing": jax.scipy.special.logit(hp["label_smoothing"]),
     }
-    outer0 = jax.vmap(strat.outer.init)(z0)
+    outer0 = jax.vmap(strat.outer_opt.init)(z0)
     new_z, _, val, g_z = strat.hypergradients(population, pop, data, outer0)
     hand = jax.jit(lambda m: by_hand(population, lm_task, m))  # one compile for both members
     for i in range(2):
@@ -101,7 +101,7 @@ def test_member_under_the_member_axis_equals_member_alone(setup, lm_task):
         "weight_decay": jnp.log(hp["weight_decay"]),
         "label_smoothing": jax.scipy.special.logit(hp["label_smoothing"]),
     }
-    outer0 = jax.vmap(strat.outer.init)(z0)
+    outer0 = jax.vmap(strat.outer_opt.init)(z0)
     _, _, val, g_z = strat.hypergradients(population, pop, data, outer0)
     for i in range(2):
         alone = gather(pop, np.asarray([i]))
@@ -125,7 +125,7 @@ def test_train_segment_trains_like_the_population_and_proposes_clipped_step(setu
         "weight_decay": jnp.log(hp["weight_decay"]),
         "label_smoothing": jax.scipy.special.logit(hp["label_smoothing"]),
     }
-    new_z, _, _, _ = strat.hypergradients(population, ref, data, jax.vmap(strat.outer.init)(z0))
+    new_z, _, _, _ = strat.hypergradients(population, ref, data, jax.vmap(strat.outer_opt.init)(z0))
     np.testing.assert_allclose(
         s2["proposed"]["weight_decay"], np.exp(new_z["weight_decay"]), rtol=1e-5
     )
@@ -179,9 +179,9 @@ def test_searched_hparam_outside_the_training_loss_is_refused(name):
 @pytest.mark.parametrize(
     ("override", "field"),
     [
-        ("strategy.implicit_method=lbfgs", "strategy.implicit_method"),
-        ("strategy.implicit_terms=0", "strategy.implicit_terms"),
-        ("strategy.implicit_alpha=0", "strategy.implicit_alpha"),
+        ("strategy.method=lbfgs", "strategy.method"),
+        ("strategy.terms=0", "strategy.terms"),
+        ("strategy.alpha=0", "strategy.alpha"),
     ],
 )
 def test_bad_implicit_setting_is_one_line_error_naming_the_field(override, field):

@@ -88,7 +88,7 @@ def test_strategy_equals_evosax_persistent_es_driven_by_hand():
     from evosax.algorithms import PersistentES as EvosaxPES
 
     space = Space.from_config(SPACE)
-    strat = PersistentES(sigma=0.3, lr=0.1, outer="sgd")
+    strat = PersistentES(sigma=0.3, outer_lr=0.1, outer="sgd")
     state, cols = strat.init(5, space, 4)
     fitness = np.asarray([1.0, 2.0, 0.5, 3.0])
     state2, upd = strat.update(state, _obs(10, cols, fitness))
@@ -122,7 +122,9 @@ def test_truncated_es_strategy_minimises_a_static_objective():
     """With the fitness a fixed function of the hyperparameters, truncated ES moves theta to its
     minimiser (dropout 0.25, lr 10^-2.5: the centre of the space, z = 0)."""
     space = Space.from_config(SPACE)
-    strat = TruncatedES(sigma=0.3, lr=0.1, outer="adam", points=[{"lr": 1e-3, "dropout": 0.05}])
+    strat = TruncatedES(
+        sigma=0.3, outer_lr=0.1, outer="adam", points=[{"lr": 1e-3, "dropout": 0.05}]
+    )
     state, cols = strat.init(0, space, 8)
     target = np.zeros(2)
     for g in range(150):
@@ -153,7 +155,7 @@ def test_diverged_member_is_reinitialised_and_its_accumulator_cleared():
 def test_bad_sizes_raise_naming_the_field():
     with pytest.raises(ValueError, match="population.size"):
         PersistentES().init(0, Space.from_config(SPACE), 3)
-    with pytest.raises(ValueError, match="strategy.pes_sigma"):
+    with pytest.raises(ValueError, match="strategy.sigma"):
         PersistentES(sigma=0.0)
 
 
@@ -163,7 +165,7 @@ def test_horizon_restarts_members_and_resets_the_perturbation_sums(horizon):
     every member and leaves each particle's sum holding only the fresh perturbation; step 10
     does neither. Without a horizon the sums keep growing and nobody restarts."""
     space = Space.from_config(SPACE)
-    strat = PersistentES(sigma=0.3, lr=0.1, horizon=horizon)
+    strat = PersistentES(sigma=0.3, outer_lr=0.1, horizon=horizon)
     strat.check(100, 10)
     state, cols = strat.init(0, space, 4)
     for step in (10, 20):
@@ -177,7 +179,7 @@ def test_horizon_restarts_members_and_resets_the_perturbation_sums(horizon):
 
 
 def test_horizon_must_fall_on_segment_boundaries():
-    with pytest.raises(ValueError, match="strategy.pes_horizon"):
+    with pytest.raises(ValueError, match="strategy.horizon"):
         PersistentES(horizon=15).check(100, 10)
-    with pytest.raises(ValueError, match="strategy.pes_horizon"):
+    with pytest.raises(ValueError, match="strategy.horizon"):
         PersistentES(horizon=0)

@@ -56,7 +56,7 @@ def test_window_trains_like_the_population_segment(setup, lm_task):
 def test_strategy_window_member_equals_member_alone_and_lr_gradient_matches_fd(setup, lm_task):
     population, pop = setup
     space = Space.from_config({"lr": "loguniform(1e-4, 1e-1)", "dropout": "uniform(0, 0.5)"})
-    strat = UnrolledHypergrad(lr=0.1, outer="sgd")
+    strat = UnrolledHypergrad(outer_lr=0.1, outer="sgd")
     strat.space = space
     data = (lm_task.train_data, lm_task.splits.val)
     state = {"outer": {}, "proposed": {}, "val": np.zeros(0), "windows": 0}
@@ -123,11 +123,11 @@ def test_hypergrad_runs_through_the_cli(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        (["strategy.hypergrad_outer=rmsprop"], "strategy.hypergrad_outer"),
-        (["strategy.hypergrad_lr=0"], "strategy.hypergrad_lr"),
+        (["strategy.outer=rmsprop"], "strategy.outer"),
+        (["strategy.outer_lr=0"], "strategy.outer_lr"),
         (["space.clip_norm=uniform(0.5, 2.0)"], "space.clip_norm"),
         (["space.lr={type: choice, values: [0.001, 0.01]}"], "space.lr"),
-        (["strategy.hypergrad_chunk=3"], "strategy.hypergrad_chunk"),
+        (["strategy.chunk=3"], "strategy.chunk"),
     ],
 )
 def test_bad_hypergrad_config_is_one_line_error_naming_the_field(overrides, field):
@@ -135,9 +135,8 @@ def test_bad_hypergrad_config_is_one_line_error_naming_the_field(overrides, fiel
     from jaxhpo.config import ConfigError
     from jaxhpo.experiment import prepare
 
-    cfg = load_config("lm-hypergrad", [*TINY_LM_OVERRIDES, *overrides])
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as e:
-        prepare(cfg)
+        prepare(load_config("lm-hypergrad", [*TINY_LM_OVERRIDES, *overrides]))
     assert "\n" not in str(e.value)
 
 

@@ -58,7 +58,7 @@ def test_space_maps_to_optuna_distributions():
 
 def test_told_trials_round_trip_through_a_sqlite_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    s = OptunaSearch("tpe", storage=url, study_name="rt")
+    s = OptunaSearch(sampler="tpe", storage=url, study="rt")
     res = simulate(s, MIXED, curve(_mixed), steps=3, segment_steps=1, size=P, seed=0)
     study = optuna.load_study(study_name="rt", storage=url)  # Optuna reopens it by itself
     trials = study.get_trials()
@@ -80,7 +80,7 @@ def test_diverged_members_are_failed_trials():
     def fn(hp, ids, t, rng):
         return np.where(ids % 4 == 1, np.nan, bowl(hp))
 
-    s = OptunaSearch("random")
+    s = OptunaSearch(sampler="random")
     simulate(s, BOWL_SPACE, fn, steps=2, segment_steps=1, size=P, seed=0)
     states = [t.state for t in s.study.get_trials()]
     assert states.count(optuna.trial.TrialState.FAIL) == 4  # members 1, 5, 9, 13
@@ -91,7 +91,7 @@ def test_tpe_beats_random_search_on_the_bowl():
     """Median best regret over 7 seeds: 8 generations x 16 trials vs 128 random samples."""
     seeds, G = range(7), 8
     rnd = random_regret(BOWL_SPACE, bowl, G * 16, seeds)
-    ours = searcher_regret(lambda: OptunaSearch("tpe"), BOWL_SPACE, bowl, G, 16, seeds)
+    ours = searcher_regret(lambda: OptunaSearch(sampler="tpe"), BOWL_SPACE, bowl, G, 16, seeds)
     print(f"\nbowl: optuna tpe {ours:.3g} vs random {rnd:.3g} (ratio {ours / rnd:.3f})")
     assert ours < 0.25 * rnd
 
@@ -104,7 +104,7 @@ def test_samplers_against_random_search(sampler):
     lines, failures = [], []
     for fname, (space, fn) in FUNCTIONS.items():
         rnd = random_regret(space, fn, 12 * 16, range(10))
-        ours = searcher_regret(lambda: OptunaSearch(sampler), space, fn, 12, 16, range(10))
+        ours = searcher_regret(lambda: OptunaSearch(sampler=sampler), space, fn, 12, 16, range(10))
         lines.append(f"{fname}: optuna {sampler} {ours:.4g} vs random {rnd:.4g} ({ours / rnd:.3f})")
         if sampler in ("tpe", "cmaes") and not ours < 0.5 * rnd:
             failures.append(lines[-1])
@@ -128,7 +128,7 @@ def test_batch_tpe_asks_with_constant_liar(monkeypatch, sampler, options, liar):
         return built[-1]
 
     monkeypatch.setattr(OptunaSearch, "_make_sampler", spy)
-    strat = OptunaSearch(sampler, options=options)
+    strat = OptunaSearch(sampler=sampler, sampler_options=options)
     simulate(strat, BOWL_SPACE, curve(bowl), steps=3, segment_steps=1, size=P, seed=0)
     asked = built[1:]  # the constructor's check builds one first
     assert len(asked) >= 3
@@ -137,14 +137,16 @@ def test_batch_tpe_asks_with_constant_liar(monkeypatch, sampler, options, liar):
 
 @pytest.mark.parametrize("sampler", ["cmaes", "qmc", "nsga2", "random", "RandomSampler"])
 def test_samplers_by_name_propose_valid_members(sampler):
-    res = simulate(OptunaSearch(sampler), MIXED, curve(_mixed), steps=3, segment_steps=1, size=P)
+    res = simulate(
+        OptunaSearch(sampler=sampler), MIXED, curve(_mixed), steps=3, segment_steps=1, size=P
+    )
     MIXED.validate_values({k: res.table[k].to_numpy() for k in MIXED.searched})
     assert res.member_steps == 3 * P and res.table["member"].nunique() == 3 * P
 
 
 def test_points_are_enqueued_as_the_first_trials():
     points = [{"lr": 1e-3, "n": 3, "k": 4.0}, {"n": 7}]
-    s = OptunaSearch("tpe", points=points)
+    s = OptunaSearch(sampler="tpe", points=points)
     state, cols = s.init(0, MIXED, P)
     assert (cols["lr"][0], cols["n"][0], cols["k"][0]) == (pytest.approx(1e-3), 3, 4.0)
     assert cols["n"][1] == 7 and cols["b"][0] == 0.9
@@ -159,8 +161,8 @@ def test_state_is_a_pytree_that_round_trips_through_checkpoint():
     def run(strategy):
         return simulate(strategy, MIXED, curve(_mixed), steps=4, segment_steps=1, size=P, seed=3)
 
-    plain = run(OptunaSearch("tpe"))
-    resumed = run(Resumed(lambda: OptunaSearch("tpe")))
+    plain = run(OptunaSearch(sampler="tpe"))
+    resumed = run(Resumed(lambda: OptunaSearch(sampler="tpe")))
     for a, b in zip(
         generations_of(plain, MIXED, 4), generations_of(resumed, MIXED, 4), strict=True
     ):
@@ -173,7 +175,7 @@ def test_state_is_a_pytree_that_round_trips_through_checkpoint():
 def test_resume_reopens_a_sqlite_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     res = simulate(
-        Resumed(lambda: OptunaSearch("tpe", storage=url)),
+        Resumed(lambda: OptunaSearch(sampler="tpe", storage=url)),
         BOWL_SPACE,
         curve(bowl),
         steps=3,
@@ -189,17 +191,17 @@ def test_resume_reopens_a_sqlite_study(tmp_path):
 
 
 def test_errors_name_the_field(monkeypatch):
-    with pytest.raises(ValueError, match=r"strategy\.optuna_sampler: unknown 'nope'"):
-        OptunaSearch("nope")
-    with pytest.raises(ValueError, match=r"strategy\.optuna_storage"):
+    with pytest.raises(ValueError, match=r"strategy\.sampler: unknown 'nope'"):
+        OptunaSearch(sampler="nope")
+    with pytest.raises(ValueError, match=r"strategy\.storage"):
         OptunaSearch(storage="study.db")
-    with pytest.raises(ValueError, match=r"strategy\.optuna_options.*TPESampler"):
-        OptunaSearch(options={"no_such_option": 1})
+    with pytest.raises(ValueError, match=r"strategy\.sampler_options.*TPESampler"):
+        OptunaSearch(sampler_options={"no_such_option": 1})
     with pytest.raises(ValueError, match=r"strategy\.generation_steps"):
         OptunaSearch(generation_steps=3).check(12, 2)
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
-    with pytest.raises(ValueError, match=r"strategy\.optuna_sampler: .*GPSampler.*pip install"):
-        OptunaSearch("gp")
+    with pytest.raises(ValueError, match=r"strategy\.sampler: .*GPSampler.*pip install"):
+        OptunaSearch(sampler="gp")
 
 
 def test_without_optuna_the_error_names_the_field_and_the_install(monkeypatch):
@@ -217,7 +219,7 @@ def test_lm_optuna_runs_end_to_end_into_a_sqlite_study(tmp_path):
     argv = [
         "run", "lm-optuna", *TINY_LM_OVERRIDES, "population.size=4", "population.devices=1",
         "train.steps=20", "train.segment_steps=10", "strategy.generation_steps=10",
-        f"strategy.optuna_storage={url}", "strategy.optuna_study=lm",
+        f"strategy.storage={url}", "strategy.study=lm",
         "--out", str(tmp_path / "runs"), "--quiet",
     ]  # fmt: skip
     assert cli.main(argv) == 0

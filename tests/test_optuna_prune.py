@@ -1,4 +1,4 @@
-"""Optuna's pruners inside the Optuna strategy's generations (``strategy.optuna_pruner``): a
+"""Optuna's pruners inside the Optuna strategy's generations (``strategy.pruner``): a
 member the pruner judges worse than the finished trials at the same step stops training, its
 trial is PRUNED with its last intermediate value, a resumed study prunes what the uninterrupted one
 pruned, and a pruner that cannot be replayed, or a bad name or option, is one line."""
@@ -24,8 +24,8 @@ def _curve(hp, ids, t, rng):
 
 def _make(pruner="median", **options):
     return lambda: OptunaSearch(
-        "tpe",
-        options={"n_startup_trials": 4},
+        sampler="tpe",
+        sampler_options={"n_startup_trials": 4},
         pruner=pruner,
         pruner_options={"n_startup_trials": 2, "n_warmup_steps": 0, **options}
         if pruner == "median"
@@ -95,12 +95,12 @@ def test_a_resumed_study_prunes_what_the_uninterrupted_one_pruned():
     [
         ("hyperband", {}, "HyperbandPruner keeps rung records.*strategy.name=hyperband"),
         ("SuccessiveHalvingPruner", {}, "strategy.name=halving"),
-        ("no_such", {}, "strategy.optuna_pruner: unknown 'no_such'"),
-        ("median", {"n_startup": 1}, "strategy.optuna_pruner_options: .*MedianPruner rejects"),
-        (None, {"n_startup_trials": 1}, "optuna_pruner_options: set without"),
+        ("no_such", {}, "strategy.pruner: unknown 'no_such'"),
+        ("median", {"n_startup": 1}, "strategy.pruner_options: .*MedianPruner rejects"),
+        (None, {"n_startup_trials": 1}, "pruner_options: set without"),
     ],
 )
 def test_bad_pruner_settings_are_one_line_errors(pruner, options, match):
     with pytest.raises(ValueError, match=match) as e:
-        OptunaSearch("tpe", pruner=pruner, pruner_options=options)
+        OptunaSearch(sampler="tpe", pruner=pruner, pruner_options=options)
     assert "\n" not in str(e.value)

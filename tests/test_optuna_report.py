@@ -25,7 +25,9 @@ TPE = {"n_startup_trials": 4}
 
 
 def _search(url, name="study"):
-    return OptunaSearch("tpe", storage=url, study_name=name, options=TPE, generation_steps=GEN)
+    return OptunaSearch(
+        sampler="tpe", storage=url, study=name, sampler_options=TPE, generation_steps=GEN
+    )
 
 
 def _study(strategy, steps=GEN * GENERATIONS):
@@ -71,7 +73,7 @@ def test_in_memory_study_reports_through_a_resume():
     reported before its checkpoint."""
 
     def make():
-        return OptunaSearch("tpe", options=TPE, generation_steps=GEN)
+        return OptunaSearch(sampler="tpe", sampler_options=TPE, generation_steps=GEN)
 
     plain, killed = make(), KilledAfterCheckpoint(make, 2, 1)
     _study(plain)
@@ -85,7 +87,7 @@ def test_attach_links_the_study_to_the_run(tmp_path):
     """Regression: the study's name was a hash that linked to nothing. attach (called once the
     run directory exists) sets run_dir/run on the study, again when a resume re-opens it."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    s = OptunaSearch("random", storage=url)
+    s = OptunaSearch(sampler="random", storage=url)
     state, _ = s.init(0, BOWL_SPACE, P)
     run_dir = tmp_path / "runs" / "lm-optuna-20261203-070000"
     info = s.attach(state, run_dir)
@@ -93,7 +95,7 @@ def test_attach_links_the_study_to_the_run(tmp_path):
     assert info == {"optuna_study": name, "optuna_storage": url}
     attrs = optuna.load_study(study_name=name, storage=url).user_attrs
     assert attrs == {"run_dir": str(run_dir.absolute()), "run": run_dir.name}
-    restart = OptunaSearch("random", storage=url)  # a resume: a new study, then the state's
+    restart = OptunaSearch(sampler="random", storage=url)  # a resume: a new study, then the state's
     restart.init(0, BOWL_SPACE, P)
     restart.attach(state, run_dir)
     assert optuna.load_study(study_name=name, storage=url).user_attrs == attrs
@@ -105,7 +107,7 @@ def test_lm_optuna_study_is_named_in_run_json_and_reports(tmp_path):
     argv = [
         "run", "lm-optuna", *TINY_LM_OVERRIDES, "population.size=2", "population.devices=1",
         "train.steps=40", "train.segment_steps=10", "strategy.generation_steps=20",
-        f"strategy.optuna_storage={url}", "--out", str(tmp_path / "runs"), "--quiet",
+        f"strategy.storage={url}", "--out", str(tmp_path / "runs"), "--quiet",
     ]  # fmt: skip
     assert cli.main(argv) == 0
     (run_dir,) = (tmp_path / "runs").iterdir()

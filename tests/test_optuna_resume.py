@@ -65,7 +65,7 @@ def _trials(url: str, name: str) -> list[tuple]:
 def _optuna(tmp_path, tag, named):
     url = f"sqlite:///{tmp_path / f'{tag}.db'}"
     name = "study" if named else None
-    return url, (lambda: OptunaSearch("tpe", storage=url, study_name=name, options=TPE))
+    return url, (lambda: OptunaSearch(sampler="tpe", storage=url, study=name, sampler_options=TPE))
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,7 @@ def test_optuna_sqlite_resume_keeps_a_continued_studys_earlier_trials(tmp_path):
     url_b, make_b = _optuna(tmp_path, "killed", True)
     for url in (url_a, url_b):  # an earlier study of the same name
         simulate(
-            OptunaSearch("random", storage=url, study_name="study"),
+            OptunaSearch(sampler="random", storage=url, study="study"),
             BOWL_SPACE,
             curve(bowl),
             steps=1,
@@ -152,9 +152,9 @@ def test_optuna_sqlite_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path
             "lm-optuna",
             "population.size=4",
             "strategy.generation_steps=20",
-            "strategy.optuna_study=s",
-            "strategy.optuna_options={n_startup_trials: 4}",
-            f"strategy.optuna_storage=sqlite:///{tmp_path / db}",
+            "strategy.study=s",
+            "strategy.sampler_options={n_startup_trials: 4}",
+            f"strategy.storage=sqlite:///{tmp_path / db}",
         ]
 
     full = _run(tmp_path / "full", study("full.db"))

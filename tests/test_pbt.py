@@ -133,10 +133,9 @@ def test_pbt_config_errors_name_the_field():
         "strategy.factors=[0.8, -1]": "strategy.factors",
         "strategy.points=[{h2: 1.0}]": "strategy.points[0].h2",
     }
-    for override, field in cases.items():
-        cfg = load_config("pbt-toy", [override])
+    for override, field in cases.items():  # the settings' own checks run with the config's
         with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
-            prepare(cfg)
+            prepare(load_config("pbt-toy", [override]))
     with pytest.raises(ConfigError, match="train.budget: not available with train.compiled"):
         prepare(load_config("pbt-toy", ["train.compiled=true", "train.budget=100"]))
 

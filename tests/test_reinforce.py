@@ -195,9 +195,9 @@ def test_explicit_points_start_the_policy_and_the_first_generation():
 
 def test_errors_name_the_field():
     for kwargs, field in (
-        ({"learning_rate": 0.0}, "rl_learning_rate"),
-        ({"baseline_decay": 1.0}, "rl_baseline_decay"),
-        ({"entropy_weight": -1.0}, "rl_entropy"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"baseline_decay": 1.0}, "baseline_decay"),
+        ({"entropy": -1.0}, "entropy"),
         ({"sigma_init": 0.0}, "sigma_init"),
         ({"generation_steps": 0}, "generation_steps"),
         ({"warm_start_top": 2}, "warm_start_top"),

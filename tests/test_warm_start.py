@@ -14,9 +14,9 @@ import yaml
 from conftest import TINY_LM_OVERRIDES
 
 from jaxhpo import cli
-from jaxhpo.config import StrategyConfig
+from jaxhpo.config import StrategyConfig, TrainConfig
+from jaxhpo.run.prepare import build_strategy
 from jaxhpo.space import Float, Int, Space
-from jaxhpo.strategies import STRATEGIES
 from jaxhpo.strategies.bo import BayesOpt, init_theta
 from jaxhpo.strategies.evo import EvoSearch
 from jaxhpo.strategies.reinforce import Reinforce
@@ -90,8 +90,7 @@ def test_rl_and_evo_start_from_the_best_members(earlier):
     assert cols["lr"][0] == pytest.approx(1e-2) and cols["warmup_steps"][1] == 20.0
     z = SPACE.to_unconstrained({"lr": np.array([1e-2, 5e-3]), "warmup_steps": np.array([50, 20])})
     np.testing.assert_allclose(state["params"]["mu"], np.asarray(z).mean(0), rtol=1e-6)
-    cfg = StrategyConfig(name="evo", warm_start=str(earlier), warm_start_top=2)
-    evo = EvoSearch.from_config(cfg, None)
+    evo = EvoSearch(warm_start=str(earlier), warm_start_top=2)
     np.testing.assert_allclose(evo._initial_mean(SPACE), np.asarray(z).mean(0), rtol=1e-5)
 
 
@@ -99,7 +98,7 @@ def test_optuna_study_gets_the_earlier_trials(earlier):
     optuna = pytest.importorskip("optuna")
     from jaxhpo.strategies.optuna_search import OptunaSearch
 
-    s = OptunaSearch("tpe", warm_start=str(earlier), warm_start_top=1)
+    s = OptunaSearch(sampler="tpe", warm_start=str(earlier), warm_start_top=1)
     _, cols = s.init(0, SPACE, 4)
     done = s.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert sorted(t.value for t in done) == [1.2, 1.5, 2.0, 3.0]
@@ -110,7 +109,6 @@ def test_optuna_study_gets_the_earlier_trials(earlier):
 def test_bad_warm_start_names_the_field(name, earlier, tmp_path):
     if name == "optuna":
         pytest.importorskip("optuna")
-    cls = STRATEGIES[name]
     bad = [
         ({"warm_start": str(tmp_path / "nope")}, r"strategy\.warm_start: .* is not a folder"),
         ({"warm_start": str(tmp_path)}, r"strategy\.warm_start: .* no members\.csv"),
@@ -120,7 +118,9 @@ def test_bad_warm_start_names_the_field(name, earlier, tmp_path):
     ]
     for fields, pattern in bad:
         with pytest.raises(ValueError, match=pattern) as e:
-            cls.from_config(StrategyConfig(name=name, **fields), None)
+            metric = fields.pop("metric", "loss")
+            section = StrategyConfig(name=name, metric=metric, options=fields)
+            build_strategy(section, TrainConfig())
         assert "\n" not in str(e.value)
 
 

@@ -89,11 +89,11 @@ def hypergradient(
       ``(grad_lam, val_loss)``.
 
     Raises:
-      ValueError: for an unknown ``method`` (naming ``strategy.implicit_method``).
+      ValueError: for an unknown ``method`` (naming ``strategy.method``).
     """
     if method not in METHODS:
         raise ValueError(
-            f"strategy.implicit_method: unknown {method!r} (choose from {', '.join(METHODS)})"
+            f"strategy.method: unknown {method!r} (choose from {', '.join(METHODS)})"
         )
     val, (v_w, direct) = jax.value_and_grad(val_loss, argnums=(0, 1))(w, lam)
     loss_w = lambda w_: train_loss(w_, lam)

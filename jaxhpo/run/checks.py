@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from jaxhpo import optim
 from jaxhpo.buckets import BUCKET_HPARAMS
-from jaxhpo.config import Config, ConfigError, StrategyConfig
+from jaxhpo.config import Config, ConfigError
 from jaxhpo.space import Choice, Fixed, Float, Int, Space
-from jaxhpo.strategies import STRATEGIES
-from jaxhpo.strategies.base import check_config_fields
 from jaxhpo.tasks import TASKS
 
 #: Valid values of each optimizer hyperparameter: (low, high, low_inclusive, high_inclusive),
@@ -127,37 +124,3 @@ def check_structure(space: Space, cfg: Config) -> tuple[str, ...]:
                     "buckets every combination of the structural values must build a model)"
                 )
     return names
-
-
-def check_strategy_fields(cfg: Config, layers: Sequence[Mapping[str, Any]]) -> None:
-    """Refuses a ``strategy.*`` field that the chosen strategy does not read (it would be
-    silently ignored); each strategy names its fields (``Strategy.config_fields``).
-
-    ``layers`` are the partial configs ``cfg`` was built from, in order (a preset, a file, each
-    override). A field counts when a layer sets it at or after the last layer that names the
-    strategy, and its value is not the default. Fields set before that are another strategy's
-    section: ``jaxhpo run lm-pbt strategy.name=replay ...`` leaves the preset's PBT fields unread.
-
-    Raises:
-      ConfigError: ``strategy.fraction: not read by strategy 'random' (its fields: name,
-        metric)``.
-    """
-    sections = [layer.get("strategy") for layer in layers]
-    # a whole section given as one override (strategy={...}) arrives as text to parse
-    sections = [s.parsed() if hasattr(s, "parsed") else s for s in sections]
-    sections = [s for s in sections if isinstance(s, Mapping)]
-    named = [i for i, section in enumerate(sections) if "name" in section]
-    defaults = StrategyConfig()
-    fields = []
-    for section in sections[named[-1] if named else 0 :]:
-        for k in section:
-            value, default = getattr(cfg.strategy, k, None), getattr(defaults, k, None)
-            if k not in fields and value != default:
-                fields.append(k)
-    strategy_cls = STRATEGIES.get(cfg.strategy.name)
-    if strategy_cls is None:
-        return  # not a built-in strategy: refused with the registry's names elsewhere
-    try:
-        check_config_fields(strategy_cls, fields)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None

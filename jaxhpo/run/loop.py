@@ -64,6 +64,7 @@ def run(
     :mod:`jaxhpo.callbacks`) get every evaluation's rows and events, after TensorBoard's and the
     Optuna export's (``report`` settings)."""
     prep = prepared or prepare(cfg)
+    cfg = prep.cfg  # checked: the strategy's settings complete (config.yaml)
     # Several processes (multi-host): every process computes, process 0 alone writes the run
     # directory and shows progress; the others write into a scratch folder removed at the end.
     writes = parallel.is_writer()

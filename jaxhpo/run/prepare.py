@@ -18,14 +18,15 @@ import numpy as np
 
 from jaxhpo import refs
 from jaxhpo.buckets import BUCKET_HPARAMS, BucketedPopulation
-from jaxhpo.config import Config, ConfigError
+from jaxhpo.config import Config, ConfigError, StrategyConfig, TrainConfig
 from jaxhpo.optim_factory import resolve as resolve_optimizer
 from jaxhpo.population import Population, resolve_devices
 from jaxhpo.run import choice_space
 from jaxhpo.run.checks import check_space, check_structure
 from jaxhpo.run.input_checks import check_memory, check_optimizer_init, check_run_config
+from jaxhpo.run.validate import check_config, strategy_class, strategy_settings
 from jaxhpo.space import Space
-from jaxhpo.strategies import STRATEGIES, Strategy
+from jaxhpo.strategies import Strategy
 from jaxhpo.strategies.base import has_compiled_form
 from jaxhpo.strategies.cv import CrossValidated
 from jaxhpo.tasks import TASKS, Task
@@ -67,8 +68,16 @@ def token_task(cfg: Config) -> type:
 
 
 def make_strategy(cfg: Config) -> Strategy:
+    """The strategy ``strategy.name`` names, built from its typed settings."""
+    return build_strategy(cfg.strategy, cfg.train)
+
+
+def build_strategy(section: StrategyConfig, train: TrainConfig) -> Strategy:
+    """The strategy of a ``strategy:`` section (its settings typed by the strategy's
+    ``Config``) for a run of ``train``'s length; one-line ``ConfigError``s."""
+    settings = strategy_settings(section)
     try:
-        return STRATEGIES[cfg.strategy.name].from_config(cfg.strategy, cfg.train)
+        return strategy_class(section.name).from_config(settings, train, section.metric)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -131,6 +140,7 @@ def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> 
       task: a task object to use instead of building the one ``cfg.task`` names.
     """
     started = time.perf_counter()
+    cfg = check_config(cfg)  # every name resolved, the strategy's settings typed
     check_run_config(cfg)  # name, pooling, ensemble/budget against the size: nothing built
     try:
         space = choice_space.as_codes(cfg, Space.from_config(cfg.space, where="space"))

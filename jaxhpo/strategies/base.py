@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
@@ -86,27 +86,77 @@ class PopulationUpdate:
     done: bool = False  # stop the study after this update
 
 
+@dataclasses.dataclass(frozen=True)
+class NoConfig:
+    """The settings of a strategy that has none of its own (``strategy: {name: random}``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a strategy can do, declared by the class (never guessed from its methods).
+
+    Attributes:
+      compiled: its decision has a pure ``jax.numpy`` form (:meth:`Strategy.device_update`), so
+        ``train.compiled`` can run the whole study as one program.
+      own_segments: it trains the population's segments itself (:meth:`Strategy.train_segment`:
+        hypergradients, PES), through one population program.
+      decides_size: it picks the population size (``population.size`` may be null).
+      no_buckets: why it cannot drive shape buckets (``None``: it can).
+    """
+
+    compiled: bool = False
+    own_segments: bool = False
+    decides_size: bool = False
+    no_buckets: str | None = None
+
+
 class Strategy(abc.ABC):
-    """Base class of every strategy (grid/random/Sobol here; PBT, halving, ES, BO elsewhere)."""
+    """Base class of every strategy (grid/random/Sobol here; PBT, halving, ES, BO elsewhere).
+
+    A strategy's settings are one frozen dataclass, its :attr:`Config`, written once in the
+    strategy's own file: each field's type, default, doc line and check (``__post_init__``,
+    errors naming ``strategy.FIELD``). In a config file they sit in the ``strategy:`` section
+    beside ``name`` and ``metric``. The object holds them as :attr:`config`::
+
+        PBT(ready_steps=4, fraction=0.25)   # or PBT(PBT.Config(ready_steps=4, fraction=0.25))
+    """
 
     name: str = "strategy"
-    #: True when the strategy picks the population size itself (``population.size`` may be null).
-    decides_size: bool = False
-    #: Why the strategy cannot drive shape buckets (None: it can): it changes the values of
-    #: members that keep training and cannot leave their structure alone.
-    no_buckets: str | None = None
-    #: The ``StrategyConfig`` fields :meth:`from_config` reads besides ``name`` and ``metric``
-    #: (every strategy's): its section of the config. A config that sets another field for this
-    #: strategy is refused (:func:`check_config_fields`).
-    config_fields: tuple[str, ...] = ()
+    #: The strategy's settings (a frozen dataclass; :class:`NoConfig`: none).
+    Config: ClassVar[type] = NoConfig
+    #: What the strategy can do; read by the run's checks, never guessed.
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, config: Any = None, /, **fields: Any):
+        if config is None:
+            config = self.Config()
+        elif not isinstance(config, self.Config):
+            raise TypeError(
+                f"strategy: {type(self).__name__} takes a {type(self).__name__}.Config, got "
+                f"{type(config).__name__}"
+            )
+        if fields:
+            known = [f.name for f in dataclasses.fields(self.Config)]
+            for key in fields:
+                if key not in known:
+                    raise TypeError(
+                        f"strategy.{key}: not a setting of strategy '{self.name}' "
+                        f"(its settings: {', '.join(known) or 'none'})"
+                    )
+            config = dataclasses.replace(config, **fields)  # its checks run again
+        self.config = config
+
+    @property
+    def decides_size(self) -> bool:
+        return self.capabilities.decides_size
 
     @classmethod
-    def from_config(cls, cfg: Any, train: Any) -> Strategy:
-        """Builds the strategy from ``StrategyConfig`` and ``TrainConfig`` (default: no
-        arguments), reading the fields :attr:`config_fields` names. Errors name the config
-        field."""
-        del cfg, train
-        return cls()
+    def from_config(cls, config: Any, train: Any, metric: str = "loss") -> Strategy:
+        """Builds the strategy from its typed :attr:`Config`, the run's ``TrainConfig`` and the
+        metric the study optimises. Default: ``cls(config)``; a strategy whose defaults depend
+        on the training length (e.g. ``ready_steps``: one segment) fills them here."""
+        del train, metric
+        return cls(config)
 
     @abc.abstractmethod
     def init(self, seed: int, space: Space, size: int | None) -> tuple[Any, dict[str, np.ndarray]]:
@@ -141,8 +191,8 @@ class Strategy(abc.ABC):
         """The update as a pure ``jax.numpy`` function, for runs compiled as one program
         (``train.compiled``): returns ``(state, parents [P], copied [P], explored [P],
         hparams)``. The default is "change nothing", valid only for strategies that keep the
-        default :meth:`update`."""
-        if type(self).update is not Strategy.update:
+        default :meth:`update` (``Capabilities(compiled=True)`` declares either)."""
+        if not self.capabilities.compiled:
             raise ValueError(
                 f"train.compiled: strategy '{self.name}' has no compiled form (it decides on the "
                 "host between segments); set train.compiled=false"
@@ -172,8 +222,8 @@ class Strategy(abc.ABC):
         (hypergradients, PES) cannot drive shape buckets (:mod:`jaxhpo.buckets`)."""
         if not getattr(population, "bucketed", False):
             return
-        reason = self.no_buckets
-        if type(self).train_segment is not Strategy.train_segment:
+        reason = self.capabilities.no_buckets
+        if self.capabilities.own_segments:
             reason = "it trains through one population program"
         if reason:
             raise ValueError(
@@ -225,34 +275,15 @@ def lineage_events(
     return events
 
 
-#: ``StrategyConfig`` fields every strategy has: which one runs, and the metric it optimises.
-COMMON_CONFIG_FIELDS: tuple[str, ...] = ("name", "metric")
-
-
-def check_config_fields(strategy_cls: type[Strategy], fields: Iterable[str]) -> None:
-    """Raises ``ValueError`` naming the first of ``fields`` (``StrategyConfig`` fields a config
-    sets) that ``strategy_cls`` does not read: it would be silently ignored.
-
-    Raises:
-      ValueError: ``strategy.fraction: not read by strategy 'random' (its fields: name,
-        metric)``.
-    """
-    known = (*COMMON_CONFIG_FIELDS, *strategy_cls.config_fields)
-    for field in fields:
-        if field not in known:
-            raise ValueError(
-                f"strategy.{field}: not read by strategy '{strategy_cls.name}' "
-                f"(its fields: {', '.join(known)})"
-            )
-
-
 def has_compiled_form(strategy: Strategy) -> bool:
-    """True when ``strategy.device_update`` is its decision (it overrides ``device_update``, or
-    keeps the default "change nothing" ``update``)."""
-    cls = type(strategy)
-    if cls.train_segment is not Strategy.train_segment:
-        return False  # it trains its own segments on the host's schedule
-    return cls.device_update is not Strategy.device_update or cls.update is Strategy.update
+    """True when ``strategy.device_update`` is its decision (declared by its capabilities)."""
+    caps = strategy.capabilities
+    return caps.compiled and not caps.own_segments
+
+
+def config_names(strategy_cls: type[Strategy]) -> tuple[str, ...]:
+    """The settings of ``strategy_cls`` (its :attr:`Strategy.Config`'s fields)."""
+    return tuple(f.name for f in dataclasses.fields(strategy_cls.Config))
 
 
 def fill_points(

@@ -41,7 +41,7 @@ generation's worst finite fitness plus its range (:func:`jaxhpo.strategies.evo.s
 **Initial design.** Scrambled Sobol points, with the explicit ``points`` and a warm start's best
 members in the first rows (:mod:`jaxhpo.strategies.warm`); an earlier run's observations seed the
 GP, so with a warm start the first generation's other members are already proposed by the GP.
-Until ``initial`` observations are in (``strategy.bo_initial``, by default ``D + 1`` in ``D``
+Until ``initial`` observations are in (``strategy.initial``, by default ``D + 1`` in ``D``
 searched dimensions, :func:`auto_initial`) later generations continue the same Sobol sequence:
 with one member per generation the GP proposes only from the ``D + 2``-th evaluation on.
 
@@ -57,7 +57,7 @@ hyperparameters (``log_amp``, ``log_ls [D]``, ``log_noise``), ``seed`` and ``gen
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
 from typing import Any
 
 import jax
@@ -81,7 +81,7 @@ from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
     standardise,
     x64,
 )
-from jaxhpo.strategies.warm import GenerationalSearch, apply_points
+from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply_points
 
 _WARM_GENERATION = 1 << 20  # the stream of the warm-started first proposal
 
@@ -117,83 +117,49 @@ def auto_initial(D: int) -> int:
     return D + 1
 
 
+@dataclasses.dataclass(frozen=True)
+class BOConfig(GenerationalConfig):
+    """``strategy:`` settings of Bayesian optimisation (and :class:`GenerationalConfig`'s)."""
+
+    candidates: int = 256  # candidate points per generation's Thompson draws
+    fit_steps: int = 100  # Adam steps of each GP hyperparameter fit (per start)
+    #: Adam steps of each Thompson draw's local search (None: 50 in 1-3 searched dimensions, 0
+    #: above, :func:`auto_local_steps`; measured in scripts/bench_search.py)
+    local_steps: int | None = None
+    restart: bool = True  # also fit from the default start and keep the better fit
+    trust_region: bool = False  # propose in a TuRBO-style trust region (10+ dims)
+    initial: int | None = None  # observations of the initial Sobol design (None: dims + 1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for field, value, lo in (
+            ("candidates", self.candidates, 2),
+            ("fit_steps", self.fit_steps, 1),
+            ("local_steps", 0 if self.local_steps is None else self.local_steps, 0),
+            ("initial", 1 if self.initial is None else self.initial, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
+                raise ValueError(f"strategy.{field}: must be an integer >= {lo}, got {value!r}")
+
+
 class BayesOpt(GenerationalSearch):
     """Bayesian optimisation over the space (``strategy.name: bo``); see the module docstring.
 
-    Args:
-      generation_steps: steps per generation (``strategy.generation_steps``; ``None``: one
-        segment).
-      candidates: candidate points per Thompson draw (``strategy.bo_candidates``).
-      fit_steps: Adam steps of each GP fit (``strategy.bo_fit_steps``).
-      local_steps: projected Adam steps of each draw's local search from its best candidates
-        (``strategy.bo_local_steps``; 0: the best candidate; ``None``: :func:`auto_local_steps`
-        of the space's dimension).
-      restart: fit from the default start as well as the previous fit and keep the better
-        (``False``, the warm start alone, can stall; kept for comparison).
-      trust_region: propose inside a TuRBO-style trust region around the best observation
-        (``strategy.bo_trust_region``; see :mod:`jaxhpo.strategies.trust_region`).
-      initial: observations of the initial Sobol design before the GP proposes
-        (``strategy.bo_initial``; ``None``: :func:`auto_initial` of the space's dimension).
-      points, warm_start, warm_start_top, metric: see :mod:`jaxhpo.strategies.warm`.
+    Settings: :class:`BOConfig`.
     """
 
     name = "bo"
-    config_fields = (
-        *GenerationalSearch.config_fields,
-        "bo_candidates",
-        "bo_fit_steps",
-        "bo_local_steps",
-        "bo_trust_region",
-        "bo_initial",
-    )
+    Config = BOConfig
 
-    def __init__(
-        self,
-        generation_steps: int | None = None,
-        candidates: int = 256,
-        fit_steps: int = 100,
-        local_steps: int | None = None,
-        restart: bool = True,
-        trust_region: bool = False,
-        initial: int | None = None,
-        points: Sequence[Mapping[str, Any]] = (),
-        warm_start: str | None = None,
-        warm_start_top: int = 0,
-        metric: str = "loss",
-    ):
-        super().__init__(generation_steps, points, warm_start, warm_start_top, metric)
-        for field, value, lo in (
-            ("strategy.bo_candidates", candidates, 2),
-            ("strategy.bo_fit_steps", fit_steps, 1),
-            ("strategy.bo_local_steps", 0 if local_steps is None else local_steps, 0),
-            ("strategy.bo_initial", 1 if initial is None else initial, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
-                raise ValueError(f"{field}: must be an integer >= {lo}, got {value!r}")
-        self.candidates = int(candidates)
-        self.fit_steps = int(fit_steps)
-        self.local_steps = None if local_steps is None else int(local_steps)
-        self.restart = bool(restart)
-        self.trust_region = bool(trust_region)
-        self.initial = None if initial is None else int(initial)
+    def __init__(self, config: BOConfig | None = None, /, *, metric: str = "loss", **fields):
+        super().__init__(config, metric=metric, **fields)
         self.space: Space | None = None
-
-    @classmethod
-    def from_config(cls, cfg, train):
-        return cls(
-            candidates=cfg.bo_candidates,
-            fit_steps=cfg.bo_fit_steps,
-            local_steps=cfg.bo_local_steps,
-            trust_region=cfg.bo_trust_region,
-            initial=cfg.bo_initial,
-            **GenerationalSearch.seeding_kwargs(cfg),
-        )
 
     def initial_points(self, D: int) -> int:
         """Observations of the initial design (scrambled Sobol points, generation after
-        generation) before the GP proposes: ``strategy.bo_initial``, by default
+        generation) before the GP proposes: ``strategy.initial``, by default
         :func:`auto_initial` of the dimension."""
-        return auto_initial(D) if self.initial is None else self.initial
+        return auto_initial(D) if self.config.initial is None else self.config.initial
 
     # -- coordinates -------------------------------------------------------------------------
 
@@ -218,11 +184,11 @@ class BayesOpt(GenerationalSearch):
         """The GP fit from the previous fit and (``restart``) the default start, the higher
         marginal posterior kept; returns ``(theta, (X, y, mask) padded, ys, info)``."""
         ys = standardise(shape_fitness(y).astype(np.float64))
-        starts = [theta0, init_theta(X.shape[1])] if self.restart else [theta0]
+        starts = [theta0, init_theta(X.shape[1])] if self.config.restart else [theta0]
         stacked = jax.tree.map(lambda *a: np.stack([np.asarray(v, np.float64) for v in a]), *starts)
         with x64():
             data = pad(X, ys)
-            theta, index, _ = fit_restarts(stacked, *data, steps=self.fit_steps)
+            theta, index, _ = fit_restarts(stacked, *data, steps=self.config.fit_steps)
             gain = float(log_likelihood_gain(theta, *data))
         info = {"fit_start": ("previous", "default")[int(index)], "fit_gain_nats": gain}
         return theta, data, ys, info
@@ -231,7 +197,7 @@ class BayesOpt(GenerationalSearch):
         """Half uniform in the box ``[lo, hi]`` (the cube, or a trust region), half Gaussian
         steps (sd 0.1, at most a quarter of the box's side) from the best 5 points, in the box."""
         N, D = X.shape
-        C = self.candidates
+        C = self.config.candidates
         n_local = C // 2
         best = X[np.argsort(ys, kind="stable")[: min(5, N)]]
         local = best[rng.integers(0, len(best), size=n_local)]
@@ -257,7 +223,9 @@ class BayesOpt(GenerationalSearch):
                 *data,
                 jnp.asarray(cand),
                 draws=P,
-                steps=auto_local_steps(D) if self.local_steps is None else self.local_steps,
+                steps=auto_local_steps(D)
+                if self.config.local_steps is None
+                else self.config.local_steps,
                 lo_D=jnp.asarray(lo, jnp.float64),
                 hi_D=jnp.asarray(hi, jnp.float64),
             )
@@ -332,7 +300,7 @@ class BayesOpt(GenerationalSearch):
         seed, g = int(state["seed"]), int(state["generation"])
         done = self.last(int(obs.step))
         tr = np.asarray(state.get("tr", trust_region.initial()), np.float64)
-        if self.trust_region:
+        if self.config.trust_region:
             tr = trust_region.adapt(tr, y[:-P], raw, X.shape[1])
         if done:  # the last generation: nothing more to train, no proposal
             new_u, theta, info = u, state["theta"], {}
@@ -340,9 +308,9 @@ class BayesOpt(GenerationalSearch):
             new_u = self._sobol(seed, len(y), P)
             theta, info = state["theta"], {"proposal": "sobol"}
         else:
-            box = tr if self.trust_region else None
+            box = tr if self.config.trust_region else None
             new_u, theta, info = self.propose(seed, g, state["theta"], X, y, P, box)
-        if self.trust_region:
+        if self.config.trust_region:
             info = {**info, "trust_region_length": float(tr[0])}
         best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
         names = self.space.searched

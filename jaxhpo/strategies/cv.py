@@ -32,7 +32,9 @@ class CrossValidated(Strategy):
             raise ValueError(f"task.folds: k-fold cross-validation needs k >= 2, got {folds}")
         self.inner, self.folds = inner, folds
         self.name = inner.name
-        self.decides_size = inner.decides_size
+        self.config = inner.config
+        # it decides on the host between segments (no compiled form); the rest is the inner's
+        self.capabilities = dataclasses.replace(inner.capabilities, compiled=False)
 
     def check(self, train_steps: int, segment_steps: int) -> None:
         self.inner.check(train_steps, segment_steps)

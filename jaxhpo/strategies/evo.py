@@ -84,8 +84,9 @@ decoded to hyperparameters; population based algorithms: the decoded mean of the
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -99,7 +100,7 @@ from flax import serialization
 from jaxhpo import conditions
 from jaxhpo.space import Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, fill_points
-from jaxhpo.strategies.warm import WarmSource
+from jaxhpo.strategies.warm import GenerationalConfig, WarmSource
 
 SCHEDULES = ("generational", "online")
 
@@ -224,7 +225,7 @@ def _build_es(algo, size, dims, sigma_init, learning_rate, options):
         if k not in accepted or k in ("self", "population_size", "solution"):
             choices = [a for a in accepted if a not in ("self", "population_size", "solution")]
             raise ValueError(
-                f"strategy.es_options.{k}: not an argument of evosax {algo} "
+                f"strategy.options.{k}: not an argument of evosax {algo} "
                 f"(arguments: {', '.join(choices)})"
             )
     kwargs.update(options)
@@ -235,130 +236,87 @@ def _build_es(algo, size, dims, sigma_init, learning_rate, options):
     return es
 
 
+@dataclasses.dataclass(frozen=True)
+class EvoConfig(GenerationalConfig):
+    """``strategy:`` settings of the evosax strategy (and :class:`GenerationalConfig`'s)."""
+
+    #: an evosax 0.3 algorithm by alias (:data:`ALIASES`: cma_es, sep_cma_es, open_es, snes,
+    #: xnes, pgpe, ars, ga, pso, de, ...) or registry name, case-insensitive
+    algorithm: str = "cma_es"
+    schedule: str = "generational"  # generational (fresh members) | online (live members)
+    #: initial search std, unconstrained coordinates (params.std_init / a constant schedule)
+    sigma_init: float = 1.0
+    #: the mean's learning rate of algorithms with an optax optimizer (None: the adapter's)
+    learning_rate: float | None = None
+    ready_steps: int | None = None  # online: tell/ask every this many steps (None: a segment)
+    min_steps: int = 0  # online: no update before this step
+    params: dict[str, float] = dataclasses.field(default_factory=dict)  # default_params fields
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # constructor arguments
+
+    def __post_init__(self):
+        super().__post_init__()
+        resolve_algorithm(self.algorithm)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"strategy.schedule: unknown {self.schedule!r} (choose from {', '.join(SCHEDULES)})"
+            )
+        ready = self.ready_steps
+        if ready is not None and (
+            isinstance(ready, bool) or not isinstance(ready, int | np.integer) or ready < 1
+        ):
+            raise ValueError(
+                f"strategy.ready_steps: must be an integer >= 1 or null, got {ready!r}"
+            )
+        if not (isinstance(self.min_steps, int | np.integer) and self.min_steps >= 0):
+            raise ValueError(f"strategy.min_steps: must be an integer >= 0, got {self.min_steps!r}")
+        if not (np.isfinite(self.sigma_init) and self.sigma_init > 0):
+            raise ValueError(f"strategy.sigma_init: must be > 0, got {self.sigma_init!r}")
+        lr = self.learning_rate
+        if lr is not None and not (np.isfinite(lr) and lr > 0):
+            raise ValueError(f"strategy.learning_rate: must be > 0, got {lr!r}")
+
+
 class EvoSearch(Strategy):
     """An evosax algorithm searching the space's unconstrained coordinates; see the module
     docstring.
 
-    Args:
-      algorithm: an evosax 0.3 algorithm, by alias (:data:`ALIASES`: ``cma_es``, ``sep_cma_es``,
-        ``open_es``, ``snes``, ``xnes``, ``pgpe``, ``ars``, ``simple_ga``/``ga``, ``pso``,
-        ``de``, ...) or registry name, case-insensitive (``strategy.algorithm``).
-      schedule: ``generational`` (fresh members each generation) or ``online`` (new
-        hyperparameters for the live members) (``strategy.es_schedule``).
-      generation_steps: steps per generation of the generational schedule, a multiple of
-        ``train.segment_steps``; ``None``: one segment (``strategy.generation_steps``).
-      sigma_init: initial standard deviation of the search in unconstrained coordinates
-        (``params.std_init`` and/or a constant ``std_schedule``; the spread of a population based
-        algorithm's first generation and the GA's mutation) (``strategy.sigma_init``).
-      learning_rate: the mean's learning rate for algorithms with an optax ``optimizer`` (see
-        :data:`DEFAULT_LEARNING_RATES`) (``strategy.es_learning_rate``).
-      ready_steps: online schedule: tell/ask every this many steps (a multiple of
-        ``train.segment_steps``); ``None``: every segment (``strategy.ready_steps``).
-      min_steps: online schedule: no update before this step (``strategy.min_steps``).
-      points: the first generation's mean as explicit assignments (name -> value), averaged in
-        unconstrained coordinates (``strategy.points``).
-      es_params: overrides of fields of the algorithm's ``default_params`` (e.g.
-        ``{"c_std": 0.3}``) (``strategy.es_params``).
-      es_options: extra constructor arguments of the evosax algorithm (e.g.
-        ``{"use_antithetic_sampling": False}``, or an ``optimizer``); they win over the adapter's
-        own choices (``strategy.es_options``).
-      warm: an earlier run whose best members join ``points`` (``strategy.warm_start``,
-        ``strategy.warm_start_top``; :mod:`jaxhpo.strategies.warm`).
+    Settings: :class:`EvoConfig`.
     """
 
     name = "evo"
-    config_fields = (
-        "algorithm",
-        "es_schedule",
-        "generation_steps",
-        "sigma_init",
-        "es_learning_rate",
-        "ready_steps",
-        "min_steps",
-        "points",
-        "es_params",
-        "es_options",
-        "warm_start",
-        "warm_start_top",
-    )
+    Config = EvoConfig
 
-    def __init__(
-        self,
-        algorithm: str = "cma_es",
-        schedule: str = "generational",
-        generation_steps: int | None = None,
-        sigma_init: float = 1.0,
-        learning_rate: float | None = None,
-        ready_steps: int | None = None,
-        min_steps: int = 0,
-        points: Sequence[Mapping[str, Any]] = (),
-        es_params: Mapping[str, Any] | None = None,
-        es_options: Mapping[str, Any] | None = None,
-        warm: WarmSource | None = None,
-    ):
-        self.algorithm = resolve_algorithm(algorithm)
-        if schedule not in SCHEDULES:
-            raise ValueError(
-                f"strategy.es_schedule: unknown {schedule!r} (choose from {', '.join(SCHEDULES)})"
-            )
-        for field, value in (
-            ("strategy.generation_steps", generation_steps),
-            ("strategy.ready_steps", ready_steps),
-        ):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
-            ):
-                raise ValueError(f"{field}: must be an integer >= 1 or null, got {value!r}")
-        if not (isinstance(min_steps, int | np.integer) and min_steps >= 0):
-            raise ValueError(f"strategy.min_steps: must be an integer >= 0, got {min_steps!r}")
-        if not (np.isfinite(sigma_init) and sigma_init > 0):
-            raise ValueError(f"strategy.sigma_init: must be > 0, got {sigma_init!r}")
-        if learning_rate is not None and not (np.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"strategy.es_learning_rate: must be > 0, got {learning_rate!r}")
-        self.schedule = schedule
-        self.generation_steps = None if generation_steps is None else int(generation_steps)
-        self.ready_steps = None if ready_steps is None else int(ready_steps)
-        self.min_steps = int(min_steps)
-        self.sigma_init = float(sigma_init)
-        self.learning_rate = None if learning_rate is None else float(learning_rate)
-        self.points = [dict(p) for p in points]
-        self.es_params = dict(es_params or {})
-        self.es_options = dict(es_options or {})
-        self.warm = warm  # strategy.warm_start: its best members join the points
+    def __init__(self, config: EvoConfig | None = None, /, *, metric: str = "loss", **fields):
+        super().__init__(config, **fields)
+        self.algorithm = resolve_algorithm(self.config.algorithm)
+        self.warm = WarmSource.from_config(self.config, metric)  # its best members join points
         self.space: Space | None = None  # structure, set by init
         self.es: Any = None  # the evosax algorithm, set by init
         self.params: Any = None
 
     @classmethod
-    def from_config(cls, cfg, train):
-        return cls(
-            algorithm=cfg.algorithm,
-            schedule=cfg.es_schedule,
-            generation_steps=cfg.generation_steps,
-            sigma_init=cfg.sigma_init,
-            learning_rate=cfg.es_learning_rate,
-            ready_steps=cfg.ready_steps,
-            min_steps=cfg.min_steps,
-            points=cfg.points,
-            es_params=cfg.es_params,
-            es_options=cfg.es_options,
-            warm=WarmSource.from_config(cfg),
-        )
+    def from_config(cls, config, train, metric="loss"):
+        del train
+        return cls(config, metric=metric)
 
     # -- schedule ------------------------------------------------------------------------------
 
     @property
     def interval(self) -> int | None:
         """Steps between tells (``None``: every update, i.e. every segment)."""
-        return self.generation_steps if self.schedule == "generational" else self.ready_steps
+        return (
+            self.config.generation_steps
+            if self.config.schedule == "generational"
+            else self.config.ready_steps
+        )
 
     def member_steps(self, train_steps: int, segment_steps: int) -> int:
-        if self.schedule == "generational":  # fresh members every generation
-            return self.generation_steps or segment_steps
+        if self.config.schedule == "generational":  # fresh members every generation
+            return self.config.generation_steps or segment_steps
         return train_steps
 
     def check(self, train_steps: int, segment_steps: int) -> None:
-        gen = self.schedule == "generational"
+        gen = self.config.schedule == "generational"
         field = "strategy.generation_steps" if gen else "strategy.ready_steps"
         every = self.interval or segment_steps
         if every % segment_steps:
@@ -374,32 +332,32 @@ class EvoSearch(Strategy):
 
     def _due(self, step: int) -> bool:
         every = self.interval
-        if self.schedule == "online" and step < max(self.min_steps, 1):
+        if self.config.schedule == "online" and step < max(self.config.min_steps, 1):
             return False
         return every is None or step % every == 0
 
     # -- evosax plumbing -----------------------------------------------------------------------
 
     def _make_es(self, size: int, dims: int):
-        args = (self.algorithm, size, dims, self.sigma_init, self.learning_rate)
+        args = (self.algorithm, size, dims, self.config.sigma_init, self.config.learning_rate)
         try:
-            cache_key = (*args, _freeze(self.es_options))
+            cache_key = (*args, _freeze(self.config.options))
         except TypeError:  # an unhashable option: build a new one
             cache_key = None
         es = _ES_CACHE.get(cache_key) if cache_key else None
         if es is None:
-            es = _build_es(*args, self.es_options)
+            es = _build_es(*args, self.config.options)
             if cache_key:
                 _ES_CACHE[cache_key] = es
         params = es.default_params
         fields = getattr(params, "__dataclass_fields__", {})
-        over = dict(self.es_params)
+        over = dict(self.config.params)
         if "std_init" in fields and "std_init" not in over:
-            over["std_init"] = self.sigma_init
+            over["std_init"] = self.config.sigma_init
         for k, v in over.items():
             if k not in fields:
                 raise ValueError(
-                    f"strategy.es_params.{k}: not a parameter of evosax {self.algorithm} "
+                    f"strategy.params.{k}: not a parameter of evosax {self.algorithm} "
                     f"(parameters: {', '.join(fields) or 'none'})"
                 )
             old = getattr(params, k)
@@ -448,7 +406,7 @@ class EvoSearch(Strategy):
         k_init, k_ask, _ = self._keys(key_data, 0)
         with jax.numpy_rank_promotion("allow"):
             if _is_population_based(self.algorithm):
-                x = mean + self.sigma_init * jax.random.normal(k_ask, (int(size), D))
+                x = mean + self.config.sigma_init * jax.random.normal(k_ask, (int(size), D))
                 es_state = self._template(k_init, np.asarray(x))
             else:
                 es_state = self.es.init(k_init, jnp.asarray(mean), self.params)
@@ -467,7 +425,7 @@ class EvoSearch(Strategy):
 
     def _initial_mean(self, space: Space) -> np.ndarray:
         D = len(space.searched)
-        points = self.points + (self.warm.points(space) if self.warm else [])
+        points = self.config.points + (self.warm.points(space) if self.warm else [])
         if not points:
             return np.zeros((D,), np.float32)
         centre = space.from_unconstrained(np.zeros((len(points), D)))
@@ -512,7 +470,7 @@ class EvoSearch(Strategy):
             raise ValueError(
                 f"strategy.algorithm: evosax {self.algorithm} proposed non-finite points for "
                 f"generation {g + 1} (try a smaller strategy.sigma_init or "
-                "strategy.es_learning_rate)"
+                "strategy.learning_rate)"
             )
         mean = getattr(es_state, "mean", None)
         mean = x.mean(axis=0) if mean is None else np.asarray(jax.device_get(mean))
@@ -535,7 +493,7 @@ class EvoSearch(Strategy):
             "x": new_x,
         }
         hparams = self._decode(new_x)
-        if self.schedule == "generational":
+        if self.config.schedule == "generational":
             reinit = np.ones(P, bool)
         else:
             reinit = np.asarray(obs.diverged, bool).copy()

@@ -20,12 +20,13 @@ can be checkpointed like any pytree.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
+from jaxhpo.strategies.base import Capabilities, Observation, PopulationUpdate, Strategy
 
 HALVING_MODES = ("masked", "compact")
 SAMPLERS = ("random", "sobol")
@@ -88,31 +89,40 @@ def _stop_event(member: int, fitness: float, reason: str) -> dict[str, Any]:
     return {"kind": "stop", "member": int(member), "fitness": float(fitness), "reason": reason}
 
 
+@dataclasses.dataclass(frozen=True)
+class HalvingConfig:
+    """``strategy:`` settings of successive halving and Hyperband (the largest resource is
+    ``train.steps``)."""
+
+    eta: int = 3  # keep the top 1/eta of a bracket at each rung
+    min_steps: int = 0  # the first rung, in steps (0: one segment)
+    mode: str = "masked"  # masked (stopped members stay, inactive) | compact (re-pack)
+    sampler: str = "random"  # the first members: random | sobol samples of the space
+    #: explicit first members (name -> value); the rest are sampled
+    points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        _int_field(self.eta, "strategy.eta", 2)
+        _int_field(self.min_steps, "strategy.min_steps", 0)
+        _choice_field(self.mode, "strategy.mode", HALVING_MODES)
+        _choice_field(self.sampler, "strategy.sampler", SAMPLERS)
+
+
 class _Halving(Strategy):
     """Shared machinery: brackets of members, each halved at its own rungs (steps)."""
 
-    config_fields = ("eta", "min_steps", "halving_mode", "sampler", "points")
-    points: tuple = ()  # strategy.points: the first members (set by from_config)
+    Config = HalvingConfig
 
-    def __init__(
-        self,
-        eta: int = 3,
-        *,
-        min_steps: int,
-        max_steps: int,
-        mode: str = "masked",
-        sampler: str = "random",
-    ):
-        self.eta = _int_field(eta, "strategy.eta", 2)
-        self.min_steps = _int_field(min_steps, "strategy.min_steps", 1)
+    def __init__(self, config: HalvingConfig | None = None, /, *, max_steps: int, **fields):
+        super().__init__(config, **fields)
         self.max_steps = _int_field(max_steps, "strategy.max_steps", 1)
-        if self.min_steps >= self.max_steps:
+        if self.config.min_steps < 1:
+            raise ValueError(f"strategy.min_steps: must be >= 1, got {self.config.min_steps}")
+        if self.config.min_steps >= self.max_steps:
             raise ValueError(
                 f"strategy.min_steps: must be < strategy.max_steps={self.max_steps}, "
-                f"got {self.min_steps}"
+                f"got {self.config.min_steps}"
             )
-        self.mode = _choice_field(mode, "strategy.halving_mode", HALVING_MODES)
-        self.sampler = _choice_field(sampler, "strategy.sampler", SAMPLERS)
         self.rungs: tuple[tuple[int, ...], ...] = self._make_rungs()  # per bracket, steps
 
     @abc.abstractmethod
@@ -124,18 +134,11 @@ class _Halving(Strategy):
         """Members per bracket (checks ``population.size``)."""
 
     @classmethod
-    def from_config(cls, cfg, train):
-        """``strategy.min_steps`` (0: one segment), ``eta``, ``halving_mode``, ``sampler``;
-        the largest resource is ``train.steps``."""
-        strategy = cls(
-            cfg.eta,
-            min_steps=cfg.min_steps or train.segment_steps,
-            max_steps=train.steps,
-            mode=cfg.halving_mode,
-            sampler=cfg.sampler,
-        )
-        strategy.points = tuple(cfg.points or ())
-        return strategy
+    def from_config(cls, config, train, metric="loss"):
+        """``strategy.min_steps`` 0 is one segment; the largest resource is ``train.steps``."""
+        del metric
+        min_steps = config.min_steps or train.segment_steps
+        return cls(config, min_steps=min_steps, max_steps=train.steps)
 
     def init(self, seed: int, space: Space, size: int | None):
         sizes = self._bracket_sizes(size)
@@ -146,9 +149,10 @@ class _Halving(Strategy):
             "alive": np.ones(n, bool),
             "next_rung": np.zeros(len(sizes), np.int64),  # per bracket
         }
-        return state, _sample(space, self.sampler, seed, n, self.points)
+        return state, _sample(space, self.config.sampler, seed, n, self.config.points)
 
     def check(self, train_steps: int, segment_steps: int) -> None:
+        cfg = self.config
         if train_steps != self.max_steps:
             raise ValueError(
                 f"strategy.max_steps: {self.name} is set up for {self.max_steps} steps but "
@@ -159,7 +163,7 @@ class _Halving(Strategy):
                 if r % segment_steps:
                     raise ValueError(
                         f"train.segment_steps: rung {i} of bracket {b} of {self.name} is at step "
-                        f"{r} (strategy.min_steps={self.min_steps}, strategy.eta={self.eta}), "
+                        f"{r} (strategy.min_steps={cfg.min_steps}, strategy.eta={cfg.eta}), "
                         f"not a multiple of train.segment_steps={segment_steps}"
                     )
 
@@ -179,7 +183,7 @@ class _Halving(Strategy):
                 slots = np.flatnonzero(alive[pos] & (bracket == b))
                 if slots.size == 0:
                     continue
-                k = max(1, slots.size // self.eta)
+                k = max(1, slots.size // self.config.eta)
                 # Best first; ties by member id; diverged (+inf) last and never kept.
                 order = slots[np.lexsort((ids[slots], fit[slots]))]
                 stop = np.concatenate([order[:k][~np.isfinite(fit[order[:k]])], order[k:]])
@@ -202,7 +206,7 @@ class _Halving(Strategy):
             return new_state, PopulationUpdate(done=done)
         active = alive[pos]
         upd = PopulationUpdate(active=active, events=events, done=done)
-        if self.mode == "compact" and not done:
+        if self.config.mode == "compact" and not done:
             upd.keep = np.flatnonzero(active)
             events.append({"kind": "compact", "keep": ids[upd.keep].tolist()})
         return new_state, upd
@@ -220,17 +224,17 @@ class SuccessiveHalving(_Halving):
         min_steps: Steps before the first rung (``strategy.min_steps``).
         max_steps: Training length; must equal ``train.steps`` (``strategy.max_steps``).
         mode: ``"masked"`` (stopped members stay, inactive) or ``"compact"`` (the population is
-            re-packed to the survivors at each rung) (``strategy.halving_mode``).
+            re-packed to the survivors at each rung) (``strategy.mode``).
         sampler: ``"random"`` or ``"sobol"`` initial configurations (``strategy.sampler``).
     """
 
     name = "halving"
 
     def _make_rungs(self):
-        rungs, r = [], self.min_steps
+        rungs, r = [], self.config.min_steps
         while r < self.max_steps:
             rungs.append(r)
-            r *= self.eta
+            r *= self.config.eta
         return (tuple(rungs),)
 
     def _bracket_sizes(self, size):
@@ -255,42 +259,58 @@ class Hyperband(_Halving):
         max_steps: Largest resource R, must equal ``train.steps``; every rung
             ``max_steps / eta**k`` (k = 1..s_max) must be a whole number of steps
             (``strategy.max_steps``).
-        mode: ``"masked"`` or ``"compact"`` (``strategy.halving_mode``).
+        mode: ``"masked"`` or ``"compact"`` (``strategy.mode``).
         sampler: ``"random"`` or ``"sobol"`` initial configurations (``strategy.sampler``).
     """
 
     name = "hyperband"
-    decides_size = True
+    capabilities = Capabilities(decides_size=True)
 
     def _make_rungs(self):
+        cfg = self.config
         s_max = 0
-        while self.min_steps * self.eta ** (s_max + 1) <= self.max_steps:
+        while self.config.min_steps * self.config.eta ** (s_max + 1) <= self.max_steps:
             s_max += 1
-        if self.max_steps % self.eta**s_max:
+        if self.max_steps % self.config.eta**s_max:
             raise ValueError(
                 f"strategy.max_steps: Hyperband rungs fall at max_steps / eta**k (k=1..{s_max}), "
-                f"so {self.max_steps} must be a multiple of {self.eta**s_max} "
-                f"(e.g. min_steps * eta**{s_max} = {self.min_steps * self.eta**s_max})"
+                f"so {self.max_steps} must be a multiple of {self.config.eta**s_max} "
+                f"(e.g. min_steps * eta**{s_max} = {cfg.min_steps * cfg.eta**s_max})"
             )
         self.s_max = s_max
         self.brackets: list[dict[str, Any]] = []
         for s in range(s_max, -1, -1):
-            r = self.max_steps // self.eta**s
-            n = -(-((s_max + 1) * self.eta**s) // (s + 1))
-            rungs = tuple(r * self.eta**i for i in range(s))
+            r = self.max_steps // self.config.eta**s
+            n = -(-((s_max + 1) * self.config.eta**s) // (s + 1))
+            rungs = tuple(r * self.config.eta**i for i in range(s))
             self.brackets.append({"s": s, "n": n, "r_steps": r, "rungs": rungs})
         return tuple(b["rungs"] for b in self.brackets)
 
     def _bracket_sizes(self, size):
+        cfg = self.config
         sizes = tuple(b["n"] for b in self.brackets)
         if size is not None and size != sum(sizes):
             raise ValueError(
-                f"population.size: Hyperband with eta={self.eta}, min_steps={self.min_steps}, "
+                f"population.size: Hyperband with eta={cfg.eta}, min_steps={cfg.min_steps}, "
                 f"max_steps={self.max_steps} runs {sum(sizes)} members (brackets of "
                 f"{', '.join(map(str, sizes))}) but population.size={size}; set "
                 f"population.size={sum(sizes)} or leave it unset"
             )
         return sizes
+
+
+@dataclasses.dataclass(frozen=True)
+class MedianConfig:
+    """``strategy:`` settings of the median stopping rule."""
+
+    min_steps: int = 0  # grace period in steps (0: one segment)
+    sampler: str = "random"  # the first members: random | sobol samples of the space
+    #: explicit first members (name -> value); the rest are sampled
+    points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        _int_field(self.min_steps, "strategy.min_steps", 0)
+        _choice_field(self.sampler, "strategy.sampler", SAMPLERS)
 
 
 class MedianStopping(Strategy):
@@ -307,18 +327,17 @@ class MedianStopping(Strategy):
     """
 
     name = "median"
-    config_fields = ("min_steps", "sampler", "points")
-    points: tuple = ()  # strategy.points: the first members (set by from_config)
+    Config = MedianConfig
+
+    def __init__(self, config: MedianConfig | None = None, /, **fields):
+        super().__init__(config, **fields)
+        if self.config.min_steps < 1:
+            raise ValueError(f"strategy.min_steps: must be >= 1, got {self.config.min_steps}")
 
     @classmethod
-    def from_config(cls, cfg, train):
-        strategy = cls(min_steps=cfg.min_steps or train.segment_steps, sampler=cfg.sampler)
-        strategy.points = tuple(cfg.points or ())
-        return strategy
-
-    def __init__(self, *, min_steps: int, sampler: str = "random"):
-        self.min_steps = _int_field(min_steps, "strategy.min_steps", 1)
-        self.sampler = _choice_field(sampler, "strategy.sampler", SAMPLERS)
+    def from_config(cls, config, train, metric="loss"):
+        del metric
+        return cls(config, min_steps=config.min_steps or train.segment_steps)
 
     def init(self, seed: int, space: Space, size: int | None):
         if size is None or isinstance(size, bool) or size < 1:
@@ -330,12 +349,12 @@ class MedianStopping(Strategy):
             "count": np.zeros(size, np.int64),
             "best": np.full(size, np.inf),
         }
-        return state, _sample(space, self.sampler, seed, size, self.points)
+        return state, _sample(space, self.config.sampler, seed, size, self.config.points)
 
     def check(self, train_steps: int, segment_steps: int) -> None:
-        if self.min_steps >= train_steps:
+        if self.config.min_steps >= train_steps:
             raise ValueError(
-                f"strategy.min_steps: the grace period ({self.min_steps}) must be < "
+                f"strategy.min_steps: the grace period ({self.config.min_steps}) must be < "
                 f"train.steps={train_steps}"
             )
 
@@ -361,7 +380,7 @@ class MedianStopping(Strategy):
                 alive[p] = False
                 events.append(_stop_event(ids[s], fit[s], f"diverged at step {obs.step}"))
                 continue
-            if obs.step < self.min_steps:
+            if obs.step < self.config.min_steps:
                 continue
             others = has.copy()
             others[p] = False

@@ -7,7 +7,7 @@ arXiv:1502.03492; truncated as in Shaban et al. 2019, arXiv:1810.10667, and lear
 the end of the window is differentiated with respect to the member's searched hyperparameters in
 unconstrained coordinates (``log`` lr / weight decay, ``softplus`` warmup, ``logit`` b1, b2,
 dropout, ...: :data:`jaxhpo.hypergrad.unrolled.COORDINATES`), and one outer optax step (Adam or
-SGD, per member, ``strategy.hypergrad_lr``) moves them. The new values are clipped into the
+SGD, per member, ``strategy.outer_lr``) moves them. The new values are clipped into the
 space's ``[low, high]`` (a projected step) and applied by :meth:`update` through the ordinary
 :class:`~jaxhpo.strategies.base.PopulationUpdate` (one ``explore`` lineage event per member
 whose hyperparameters changed), so the logged rows of a segment show the hyperparameters it was
@@ -26,6 +26,7 @@ State (numpy, checkpointable): ``outer`` (the per-member outer optimizer state a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -38,14 +39,27 @@ from jaxhpo import conditions
 from jaxhpo.hypergrad import member, unrolled
 from jaxhpo.population import over_members
 from jaxhpo.space import Choice, Space
-from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, fill_points
+from jaxhpo.strategies.base import (
+    Capabilities,
+    Observation,
+    PopulationUpdate,
+    Strategy,
+    fill_points,
+)
 
 OUTER = ("adam", "sgd")
 
 
-def outer_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+def check_outer(name: str, lr: float) -> None:
+    """One-line errors for ``strategy.outer`` and ``strategy.outer_lr``."""
     if name not in OUTER:
-        raise ValueError(f"strategy.hypergrad_outer: unknown {name!r} (choose from adam, sgd)")
+        raise ValueError(f"strategy.outer: unknown {name!r} (choose from adam, sgd)")
+    if not lr > 0:
+        raise ValueError(f"strategy.outer_lr: must be > 0, got {lr}")
+
+
+def outer_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+    check_outer(name, lr)
     return optax.adam(lr) if name == "adam" else optax.sgd(lr)
 
 
@@ -75,64 +89,58 @@ def bounds(space: Space) -> dict[str, tuple[float, float]]:
     return {n: (float(space[n].low), float(space[n].high)) for n in continuous(space)}
 
 
+@dataclasses.dataclass(frozen=True)
+class OuterConfig:
+    """``strategy:`` settings of the strategies that learn hyperparameters online by gradients
+    (hypergrad, implicit)."""
+
+    outer_lr: float = 0.05  # outer learning rate, unconstrained coordinates
+    outer: str = "adam"  # outer optimizer: adam | sgd
+    sampler: str = "random"  # the first population: random | sobol samples of the space
+    #: explicit first members (name -> value); the rest are sampled
+    points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        check_outer(self.outer, self.outer_lr)
+        if self.sampler not in ("random", "sobol"):
+            raise ValueError(
+                f"strategy.sampler: unknown {self.sampler!r} (choose from random, sobol)"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class HypergradConfig(OuterConfig):
+    """``strategy:`` settings of the unrolled hypergradient strategy."""
+
+    remat: bool = True  # jax.checkpoint every inner step of the window
+    chunk: int = 0  # also checkpoint chunks of this many steps (0: no)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.chunk < 0:
+            raise ValueError(f"strategy.chunk: must be >= 0, got {self.chunk}")
+
+
 class UnrolledHypergrad(Strategy):
     """Online truncated unrolled hypergradients; see the module docstring.
 
-    Args:
-      lr: outer learning rate (``strategy.hypergrad_lr``), unconstrained coordinates.
-      outer: ``adam`` or ``sgd`` (``strategy.hypergrad_outer``).
-      remat: ``jax.checkpoint`` every inner step (``strategy.hypergrad_remat``).
-      chunk: also checkpoint chunks of this many steps (``strategy.hypergrad_chunk``; 0: no).
-      sampler: first population, ``random`` or ``sobol`` (``strategy.sampler``).
-      points: explicit first members (``strategy.points``).
+    Settings: :class:`HypergradConfig`.
     """
 
     name = "hypergrad"
-    config_fields = (
-        "hypergrad_lr",
-        "hypergrad_outer",
-        "hypergrad_remat",
-        "hypergrad_chunk",
-        "sampler",
-        "points",
-    )
+    Config = HypergradConfig
+    capabilities = Capabilities(own_segments=True)
 
-    @classmethod
-    def from_config(cls, cfg, train):
-        return cls(
-            lr=cfg.hypergrad_lr,
-            outer=cfg.hypergrad_outer,
-            remat=cfg.hypergrad_remat,
-            chunk=cfg.hypergrad_chunk,
-            sampler=cfg.sampler,
-            points=cfg.points,
-        )
-
-    def __init__(
-        self,
-        lr: float = 0.05,
-        outer: str = "adam",
-        remat: bool = True,
-        chunk: int = 0,
-        sampler: str = "random",
-        points=(),
-    ):
-        if not lr > 0:
-            raise ValueError(f"strategy.hypergrad_lr: must be > 0, got {lr}")
-        if chunk < 0:
-            raise ValueError(f"strategy.hypergrad_chunk: must be >= 0, got {chunk}")
-        if sampler not in ("random", "sobol"):
-            raise ValueError(f"strategy.sampler: unknown {sampler!r} (choose from random, sobol)")
-        self.outer = outer_optimizer(outer, lr)
-        self.remat, self.chunk, self.sampler = bool(remat), int(chunk), sampler
-        self.points = list(points)
+    def __init__(self, config: OuterConfig | None = None, /, **fields):
+        super().__init__(config, **fields)
+        self.outer_opt = outer_optimizer(self.config.outer, self.config.outer_lr)
         self.space: Space | None = None
         self._windows: dict[Any, Any] = {}
 
     def check(self, train_steps: int, segment_steps: int) -> None:
-        if self.chunk and segment_steps % self.chunk:
+        if self.config.chunk and segment_steps % self.config.chunk:
             raise ValueError(
-                f"strategy.hypergrad_chunk: {self.chunk} does not divide train.segment_steps="
+                f"strategy.chunk: {self.config.chunk} does not divide train.segment_steps="
                 f"{segment_steps}"
             )
 
@@ -143,8 +151,10 @@ class UnrolledHypergrad(Strategy):
         if not space.searched:
             raise ValueError("space: the hypergrad strategy needs a searched dimension")
         self.space = space
-        cols = space.sobol(seed, size) if self.sampler == "sobol" else space.sample(seed, size)
-        cols = fill_points(space, cols, self.points)
+        cols = (
+            space.sobol(seed, size) if self.config.sampler == "sobol" else space.sample(seed, size)
+        )
+        cols = fill_points(space, cols, self.config.points)
         state = {"outer": {}, "proposed": {}, "val": np.zeros(0), "windows": 0}
         return state, cols
 
@@ -154,7 +164,7 @@ class UnrolledHypergrad(Strategy):
         if cache_key in self._windows:
             return self._windows[cache_key]
         names = continuous(self.space)
-        outer, remat, chunk = self.outer, self.remat, self.chunk
+        outer, remat, chunk = self.outer_opt, self.config.remat, self.config.chunk
 
         def program(pop, z, outer_state, train_data, val_data, valid):
             step_fn = member.make_step(population, train_data, valid)
@@ -185,7 +195,7 @@ class UnrolledHypergrad(Strategy):
         hp = population.get_hparams(pop)
         z = unrolled.to_unconstrained({k: hp[k] for k in names})
         z = {k: jnp.nan_to_num(v) for k, v in z.items()}  # inactive (NaN): not read, no gradient
-        template = jax.vmap(self.outer.init)(z)
+        template = jax.vmap(self.outer_opt.init)(z)
         if state["outer"]:
             outer_state = serialization.from_state_dict(template, state["outer"])
         else:

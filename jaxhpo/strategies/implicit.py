@@ -28,12 +28,13 @@ values (a fixed dropout, a fixed weight decay) still enter ``L_T`` as constants.
 Mapped over the population with the population's member mode (``vmap`` / ``lax.map``). A member
 whose hypergradient or validation loss is not finite, or that is stopped or diverged, keeps its
 hyperparameters. The Hessian at an unconverged ``w`` may be indefinite: ``neumann`` with few terms
-(``strategy.implicit_terms``) and a small step (``strategy.implicit_alpha``) is the robust
-default; ``cg`` solves to ``strategy.implicit_terms`` iterations.
+(``strategy.terms``) and a small step (``strategy.alpha``) is the robust
+default; ``cg`` solves to ``strategy.terms`` iterations.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -46,7 +47,7 @@ from jaxhpo.hypergrad import implicit, member, unrolled
 from jaxhpo.population import over_members
 from jaxhpo.space import Space
 from jaxhpo.step import task_loss
-from jaxhpo.strategies.hypergrad import UnrolledHypergrad, bounds
+from jaxhpo.strategies.hypergrad import OuterConfig, UnrolledHypergrad, bounds
 
 #: Hyperparameters that enter the training loss differentiably (see the module docstring).
 DIFFERENTIABLE = ("weight_decay", "label_smoothing")
@@ -87,64 +88,42 @@ def member_losses(population: Any, m: Any, train_data: Any, val_data: Any, names
     return train_loss, val_loss, m.params, z
 
 
+@dataclasses.dataclass(frozen=True)
+class ImplicitConfig(OuterConfig):
+    """``strategy:`` settings of the implicit (IFT) hypergradient strategy."""
+
+    method: str = "neumann"  # inverse-HVP solver: neumann | cg
+    terms: int = 10  # Neumann terms or CG iterations
+    alpha: float = 0.01  # Neumann step (below 2 / largest Hessian eigenvalue)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.method not in implicit.METHODS:
+            raise ValueError(
+                f"strategy.method: unknown {self.method!r} "
+                f"(choose from {', '.join(implicit.METHODS)})"
+            )
+        if self.terms < 1:
+            raise ValueError(f"strategy.terms: must be >= 1, got {self.terms}")
+        if not self.alpha > 0:
+            raise ValueError(f"strategy.alpha: must be > 0, got {self.alpha}")
+
+
 class ImplicitHypergrad(UnrolledHypergrad):
     """Online IFT hypergradients of weight decay and label smoothing; see the module docstring.
 
-    Args:
-      lr: outer learning rate (``strategy.hypergrad_lr``), unconstrained coordinates.
-      outer: ``adam`` or ``sgd`` (``strategy.hypergrad_outer``).
-      method: ``neumann`` or ``cg`` (``strategy.implicit_method``).
-      terms: Neumann terms or CG iterations (``strategy.implicit_terms``).
-      alpha: Neumann step (``strategy.implicit_alpha``), below ``2 / lambda_max(H)``.
-      sampler: first population, ``random`` or ``sobol`` (``strategy.sampler``).
-      points: explicit first members (``strategy.points``).
+    Settings: :class:`ImplicitConfig`.
     """
 
     name = "implicit"
-    config_fields = (
-        "hypergrad_lr",
-        "hypergrad_outer",
-        "implicit_method",
-        "implicit_terms",
-        "implicit_alpha",
-        "sampler",
-        "points",
-    )
+    Config = ImplicitConfig
 
-    @classmethod
-    def from_config(cls, cfg, train):
-        return cls(
-            lr=cfg.hypergrad_lr,
-            outer=cfg.hypergrad_outer,
-            method=cfg.implicit_method,
-            terms=cfg.implicit_terms,
-            alpha=cfg.implicit_alpha,
-            sampler=cfg.sampler,
-            points=cfg.points,
-        )
-
-    def __init__(
-        self,
-        lr: float = 0.05,
-        outer: str = "adam",
-        method: str = "neumann",
-        terms: int = 10,
-        alpha: float = 0.01,
-        sampler: str = "random",
-        points=(),
-    ):
-        super().__init__(lr=lr, outer=outer, sampler=sampler, points=points)
-        if method not in implicit.METHODS:
-            raise ValueError(
-                f"strategy.implicit_method: unknown {method!r} "
-                f"(choose from {', '.join(implicit.METHODS)})"
-            )
-        if terms < 1:
-            raise ValueError(f"strategy.implicit_terms: must be >= 1, got {terms}")
-        if not alpha > 0:
-            raise ValueError(f"strategy.implicit_alpha: must be > 0, got {alpha}")
-        self.method, self.terms, self.alpha = method, int(terms), float(alpha)
+    def __init__(self, config: ImplicitConfig | None = None, /, **fields):
+        super().__init__(config, **fields)
         self._programs: dict[Any, Any] = {}
+
+    def check(self, train_steps: int, segment_steps: int) -> None:
+        """Nothing to check: the window is the segment, not cut into chunks."""
 
     def init(self, seed: int, space: Space, size: int | None):
         check_training_loss_names(space)
@@ -159,7 +138,8 @@ class ImplicitHypergrad(UnrolledHypergrad):
                 "over devices; use population.data_devices=1"
             )
         names = tuple(self.space.searched)
-        outer, method, terms, alpha = self.outer, self.method, self.terms, self.alpha
+        cfg = self.config
+        outer, method, terms, alpha = self.outer_opt, cfg.method, cfg.terms, cfg.alpha
 
         def program(pop, outer_state, train_data, val_data):
             def one(args):
@@ -192,7 +172,9 @@ class ImplicitHypergrad(UnrolledHypergrad):
         pop, losses = population.train_segment(pop, data[0], num_steps, valid_steps=valid_steps)
         names = tuple(self.space.searched)
         hp = population.get_hparams(pop)
-        template = jax.vmap(self.outer.init)(unrolled.to_unconstrained({k: hp[k] for k in names}))
+        template = jax.vmap(self.outer_opt.init)(
+            unrolled.to_unconstrained({k: hp[k] for k in names})
+        )
         if state["outer"]:
             outer_state = serialization.from_state_dict(template, state["outer"])
         else:

@@ -1,4 +1,4 @@
-"""Optuna's pruners inside a generation of the Optuna strategy (``strategy.optuna_pruner``).
+"""Optuna's pruners inside a generation of the Optuna strategy (``strategy.pruner``).
 
 Every evaluation inside a generation, each member still training is judged by the study's pruner
 from its trial's intermediate values of this generation (:mod:`jaxhpo.strategies.optuna_report`):
@@ -47,33 +47,32 @@ _REFUSED_NAMES = {
 
 
 def make_pruner(optuna: Any, name: str | None, options: Mapping[str, Any] | None) -> Any:
-    """The pruner of ``strategy.optuna_pruner`` (a short name of :data:`PRUNERS` or an
-    ``optuna.pruners`` class name) built with ``strategy.optuna_pruner_options``; ``None`` for
+    """The pruner of ``strategy.pruner`` (a short name of :data:`PRUNERS` or an
+    ``optuna.pruners`` class name) built with ``strategy.pruner_options``; ``None`` for
     none. Raises a one-line ``ValueError`` naming the field."""
     if name is None:
         if options:
-            raise ValueError("strategy.optuna_pruner_options: set without strategy.optuna_pruner")
+            raise ValueError("strategy.pruner_options: set without strategy.pruner")
         return None
     if not isinstance(name, str):
-        raise ValueError(f"strategy.optuna_pruner: expected a name, got {name!r}")
+        raise ValueError(f"strategy.pruner: expected a name, got {name!r}")
     cls_name = {**PRUNERS, **_REFUSED_NAMES}.get(name.lower().replace("-", "_"), name)
     if cls_name in _REFUSED:
         raise ValueError(
-            f"strategy.optuna_pruner: {cls_name} keeps rung records in the storage, which a "
+            f"strategy.pruner: {cls_name} keeps rung records in the storage, which a "
             f"resumed population cannot replay; {_REFUSED[cls_name]}"
         )
     cls = getattr(optuna.pruners, cls_name, None)
     if not (isinstance(cls, type) and cls_name.endswith("Pruner") and cls_name != "BasePruner"):
         raise ValueError(
-            f"strategy.optuna_pruner: unknown {name!r} (one of {', '.join(PRUNERS)}, or an "
+            f"strategy.pruner: unknown {name!r} (one of {', '.join(PRUNERS)}, or an "
             "optuna.pruners *Pruner class name)"
         )
     try:
         return cls(**dict(options or {}))
     except (TypeError, ValueError) as e:
         raise ValueError(
-            f"strategy.optuna_pruner_options: optuna.pruners.{cls_name} rejects "
-            f"{dict(options or {})}: {e}"
+            f"strategy.pruner_options: optuna.pruners.{cls_name} rejects {dict(options or {})}: {e}"
         ) from None
 
 

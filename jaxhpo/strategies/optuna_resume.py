@@ -49,7 +49,7 @@ def truncate_study(storage: Any, study_name: str, keep: int) -> int | None:
     """Deletes the trials numbered ``>= keep`` of ``study_name`` in one transaction.
 
     Args:
-      storage: an Optuna storage URL (``strategy.optuna_storage``).
+      storage: an Optuna storage URL (``strategy.storage``).
       study_name: the study's name.
       keep: how many trials (numbers ``0 .. keep-1``) stay.
 
@@ -125,7 +125,7 @@ def delete_trials_with(storage: Any, study_name: str, key: str, value: Any) -> i
 def cut_to_start(cfg: Any, run_dir: Any) -> None:
     """Brings an Optuna database study back to where a run killed before its first checkpoint
     found it (``jaxhpo resume`` of a run without a checkpoint starts again from step 0 and its
-    strategy asks the first generation again). An unnamed study (``strategy.optuna_study: null``,
+    strategy asks the first generation again). An unnamed study (``strategy.study: null``,
     its generated name in ``run.json``) was the killed start's own: it is deleted. A named one
     loses its trailing unfinished trials (the killed start's asked or enqueued ones), in one
     transaction; its earlier, finished trials stay. Nothing is done for another
@@ -134,7 +134,7 @@ def cut_to_start(cfg: Any, run_dir: Any) -> None:
     from pathlib import Path
 
     s = cfg.strategy
-    storage, named = getattr(s, "optuna_storage", None), getattr(s, "optuna_study", None)
+    storage, named = s.options.get("storage"), s.options.get("study")
     if getattr(s, "name", None) != "optuna" or rdb_of(storage) is None:
         return
     import optuna
@@ -173,14 +173,14 @@ def study_for(search: Any, state: dict[str, Any]) -> Any:
         return search.study
     TrialState = search.optuna.trial.TrialState
     mine = search.study
-    other = search.storage is not None and mine is not None and mine.study_name != name
+    other = search.config.storage is not None and mine is not None and mine.study_name != name
     if other and not mine.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        search.optuna.delete_study(study_name=mine.study_name, storage=search.storage)
+        search.optuna.delete_study(study_name=mine.study_name, storage=search.config.storage)
     # A database study is cut back to the checkpoint: its earlier trials and the told ones.
-    left = truncate_study(search.storage, name, keep)
+    left = truncate_study(search.config.storage, name, keep)
     if left is not None and left not in (0, keep):
         raise ValueError(
-            f"strategy.optuna_storage: study {name!r} holds {left} trials, the checkpoint "
+            f"strategy.storage: study {name!r} holds {left} trials, the checkpoint "
             f"expects {keep} (was it changed by hand?)"
         )
     if left is None and mine is not None and mine.study_name == name:

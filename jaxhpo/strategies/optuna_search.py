@@ -17,14 +17,14 @@ random search are Optuna's own (:data:`SAMPLERS`; any ``optuna.samplers.*Sampler
 **Batch defaults.** Samplers get ``seed`` and, where they take it, a population matching a
 generation (NSGA-II/III ``population_size=P``, CMA-ES ``popsize=P``); TPE gets
 ``constant_liar=True`` (Optuna's setting for asking trials before earlier ones are told: running
-trials count as bad results, which spreads a batch). ``strategy.optuna_options`` overrides any of
+trials count as bad results, which spreads a batch). ``strategy.sampler_options`` overrides any of
 them or passes other constructor arguments (``{"n_startup_trials": 8}``).
 
-**Study and storage.** ``strategy.optuna_storage`` is any Optuna storage URL
+**Study and storage.** ``strategy.storage`` is any Optuna storage URL
 (``sqlite:///study.db``, ``postgresql://...``, a journal file through ``optuna.storages``);
 the default ``None`` keeps the study in memory (the strategy cannot know the run directory; name a
 file to look at the study with ``optuna-dashboard sqlite:///study.db`` or
-``optuna.visualization``). ``strategy.optuna_study`` names the study; an existing study of that
+``optuna.visualization``). ``strategy.study`` names the study; an existing study of that
 name is continued (its trials inform the sampler); ``None`` makes a new unique name, kept in the
 strategy state so a resumed run finds it. The study minimises :meth:`Observation.fitness` (the
 objective, negated when it is maximised; its metric name says so, e.g. ``-accuracy``). A diverged
@@ -59,10 +59,10 @@ attributes ``run_dir`` and ``run`` on the study, and ``optuna_study`` / ``optuna
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ from jaxhpo.space import Choice, Float, Int, Space
 from jaxhpo.strategies import optuna_prune, optuna_report, optuna_resume
 from jaxhpo.strategies.base import Observation, PopulationUpdate
 from jaxhpo.strategies.optuna_resume import name_array, name_of
-from jaxhpo.strategies.warm import GenerationalSearch
+from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch
 
 #: Short name -> ``optuna.samplers`` class name (any ``*Sampler`` class name works as well).
 SAMPLERS: dict[str, str] = {
@@ -113,7 +113,7 @@ def resolve_sampler(name: str) -> str:
     """The ``optuna.samplers`` class name of ``name`` (short names in :data:`SAMPLERS`).
 
     Raises:
-      ValueError: naming ``strategy.optuna_sampler``, for an unknown name or a missing package.
+      ValueError: naming ``strategy.sampler``, for an unknown name or a missing package.
     """
     optuna = import_optuna()
     key = str(name).strip()
@@ -123,7 +123,7 @@ def resolve_sampler(name: str) -> str:
         cls = known.get(key.lower()) or known.get(key.lower() + "sampler")
     if cls is None or cls in ("BaseSampler", "BaseGASampler", "GridSampler", "PartialFixedSampler"):
         raise ValueError(
-            f"strategy.optuna_sampler: unknown {name!r} (choose from "
+            f"strategy.sampler: unknown {name!r} (choose from "
             f"{', '.join(dict.fromkeys(SAMPLERS))}, or an optuna.samplers *Sampler name)"
         )
     if cls in EXTRA_PACKAGES:
@@ -132,8 +132,7 @@ def resolve_sampler(name: str) -> str:
             __import__(module)
         except ImportError:
             raise ValueError(
-                f"strategy.optuna_sampler: Optuna's {cls} needs the package {module} "
-                f"(pip install {pip})"
+                f"strategy.sampler: Optuna's {cls} needs the package {module} (pip install {pip})"
             ) from None
     return cls
 
@@ -154,67 +153,51 @@ def distributions(space: Space) -> dict[str, Any]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class OptunaConfig(GenerationalConfig):
+    """``strategy:`` settings of the Optuna strategy (and :class:`GenerationalConfig`'s)."""
+
+    sampler: str = "tpe"  # tpe | gp | cmaes | qmc | nsga2 | random | any optuna *Sampler name
+    storage: str | None = None  # an Optuna storage URL (sqlite:///study.db); None: memory
+    study: str | None = None  # the study's name (None: a new unique name)
+    sampler_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # its kwargs
+    pruner: str | None = None  # median | percentile | threshold | wilcoxon | nop | *Pruner
+    pruner_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # its kwargs
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.storage is not None and not (
+            isinstance(self.storage, str) and "://" in self.storage
+        ):
+            raise ValueError(
+                f"strategy.storage: expected an Optuna storage URL such as "
+                f"sqlite:///study.db, got {self.storage!r}"
+            )
+        if self.study is not None and not (isinstance(self.study, str) and self.study):
+            raise ValueError(f"strategy.study: expected a name, got {self.study!r}")
+
+
 class OptunaSearch(GenerationalSearch):
     """An Optuna sampler proposes every generation (see the module docstring).
 
-    Args:
-      sampler: a name of :data:`SAMPLERS` or an ``optuna.samplers`` class name
-        (``strategy.optuna_sampler``).
-      storage: an Optuna storage URL, ``None`` for memory (``strategy.optuna_storage``).
-      study_name: the study's name; ``None``: a new unique one (``strategy.optuna_study``).
-      options: sampler constructor arguments (``strategy.optuna_options``).
-      pruner: an Optuna pruner judging members inside a generation (``strategy.optuna_pruner``;
-        :mod:`jaxhpo.strategies.optuna_prune`), ``None`` for none.
-      pruner_options: the pruner's constructor arguments (``strategy.optuna_pruner_options``).
-      generation_steps, points, warm_start, warm_start_top, metric: see
-        :mod:`jaxhpo.strategies.warm`.
+    Settings: :class:`OptunaConfig`.
     """
 
     name = "optuna"
-    config_fields = (
-        *GenerationalSearch.config_fields,
-        "optuna_sampler",
-        "optuna_storage",
-        "optuna_study",
-        "optuna_options",
-        "optuna_pruner",
-        "optuna_pruner_options",
-    )
+    Config = OptunaConfig
 
-    def __init__(
-        self,
-        sampler: str = "tpe",
-        storage: str | None = None,
-        study_name: str | None = None,
-        options: Mapping[str, Any] | None = None,
-        pruner: str | None = None,
-        pruner_options: Mapping[str, Any] | None = None,
-        generation_steps: int | None = None,
-        points: Sequence[Mapping[str, Any]] = (),
-        warm_start: str | None = None,
-        warm_start_top: int = 0,
-        metric: str = "loss",
-    ):
+    def __init__(self, config: OptunaConfig | None = None, /, *, metric: str = "loss", **fields):
+        super().__init__(config, metric=metric, **fields)
+        cfg = self.config
         self.optuna = import_optuna()
         self.optuna.logging.set_verbosity(self.optuna.logging.WARNING)  # no line per trial
-        self.sampler_cls = resolve_sampler(sampler)
-        if storage is not None and not (isinstance(storage, str) and "://" in storage):
-            raise ValueError(
-                f"strategy.optuna_storage: expected an Optuna storage URL such as "
-                f"sqlite:///study.db, got {storage!r}"
-            )
-        if storage is not None:
+        self.sampler_cls = resolve_sampler(cfg.sampler)
+        if cfg.storage is not None:
             from jaxhpo.optuna_export import check_storage
 
-            check_storage(storage, "strategy.optuna_storage")  # a sqlite file's folder exists
-        if study_name is not None and not (isinstance(study_name, str) and study_name):
-            raise ValueError(f"strategy.optuna_study: expected a name, got {study_name!r}")
-        super().__init__(generation_steps, points, warm_start, warm_start_top, metric)
-        self.storage = storage
-        self.study_name = study_name
-        self.options = dict(options or {})
+            check_storage(cfg.storage, "strategy.storage")  # a sqlite file's folder exists
         self._make_sampler(0, 2)  # bad options fail here, before anything compiles
-        self.pruner = optuna_prune.make_pruner(self.optuna, pruner, pruner_options)
+        self.pruner = optuna_prune.make_pruner(self.optuna, cfg.pruner, cfg.pruner_options)
         self.space: Space | None = None
         self.study: Any = None
         self.dists: dict[str, Any] = {}
@@ -222,18 +205,6 @@ class OptunaSearch(GenerationalSearch):
         self._running: dict[int, Any] = {}  # trial number -> Trial asked by this process
         self._run_attrs: dict[str, str] = {}  # the run directory's, set on the study (attach)
         self._synced: tuple[str, int] | None = None  # (study, trials) brought back on resume
-
-    @classmethod
-    def from_config(cls, cfg, train):
-        return cls(
-            sampler=cfg.optuna_sampler,
-            storage=cfg.optuna_storage,
-            study_name=cfg.optuna_study,
-            options=cfg.optuna_options,
-            pruner=cfg.optuna_pruner,
-            pruner_options=cfg.optuna_pruner_options,
-            **GenerationalSearch.seeding_kwargs(cfg),
-        )
 
     # -- Optuna plumbing ---------------------------------------------------------------------
 
@@ -251,19 +222,19 @@ class OptunaSearch(GenerationalSearch):
             kwargs["popsize"] = int(size)
         if "constant_liar" in accepted:
             kwargs["constant_liar"] = True
-        kwargs.update(self.options)
+        kwargs.update(self.config.sampler_options)
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as e:
             raise ValueError(
-                f"strategy.optuna_options: optuna.samplers.{self.sampler_cls} rejects "
-                f"{self.options}: {e}"
+                f"strategy.sampler_options: optuna.samplers.{self.sampler_cls} rejects "
+                f"{self.config.sampler_options}: {e}"
             ) from None
 
     def _create_study(self, name: str, sampler):
         try:
             study = self.optuna.create_study(
-                storage=self.storage,
+                storage=self.config.storage,
                 sampler=sampler,
                 pruner=self.pruner or self.optuna.pruners.NopPruner(),
                 study_name=name,
@@ -273,7 +244,7 @@ class OptunaSearch(GenerationalSearch):
         except Exception as e:  # noqa: BLE001 - sqlalchemy's many errors: one line naming it
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ValueError(
-                f"strategy.optuna_storage: cannot open {self.storage}: {first}"
+                f"strategy.storage: cannot open {self.config.storage}: {first}"
             ) from None
         for key, value in self._run_attrs.items():  # the run it belongs to (attach)
             study.set_user_attr(key, value)
@@ -326,7 +297,7 @@ class OptunaSearch(GenerationalSearch):
         if self.study is not None and self.study.study_name == name:
             for key, value in self._run_attrs.items():
                 self.study.set_user_attr(key, value)
-        return {"optuna_study": name, "optuna_storage": self.storage or "memory"}
+        return {"optuna_study": name, "optuna_storage": self.config.storage or "memory"}
 
     # -- Strategy ----------------------------------------------------------------------------
 
@@ -339,7 +310,7 @@ class OptunaSearch(GenerationalSearch):
         self.space = space
         self.dists = distributions(space)
         seeded = self.seed(space, P)
-        name = self.study_name or f"jaxhpo-{uuid.uuid4().hex[:12]}"
+        name = self.config.study or f"jaxhpo-{uuid.uuid4().hex[:12]}"
         sampler = self._make_sampler(seed, P, 0)
         study = self._create_study(name, sampler)
         self.study = study
@@ -400,7 +371,7 @@ class OptunaSearch(GenerationalSearch):
             )
         study = self._study_for(state)
         pruned = optuna_prune.pruned_mask(state, P)
-        state = optuna_report.report(state, self._running, obs, self.generation_steps, pruned)
+        state = optuna_report.report(state, self._running, obs, self.config.generation_steps, pruned)
         if not self.due(int(obs.step)):
             if self.pruner is None:
                 return state, PopulationUpdate()

@@ -32,6 +32,7 @@ seed and the step, so a resumed run makes the same decisions.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,6 +44,7 @@ import numpy as np
 from jaxhpo import conditions
 from jaxhpo.space import Choice, Float, Int, Space, _numeric_from_unit, _numeric_to_unit
 from jaxhpo.strategies.base import (
+    Capabilities,
     Observation,
     PopulationUpdate,
     Strategy,
@@ -198,113 +200,92 @@ def explore(
     return out
 
 
-class PBT(Strategy):
-    """Population Based Training; see the module docstring.
+@dataclasses.dataclass(frozen=True)
+class PBTConfig:
+    """``strategy:`` settings of PBT."""
 
-    Args:
-      ready_steps: exploit/explore every this many steps (a multiple of ``train.segment_steps``).
-      min_steps: no exploit before this many steps.
-      exploit: ``truncation``, ``tournament``, or explore only: ``none`` / ``none_all`` (every
-        member explores) or ``none_bottom`` (the bottom ``fraction`` explores).
-      fraction: truncation's top/bottom fraction, in (0, 0.5].
-      explore: ``perturb`` or ``none`` (exploit only).
-      perturb: ``multiply`` or ``gaussian``.
-      factors: the multiplicative factors (each > 0).
-      sigma: Gaussian std in unit coordinates.
-      resample_prob: probability of resampling a value from the space during explore.
-      explore_all: every member explores at a ready step, not only those that copied.
-      sampler: the first population: ``random`` or ``sobol`` samples of the space.
-      points: explicit first members (name -> value dicts), the rest sampled.
-    """
+    ready_steps: int | None = None  # exploit/explore every this many steps (None: one segment)
+    min_steps: int = 0  # no exploit before this many steps
+    exploit: str = "truncation"  # truncation | tournament | none (=none_all) | none_bottom
+    fraction: float = 0.25  # truncation's top/bottom fraction, in (0, 0.5]
+    explore: str = "perturb"  # perturb | none (exploit only)
+    perturb: str = "multiply"  # multiply | gaussian
+    factors: list[float] = dataclasses.field(default_factory=lambda: [0.8, 1.2])  # multiply's
+    sigma: float = 0.1  # gaussian perturbation std, unit coordinates
+    resample_prob: float = 0.0  # probability of resampling from the space during explore
+    explore_all: bool = False  # every member explores at a ready step (else only those copied)
+    sampler: str = "random"  # the first population: random | sobol samples of the space
+    #: explicit first members (name -> value); the rest are sampled
+    points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
-    name = "pbt"
-    config_fields = (
-        "ready_steps",
-        "min_steps",
-        "exploit",
-        "fraction",
-        "explore",
-        "perturb",
-        "factors",
-        "sigma",
-        "resample_prob",
-        "explore_all",
-        "sampler",
-        "points",
-    )
-
-    def __init__(
-        self,
-        ready_steps: int,
-        min_steps: int = 0,
-        exploit: str = "truncation",
-        fraction: float = 0.25,
-        explore: str = "perturb",
-        perturb: str = "multiply",
-        factors: Sequence[float] = (0.8, 1.2),
-        sigma: float = 0.1,
-        resample_prob: float = 0.0,
-        explore_all: bool = False,
-        sampler: str = "random",
-        points: Sequence[Mapping[str, float]] = (),
-    ):
+    def __post_init__(self):
+        ready, factors = self.ready_steps, self.factors
         checks = [
-            ("strategy.ready_steps", ready_steps >= 1, f"must be >= 1, got {ready_steps}"),
-            ("strategy.min_steps", min_steps >= 0, f"must be >= 0, got {min_steps}"),
-            ("strategy.exploit", exploit in EXPLOIT, f"unknown '{exploit}' ({', '.join(EXPLOIT)})"),
-            ("strategy.fraction", 0 < fraction <= 0.5, f"must lie in (0, 0.5], got {fraction}"),
-            ("strategy.explore", explore in EXPLORE, f"unknown '{explore}' ({', '.join(EXPLORE)})"),
-            ("strategy.perturb", perturb in PERTURB, f"unknown '{perturb}' ({', '.join(PERTURB)})"),
+            ("ready_steps", ready is None or ready >= 1, f"must be >= 1, got {ready}"),
+            ("min_steps", self.min_steps >= 0, f"must be >= 0, got {self.min_steps}"),
             (
-                "strategy.factors",
+                "exploit",
+                self.exploit in EXPLOIT,
+                f"unknown '{self.exploit}' ({', '.join(EXPLOIT)})",
+            ),
+            ("fraction", 0 < self.fraction <= 0.5, f"must lie in (0, 0.5], got {self.fraction}"),
+            (
+                "explore",
+                self.explore in EXPLORE,
+                f"unknown '{self.explore}' ({', '.join(EXPLORE)})",
+            ),
+            (
+                "perturb",
+                self.perturb in PERTURB,
+                f"unknown '{self.perturb}' ({', '.join(PERTURB)})",
+            ),
+            (
+                "factors",
                 len(factors) > 0 and all(f > 0 for f in factors),
                 f"must be a non-empty list of positive numbers, got {list(factors)}",
             ),
-            ("strategy.sigma", sigma > 0, f"must be > 0, got {sigma}"),
+            ("sigma", self.sigma > 0, f"must be > 0, got {self.sigma}"),
             (
-                "strategy.resample_prob",
-                0 <= resample_prob <= 1,
-                f"must lie in [0, 1], got {resample_prob}",
+                "resample_prob",
+                0 <= self.resample_prob <= 1,
+                f"must lie in [0, 1], got {self.resample_prob}",
             ),
             (
-                "strategy.sampler",
-                sampler in SAMPLERS,
-                f"unknown '{sampler}' ({', '.join(SAMPLERS)})",
+                "sampler",
+                self.sampler in SAMPLERS,
+                f"unknown '{self.sampler}' ({', '.join(SAMPLERS)})",
             ),
         ]
         for field, ok, msg in checks:
             if not ok:
-                raise ValueError(f"{field}: {msg}")
-        self.ready_steps, self.min_steps = int(ready_steps), int(min_steps)
-        self.exploit, self.fraction = exploit, float(fraction)
-        self.explore, self.perturb = explore, perturb
-        self.factors, self.sigma = tuple(float(f) for f in factors), float(sigma)
-        self.resample_prob, self.sampler = float(resample_prob), sampler
-        self.explore_all = bool(explore_all)
-        self.points = [dict(p) for p in points]
+                raise ValueError(f"strategy.{field}: {msg}")
+
+
+class PBT(Strategy):
+    """Population Based Training; see the module docstring.
+
+    Settings: :class:`PBTConfig`.
+    """
+
+    name = "pbt"
+    Config = PBTConfig
+    capabilities = Capabilities(compiled=True)
+
+    def __init__(self, config: PBTConfig | None = None, /, **fields):
+        super().__init__(config, **fields)
+        if self.config.ready_steps is None:
+            raise ValueError("strategy.ready_steps: required (from_config fills in one segment)")
         self.space: Space | None = None  # structure, set by init
 
     @classmethod
-    def from_config(cls, cfg, train):
-        return cls(
-            ready_steps=cfg.ready_steps or train.segment_steps,
-            min_steps=cfg.min_steps,
-            exploit=cfg.exploit,
-            fraction=cfg.fraction,
-            explore=cfg.explore,
-            perturb=cfg.perturb,
-            factors=cfg.factors,
-            sigma=cfg.sigma,
-            resample_prob=cfg.resample_prob,
-            explore_all=cfg.explore_all,
-            sampler=cfg.sampler,
-            points=cfg.points,
-        )
+    def from_config(cls, config, train, metric="loss"):
+        del metric
+        return cls(config, ready_steps=config.ready_steps or train.segment_steps)
 
     def check(self, train_steps: int, segment_steps: int) -> None:
-        if self.ready_steps % segment_steps:
+        if self.config.ready_steps % segment_steps:
             raise ValueError(
-                f"strategy.ready_steps: {self.ready_steps} is not a multiple of "
+                f"strategy.ready_steps: {self.config.ready_steps} is not a multiple of "
                 f"train.segment_steps={segment_steps} (exploit happens between segments)"
             )
 
@@ -312,12 +293,12 @@ class PBT(Strategy):
         if size is None or size < 2:
             raise ValueError(f"population.size: PBT needs at least 2 members, got {size}")
         self.space = space
-        cols = initial_population(space, seed, size, self.sampler, self.points)
+        cols = initial_population(space, seed, size, self.config.sampler, self.config.points)
         key = np.asarray(jax.random.key_data(jax.random.key(seed)))
         return {"key": key}, cols
 
     def ready(self, step: jax.Array | int) -> jax.Array | bool:
-        return (step % self.ready_steps == 0) & (step >= max(self.min_steps, 1))
+        return (step % self.config.ready_steps == 0) & (step >= max(self.config.min_steps, 1))
 
     def device_update(self, state, step, fitness_P, hparams, groups_P=None, frozen=()):
         """The decision as a pure function (also run inside the compiled loop).
@@ -328,23 +309,29 @@ class PBT(Strategy):
         """
         key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
         k_sel, k_exp = jax.random.split(key)
-        parents, copied = select_parents(k_sel, fitness_P, self.exploit, self.fraction, groups_P)
+        parents, copied = select_parents(
+            k_sel, fitness_P, self.config.exploit, self.config.fraction, groups_P
+        )
         moved = {k: jnp.asarray(v, jnp.float32)[parents] for k, v in hparams.items()}
-        everyone = self.exploit in ("none", "none_all") or self.explore_all
+        everyone = self.config.exploit in ("none", "none_all") or self.config.explore_all
         explored = jnp.ones_like(copied) if everyone else copied
-        if self.exploit == "none_bottom" and not self.explore_all:  # would have been replaced
-            _, explored = select_parents(k_sel, fitness_P, "truncation", self.fraction, groups_P)
-        if self.explore == "none":
+        if (
+            self.config.exploit == "none_bottom" and not self.config.explore_all
+        ):  # would have been replaced
+            _, explored = select_parents(
+                k_sel, fitness_P, "truncation", self.config.fraction, groups_P
+            )
+        if self.config.explore == "none":
             explored = jnp.zeros_like(copied)
         new = explore(
             k_exp,
             moved,
             explored,
             self.space,
-            perturb=self.perturb,
-            factors=self.factors,
-            sigma=self.sigma,
-            resample_prob=self.resample_prob,
+            perturb=self.config.perturb,
+            factors=self.config.factors,
+            sigma=self.config.sigma,
+            resample_prob=self.config.resample_prob,
             frozen=frozen,
         )
         # conditional dimensions: inactive ones emptied, ones a new parent value activates drawn

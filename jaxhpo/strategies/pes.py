@@ -8,16 +8,16 @@ The study has ONE point ``theta`` in the space's unconstrained coordinates
 (:meth:`jaxhpo.space.Space.to_unconstrained`, as the ``evo`` strategy: every searched
 dimension, ints and choices included, ``z = 0`` the centre of the space). The ``P`` members are
 the ES particles, in antithetic pairs (``P`` even): member ``i`` trains with the hyperparameters
-``decode(theta + eps_i)``, a fresh ``eps_i ~ N(0, pes_sigma^2)`` every segment, and keeps its
+``decode(theta + eps_i)``, a fresh ``eps_i ~ N(0, sigma^2)`` every segment, and keeps its
 weights from segment to segment (a *persistent* particle: its inner state is its own). Each
 segment is one truncation; its fitness is the member's validation objective after the segment
 (the minimised :meth:`~jaxhpo.strategies.base.Observation.fitness`). After every segment the ES
 tells the fitnesses (``pes``: with every perturbation each particle has accumulated since the
 run began, an unbiased estimate of the gradient of the loss summed over the run;
 ``truncated_es``: with this segment's only), steps ``theta`` with the outer optimizer
-(``strategy.hypergrad_outer``, ``strategy.hypergrad_lr``) and asks the next perturbations.
+(``strategy.outer``, ``strategy.outer_lr``) and asks the next perturbations.
 
-**Inner-problem horizon** (``strategy.pes_horizon``, ``T`` steps; the paper's setting): the
+**Inner-problem horizon** (``strategy.horizon``, ``T`` steps; the paper's setting): the
 inner problem restarts every ``T`` steps. After the segment that ends at a multiple of ``T``, the
 ES tells as usual, then every member is re-initialised (``reinit``: fresh weights, a fresh
 optimizer state) and every particle's accumulated perturbation is reset, so the next sums cover
@@ -35,6 +35,7 @@ State (numpy, checkpointable): ``es`` (evosax state as ``flax.serialization.to_s
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -45,63 +46,58 @@ from flax import serialization
 from jaxhpo import conditions
 from jaxhpo.hypergrad import pes
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, fill_points
-from jaxhpo.strategies.hypergrad import outer_optimizer
+from jaxhpo.strategies.base import (
+    Capabilities,
+    Observation,
+    PopulationUpdate,
+    Strategy,
+    fill_points,
+)
+from jaxhpo.strategies.hypergrad import check_outer, outer_optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class PESConfig:
+    """``strategy:`` settings of persistent and truncated ES."""
+
+    sigma: float = 0.3  # perturbation std, unconstrained coordinates
+    horizon: int | None = None  # inner problems restart every this many steps (None: never)
+    outer_lr: float = 0.05  # outer learning rate, unconstrained coordinates
+    outer: str = "adam"  # outer optimizer: adam | sgd
+    #: explicit members whose mean is the first theta (name -> value)
+    points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.sigma > 0:
+            raise ValueError(f"strategy.sigma: must be > 0, got {self.sigma}")
+        h = self.horizon
+        if h is not None and (isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1):
+            raise ValueError(f"strategy.horizon: must be an integer >= 1, got {h!r}")
+        check_outer(self.outer, self.outer_lr)
 
 
 class PersistentES(Strategy):
     """PES over live members; see the module docstring.
 
-    Args:
-      sigma: perturbation std in unconstrained coordinates (``strategy.pes_sigma``).
-      lr: outer learning rate (``strategy.hypergrad_lr``).
-      outer: ``adam`` or ``sgd`` (``strategy.hypergrad_outer``).
-      points: explicit members whose mean is the first ``theta`` (``strategy.points``).
-      horizon: inner-problem length ``T`` in steps (``strategy.pes_horizon``; ``None``: never
-        restart).
+    Settings: :class:`PESConfig`.
     """
 
     name = "pes"
-    config_fields = ("pes_sigma", "pes_horizon", "hypergrad_lr", "hypergrad_outer", "points")
-    no_buckets = "it perturbs every searched value of members that keep training"
+    Config = PESConfig
+    capabilities = Capabilities(
+        no_buckets="it perturbs every searched value of members that keep training"
+    )
     persistent = True
 
-    @classmethod
-    def from_config(cls, cfg, train):
-        return cls(
-            sigma=cfg.pes_sigma,
-            lr=cfg.hypergrad_lr,
-            outer=cfg.hypergrad_outer,
-            points=cfg.points,
-            horizon=cfg.pes_horizon,
-        )
-
-    def __init__(
-        self,
-        sigma: float = 0.3,
-        lr: float = 0.05,
-        outer: str = "adam",
-        points=(),
-        horizon: int | None = None,
-    ):
-        if not sigma > 0:
-            raise ValueError(f"strategy.pes_sigma: must be > 0, got {sigma}")
-        if horizon is not None and (
-            isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1
-        ):
-            raise ValueError(f"strategy.pes_horizon: must be an integer >= 1, got {horizon!r}")
-        self.horizon = None if horizon is None else int(horizon)
-        if not lr > 0:
-            raise ValueError(f"strategy.hypergrad_lr: must be > 0, got {lr}")
-        self.sigma, self.lr = float(sigma), float(lr)
-        self.optimizer = outer_optimizer(outer, lr)
-        self.points = list(points)
+    def __init__(self, config: PESConfig | None = None, /, **fields):
+        super().__init__(config, **fields)
+        self.optimizer = outer_optimizer(self.config.outer, self.config.outer_lr)
         self.space: Space | None = None
 
     def check(self, train_steps: int, segment_steps: int) -> None:
-        if self.horizon is not None and self.horizon % segment_steps:
+        if self.config.horizon is not None and self.config.horizon % segment_steps:
             raise ValueError(
-                f"strategy.pes_horizon: {self.horizon} must be a multiple of "
+                f"strategy.horizon: {self.config.horizon} must be a multiple of "
                 f"train.segment_steps={segment_steps} (inner problems restart between segments)"
             )
 
@@ -124,12 +120,16 @@ class PersistentES(Strategy):
             raise ValueError(f"space: the {self.name} strategy needs a searched dimension")
         self.space = space
         self.es, self.params = pes.make_es(
-            D, int(size), sigma=self.sigma, optimizer=self.optimizer, persistent=self.persistent
+            D,
+            int(size),
+            sigma=self.config.sigma,
+            optimizer=self.optimizer,
+            persistent=self.persistent,
         )
         mean = np.zeros((D,), np.float32)
-        if self.points:
-            centre = space.from_unconstrained(np.zeros((len(self.points), D)))
-            cols = fill_points(space, {k: centre[k] for k in space.searched}, self.points)
+        if self.config.points:
+            centre = space.from_unconstrained(np.zeros((len(self.config.points), D)))
+            cols = fill_points(space, {k: centre[k] for k in space.searched}, self.config.points)
             mean = np.asarray(space.to_unconstrained(cols), np.float64).mean(0).astype(np.float32)
         key_data = np.asarray(jax.random.key_data(jax.random.key(seed)))
         k_init, k_ask, _ = self._keys(key_data, 0)
@@ -174,7 +174,7 @@ class PersistentES(Strategy):
                 k_tell, jnp.asarray(x), jnp.asarray(fitness, jnp.float32), es_state, self.params
             )
             reinit = np.asarray(obs.diverged, bool)
-            restart = self.horizon is not None and int(obs.step) % self.horizon == 0
+            restart = self.config.horizon is not None and int(obs.step) % self.config.horizon == 0
             if restart:  # the inner problem ends: every particle starts a new one
                 reinit = np.ones_like(reinit)
             if reinit.any():  # a restarted particle starts a new accumulation

@@ -11,10 +11,10 @@ their rewards with a moving-average baseline:
 
 where ``R_k`` is minus the member's fitness (diverged members: the worst finite fitness plus the
 range, :func:`jaxhpo.strategies.evo.shape_fitness`), ``b`` the exponential moving average of
-earlier generations' mean reward (``strategy.rl_baseline_decay`` = ``beta``; the first generation
+earlier generations' mean reward (``strategy.baseline_decay`` = ``beta``; the first generation
 uses its own mean) and ``s`` the generation's reward standard deviation (so one learning rate fits
-losses of any scale). ``optax.adam(strategy.rl_learning_rate)`` applies the step, maximising the
-objective plus ``strategy.rl_entropy`` times the policy's entropy.
+losses of any scale). ``optax.adam(strategy.learning_rate)`` applies the step, maximising the
+objective plus ``strategy.entropy`` times the policy's entropy.
 
 **Policy.** A factorised distribution, one factor per searched dimension:
 
@@ -40,9 +40,10 @@ their coordinates), and the Gaussian means start at their mean (as the evosax ad
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -54,7 +55,7 @@ from flax import serialization
 from jaxhpo.space import Choice, Int, Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate
 from jaxhpo.strategies.evo import shape_fitness
-from jaxhpo.strategies.warm import GenerationalSearch, apply_points
+from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply_points
 
 #: ``Int`` ranges with at most this many values are categorical; wider ones are Gaussian.
 MAX_CATEGORIES = 16
@@ -128,68 +129,42 @@ def policy_step(learning_rate: float):
     return step
 
 
+@dataclasses.dataclass(frozen=True)
+class RLConfig(GenerationalConfig):
+    """``strategy:`` settings of REINFORCE (and :class:`GenerationalConfig`'s)."""
+
+    learning_rate: float = 0.2  # Adam on the policy's parameters
+    baseline_decay: float = 0.8  # moving-average baseline of the reward, in [0, 1)
+    entropy: float = 0.0  # entropy bonus weight
+    sigma_init: float = 1.0  # initial std of the Gaussian policy, unconstrained coordinates
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (np.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"strategy.learning_rate: must be > 0, got {self.learning_rate!r}")
+        if not (0 <= self.baseline_decay < 1):
+            raise ValueError(
+                f"strategy.baseline_decay: must lie in [0, 1), got {self.baseline_decay!r}"
+            )
+        if not (np.isfinite(self.entropy) and self.entropy >= 0):
+            raise ValueError(f"strategy.entropy: must be >= 0, got {self.entropy!r}")
+        if not (np.isfinite(self.sigma_init) and self.sigma_init > 0):
+            raise ValueError(f"strategy.sigma_init: must be > 0, got {self.sigma_init!r}")
+
+
 class Reinforce(GenerationalSearch):
     """A REINFORCE-trained policy samples every generation (see the module docstring).
 
-    Args:
-      learning_rate: Adam's learning rate on the policy (``strategy.rl_learning_rate``).
-      baseline_decay: the baseline's moving-average factor in ``[0, 1)``
-        (``strategy.rl_baseline_decay``).
-      entropy_weight: weight of the entropy bonus, ``>= 0`` (``strategy.rl_entropy``).
-      sigma_init: initial standard deviation of the Gaussian factors, unconstrained coordinates
-        (``strategy.sigma_init``).
-      generation_steps, points, warm_start, warm_start_top, metric: see
-        :mod:`jaxhpo.strategies.warm`.
+    Settings: :class:`RLConfig`.
     """
 
     name = "rl"
-    config_fields = (
-        *GenerationalSearch.config_fields,
-        "rl_learning_rate",
-        "rl_baseline_decay",
-        "rl_entropy",
-        "sigma_init",
-    )
+    Config = RLConfig
 
-    def __init__(
-        self,
-        learning_rate: float = 0.2,
-        baseline_decay: float = 0.8,
-        entropy_weight: float = 0.0,
-        sigma_init: float = 1.0,
-        generation_steps: int | None = None,
-        points: Sequence[Mapping[str, Any]] = (),
-        warm_start: str | None = None,
-        warm_start_top: int = 0,
-        metric: str = "loss",
-    ):
-        super().__init__(generation_steps, points, warm_start, warm_start_top, metric)
-        if not (np.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"strategy.rl_learning_rate: must be > 0, got {learning_rate!r}")
-        if not (0 <= baseline_decay < 1):
-            raise ValueError(
-                f"strategy.rl_baseline_decay: must lie in [0, 1), got {baseline_decay!r}"
-            )
-        if not (np.isfinite(entropy_weight) and entropy_weight >= 0):
-            raise ValueError(f"strategy.rl_entropy: must be >= 0, got {entropy_weight!r}")
-        if not (np.isfinite(sigma_init) and sigma_init > 0):
-            raise ValueError(f"strategy.sigma_init: must be > 0, got {sigma_init!r}")
-        self.learning_rate = float(learning_rate)
-        self.baseline_decay = float(baseline_decay)
-        self.entropy_weight = float(entropy_weight)
-        self.sigma_init = float(sigma_init)
-        self.opt = optax.adam(self.learning_rate)
+    def __init__(self, config: RLConfig | None = None, /, *, metric: str = "loss", **fields):
+        super().__init__(config, metric=metric, **fields)
+        self.opt = optax.adam(self.config.learning_rate)
         self.space: Space | None = None
-
-    @classmethod
-    def from_config(cls, cfg, train):
-        return cls(
-            learning_rate=cfg.rl_learning_rate,
-            baseline_decay=cfg.rl_baseline_decay,
-            entropy_weight=cfg.rl_entropy,
-            sigma_init=cfg.sigma_init,
-            **GenerationalSearch.seeding_kwargs(cfg),
-        )
 
     # -- structure ---------------------------------------------------------------------------
 
@@ -265,7 +240,7 @@ class Reinforce(GenerationalSearch):
                     mu[j] = zg[assigned, j].mean()
         params = {
             "mu": mu,
-            "log_std": np.full((len(self.gauss),), math.log(self.sigma_init)),
+            "log_std": np.full((len(self.gauss),), math.log(self.config.sigma_init)),
             "logits": np.zeros((len(self.discrete), self.K)),
         }
         key = jax.random.fold_in(jax.random.key(seed), 0)
@@ -318,17 +293,17 @@ class Reinforce(GenerationalSearch):
         with _x64():
             params = jax.tree.map(jnp.asarray, dict(state["params"]))
             opt_state = serialization.from_state_dict(self._template(params), state["opt"])
-            params, opt_state, _ = policy_step(self.learning_rate)(
+            params, opt_state, _ = policy_step(self.config.learning_rate)(
                 params,
                 opt_state,
                 self.mask,
                 jnp.asarray(z),
                 jnp.asarray(idx),
                 jnp.asarray(adv),
-                jnp.asarray(self.entropy_weight),
+                jnp.asarray(self.config.entropy),
                 self._active(z, idx),
             )
-        baseline = self.baseline_decay * b + (1 - self.baseline_decay) * mean
+        baseline = self.config.baseline_decay * b + (1 - self.config.baseline_decay) * mean
         g, seed = int(state["generation"]), int(state["seed"])
         best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
         current = self._decode(z, idx)

@@ -13,6 +13,7 @@ by :func:`jaxhpo.results.write_schedule` (``RUN_DIR/best_schedule.csv``).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -37,27 +38,37 @@ def load_schedule(source: str | Path) -> pd.DataFrame:
     raise ValueError(f"strategy.schedule: no run directory or schedule file at {source}")
 
 
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+    """``strategy:`` settings of replay."""
+
+    #: a run directory (its best member's schedule) or a schedule CSV
+    schedule: str | None = None
+
+
 class Replay(Strategy):
     """Trains every member under one fixed schedule (a DataFrame with ``start_step``,
-    ``end_step`` and one column per hyperparameter; see the module docstring)."""
+    ``end_step`` and one column per hyperparameter; see the module docstring): ``table``, or
+    the one ``strategy.schedule`` names."""
 
     name = "replay"
-    config_fields = ("schedule",)
+    Config = ReplayConfig
 
-    def __init__(self, schedule: pd.DataFrame):
-        if len(schedule) == 0:
+    def __init__(
+        self, config: ReplayConfig | None = None, /, *, table: pd.DataFrame | None = None, **fields
+    ):
+        super().__init__(config, **fields)
+        if table is None:
+            if not self.config.schedule:
+                raise ValueError(
+                    "strategy.schedule: replay needs a run directory or a schedule CSV "
+                    "(e.g. strategy.schedule=runs/lm-pbt-.../best_schedule.csv)"
+                )
+            table = load_schedule(self.config.schedule)
+        if len(table) == 0:
             raise ValueError("strategy.schedule: the schedule is empty")
-        self.schedule = schedule.reset_index(drop=True)
+        self.schedule = table.reset_index(drop=True)
         self.names = [c for c in self.schedule.columns if c not in SCHEDULE_META]
-
-    @classmethod
-    def from_config(cls, cfg, train):
-        if not cfg.schedule:
-            raise ValueError(
-                "strategy.schedule: replay needs a run directory or a schedule CSV "
-                "(e.g. strategy.schedule=runs/lm-pbt-.../best_schedule.csv)"
-            )
-        return cls(load_schedule(cfg.schedule))
 
     def check(self, train_steps: int, segment_steps: int) -> None:
         starts = self.schedule["start_step"].to_numpy()

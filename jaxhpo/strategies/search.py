@@ -6,13 +6,14 @@ through ``scipy.stats.qmc``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Strategy, fill_points
+from jaxhpo.strategies.base import Capabilities, Strategy, fill_points
 
 
 def with_points(
@@ -42,17 +43,19 @@ def with_points(
     return fill_points(space, cols, points)
 
 
+@dataclasses.dataclass(frozen=True)
+class SampledConfig:
+    """``strategy:`` settings of random and Sobol search."""
+
+    #: explicit first members (name -> value, full or partial); the rest are sampled
+    points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
 class _Sampled(Strategy):
     """A strategy that samples its members and places ``strategy.points`` first."""
 
-    config_fields = ("points",)
-    points: Sequence[Mapping[str, Any]] = ()
-
-    @classmethod
-    def from_config(cls, cfg, train):
-        strategy = cls()
-        strategy.points = list(cfg.points or ())
-        return strategy
+    Config = SampledConfig
+    capabilities = Capabilities(compiled=True)  # it never changes the population
 
 
 class RandomSearch(_Sampled):
@@ -64,7 +67,7 @@ class RandomSearch(_Sampled):
     def init(self, seed, space: Space, size):
         if size is None or size < 1:
             raise ValueError(f"population.size: random search needs a size >= 1, got {size}")
-        return None, with_points(space, space.sample(seed, size), self.points)
+        return None, with_points(space, space.sample(seed, size), self.config.points)
 
 
 class SobolSearch(_Sampled):
@@ -76,30 +79,32 @@ class SobolSearch(_Sampled):
     def init(self, seed, space: Space, size):
         if size is None or size < 1:
             raise ValueError(f"population.size: Sobol search needs a size >= 1, got {size}")
-        return None, with_points(space, space.sobol(seed, size), self.points)
+        return None, with_points(space, space.sobol(seed, size), self.config.points)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """``strategy:`` settings of grid search."""
+
+    points_per_dim: int = 3  # values per float dimension (ints and choices: all of theirs)
+
+    def __post_init__(self):
+        if isinstance(self.points_per_dim, bool) or self.points_per_dim < 2:
+            raise ValueError(f"strategy.points_per_dim: must be >= 2, got {self.points_per_dim}")
 
 
 class GridSearch(Strategy):
-    """The full Cartesian grid; ``points`` values per float dimension.
+    """The full Cartesian grid; ``points_per_dim`` values per float dimension.
 
     The population size is the grid size; if ``population.size`` is given it must match.
     """
 
     name = "grid"
-    config_fields = ("grid_points",)
-    decides_size = True
-
-    @classmethod
-    def from_config(cls, cfg, train):
-        return cls(points=cfg.grid_points)
-
-    def __init__(self, points: int = 3):
-        if points < 1:
-            raise ValueError(f"strategy.grid_points: must be >= 1, got {points}")
-        self.points = points
+    Config = GridConfig
+    capabilities = Capabilities(compiled=True, decides_size=True)
 
     def init(self, seed, space: Space, size):
-        cols = space.grid(self.points)
+        cols = space.grid(self.config.points_per_dim)
         n = len(next(iter(cols.values()))) if cols else 1
         if size is not None and size != n:
             dims = ", ".join(space.searched)

@@ -1,4 +1,4 @@
-"""A TuRBO-style trust region for bo (``strategy.bo_trust_region``).
+"""A TuRBO-style trust region for bo (``strategy.trust_region``).
 
 Eriksson, Pearce, Gardner, Turner & Poloczek 2019, "Scalable Global Optimization via Local Bayesian
 Optimization", NeurIPS, arXiv:1910.01739 (TuRBO-1). Proposals are restricted to a box around the

@@ -146,12 +146,11 @@ class WarmSource:
     top: int
 
     @classmethod
-    def from_config(cls, cfg: Any) -> WarmSource | None:
-        """From ``StrategyConfig``; ``None`` without ``strategy.warm_start``."""
-        check_warm_fields(cfg.warm_start, cfg.warm_start_top)
-        if not cfg.warm_start:
+    def from_config(cls, config: GenerationalConfig, metric: str) -> WarmSource | None:
+        """From a strategy's settings; ``None`` without ``strategy.warm_start``."""
+        if not config.warm_start:
             return None
-        return cls(load_run(cfg.warm_start, cfg.metric), int(cfg.warm_start_top))
+        return cls(load_run(config.warm_start, metric), int(config.warm_start_top))
 
     def points(self, space: Space) -> list[dict[str, Any]]:
         """The ``top`` best members as points of ``space`` (clipped into it; only the names it
@@ -222,6 +221,28 @@ def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+@dataclasses.dataclass(frozen=True)
+class GenerationalConfig:
+    """``strategy:`` settings shared by the searchers that work in generations (evo, bo, rl,
+    optuna)."""
+
+    generation_steps: int | None = None  # steps per generation (None: one segment)
+    #: explicit members of the first generation (name -> value)
+    points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    warm_start: str | None = None  # an earlier run directory whose members seed the study
+    warm_start_top: int = 0  # its k best members join the first generation
+
+    def __post_init__(self):
+        steps = self.generation_steps
+        if steps is not None and (
+            isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1
+        ):
+            raise ValueError(
+                f"strategy.generation_steps: must be an integer >= 1 or null, got {steps!r}"
+            )
+        check_warm_fields(self.warm_start, self.warm_start_top)
+
+
 class GenerationalSearch(Strategy):
     """The generation schedule and seeding shared by ``bo``, ``rl`` and ``optuna``.
 
@@ -229,53 +250,25 @@ class GenerationalSearch(Strategy):
     the schedule, tells only at generation ends and re-initialises every member each generation.
     """
 
-    config_fields = ("generation_steps", "points", "warm_start", "warm_start_top")
+    Config = GenerationalConfig
 
-    def __init__(
-        self,
-        generation_steps: int | None = None,
-        points: Sequence[Mapping[str, Any]] = (),
-        warm_start: str | None = None,
-        warm_start_top: int = 0,
-        metric: str = "loss",
-    ):
-        if generation_steps is not None and (
-            isinstance(generation_steps, bool)
-            or not isinstance(generation_steps, int | np.integer)
-            or generation_steps < 1
-        ):
-            raise ValueError(
-                f"strategy.generation_steps: must be an integer >= 1 or null, got "
-                f"{generation_steps!r}"
-            )
-        check_warm_fields(warm_start, warm_start_top)
-        self.generation_steps = None if generation_steps is None else int(generation_steps)
-        self.points = [dict(p) for p in points]
-        self.warm_start = warm_start or None
-        self.warm_start_top = int(warm_start_top)
-        self.warm = (
-            WarmSource(load_run(warm_start, metric), self.warm_start_top) if warm_start else None
-        )
+    def __init__(self, config: Any = None, /, *, metric: str = "loss", **fields):
+        super().__init__(config, **fields)
+        self.warm = WarmSource.from_config(self.config, metric)
         self.train_steps: int | None = None  # set by check; no proposal after the last generation
 
-    @staticmethod
-    def seeding_kwargs(cfg: Any) -> dict[str, Any]:
-        """The ``StrategyConfig`` fields this class takes."""
-        return {
-            "generation_steps": cfg.generation_steps,
-            "points": cfg.points,
-            "warm_start": cfg.warm_start,
-            "warm_start_top": cfg.warm_start_top,
-            "metric": cfg.metric,
-        }
+    @classmethod
+    def from_config(cls, config, train, metric="loss"):
+        del train
+        return cls(config, metric=metric)
 
     def member_steps(self, train_steps: int, segment_steps: int) -> int:
         del train_steps
-        return self.generation_steps or segment_steps  # fresh members every generation
+        return self.config.generation_steps or segment_steps  # fresh members every generation
 
     def check(self, train_steps: int, segment_steps: int) -> None:
         self.train_steps = int(train_steps)
-        every = self.generation_steps or segment_steps
+        every = self.config.generation_steps or segment_steps
         if every % segment_steps:
             raise ValueError(
                 f"strategy.generation_steps: {every} is not a multiple of train.segment_steps="
@@ -289,11 +282,11 @@ class GenerationalSearch(Strategy):
 
     def due(self, step: int) -> bool:
         """True at the end of a generation."""
-        return self.generation_steps is None or step % self.generation_steps == 0
+        return self.config.generation_steps is None or step % self.config.generation_steps == 0
 
     def last(self, step: int) -> bool:
         """True after the last generation (nothing more to propose: the study is done)."""
         return self.train_steps is not None and step >= self.train_steps
 
     def seed(self, space: Space, size: int) -> Seed:
-        return seed_study(space, self.points, self.warm, size)
+        return seed_study(space, self.config.points, self.warm, size)
