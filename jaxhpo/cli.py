@@ -186,6 +186,22 @@ def _check_report_args(args) -> None:
         check_optuna("--to-optuna")
 
 
+def _report(args) -> int:
+    """``jaxhpo report RUN_DIR [--to-optuna URL [--study-name NAME]]``."""
+    from jaxhpo.report import write_report
+
+    _check_report_args(args)  # before the summary and plots are rewritten
+    summary = write_report(Path(args.run_dir))
+    print(summary.read_text())
+    print(f"plots: {summary.parent / 'plots'}")
+    if args.to_optuna:
+        from jaxhpo.optuna_export import export_run
+
+        name = export_run(args.run_dir, args.to_optuna, args.study_name)
+        print(f"optuna: study '{name}' in {args.to_optuna}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not (len(argv) >= 2 and argv[0] == "run" and argv[1].endswith(".py")):
@@ -225,18 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.command == "report":
-            from jaxhpo.report import write_report
-
-            _check_report_args(args)
-            summary = write_report(Path(args.run_dir))
-            print(summary.read_text())
-            print(f"plots: {summary.parent / 'plots'}")
-            if args.to_optuna:
-                from jaxhpo.optuna_export import export_run
-
-                name = export_run(args.run_dir, args.to_optuna, args.study_name)
-                print(f"optuna: study '{name}' in {args.to_optuna}")
-            return 0
+            return _report(args)
         if args.command == "resume":
             from jaxhpo.experiment import resume_run
 
