@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxhpo.dims import Choice, Fixed, _numeric_from_unit
+
 Conditions = dict[str, tuple[tuple[str, tuple], ...]]
 
 #: Unit coordinate of an inactive entry.
@@ -47,8 +49,6 @@ def check_conditions(dims: Mapping[str, Any], when: Mapping[str, Any], where: st
     Raises:
       ValueError: one line naming ``where.name.when...``.
     """
-    from jaxhpo.space import Choice, Fixed
-
     out: Conditions = {}
     for name, spec in when.items():
         path = f"{where}.{name}"
@@ -242,8 +242,6 @@ def complete_traced(space: Any, hp: Mapping[str, Any], key: Any) -> dict[str, An
     inactive entries NaN, an active NaN entry drawn uniformly in unit coordinates."""
     import jax
     import jax.numpy as jnp
-
-    from jaxhpo.space import _numeric_from_unit
 
     out = dict(hp)
     if not space.when:

@@ -89,7 +89,7 @@ CASES = [
         "space.seq_len: the masked super-model masks depth",
     ),
     # issue 16: accepted, crashed or hung before
-    (["run", "lm-random", "strategy.eta=5"], "strategy.eta: not read by strategy 'random'"),
+    (["run", "lm-random", "strategy.eta=5"], "strategy.eta: not a setting of strategy 'random'"),
     (["run", "lm-random", "strategy.ready_steps=7"], "strategy.ready_steps: not read"),
     (["run", "lm-random", "strategy.points=[{nosuch: 1}]"], "strategy.points[0].nosuch"),
     (["run", "lm-median", "strategy.points=[{lr: 5.0}]"], "strategy.points"),

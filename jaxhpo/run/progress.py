@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jaxhpo.config import Config
+from jaxhpo.notices import notice  # noqa: F401  (re-exported for the run's modules)
 
 
 @dataclasses.dataclass
@@ -94,8 +94,3 @@ def progress_line(
         line = ProgressLine(progress, bar, console, quiet, cfg.name, n_segments, seg, total)
         line.started = time.perf_counter() if started is None else started
         yield line
-
-
-def notice(message: str) -> None:
-    """A line on stderr that ``--quiet`` does not hide (resume and checkpoint warnings)."""
-    print(f"jaxhpo: {message}", file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ from jaxhpo import optim, refs
 from jaxhpo.config import RENAMED_STRATEGY_KEYS, Config, ConfigError, StrategyConfig, merge_settings
 from jaxhpo.models import mup
 from jaxhpo.population import MEMBER_MODES
+from jaxhpo.storage_url import check_storage_url
 from jaxhpo.strategies import STRATEGIES
 from jaxhpo.strategies.base import Strategy, config_names
 from jaxhpo.tasks import TASKS
@@ -46,10 +47,8 @@ def check_config(cfg: Config) -> Config:
     _check_choice("optim.schedule", cfg.optim.schedule, optim.SCHEDULES)
     _check_choice("population.mode", cfg.population.mode, MEMBER_MODES)
     if cfg.report.optuna_storage is not None:
-        from jaxhpo.optuna_export import check_storage
-
         try:
-            check_storage(cfg.report.optuna_storage)
+            check_storage_url(cfg.report.optuna_storage, "report.optuna_storage")
         except ValueError as e:
             raise ConfigError(str(e)) from None
     strategy_cls = strategy_class(cfg.strategy.name)

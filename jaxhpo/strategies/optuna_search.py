@@ -70,6 +70,7 @@ import numpy as np
 
 from jaxhpo import conditions
 from jaxhpo.space import Choice, Float, Int, Space
+from jaxhpo.storage_url import check_storage_url
 from jaxhpo.strategies import optuna_prune, optuna_report, optuna_resume
 from jaxhpo.strategies.base import Observation, PopulationUpdate
 from jaxhpo.strategies.optuna_resume import name_array, name_of
@@ -192,10 +193,8 @@ class OptunaSearch(GenerationalSearch):
         self.optuna = import_optuna()
         self.optuna.logging.set_verbosity(self.optuna.logging.WARNING)  # no line per trial
         self.sampler_cls = resolve_sampler(cfg.sampler)
-        if cfg.storage is not None:
-            from jaxhpo.optuna_export import check_storage
-
-            check_storage(cfg.storage, "strategy.storage")  # a sqlite file's folder exists
+        if cfg.storage is not None:  # dialect, driver, a sqlite file's folder and header
+            check_storage_url(cfg.storage, "strategy.storage")
         self._make_sampler(0, 2)  # bad options fail here, before anything compiles
         self.pruner = optuna_prune.make_pruner(self.optuna, cfg.pruner, cfg.pruner_options)
         self.space: Space | None = None
@@ -371,7 +370,9 @@ class OptunaSearch(GenerationalSearch):
             )
         study = self._study_for(state)
         pruned = optuna_prune.pruned_mask(state, P)
-        state = optuna_report.report(state, self._running, obs, self.config.generation_steps, pruned)
+        state = optuna_report.report(
+            state, self._running, obs, self.config.generation_steps, pruned
+        )
         if not self.due(int(obs.step)):
             if self.pruner is None:
                 return state, PopulationUpdate()

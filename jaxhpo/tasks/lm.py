@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo.models import TransformerConfig
+from jaxhpo.notices import notice
 from jaxhpo.tasks.base import (
     Batch,
     Splits,
@@ -64,8 +65,6 @@ def load_corpus(path: str | None, max_bytes: int, *, where: str = "task.corpus")
         raise ValueError(f"{where}: corpus is empty: {path}")
     size = corpus_size(path, where) if path else len(raw)
     if size > len(raw):
-        from jaxhpo.run.progress import notice
-
         notice(
             f"{where}: training on the first {len(raw):,} of the corpus's {size:,} bytes "
             f"(task.max_bytes={max_bytes:,}; raise it to read more)"
