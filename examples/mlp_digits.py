@@ -55,7 +55,7 @@ class Digits(jaxhpo.ModelTask):
 
 
 SPACE = {
-    "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
     "weight_decay": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
 }
 
@@ -70,7 +70,7 @@ def main(argv=None) -> jaxhpo.TuneResult:
     args = parser.parse_args(argv)
     space = dict(SPACE)
     if args.strategy == "hypergrad":  # online hypergradient descent adapts the learning rate
-        space = {"learning_rate": SPACE["learning_rate"]}
+        space = {"lr": SPACE["lr"]}
     result = jaxhpo.tune(
         Digits(),
         space,

@@ -96,7 +96,7 @@ def jax_one_hot(y):
 
 
 SPACE = {
-    "learning_rate": {"type": "float", "low": 1e-5, "high": 3e-3, "log": True},
+    "lr": {"type": "float", "low": 1e-5, "high": 3e-3, "log": True},
     "weight_decay": {"type": "float", "low": 1e-3, "high": 1.0, "log": True},
     "label_smoothing": {"type": "float", "low": 0.0, "high": 0.3},
 }

@@ -4,9 +4,9 @@ The question a practitioner asks first (issue 20): is the default AdamW + warmup
 choice for the byte-level LM, or does another optimizer or schedule do better once its learning
 rate is tuned? Here the optimizer and the schedule are dimensions of the search space
 (``space.optimizer=[...]``, :mod:`jaxhpo.run.choice_space`): the members of one population
-follow different optimizers and schedules inside one compiled program (:mod:`jaxhpo.choices`),
-with conditional dimensions (momentum only for momentum SGD / Nesterov, ``b1`` / ``b2`` only for
-AdamW and Lion, warmup only for the warmup schedules).
+follow different optimizers and schedules inside one compiled program
+(:mod:`jaxhpo.optim.choices`), with conditional dimensions (momentum only for momentum SGD /
+Nesterov, ``b1`` / ``b2`` only for AdamW and Lion, warmup only for the warmup schedules).
 
 Three studies per seed at equal member-steps (``members x steps``), on the ``lm-random`` preset's
 task and model (2 layers, d_model 64, Python stdlib bytes):

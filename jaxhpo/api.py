@@ -2,8 +2,8 @@
 
 ::
 
-    result = jaxhpo.tune(MyTask(), {"learning_rate": {"type": "float", "low": 1e-4,
-                                                      "high": 1e-1, "log": True}},
+    result = jaxhpo.tune(MyTask(), {"lr": {"type": "float", "low": 1e-4, "high": 1e-1,
+                                           "log": True}},
                          strategy="pbt", optimizer=optax.adamw, population=8, steps=600)
     result.best_hparams, result.best_metrics      # the best member by validation metric
     model = result.best_model()                   # its weights in the task's own module
@@ -104,8 +104,9 @@ def tune(
       task: a task object (:class:`jaxhpo.ModelTask` subclass, or a built-in task).
       space: the search space, as in a config file's ``space:`` section (name -> a value, a
         list of choices, or ``{type: float|int|choice, low, high, log, values}``); names are
-        the optimizer factory's float arguments (``learning_rate``, ``weight_decay``, ``b1``,
-        ...), the schedule's and the task's ``hparams``.
+        ``lr`` (the learning rate, which an optax factory gets as ``learning_rate``), the
+        factory's other float arguments (``weight_decay``, ``b1``, ...), the schedule's and
+        the task's ``hparams``.
       strategy: a strategy name (``random``, ``sobol``, ``grid``, ``pbt``, ``halving``,
         ``hyperband``, ``median``, ``evo``, ``bo``, ``optuna``, ``rl``, ``hypergrad``,
         ``implicit``, ``pes``, ...) or a :class:`jaxhpo.Strategy` object.

@@ -4,7 +4,7 @@ A dimension that declares ``when`` is *active* for a point only where every name
 active and takes one of the listed values, e.g. ``momentum`` only for ``optimizer`` in
 ``[momentum, nesterov]``. An inactive entry holds no value: NaN in a numeric column, None in a
 categorical one (empty in the run's tables), and the trainer reads the default in its place
-(:mod:`jaxhpo.choices`: the default of the member's own optimizer).
+(:mod:`jaxhpo.optim.choices`: the default of the member's own optimizer).
 
 :class:`jaxhpo.space.Space` calls these helpers, so the strategies see conditions through it:
 points decoded from unit / unconstrained coordinates (random, Sobol, BO, evo, REINFORCE, PES)

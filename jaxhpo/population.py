@@ -41,7 +41,7 @@ from jaxhpo.members import (  # noqa: F401 - re-exported: the population's publi
     scatter,
 )
 from jaxhpo.models import TransformerConfig
-from jaxhpo.optim_factory import resolve as resolve_optimizer
+from jaxhpo.optim import resolve as resolve_optimizer
 from jaxhpo.population_eval import PopulationEvaluation
 from jaxhpo.step import MemberModel, member_step, no_step
 from jaxhpo.tasks.base import Task
@@ -88,7 +88,7 @@ class Population(PopulationEvaluation):
       task: the task (model factory, data, loss).
       optimizer: optimizer name (see :data:`jaxhpo.optim.OPTIMIZERS`), or an optax factory
         (``optax.adamw``, a function returning a ``GradientTransformation``) or its
-        ``module:name`` reference (:mod:`jaxhpo.optim_factory`).
+        ``module:name`` reference (:mod:`jaxhpo.optim.factory`).
       schedule: learning-rate schedule name (see :data:`jaxhpo.optim.SCHEDULES`).
       mode: member-axis execution on each device: ``auto``, ``vmap``, ``map`` or ``chunked``.
       chunk_size: members per vmapped chunk in ``chunked`` mode.

@@ -120,7 +120,7 @@ USER_MODULE = textwrap.dedent(
     """
 )
 
-SPACE = {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
+SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def _config(tmp_path, user_file, task="Tiny", optimizer=None) -> str:
     """A config file for a task (and optimizer factory) of ``user_file``."""
     cfg = {
         "task": {"kind": f"{user_file}:{task}"},
-        "space": SPACE if optimizer else {"lr": SPACE["learning_rate"]},
+        "space": SPACE,
         "strategy": {"name": "random", "metric": "loss"},
         "population": {"size": 2},
         "train": {"steps": 4, "segment_steps": 2},
@@ -234,7 +234,7 @@ def test_good_user_task_and_factory_pass_every_check(tmp_path, user_file, no_com
 
     cfg = cli.load_config(_config(tmp_path, user_file, "Tiny", "good_factory"), [])
     prepared = experiment.prepare(cfg)
-    assert prepared.population.opt_names[0] == "learning_rate"
+    assert prepared.population.opt_names[0] == "lr"
     _nothing_written(tmp_path)
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import TINY_LM_OVERRIDES
 
-from jaxhpo.choices import ChoiceSpec
 from jaxhpo.cli import load_config
 from jaxhpo.config import ConfigError
 from jaxhpo.experiment import prepare
+from jaxhpo.optim.choices import ChoiceSpec
 from jaxhpo.run import choice_space
 from jaxhpo.space import Choice, Fixed
 

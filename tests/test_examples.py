@@ -39,5 +39,5 @@ def test_mlp_digits_example(tmp_path, strategy):
 def test_vit_digits_example(tmp_path):
     result = vit_digits.main([*SMALL, "--dim", "16", "--out", str(tmp_path)])
     metrics = pd.read_csv(result.run_dir / "metrics.csv")
-    assert {"learning_rate", "weight_decay", "label_smoothing"} <= set(metrics.columns)
+    assert {"lr", "weight_decay", "label_smoothing"} <= set(metrics.columns)
     assert np.isfinite(result.best_metrics["val_loss"])

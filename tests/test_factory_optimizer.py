@@ -1,4 +1,4 @@
-"""Any optax factory as a per-member optimizer (jaxhpo.optim_factory): per-member values under
+"""Any optax factory as a per-member optimizer (jaxhpo.optim.factory): per-member values under
 vmap equal optax run alone with the same values; schedules on the learning rate; the default
 weight-decay mask; one-line errors."""
 
@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from jaxhpo import optim
-from jaxhpo.optim_factory import FactoryOptimizer, decay_mask
+from jaxhpo.optim.factory import FactoryOptimizer, decay_mask
 
 PARAMS = {"kernel": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "bias": jnp.array([0.5, -0.2, 0.1])}
 LR = np.array([1e-3, 1e-2, 3e-2], np.float32)
@@ -62,19 +62,19 @@ def _custom_chain(learning_rate, weight_decay=0.0, clip=1.0):
     ids=["adamw", "lion", "custom_chain"],
 )
 def test_per_member_values_equal_optax_alone(factory, alone):
-    fo = FactoryOptimizer(factory, "constant", ["learning_rate", "weight_decay"])
-    assert fo.names == ("learning_rate", "weight_decay")
-    got = _population(fo, {"learning_rate": LR, "weight_decay": WD})
+    fo = FactoryOptimizer(factory, "constant", ["lr", "weight_decay"])
+    assert fo.names == ("lr", "weight_decay")
+    got = _population(fo, {"lr": LR, "weight_decay": WD})
     for i in range(3):
         want = _run(alone(float(LR[i]), float(WD[i])))
         chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], got), want, rtol=1e-6)
 
 
 def test_schedule_on_the_learning_rate_equals_optax_schedule():
-    fo = FactoryOptimizer(optax.adamw, "warmup_cosine", ["learning_rate"], mask=None)
-    assert fo.names == ("learning_rate", "warmup_steps", "decay_steps", "min_lr_ratio")
+    fo = FactoryOptimizer(optax.adamw, "warmup_cosine", ["lr"], mask=None)
+    assert fo.names == ("lr", "warmup_steps", "decay_steps", "min_lr_ratio")
     values = {
-        "learning_rate": LR,
+        "lr": LR,
         "warmup_steps": np.full(3, 2.0, np.float32),
         "decay_steps": np.full(3, 5.0, np.float32),
         "min_lr_ratio": np.full(3, 0.1, np.float32),
@@ -87,13 +87,13 @@ def test_schedule_on_the_learning_rate_equals_optax_schedule():
 
 
 def test_default_mask_decays_kernels_not_biases():
-    fo = FactoryOptimizer(optax.adamw, "constant", ["learning_rate", "weight_decay"])
+    fo = FactoryOptimizer(optax.adamw, "constant", ["lr", "weight_decay"])
     tx = fo.template()
-    state = optim.init_opt_state(tx, PARAMS, {"learning_rate": 0.0, "weight_decay": 0.5})
+    state = optim.init_opt_state(tx, PARAMS, {"lr": 0.0, "weight_decay": 0.5})
     zero = jax.tree.map(jnp.zeros_like, PARAMS)
     updates, _ = tx.update(zero, state, PARAMS)  # lr 0: nothing moves ...
     chex.assert_trees_all_close(updates, zero)
-    state = optim.set_hparams(state, {"learning_rate": 1.0})  # ... lr 1: only the decay
+    state = optim.set_hparams(state, {"lr": 1.0})  # ... lr 1: only the decay
     updates, _ = tx.update(zero, state, PARAMS)
     np.testing.assert_allclose(updates["kernel"], -0.5 * PARAMS["kernel"], rtol=1e-6)
     np.testing.assert_array_equal(updates["bias"], 0.0)
@@ -101,10 +101,10 @@ def test_default_mask_decays_kernels_not_biases():
 
 def test_bad_arguments_are_one_line_errors():
     with pytest.raises(ValueError, match=r"^space.nesterov: not a float argument of sgd"):
-        FactoryOptimizer(optax.sgd, "constant", ["learning_rate", "nesterov"])
+        FactoryOptimizer(optax.sgd, "constant", ["lr", "nesterov"])
     with pytest.raises(ValueError, match=r"^optim.optimizer: .* has no learning_rate argument"):
         FactoryOptimizer(lambda lr: optax.sgd(lr), "constant", [])
     with pytest.raises(ValueError, match=r"^optim.schedule: unknown 'nope'"):
         FactoryOptimizer(optax.sgd, "nope", [])
     # names that are not the factory's are left to the task (e.g. its dropout)
-    assert FactoryOptimizer(optax.sgd, "constant", ["dropout"]).names == ("learning_rate",)
+    assert FactoryOptimizer(optax.sgd, "constant", ["dropout"]).names == ("lr",)

@@ -50,7 +50,6 @@ FORMER_DEFAULTS = {
 INF = np.inf
 FORMER_DOMAINS = {
     "lr": (0.0, INF, False, False),
-    "learning_rate": (0.0, INF, False, False),
     "weight_decay": (0.0, INF, True, False),
     "b1": (0.0, 1.0, True, False),
     "b2": (0.0, 1.0, True, False),
@@ -108,12 +107,12 @@ def test_one_name_is_one_hyperparameter_across_the_tables(monkeypatch):
 
 
 def test_derived_defaults_and_domains_equal_the_former_lists():
+    """The former lists, less ``learning_rate``: an optax factory's learning rate is ``lr``."""
     assert dict(optim.DEFAULTS) == FORMER_DEFAULTS
     domains = {k: tuple(v) for k, v in optim.DOMAINS.items()}
     assert domains == {**FORMER_DOMAINS, "hd_beta": (0.0, INF, True, False)}
     assert set(unrolled.COORDINATES) == {
         *(n for n in FORMER_DEFAULTS if n not in ("clip_norm", "clipping_threshold")),
-        "learning_rate",
         "dropout",
         "attn_dropout",
         "label_smoothing",

@@ -197,7 +197,7 @@ def test_structure_search_on_a_model_without_structure_is_one_line(tmp_path):
 
 STRATEGY_CASES = {
     "sobol": {},
-    "grid": {"space": {"learning_rate": [1e-3, 1e-2], "weight_decay": [1e-4, 1e-2]}},
+    "grid": {"space": {"lr": [1e-3, 1e-2], "weight_decay": [1e-4, 1e-2]}},
     "halving": {},
     "hyperband": {"steps": 36, "segment_steps": 12},
     "median": {},
@@ -206,7 +206,7 @@ STRATEGY_CASES = {
     "optuna": {},
     "rl": {},
     "implicit": {"space": {"weight_decay": {"type": "float", "low": 1e-5, "high": 1e-1}}},
-    "pes": {"space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1}}},
+    "pes": {"space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-1}}},
     "pbt": {"settings": {"train": {"compiled": True}}},
     "random": {"settings": {"task": {"folds": 2}}},
 }
@@ -218,7 +218,7 @@ def test_every_strategy_tunes_a_user_task(tmp_path, strategy):
     import optax
 
     case = STRATEGY_CASES[strategy]
-    space = case.get("space", {"learning_rate": LR["lr"], "weight_decay": LR["lr"]})
+    space = case.get("space", {**LR, "weight_decay": LR["lr"]})
     r = jaxhpo.tune(
         Digits(hidden=8),
         space,

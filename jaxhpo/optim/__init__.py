@@ -22,13 +22,19 @@ Where things live:
 * :mod:`~jaxhpo.optim.transform`: :func:`make_optimizer` (the template transform),
   :func:`make_chain` (explicit values), :func:`init_opt_state`, :func:`get_hparams`,
   :func:`set_hparams`.
-* :func:`resolve` (from :mod:`jaxhpo.optim_factory`) gives the one :class:`OptimizerSpec` the
-  population uses, for a built-in name or for any optax factory (``optax.adamw``, a function of
-  yours returning a ``GradientTransformation``).
+* :mod:`~jaxhpo.optim.factory`: :class:`OptimizerSpec`, what the population uses of one
+  optimizer, a built-in name or any optax factory (``optax.adamw``, a function of yours returning
+  a ``GradientTransformation``, or its ``module:name`` reference), and :func:`decay_mask`.
+* :mod:`~jaxhpo.optim.choices`: a per-member choice among optimizers or schedules (one program,
+  a ``lax.switch`` on a code), and :func:`resolve`, the one entry point: a run's optimizer, one
+  or a choice, as an :class:`OptimizerSpec`.
 
-One name per hyperparameter: the peak learning rate of the built-in optimizers and schedules is
-``lr``, in the space, the config, ``opt_state.hyperparams`` and the tables; an optax factory keeps
-its own argument name ``learning_rate``, which shares ``lr``'s default, domain and coordinate.
+Imports go one way: ``base`` <- ``optimizers``/``schedules`` <- ``table`` <- ``mup`` <-
+``transform`` <- ``factory`` <- ``choices`` <- this package.
+
+One name per hyperparameter: the peak learning rate is ``lr`` in the space, the config,
+``opt_state.hyperparams`` and the tables, for the built-in optimizers and for an optax factory
+alike (which is called with ``learning_rate=``, optax's argument name).
 
 Hyperparameters are float32 scalars per member, so parameters (and hence optimizer moments)
 are expected to be float32 master weights; lower-precision parameters would be promoted to
@@ -39,7 +45,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxhpo._lazy import lazy_exports
 from jaxhpo.optim import table
 from jaxhpo.optim.base import (
     ChainInputs,
@@ -49,13 +54,10 @@ from jaxhpo.optim.base import (
     OptimizerEntry,
     ScheduleEntry,
 )
+from jaxhpo.optim.choices import ChoiceSpec, resolve
+from jaxhpo.optim.factory import OptimizerSpec, decay_mask
 from jaxhpo.optim.optimizers import OPTIMIZER_TABLE
-from jaxhpo.optim.schedules import (
-    FACTORY_LEARNING_RATE,
-    LR,
-    SCHEDULE_TABLE,
-    schedule_value,
-)
+from jaxhpo.optim.schedules import LR, SCHEDULE_TABLE, schedule_value
 from jaxhpo.optim.table import DEFAULTS, DOMAINS, hparam_names
 from jaxhpo.optim.transform import (
     get_hparams,
@@ -68,13 +70,13 @@ from jaxhpo.optim.transform import (
 __all__ = [
     "DEFAULTS",
     "DOMAINS",
-    "FACTORY_LEARNING_RATE",
     "LR",
     "OPTIMIZERS",
     "OPTIMIZER_TABLE",
     "SCHEDULES",
     "SCHEDULE_TABLE",
     "ChainInputs",
+    "ChoiceSpec",
     "Domain",
     "Hparam",
     "MupRule",
@@ -97,18 +99,13 @@ __all__ = [
 #: tables too (:class:`~jaxhpo.optim.table.TableView`).
 _DERIVED = {"OPTIMIZERS": table.optimizer_names, "SCHEDULES": table.schedule_names}
 
-#: The resolved optimizer of a run lives in jaxhpo.optim_factory (it imports this package).
-_lazy_getattr, _lazy_dir = lazy_exports(
-    __name__,
-    {n: "jaxhpo.optim_factory" for n in ("OptimizerSpec", "resolve", "decay_mask")},
-    globals(),
-)
-
 
 def __getattr__(name: str) -> Any:
     derive = _DERIVED.get(name)
-    return derive() if derive is not None else _lazy_getattr(name)
+    if derive is None:
+        raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
+    return derive()
 
 
 def __dir__() -> list[str]:
-    return sorted({*_lazy_dir(), *_DERIVED})
+    return sorted({*globals(), *_DERIVED})

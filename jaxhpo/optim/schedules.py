@@ -33,14 +33,11 @@ from jaxhpo.optim.base import (
 
 Array = jax.Array
 
-#: The name of the peak learning rate of every built-in schedule (and so of every built-in
-#: optimizer). An optax factory's is its own argument, ``learning_rate``
-#: (:data:`FACTORY_LEARNING_RATE`).
+#: The name of the peak learning rate of every schedule, so of every optimizer: built-in, or an
+#: optax factory (:mod:`jaxhpo.optim.factory`, which passes it as the factory's
+#: ``learning_rate`` argument).
 LR = "lr"
-#: The peak rate of an optax factory (:mod:`jaxhpo.optim_factory`): optax's argument name, the
-#: same hyperparameter as :data:`LR` (its default, domain and coordinate are :data:`LR`'s).
-FACTORY_LEARNING_RATE = "learning_rate"
-#: The code of a per-member choice among schedules (:mod:`jaxhpo.choices`).
+#: The code of a per-member choice among schedules (:mod:`jaxhpo.optim.choices`).
 SCHEDULE_CODE = "schedule"
 
 LR_HPARAM = Hparam(LR, 1e-3, POSITIVE, "log")

@@ -6,9 +6,9 @@ Every function here reads :data:`~jaxhpo.optim.optimizers.OPTIMIZER_TABLE` and
 per-layer rates without another edit.
 
 One name per hyperparameter: a name has one default, one domain and one coordinate across the
-tables (:func:`hparams` refuses a clash). The peak learning rate of the built-in optimizers is
-``lr``; an optax factory's is its own argument ``learning_rate`` (:mod:`jaxhpo.optim_factory`),
-which shares ``lr``'s facts here.
+tables (:func:`hparams` refuses a clash). The peak learning rate is ``lr``, for the built-in
+optimizers and for an optax factory alike (:mod:`jaxhpo.optim.factory` passes it as the
+factory's ``learning_rate`` argument).
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ from typing import Any
 from jaxhpo.optim.base import Domain, Hparam, MupRule, OptimizerEntry, check_choice
 from jaxhpo.optim.optimizers import OPTIMIZER_TABLE
 from jaxhpo.optim.schedules import (
-    FACTORY_LEARNING_RATE,
-    LR,
     SCHEDULE_CODE,
     SCHEDULE_TABLE,
     schedule_choice_names,
     schedule_entry,
 )
 
-#: The code of a per-member choice among optimizers (:mod:`jaxhpo.choices`).
+#: The code of a per-member choice among optimizers (:mod:`jaxhpo.optim.choices`).
 OPTIMIZER_CODE = "optimizer"
 #: The codes of per-member choices: hyperparameters of no entry, default 0 (the first choice).
 CODE_DEFAULTS: dict[str, float] = {SCHEDULE_CODE: 0.0, OPTIMIZER_CODE: 0.0}
@@ -74,10 +72,8 @@ def defaults() -> dict[str, float]:
 
 
 def domains() -> dict[str, Domain]:
-    """The valid values of every hyperparameter (the factory's ``learning_rate`` as ``lr``)."""
-    out = {n: h.domain for n, h in hparams().items()}
-    out[FACTORY_LEARNING_RATE] = out[LR]
-    return out
+    """The valid values of every hyperparameter."""
+    return {n: h.domain for n, h in hparams().items()}
 
 
 class TableView(Mapping[str, Any]):
@@ -120,16 +116,14 @@ def differentiable(optimizer: str, schedule: str | tuple[str, ...]) -> tuple[str
 
 
 def coordinates() -> dict[str, str]:
-    """The unconstrained coordinate of every name some entry may differentiate (the factory's
-    ``learning_rate`` as ``lr``), in table order."""
+    """The unconstrained coordinate of every name some entry may differentiate, in table
+    order."""
     table = hparams()
     names = [n for e in SCHEDULE_TABLE.values() for n in e.differentiable]
     names += [n for e in OPTIMIZER_TABLE.values() for n in e.differentiable]
     out: dict[str, str] = {}
     for n in names:
         out[n] = table[n].coordinate  # type: ignore[assignment]
-        if n == LR:
-            out[FACTORY_LEARNING_RATE] = out[LR]
     return out
 
 
@@ -149,7 +143,7 @@ def hparam_names(optimizer: str, schedule: str | tuple[str, ...]) -> tuple[str, 
     Args:
         optimizer: A built-in optimizer's name.
         schedule: A schedule's name, or a tuple of them (a per-member choice: the union of
-            their names and the code ``schedule``, :mod:`jaxhpo.choices`).
+            their names and the code ``schedule``, :mod:`jaxhpo.optim.choices`).
 
     Returns:
         The names, in a fixed order, without duplicates.

@@ -2,11 +2,11 @@
 
 A space dimension named ``optimizer`` (or ``schedule``) whose values are names (built-in names or
 ``module:factory`` references; schedule names) makes the run's optimizer (schedule) a per-member
-choice among those values (:mod:`jaxhpo.choices`: one program, a ``lax.switch`` on the member's
-code). The strategies then search the *code*, an index into the values: the space they see holds
-``optimizer: [0, 1, ...]`` (a fixed name is a choice of one, code 0), and every ``when`` that names
-the dimension's values is rewritten to the codes. :func:`labels` maps codes back to names for the
-reports.
+choice among those values (:mod:`jaxhpo.optim.choices`: one program, a ``lax.switch`` on the
+member's code). The strategies then search the *code*, an index into the values: the space they
+see holds ``optimizer: [0, 1, ...]`` (a fixed name is a choice of one, code 0), and every ``when``
+that names the dimension's values is rewritten to the codes. :func:`labels` maps codes back to
+names for the reports.
 
     jaxhpo run 'space.optimizer=[adamw, sgd, optax:lion]' 'space.schedule=[warmup_cosine, constant]'
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from jaxhpo import optim, refs
-from jaxhpo.choices import OPTIMIZER, SCHEDULE
 from jaxhpo.config import Config, ConfigError
+from jaxhpo.optim.choices import OPTIMIZER, SCHEDULE
 from jaxhpo.space import Choice, Fixed, Space
 
 #: The space dimensions that choose a program, and the config field each one replaces.

@@ -154,7 +154,8 @@ def check_optimizer_init(cfg: Config, space: Any, task: Any) -> None:
       ValueError: one line naming ``optim.optimizer`` (or the task) and the user's function.
     """
     from jaxhpo import refs
-    from jaxhpo.optim_factory import OptimizerSpec, check_init, resolve
+    from jaxhpo.optim import OptimizerSpec, resolve
+    from jaxhpo.optim.factory import check_init
     from jaxhpo.run import choice_space
     from jaxhpo.tasks.user_task import abstract_params
 

@@ -19,7 +19,7 @@ import numpy as np
 from jaxhpo import refs
 from jaxhpo.buckets import BUCKET_HPARAMS, BucketedPopulation
 from jaxhpo.config import Config, ConfigError, StrategyConfig, TrainConfig
-from jaxhpo.optim_factory import resolve as resolve_optimizer
+from jaxhpo.optim import resolve as resolve_optimizer
 from jaxhpo.population import Population, resolve_devices
 from jaxhpo.run import choice_space
 from jaxhpo.run.checks import check_space, check_structure
@@ -83,7 +83,7 @@ def build_strategy(section: StrategyConfig, train: TrainConfig) -> Strategy:
 
 
 def opt_names(cfg: Config, space: Space) -> tuple[str, ...]:
-    """The optimizer's per-member hyperparameter names (a factory's: ``learning_rate``, the
+    """The optimizer's per-member hyperparameter names (a factory's: ``lr``, the
     schedule's and the float arguments the space names)."""
     try:
         return resolve_optimizer(*choice_space.program(cfg), space.names).names

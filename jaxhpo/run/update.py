@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhpo import choices, parallel
+from jaxhpo import parallel
+from jaxhpo.optim import choices
 from jaxhpo.strategies.base import PopulationUpdate
 
 

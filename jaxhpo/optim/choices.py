@@ -7,17 +7,21 @@ behind a ``jax.lax.switch``, as ``init_scheme`` does for initialisation
 (:func:`jaxhpo.models.mup.kernel_init`). A strategy changes a member's schedule or optimizer
 between segments by writing its code, which never recompiles; PBT may explore it.
 
+:func:`resolve` is the one entry point for a run's optimizer (``jaxhpo.optim.resolve``): a
+tuple of optimizers is a per-member choice (:func:`resolve_choice`), anything else one optimizer
+(:func:`jaxhpo.optim.factory.resolve_one`).
+
 * **Schedules** (:func:`jaxhpo.optim.schedules.switch_schedule_value`, re-exported here):
   ``schedule=("warmup_cosine", "constant")``
   anywhere a schedule name is taken (:func:`jaxhpo.optim.make_optimizer`,
-  :func:`jaxhpo.optim.resolve`, :class:`jaxhpo.population.Population`). The hyperparameters are
+  :func:`resolve`, :class:`jaxhpo.population.Population`). The hyperparameters are
   the union of the schedules' (each branch reads its own) plus ``schedule``.
-* **Optimizers** (:class:`ChoiceSpec`, from :func:`jaxhpo.optim.resolve` given a tuple of
+* **Optimizers** (:class:`ChoiceSpec`, from :func:`resolve` given a tuple of
   built-in names and/or optax factories): one program with a switch over the choices' updates
   and a state holding every choice's state (a tuple, one entry per choice; a member updates only
   its own entry). A member with code ``i`` therefore computes exactly what choice ``i`` alone
-  computes. The per-member names are the union of the choices' (the peak rate is ``lr`` when a
-  built-in name is among the choices, else ``learning_rate``) plus ``optimizer``.
+  computes. The per-member names are the union of the choices' (the peak rate is ``lr`` for
+  every choice, built-in or factory) plus ``optimizer``.
 
 Under ``lax.map`` over members (the CPU default) a switch on a per-member code runs one branch;
 under ``vmap`` it runs every branch and selects (the cost of a mixed population is measured in
@@ -35,25 +39,23 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxhpo import optim
+from jaxhpo import refs
 from jaxhpo.optim.base import check_choices, code_index, or_default
+from jaxhpo.optim.factory import Factory, OptimizerSpec, factory_arguments, resolve_one
 from jaxhpo.optim.mup import with_lr_multipliers
-from jaxhpo.optim.schedules import schedule_choice_names, switch_schedule_value
-from jaxhpo.optim.table import OPTIMIZER_CODE, SCHEDULE_CODE
-from jaxhpo.optim_factory import OptimizerSpec, _signature
+from jaxhpo.optim.schedules import LR, schedule_choice_names, switch_schedule_value
+from jaxhpo.optim.table import DEFAULTS, OPTIMIZER_CODE, SCHEDULE_CODE
 
 #: Hyperparameter names of the two codes.
 SCHEDULE = SCHEDULE_CODE
 OPTIMIZER = OPTIMIZER_CODE
-#: The two names of the peak learning rate: the built-in optimizers' and an optax factory's.
-_PEAKS = (optim.LR, optim.FACTORY_LEARNING_RATE)
 
 __all__ = [
     "OPTIMIZER",
@@ -61,6 +63,7 @@ __all__ = [
     "ChoiceSpec",
     "code_index",
     "optional_names",
+    "resolve",
     "resolve_choice",
     "schedule_choice_names",
     "switch_schedule_value",
@@ -101,7 +104,7 @@ class ChoiceSpec(OptimizerSpec):
     """A per-member choice among optimizers (from :func:`resolve_choice`).
 
     :attr:`optimizer` is the tuple of the choices' :class:`OptimizerSpec`; :attr:`names` the
-    union of theirs (the peak rate under one name) plus ``optimizer``; :attr:`defaults` a
+    union of theirs (the peak rate ``lr`` first) plus ``optimizer``; :attr:`defaults` a
     choice's default where the choices agree, NaN (each choice its own) where they do not.
     """
 
@@ -119,12 +122,11 @@ class ChoiceSpec(OptimizerSpec):
 
     def _member_values(self, i: int, hp: Mapping[str, Any]) -> dict[str, jax.Array]:
         """Choice ``i``'s hyperparameters from the union's (NaN: choice ``i``'s default)."""
-        spec, peak = self.choices[i], self.names[0]
-        out = {}
-        for n in spec.names:
-            src = peak if n in _PEAKS else n
-            out[n] = or_default(hp[src] if src in hp else self.defaults[src], spec.defaults[n])
-        return out
+        spec = self.choices[i]
+        return {
+            n: or_default(hp[n] if n in hp else self.defaults[n], spec.defaults[n])
+            for n in spec.names
+        }
 
     def _switch(self, hp: Mapping[str, Any], differentiable: bool, mup: bool):
         txs = []
@@ -158,46 +160,73 @@ class ChoiceSpec(OptimizerSpec):
         return self._switch(values, differentiable=differentiable, mup=True)
 
 
+def resolve(
+    optimizer: str | Factory | Sequence[str | Factory],
+    schedule: str | Sequence[str] = "constant",
+    searched: Iterable[str] = (),
+    *,
+    mask: Callable[..., Any] | Any | None = "default",
+) -> OptimizerSpec:
+    """The optimizer of a run: one :class:`~jaxhpo.optim.factory.OptimizerSpec`, or a
+    :class:`ChoiceSpec` for a per-member choice among optimizers.
+
+    Args:
+      optimizer: a built-in name (:data:`jaxhpo.optim.OPTIMIZERS`), an optax factory or a
+        function of yours returning a ``GradientTransformation`` (taking ``learning_rate``), or
+        its ``module:name`` reference (:func:`jaxhpo.optim.factory.resolve_one`); or a tuple
+        of them, a per-member choice (:func:`resolve_choice`, the code ``optimizer`` per
+        member).
+      schedule: the learning-rate schedule (:data:`jaxhpo.optim.SCHEDULES`), or a tuple of
+        them, a per-member choice (the code ``schedule`` per member).
+      searched: the search space's names (see :func:`~jaxhpo.optim.factory.resolve_one`).
+      mask: a factory's weight-decay mask (see :func:`~jaxhpo.optim.factory.resolve_one`).
+
+    Returns:
+      The spec: ``names`` (the peak learning rate is ``lr`` for every optimizer),
+      ``defaults``, ``label``, ``template()``, ``chain(hp)``.
+
+    Raises:
+      ValueError: one line naming the field (:func:`~jaxhpo.optim.factory.resolve_one`,
+        :func:`resolve_choice`).
+    """
+    if isinstance(schedule, list | tuple):
+        schedule = tuple(schedule)
+    if isinstance(optimizer, list | tuple):
+        return resolve_choice(optimizer, schedule, searched, mask)
+    return resolve_one(optimizer, schedule, searched, mask=mask)
+
+
 def resolve_choice(
     optimizers: Sequence[Any], schedule: Any, searched: Any = (), mask: Any = "default"
 ) -> ChoiceSpec:
     """A :class:`ChoiceSpec` over ``optimizers`` (built-in names, optax factories or
-    ``module:name`` references), each resolved by :func:`jaxhpo.optim.resolve`."""
-    from jaxhpo import refs
-    from jaxhpo.optim_factory import resolve
-
+    ``module:name`` references), each resolved by :func:`jaxhpo.optim.factory.resolve_one`."""
     check_choices(OPTIMIZER, list(optimizers), None)
     searched = tuple(searched)
-    known = dict(optim.DEFAULTS)  # every built-in optimizer's and schedule's name
+    known = dict(DEFAULTS)  # every built-in optimizer's and schedule's name
     specs = []
     for o in optimizers:
         if isinstance(o, str) and not refs.is_reference(o):
-            specs.append(resolve(o, schedule))
+            specs.append(resolve_one(o, schedule))
             continue
         factory = refs.resolve(o, "optim.optimizer") if isinstance(o, str) else o
         # another choice's names (optimizer names this factory does not take) are not its
-        own = set(_signature(factory)) if callable(factory) else set()
+        own = set(factory_arguments(factory)) if callable(factory) else set()
         mine = [n for n in searched if n in own or n not in known]
-        specs.append(resolve(factory, schedule, mine, mask=mask))
-    read = {n for s in specs for n in s.names} | {*_PEAKS, OPTIMIZER}
+        specs.append(resolve_one(factory, schedule, mine, mask=mask))
+    read = {n for s in specs for n in s.names} | {LR, OPTIMIZER}
     unread = [n for n in searched if n in known and n not in read]
     if unread:
         raise ValueError(
             f"space.{unread[0]}: read by none of the optimizers "
             + ", ".join(s.label for s in specs)
         )
-    peak = optim.LR if any(s.builtin for s in specs) else optim.FACTORY_LEARNING_RATE
-    names: list[str] = [peak]
+    names: list[str] = [LR]
     for s in specs:
-        names += [n for n in s.names if n not in _PEAKS and n not in names]
+        names += [n for n in s.names if n not in names]
     defaults: dict[str, float] = {}
     for n in names:
-        seen = {
-            float(s.defaults[m])
-            for s in specs
-            for m in s.names
-            if m == n or (n == peak and m in _PEAKS)
-        }
+        seen = {float(s.defaults[n]) for s in specs if n in s.names}
         defaults[n] = seen.pop() if len(seen) == 1 else float("nan")
     names.append(OPTIMIZER)
     defaults[OPTIMIZER] = 0.0

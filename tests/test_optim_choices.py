@@ -1,4 +1,4 @@
-"""jaxhpo.choices: the schedule and the optimizer as per-member codes in one program.
+"""jaxhpo.optim.choices: the schedule and the optimizer as per-member codes in one program.
 
 A member of a mixed population equals the same member trained alone with optax's own optimizer
 and schedule; changing a member's code between segments does not retrace; an inactive (NaN)
@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxhpo import choices, optim
-from jaxhpo.optim import resolve
+from jaxhpo import optim
+from jaxhpo.optim import choices, resolve
 
 PARAMS = {
     "dense": {

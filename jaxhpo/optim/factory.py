@@ -1,9 +1,11 @@
-"""One resolved optimizer for the population: a built-in name or any optax factory.
+"""An optimizer of a run: a built-in name or any optax factory, as one :class:`OptimizerSpec`.
 
-:func:`resolve` turns what a run names as its optimizer into an :class:`OptimizerSpec`: the
+:func:`resolve_one` turns what a run names as its optimizer into an :class:`OptimizerSpec`: the
 per-member hyperparameter names, their defaults, a label, the template transform
 (``optax.inject_hyperparams``: every name a float32 array in ``opt_state.hyperparams``) and the
 chain with explicit values (its state is the template's ``inner_state``, for hypergradients).
+A per-member choice among optimizers is :mod:`jaxhpo.optim.choices`, whose
+:func:`~jaxhpo.optim.choices.resolve` takes either (``jaxhpo.optim.resolve``).
 
 * A built-in name (:data:`jaxhpo.optim.OPTIMIZERS`) is exactly :func:`jaxhpo.optim.make_optimizer`
   / :func:`~jaxhpo.optim.make_chain` / :func:`~jaxhpo.optim.hparam_names` /
@@ -11,10 +13,12 @@ chain with explicit values (its state is the template's ``inner_state``, for hyp
 * A factory (``optax.adamw``, ``optax.lion``, ``optax.sgd``, a user's function returning a
   ``GradientTransformation``; or its ``module:name`` reference) has its signature read:
 
-  - ``learning_rate`` (required) is always per member: the peak of the schedule
-    (:func:`jaxhpo.optim.schedule_value`), whose own hyperparameters (``warmup_steps``,
-    ``decay_steps``, ``min_lr_ratio``, ...) are per member too; the factory gets the schedule as
-    a callable of the step (the value itself for ``constant``);
+  - its ``learning_rate`` argument (required) is always per member, named ``lr`` as for the
+    built-in optimizers (one name per hyperparameter; the factory is still called with
+    ``learning_rate=``): the peak of the schedule (:func:`jaxhpo.optim.schedule_value`), whose
+    own hyperparameters (``warmup_steps``, ``decay_steps``, ``min_lr_ratio``, ...) are per
+    member too; the factory gets the schedule as a callable of the step (the value itself for
+    ``constant``);
   - every other float argument of the factory that ``searched`` names (``weight_decay``, ``b1``,
     ``momentum``, ...) is per member; a float argument is one annotated with ``float`` (alone or
     in a union), or unannotated with a numeric or no default. Arguments without a default are
@@ -42,10 +46,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxhpo import optim
+from jaxhpo import refs
+from jaxhpo.optim.schedules import LR, schedule_value
+from jaxhpo.optim.table import DEFAULTS, hparam_names
+from jaxhpo.optim.transform import make_chain, make_optimizer
 
 Factory = Callable[..., optax.GradientTransformation]
 
+#: The argument through which an optax factory takes its (peak) learning rate; the per-member
+#: name of that value is :data:`~jaxhpo.optim.schedules.LR` (``lr``), as for built-in names.
+FACTORY_ARGUMENT = "learning_rate"
 #: Arguments through which a factory takes a weight-decay mask.
 MASK_ARGUMENTS: tuple[str, ...] = ("mask", "weight_decay_mask")
 
@@ -86,7 +96,7 @@ class OptimizerSpec:
         """The template transform: ``optax.inject_hyperparams`` over :attr:`names` (float32,
         initially :attr:`defaults`), as :func:`jaxhpo.optim.make_optimizer`."""
         if self.builtin:
-            return optim.make_optimizer(self.optimizer, self.schedule)
+            return make_optimizer(self.optimizer, self.schedule)
 
         def factory(**hp: jax.Array) -> optax.GradientTransformation:
             return self._factory_chain(hp)
@@ -109,29 +119,27 @@ class OptimizerSpec:
         :func:`jaxhpo.optim.make_chain`); a factory is built from the values as it is.
         """
         if self.builtin:
-            return optim.make_chain(
-                self.optimizer, self.schedule, hp, differentiable=differentiable
-            )
+            return make_chain(self.optimizer, self.schedule, hp, differentiable=differentiable)
         return self._factory_chain(
             {n: jnp.asarray(hp[n] if n in hp else self.defaults[n], float) for n in self.names}
         )
 
     def _factory_chain(self, hp: Mapping[str, Any]) -> optax.GradientTransformation:
         values = dict(hp)
-        lr = values.pop("learning_rate")
+        lr = values.pop(LR)
         sched = {n: values.pop(n) for n in _schedule_names(self.schedule)}
         if self.schedule == "constant":
             learning_rate: Any = lr  # as optax.<factory>(lr): no schedule state
         else:
             sched["lr"] = lr
-            learning_rate = lambda count: optim.schedule_value(self.schedule, count, sched)
-        return self.optimizer(learning_rate=learning_rate, **values, **self.kwargs)
+            learning_rate = lambda count: schedule_value(self.schedule, count, sched)
+        return self.optimizer(**{FACTORY_ARGUMENT: learning_rate}, **values, **self.kwargs)
 
 
 def _schedule_names(schedule: str) -> tuple[str, ...]:
     """The schedule's hyperparameters other than its peak ``lr`` (checks the schedule name)."""
-    common = optim.hparam_names("sgd", "constant")
-    return tuple(n for n in optim.hparam_names("sgd", schedule) if n not in common)
+    common = hparam_names("sgd", "constant")
+    return tuple(n for n in hparam_names("sgd", schedule) if n not in common)
 
 
 def _name(factory: Factory) -> str:
@@ -167,13 +175,20 @@ def _is_float(p: inspect.Parameter) -> bool:
 
 
 def _default(name: str, p: inspect.Parameter) -> float | None:
+    """The factory's numeric default of argument ``p`` (per-member name ``name``), else the
+    tables' default of ``name``."""
     d = p.default
     if isinstance(d, int | float) and not isinstance(d, bool):
         return float(d)
-    return optim.DEFAULTS.get("lr" if name == "learning_rate" else name)
+    return DEFAULTS.get(name)
 
 
-def _signature(factory: Factory) -> Mapping[str, inspect.Parameter]:
+def factory_arguments(factory: Factory) -> Mapping[str, inspect.Parameter]:
+    """The arguments of ``factory`` that can be passed by name.
+
+    Raises:
+      ValueError: ``optim.optimizer: cannot read the arguments of ...``.
+    """
     try:
         try:
             sig = inspect.signature(factory, eval_str=True)
@@ -190,11 +205,22 @@ def _factory_spec(
     factory: Factory, schedule: str, searched: Iterable[str], mask: Any
 ) -> OptimizerSpec:
     qual = _name(factory)
-    params = _signature(factory)
-    if "learning_rate" not in params:
+    params = factory_arguments(factory)
+    if FACTORY_ARGUMENT not in params:
         raise ValueError(
             f"optim.optimizer: {qual} has no learning_rate argument (an optax factory such as "
             "optax.adamw, or a function of yours taking learning_rate)"
+        )
+    if LR in params:
+        raise ValueError(
+            f"optim.optimizer: {qual} takes an argument named lr, the per-member name of its "
+            "learning_rate; rename the argument"
+        )
+    searched = tuple(searched)
+    if FACTORY_ARGUMENT in searched:
+        raise ValueError(
+            f"space.{FACTORY_ARGUMENT}: the learning rate is named lr (one name for every "
+            f"optimizer; {qual} still gets it as learning_rate)"
         )
     schedule_names = _schedule_names(schedule)  # checks the schedule name
     clash = [n for n in schedule_names if n in params]
@@ -204,19 +230,19 @@ def _factory_spec(
             "as an argument; use another schedule or rename the argument"
         )
     floats = [n for n, p in params.items() if _is_float(p)]
-    listing = f"(its float arguments: {', '.join(floats)})"
+    shown = [f"{LR} (its {n})" if n == FACTORY_ARGUMENT else n for n in floats]
+    listing = f"(its float arguments: {', '.join(shown)})"
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
     own: list[str] = []
-    searched = tuple(searched)
     for name in [*searched, *required]:
-        if name == "learning_rate" or name in schedule_names or name in own:
+        if name in (FACTORY_ARGUMENT, LR) or name in schedule_names or name in own:
             continue
         # a required argument that the space does not name is the factory's fault
         field = f"space.{name}:" if name in searched else f"optim.optimizer: {name} is"
         if name in params and name not in floats:
             raise ValueError(f"{field} not a float argument of {qual} {listing}")
         if name not in params:
-            if name in optim.DEFAULTS:  # an optimizer's or schedule's name this one ignores
+            if name in DEFAULTS:  # an optimizer's or schedule's name this one ignores
                 raise ValueError(
                     f"space.{name}: not an argument of {qual} nor of schedule '{schedule}' "
                     f"{listing}"
@@ -228,10 +254,11 @@ def _factory_spec(
                 f"function of yours with one, e.g. {name}=0.1 {listing}"
             )
         own.append(name)
-    names = ("learning_rate", *schedule_names, *own)
+    names = (LR, *schedule_names, *own)
     defaults = {
-        **{n: optim.DEFAULTS[n] for n in schedule_names},
-        **{n: _default(n, params[n]) for n in ("learning_rate", *own)},
+        LR: _default(LR, params[FACTORY_ARGUMENT]),
+        **{n: DEFAULTS[n] for n in schedule_names},
+        **{n: _default(n, params[n]) for n in own},
     }
     kwargs: dict[str, Any] = {}
     masks = [n for n in MASK_ARGUMENTS if n in params]
@@ -262,8 +289,6 @@ def check_transform(spec: OptimizerSpec, where: str = "optim.optimizer") -> None
     Raises:
       ValueError: one line naming ``where`` and the factory (what it raised, or returned).
     """
-    from jaxhpo import refs
-
     if spec.builtin:
         return
     factory = spec.optimizer
@@ -289,8 +314,6 @@ def check_init(spec: OptimizerSpec, params: Any, where: str = "optim.optimizer")
     Raises:
       ValueError: naming ``where``.
     """
-    from jaxhpo import refs
-
     if spec.builtin:
         return
     try:
@@ -299,22 +322,22 @@ def check_init(spec: OptimizerSpec, params: Any, where: str = "optim.optimizer")
         raise refs.user_error(where, spec.optimizer, e) from (e if refs.debug() else None)
 
 
-def resolve(
+def resolve_one(
     optimizer: str | Factory,
-    schedule: str = "constant",
+    schedule: str | tuple[str, ...] = "constant",
     searched: Iterable[str] = (),
     *,
     mask: Callable[..., Any] | Any | None = "default",
 ) -> OptimizerSpec:
-    """The optimizer of a run as one :class:`OptimizerSpec`.
+    """One optimizer (not a per-member choice among several) as an :class:`OptimizerSpec`.
 
     Args:
       optimizer: a built-in name (:data:`jaxhpo.optim.OPTIMIZERS`), an optax factory or a
         function of yours returning a ``GradientTransformation`` (taking ``learning_rate``), or
-        its ``module:name`` reference; or a tuple of them, a per-member choice
-        (:class:`jaxhpo.choices.ChoiceSpec`, the code ``optimizer`` per member).
+        its ``module:name`` reference.
       schedule: the learning-rate schedule (:data:`jaxhpo.optim.SCHEDULES`), or a tuple of
-        them, a per-member choice (the code ``schedule`` per member, :mod:`jaxhpo.choices`).
+        them, a per-member choice (the code ``schedule`` per member,
+        :mod:`jaxhpo.optim.choices`).
       searched: the search space's names. A factory's float arguments among them become
         per-member hyperparameters; names that are no argument of the factory and no
         optimizer or schedule name (:data:`jaxhpo.optim.DEFAULTS`) are left to the task (e.g.
@@ -330,29 +353,24 @@ def resolve(
     Raises:
       ValueError: one line naming the field: an unknown built-in name or schedule
         (``optim.*``); a factory without ``learning_rate``, or with an argument named as one of
-        the schedule's hyperparameters; a searched name that is an argument of the factory but
-        not a float one, that has no numeric default, or that is an optimizer or schedule name
-        the factory does not take (``space.<name>: ...``, listing the factory's float
-        arguments); a mask for a factory or built-in name that takes none (``optim.mask``).
+        the schedule's hyperparameters; ``learning_rate`` in the space (the name is ``lr``); a
+        searched name that is an argument of the factory but not a float one, that has no
+        numeric default, or that is an optimizer or schedule name the factory does not take
+        (``space.<name>: ...``, listing the factory's float arguments); a mask for a factory or
+        built-in name that takes none (``optim.mask``).
     """
-    from jaxhpo import refs
-
-    if isinstance(schedule, list | tuple):  # a per-member choice of schedule (jaxhpo.choices)
+    if isinstance(schedule, list | tuple):  # a per-member choice of schedule
         schedule = tuple(schedule)
-    if isinstance(optimizer, list | tuple):  # a per-member choice of optimizer
-        from jaxhpo.choices import resolve_choice
-
-        return resolve_choice(optimizer, schedule, searched, mask)
     if isinstance(optimizer, str) and not refs.is_reference(optimizer):
         if mask is not None and mask != "default":
             raise ValueError(
                 f"optim.mask: the built-in optimizer '{optimizer}' takes no mask (pass an optax "
                 "factory such as optax.adamw to mask its weight decay)"
             )
-        names = optim.hparam_names(optimizer, schedule)
+        names = hparam_names(optimizer, schedule)
         return OptimizerSpec(
             names=names,
-            defaults={n: optim.DEFAULTS[n] for n in names},
+            defaults={n: DEFAULTS[n] for n in names},
             label=optimizer,
             optimizer=optimizer,
             schedule=schedule,
@@ -373,5 +391,5 @@ def FactoryOptimizer(  # noqa: N802 (the earlier class's name, kept for its call
     searched: Iterable[str] = (),
     mask: Any = "default",
 ) -> OptimizerSpec:
-    """Deprecated: :func:`resolve` of a factory."""
+    """Deprecated: :func:`resolve_one` of a factory."""
     return _factory_spec(factory, schedule, searched, mask)
