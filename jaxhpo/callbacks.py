@@ -4,7 +4,7 @@ A callback is any object with (some of) these methods; the run calls them on pro
 
 * ``on_start(run_dir, info)``: once per process, with ``run.json``'s fields (hyperparameter
   names, objective, strategy, ...). On a resumed run ``info["resumed_at_step"]`` gives the step
-  of the checkpoint the run continues from (0 when it starts again from the beginning).
+  of the checkpoint the run continues from (-1: no checkpoint, it starts again from step 0).
 * ``on_evaluation(rows, events, run_dir)``: after every evaluation, with the rows just written
   to ``metrics.csv`` (one dict per member: ``member``, ``step``, ``segment``, ``train_loss``,
   the hyperparameters, ``val_<metric>``, ``diverged``, ``active``) and the strategy's events
@@ -117,7 +117,7 @@ def history(run_dir: str | Path) -> tuple[list[tuple[list, list]], list[dict[str
     events = read_events(run_dir)
     calls, done = [], 0
     path = run_dir / "metrics.csv"
-    table = _read_rows(path) if path.exists() else []
+    table = _read_rows(path) if path.exists() and path.stat().st_size else []
     for step, rows in _by_step(table):
         now = []
         while done < len(events) and _step_of(events[done]) < step:

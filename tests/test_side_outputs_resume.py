@@ -176,3 +176,63 @@ def test_truly_finished_run_is_refused_in_one_line(uninterrupted):
     assert proc.returncode == 2 and "finished already" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert main is not None
+
+
+#: The Optuna strategy on a named sqlite study: 3 members, generations of 8 steps (TPE after 2
+#: trials; the preset's two points enqueued first).
+OPTUNA = [
+    *TOY,
+    "population.size=3",
+    "strategy.name=optuna",
+    "strategy.generation_steps=8",
+    "strategy.study=s",
+    "strategy.sampler_options={n_startup_trials: 2}",
+]
+
+
+def optuna_study(out: Path, kill: str, resumes: tuple[str, ...] = ()) -> Path:
+    db = f"strategy.storage=sqlite:///{out.parent / (out.name + '-strategy.db')}"
+    return study(out, kill, [*OPTUNA, db], resumes)
+
+
+def strategy_trials(run_dir: Path) -> list[tuple]:
+    url = f"sqlite:///{run_dir.parent.parent / (run_dir.parent.name + '-strategy.db')}"
+    assert optuna.get_all_study_names(url) == ["s"]
+    return [
+        (t.number, t.state.name, t.params, t.value, t.user_attrs, t.system_attrs)
+        + (t.intermediate_values,)
+        for t in optuna.load_study(study_name="s", storage=url).get_trials()
+    ]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_optuna(tmp_path_factory) -> Path:
+    return optuna_study(tmp_path_factory.mktemp("side-optuna") / "full", "none")
+
+
+@pytest.mark.parametrize(
+    ("kill", "resumes"),
+    [
+        ("start", ()),  # before any checkpoint: the default suite's case
+        *(
+            pytest.param(kill, resumes, marks=pytest.mark.slow)
+            for kill, resumes in [
+                ("eval:0", ()),  # step 0's rows given, checkpoint 0 not committed
+                ("eval:4", ()),  # after checkpoint 0, inside the first generation
+                ("eval:12", ()),  # inside the second generation (TPE's relative parameters)
+                ("end", ()),  # inside the finish
+                ("start", ("eval:20",)),  # twice
+            ]
+        ),
+    ],
+)
+def test_optuna_database_study_killed_anywhere_resumes_as_the_uninterrupted_run(
+    tmp_path, uninterrupted_optuna, kill, resumes
+):
+    """Regression: a named sqlite study killed before its first checkpoint kept the killed
+    start's trials RUNNING and TPE proposed another second generation; trials a resume
+    re-created lacked their system attributes (``fixed_params``, ``tpe:relative_params:*``)."""
+    run_dir = optuna_study(tmp_path / "killed", kill, resumes)
+    assert_same_outputs(uninterrupted_optuna, run_dir)
+    assert strategy_trials(run_dir) == strategy_trials(uninterrupted_optuna)
+    assert {t[1] for t in strategy_trials(run_dir)} == {"COMPLETE"}

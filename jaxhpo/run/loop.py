@@ -143,9 +143,9 @@ def _open_writer(
     resuming, the existing ones cut back to the checkpoint's rows and events."""
     population, task = prep.population, prep.task
     names = population.hparam_names
+    # Killed before the first checkpoint: new tables (a kill may have left them without their
+    # header), the run starts again from step 0.
     counts = (restored[2]["metrics_rows"], restored[2]["events"]) if restored else None
-    if resume and not restored:
-        counts = (0, 0)  # killed before the first checkpoint: start again from step 0
     writer = RunWriter(
         out_dir,
         run_dir.name,
@@ -158,7 +158,7 @@ def _open_writer(
         info = json.loads((run_dir / "run.json").read_text())
         writer.update_info({"resumed": int(info.get("resumed", 0)) + 1})
         if hooks is not None:  # side outputs brought to the checkpoint (callbacks.py)
-            hooks.resume(run_dir, info, int(restored[2]["step"]) if restored else 0)
+            hooks.resume(run_dir, info, int(restored[2]["step"]) if restored else -1)
         return writer
     metric = cfg.strategy.metric
     writer.write_config(

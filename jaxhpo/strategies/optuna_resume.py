@@ -177,6 +177,7 @@ def study_for(search: Any, state: dict[str, Any]) -> Any:
     if other and not mine.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         search.optuna.delete_study(study_name=mine.study_name, storage=search.config.storage)
     # A database study is cut back to the checkpoint: its earlier trials and the told ones.
+    asked = _asked(search, name, numbers)
     left = truncate_study(search.config.storage, name, keep)
     if left is not None and left not in (0, keep):
         raise ValueError(
@@ -195,6 +196,8 @@ def study_for(search: Any, state: dict[str, Any]) -> Any:
         for j, (row, value) in enumerate(zip(np.asarray(state["params"]), values)):
             reported = optuna_report.archived(state, j)
             study.add_trial(search._trial(row, value, reported=reported, pruned=told_pruned[j]))
+    if left is not None:
+        _ask_again(search, study, state, numbers, asked)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     by_number = {t.number: t for t in running}
     for n in numbers:  # a persistent study still holds the generation's running trials
@@ -202,3 +205,40 @@ def study_for(search: Any, state: dict[str, Any]) -> Any:
             search._running[n] = search.optuna.trial.Trial(study, by_number[n]._trial_id)
     search.study, search._synced = study, (name, keep)
     return study
+
+
+def _asked(search: Any, name: str, numbers: list[int]) -> dict[int, Any]:
+    """The generation's trials in a database study, number -> FrozenTrial (before the cut)."""
+    if rdb_of(search.config.storage) is None or not numbers:
+        return {}
+    try:
+        study = search.optuna.load_study(study_name=name, storage=search.config.storage)
+    except KeyError:
+        return {}
+    return {t.number: t for t in study.get_trials(deepcopy=False) if t.number in set(numbers)}
+
+
+def _ask_again(search: Any, study: Any, state: dict[str, Any], numbers, asked) -> None:
+    """The checkpoint's generation again, as running trials with the numbers, parameters, user
+    and system attributes (the sampler's, e.g. ``tpe:relative_params:*``) they were asked with,
+    and the intermediate values the checkpoint holds; the generation's end tells them as the
+    uninterrupted run does. Stops at the first trial the cut study does not give its number
+    (those are added as finished when told)."""
+    running = search.optuna.trial.TrialState.RUNNING
+    for i, n in enumerate(numbers):
+        t = asked.get(n)
+        if t is None:
+            return
+        frozen = search.optuna.trial.create_trial(
+            state=running,
+            params=t.params,
+            distributions=t.distributions,
+            user_attrs={k: v for k, v in t.user_attrs.items() if k != "member"},
+            system_attrs=t.system_attrs,
+            intermediate_values=optuna_report.reported(state, i),
+        )
+        trial_id = study._storage.create_new_trial(study._study_id, frozen)
+        if study._storage.get_trial_number_from_id(trial_id) != n:  # not the uninterrupted one
+            truncate_study(search.config.storage, study.study_name, n)
+            return
+        search._running[n] = search.optuna.trial.Trial(study, trial_id)
