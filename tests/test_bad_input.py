@@ -90,7 +90,7 @@ CASES = [
     ),
     # issue 16: accepted, crashed or hung before
     (["run", "lm-random", "strategy.eta=5"], "strategy.eta: not a setting of strategy 'random'"),
-    (["run", "lm-random", "strategy.ready_steps=7"], "strategy.ready_steps: not read"),
+    (["run", "lm-random", "strategy.ready_steps=7"], "strategy.ready_steps: not a setting"),
     (["run", "lm-random", "strategy.points=[{nosuch: 1}]"], "strategy.points[0].nosuch"),
     (["run", "lm-median", "strategy.points=[{lr: 5.0}]"], "strategy.points"),
     (["run", "lm-random", "strategy.points=[1, 2]"], "strategy.points"),

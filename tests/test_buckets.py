@@ -204,9 +204,12 @@ def test_bad_bucket_settings_are_one_line_errors(tmp_path, capsys, extra, messag
 
 
 def test_a_strategy_that_trains_its_own_segments_refuses_buckets(bucketed):
+    from jaxhpo.strategies.base import Capabilities
     from jaxhpo.strategies.search import RandomSearch
 
     class OwnSegments(RandomSearch):
+        capabilities = Capabilities(own_segments=True)  # declared, not guessed
+
         def train_segment(self, state, population, pop, data, num_steps, valid_steps):
             raise AssertionError("never reached")
 

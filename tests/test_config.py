@@ -252,7 +252,7 @@ def test_yaml_file_with_experiment_and_overrides(tmp_path):
     assert cfg.name == "my-grid"
     assert cfg.train.steps == 30  # the override wins over the file
     assert cfg.train.segment_steps == 10  # the file wins over the preset
-    assert cfg.strategy.name == "grid" and cfg.strategy.points_per_dim == 2
+    assert cfg.strategy.name == "grid" and cfg.strategy.options["points_per_dim"] == 2
     assert cfg.population.size is None
     assert cfg.space == preset("lm-grid")["space"]
     prep = prepare(cfg)

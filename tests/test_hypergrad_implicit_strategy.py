@@ -189,7 +189,6 @@ def test_bad_implicit_setting_is_one_line_error_naming_the_field(override, field
     from jaxhpo.config import ConfigError
     from jaxhpo.experiment import prepare
 
-    cfg = load_config("lm-implicit", [*TINY_LM_OVERRIDES, override])
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as e:
-        prepare(cfg)
+        prepare(load_config("lm-implicit", [*TINY_LM_OVERRIDES, override]))
     assert "\n" not in str(e.value)

@@ -288,8 +288,12 @@ def test_task_reads_init_hparams(lm_task):
     ],
 )
 def test_bad_mup_config_is_one_line_error(override, message):
+    """Values are checked when the config is built, names (µP's registries) by
+    jaxhpo.run.validate.check_config, both before anything else."""
+    from jaxhpo.run.validate import check_config
+
     with pytest.raises(ConfigError, match=message):
-        build(Config(), parse_override(override))
+        check_config(build(Config(), parse_override(override)))
 
 
 def test_lm_mup_preset_builds_a_mup_population():
