@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from jaxhpo._lazy import lazy_exports
 
+__version__ = "0.2.0"  # 0.2: each strategy owns its settings (strategy: {name, ...})
+
 _EXPORTS = {
     "tune": "jaxhpo.api",
     "TuneResult": "jaxhpo.api",

@@ -17,7 +17,8 @@ from jaxhpo.run.prepare import (
     opt_names,
     prepare,
 )
-from jaxhpo.run.resume import config_fingerprint, resume_run
+from jaxhpo.run.resume import config_fingerprint
+from jaxhpo.run.resume_dir import resume_run
 from jaxhpo.run.update import apply_update, check_update
 
 __all__ = [

@@ -92,7 +92,7 @@ def main(argv: list[str]) -> None:
         recorder = Recorder(where / "seen.jsonl")
         run(cfg, quiet=True, callbacks=[recorder, Killer(kill)])
     else:
-        from jaxhpo.run.resume import resume_run
+        from jaxhpo.run.resume_dir import resume_run
 
         recorder = Recorder(where.parent / "seen.jsonl")
         resume_run(where, quiet=True, callbacks=[recorder, Killer(kill)])

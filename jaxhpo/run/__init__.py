@@ -7,7 +7,9 @@
     loop.py       the host loop: segments -> evaluate -> strategy -> log
     update.py     a strategy's decision checked and applied (host, compiled loop, simulate)
     compiled.py   train.compiled: the whole run as one lax.scan program
-    resume.py     checkpoints and resuming from them
+    resume.py     checkpoints: save, restore, what a resumed loop starts from
+    resume_dir.py ``jaxhpo resume RUN_DIR``: the checks, then the loop from a checkpoint
+    validate.py   every name of a config resolved against the registries, in one pass
     book.py       what the loop carries and records; members.csv's rows
     finish.py     test evaluation, ensemble, members.csv, report
     progress.py   the progress bar and notices
@@ -29,7 +31,7 @@ _EXPORTS = {
     "check_update": "jaxhpo.run.update",
     "config_fingerprint": "jaxhpo.run.resume",
     "prepare": "jaxhpo.run.prepare",
-    "resume_run": "jaxhpo.run.resume",
+    "resume_run": "jaxhpo.run.resume_dir",
     "run": "jaxhpo.run.loop",
 }
 

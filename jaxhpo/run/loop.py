@@ -60,7 +60,7 @@ def run(
 
     With ``resume``, ``run_dir`` is an existing run directory: the run continues from its latest
     checkpoint that restores (see :mod:`jaxhpo.checkpoint`) and ends as the uninterrupted run
-    would have (use :func:`~jaxhpo.run.resume.resume_run`). ``callbacks`` (see
+    would have (use :func:`~jaxhpo.run.resume_dir.resume_run`). ``callbacks`` (see
     :mod:`jaxhpo.callbacks`) get every evaluation's rows and events, after TensorBoard's and the
     Optuna export's (``report`` settings)."""
     prep = prepared or prepare(cfg)

@@ -8,16 +8,12 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from jaxhpo.checkpoint import Checkpointer, CheckpointRefusedError, pack_tree, unpack_tree
 from jaxhpo.config import Config
@@ -92,46 +88,6 @@ def restore(checkpointer: Checkpointer | None, prep: Prepared, root_key) -> tupl
     if found is None:
         notice("no checkpoint to resume from: the run starts again from step 0")
     return found
-
-
-def resume_run(
-    run_dir: str | Path,
-    *,
-    console: Console | None = None,
-    quiet: bool = False,
-    callbacks: Sequence[Any] = (),
-):
-    """Continues an interrupted run directory from its latest good checkpoint (a run killed
-    during its end as well: the end is done again). ``callbacks`` as for
-    :func:`jaxhpo.run.loop.run` (their ``on_start`` says where the run resumed).
-
-    Raises:
-      ValueError: ``RUN_DIR`` is not a run directory, or already finished.
-    """
-    from jaxhpo import parallel
-    from jaxhpo.config import build, load_file
-    from jaxhpo.results import run_dir_lock
-    from jaxhpo.run.loop import run
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise ValueError(f"RUN_DIR: {run_dir} has no config.yaml (is it a jaxhpo run directory?)")
-    # Held from before the checks to the end of the run: a run directory another process is
-    # writing is refused before anything is built (the OS drops a killed process's lock).
-    with run_dir_lock(run_dir) if parallel.is_writer() else contextlib.nullcontext():
-        if finished(run_dir):
-            raise ValueError(f"RUN_DIR: {run_dir} finished already (members.csv is written)")
-        _check_tables(run_dir)
-        cfg = build(Config(), load_file(run_dir / "config.yaml"))
-        if cfg.train.compiled:
-            raise ValueError("RUN_DIR: a train.compiled run has no checkpoints to resume from")
-        if parallel.is_writer() and not _committed(run_dir):
-            from jaxhpo.strategies.optuna_resume import cut_to_start
-
-            cut_to_start(cfg, run_dir)  # an Optuna database study a killed start asked trials in
-        return run(
-            cfg, run_dir=run_dir, console=console, quiet=quiet, resume=True, callbacks=callbacks
-        )
 
 
 def finished(run_dir: Path) -> bool:
