@@ -157,3 +157,17 @@ def test_a_run_directory_of_the_flat_section_is_upgraded_for_its_strategy():
         "name": "pbt",
         "fraction": 0.5,
     }
+
+
+def test_a_run_directory_of_the_flat_section_is_refused_naming_the_version(tmp_path):
+    """Its checkpoints were fingerprinted with the flat section: resuming it is refused in one
+    line before anything is built."""
+    from jaxhpo.run.resume_dir import resume_run
+
+    run_dir = tmp_path / "old-run"
+    run_dir.mkdir()
+    flat = {"name": "pbt", "metric": "loss", "grid_points": 3, "bo_candidates": 256}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"strategy": flat}))
+    with pytest.raises(ValueError) as e:
+        resume_run(run_dir, quiet=True)
+    assert "written by jaxhpo 0.1" in str(e.value) and "\n" not in str(e.value)
