@@ -138,7 +138,7 @@ class PopulationConfig:
     chunk_size: int = 4
     devices: int = 0  # shard members over this many devices; 0 = as many as divide the size
     data_devices: int = 1  # split each member's batch over this many devices (mesh axis "data")
-    structure: str = "masked"  # structural dims: masked super-model | buckets (jaxhpo/buckets.py)
+    structure: str = "masked"  # structural dims: masked super-model | buckets
     bucket_placement: str = "shared"  # buckets: shared (all devices, in turn) | split (own device)
     specialise: bool = True  # task hparams outside the space are constants of the compiled step
 

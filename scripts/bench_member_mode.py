@@ -1,5 +1,5 @@
 """Which member mode is fastest on this device, by one member step's cost: the data behind
-``population.mode=auto`` (:mod:`jaxhpo.member_mode`).
+``population.mode=auto`` (:mod:`jaxhpo.population.member_mode`).
 
 In ONE process, for each byte-level LM configuration and population size N: a jaxhpo population
 (specialised as ``jaxhpo run`` builds it) in each mode (``vmap``, ``map``, ``chunked`` with
@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhpo.member_mode import choose_mode, member_step_flops
 from jaxhpo.population import Population
+from jaxhpo.population.member_mode import choose_mode, member_step_flops
 from jaxhpo.tasks import LanguageModelTask
 
 #: name -> (model, sequence length, batch size, steps per timed call), from 2.5 MFLOP to 1.5

@@ -28,8 +28,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxhpo.buckets import BucketedPopulation
 from jaxhpo.population import Population
+from jaxhpo.population.buckets import BucketedPopulation
 from jaxhpo.tasks import LanguageModelTask
 
 SCENARIOS = {

@@ -1,5 +1,6 @@
-"""Shape buckets (jaxhpo/buckets.py): structural hyperparameters (depth, heads, ff_width, d_model,
-seq_len) as one compiled program per bucket, seen by the strategy as ONE population."""
+"""Shape buckets (jaxhpo/population/buckets.py): structural hyperparameters (depth, heads,
+ff_width, d_model, seq_len) as one compiled program per bucket, seen by the strategy as ONE
+population."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pandas as pd
 import pytest
 from conftest import TINY_LM_OVERRIDES, TINY_MODEL
 
-from jaxhpo.buckets import BucketedPopulation
 from jaxhpo.cli import main
 from jaxhpo.experiment import resume_run
 from jaxhpo.population import Population
+from jaxhpo.population.buckets import BucketedPopulation
 from jaxhpo.strategies.pbt import select_parents
 from jaxhpo.tasks import LanguageModelTask
 
@@ -223,7 +224,7 @@ import json, sys
 sys.path.insert(0, "tests")
 import jax, numpy as np
 from test_buckets import HP, _make
-from jaxhpo.buckets import BucketedPopulation
+from jaxhpo.population.buckets import BucketedPopulation
 
 out = {}
 for placement in ("shared", "split"):

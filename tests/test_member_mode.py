@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from jaxhpo.member_mode import CPU_VMAP_MAX_FLOPS, choose_mode, member_step_flops
 from jaxhpo.population import Population
+from jaxhpo.population.member_mode import CPU_VMAP_MAX_FLOPS, choose_mode, member_step_flops
 
 
 def test_auto_rule_by_backend_and_step_cost():

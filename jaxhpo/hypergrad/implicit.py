@@ -92,9 +92,7 @@ def hypergradient(
       ValueError: for an unknown ``method`` (naming ``strategy.method``).
     """
     if method not in METHODS:
-        raise ValueError(
-            f"strategy.method: unknown {method!r} (choose from {', '.join(METHODS)})"
-        )
+        raise ValueError(f"strategy.method: unknown {method!r} (choose from {', '.join(METHODS)})")
     val, (v_w, direct) = jax.value_and_grad(val_loss, argnums=(0, 1))(w, lam)
     loss_w = lambda w_: train_loss(w_, lam)
     if method == "cg":

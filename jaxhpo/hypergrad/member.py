@@ -1,11 +1,11 @@
 """One population member's training step and validation loss as differentiable functions of its
 hyperparameters, for unrolled hypergradients on a :class:`jaxhpo.population.Population`.
 
-The step IS the population's own (:func:`jaxhpo.step.member_step`: same batch at each step, same
-dropout key, same epoch limit, same divergence handling); only the hyperparameters are
-*arguments*: the task's are passed to the loss, and the optimizer chain is rebuilt from them
-with :func:`jaxhpo.optim.make_chain` (``differentiable=True``) and run on the ``inner_state`` of
-the member's injected optimizer state, so gradients flow to them.
+The step IS the population's own (:func:`jaxhpo.population.step.member_step`: same batch
+at each step, same dropout key, same epoch limit, same divergence handling); only the
+hyperparameters are *arguments*: the task's are passed to the loss, and the optimizer chain is
+rebuilt from them with :func:`jaxhpo.optim.make_chain` (``differentiable=True``) and run on the
+``inner_state`` of the member's injected optimizer state, so gradients flow to them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import jax
 
 from jaxhpo import optim
-from jaxhpo.step import member_evaluate, member_step, no_step
+from jaxhpo.population.step import member_evaluate, member_step, no_step
 
 
 def member_hparams(population: Any, m: Any) -> dict[str, jax.Array]:

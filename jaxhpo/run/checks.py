@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from jaxhpo import optim
-from jaxhpo.buckets import BUCKET_HPARAMS
 from jaxhpo.config import Config, ConfigError
+from jaxhpo.population.buckets import BUCKET_HPARAMS
 from jaxhpo.space import Choice, Fixed, Float, Int, Space
 from jaxhpo.tasks import TASKS
 

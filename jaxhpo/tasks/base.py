@@ -162,7 +162,8 @@ class Task(abc.ABC):
         self, model: Transformer, batch: Batch, hp: Mapping[str, jax.Array], key: jax.Array
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Training loss with dropout and label smoothing; returns ``(loss, {"train_loss":
-        unsmoothed cross-entropy})``, the reported training loss (``jaxhpo.step.TRAIN_LOSS``)."""
+        unsmoothed cross-entropy})``, the reported training loss
+        (``jaxhpo.population.step.TRAIN_LOSS``)."""
         logits = self._logits(model, batch, hp, key).astype(jnp.float32)
         targets, weights = batch["targets"], batch["weights"]
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)

@@ -8,7 +8,7 @@ The population trainer needs, of a task (every built-in task is one, too):
   training batch (``metrics["train_loss"]``, when given, is logged as the training loss instead,
   e.g. the cross-entropy without label smoothing). Only ``nnx.Param`` is differentiated; batch
   statistics and other state the module updates are carried per member
-  (:mod:`jaxhpo.step`); ``nnx.Dropout``/``nnx.BatchNorm`` run in training mode here;
+  (:mod:`jaxhpo.population.step`); ``nnx.Dropout``/``nnx.BatchNorm`` run in training mode here;
 * ``train_batch(train_data, step, fold=None) -> batch``: the training batch at a step, a pure
   function of the data seed and the step (every member sees the same batches);
 * ``evaluate_split(model, split, hp) -> metrics``: mean metrics over an evaluation split, the

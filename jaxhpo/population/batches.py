@@ -1,7 +1,7 @@
 """One member's training batch: the task's batch at the member's step, then transforms.
 
 Built once per population from what the run uses (:func:`make_member_batch`), so the member
-step (:mod:`jaxhpo.step`) has no branch for any of them:
+step (:mod:`jaxhpo.population.step`) has no branch for any of them:
 
 * the draw: the task's ``train_batch(data, step)``, with the member's fold under k-fold
   cross-validation (its held-out rows are never drawn) and its batch size under epochs (its rows

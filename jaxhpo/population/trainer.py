@@ -29,9 +29,12 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxhpo import optim, parallel
-from jaxhpo.batches import data_combine, make_member_batch
-from jaxhpo.member_mode import choose_mode, member_step_flops
-from jaxhpo.members import (  # noqa: F401 - re-exported: the population's public names
+from jaxhpo.models import TransformerConfig
+from jaxhpo.optim import resolve as resolve_optimizer
+from jaxhpo.population.batches import data_combine, make_member_batch
+from jaxhpo.population.evaluate import PopulationEvaluation
+from jaxhpo.population.member_mode import choose_mode, member_step_flops
+from jaxhpo.population.members import (  # noqa: F401 - re-exported: the population's public names
     MEMBER_MODES,
     PopulationState,
     _gather,
@@ -40,10 +43,7 @@ from jaxhpo.members import (  # noqa: F401 - re-exported: the population's publi
     resolve_mode,
     scatter,
 )
-from jaxhpo.models import TransformerConfig
-from jaxhpo.optim import resolve as resolve_optimizer
-from jaxhpo.population_eval import PopulationEvaluation
-from jaxhpo.step import MemberModel, member_step, no_step
+from jaxhpo.population.step import MemberModel, member_step, no_step
 from jaxhpo.tasks.base import Task
 
 #: Stream tag of member keys: member i's key is fold_in(fold_in(root, MEMBER_STREAM), id_i).
@@ -193,7 +193,8 @@ class Population(PopulationEvaluation):
         place_out = {"out_shardings": self.sharding} if self._meshed else {}
         self._where = jax.jit(self._where_impl, **place_out)
         self._copy = jax.jit(self._copy_impl, **place_out)
-        #: How the member mode was chosen (``auto``: :mod:`jaxhpo.member_mode`); in run.json.
+        #: How the member mode was chosen (``auto``: :mod:`jaxhpo.population.member_mode`);
+        #: written to run.json.
         self.mode_reason = f"population.mode={self.mode}"
         if mode == "auto":
             flops = member_step_flops(self, getattr(task, "train_data", None))
@@ -244,7 +245,7 @@ class Population(PopulationEvaluation):
         return parallel.put(pop, self.sharding) if self._meshed else pop
 
     #: Structural hyperparameters a strategy must not change in a trained member (none: the
-    #: masked super-model lets PBT explore structure); see :mod:`jaxhpo.buckets`.
+    #: masked super-model lets PBT explore structure); see :mod:`jaxhpo.population.buckets`.
     frozen: tuple[str, ...] = ()
     bucketed = False
 
@@ -376,7 +377,7 @@ class Population(PopulationEvaluation):
     def member_batch(self, m: PopulationState, train_data) -> tuple[dict, jax.Array]:
         """ONE member's training batch and dropout key at its step: its fold's draws (k-fold),
         its first ``batch_size`` rows weighted, and this device's slice on the ``data`` axis
-        (:func:`jaxhpo.batches.make_member_batch`)."""
+        (:func:`jaxhpo.population.batches.make_member_batch`)."""
         return self._member_batch(m, train_data)
 
     def differentiable_chain(self, hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
@@ -385,7 +386,7 @@ class Population(PopulationEvaluation):
         return self.opt.chain(hp, differentiable=True)
 
     def _member_step(self, m: PopulationState, train_data) -> tuple[PopulationState, jax.Array]:
-        """One optimizer step of ONE member: :func:`jaxhpo.step.member_step`."""
+        """One optimizer step of ONE member: :func:`jaxhpo.population.step.member_step`."""
         return member_step(self, m, train_data)
 
     def combine_data(self, grads, reported, state, batch):

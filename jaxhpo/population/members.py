@@ -25,7 +25,7 @@ class PopulationState:
       params: the members' model parameters (``nnx.Param`` as an ``nnx.State``), leaves
         [P, ...].
       model_state: every other NNX variable of the members' modules except RNG streams
-        (batch statistics, caches), carried through the steps (:mod:`jaxhpo.step`).
+        (batch statistics, caches), carried through the steps (:mod:`jaxhpo.population.step`).
       opt_state: the optax state; ``opt_state.hyperparams[name]`` is float32 [P].
       hparams: task hyperparameters (dropout, attn_dropout, label_smoothing), float32 [P] each.
       member_id: stable member ids, int32 [P].
@@ -57,7 +57,7 @@ class PopulationState:
 def resolve_mode(mode: str) -> str:
     """``auto`` -> ``map`` on CPU, ``vmap`` on GPU/TPU: the fallback where nothing sizes the
     step (a :class:`~jaxhpo.population.Population` picks by its step's cost,
-    :mod:`jaxhpo.member_mode`)."""
+    :mod:`jaxhpo.population.member_mode`)."""
     if mode not in MEMBER_MODES:
         raise ValueError(
             f"population.mode: unknown '{mode}' (choose from {', '.join(MEMBER_MODES)})"

@@ -43,7 +43,8 @@ import numpy as np
 from flax import struct
 
 from jaxhpo import parallel
-from jaxhpo.population import Population, PopulationState, _gather
+from jaxhpo.population.members import PopulationState, _gather
+from jaxhpo.population.trainer import Population
 from jaxhpo.tasks.base import STRUCTURE_HPARAMS, Task
 
 #: Structural hyperparameters a bucket can fix: the masked ones and the unmaskable ones.

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo import parallel
-from jaxhpo.members import PopulationState, _gather, over_members
-from jaxhpo.step import member_evaluate
+from jaxhpo.population.members import PopulationState, _gather, over_members
+from jaxhpo.population.step import member_evaluate
 
 
 class PopulationEvaluation:
