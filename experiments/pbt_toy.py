@@ -69,7 +69,7 @@ def run_variant(variant: str, seeds: int, explore_all: bool = True) -> dict[str,
     )
     task = ToyQuadraticTask()
     population = Population(task, "sgd", "constant", mode="vmap", devices=1)
-    _, cols = strategy.init(0, space, 2)
+    state0, cols = strategy.init(0, space, 2)
     hp = population.full_hparams({**cols, "lr": LR}, 2)
     program = compiled_program(
         population,
@@ -85,7 +85,7 @@ def run_variant(variant: str, seeds: int, explore_all: bool = True) -> dict[str,
     def one_seed(seed):
         key = jax.random.key(seed)
         pop = population._init(key, jnp.arange(2, dtype=jnp.int32), hp)
-        state = {"key": jax.random.key_data(key)}
+        state = state0.replace(key=jax.random.key_data(key))  # a PBTState per seed
         _, _, outs = program(pop, task.train_data, task.splits.val, state)
         h = jnp.stack([outs["hparams"]["h0"], outs["hparams"]["h1"]], axis=-1)
         return outs["metrics"]["q"], h

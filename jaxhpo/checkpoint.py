@@ -37,12 +37,17 @@ log = logging.getLogger(__name__)
 
 
 def pack_tree(tree: Any) -> str:
-    """A pytree of numpy arrays (or ``None``) as base64 msgpack text."""
-    host = jax.tree.map(lambda x: jax.device_get(x), tree)
+    """A pytree of arrays (or ``None``) as base64 msgpack text. A typed strategy state
+    (:class:`~jaxhpo.strategies.base.StrategyState`, a ``flax.struct`` dataclass) is written as
+    ``flax.serialization.to_state_dict`` makes it: a dict of its array fields by name (static
+    fields, such as the space, are structure and are not written)."""
+    host = jax.device_get(serialization.to_state_dict(tree))
     return base64.b64encode(serialization.msgpack_serialize(host)).decode("ascii")
 
 
 def unpack_tree(text: str) -> Any:
+    """The tree :func:`pack_tree` wrote, as nested dicts of numpy arrays (a strategy's state
+    becomes its typed ``State`` again through ``Strategy.restore_state``)."""
     return serialization.msgpack_restore(base64.b64decode(text))
 
 

@@ -169,7 +169,7 @@ def test_int_and_choice_dimensions_are_rounded_through_the_space():
     assert (last["k"] == 4.0).mean() >= 0.5 and (last["n"] == 3).any()
     # observations sit at bin centres: encoding the decoded values gives them back
     state, _ = strategy.init(0, space, 8)
-    np.testing.assert_allclose(state["u"], space.to_unit(space.from_unit(state["u"])))
+    np.testing.assert_allclose(state.u, space.to_unit(space.from_unit(state.u)))
 
 
 def test_last_generation_ends_the_study_without_a_fit(monkeypatch):

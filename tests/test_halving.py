@@ -162,7 +162,7 @@ def test_hyperband_brackets_match_li_et_al():
     assert hb.rungs == ((1, 3, 9, 27), (3, 9, 27), (9, 27), (27,), ())
     state, cols = hb.init(0, SPACE, None)
     assert len(cols["x0"]) == 143
-    assert state["bracket"].tolist() == sum(([b] * n for b, n in enumerate([81, 34, 15, 8, 5])), [])
+    assert state.bracket.tolist() == sum(([b] * n for b, n in enumerate([81, 34, 15, 8, 5])), [])
     # Units of min_steps: min_steps=2, R=81 -> the same brackets at twice the steps.
     hb2 = Hyperband(eta=3, min_steps=2, max_steps=162)
     assert [b["r_steps"] for b in hb2.brackets] == [2, 6, 18, 54, 162]

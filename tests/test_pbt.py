@@ -144,12 +144,13 @@ def test_exploit_copies_the_whole_member_including_optimizer_moments(lm_task):
     population = Population(lm_task, "adamw", "constant", mode="map")
     space = Space.from_config({"lr": "loguniform(1e-3, 1e-2)", "dropout": "uniform(0, 0.2)"})
     strategy = PBT(ready_steps=2, fraction=0.25, perturb="multiply")
-    _, cols = strategy.init(0, space, 4)
+    state, cols = strategy.init(0, space, 4)
     pop = population.init(jax.random.key(0), np.arange(4), population.full_hparams(cols, 4))
     pop, _ = population.train_segment(pop, lm_task.train_data, 2)
     hp = {k: np.asarray(v) for k, v in population.get_hparams(pop).items()}
     obs = _obs([0.3, 0.1, 0.9, 0.2], hp, step=2)
-    _, upd = strategy.update({"key": np.asarray(jax.random.key_data(jax.random.key(1)))}, obs)
+    state = state.replace(key=np.asarray(jax.random.key_data(jax.random.key(1))))
+    _, upd = strategy.update(state, obs)
     child, parent = 2, int(upd.parents[2])
     assert parent in (1,) and upd.events[0]["child"] == 2 and upd.events[0]["parent"] == 1
     _, new, _ = apply_update(population, pop, upd, jax.random.key(0), 4)

@@ -100,7 +100,9 @@ def _run_in(
     writer = _open_writer(cfg, prep, run_dir, out_dir, restored, resume, writes, hooks)
     writer.update_info({"compile_cache": cache})
     if writes:  # e.g. the Optuna strategy's study named in run.json, linked to the run
-        state = unpack_tree(restored[2]["strategy"]) if restored else prep.strategy_state
+        state = prep.strategy_state
+        if restored:  # the checkpoint's state, typed again (static fields from the fresh one)
+            state = prep.strategy.restore_state(unpack_tree(restored[2]["strategy"]), state)
         writer.update_info(prep.strategy.attach(state, run_dir))
     loop = _start(cfg, prep, writer, root_key, restored, run_dir.name)
     if checkpointer and not restored:  # segment 0: a kill from here on resumes from it

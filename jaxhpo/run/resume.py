@@ -55,7 +55,7 @@ def continue_from(loop: Loop, restored: tuple, run_name: str) -> None:
     done_segment, tree, meta = restored
     loop.population = loop.population.from_layout(meta.get("layout", meta))
     loop.pop = loop.population.place(tree["pop"])
-    loop.state = unpack_tree(meta["strategy"])
+    loop.state = loop.prep.strategy.restore_state(unpack_tree(meta["strategy"]), loop.state)
     loop.step, loop.next_id, loop.segment = int(meta["step"]), int(meta["next_id"]), done_segment
     loop.book.load(meta["book"])
     loop.t0 -= float(meta["elapsed_s"])

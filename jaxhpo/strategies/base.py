@@ -12,8 +12,24 @@ A strategy is a small ``init`` / ``update`` pair over a typed state, in the spir
 
 The run loop applies a :class:`PopulationUpdate` the same way for every strategy
 (:func:`jaxhpo.run.update.apply_update`); it never branches on the strategy's type. Strategies
-run on the host between segments (NumPy); a strategy that wants to live inside a compiled loop
-can keep its state as a pytree of arrays.
+run on the host between segments (NumPy); a strategy that lives inside a compiled loop
+(``train.compiled``) gets its state carried through ``lax.scan``.
+
+**State.** Each strategy declares its state type (``State = PBTState``): a
+:class:`StrategyState`, i.e. a ``flax.struct`` dataclass, updated with ``.replace(...)`` (as
+evosax's ``State``; evosax moved there from dict state in v0.2). It was chosen over a
+``NamedTuple`` (optax's choice) because a state must carry *structure* beside its arrays: the
+search space it was made for is a static field (``struct.field(pytree_node=False)``: part of the
+tree's definition, hashable, never traced, never written to a checkpoint), so ``update(state,
+obs)`` needs nothing kept on the strategy object. A NamedTuple would make the space a leaf.
+``init`` and ``update`` are pure: their results depend only on the strategy's settings (its
+frozen :attr:`Strategy.Config` and constructor arguments), the state and the observation.
+
+Checkpoints hold the state's arrays (:func:`jaxhpo.checkpoint.pack_tree`, through
+``flax.serialization.to_state_dict``: a dict keyed by field name, the keys the untyped dict
+states had, so older checkpoints restore); :meth:`Strategy.restore_state` turns the restored
+dict back into the strategy's ``State``, taking the static fields from the fresh state the
+resumed run's ``init`` made.
 """
 
 from __future__ import annotations
@@ -26,8 +42,55 @@ from typing import Any, ClassVar
 
 import jax
 import numpy as np
+from flax import struct
 
 from jaxhpo.space import Space
+
+
+class StrategyState(struct.PyTreeNode):
+    """Base of every strategy's typed state (a ``flax.struct`` dataclass; see the module
+    docstring for why). Fields are arrays (or dicts of arrays); structure is a static field."""
+
+    @classmethod
+    def restore(cls, tree: Any, like: Any = None):
+        """A state of this type from ``tree`` (what :func:`jaxhpo.checkpoint.unpack_tree` gives:
+        a dict keyed by field name, or ``None`` for a state with no fields). Static fields come
+        from ``like`` (a state of the same run, e.g. a fresh ``init``'s); fields missing from
+        ``tree`` (an older checkpoint) take their declared default.
+
+        Raises:
+          ValueError: naming the checkpoint, for a field it lacks that has no default.
+        """
+        if isinstance(tree, cls):
+            return tree
+        tree = {} if tree is None else tree
+        values = {}
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("pytree_node", True):
+                if like is None:
+                    raise ValueError(
+                        f"checkpoint: restoring a {cls.__name__} needs the run's fresh state "
+                        f"(its static field {f.name!r})"
+                    )
+                values[f.name] = getattr(like, f.name)
+            elif f.name in tree:
+                values[f.name] = tree[f.name]
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(
+                    f"checkpoint: the strategy state has no {f.name!r} (a {cls.__name__} needs "
+                    f"{', '.join(x.name for x in dataclasses.fields(cls))}); was it written by "
+                    "another strategy or version?"
+                )
+        return cls(**values)
+
+
+class EmptyState(StrategyState):
+    """The state of a strategy that keeps none (grid, random and Sobol search, replay)."""
+
+
+def static(**kwargs: Any) -> Any:
+    """A static (non-pytree) state field: structure, not an array (the search space)."""
+    return struct.field(pytree_node=False, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +105,7 @@ class Observation:
     active: np.ndarray  # bool [P]
     objective: str = "loss"  # the validation metric the study optimises
     maximize: bool = False  # True for metrics where higher is better (accuracy)
-    # Shape buckets (jaxhpo/buckets.py): a member may copy only members of its own group
+    # Shape buckets (jaxhpo/population/buckets.py): a member may copy only members of its own group
     # (int [P]; None: any member), and must keep the ``frozen`` hyperparameters (its structure).
     groups: np.ndarray | None = None
     frozen: tuple[str, ...] = ()
@@ -124,6 +187,9 @@ class Strategy(abc.ABC):
     name: str = "strategy"
     #: The strategy's settings (a frozen dataclass; :class:`NoConfig`: none).
     Config: ClassVar[type] = NoConfig
+    #: The strategy's state (a :class:`StrategyState`; every built-in strategy declares one).
+    #: ``None``: an untyped pytree (a user's strategy), restored as the checkpoint holds it.
+    State: ClassVar[type[StrategyState] | None] = None
     #: What the strategy can do; read by the run's checks, never guessed.
     capabilities: ClassVar[Capabilities] = Capabilities()
 
@@ -160,10 +226,20 @@ class Strategy(abc.ABC):
 
     @abc.abstractmethod
     def init(self, seed: int, space: Space, size: int | None) -> tuple[Any, dict[str, np.ndarray]]:
-        """Returns ``(state, hparams)`` for the first population.
+        """Returns ``(state, hparams)`` for the first population: the state an instance of
+        :attr:`State`, a pure function of the settings and the arguments.
 
         ``size`` may be ``None`` when the strategy decides the population size (a full grid).
         """
+
+    def restore_state(self, tree: Any, like: Any = None) -> Any:
+        """The strategy's :attr:`State` from a checkpoint's tree (``unpack_tree`` of what
+        :func:`jaxhpo.checkpoint.pack_tree` wrote), its static fields (the space) from ``like``,
+        a state of the same run (the fresh one ``init`` made). The one place a restored dict
+        becomes a typed state again."""
+        if self.State is None:
+            return tree
+        return self.State.restore(tree, like)
 
     def train_segment(
         self,
@@ -219,7 +295,7 @@ class Strategy(abc.ABC):
     def check_population(self, population: Any) -> None:
         """Raises ``ValueError`` naming ``strategy.name`` when the strategy cannot drive this
         population: a strategy that trains its own segments through one population program
-        (hypergradients, PES) cannot drive shape buckets (:mod:`jaxhpo.buckets`)."""
+        (hypergradients, PES) cannot drive shape buckets (:mod:`jaxhpo.population.buckets`)."""
         if not getattr(population, "bucketed", False):
             return
         reason = self.capabilities.no_buckets

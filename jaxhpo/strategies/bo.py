@@ -49,10 +49,8 @@ with one member per generation the GP proposes only from the ``D + 2``-th evalua
 candidates ``numpy.random.default_rng([seed, g])``: a resumed run proposes what the uninterrupted
 one would have.
 
-**State.** A dict of numpy arrays (a pytree; :func:`jaxhpo.checkpoint.pack_tree` round-trips it):
-``X`` ``[N, D]`` unit coordinates of every observation, ``y`` ``[N]`` raw minimised fitness (``inf``
-for diverged), ``u`` ``[P, D]`` the current members' points, ``theta`` the last fitted GP
-hyperparameters (``log_amp``, ``log_ls [D]``, ``log_noise``), ``seed`` and ``generation``.
+**State.** :class:`BOState` (numpy arrays and the space; :func:`jaxhpo.checkpoint.pack_tree`
+round-trips it).
 """
 
 from __future__ import annotations
@@ -66,7 +64,7 @@ import numpy as np
 
 from jaxhpo.space import Space
 from jaxhpo.strategies import trust_region
-from jaxhpo.strategies.base import Observation, PopulationUpdate
+from jaxhpo.strategies.base import Observation, PopulationUpdate, StrategyState, static
 from jaxhpo.strategies.evo import shape_fitness
 from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
     draws_at,
@@ -142,6 +140,20 @@ class BOConfig(GenerationalConfig):
                 raise ValueError(f"strategy.{field}: must be an integer >= {lo}, got {value!r}")
 
 
+class BOState(StrategyState):
+    """Bayesian optimisation's state: every observation so far and the current proposals."""
+
+    space: Space = static()  # the search space (structure)
+    seed: np.ndarray  # int64 []: the study's seed (draws and candidates derive from it)
+    generation: np.ndarray  # int64 []: generations told so far
+    X: np.ndarray  # float64 [N, D]: unit coordinates of every observation
+    y: np.ndarray  # float64 [N]: their raw minimised fitness (inf: diverged)
+    u: np.ndarray  # float64 [P, D]: the current members' unit points
+    theta: dict[str, np.ndarray]  # the last GP fit: log_amp [], log_ls [D], log_noise []
+    #: float64 [3]: the trust region (length, successes, failures; trust_region.py)
+    tr: np.ndarray = dataclasses.field(default_factory=trust_region.initial)
+
+
 class BayesOpt(GenerationalSearch):
     """Bayesian optimisation over the space (``strategy.name: bo``); see the module docstring.
 
@@ -150,10 +162,7 @@ class BayesOpt(GenerationalSearch):
 
     name = "bo"
     Config = BOConfig
-
-    def __init__(self, config: BOConfig | None = None, /, *, metric: str = "loss", **fields):
-        super().__init__(config, metric=metric, **fields)
-        self.space: Space | None = None
+    State = BOState
 
     def initial_points(self, D: int) -> int:
         """Observations of the initial design (scrambled Sobol points, generation after
@@ -163,20 +172,16 @@ class BayesOpt(GenerationalSearch):
 
     # -- coordinates -------------------------------------------------------------------------
 
-    def _sobol(self, seed: int, start: int, n: int) -> np.ndarray:
+    @staticmethod
+    def _sobol(space: Space, seed: int, start: int, n: int) -> np.ndarray:
         """Points ``start .. start + n`` of the space's scrambled Sobol sequence, snapped."""
-        cols = self.space.sobol(seed, start + n)
-        return self._snap(np.asarray(self.space.to_unit(cols), np.float64)[start:])
+        cols = space.sobol(seed, start + n)
+        return _snap(space, np.asarray(space.to_unit(cols), np.float64)[start:])
 
-    def _snap(self, u: np.ndarray) -> np.ndarray:
-        """Unit points decoded and encoded back: ints and choices move to their bin centres."""
-        shape = u.shape
-        cols = self.space.from_unit(u.reshape(-1, shape[-1]))
-        return np.asarray(self.space.to_unit(cols), np.float64).reshape(shape)
-
-    def _decode(self, u: np.ndarray) -> dict[str, np.ndarray]:
-        cols = self.space.from_unit(u)
-        return {k: np.asarray(cols[k]) for k in self.space.searched}
+    @staticmethod
+    def _decode(space: Space, u: np.ndarray) -> dict[str, np.ndarray]:
+        cols = space.from_unit(u)
+        return {k: np.asarray(cols[k]) for k in space.searched}
 
     # -- proposals ---------------------------------------------------------------------------
 
@@ -193,7 +198,7 @@ class BayesOpt(GenerationalSearch):
         info = {"fit_start": ("previous", "default")[int(index)], "fit_gain_nats": gain}
         return theta, data, ys, info
 
-    def _candidates(self, rng, X: np.ndarray, ys: np.ndarray, lo=0.0, hi=1.0) -> np.ndarray:
+    def _candidates(self, space, rng, X: np.ndarray, ys: np.ndarray, lo=0.0, hi=1.0) -> np.ndarray:
         """Half uniform in the box ``[lo, hi]`` (the cube, or a trust region), half Gaussian
         steps (sd 0.1, at most a quarter of the box's side) from the best 5 points, in the box."""
         N, D = X.shape
@@ -204,17 +209,19 @@ class BayesOpt(GenerationalSearch):
         sd = np.minimum(0.1, (np.asarray(hi) - lo) / 4)
         local = np.clip(local + sd * rng.standard_normal((n_local, D)), lo, hi)
         uniform = lo + (np.asarray(hi) - lo) * rng.random((C - n_local, D))
-        return self._snap(np.concatenate([local, uniform]))
+        return _snap(space, np.concatenate([local, uniform]))
 
-    def propose(self, seed: int, g: int, theta0, X: np.ndarray, y: np.ndarray, P: int, tr=None):
-        """``P`` new unit points by batch Thompson sampling given observations ``(X, y)``
-        (inside the trust region of length ``tr[0]`` when given); returns ``(u [P, D], theta,
-        fit info)``."""
+    def propose(
+        self, space: Space, seed: int, g: int, theta0, X: np.ndarray, y: np.ndarray, P: int, tr=None
+    ):
+        """``P`` new unit points of ``space`` by batch Thompson sampling given observations
+        ``(X, y)`` (inside the trust region of length ``tr[0]`` when given); returns
+        ``(u [P, D], theta, fit info)``."""
         theta, data, ys, info = self._fit(theta0, X, y)
         D = X.shape[1]  # the unit cube as a [D] box too: one compiled program either way
         full = (np.zeros(D), np.ones(D))
         lo, hi = full if tr is None else trust_region.box(X, ys, theta["log_ls"], tr[0])
-        cand = self._candidates(np.random.default_rng([seed, g]), X, ys, lo, hi)
+        cand = self._candidates(space, np.random.default_rng([seed, g]), X, ys, lo, hi)
         key = jax.random.fold_in(jax.random.key(seed), g)
         with x64():
             ds, f, x_loc, _ = optimise_draws(
@@ -229,7 +236,7 @@ class BayesOpt(GenerationalSearch):
                 lo_D=jnp.asarray(lo, jnp.float64),
                 hi_D=jnp.asarray(hi, jnp.float64),
             )
-            x_loc = self._snap(np.asarray(x_loc, np.float64))  # ints/choices to bin centres
+            x_loc = _snap(space, np.asarray(x_loc, np.float64))  # ints/choices to bin centres
             f_loc = draws_at(theta, ds, data[0], data[2], jnp.asarray(x_loc[:, None]))[:, 0]
         f, f_loc = np.array(f, np.float64), np.array(f_loc, np.float64)
         f[~np.isfinite(f)] = np.inf
@@ -257,7 +264,6 @@ class BayesOpt(GenerationalSearch):
         D = len(space.searched)
         if D == 0:
             raise ValueError("space: the bo strategy needs at least one searched dimension")
-        self.space = space
         P = int(size)
         seeded = self.seed(space, P)
         X = np.zeros((0, D))
@@ -266,28 +272,28 @@ class BayesOpt(GenerationalSearch):
         if seeded.cols is not None and len(seeded.fitness) >= 2:
             X = np.asarray(space.to_unit(seeded.cols), np.float64)
             y = np.asarray(seeded.fitness, np.float64)
-            u, theta, _ = self.propose(seed, _WARM_GENERATION, theta, X, y, P)
+            u, theta, _ = self.propose(space, seed, _WARM_GENERATION, theta, X, y, P)
         else:
-            u = self._sobol(seed, 0, P)
-        cols = apply_points(space, self._decode(u), seeded)
+            u = self._sobol(space, seed, 0, P)
+        cols = apply_points(space, self._decode(space, u), seeded)
         u = np.asarray(space.to_unit(cols), np.float64)
-        state = {
-            "seed": np.asarray(seed, np.int64),
-            "generation": np.asarray(0, np.int64),
-            "X": X,
-            "y": y,
-            "u": u,
-            "theta": theta,
-            "tr": trust_region.initial(),
-        }
+        state = BOState(
+            space=space,
+            seed=np.asarray(seed, np.int64),
+            generation=np.asarray(0, np.int64),
+            X=X,
+            y=y,
+            u=u,
+            theta=theta,
+            tr=trust_region.initial(),
+        )
         return state, space.from_unit(u)
 
-    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
-        if self.space is None:
-            raise ValueError("strategy update: the bo strategy was not initialised (call init)")
+    def update(self, state: BOState, obs: Observation) -> tuple[BOState, PopulationUpdate]:
         if not self.due(int(obs.step)):
             return state, PopulationUpdate()
-        u = np.asarray(state["u"], np.float64)
+        space = state.space
+        u = np.asarray(state.u, np.float64)
         P = u.shape[0]
         if len(obs.member_id) != P:
             raise ValueError(
@@ -295,32 +301,32 @@ class BayesOpt(GenerationalSearch):
                 f"{len(obs.member_id)}"
             )
         raw = obs.fitness()
-        X = np.concatenate([np.asarray(state["X"], np.float64).reshape(-1, u.shape[1]), u])
-        y = np.concatenate([np.asarray(state["y"], np.float64), raw])
-        seed, g = int(state["seed"]), int(state["generation"])
+        X = np.concatenate([np.asarray(state.X, np.float64).reshape(-1, u.shape[1]), u])
+        y = np.concatenate([np.asarray(state.y, np.float64), raw])
+        seed, g = int(state.seed), int(state.generation)
         done = self.last(int(obs.step))
-        tr = np.asarray(state.get("tr", trust_region.initial()), np.float64)
+        tr = np.asarray(state.tr, np.float64)
         if self.config.trust_region:
             tr = trust_region.adapt(tr, y[:-P], raw, X.shape[1])
         if done:  # the last generation: nothing more to train, no proposal
-            new_u, theta, info = u, state["theta"], {}
+            new_u, theta, info = u, state.theta, {}
         elif len(y) < self.initial_points(X.shape[1]):  # the initial design goes on
-            new_u = self._sobol(seed, len(y), P)
-            theta, info = state["theta"], {"proposal": "sobol"}
+            new_u = self._sobol(space, seed, len(y), P)
+            theta, info = state.theta, {"proposal": "sobol"}
         else:
             box = tr if self.config.trust_region else None
-            new_u, theta, info = self.propose(seed, g, state["theta"], X, y, P, box)
+            new_u, theta, info = self.propose(space, seed, g, state.theta, X, y, P, box)
         if self.config.trust_region:
             info = {**info, "trust_region_length": float(tr[0])}
         best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
-        names = self.space.searched
+        names = space.searched
         event = {
             "kind": "generation",
             "generation": g,
             "algorithm": "bo",
             "best_fitness": float(raw[best]),
             "best_member": int(obs.member_id[best]),
-            "best": {k: _scalar(v[0]) for k, v in self._decode(u[best][None]).items()},
+            "best": {k: _scalar(v[0]) for k, v in self._decode(space, u[best][None]).items()},
             "observations": int(len(y)),
             "length_scales": {
                 k: float(np.exp(v)) for k, v in zip(names, theta["log_ls"], strict=True)
@@ -329,20 +335,26 @@ class BayesOpt(GenerationalSearch):
             **info,
             "diverged": int(np.sum(~np.isfinite(raw))),
         }
-        new_state = {
-            "seed": np.asarray(seed, np.int64),
-            "generation": np.asarray(g + 1, np.int64),
-            "X": X,
-            "y": y,
-            "u": new_u,
-            "theta": jax.tree.map(np.asarray, theta),
-            "tr": tr,
-        }
+        new_state = state.replace(
+            generation=np.asarray(g + 1, np.int64),
+            X=X,
+            y=y,
+            u=new_u,
+            theta=jax.tree.map(np.asarray, theta),
+            tr=tr,
+        )
         if done:
             return new_state, PopulationUpdate(events=[event], done=True)
         return new_state, PopulationUpdate(
-            reinit=np.ones(P, bool), hparams=self._decode(new_u), events=[event]
+            reinit=np.ones(P, bool), hparams=self._decode(space, new_u), events=[event]
         )
+
+
+def _snap(space: Space, u: np.ndarray) -> np.ndarray:
+    """Unit points decoded and encoded back: ints and choices move to their bin centres."""
+    shape = u.shape
+    cols = space.from_unit(u.reshape(-1, shape[-1]))
+    return np.asarray(space.to_unit(cols), np.float64).reshape(shape)
 
 
 def _scalar(v: Any) -> Any:

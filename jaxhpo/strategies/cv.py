@@ -33,6 +33,7 @@ class CrossValidated(Strategy):
         self.inner, self.folds = inner, folds
         self.name = inner.name
         self.config = inner.config
+        self.State = inner.State  # the state is the inner strategy's, over trials
         # it decides on the host between segments (no compiled form); the rest is the inner's
         self.capabilities = dataclasses.replace(inner.capabilities, compiled=False)
 

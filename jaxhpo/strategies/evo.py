@@ -69,11 +69,12 @@ params)``) and asks generation ``g + 1`` with ``k_ask(g + 1)``. Fitness is told 
 the adapter's proposals equal driving the evosax algorithm by hand with these keys (the tests
 check this), and a resumed run proposes what the uninterrupted one would have.
 
-**State.** A plain nested dict of numpy arrays: ``es`` (the evosax state as
-``flax.serialization.to_state_dict``), ``key`` (the root key's data), ``generation``, ``started``
-(the ES has been told once) and ``x`` (the points the current members were given, ``[P, D]``).
-It survives :func:`jaxhpo.checkpoint.pack_tree` / ``unpack_tree``; ``update`` restores the evosax
-state with ``flax.serialization.from_state_dict`` against a template from ``es.init``.
+**State.** :class:`EvoState`: the evosax state as ``flax.serialization.to_state_dict`` (``es``),
+the root key's data, the generation, whether the ES was told once, the current points and the
+space. It survives :func:`jaxhpo.checkpoint.pack_tree` / ``unpack_tree``; ``update`` restores the
+evosax state with ``flax.serialization.from_state_dict`` against a template from ``es.init``. The
+evosax algorithm itself is structure, rebuilt from the settings, the population size and the
+dimension (and cached, :data:`_ES_CACHE`), never kept on the strategy.
 
 Events: one ``generation`` event per tell — ``generation``, ``algorithm``, ``best_fitness`` (the
 minimised objective, as in ``exploit`` events) and ``best_member`` of the told generation,
@@ -99,7 +100,14 @@ from flax import serialization
 
 from jaxhpo import conditions
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy, fill_points
+from jaxhpo.strategies.base import (
+    Observation,
+    PopulationUpdate,
+    Strategy,
+    StrategyState,
+    fill_points,
+    static,
+)
 from jaxhpo.strategies.warm import GenerationalConfig, WarmSource
 
 SCHEDULES = ("generational", "online")
@@ -276,6 +284,17 @@ class EvoConfig(GenerationalConfig):
             raise ValueError(f"strategy.learning_rate: must be > 0, got {lr!r}")
 
 
+class EvoState(StrategyState):
+    """The evosax adapter's state."""
+
+    space: Space = static()  # the search space (structure)
+    es: dict[str, Any]  # the evosax state, as flax.serialization.to_state_dict
+    key: np.ndarray  # uint32 [2]: the root key's data
+    generation: np.ndarray  # int64 []: generations told so far
+    started: np.ndarray  # bool []: the ES was told once (population based: built at that tell)
+    x: np.ndarray  # float32 [P, D]: the points the current members were given (unconstrained)
+
+
 class EvoSearch(Strategy):
     """An evosax algorithm searching the space's unconstrained coordinates; see the module
     docstring.
@@ -285,14 +304,12 @@ class EvoSearch(Strategy):
 
     name = "evo"
     Config = EvoConfig
+    State = EvoState
 
     def __init__(self, config: EvoConfig | None = None, /, *, metric: str = "loss", **fields):
         super().__init__(config, **fields)
         self.algorithm = resolve_algorithm(self.config.algorithm)
         self.warm = WarmSource.from_config(self.config, metric)  # its best members join points
-        self.space: Space | None = None  # structure, set by init
-        self.es: Any = None  # the evosax algorithm, set by init
-        self.params: Any = None
 
     @classmethod
     def from_config(cls, config, train, metric="loss"):
@@ -339,6 +356,8 @@ class EvoSearch(Strategy):
     # -- evosax plumbing -----------------------------------------------------------------------
 
     def _make_es(self, size: int, dims: int):
+        """The evosax algorithm and its params for ``size`` members in ``dims`` dimensions
+        (the algorithm from :data:`_ES_CACHE`: one object, so one compile, per structure)."""
         args = (self.algorithm, size, dims, self.config.sigma_init, self.config.learning_rate)
         try:
             cache_key = (*args, _freeze(self.config.options))
@@ -370,23 +389,24 @@ class EvoSearch(Strategy):
         root = jax.random.wrap_key_data(jnp.asarray(key_data, jnp.uint32))
         return jax.random.split(jax.random.fold_in(root, generation), 3)
 
-    def _template(self, key, x):
+    def _template(self, es, params, key, x):
         """A fresh evosax state of the right structure (``from_state_dict`` needs one)."""
         if _is_population_based(self.algorithm):
             P = x.shape[0]
-            return self.es.init(key, jnp.asarray(x), jnp.zeros((P,), jnp.float32), self.params)
-        return self.es.init(key, jnp.zeros((x.shape[1],), jnp.float32), self.params)
+            return es.init(key, jnp.asarray(x), jnp.zeros((P,), jnp.float32), params)
+        return es.init(key, jnp.zeros((x.shape[1],), jnp.float32), params)
 
     @staticmethod
     def _to_dict(es_state) -> dict[str, Any]:
         return jax.device_get(serialization.to_state_dict(es_state))
 
-    def _decode(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        cols = self.space.from_unconstrained(np.asarray(x, np.float64))
-        return {k: np.asarray(cols[k]) for k in self.space.searched}
+    @staticmethod
+    def _decode(space: Space, x: np.ndarray) -> dict[str, np.ndarray]:
+        cols = space.from_unconstrained(np.asarray(x, np.float64))
+        return {k: np.asarray(cols[k]) for k in space.searched}
 
-    def _point(self, x: np.ndarray) -> dict[str, Any]:
-        cols = self._decode(np.asarray(x)[None])
+    def _point(self, space: Space, x: np.ndarray) -> dict[str, Any]:
+        cols = self._decode(space, np.asarray(x)[None])
         return {k: _scalar(v[0]) for k, v in cols.items()}
 
     # -- Strategy ------------------------------------------------------------------------------
@@ -399,27 +419,27 @@ class EvoSearch(Strategy):
         D = len(space.searched)
         if D == 0:
             raise ValueError("space: the evo strategy needs at least one searched dimension")
-        self.space = space
-        self.es, self.params = self._make_es(int(size), D)
+        es, params = self._make_es(int(size), D)
         mean = self._initial_mean(space)
         key_data = np.asarray(jax.random.key_data(jax.random.key(seed)))
         k_init, k_ask, _ = self._keys(key_data, 0)
         with jax.numpy_rank_promotion("allow"):
             if _is_population_based(self.algorithm):
                 x = mean + self.config.sigma_init * jax.random.normal(k_ask, (int(size), D))
-                es_state = self._template(k_init, np.asarray(x))
+                es_state = self._template(es, params, k_init, np.asarray(x))
             else:
-                es_state = self.es.init(k_init, jnp.asarray(mean), self.params)
+                es_state = es.init(k_init, jnp.asarray(mean), params)
                 es_state = serialization.from_state_dict(es_state, self._to_dict(es_state))
-                x, es_state = self.es.ask(k_ask, es_state, self.params)
+                x, es_state = es.ask(k_ask, es_state, params)
         x = np.asarray(jax.device_get(x), np.float32)
-        state = {
-            "es": self._to_dict(es_state),
-            "key": key_data,
-            "generation": np.asarray(0, np.int64),
-            "started": np.asarray(False),
-            "x": x,
-        }
+        state = EvoState(
+            space=space,
+            es=self._to_dict(es_state),
+            key=key_data,
+            generation=np.asarray(0, np.int64),
+            started=np.asarray(False),
+            x=x,
+        )
         cols = space.from_unconstrained(np.asarray(x, np.float64))
         return state, cols
 
@@ -433,12 +453,11 @@ class EvoSearch(Strategy):
         z = np.asarray(space.to_unconstrained(cols), np.float64)
         return z.mean(axis=0).astype(np.float32)
 
-    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
-        if self.space is None:
-            raise ValueError("strategy update: the evo strategy was not initialised (call init)")
+    def update(self, state: EvoState, obs: Observation) -> tuple[EvoState, PopulationUpdate]:
         if not self._due(int(obs.step)):
             return state, PopulationUpdate()
-        x = np.asarray(state["x"], np.float32)
+        space = state.space
+        x = np.asarray(state.x, np.float32)
         P = x.shape[0]
         if len(obs.member_id) != P:
             raise ValueError(
@@ -447,24 +466,24 @@ class EvoSearch(Strategy):
             )
         raw = obs.fitness()
         fit = shape_fitness(raw)
-        g = int(np.asarray(state["generation"]))
-        started = bool(np.asarray(state["started"]))
-        key_data = np.asarray(state["key"], np.uint32)
+        es, params = self._make_es(P, x.shape[1])
+        g = int(np.asarray(state.generation))
+        started = bool(np.asarray(state.started))
+        key_data = np.asarray(state.key, np.uint32)
         k_init0, _, _ = self._keys(key_data, 0)
         _, _, k_tell = self._keys(key_data, g)
         _, k_ask, _ = self._keys(key_data, g + 1)
         with jax.numpy_rank_promotion("allow"):
-            es_state = serialization.from_state_dict(self._template(k_init0, x), state["es"])
-            if self.space.when and getattr(es_state, "mean", None) is not None:
-                x = conditions.centre_inactive(self.space, x, es_state.mean)  # inactive: no step
+            template = self._template(es, params, k_init0, x)
+            es_state = serialization.from_state_dict(template, state.es)
+            if space.when and getattr(es_state, "mean", None) is not None:
+                x = conditions.centre_inactive(space, x, es_state.mean)  # inactive: no step
             if _is_population_based(self.algorithm) and not started:
-                es_state = self.es.init(k_tell, jnp.asarray(x), jnp.asarray(fit), self.params)
+                es_state = es.init(k_tell, jnp.asarray(x), jnp.asarray(fit), params)
             else:
-                es_state, _ = self.es.tell(
-                    k_tell, jnp.asarray(x), jnp.asarray(fit), es_state, self.params
-                )
+                es_state, _ = es.tell(k_tell, jnp.asarray(x), jnp.asarray(fit), es_state, params)
             es_state = serialization.from_state_dict(es_state, self._to_dict(es_state))
-            new_x, es_state = self.es.ask(k_ask, es_state, self.params)
+            new_x, es_state = es.ask(k_ask, es_state, params)
         new_x = np.asarray(jax.device_get(new_x), np.float32)
         if not np.isfinite(new_x).all():
             raise ValueError(
@@ -481,18 +500,17 @@ class EvoSearch(Strategy):
             "algorithm": self.algorithm,
             "best_fitness": float(raw[best]),
             "best_member": int(obs.member_id[best]),
-            "best": self._point(x[best]),
-            "mean": self._point(mean) if np.isfinite(mean).all() else None,
+            "best": self._point(space, x[best]),
+            "mean": self._point(space, mean) if np.isfinite(mean).all() else None,
             "diverged": int(np.sum(~np.isfinite(raw))),
         }
-        new_state = {
-            "es": self._to_dict(es_state),
-            "key": key_data,
-            "generation": np.asarray(g + 1, np.int64),
-            "started": np.asarray(True),
-            "x": new_x,
-        }
-        hparams = self._decode(new_x)
+        new_state = state.replace(
+            es=self._to_dict(es_state),
+            generation=np.asarray(g + 1, np.int64),
+            started=np.asarray(True),
+            x=new_x,
+        )
+        hparams = self._decode(space, new_x)
         if self.config.schedule == "generational":
             reinit = np.ones(P, bool)
         else:

@@ -13,8 +13,9 @@ to the survivors (``keep``), so later segments train a smaller array (one new sh
 Hyperband runs all its brackets at once in one population: bracket ``s`` is a contiguous block of
 members, halved at its own rungs.
 
-Strategy state is a plain dict of numpy arrays keyed by member id (slots may be re-packed), so it
-can be checkpointed like any pytree.
+Strategy state (:class:`HalvingState`, :class:`MedianState`) holds numpy arrays indexed by the
+strategy's own member order, with the member ids (slots may be re-packed); it is checkpointed
+like any pytree.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Capabilities, Observation, PopulationUpdate, Strategy
+from jaxhpo.strategies.base import (
+    Capabilities,
+    Observation,
+    PopulationUpdate,
+    Strategy,
+    StrategyState,
+)
 
 HALVING_MODES = ("masked", "compact")
 SAMPLERS = ("random", "sobol")
@@ -54,16 +61,35 @@ def _sample(space: Space, sampler: str, seed: int, n: int, points=()) -> dict[st
     return with_points(space, cols, points)
 
 
-#: ``state["member_id"]`` before the first observation: the strategy learns its members' ids from
+#: ``state.member_id`` before the first observation: the strategy learns its members' ids from
 #: the first population it is shown (slot order = the order ``init`` made them). The run loop
 #: numbers them ``0..P-1``, but under k-fold cross-validation (:mod:`jaxhpo.strategies.cv`) a
 #: trial is shown with its first fold's id (``0, k, 2k, ...``).
 _UNBOUND = -1
 
 
-def _bind_ids(state: dict[str, np.ndarray], ids: np.ndarray, name: str) -> dict[str, np.ndarray]:
+class HalvingState(StrategyState):
+    """Successive halving's and Hyperband's state; ``N`` members in the order ``init`` made them."""
+
+    member_id: np.ndarray  # int64 [N]: their ids (-1 until the first observation)
+    bracket: np.ndarray  # int64 [N]: each member's bracket
+    alive: np.ndarray  # bool [N]: still training
+    next_rung: np.ndarray  # int64 [brackets]: the next rung of each bracket
+
+
+class MedianState(StrategyState):
+    """The median stopping rule's state; ``N`` members in the order ``init`` made them."""
+
+    member_id: np.ndarray  # int64 [N]: their ids (-1 until the first observation)
+    alive: np.ndarray  # bool [N]: still training
+    sum: np.ndarray  # float64 [N]: sum of each member's finite reports
+    count: np.ndarray  # int64 [N]: how many finite reports
+    best: np.ndarray  # float64 [N]: best (lowest) report so far
+
+
+def _bind_ids(state, ids: np.ndarray, name: str):
     """``state`` with the member ids of the first observation, in the order ``init`` made them."""
-    known = state["member_id"]
+    known = state.member_id
     if not np.all(known == _UNBOUND):
         return state
     ids = np.asarray(ids, np.int64)
@@ -71,7 +97,7 @@ def _bind_ids(state: dict[str, np.ndarray], ids: np.ndarray, name: str) -> dict[
         raise ValueError(
             f"strategy update: {name} made {known.size} members but was first shown {ids.size}"
         )
-    return {**state, "member_id": ids.copy()}
+    return state.replace(member_id=ids.copy())
 
 
 def _positions(known: np.ndarray, ids: np.ndarray, name: str) -> np.ndarray:
@@ -112,6 +138,7 @@ class _Halving(Strategy):
     """Shared machinery: brackets of members, each halved at its own rungs (steps)."""
 
     Config = HalvingConfig
+    State = HalvingState
 
     def __init__(self, config: HalvingConfig | None = None, /, *, max_steps: int, **fields):
         super().__init__(config, **fields)
@@ -143,12 +170,12 @@ class _Halving(Strategy):
     def init(self, seed: int, space: Space, size: int | None):
         sizes = self._bracket_sizes(size)
         n = sum(sizes)
-        state = {
-            "member_id": np.full(n, _UNBOUND, np.int64),  # the first observation's ids
-            "bracket": np.repeat(np.arange(len(sizes), dtype=np.int64), sizes),
-            "alive": np.ones(n, bool),
-            "next_rung": np.zeros(len(sizes), np.int64),  # per bracket
-        }
+        state = HalvingState(
+            member_id=np.full(n, _UNBOUND, np.int64),  # the first observation's ids
+            bracket=np.repeat(np.arange(len(sizes), dtype=np.int64), sizes),
+            alive=np.ones(n, bool),
+            next_rung=np.zeros(len(sizes), np.int64),  # per bracket
+        )
         return state, _sample(space, self.config.sampler, seed, n, self.config.points)
 
     def check(self, train_steps: int, segment_steps: int) -> None:
@@ -167,14 +194,14 @@ class _Halving(Strategy):
                         f"not a multiple of train.segment_steps={segment_steps}"
                     )
 
-    def update(self, state: dict[str, np.ndarray], obs: Observation):
+    def update(self, state: HalvingState, obs: Observation):
         ids = np.asarray(obs.member_id, np.int64)
         state = _bind_ids(state, ids, self.name)
-        pos = _positions(state["member_id"], ids, self.name)
+        pos = _positions(state.member_id, ids, self.name)
         fit = obs.fitness()
-        bracket = state["bracket"][pos]
-        alive = state["alive"].copy()
-        next_rung = state["next_rung"].copy()
+        bracket = np.asarray(state.bracket)[pos]
+        alive = np.array(state.alive, bool)
+        next_rung = np.array(state.next_rung, np.int64)
         events: list[dict[str, Any]] = []
         for b, rungs in enumerate(self.rungs):
             while next_rung[b] < len(rungs) and obs.step >= rungs[next_rung[b]]:
@@ -200,7 +227,7 @@ class _Halving(Strategy):
             for s in live:
                 alive[pos[s]] = False
                 events.append(_stop_event(ids[s], fit[s], "diverged: no member left to train"))
-        new_state = {**state, "alive": alive, "next_rung": next_rung}
+        new_state = state.replace(alive=alive, next_rung=next_rung)
         done = not alive.any()
         if not events:
             return new_state, PopulationUpdate(done=done)
@@ -328,6 +355,7 @@ class MedianStopping(Strategy):
 
     name = "median"
     Config = MedianConfig
+    State = MedianState
 
     def __init__(self, config: MedianConfig | None = None, /, **fields):
         super().__init__(config, **fields)
@@ -342,13 +370,13 @@ class MedianStopping(Strategy):
     def init(self, seed: int, space: Space, size: int | None):
         if size is None or isinstance(size, bool) or size < 1:
             raise ValueError(f"population.size: median stopping needs a size >= 1, got {size}")
-        state = {
-            "member_id": np.full(size, _UNBOUND, np.int64),  # the first observation's ids
-            "alive": np.ones(size, bool),
-            "sum": np.zeros(size),  # sum of finite reports
-            "count": np.zeros(size, np.int64),
-            "best": np.full(size, np.inf),
-        }
+        state = MedianState(
+            member_id=np.full(size, _UNBOUND, np.int64),  # the first observation's ids
+            alive=np.ones(size, bool),
+            sum=np.zeros(size),
+            count=np.zeros(size, np.int64),
+            best=np.full(size, np.inf),
+        )
         return state, _sample(space, self.config.sampler, seed, size, self.config.points)
 
     def check(self, train_steps: int, segment_steps: int) -> None:
@@ -358,13 +386,14 @@ class MedianStopping(Strategy):
                 f"train.steps={train_steps}"
             )
 
-    def update(self, state: dict[str, np.ndarray], obs: Observation):
+    def update(self, state: MedianState, obs: Observation):
         ids = np.asarray(obs.member_id, np.int64)
         state = _bind_ids(state, ids, self.name)
-        pos = _positions(state["member_id"], ids, self.name)
+        pos = _positions(state.member_id, ids, self.name)
         fit = obs.fitness()
-        alive = state["alive"].copy()
-        total, count, best = state["sum"].copy(), state["count"].copy(), state["best"].copy()
+        alive = np.array(state.alive, bool)
+        total, count = np.array(state.sum, np.float64), np.array(state.count, np.int64)
+        best = np.array(state.best, np.float64)
         report = alive[pos]  # members that trained in this segment report a new value
         good = report & np.isfinite(fit)
         total[pos[good]] += fit[good]
@@ -394,7 +423,7 @@ class MedianStopping(Strategy):
                     f"average {med:.6g} of {int(others.sum())} others"
                 )
                 events.append(_stop_event(ids[s], fit[s], reason))
-        new_state = {**state, "alive": alive, "sum": total, "count": count, "best": best}
+        new_state = state.replace(alive=alive, sum=total, count=count, best=best)
         done = not alive.any()
         if not events:
             return new_state, PopulationUpdate(done=done)

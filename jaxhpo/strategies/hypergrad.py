@@ -19,9 +19,7 @@ population's member mode (``vmap`` / ``lax.map``). A member whose hypergradient 
 (diverged) keeps its hyperparameters. Searched dimensions must be continuous (``float`` or
 ``int`` ranges, no ``choice``); int dimensions (warmup steps) are treated as continuous.
 
-State (numpy, checkpointable): ``outer`` (the per-member outer optimizer state as
-``flax.serialization.to_state_dict``), ``proposed`` (hyperparameters for the next segment),
-``val`` (the windows' validation losses) and ``windows``.
+State: :class:`HypergradState` (numpy, checkpointable; the implicit strategy shares it).
 """
 
 from __future__ import annotations
@@ -37,14 +35,16 @@ from flax import serialization
 
 from jaxhpo import conditions
 from jaxhpo.hypergrad import member, unrolled
-from jaxhpo.population import over_members
+from jaxhpo.population.members import over_members
 from jaxhpo.space import Choice, Space
 from jaxhpo.strategies.base import (
     Capabilities,
     Observation,
     PopulationUpdate,
     Strategy,
+    StrategyState,
     fill_points,
+    static,
 )
 
 OUTER = ("adam", "sgd")
@@ -121,6 +121,16 @@ class HypergradConfig(OuterConfig):
             raise ValueError(f"strategy.chunk: must be >= 0, got {self.chunk}")
 
 
+class HypergradState(StrategyState):
+    """The state of the strategies that learn hyperparameters by gradients (hypergrad, implicit)."""
+
+    space: Space = static()  # the search space (structure)
+    outer: dict[str, Any]  # per-member outer optimizer state (to_state_dict; {} before a window)
+    proposed: dict[str, np.ndarray]  # name -> float64 [P]: next segment's values ({}: none)
+    val: np.ndarray  # float64 [P]: the last window's validation losses
+    windows: np.ndarray  # int64 []: windows trained so far
+
+
 class UnrolledHypergrad(Strategy):
     """Online truncated unrolled hypergradients; see the module docstring.
 
@@ -129,12 +139,13 @@ class UnrolledHypergrad(Strategy):
 
     name = "hypergrad"
     Config = HypergradConfig
+    State = HypergradState
     capabilities = Capabilities(own_segments=True)
 
     def __init__(self, config: OuterConfig | None = None, /, **fields):
         super().__init__(config, **fields)
         self.outer_opt = outer_optimizer(self.config.outer, self.config.outer_lr)
-        self.space: Space | None = None
+        #: compiled windows, keyed by (population, steps, space): a compile cache, no state
         self._windows: dict[Any, Any] = {}
 
     def check(self, train_steps: int, segment_steps: int) -> None:
@@ -150,20 +161,21 @@ class UnrolledHypergrad(Strategy):
         check_continuous(space, self.name)
         if not space.searched:
             raise ValueError("space: the hypergrad strategy needs a searched dimension")
-        self.space = space
         cols = (
             space.sobol(seed, size) if self.config.sampler == "sobol" else space.sample(seed, size)
         )
         cols = fill_points(space, cols, self.config.points)
-        state = {"outer": {}, "proposed": {}, "val": np.zeros(0), "windows": 0}
+        state = HypergradState(
+            space=space, outer={}, proposed={}, val=np.zeros(0), windows=np.asarray(0, np.int64)
+        )
         return state, cols
 
     # -- the window ----------------------------------------------------------------------------
-    def _window(self, population, num_steps: int):
-        cache_key = (id(population), num_steps)
+    def _window(self, population, num_steps: int, space: Space):
+        cache_key = (id(population), num_steps, space)
         if cache_key in self._windows:
             return self._windows[cache_key]
-        names = continuous(self.space)
+        names = continuous(space)
         outer, remat, chunk = self.outer_opt, self.config.remat, self.config.chunk
 
         def program(pop, z, outer_state, train_data, val_data, valid):
@@ -191,31 +203,27 @@ class UnrolledHypergrad(Strategy):
         return fn
 
     def train_segment(self, state, population, pop, data, num_steps, valid_steps):
-        names = continuous(self.space)
+        space = state.space
+        names = continuous(space)
         hp = population.get_hparams(pop)
         z = unrolled.to_unconstrained({k: hp[k] for k in names})
         z = {k: jnp.nan_to_num(v) for k, v in z.items()}  # inactive (NaN): not read, no gradient
         template = jax.vmap(self.outer_opt.init)(z)
-        if state["outer"]:
-            outer_state = serialization.from_state_dict(template, state["outer"])
+        if state.outer:
+            outer_state = serialization.from_state_dict(template, state.outer)
         else:
             outer_state = template
-        fn = self._window(population, num_steps)
+        fn = self._window(population, num_steps, space)
         valid = jnp.asarray(valid_steps, jnp.int32)
         pop, new_z, outer_state, val, losses = fn(pop, z, outer_state, data[0], data[1], valid)
         new = {k: np.asarray(v, np.float64) for k, v in unrolled.from_unconstrained(new_z).items()}
-        for k, (lo, hi) in bounds(self.space).items():
+        for k, (lo, hi) in bounds(space).items():
             new[k] = np.where(np.isnan(np.asarray(hp[k])), np.nan, np.clip(new[k], lo, hi))
-        state = {
-            "outer": jax.tree.map(np.asarray, serialization.to_state_dict(outer_state)),
-            "proposed": new,
-            "val": np.asarray(val, np.float64),
-            "windows": int(state["windows"]) + 1,
-        }
+        state = next_window(state, outer_state, new, val)
         return state, population.place(pop), losses
 
-    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
-        proposed = state["proposed"]
+    def update(self, state: HypergradState, obs: Observation):
+        proposed = state.proposed
         if not proposed:
             return state, PopulationUpdate()
         P = len(obs.member_id)
@@ -234,4 +242,14 @@ class UnrolledHypergrad(Strategy):
                         "after": after,
                     }
                 )
-        return {**state, "proposed": {}}, PopulationUpdate(hparams=new, events=events)
+        return state.replace(proposed={}), PopulationUpdate(hparams=new, events=events)
+
+
+def next_window(state: HypergradState, outer_state, proposed, val) -> HypergradState:
+    """``state`` after a window: the outer state, the proposal and the validation losses."""
+    return state.replace(
+        outer=jax.tree.map(np.asarray, serialization.to_state_dict(outer_state)),
+        proposed=proposed,
+        val=np.asarray(val, np.float64),
+        windows=np.asarray(int(state.windows) + 1, np.int64),
+    )

@@ -44,10 +44,10 @@ import optax
 from flax import serialization
 
 from jaxhpo.hypergrad import implicit, member, unrolled
-from jaxhpo.population import over_members
+from jaxhpo.population.members import over_members
+from jaxhpo.population.step import task_loss
 from jaxhpo.space import Space
-from jaxhpo.step import task_loss
-from jaxhpo.strategies.hypergrad import OuterConfig, UnrolledHypergrad, bounds
+from jaxhpo.strategies.hypergrad import OuterConfig, UnrolledHypergrad, bounds, next_window
 
 #: Hyperparameters that enter the training loss differentiably (see the module docstring).
 DIFFERENTIABLE = ("weight_decay", "label_smoothing")
@@ -120,6 +120,7 @@ class ImplicitHypergrad(UnrolledHypergrad):
 
     def __init__(self, config: ImplicitConfig | None = None, /, **fields):
         super().__init__(config, **fields)
+        #: compiled hypergradient programs, keyed by (population, space): a compile cache
         self._programs: dict[Any, Any] = {}
 
     def check(self, train_steps: int, segment_steps: int) -> None:
@@ -129,15 +130,16 @@ class ImplicitHypergrad(UnrolledHypergrad):
         check_training_loss_names(space)
         return super().init(seed, space, size)
 
-    def _program(self, population):
-        if id(population) in self._programs:
-            return self._programs[id(population)]
+    def _program(self, population, space: Space):
+        cache_key = (id(population), space)
+        if cache_key in self._programs:
+            return self._programs[cache_key]
         if population.data_devices > 1:
             raise ValueError(
                 "population.data_devices: implicit hypergradients do not split a member's batch "
                 "over devices; use population.data_devices=1"
             )
-        names = tuple(self.space.searched)
+        names = tuple(space.searched)
         cfg = self.config
         outer, method, terms, alpha = self.outer_opt, cfg.method, cfg.terms, cfg.alpha
 
@@ -161,32 +163,27 @@ class ImplicitHypergrad(UnrolledHypergrad):
             return f((pop, outer_state))
 
         fn = jax.jit(program)
-        self._programs = {id(population): fn}  # one population structure at a time
+        self._programs = {cache_key: fn}  # one population structure at a time
         return fn
 
-    def hypergradients(self, population, pop, data, outer_state):
+    def hypergradients(self, population, pop, data, outer_state, space: Space):
         """``(new_z, outer_state, val [P], grad_z)`` of every member at its current weights."""
-        return self._program(population)(pop, outer_state, data[0], data[1])
+        return self._program(population, space)(pop, outer_state, data[0], data[1])
 
     def train_segment(self, state, population, pop, data, num_steps, valid_steps):
         pop, losses = population.train_segment(pop, data[0], num_steps, valid_steps=valid_steps)
-        names = tuple(self.space.searched)
+        space = state.space
+        names = tuple(space.searched)
         hp = population.get_hparams(pop)
         template = jax.vmap(self.outer_opt.init)(
             unrolled.to_unconstrained({k: hp[k] for k in names})
         )
-        if state["outer"]:
-            outer_state = serialization.from_state_dict(template, state["outer"])
+        if state.outer:
+            outer_state = serialization.from_state_dict(template, state.outer)
         else:
             outer_state = template
-        new_z, outer_state, val, _ = self.hypergradients(population, pop, data, outer_state)
+        new_z, outer_state, val, _ = self.hypergradients(population, pop, data, outer_state, space)
         new = {k: np.asarray(v, np.float64) for k, v in unrolled.from_unconstrained(new_z).items()}
-        for k, (lo, hi) in bounds(self.space).items():
+        for k, (lo, hi) in bounds(space).items():
             new[k] = np.clip(new[k], lo, hi)
-        state = {
-            "outer": jax.tree.map(np.asarray, serialization.to_state_dict(outer_state)),
-            "proposed": new,
-            "val": np.asarray(val, np.float64),
-            "windows": int(state["windows"]) + 1,
-        }
-        return state, pop, losses
+        return next_window(state, outer_state, new, val), pop, losses

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from jaxhpo.strategies.base import Observation, PopulationUpdate
+from jaxhpo.strategies.optuna_study import distributions
 
 #: Short name -> ``optuna.pruners`` class name.
 PRUNERS: dict[str, str] = {
@@ -76,19 +77,21 @@ def make_pruner(optuna: Any, name: str | None, options: Mapping[str, Any] | None
         ) from None
 
 
-def pruned_mask(state: Mapping[str, Any], P: int) -> np.ndarray:
+def pruned_mask(state: Any, P: int) -> np.ndarray:
     """The generation's pruned slots, bool ``[P]`` (none in a state written without pruning)."""
-    return np.asarray(state.get("pruned", np.zeros(P)), np.float64).reshape(P) > 0
+    pruned = getattr(state, "pruned", None)
+    return np.asarray(np.zeros(P) if pruned is None else pruned, np.float64).reshape(P) > 0
 
 
-def prune(search: Any, study: Any, state: dict[str, Any], obs: Observation):
+def prune(search: Any, study: Any, state: Any, obs: Observation):
     """The pruner's verdicts after an evaluation inside a generation: ``(state, update)`` with
-    the newly pruned slots stopped (``active`` False) and recorded in ``state["pruned"]``."""
+    the newly pruned slots stopped (``active`` False) and recorded in ``state.pruned``."""
     from jaxhpo.strategies import optuna_report
 
-    numbers = np.asarray(state["trials"])
+    numbers = np.asarray(state.trials)
     P = len(numbers)
-    current = np.asarray(state["current"], np.float64).reshape(P, -1)
+    current = np.asarray(state.current, np.float64).reshape(P, -1)
+    dists = distributions(state.space)
     pruned = pruned_mask(state, P)
     fitness = obs.fitness()
     running = search.optuna.trial.TrialState.RUNNING
@@ -96,10 +99,10 @@ def prune(search: Any, study: Any, state: dict[str, Any], obs: Observation):
     for i in range(P):
         if pruned[i] or not obs.active[i] or not np.isfinite(fitness[i]):
             continue  # already stopped, or diverged (its trial fails at the generation's end)
-        params = search._params(current[i])
+        params = search._params(state.space, current[i])
         trial = search.optuna.trial.create_trial(
             params=params,
-            distributions={k: d for k, d in search.dists.items() if k in params},
+            distributions={k: d for k, d in dists.items() if k in params},
             intermediate_values=optuna_report.reported(state, i),
             state=running,
         )
@@ -115,11 +118,11 @@ def prune(search: Any, study: Any, state: dict[str, Any], obs: Observation):
         }
         for i in np.flatnonzero(new)
     ]
-    state = {**state, "pruned": (pruned | new).astype(np.float64)}
+    state = state.replace(pruned=(pruned | new).astype(np.float64))
     return state, PopulationUpdate(active=np.asarray(obs.active, bool) & ~new, events=events)
 
 
-def last_reported(state: Mapping[str, Any], i: int, default: float) -> float:
+def last_reported(state: Any, i: int, default: float) -> float:
     """Slot ``i``'s last reported value of the generation (a pruned trial's value), else
     ``default``."""
     from jaxhpo.strategies import optuna_report

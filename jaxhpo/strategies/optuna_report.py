@@ -18,12 +18,12 @@ from jaxhpo.strategies.base import Observation
 
 
 def report(
-    state: dict[str, Any],
+    state: Any,
     running: dict[int, Any],
     obs: Observation,
     generation_steps: int | None,
     skip: np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> Any:
     """Reports ``obs``'s fitness to the trials in ``running`` (number -> Trial); returns the
     state with this evaluation added to its reports. Non-finite values are kept in the state
     but not reported (a diverged member's trial is failed); slots in ``skip`` (pruned members)
@@ -33,41 +33,42 @@ def report(
         raw = np.where(skip, np.nan, raw)
     P = len(raw)
     every = generation_steps
-    start = state.get("start", int(obs.step) - (int(obs.step) % every or every) if every else 0)
+    start = state.start
+    if start is None:  # an older checkpoint: the generation's start from the schedule
+        start = int(obs.step) - (int(obs.step) % every or every) if every else 0
     step = int(obs.step) - int(start)
-    numbers = [int(n) for n in np.asarray(state["trials"])]
+    numbers = [int(n) for n in np.asarray(state.trials)]
     for n, value in zip(numbers, raw, strict=True):
         trial = running.get(n)
         if trial is not None and np.isfinite(value):
             with warnings.catch_warnings():  # a step reported before a kill: the same value
                 warnings.filterwarnings("ignore", "The reported value is ignored")
                 trial.report(float(value), step)
-    reports = np.asarray(state.get("reports", np.zeros((0, P))), np.float64).reshape(-1, P)
-    steps = np.asarray(state.get("report_steps", np.zeros((0,))), np.int64).reshape(-1)
-    return {
-        **state,
-        "reports": np.concatenate([reports, raw[None, :]]),
-        "report_steps": np.append(steps, np.int64(step)),
-    }
+    reports = np.asarray(_get(state, "reports", np.zeros((0, P))), np.float64).reshape(-1, P)
+    steps = _flat(state, "report_steps", np.int64)
+    return state.replace(
+        reports=np.concatenate([reports, raw[None, :]]),
+        report_steps=np.append(steps, np.int64(step)),
+    )
 
 
-def reported(state: dict[str, Any], i: int) -> dict[int, float]:
+def reported(state: Any, i: int) -> dict[int, float]:
     """Member slot ``i``'s reported values of this generation, step -> value (finite ones)."""
-    reports = np.asarray(state.get("reports", np.zeros((0, 0))), np.float64)
-    steps = np.asarray(state.get("report_steps", np.zeros((0,))), np.int64).reshape(-1)
+    reports = np.asarray(_get(state, "reports", np.zeros((0, 0))), np.float64)
+    steps = _flat(state, "report_steps", np.int64)
     if not len(steps):
         return {}
     column = reports.reshape(len(steps), -1)[:, i]
     return {int(t): float(v) for t, v in zip(steps, column, strict=True) if np.isfinite(v)}
 
 
-def archive(state: dict[str, Any], first_row: int) -> dict[str, np.ndarray]:
+def archive(state: Any, first_row: int) -> dict[str, np.ndarray]:
     """The run's reports so far with this generation's appended, as flat arrays ``report_row``
-    (the told trial's row in ``state["params"]``; slot ``i`` is row ``first_row + i``),
+    (the told trial's row in ``state.params``; slot ``i`` is row ``first_row + i``),
     ``report_at`` (its step) and ``report_value``: what a study rebuilt on resume needs to give
     its finished trials their intermediate values (a pruner compares against them)."""
-    steps = np.asarray(state.get("report_steps", np.zeros((0,))), np.int64).reshape(-1)
-    reports = np.asarray(state.get("reports", np.zeros((0, 0))), np.float64)
+    steps = _flat(state, "report_steps", np.int64)
+    reports = np.asarray(_get(state, "reports", np.zeros((0, 0))), np.float64)
     k, i = np.nonzero(np.isfinite(reports.reshape(len(steps), -1) if len(steps) else reports))
     return {
         "report_row": np.concatenate([_flat(state, "report_row", np.int64), first_row + i]),
@@ -81,12 +82,18 @@ def archive(state: dict[str, Any], first_row: int) -> dict[str, np.ndarray]:
     }
 
 
-def archived(state: dict[str, Any], row: int) -> dict[int, float]:
+def archived(state: Any, row: int) -> dict[int, float]:
     """Told trial ``row``'s intermediate values from :func:`archive`, step -> value."""
     rows = _flat(state, "report_row", np.int64)
     at, values = _flat(state, "report_at", np.int64), _flat(state, "report_value", np.float64)
     return {int(t): float(v) for t, v in zip(at[rows == row], values[rows == row], strict=True)}
 
 
-def _flat(state: dict[str, Any], key: str, dtype) -> np.ndarray:
-    return np.asarray(state.get(key, np.zeros((0,))), dtype).reshape(-1)
+def _get(state: Any, key: str, default: np.ndarray) -> np.ndarray:
+    """``state.key``, or ``default`` where an older checkpoint lacks it (``None``)."""
+    value = getattr(state, key, None)
+    return default if value is None else value
+
+
+def _flat(state: Any, key: str, dtype) -> np.ndarray:
+    return np.asarray(_get(state, key, np.zeros((0,))), dtype).reshape(-1)

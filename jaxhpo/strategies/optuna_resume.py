@@ -158,17 +158,18 @@ def cut_to_start(cfg: Any, run_dir: Any) -> None:
         truncate_study(storage, name, first)
 
 
-def study_for(search: Any, state: dict[str, Any]) -> Any:
+def study_for(search: Any, state: Any) -> Any:
     """The study of an :class:`~jaxhpo.strategies.optuna_search.OptunaSearch` for ``state``: this
     process's study, or (after a resume) the state's study re-opened and cut back to the
     checkpoint (a database), or rebuilt from the state (memory)."""
-    name = name_of(state["study"])
-    numbers = [int(n) for n in np.asarray(state["trials"])]
-    keep = int(state.get("base", 0)) + len(np.asarray(state["values"]))
+    live = search.live  # the process's study and trials (optuna_study.LiveStudy)
+    name = name_of(state.study)
+    numbers = [int(n) for n in np.asarray(state.trials)]
+    keep = int(0 if state.base is None else state.base) + len(np.asarray(state.values))
     if (
         search.study is not None
         and search.study.study_name == name
-        and (all(n in search._running for n in numbers) or search._synced == (name, keep))
+        and (all(n in live.running for n in numbers) or live.synced == (name, keep))
     ):
         return search.study
     TrialState = search.optuna.trial.TrialState
@@ -185,25 +186,27 @@ def study_for(search: Any, state: dict[str, Any]) -> Any:
             f"expects {keep} (was it changed by hand?)"
         )
     if left is None and mine is not None and mine.study_name == name:
-        for n in search._init_trials:  # asked by the restart, never trained
-            if n in search._running:
+        for n in live.init_trials:  # asked by the restart, never trained
+            if n in live.running:
                 mine.tell(n, state=TrialState.FAIL)
-    search._running = {}
-    study = search._create_study(name, search._make_sampler(int(state["seed"]), len(numbers)))
+    live.running = {}
+    study = search._create_study(name, search._make_sampler(int(state.seed), len(numbers)))
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        values = np.asarray(state["values"])
-        told_pruned = np.asarray(state.get("told_pruned", np.zeros(len(values))))
-        for j, (row, value) in enumerate(zip(np.asarray(state["params"]), values)):
+        values = np.asarray(state.values)
+        told = state.told_pruned
+        told_pruned = np.asarray(np.zeros(len(values)) if told is None else told)
+        for j, (row, value) in enumerate(zip(np.asarray(state.params), values)):
             reported = optuna_report.archived(state, j)
-            study.add_trial(search._trial(row, value, reported=reported, pruned=told_pruned[j]))
+            trial = search._trial(state.space, row, value, reported=reported, pruned=told_pruned[j])
+            study.add_trial(trial)
     if left is not None:
         _ask_again(search, study, state, numbers, asked)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     by_number = {t.number: t for t in running}
     for n in numbers:  # a persistent study still holds the generation's running trials
         if n in by_number:
-            search._running[n] = search.optuna.trial.Trial(study, by_number[n]._trial_id)
-    search.study, search._synced = study, (name, keep)
+            live.running[n] = search.optuna.trial.Trial(study, by_number[n]._trial_id)
+    live.study, live.synced = study, (name, keep)
     return study
 
 
@@ -218,7 +221,7 @@ def _asked(search: Any, name: str, numbers: list[int]) -> dict[int, Any]:
     return {t.number: t for t in study.get_trials(deepcopy=False) if t.number in set(numbers)}
 
 
-def _ask_again(search: Any, study: Any, state: dict[str, Any], numbers, asked) -> None:
+def _ask_again(search: Any, study: Any, state: Any, numbers, asked) -> None:
     """The checkpoint's generation again, as running trials with the numbers, parameters, user
     and system attributes (the sampler's, e.g. ``tpe:relative_params:*``) they were asked with,
     and the intermediate values the checkpoint holds; the generation's end tells them as the
@@ -241,4 +244,4 @@ def _ask_again(search: Any, study: Any, state: dict[str, Any], numbers, asked) -
         if study._storage.get_trial_number_from_id(trial_id) != n:  # not the uninterrupted one
             truncate_study(search.config.storage, study.study_name, n)
             return
-        search._running[n] = search.optuna.trial.Trial(study, trial_id)
+        search.live.running[n] = search.optuna.trial.Trial(study, trial_id)

@@ -69,89 +69,22 @@ from typing import Any
 import numpy as np
 
 from jaxhpo import conditions
-from jaxhpo.space import Choice, Float, Int, Space
+from jaxhpo.space import Int, Space
 from jaxhpo.storage_url import check_storage_url
 from jaxhpo.strategies import optuna_prune, optuna_report, optuna_resume
 from jaxhpo.strategies.base import Observation, PopulationUpdate
 from jaxhpo.strategies.optuna_resume import name_array, name_of
+from jaxhpo.strategies.optuna_study import (  # noqa: F401  (re-exported)
+    EXTRA_PACKAGES,
+    INSTALL,
+    SAMPLERS,
+    LiveStudy,
+    OptunaState,
+    distributions,
+    import_optuna,
+    resolve_sampler,
+)
 from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch
-
-#: Short name -> ``optuna.samplers`` class name (any ``*Sampler`` class name works as well).
-SAMPLERS: dict[str, str] = {
-    "tpe": "TPESampler",
-    "gp": "GPSampler",
-    "cmaes": "CmaEsSampler",
-    "cma_es": "CmaEsSampler",
-    "qmc": "QMCSampler",
-    "sobol": "QMCSampler",
-    "nsga2": "NSGAIISampler",
-    "nsgaii": "NSGAIISampler",
-    "nsga3": "NSGAIIISampler",
-    "random": "RandomSampler",
-}
-
-#: Packages a sampler needs beyond optuna: class -> (module, pip name).
-EXTRA_PACKAGES: dict[str, tuple[str, str]] = {
-    "CmaEsSampler": ("cmaes", "cmaes"),
-    "GPSampler": ("torch", "torch"),
-}
-
-INSTALL = "pip install 'jaxhpo[optuna]'"
-
-
-def import_optuna():
-    """``optuna``, or a one-line error naming ``strategy.name`` and the pip command."""
-    try:
-        import optuna
-    except ImportError:
-        raise ValueError(
-            f"strategy.name: 'optuna' needs the optional package optuna ({INSTALL})"
-        ) from None
-    return optuna
-
-
-def resolve_sampler(name: str) -> str:
-    """The ``optuna.samplers`` class name of ``name`` (short names in :data:`SAMPLERS`).
-
-    Raises:
-      ValueError: naming ``strategy.sampler``, for an unknown name or a missing package.
-    """
-    optuna = import_optuna()
-    key = str(name).strip()
-    cls = SAMPLERS.get(key.lower().replace("-", "").replace("_", "")) or SAMPLERS.get(key.lower())
-    if cls is None:
-        known = {n.lower(): n for n in dir(optuna.samplers) if n.endswith("Sampler")}
-        cls = known.get(key.lower()) or known.get(key.lower() + "sampler")
-    if cls is None or cls in ("BaseSampler", "BaseGASampler", "GridSampler", "PartialFixedSampler"):
-        raise ValueError(
-            f"strategy.sampler: unknown {name!r} (choose from "
-            f"{', '.join(dict.fromkeys(SAMPLERS))}, or an optuna.samplers *Sampler name)"
-        )
-    if cls in EXTRA_PACKAGES:
-        module, pip = EXTRA_PACKAGES[cls]
-        try:
-            __import__(module)
-        except ImportError:
-            raise ValueError(
-                f"strategy.sampler: Optuna's {cls} needs the package {module} (pip install {pip})"
-            ) from None
-    return cls
-
-
-def distributions(space: Space) -> dict[str, Any]:
-    """The Optuna distribution of every searched dimension."""
-    optuna = import_optuna()
-    D = optuna.distributions
-    out = {}
-    for name in space.searched:
-        dim = space[name]
-        if isinstance(dim, Float):
-            out[name] = D.FloatDistribution(dim.low, dim.high, log=dim.log)
-        elif isinstance(dim, Int):
-            out[name] = D.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
-        elif isinstance(dim, Choice):
-            out[name] = D.CategoricalDistribution(list(dim.values))
-    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +119,7 @@ class OptunaSearch(GenerationalSearch):
 
     name = "optuna"
     Config = OptunaConfig
+    State = OptunaState
 
     def __init__(self, config: OptunaConfig | None = None, /, *, metric: str = "loss", **fields):
         super().__init__(config, metric=metric, **fields)
@@ -197,13 +131,12 @@ class OptunaSearch(GenerationalSearch):
             check_storage_url(cfg.storage, "strategy.storage")
         self._make_sampler(0, 2)  # bad options fail here, before anything compiles
         self.pruner = optuna_prune.make_pruner(self.optuna, cfg.pruner, cfg.pruner_options)
-        self.space: Space | None = None
-        self.study: Any = None
-        self.dists: dict[str, Any] = {}
-        self._init_trials: list[int] = []  # the trials this process's init asked
-        self._running: dict[int, Any] = {}  # trial number -> Trial asked by this process
-        self._run_attrs: dict[str, str] = {}  # the run directory's, set on the study (attach)
-        self._synced: tuple[str, int] | None = None  # (study, trials) brought back on resume
+        self.live = LiveStudy()  # the host-side study: see LiveStudy
+
+    @property
+    def study(self) -> Any:
+        """The live Optuna study (``None`` before ``init``)."""
+        return self.live.study
 
     # -- Optuna plumbing ---------------------------------------------------------------------
 
@@ -245,19 +178,21 @@ class OptunaSearch(GenerationalSearch):
             raise ValueError(
                 f"strategy.storage: cannot open {self.config.storage}: {first}"
             ) from None
-        for key, value in self._run_attrs.items():  # the run it belongs to (attach)
+        for key, value in self.live.run_attrs.items():  # the run it belongs to (attach)
             study.set_user_attr(key, value)
         return study
 
-    def _ask(self, study, P: int, g: int) -> tuple[list[int], np.ndarray, dict[str, np.ndarray]]:
-        numbers, internal, values = [], [], {k: [] for k in self.dists}
+    def _ask(self, space: Space, study, P: int, g: int):
+        """``P`` new trials: ``(numbers, internal [P, D], columns)``."""
+        dists = distributions(space)
+        numbers, internal, values = [], [], {k: [] for k in dists}
         for _ in range(P):  # Optuna asks one trial at a time (host work between generations)
-            trial = conditions.ask(study, self.space, self.dists)  # define-by-run: active only
+            trial = conditions.ask(study, space, dists)  # define-by-run: active only
             trial.set_user_attr("generation", int(g))
-            self._running[trial.number] = trial
+            self.live.running[trial.number] = trial
             numbers.append(trial.number)
-            internal.append([conditions.internal(trial, k, d) for k, d in self.dists.items()])
-            for k in self.dists:
+            internal.append([conditions.internal(trial, k, d) for k, d in dists.items()])
+            for k in dists:
                 values[k].append(trial.params.get(k, np.nan))  # NaN: inactive
         cols = {}
         for k, v in values.items():
@@ -266,21 +201,22 @@ class OptunaSearch(GenerationalSearch):
                 cols[k] = arr.astype(np.float64)
             except (TypeError, ValueError):
                 cols[k] = arr
-        return numbers, np.asarray(internal, np.float64).reshape(P, -1), self.space.deactivate(cols)
+        return numbers, np.asarray(internal, np.float64).reshape(P, -1), space.deactivate(cols)
 
-    def _params(self, row: np.ndarray) -> dict[str, Any]:
-        pairs = zip(self.dists.items(), row)  # NaN: an inactive conditional dimension
+    @staticmethod
+    def _params(space: Space, row: np.ndarray) -> dict[str, Any]:
+        pairs = zip(distributions(space).items(), row)  # NaN: an inactive conditional dimension
         return {k: d.to_external_repr(float(x)) for (k, d), x in pairs if not np.isnan(x)}
 
-    def _trial(self, row, value, member=None, generation=None, reported=None, pruned=False):
+    def _trial(self, space, row, value, member=None, generation=None, reported=None, pruned=False):
         TrialState = self.optuna.trial.TrialState
         attrs = {} if member is None else {"member": int(member), "generation": int(generation)}
         ok = np.isfinite(value)
-        params = self._params(row)
+        params = self._params(space, row)
         state = TrialState.COMPLETE if ok else TrialState.FAIL
         return self.optuna.trial.create_trial(
             params=params,
-            distributions={k: d for k, d in self.dists.items() if k in params},
+            distributions={k: d for k, d in distributions(space).items() if k in params},
             value=float(value) if ok else None,
             state=TrialState.PRUNED if pruned else state,
             user_attrs=attrs,
@@ -290,11 +226,11 @@ class OptunaSearch(GenerationalSearch):
     def attach(self, state, run_dir) -> dict[str, Any]:
         """Links the study to the run: user attributes ``run_dir`` and ``run`` (the run's name)
         on the study, set again whenever it is re-opened; its name and storage for run.json."""
-        name = name_of(state["study"])
+        name = name_of(state.study)
         run_dir = Path(run_dir)
-        self._run_attrs = {"run_dir": str(run_dir.absolute()), "run": run_dir.name}
+        self.live.run_attrs = {"run_dir": str(run_dir.absolute()), "run": run_dir.name}
         if self.study is not None and self.study.study_name == name:
-            for key, value in self._run_attrs.items():
+            for key, value in self.live.run_attrs.items():
                 self.study.set_user_attr(key, value)
         return {"optuna_study": name, "optuna_storage": self.config.storage or "memory"}
 
@@ -306,49 +242,48 @@ class OptunaSearch(GenerationalSearch):
         if not space.searched:
             raise ValueError("space: the optuna strategy needs at least one searched dimension")
         P = int(size)
-        self.space = space
-        self.dists = distributions(space)
+        dists = distributions(space)
         seeded = self.seed(space, P)
         name = self.config.study or f"jaxhpo-{uuid.uuid4().hex[:12]}"
         sampler = self._make_sampler(seed, P, 0)
         study = self._create_study(name, sampler)
-        self.study = study
+        self.live.study = study
         base = len(study.get_trials(deepcopy=False))  # a continued study's earlier trials
-        rows, fitness = np.zeros((0, len(self.dists))), np.zeros((0,))
+        rows, fitness = np.zeros((0, len(dists))), np.zeros((0,))
         if seeded.cols is not None:
             rows = np.stack(
                 [
-                    [
-                        d.to_internal_repr(_py(seeded.cols[k][i], space[k]))
-                        for k, d in self.dists.items()
-                    ]
+                    [d.to_internal_repr(_py(seeded.cols[k][i], space[k])) for k, d in dists.items()]
                     for i in range(len(seeded.fitness))
                 ]
             )
             fitness = np.asarray(seeded.fitness, np.float64)
             for row, value in zip(rows, fitness, strict=True):
-                study.add_trial(self._trial(row, value))
+                study.add_trial(self._trial(space, row, value))
         for point in seeded.points:
             params = {k: _py(v, space[k]) for k, v in point.items()}
             study.enqueue_trial(params, skip_if_exists=False)
-        numbers, internal, cols = self._ask(study, P, 0)
-        self._init_trials = list(numbers)
-        state = {
-            "seed": np.asarray(seed, np.int64),
-            "generation": np.asarray(0, np.int64),
-            "study": name_array(name),
-            "trials": np.asarray(numbers, np.int64),
-            "current": internal,
-            "params": rows,  # every finished trial of this run, the warm start's first
-            "values": fitness,
-            "base": np.asarray(base, np.int64),
-            "start": np.asarray(0, np.int64),  # the step the generation started at
-            "reports": np.zeros((0, P)),  # the generation's reported objectives [K, P]
-            "report_steps": np.zeros((0,), np.int64),  # their steps in the trials [K]
-            "pruned": np.zeros(P),  # 1.0: the generation's pruner stopped the slot
-            "told_pruned": np.zeros(len(fitness)),  # 1.0: the told trial was pruned
-            **optuna_report.archive({}, 0),  # every told trial's intermediate values
-        }
+        numbers, internal, cols = self._ask(space, study, P, 0)
+        self.live.init_trials = list(numbers)
+        state = OptunaState(
+            space=space,
+            seed=np.asarray(seed, np.int64),
+            generation=np.asarray(0, np.int64),
+            study=name_array(name),
+            trials=np.asarray(numbers, np.int64),
+            current=internal,
+            params=rows,  # every finished trial of this run, the warm start's first
+            values=fitness,
+            base=np.asarray(base, np.int64),
+            start=np.asarray(0, np.int64),
+            reports=np.zeros((0, P)),
+            report_steps=np.zeros((0,), np.int64),
+            pruned=np.zeros(P),
+            told_pruned=np.zeros(len(fitness)),
+            report_row=np.zeros((0,), np.int64),
+            report_at=np.zeros((0,), np.int64),
+            report_value=np.zeros((0,)),
+        )
         full = space.from_unit(np.full((P, len(space.searched)), 0.5))
         full.update(cols)
         return state, full
@@ -358,10 +293,8 @@ class OptunaSearch(GenerationalSearch):
         (:func:`jaxhpo.strategies.optuna_resume.study_for`)."""
         return optuna_resume.study_for(self, state)
 
-    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
-        if self.space is None:
-            raise ValueError("strategy update: the optuna strategy was not initialised (call init)")
-        numbers = [int(n) for n in np.asarray(state["trials"])]
+    def update(self, state: OptunaState, obs: Observation):
+        numbers = [int(n) for n in np.asarray(state.trials)]
         P = len(numbers)
         if len(obs.member_id) != P:
             raise ValueError(
@@ -371,7 +304,7 @@ class OptunaSearch(GenerationalSearch):
         study = self._study_for(state)
         pruned = optuna_prune.pruned_mask(state, P)
         state = optuna_report.report(
-            state, self._running, obs, self.config.generation_steps, pruned
+            state, self.live.running, obs, self.config.generation_steps, pruned
         )
         if not self.due(int(obs.step)):
             if self.pruner is None:
@@ -384,14 +317,57 @@ class OptunaSearch(GenerationalSearch):
         raw = obs.fitness()
         for i in np.flatnonzero(pruned):  # a pruned trial's value: its last reported one
             raw[i] = optuna_prune.last_reported(state, i, raw[i])
-        g = int(state["generation"])
-        current = np.asarray(state["current"], np.float64).reshape(P, -1)
+        g = int(state.generation)
+        current = np.asarray(state.current, np.float64).reshape(P, -1)
+        self._tell(study, state, obs, numbers, raw, pruned)
+        values = np.concatenate([np.asarray(state.values, np.float64), raw])
+        best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
+        event = {
+            "kind": "generation",
+            "generation": g,
+            "algorithm": f"optuna:{self.sampler_cls}",
+            "best_fitness": float(raw[best]),
+            "best_member": int(obs.member_id[best]),
+            "best": self._params(state.space, current[best]),
+            "study": study.study_name,
+            "trials": [int(n) for n in numbers],
+            "diverged": int(np.sum(~np.isfinite(raw))),
+        }
+        told = state.told_pruned
+        told = np.zeros(len(values) - P) if told is None else np.asarray(told)
+        rows = np.asarray(state.params).reshape(-1, current.shape[1])
+        new_state = state.replace(
+            generation=np.asarray(g + 1, np.int64),
+            params=np.concatenate([rows, current]),
+            values=values,
+            start=np.asarray(int(obs.step), np.int64),
+            reports=np.zeros((0, P)),
+            report_steps=np.zeros((0,), np.int64),
+            pruned=np.zeros(P),
+            told_pruned=np.concatenate([told, pruned]).astype(np.float64),
+            **optuna_report.archive(state, len(values) - P),
+        )
+        if self.last(int(obs.step)):
+            new_state = new_state.replace(trials=np.zeros((0,), np.int64))
+            return new_state, PopulationUpdate(events=[event], done=True)
+        study.sampler = self._make_sampler(int(state.seed), P, g + 1)
+        new_numbers, internal, cols = self._ask(state.space, study, P, g + 1)
+        new_state = new_state.replace(trials=np.asarray(new_numbers, np.int64), current=internal)
+        fresh = np.ones(P, bool)  # pruned members train again as new trials
+        return new_state, PopulationUpdate(reinit=fresh, hparams=cols, active=fresh, events=[event])
+
+    def _tell(self, study, state: OptunaState, obs: Observation, numbers, raw, pruned) -> None:
+        """Tells the generation's trials their values (adds them as finished trials when this
+        process did not ask them: a resumed run)."""
+        g = int(state.generation)
+        current = np.asarray(state.current, np.float64).reshape(len(numbers), -1)
         TrialState = self.optuna.trial.TrialState
         for i, n in enumerate(numbers):
-            trial = self._running.pop(n, None)
+            trial = self.live.running.pop(n, None)
             if trial is None:  # resumed without the running trial: add it as finished
                 reported = optuna_report.reported(state, i)
-                add = self._trial(current[i], raw[i], obs.member_id[i], g, reported, pruned[i])
+                member = obs.member_id[i]
+                add = self._trial(state.space, current[i], raw[i], member, g, reported, pruned[i])
                 study.add_trial(add)
                 continue
             trial.set_user_attr("member", int(obs.member_id[i]))
@@ -401,45 +377,6 @@ class OptunaSearch(GenerationalSearch):
                 study.tell(n, float(raw[i]))
             else:
                 study.tell(n, state=TrialState.FAIL)
-        params = np.concatenate(
-            [np.asarray(state["params"]).reshape(-1, current.shape[1]), current]
-        )
-        values = np.concatenate([np.asarray(state["values"], np.float64), raw])
-        best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
-        event = {
-            "kind": "generation",
-            "generation": g,
-            "algorithm": f"optuna:{self.sampler_cls}",
-            "best_fitness": float(raw[best]),
-            "best_member": int(obs.member_id[best]),
-            "best": self._params(current[best]),
-            "study": study.study_name,
-            "trials": [int(n) for n in numbers],
-            "diverged": int(np.sum(~np.isfinite(raw))),
-        }
-        new_state = {
-            **state,
-            "generation": np.asarray(g + 1, np.int64),
-            "params": params,
-            "values": values,
-            "start": np.asarray(int(obs.step), np.int64),
-            "reports": np.zeros((0, P)),
-            "report_steps": np.zeros((0,), np.int64),
-            "pruned": np.zeros(P),
-            "told_pruned": np.concatenate(
-                [np.asarray(state.get("told_pruned", np.zeros(len(values) - P))), pruned]
-            ).astype(np.float64),
-            **optuna_report.archive(state, len(values) - P),
-        }
-        if self.last(int(obs.step)):
-            new_state["trials"] = np.zeros((0,), np.int64)
-            return new_state, PopulationUpdate(events=[event], done=True)
-        study.sampler = self._make_sampler(int(state["seed"]), P, g + 1)
-        new_numbers, internal, cols = self._ask(study, P, g + 1)
-        new_state["trials"] = np.asarray(new_numbers, np.int64)
-        new_state["current"] = internal
-        fresh = np.ones(P, bool)  # pruned members train again as new trials
-        return new_state, PopulationUpdate(reinit=fresh, hparams=cols, active=fresh, events=[event])
 
 
 def _py(v: Any, dim: Any) -> Any:

@@ -26,8 +26,8 @@ identical scores still exploits. Diverged members (NaN/inf) rank last and are al
 The decision is one pure ``jax.numpy`` function (:func:`pbt_step`) of a key, the step, the fitness
 and the hyperparameters; the host strategy (:class:`PBT`) calls it between segments, and the
 compiled loop (``train.compiled``) calls the same function inside one ``lax.scan`` over segments.
-The strategy's state is a plain pytree (its key); the random numbers at a step depend only on the
-seed and the step, so a resumed run makes the same decisions.
+The strategy's state (:class:`PBTState`) is its key and the space; the random numbers at a step
+depend only on the seed and the step, so a resumed run makes the same decisions.
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ from jaxhpo.strategies.base import (
     Observation,
     PopulationUpdate,
     Strategy,
+    StrategyState,
     fill_points,
     lineage_events,
+    static,
 )
 
 EXPLOIT = ("truncation", "tournament", "none", "none_all", "none_bottom")
@@ -261,6 +263,13 @@ class PBTConfig:
                 raise ValueError(f"strategy.{field}: {msg}")
 
 
+class PBTState(StrategyState):
+    """PBT's state: constant over a study (every decision folds the step into the key)."""
+
+    space: Space = static()  # the search space explore perturbs in (structure, not traced)
+    key: np.ndarray  # uint32 [2]: the root key's data (jax.random.key_data of key(seed))
+
+
 class PBT(Strategy):
     """Population Based Training; see the module docstring.
 
@@ -269,13 +278,13 @@ class PBT(Strategy):
 
     name = "pbt"
     Config = PBTConfig
+    State = PBTState
     capabilities = Capabilities(compiled=True)
 
     def __init__(self, config: PBTConfig | None = None, /, **fields):
         super().__init__(config, **fields)
         if self.config.ready_steps is None:
             raise ValueError("strategy.ready_steps: required (from_config fills in one segment)")
-        self.space: Space | None = None  # structure, set by init
 
     @classmethod
     def from_config(cls, config, train, metric="loss"):
@@ -292,10 +301,9 @@ class PBT(Strategy):
     def init(self, seed: int, space: Space, size: int | None):
         if size is None or size < 2:
             raise ValueError(f"population.size: PBT needs at least 2 members, got {size}")
-        self.space = space
         cols = initial_population(space, seed, size, self.config.sampler, self.config.points)
         key = np.asarray(jax.random.key_data(jax.random.key(seed)))
-        return {"key": key}, cols
+        return PBTState(space=space, key=key), cols
 
     def ready(self, step: jax.Array | int) -> jax.Array | bool:
         return (step % self.config.ready_steps == 0) & (step >= max(self.config.min_steps, 1))
@@ -307,7 +315,8 @@ class PBT(Strategy):
         step is not a ready step. With ``groups_P`` (shape buckets) members exploit within their
         group; ``frozen`` names are not explored.
         """
-        key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
+        space = state.space
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), step)
         k_sel, k_exp = jax.random.split(key)
         parents, copied = select_parents(
             k_sel, fitness_P, self.config.exploit, self.config.fraction, groups_P
@@ -327,7 +336,7 @@ class PBT(Strategy):
             k_exp,
             moved,
             explored,
-            self.space,
+            space,
             perturb=self.config.perturb,
             factors=self.config.factors,
             sigma=self.config.sigma,
@@ -335,7 +344,7 @@ class PBT(Strategy):
             frozen=frozen,
         )
         # conditional dimensions: inactive ones emptied, ones a new parent value activates drawn
-        new = conditions.complete_traced(self.space, {**moved, **new}, jax.random.fold_in(k_exp, 1))
+        new = conditions.complete_traced(space, {**moved, **new}, jax.random.fold_in(k_exp, 1))
         ready = self.ready(step)
         slots = jnp.arange(parents.shape[0], dtype=parents.dtype)
         hp = {
@@ -352,19 +361,22 @@ class PBT(Strategy):
 
     @functools.cached_property
     def _jitted(self):
+        """:meth:`device_update`, jitted once per strategy object (a compile cache: it holds
+        no state; the space is static in the state's tree definition)."""
         return jax.jit(self.device_update, static_argnames="frozen")
 
-    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
+    def update(self, state: PBTState, obs: Observation) -> tuple[PBTState, PopulationUpdate]:
         if not self.ready(obs.step):
             return state, PopulationUpdate()
+        space = state.space
         fit = obs.fitness().astype(np.float32)
-        searched = {k: np.asarray(obs.hparams[k], np.float32) for k in self.space.searched}
-        state, parents, copied, explored, hp = jax.device_get(
+        searched = {k: np.asarray(obs.hparams[k], np.float32) for k in space.searched}
+        _, parents, copied, explored, hp = jax.device_get(
             self._jitted(state, np.int32(obs.step), fit, searched, obs.groups, frozen=obs.frozen)
         )
         parents, copied, explored = np.asarray(parents), np.asarray(copied), np.asarray(explored)
         # conditional dimensions: inactive ones emptied, ones a new parent value activates drawn
-        hp = self.space.complete(hp, np.random.default_rng([*np.ravel(state["key"]), obs.step]))
+        hp = space.complete(hp, np.random.default_rng([*np.ravel(state.key), obs.step]))
         events = lineage_events(obs, fit, parents, copied, explored, hp)
         upd = PopulationUpdate(
             parents=parents if copied.any() else None,

@@ -29,13 +29,15 @@ perturbation cleared (its fitness counts as the worst finite one, as in ``evo``)
 ``explore`` per member per segment (before/after hyperparameters) and one ``generation`` with the
 decoded mean ``theta`` (``mean``) and the best member.
 
-State (numpy, checkpointable): ``es`` (evosax state as ``flax.serialization.to_state_dict``),
-``key`` (root key data), ``generation``, ``x`` (the members' current points ``[P, D]``).
+State: :class:`PESState` (numpy, checkpointable). The evosax ``PersistentES`` object is
+structure (the dimension, the particle count and the settings), rebuilt through a cache
+(:func:`_make_es`), never kept on the strategy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -51,7 +53,9 @@ from jaxhpo.strategies.base import (
     Observation,
     PopulationUpdate,
     Strategy,
+    StrategyState,
     fill_points,
+    static,
 )
 from jaxhpo.strategies.hypergrad import check_outer, outer_optimizer
 
@@ -76,6 +80,23 @@ class PESConfig:
         check_outer(self.outer, self.outer_lr)
 
 
+class PESState(StrategyState):
+    """The state of persistent (and truncated) ES."""
+
+    space: Space = static()  # the search space (structure)
+    es: dict[str, Any]  # the evosax PersistentES state, as flax.serialization.to_state_dict
+    key: np.ndarray  # uint32 [2]: the root key's data
+    generation: np.ndarray  # int64 []: segments told so far
+    x: np.ndarray  # float32 [P, D]: the members' current points (unconstrained)
+
+
+@functools.lru_cache(maxsize=32)
+def _make_es(D: int, P: int, sigma: float, outer: str, outer_lr: float, persistent: bool):
+    """The evosax ``PersistentES`` and its params (one object, so one compile, per structure)."""
+    optimizer = outer_optimizer(outer, outer_lr)
+    return pes.make_es(D, P, sigma=sigma, optimizer=optimizer, persistent=persistent)
+
+
 class PersistentES(Strategy):
     """PES over live members; see the module docstring.
 
@@ -84,6 +105,7 @@ class PersistentES(Strategy):
 
     name = "pes"
     Config = PESConfig
+    State = PESState
     capabilities = Capabilities(
         no_buckets="it perturbs every searched value of members that keep training"
     )
@@ -91,8 +113,7 @@ class PersistentES(Strategy):
 
     def __init__(self, config: PESConfig | None = None, /, **fields):
         super().__init__(config, **fields)
-        self.optimizer = outer_optimizer(self.config.outer, self.config.outer_lr)
-        self.space: Space | None = None
+        outer_optimizer(self.config.outer, self.config.outer_lr)  # checks the settings
 
     def check(self, train_steps: int, segment_steps: int) -> None:
         if self.config.horizon is not None and self.config.horizon % segment_steps:
@@ -105,9 +126,14 @@ class PersistentES(Strategy):
         root = jax.random.wrap_key_data(jnp.asarray(key_data, jnp.uint32))
         return jax.random.split(jax.random.fold_in(root, generation), 3)
 
-    def _decode(self, x) -> dict[str, np.ndarray]:
-        cols = self.space.from_unconstrained(np.asarray(x, np.float64))
-        return {k: np.asarray(cols[k]) for k in self.space.searched}
+    @staticmethod
+    def _decode(space: Space, x) -> dict[str, np.ndarray]:
+        cols = space.from_unconstrained(np.asarray(x, np.float64))
+        return {k: np.asarray(cols[k]) for k in space.searched}
+
+    def _es(self, D: int, P: int):
+        cfg = self.config
+        return _make_es(D, P, cfg.sigma, cfg.outer, cfg.outer_lr, self.persistent)
 
     def init(self, seed: int, space: Space, size: int | None):
         if size is None or size < 2 or size % 2:
@@ -118,14 +144,7 @@ class PersistentES(Strategy):
         D = len(space.searched)
         if D == 0:
             raise ValueError(f"space: the {self.name} strategy needs a searched dimension")
-        self.space = space
-        self.es, self.params = pes.make_es(
-            D,
-            int(size),
-            sigma=self.config.sigma,
-            optimizer=self.optimizer,
-            persistent=self.persistent,
-        )
+        es, params = self._es(D, int(size))
         mean = np.zeros((D,), np.float32)
         if self.config.points:
             centre = space.from_unconstrained(np.zeros((len(self.config.points), D)))
@@ -134,28 +153,28 @@ class PersistentES(Strategy):
         key_data = np.asarray(jax.random.key_data(jax.random.key(seed)))
         k_init, k_ask, _ = self._keys(key_data, 0)
         with jax.numpy_rank_promotion("allow"):
-            es_state = self.es.init(k_init, jnp.asarray(mean), self.params)
-            x, es_state = self.es.ask(k_ask, es_state, self.params)
+            es_state = es.init(k_init, jnp.asarray(mean), params)
+            x, es_state = es.ask(k_ask, es_state, params)
         x = np.asarray(x, np.float32)
-        state = {
-            "es": jax.tree.map(np.asarray, serialization.to_state_dict(es_state)),
-            "key": key_data,
-            "generation": np.asarray(0, np.int64),
-            "x": x,
-        }
+        state = PESState(
+            space=space,
+            es=jax.tree.map(np.asarray, serialization.to_state_dict(es_state)),
+            key=key_data,
+            generation=np.asarray(0, np.int64),
+            x=x,
+        )
         return state, space.from_unconstrained(np.asarray(x, np.float64))
 
-    def _template(self, key_data):
+    def _template(self, es, params, key_data, D: int):
         with jax.numpy_rank_promotion("allow"):
             k_init, _, _ = self._keys(key_data, 0)
-            D = len(self.space.searched)
-            return self.es.init(k_init, jnp.zeros((D,)), self.params)
+            return es.init(k_init, jnp.zeros((D,)), params)
 
-    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
-        if self.space is None:
-            raise ValueError(f"strategy update: the {self.name} strategy was not initialised")
-        x = np.asarray(state["x"], np.float32)
+    def update(self, state: PESState, obs: Observation) -> tuple[PESState, PopulationUpdate]:
+        space = state.space
+        x = np.asarray(state.x, np.float32)
         P = x.shape[0]
+        es, params = self._es(x.shape[1], P)
         fitness = obs.fitness()
         finite = np.isfinite(fitness)
         if finite.any():
@@ -163,15 +182,16 @@ class PersistentES(Strategy):
             fitness = np.where(finite, fitness, hi + (hi - lo if hi > lo else 1.0))
         else:
             fitness = np.zeros_like(fitness)
-        g = int(state["generation"])
-        _, k_ask, k_tell = self._keys(state["key"], g + 1)
-        es_state = serialization.from_state_dict(self._template(state["key"]), state["es"])
-        if self.space.when:  # inactive coordinates reached no member: no gradient from them
-            act = jnp.asarray(conditions.active_coords(self.space, x))
+        g = int(state.generation)
+        _, k_ask, k_tell = self._keys(state.key, g + 1)
+        template = self._template(es, params, state.key, x.shape[1])
+        es_state = serialization.from_state_dict(template, state.es)
+        if space.when:  # inactive coordinates reached no member: no gradient from them
+            act = jnp.asarray(conditions.active_coords(space, x))
             es_state = es_state.replace(pert_accum=jnp.where(act, es_state.pert_accum, 0.0))
         with jax.numpy_rank_promotion("allow"):
-            es_state, _ = self.es.tell(
-                k_tell, jnp.asarray(x), jnp.asarray(fitness, jnp.float32), es_state, self.params
+            es_state, _ = es.tell(
+                k_tell, jnp.asarray(x), jnp.asarray(fitness, jnp.float32), es_state, params
             )
             reinit = np.asarray(obs.diverged, bool)
             restart = self.config.horizon is not None and int(obs.step) % self.config.horizon == 0
@@ -180,9 +200,9 @@ class PersistentES(Strategy):
             if reinit.any():  # a restarted particle starts a new accumulation
                 accum = jnp.where(jnp.asarray(reinit)[:, None], 0.0, es_state.pert_accum)
                 es_state = es_state.replace(pert_accum=accum)
-            new_x, es_state = self.es.ask(k_ask, es_state, self.params)
+            new_x, es_state = es.ask(k_ask, es_state, params)
         new_x = np.asarray(new_x, np.float32)
-        new = self._decode(new_x)
+        new = self._decode(space, new_x)
         events = []
         for i in range(P):
             events.append(
@@ -194,7 +214,7 @@ class PersistentES(Strategy):
                 }
             )
         best = int(np.argmin(fitness))
-        mean = self._decode(np.asarray(es_state.mean)[None])
+        mean = self._decode(space, np.asarray(es_state.mean)[None])
         events.append(
             {
                 "kind": "generation",
@@ -207,12 +227,11 @@ class PersistentES(Strategy):
                 "restart": bool(restart),
             }
         )
-        state = {
-            "es": jax.tree.map(np.asarray, serialization.to_state_dict(es_state)),
-            "key": state["key"],
-            "generation": np.asarray(g + 1, np.int64),
-            "x": new_x,
-        }
+        state = state.replace(
+            es=jax.tree.map(np.asarray, serialization.to_state_dict(es_state)),
+            generation=np.asarray(g + 1, np.int64),
+            x=new_x,
+        )
         upd = PopulationUpdate(hparams=new, reinit=reinit if reinit.any() else None, events=events)
         return state, upd
 

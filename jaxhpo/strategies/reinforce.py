@@ -31,10 +31,9 @@ their coordinates), and the Gaussian means start at their mean (as the evosax ad
 
 **Randomness.** Generation ``g`` samples with ``jax.random.fold_in(jax.random.key(seed), g)``.
 
-**State.** A dict of numpy arrays (a pytree): ``params`` (``mu [Dc]``, ``log_std [Dc]``,
-``logits [Dk, K]``), ``opt`` (the Adam state as ``flax.serialization.to_state_dict``),
-``baseline``, ``has_baseline``, the current members' actions ``z [P, Dc]`` and ``idx [P, Dk]``,
-``seed`` and ``generation``.
+**State.** :class:`RLState` (numpy arrays and the space). The policy's structure (which
+dimensions are Gaussian or categorical, the category mask) is a function of the space alone
+(:func:`policy_structure`, cached), never kept on the strategy.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ import optax
 from flax import serialization
 
 from jaxhpo.space import Choice, Int, Space
-from jaxhpo.strategies.base import Observation, PopulationUpdate
+from jaxhpo.strategies.base import Observation, PopulationUpdate, StrategyState, static
 from jaxhpo.strategies.evo import shape_fitness
 from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply_points
 
@@ -71,6 +70,44 @@ def _categories(space: Space, name: str) -> list[Any] | None:
     if isinstance(dim, Int) and dim.high - dim.low + 1 <= MAX_CATEGORIES:
         return list(range(int(dim.low), int(dim.high) + 1))
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyStructure:
+    """Which searched dimensions the policy draws how (a function of the space alone)."""
+
+    cats: dict[str, list[Any] | None]  # name -> its categories (None: Gaussian)
+    gauss: list[str]  # the Gaussian dimensions, in the space's order (Dc of them)
+    discrete: list[str]  # the categorical dimensions, in the space's order (Dk of them)
+    mask: jax.Array  # bool [Dk, K]: the categories each discrete dimension has
+    K: int  # the widest categorical dimension's count (1 when none)
+
+
+@functools.lru_cache(maxsize=64)
+def policy_structure(space: Space) -> PolicyStructure:
+    """The policy's :class:`PolicyStructure` over ``space`` (cached per space)."""
+    cats = {n: _categories(space, n) for n in space.searched}
+    gauss = [n for n in space.searched if cats[n] is None]
+    discrete = [n for n in space.searched if cats[n] is not None]
+    K = max([len(cats[n]) for n in discrete], default=1)
+    mask = np.zeros((len(discrete), K), bool)
+    for i, n in enumerate(discrete):
+        mask[i, : len(cats[n])] = True
+    return PolicyStructure(cats, gauss, discrete, jnp.asarray(mask), K)
+
+
+class RLState(StrategyState):
+    """REINFORCE's state: the policy, its optimizer, the baseline and the current actions."""
+
+    space: Space = static()  # the search space (structure)
+    seed: np.ndarray  # int64 []: the study's seed
+    generation: np.ndarray  # int64 []: generations told so far
+    params: dict[str, np.ndarray]  # the policy: mu [Dc], log_std [Dc], logits [Dk, K] (float64)
+    opt: dict[str, Any]  # its Adam state, as flax.serialization.to_state_dict
+    baseline: np.ndarray  # float64 []: moving average of the mean reward
+    has_baseline: np.ndarray  # bool []: the baseline holds a generation's mean
+    z: np.ndarray  # float64 [P, Dc]: the current members' Gaussian actions
+    idx: np.ndarray  # int32 [P, Dk]: the current members' category indices
 
 
 def log_prob(params, mask_DkxK, z_PxDc, idx_PxDk, act_PxDc=None, act_PxDk=None) -> jax.Array:
@@ -160,55 +197,48 @@ class Reinforce(GenerationalSearch):
 
     name = "rl"
     Config = RLConfig
+    State = RLState
 
     def __init__(self, config: RLConfig | None = None, /, *, metric: str = "loss", **fields):
         super().__init__(config, metric=metric, **fields)
         self.opt = optax.adam(self.config.learning_rate)
-        self.space: Space | None = None
 
     # -- structure ---------------------------------------------------------------------------
 
-    def _structure(self, space: Space) -> None:
-        self.space = space
-        self.cats = {n: _categories(space, n) for n in space.searched}
-        self.gauss = [n for n in space.searched if self.cats[n] is None]
-        self.discrete = [n for n in space.searched if self.cats[n] is not None]
-        K = max([len(self.cats[n]) for n in self.discrete], default=1)
-        mask = np.zeros((len(self.discrete), K), bool)
-        for i, n in enumerate(self.discrete):
-            mask[i, : len(self.cats[n])] = True
-        self.mask = jnp.asarray(mask)
-        self.K = K
-
-    def _decode(self, z: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
+    @staticmethod
+    def _decode(space: Space, z: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
+        s = policy_structure(space)
         P = z.shape[0]
-        full = np.zeros((P, len(self.space.searched)))
-        for j, n in enumerate(self.gauss):
-            full[:, self.space.searched.index(n)] = z[:, j]
-        cols = self.space.from_unconstrained(full, raw=True)  # emptied below, choices drawn
-        for j, n in enumerate(self.discrete):
-            cols[n] = np.asarray(self.cats[n], dtype=object)[idx[:, j]]
+        full = np.zeros((P, len(space.searched)))
+        for j, n in enumerate(s.gauss):
+            full[:, space.searched.index(n)] = z[:, j]
+        cols = space.from_unconstrained(full, raw=True)  # emptied below, choices drawn
+        for j, n in enumerate(s.discrete):
+            cols[n] = np.asarray(s.cats[n], dtype=object)[idx[:, j]]
             with contextlib.suppress(TypeError, ValueError):  # numbers: float64 columns
                 cols[n] = cols[n].astype(np.float64)
-        return self.space.deactivate(cols)  # conditional dimensions: inactive ones emptied
+        return space.deactivate(cols)  # conditional dimensions: inactive ones emptied
 
-    def _encode(self, cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _encode(space: Space, cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Actions ``(z, idx)`` of given configurations (every searched name)."""
-        z = np.asarray(self.space.to_unconstrained(cols), np.float64)
-        zg = np.stack([z[:, self.space.searched.index(n)] for n in self.gauss], -1)
+        s = policy_structure(space)
+        z = np.asarray(space.to_unconstrained(cols), np.float64)
+        zg = np.stack([z[:, space.searched.index(n)] for n in s.gauss], -1)
         P = zg.shape[0]
-        idx = np.zeros((P, len(self.discrete)), np.int32)
-        for j, n in enumerate(self.discrete):
-            lookup = {v: i for i, v in enumerate(self.cats[n])}
+        idx = np.zeros((P, len(s.discrete)), np.int32)
+        for j, n in enumerate(s.discrete):
+            lookup = {v: i for i, v in enumerate(s.cats[n])}
             idx[:, j] = [lookup.get(_py(v), 0) for v in np.asarray(cols[n]).ravel()]  # 0: empty
-        return zg.reshape(P, len(self.gauss)), idx
+        return zg.reshape(P, len(s.gauss)), idx
 
-    def _active(self, z: np.ndarray, idx: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    def _active(self, space, z: np.ndarray, idx: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """Which coordinates of the actions reached the members (conditional dimensions)."""
-        act = self.space.active(self._decode(z, idx))
+        s = policy_structure(space)
+        act = space.active(self._decode(space, z, idx))
         P = z.shape[0]
-        act_g = np.stack([act[n] for n in self.gauss], -1) if self.gauss else np.ones((P, 0))
-        act_k = np.stack([act[n] for n in self.discrete], -1) if self.discrete else np.ones((P, 0))
+        act_g = np.stack([act[n] for n in s.gauss], -1) if s.gauss else np.ones((P, 0))
+        act_k = np.stack([act[n] for n in s.discrete], -1) if s.discrete else np.ones((P, 0))
         return jnp.asarray(act_g, bool), jnp.asarray(act_k, bool)
 
     def _template(self, params):
@@ -227,57 +257,52 @@ class Reinforce(GenerationalSearch):
             )
         if not space.searched:
             raise ValueError("space: the rl strategy needs at least one searched dimension")
-        self._structure(space)
+        s = policy_structure(space)
         P = int(size)
         seeded = self.seed(space, P)
-        mu = np.zeros(len(self.gauss), np.float64)
+        mu = np.zeros(len(s.gauss), np.float64)
         if seeded.points:
             centre = space.from_unit(np.full((P, len(space.searched)), 0.5))
-            zg, _ = self._encode(apply_points(space, centre, seeded))
-            for j, n in enumerate(self.gauss):  # only the names the points assign
+            zg, _ = self._encode(space, apply_points(space, centre, seeded))
+            for j, n in enumerate(s.gauss):  # only the names the points assign
                 assigned = [i for i, p in enumerate(seeded.points) if n in p]
                 if assigned:
                     mu[j] = zg[assigned, j].mean()
         params = {
             "mu": mu,
-            "log_std": np.full((len(self.gauss),), math.log(self.config.sigma_init)),
-            "logits": np.zeros((len(self.discrete), self.K)),
+            "log_std": np.full((len(s.gauss),), math.log(self.config.sigma_init)),
+            "logits": np.zeros((len(s.discrete), s.K)),
         }
         key = jax.random.fold_in(jax.random.key(seed), 0)
         with _x64():
-            z, idx = sample(key, params, self.mask, P)
+            z, idx = sample(key, params, s.mask, P)
         z, idx = np.array(z, np.float64), np.array(idx, np.int32)
-        cols = self._decode(z, idx)
+        cols = self._decode(space, z, idx)
         if seeded.points:  # their values exactly (a bound does not survive logit and back)
             cols = apply_points(space, cols, seeded)
-            z_given, idx_given = self._encode(cols)
+            z_given, idx_given = self._encode(space, cols)
             n = len(seeded.points)
             z[:n], idx[:n] = z_given[:n], idx_given[:n]
-        state = {
-            "seed": np.asarray(seed, np.int64),
-            "generation": np.asarray(0, np.int64),
-            "params": jax.tree.map(np.asarray, params),
-            "opt": self._opt_dict(params),
-            "baseline": np.asarray(0.0),
-            "has_baseline": np.asarray(False),
-            "z": z,
-            "idx": idx,
-        }
-        return state, self._full(cols)
+        state = RLState(
+            space=space,
+            seed=np.asarray(seed, np.int64),
+            generation=np.asarray(0, np.int64),
+            params=jax.tree.map(np.asarray, params),
+            opt=self._opt_dict(params),
+            baseline=np.asarray(0.0),
+            has_baseline=np.asarray(False),
+            z=z,
+            idx=idx,
+        )
+        return state, _full(space, cols)
 
-    def _full(self, cols):
-        P = len(next(iter(cols.values())))
-        full = self.space.from_unit(np.full((P, len(self.space.searched)), 0.5))
-        full.update(cols)
-        return full
-
-    def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
-        if self.space is None:
-            raise ValueError("strategy update: the rl strategy was not initialised (call init)")
+    def update(self, state: RLState, obs: Observation) -> tuple[RLState, PopulationUpdate]:
         if not self.due(int(obs.step)):
             return state, PopulationUpdate()
-        z = np.asarray(state["z"], np.float64).reshape(-1, len(self.gauss))
-        idx = np.asarray(state["idx"], np.int32).reshape(z.shape[0], len(self.discrete))
+        space = state.space
+        s = policy_structure(space)
+        z = np.asarray(state.z, np.float64).reshape(-1, len(s.gauss))
+        idx = np.asarray(state.idx, np.int32).reshape(z.shape[0], len(s.discrete))
         P = z.shape[0]
         if len(obs.member_id) != P:
             raise ValueError(
@@ -287,26 +312,26 @@ class Reinforce(GenerationalSearch):
         raw = obs.fitness()
         reward = -shape_fitness(raw).astype(np.float64)
         mean = float(reward.mean())
-        b = float(state["baseline"]) if bool(state["has_baseline"]) else mean
+        b = float(state.baseline) if bool(state.has_baseline) else mean
         sd = float(reward.std())
         adv = (reward - b) / (sd if sd > 0 else 1.0)
         with _x64():
-            params = jax.tree.map(jnp.asarray, dict(state["params"]))
-            opt_state = serialization.from_state_dict(self._template(params), state["opt"])
+            params = jax.tree.map(jnp.asarray, dict(state.params))
+            opt_state = serialization.from_state_dict(self._template(params), state.opt)
             params, opt_state, _ = policy_step(self.config.learning_rate)(
                 params,
                 opt_state,
-                self.mask,
+                s.mask,
                 jnp.asarray(z),
                 jnp.asarray(idx),
                 jnp.asarray(adv),
                 jnp.asarray(self.config.entropy),
-                self._active(z, idx),
+                self._active(space, z, idx),
             )
         baseline = self.config.baseline_decay * b + (1 - self.config.baseline_decay) * mean
-        g, seed = int(state["generation"]), int(state["seed"])
+        g, seed = int(state.generation), int(state.seed)
         best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
-        current = self._decode(z, idx)
+        current = self._decode(space, z, idx)
         event = {
             "kind": "generation",
             "generation": g,
@@ -316,29 +341,33 @@ class Reinforce(GenerationalSearch):
             "best": {k: _py(v[best]) for k, v in current.items()},
             "baseline": -baseline,
             "policy_std": {
-                n: float(np.exp(s)) for n, s in zip(self.gauss, np.asarray(params["log_std"]))
+                n: float(np.exp(v)) for n, v in zip(s.gauss, np.asarray(params["log_std"]))
             },
             "diverged": int(np.sum(~np.isfinite(raw))),
         }
-        new_state = {
-            "seed": np.asarray(seed, np.int64),
-            "generation": np.asarray(g + 1, np.int64),
-            "params": jax.tree.map(np.asarray, params),
-            "opt": jax.device_get(serialization.to_state_dict(opt_state)),
-            "baseline": np.asarray(baseline),
-            "has_baseline": np.asarray(True),
-            "z": z,
-            "idx": idx,
-        }
+        new_state = state.replace(
+            generation=np.asarray(g + 1, np.int64),
+            params=jax.tree.map(np.asarray, params),
+            opt=jax.device_get(serialization.to_state_dict(opt_state)),
+            baseline=np.asarray(baseline),
+            has_baseline=np.asarray(True),
+        )
         if self.last(int(obs.step)):
             return new_state, PopulationUpdate(events=[event], done=True)
         key = jax.random.fold_in(jax.random.key(seed), g + 1)
         with _x64():
-            nz, nidx = sample(key, params, self.mask, P)
-        new_state["z"] = np.asarray(nz, np.float64)
-        new_state["idx"] = np.asarray(nidx, np.int32)
-        hparams = self._decode(new_state["z"], new_state["idx"])
+            nz, nidx = sample(key, params, s.mask, P)
+        new_state = new_state.replace(z=np.asarray(nz, np.float64), idx=np.asarray(nidx, np.int32))
+        hparams = self._decode(space, new_state.z, new_state.idx)
         return new_state, PopulationUpdate(reinit=np.ones(P, bool), hparams=hparams, events=[event])
+
+
+def _full(space: Space, cols):
+    """``cols`` with every other name of the space at its centre."""
+    P = len(next(iter(cols.values())))
+    full = space.from_unit(np.full((P, len(space.searched)), 0.5))
+    full.update(cols)
+    return full
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
+from jaxhpo.strategies.base import EmptyState, Observation, PopulationUpdate, Strategy
 
 SCHEDULE_META = ("start_step", "end_step", "source_member")
 
@@ -53,6 +53,7 @@ class Replay(Strategy):
 
     name = "replay"
     Config = ReplayConfig
+    State = EmptyState  # the schedule is a setting: nothing changes between updates
 
     def __init__(
         self, config: ReplayConfig | None = None, /, *, table: pd.DataFrame | None = None, **fields
@@ -89,7 +90,7 @@ class Replay(Strategy):
         if size is None or size < 1:
             raise ValueError(f"population.size: replay needs a size >= 1, got {size}")
         row = self._row(0)
-        return {}, {k: np.full(size, float(row[k])) for k in self.names}
+        return EmptyState(), {k: np.full(size, float(row[k])) for k in self.names}
 
     def update(self, state: Any, obs: Observation) -> tuple[Any, PopulationUpdate]:
         new, old = self._row(obs.step), self._row(max(obs.step - 1, 0))

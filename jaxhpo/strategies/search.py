@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Capabilities, Strategy, fill_points
+from jaxhpo.strategies.base import Capabilities, EmptyState, Strategy, fill_points
 
 
 def with_points(
@@ -55,6 +55,7 @@ class _Sampled(Strategy):
     """A strategy that samples its members and places ``strategy.points`` first."""
 
     Config = SampledConfig
+    State = EmptyState  # it decides once, in init
     capabilities = Capabilities(compiled=True)  # it never changes the population
 
 
@@ -67,7 +68,7 @@ class RandomSearch(_Sampled):
     def init(self, seed, space: Space, size):
         if size is None or size < 1:
             raise ValueError(f"population.size: random search needs a size >= 1, got {size}")
-        return None, with_points(space, space.sample(seed, size), self.config.points)
+        return EmptyState(), with_points(space, space.sample(seed, size), self.config.points)
 
 
 class SobolSearch(_Sampled):
@@ -79,7 +80,7 @@ class SobolSearch(_Sampled):
     def init(self, seed, space: Space, size):
         if size is None or size < 1:
             raise ValueError(f"population.size: Sobol search needs a size >= 1, got {size}")
-        return None, with_points(space, space.sobol(seed, size), self.config.points)
+        return EmptyState(), with_points(space, space.sobol(seed, size), self.config.points)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +102,7 @@ class GridSearch(Strategy):
 
     name = "grid"
     Config = GridConfig
+    State = EmptyState
     capabilities = Capabilities(compiled=True, decides_size=True)
 
     def init(self, seed, space: Space, size):
@@ -112,4 +114,4 @@ class GridSearch(Strategy):
                 f"population.size: the grid over ({dims}) has {n} points but population.size="
                 f"{size}; set population.size={n} or leave it unset"
             )
-        return None, cols
+        return EmptyState(), cols

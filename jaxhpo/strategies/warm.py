@@ -252,22 +252,38 @@ class GenerationalSearch(Strategy):
 
     Config = GenerationalConfig
 
-    def __init__(self, config: Any = None, /, *, metric: str = "loss", **fields):
+    def __init__(
+        self,
+        config: Any = None,
+        /,
+        *,
+        metric: str = "loss",
+        train_steps: int | None = None,
+        **fields,
+    ):
+        """``metric``: the study's metric (a warm start's column); ``train_steps``: the run's
+        length (``train.steps``), after which nothing more is proposed (``None``: never done
+        by itself; :meth:`from_config` fills it in)."""
         super().__init__(config, **fields)
         self.warm = WarmSource.from_config(self.config, metric)
-        self.train_steps: int | None = None  # set by check; no proposal after the last generation
+        if train_steps is not None and (isinstance(train_steps, bool) or int(train_steps) < 1):
+            raise ValueError(f"train.steps: must be >= 1, got {train_steps!r}")
+        self.train_steps = None if train_steps is None else int(train_steps)
 
     @classmethod
     def from_config(cls, config, train, metric="loss"):
-        del train
-        return cls(config, metric=metric)
+        return cls(config, metric=metric, train_steps=train.steps)
 
     def member_steps(self, train_steps: int, segment_steps: int) -> int:
         del train_steps
         return self.config.generation_steps or segment_steps  # fresh members every generation
 
     def check(self, train_steps: int, segment_steps: int) -> None:
-        self.train_steps = int(train_steps)
+        if self.train_steps is not None and train_steps != self.train_steps:
+            raise ValueError(
+                f"train.steps: strategy '{self.name}' was built for {self.train_steps} steps, "
+                f"the run trains {train_steps}"
+            )
         every = self.config.generation_steps or segment_steps
         if every % segment_steps:
             raise ValueError(
