@@ -3,7 +3,7 @@
 The question a practitioner asks first (issue 20): is the default AdamW + warmup-cosine the right
 choice for the byte-level LM, or does another optimizer or schedule do better once its learning
 rate is tuned? Here the optimizer and the schedule are dimensions of the search space
-(``space.optimizer=[...]``, :mod:`jaxhpo.run.choice_space`): the members of one population
+(``space.optimizer=[...]``, :mod:`jaxhpo.optim.space_choice`): the members of one population
 follow different optimizers and schedules inside one compiled program
 (:mod:`jaxhpo.optim.choices`), with conditional dimensions (momentum only for momentum SGD /
 Nesterov, ``b1`` / ``b2`` only for AdamW and Lion, warmup only for the warmup schedules).
@@ -141,8 +141,8 @@ def configs(seed: int, args: argparse.Namespace) -> dict:
 
 def run_study(cfg) -> dict:
     from jaxhpo.experiment import run
-    from jaxhpo.report_choices import label, labels_of
-    from jaxhpo.run.choice_space import labels
+    from jaxhpo.optim.space_choice import labels
+    from jaxhpo.reporting.choices import label, labels_of
 
     t0 = time.perf_counter()
     res = run(cfg, quiet=True)
@@ -182,7 +182,7 @@ def _float(v) -> float | None:
 
 def inactive_ok(members, names: dict) -> bool:
     """Every conditional dimension is empty exactly where its condition does not hold."""
-    from jaxhpo.report_choices import label
+    from jaxhpo.reporting.choices import label
 
     if not names:
         return True

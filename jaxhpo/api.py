@@ -121,7 +121,7 @@ def tune(
       settings: more config sections, e.g. ``{"strategy": {"pbt_fraction": 0.25},
         "train": {"checkpoint_every": 2}, "population": {"mode": "vmap"}}``.
       callbacks: objects with ``on_start`` / ``on_evaluation`` / ``on_end`` hooks
-        (:mod:`jaxhpo.callbacks`), e.g. :class:`jaxhpo.trackers.WandbCallback`.
+        (:mod:`jaxhpo.reporting.callbacks`), e.g. :class:`jaxhpo.reporting.trackers.WandbCallback`.
       quiet: no progress output.
 
     Returns:

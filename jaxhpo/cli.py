@@ -188,14 +188,14 @@ def _check_report_args(args) -> None:
 
 def _report(args) -> int:
     """``jaxhpo report RUN_DIR [--to-optuna URL [--study-name NAME]]``."""
-    from jaxhpo.report import write_report
+    from jaxhpo.reporting.report import write_report
 
     _check_report_args(args)  # before the summary and plots are rewritten
     summary = write_report(Path(args.run_dir))
     print(summary.read_text())
     print(f"plots: {summary.parent / 'plots'}")
     if args.to_optuna:
-        from jaxhpo.optuna_export import export_run
+        from jaxhpo.reporting.optuna_export import export_run
 
         name = export_run(args.run_dir, args.to_optuna, args.study_name)
         print(f"optuna: study '{name}' in {args.to_optuna}")

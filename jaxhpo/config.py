@@ -209,7 +209,7 @@ RENAMED_STRATEGY_KEYS: dict[str, str] = {
 
 @dataclasses.dataclass
 class ReportConfig:
-    tensorboard: bool = True  # RUN_DIR/tensorboard event files (jaxhpo.tensorboard)
+    tensorboard: bool = True  # RUN_DIR/tensorboard event files (jaxhpo.reporting.tensorboard)
     optuna_storage: str | None = None  # also write members as Optuna trials, live (sqlite:///x.db)
     optuna_study: str | None = None  # the study's name (None: the run directory's name)
 

@@ -126,7 +126,8 @@ class RunWriter:
         """``resume=(rows, events)``: continue a run directory, keeping its first ``rows``
         metrics rows and ``events`` events (what the checkpoint resumed from had written) and
         dropping anything after them, so no row is lost or written twice. ``callbacks``
-        (:class:`jaxhpo.callbacks.CallbackList`) get every evaluation's rows and the events."""
+        (:class:`jaxhpo.reporting.callbacks.CallbackList`) get every evaluation's rows and the
+        events."""
         self.path = Path(path)
         self.callbacks = callbacks
         self._pending: list[dict[str, Any]] = []

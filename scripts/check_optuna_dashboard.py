@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("--out", default="scripts/results/dashboard")
     args = p.parse_args(argv)
-    from jaxhpo.optuna_export import export_run
+    from jaxhpo.reporting.optuna_export import export_run
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ VARYING = ("run", "wall_time")
 
 class Recorder:
     """Appends every call to a JSON-lines file; on resume it drops what it got after the
-    rows of the resumed step (the contract in jaxhpo.callbacks)."""
+    rows of the resumed step (the contract in jaxhpo.reporting.callbacks)."""
 
     def __init__(self, path: Path):
         self.path = path

@@ -1,4 +1,4 @@
-"""The optimizer and the schedule searched from a run's space (``jaxhpo/run/choice_space.py``):
+"""The optimizer and the schedule searched from a run's space (``jaxhpo/optim/space_choice.py``):
 ``space.optimizer=[adamw, sgd, momentum]`` becomes a per-member choice in one program, the
 strategies search its codes, ``when`` names the choices; a killed mixed run resumes bit-identically.
 """
@@ -12,8 +12,8 @@ from conftest import TINY_LM_OVERRIDES
 from jaxhpo.cli import load_config
 from jaxhpo.config import ConfigError
 from jaxhpo.experiment import prepare
+from jaxhpo.optim import space_choice as choice_space
 from jaxhpo.optim.choices import ChoiceSpec
-from jaxhpo.run import choice_space
 from jaxhpo.space import Choice, Fixed
 
 MIXED = [

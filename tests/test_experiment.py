@@ -17,7 +17,7 @@ from conftest import TINY_LM_OVERRIDES
 from jaxhpo.cli import load_config, main
 from jaxhpo.experiment import prepare, run
 from jaxhpo.population import gather
-from jaxhpo.report import write_report
+from jaxhpo.reporting.report import write_report
 from jaxhpo.results import read_events
 from jaxhpo.strategies import PopulationUpdate, Strategy
 

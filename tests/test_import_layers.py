@@ -17,6 +17,7 @@ LAYERS = (
     "jaxhpo.cli",
     "jaxhpo.api",
     "jaxhpo.run",
+    "jaxhpo.reporting",
     "jaxhpo.strategies",
     "jaxhpo.population",
     "jaxhpo.tasks",

@@ -41,7 +41,7 @@ def test_arguments_are_validated(capsys):
 
 
 def test_studies_share_the_budget_and_search_the_choices(tmp_path):
-    from jaxhpo.run.choice_space import labels
+    from jaxhpo.optim.space_choice import labels
 
     mod = _load()
     args = mod.parse_args(["--out", str(tmp_path), "--members", "6", "--generations", "3"])

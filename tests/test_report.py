@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxhpo.report import write_report
+from jaxhpo.reporting.report import write_report
 from jaxhpo.results import (
     RunWriter,
     compress_schedule,

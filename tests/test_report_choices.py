@@ -1,11 +1,11 @@
-"""Reports grouped by the optimizer / schedule choice (``jaxhpo/report_choices.py``)."""
+"""Reports grouped by the optimizer / schedule choice (``jaxhpo/reporting/choices.py``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from jaxhpo import report_choices
+from jaxhpo.reporting import choices as report_choices
 
 SPACE = {
     "optimizer": ["adamw", "sgd", "momentum"],

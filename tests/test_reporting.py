@@ -15,7 +15,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from jaxhpo.cli import load_config, main
 from jaxhpo.experiment import run
-from jaxhpo.optuna_export import export_run
+from jaxhpo.reporting.optuna_export import export_run
 
 TINY = TINY_LM_OVERRIDES
 PBT = ["population.size=4", "train.steps=12", "train.segment_steps=4", "strategy.ready_steps=4"]
@@ -143,8 +143,8 @@ def test_wandb_and_mlflow_adapters_write_offline_files(pbt_run, tmp_path, monkey
     tracked run per member, read back from the files, no network."""
     from mlflow.tracking import MlflowClient
 
-    from jaxhpo.callbacks import replay
-    from jaxhpo.trackers import MLflowCallback, WandbCallback
+    from jaxhpo.reporting.callbacks import replay
+    from jaxhpo.reporting.trackers import MLflowCallback, WandbCallback
 
     run_dir, _, _ = pbt_run
     monkeypatch.setenv("WANDB_SILENT", "true")

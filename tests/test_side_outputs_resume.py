@@ -118,9 +118,10 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 
 def test_uninterrupted_side_outputs_follow_from_the_tables(uninterrupted):
-    """What the callbacks saw live is what :func:`jaxhpo.callbacks.history` reads back from the
+    """What the callbacks saw live is what :func:`jaxhpo.reporting.callbacks.history` reads back
+    from the
     tables (the same calls, events included), and every (tag, step) has one value."""
-    from jaxhpo.callbacks import history
+    from jaxhpo.reporting.callbacks import history
 
     calls, left = history(uninterrupted)
     seen = [json.loads(x) for x in (uninterrupted.parent / "seen.jsonl").read_text().splitlines()]

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from jaxhpo.callbacks import CallbackList, history
 from jaxhpo.checkpoint import Checkpointer, CheckpointNotRestoredError
+from jaxhpo.reporting.callbacks import CallbackList, history
+from jaxhpo.reporting.tensorboard import TensorBoard
 from jaxhpo.run.resume import finished
-from jaxhpo.tensorboard import TensorBoard
 
 ROWS = "run,member,step,segment,wall_time,diverged,active,lr,train_loss,val_loss\n"
 

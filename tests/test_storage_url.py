@@ -11,8 +11,8 @@ import sqlite3
 import pytest
 
 from jaxhpo import cli
-from jaxhpo.optuna_export import check_storage
 from jaxhpo.population import Population
+from jaxhpo.reporting.optuna_export import check_storage
 from jaxhpo.storage_url import check_storage_url
 
 MISSING_DRIVER = "pymysql"

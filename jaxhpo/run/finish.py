@@ -63,7 +63,7 @@ def finish(loop: Loop, run_dir: Path, out_dir: Path, writes: bool, console: Cons
     if not writes:
         shutil.rmtree(out_dir, ignore_errors=True)
         return RunResult(run_dir, members, pop)
-    from jaxhpo.report import write_report
+    from jaxhpo.reporting.report import write_report
 
     write_report(run_dir)
     writer.update_info({"finished": True})  # last: a run killed before it is resumed

@@ -155,8 +155,8 @@ def check_optimizer_init(cfg: Config, space: Any, task: Any) -> None:
     """
     from jaxhpo import refs
     from jaxhpo.optim import OptimizerSpec, resolve
+    from jaxhpo.optim import space_choice as choice_space
     from jaxhpo.optim.factory import check_init
-    from jaxhpo.run import choice_space
     from jaxhpo.tasks.user_task import abstract_params
 
     optimizer, schedule = choice_space.program(cfg)

@@ -29,10 +29,11 @@ import numpy as np
 from rich.console import Console
 
 from jaxhpo import compile_cache, parallel
-from jaxhpo.callbacks import CallbackList
 from jaxhpo.checkpoint import Checkpointer, unpack_tree
 from jaxhpo.config import Config
-from jaxhpo.optuna_export import OptunaExport
+from jaxhpo.reporting.callbacks import CallbackList
+from jaxhpo.reporting.optuna_export import OptunaExport
+from jaxhpo.reporting.tensorboard import TensorBoard
 from jaxhpo.results import RunWriter, new_run_dir, run_dir_lock
 from jaxhpo.run.book import Book, Loop, nanmean_rows
 from jaxhpo.run.compiled import run_compiled
@@ -43,7 +44,6 @@ from jaxhpo.run.prepare import Prepared, prepare
 from jaxhpo.run.progress import progress_line
 from jaxhpo.run.resume import continue_from, restore, save_checkpoint
 from jaxhpo.run.update import apply_update
-from jaxhpo.tensorboard import TensorBoard
 
 
 def run(
@@ -61,7 +61,8 @@ def run(
     With ``resume``, ``run_dir`` is an existing run directory: the run continues from its latest
     checkpoint that restores (see :mod:`jaxhpo.checkpoint`) and ends as the uninterrupted run
     would have (use :func:`~jaxhpo.run.resume_dir.resume_run`). ``callbacks`` (see
-    :mod:`jaxhpo.callbacks`) get every evaluation's rows and events, after TensorBoard's and the
+    :mod:`jaxhpo.reporting.callbacks`) get every evaluation's rows and events, after TensorBoard's
+    and the
     Optuna export's (``report`` settings)."""
     prep = prepared or prepare(cfg)
     cfg = prep.cfg  # checked: the strategy's settings complete (config.yaml)

@@ -19,9 +19,9 @@ import numpy as np
 from jaxhpo import refs
 from jaxhpo.config import Config, ConfigError, StrategyConfig, TrainConfig
 from jaxhpo.optim import resolve as resolve_optimizer
+from jaxhpo.optim import space_choice as choice_space
 from jaxhpo.population import Population, resolve_devices
 from jaxhpo.population.buckets import BUCKET_HPARAMS, BucketedPopulation
-from jaxhpo.run import choice_space
 from jaxhpo.run.checks import check_space, check_structure
 from jaxhpo.run.input_checks import check_memory, check_optimizer_init, check_run_config
 from jaxhpo.run.validate import check_config, strategy_class, strategy_settings

@@ -15,7 +15,8 @@ Open with ``tensorboard --logdir RUN_DIR/tensorboard`` (or a folder of run direc
 
 The files follow from the run's committed tables: a resumed run deletes ``RUN_DIR/tensorboard``
 and writes it again from ``metrics.csv`` and ``events.jsonl`` as cut back to the checkpoint
-(:func:`jaxhpo.callbacks.history`), then goes on live. Whatever a kill left in tensorboardX's
+(:func:`jaxhpo.reporting.callbacks.history`), then goes on live. Whatever a kill left in
+tensorboardX's
 queue or in a half-written file is not used, so every (tag, step) has one value, the
 uninterrupted run's.
 """
@@ -28,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxhpo.callbacks import Callback, finite, history
+from jaxhpo.reporting.callbacks import Callback, finite, history
 
 SUBDIR = "tensorboard"
 

@@ -1,7 +1,8 @@
 """Reports grouped by the program choices: the optimizer and the schedule a run searched by name.
 
 For a run whose space chose ``optimizer`` / ``schedule`` among names
-(:mod:`jaxhpo.run.choice_space`; the tables hold the codes), :func:`jaxhpo.report.write_report`
+(:mod:`jaxhpo.optim.space_choice`; the tables hold the codes),
+:func:`jaxhpo.reporting.report.write_report`
 adds
 
 * ``plots/final_vs_hparams_by_<choice>.png``: the final objective against each searched
@@ -34,7 +35,7 @@ Labels = Mapping[str, Sequence[str]]
 def labels_of(space_cfg: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     """``choice -> names of its codes`` from a run's ``space`` section (``config.yaml``); empty
     when the space chose no program by name (or cannot be read)."""
-    from jaxhpo.run.choice_space import space_labels
+    from jaxhpo.optim.space_choice import space_labels
     from jaxhpo.space import Space
 
     try:

@@ -20,12 +20,15 @@ resumed run's ``on_start`` has ``resumed_at_step = S``; the calls up to the one 
 of step ``S`` were made before the kill (they led to the checkpoint), the calls after it are
 made again from the next one on, beginning with the events decided at step ``S``. A callback
 that keeps what it saw drops what it got after the rows of step ``S`` (or rebuilds it from
-:func:`history`, as :class:`jaxhpo.tensorboard.TensorBoard` does); ``on_end`` follows the whole
+:func:`history`, as :class:`jaxhpo.reporting.tensorboard.TensorBoard` does); ``on_end`` follows
+the whole
 run once a resumed finish completes.
 
-Built-in callbacks: :class:`jaxhpo.tensorboard.TensorBoard` (every run, ``RUN_DIR/tensorboard``),
-:class:`jaxhpo.optuna_export.OptunaExport` (``report.optuna_storage``), and the offline W&B and
-MLflow adapters in :mod:`jaxhpo.trackers`. A callback that raises is reported once and
+Built-in callbacks: :class:`jaxhpo.reporting.tensorboard.TensorBoard` (every run,
+``RUN_DIR/tensorboard``),
+:class:`jaxhpo.reporting.optuna_export.OptunaExport` (``report.optuna_storage``), and the offline
+W&B and
+MLflow adapters in :mod:`jaxhpo.reporting.trackers`. A callback that raises is reported once and
 switched off; it never stops the run.
 """
 

@@ -14,7 +14,7 @@ Plots (``RUN_DIR/plots/``):
   plots; log axis for log-scaled dimensions) and the best member's reconstructed schedule (bold).
 
 Each curve plot draws the best member bold red, leaves a dwarfing first evaluation out of its
-y-range and plots generation-based runs per generation (see :mod:`jaxhpo.plots`).
+y-range and plots generation-based runs per generation (see :mod:`jaxhpo.reporting.plots`).
 
 ``summary.md`` names the best member (best final objective among members that did not diverge) with
 its hyperparameters and its test metrics, the steps each member trained; a *Budget* line (member-
@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from jaxhpo import report_choices
-from jaxhpo.plots import (
+from jaxhpo.reporting import choices as report_choices
+from jaxhpo.reporting.plots import (
     member_starts,
     plot_curves,
     plot_final,

@@ -17,7 +17,8 @@ directory (``jaxhpo report RUN_DIR --to-optuna sqlite:///study.db``), which repl
 through the same callback. A trial is created whole (running, with its parameters and ``member``
 and ``run_dir`` attributes, in one storage call). A resumed run deletes its trials from the study
 (those whose ``run_dir`` is this run directory, in one transaction) and writes them again from
-the tables cut back to the checkpoint (:func:`jaxhpo.callbacks.history`), so the study ends as
+the tables cut back to the checkpoint (:func:`jaxhpo.reporting.callbacks.history`), so the study
+ends as
 the uninterrupted run's whatever the kill interrupted, the end included.
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from jaxhpo.callbacks import Callback, finite, history
+from jaxhpo.reporting.callbacks import Callback, finite, history
 
 
 def _import_optuna():
@@ -171,7 +172,7 @@ def _in(dist: Any, value: Any) -> Any:
 
 def export_run(run_dir: str | Path, storage: str, study_name: str | None = None) -> str:
     """Replays a finished run directory into an Optuna study; returns the study's name."""
-    from jaxhpo.callbacks import replay
+    from jaxhpo.reporting.callbacks import replay
 
     cb = OptunaExport(storage, study_name)
     replay(run_dir, [cb])

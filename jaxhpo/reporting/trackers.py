@@ -7,7 +7,7 @@ Each member becomes one run, grouped by the jaxhpo run's name: its hyperparamete
 params, ``train_loss``, the ``val_*`` metrics and the searched hyperparameters at every
 evaluation (keyed by the member's step), its final ``val_*`` / ``test_*`` metrics as summary.
 
-    jaxhpo.tune(task, space, callbacks=[jaxhpo.trackers.MLflowCallback("sqlite:///mlflow.db")])
+    jaxhpo.tune(task, space, callbacks=[jaxhpo.reporting.trackers.MLflowCallback("sqlite:///mlflow.db")])
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxhpo.callbacks import Callback, finite
+from jaxhpo.reporting.callbacks import Callback, finite
 
 
 def _metrics(row: Mapping[str, Any], searched: Sequence[str]) -> dict[str, float]:
