@@ -40,6 +40,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxhpo.results import read_events
+
 
 def finite(value: Any) -> bool:
     """Whether a table value is a finite number (rows hold NaN for members without one)."""
@@ -114,8 +116,6 @@ def history(run_dir: str | Path) -> tuple[list[tuple[list, list]], list[dict[str
     events decided before that step and after the previous one), ``left`` the events decided
     at or after the last evaluation (given with the next evaluation, or before ``on_end``).
     Values are plain Python scalars, as the live calls give them."""
-    from jaxhpo.results import read_events
-
     run_dir = Path(run_dir)
     events = read_events(run_dir)
     calls, done = [], 0

@@ -29,15 +29,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from jaxhpo.optim.space_choice import space_labels
+from jaxhpo.space import Space
+
 Labels = Mapping[str, Sequence[str]]
 
 
 def labels_of(space_cfg: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     """``choice -> names of its codes`` from a run's ``space`` section (``config.yaml``); empty
     when the space chose no program by name (or cannot be read)."""
-    from jaxhpo.optim.space_choice import space_labels
-    from jaxhpo.space import Space
-
     try:
         return space_labels(Space.from_config(space_cfg or {}))
     except ValueError:

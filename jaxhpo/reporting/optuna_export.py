@@ -30,7 +30,11 @@ from typing import Any
 
 import yaml
 
-from jaxhpo.reporting.callbacks import Callback, finite, history
+from jaxhpo.reporting.callbacks import Callback, finite, history, replay
+from jaxhpo.space import Space
+from jaxhpo.storage_url import check_storage_url
+from jaxhpo.strategies.optuna_resume import delete_trials_with
+from jaxhpo.strategies.optuna_search import distributions
 
 
 def _import_optuna():
@@ -45,8 +49,6 @@ def _import_optuna():
 
 def check_storage(url: str, where: str = "report.optuna_storage") -> None:
     """A storage URL Optuna can open (:func:`jaxhpo.storage_url.check_storage_url`)."""
-    from jaxhpo.storage_url import check_storage_url
-
     check_storage_url(url, where)
 
 
@@ -65,8 +67,6 @@ class OptunaExport(Callback):
 
     def on_start(self, run_dir: Path, info: Mapping[str, Any]) -> None:
         optuna = _import_optuna()
-        from jaxhpo.space import Space
-        from jaxhpo.strategies.optuna_search import distributions
 
         run_dir = Path(run_dir)
         self.run_dir = run_dir
@@ -78,8 +78,6 @@ class OptunaExport(Callback):
         name = self.study_name or run_dir.name
         resumed = info.get("resumed_at_step") is not None
         if resumed:  # this run's trials are written again from the committed tables
-            from jaxhpo.strategies.optuna_resume import delete_trials_with
-
             delete_trials_with(self.storage, name, "run_dir", str(run_dir.resolve()))
         self.study = optuna.create_study(
             storage=self.storage,
@@ -172,8 +170,6 @@ def _in(dist: Any, value: Any) -> Any:
 
 def export_run(run_dir: str | Path, storage: str, study_name: str | None = None) -> str:
     """Replays a finished run directory into an Optuna study; returns the study's name."""
-    from jaxhpo.reporting.callbacks import replay
-
     cb = OptunaExport(storage, study_name)
     replay(run_dir, [cb])
     return cb.study.study_name

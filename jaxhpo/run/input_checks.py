@@ -9,7 +9,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from jaxhpo import refs
 from jaxhpo.config import Config, ConfigError
+from jaxhpo.optim import OptimizerSpec, resolve
+from jaxhpo.optim import space_choice as choice_space
+from jaxhpo.optim.factory import check_init
+from jaxhpo.population import Population
+from jaxhpo.tasks import TASKS
+from jaxhpo.tasks.user_task import abstract_params
 
 #: The state of one member, in units of its parameters: parameters, gradients, two moments.
 STATE_COPIES = 4
@@ -68,7 +75,6 @@ def check_run_config(cfg: Config) -> None:
             f"task.feed: {cfg.task.feed!r} is read only with task.data (a prepared token "
             "folder, jaxhpo data prepare); set task.data=DIR or remove task.feed"
         )
-    from jaxhpo.tasks import TASKS
 
     task_cls = TASKS.get(cfg.task.kind)
     if cfg.model.pooling is not None and task_cls is not None and not task_cls.pools:
@@ -96,8 +102,6 @@ def member_bytes(task: Any) -> int:
     """Bytes of one member's parameters (abstract shapes: nothing is allocated)."""
     import jax
     import jax.numpy as jnp
-
-    from jaxhpo.population import Population
 
     hp = {k: jnp.asarray(v) for k, v in Population.task_defaults(task).items()}
     names = getattr(task, "hparam_names", hp)
@@ -153,12 +157,6 @@ def check_optimizer_init(cfg: Config, space: Any, task: Any) -> None:
     Raises:
       ValueError: one line naming ``optim.optimizer`` (or the task) and the user's function.
     """
-    from jaxhpo import refs
-    from jaxhpo.optim import OptimizerSpec, resolve
-    from jaxhpo.optim import space_choice as choice_space
-    from jaxhpo.optim.factory import check_init
-    from jaxhpo.tasks.user_task import abstract_params
-
     optimizer, schedule = choice_space.program(cfg)
     if not (isinstance(optimizer, str) and refs.is_reference(optimizer)):
         return  # a built-in name, or a per-member choice (each resolved on its own)

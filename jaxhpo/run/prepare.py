@@ -30,6 +30,7 @@ from jaxhpo.strategies import Strategy
 from jaxhpo.strategies.base import has_compiled_form
 from jaxhpo.strategies.cv import CrossValidated
 from jaxhpo.tasks import TASKS, Task
+from jaxhpo.tasks.tokens import TokenFileTask
 from jaxhpo.tasks.user_task import build_user_task
 
 
@@ -54,8 +55,6 @@ def make_task(cfg: Config) -> Task:
 
 def token_task(cfg: Config) -> type:
     """The task of ``task.data`` (host-fed unless ``task.feed=device``)."""
-    from jaxhpo.tasks.tokens import TokenFileTask
-
     if cfg.task.kind != "lm":
         raise ConfigError(f"task.data: only task.kind=lm trains on it, not '{cfg.task.kind}'")
     host = cfg.task.feed == "host"
