@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from jaxhpo.reporting import plots
-from jaxhpo.reporting.report import summary_markdown, trained_steps_text
+from jaxhpo.reporting.markdown import summary_markdown, trained_steps_text
 
 
 def _table(first=(50.0, 60.0), later=((3.0, 2.5), (3.2, 2.9)), starts=(0, 0)):

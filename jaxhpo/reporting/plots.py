@@ -275,20 +275,7 @@ def plot_lineage(
             zorder=2,
         )
     if schedule is not None and not schedule.empty:
-        runs = [r for r in _ancestry_runs(schedule) if r[0] in ypos]
-        for i, (m, a, b) in enumerate(runs):
-            # After an exploit the child's stretch starts where the arrow lands.
-            a = a + lean if i > 0 and runs[i - 1][0] != m else a
-            ax.plot([a, b], [ypos[m], ypos[m]], color="tab:red", lw=3.0, alpha=0.7, zorder=2)
-        for (m0, _, b0), (m1, a1, _) in zip(runs, runs[1:], strict=False):
-            if m0 != m1 and b0 == a1:
-                ax.annotate(
-                    "",
-                    xy=(a1 + lean, ypos[m1]),
-                    xytext=(b0, ypos[m0]),
-                    arrowprops={**arrow, "color": "tab:red", "lw": 2.0},
-                    zorder=5,
-                )
+        _draw_ancestry(ax, schedule, ypos, lean, arrow)
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=metric)
     handles = [
         matplotlib.lines.Line2D([], [], color="0.75", lw=1.0, label="member (id kept by slot)"),
@@ -311,6 +298,24 @@ def plot_lineage(
     ax.grid(axis="x", alpha=0.3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _draw_ancestry(ax, schedule: pd.DataFrame, ypos: Mapping[int, int], lean: float, arrow) -> None:
+    """The best member's ancestry in red: its stretches on each member, arrows between them."""
+    runs = [r for r in _ancestry_runs(schedule) if r[0] in ypos]
+    for i, (m, a, b) in enumerate(runs):
+        # After an exploit the child's stretch starts where the arrow lands.
+        a = a + lean if i > 0 and runs[i - 1][0] != m else a
+        ax.plot([a, b], [ypos[m], ypos[m]], color="tab:red", lw=3.0, alpha=0.7, zorder=2)
+    for (m0, _, b0), (m1, a1, _) in zip(runs, runs[1:], strict=False):
+        if m0 != m1 and b0 == a1:
+            ax.annotate(
+                "",
+                xy=(a1 + lean, ypos[m1]),
+                xytext=(b0, ypos[m0]),
+                arrowprops={**arrow, "color": "tab:red", "lw": 2.0},
+                zorder=5,
+            )
 
 
 def plot_hparam_trajectories(
