@@ -189,8 +189,26 @@ def _names(hparams: tuple[Hparam, ...]) -> tuple[str, ...]:
     return tuple(h.name for h in hparams)
 
 
+class _Hparams:
+    """The facts an entry derives from its :class:`Hparam` tuple ``hparams``."""
+
+    hparams: tuple[Hparam, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return _names(self.hparams)
+
+    @property
+    def defaults(self) -> dict[str, float]:
+        return {h.name: h.default for h in self.hparams}
+
+    @property
+    def domains(self) -> dict[str, Domain]:
+        return {h.name: h.domain for h in self.hparams}
+
+
 @dataclasses.dataclass(frozen=True)
-class OptimizerEntry:
+class OptimizerEntry(_Hparams):
     """One built-in optimizer: everything the package knows of it.
 
     Attributes:
@@ -210,21 +228,9 @@ class OptimizerEntry:
     mup: MupRule = MUP_ADAM
     doc: str = ""
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return _names(self.hparams)
-
-    @property
-    def defaults(self) -> dict[str, float]:
-        return {h.name: h.default for h in self.hparams}
-
-    @property
-    def domains(self) -> dict[str, Domain]:
-        return {h.name: h.domain for h in self.hparams}
-
 
 @dataclasses.dataclass(frozen=True)
-class ScheduleEntry:
+class ScheduleEntry(_Hparams):
     """One built-in learning-rate schedule.
 
     Attributes:
@@ -240,18 +246,6 @@ class ScheduleEntry:
     value: Callable[[Array, Mapping[str, Array]], Array]
     hparams: tuple[Hparam, ...]
     doc: str = ""
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return _names(self.hparams)
-
-    @property
-    def defaults(self) -> dict[str, float]:
-        return {h.name: h.default for h in self.hparams}
-
-    @property
-    def domains(self) -> dict[str, Domain]:
-        return {h.name: h.domain for h in self.hparams}
 
     @property
     def differentiable(self) -> tuple[str, ...]:
