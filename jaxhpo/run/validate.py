@@ -18,6 +18,7 @@ from typing import Any
 from jaxhpo import optim, refs
 from jaxhpo.config import RENAMED_STRATEGY_KEYS, Config, ConfigError, StrategyConfig, merge_settings
 from jaxhpo.models import mup
+from jaxhpo.objectives import parse_constraints, parse_objectives
 from jaxhpo.population import MEMBER_MODES
 from jaxhpo.storage_url import check_storage_url
 from jaxhpo.strategies import STRATEGIES
@@ -53,10 +54,27 @@ def check_config(cfg: Config) -> Config:
             raise ConfigError(str(e)) from None
     strategy_cls = strategy_class(cfg.strategy.name)
     settings = strategy_settings(cfg.strategy)
+    check_objectives(cfg.strategy, strategy_cls)
     if cfg.population.size is None and not strategy_cls.capabilities.decides_size:
         raise ConfigError(f"population.size: required for strategy '{cfg.strategy.name}'")
     options = dataclasses.asdict(settings)
     return dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, options=options))
+
+
+def check_objectives(section: StrategyConfig, strategy_cls: type[Strategy]) -> None:
+    """``strategy.objectives`` and ``strategy.constraints`` parse, and a strategy without a
+    multi-objective form is not given several objectives or constraints."""
+    try:
+        objectives = parse_objectives(section.objectives)
+        constraints = parse_constraints(section.constraints)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    several = len(objectives) > 1 or bool(constraints)
+    if several and not strategy_cls.capabilities.objectives:
+        raise ConfigError(
+            f"strategy.objectives: strategy '{section.name}' optimises one objective "
+            "(strategy.metric); choose a strategy with a multi-objective form"
+        )
 
 
 def strategy_class(name: str) -> type[Strategy]:

@@ -1,0 +1,124 @@
+"""Several objectives and constraints: parsed from ``strategy.objectives`` and
+``strategy.constraints``, and turned into the minimised matrix the Pareto machinery reads.
+
+::
+
+    strategy:
+      objectives: {loss: min, params: min}      # validation metrics (and params), each min | max
+      constraints: {params: "<= 2e6"}           # <=, >=, <, > a number
+
+Without ``objectives`` the study has one: ``strategy.metric`` in the task's direction. A member
+whose objective is not finite (diverged) is infeasible with an infinite violation; a constraint
+is violated by how far the value lies beyond its bound (0: satisfied).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+DIRECTIONS = {"min": False, "minimize": False, "max": True, "maximize": True}
+OPERATORS = ("<=", ">=", "<", ">")
+_CONSTRAINT = re.compile(r"^\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """One objective: a validation metric (without ``val_``) and whether it is maximised."""
+
+    metric: str
+    maximize: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """``metric OP bound``, e.g. ``params <= 2e6``."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def violation(self, value: np.ndarray) -> np.ndarray:
+        """How far ``value`` lies beyond the bound (0 where satisfied, inf where not finite)."""
+        v = np.asarray(value, np.float64)
+        over = v - self.bound if self.op in ("<=", "<") else self.bound - v
+        strict = self.op in ("<", ">")
+        out = np.where(over > 0, over, np.where(strict & (over == 0), np.finfo(float).tiny, 0.0))
+        return np.where(np.isfinite(v), out, np.inf)
+
+
+def parse_objectives(spec: Any, where: str = "strategy.objectives") -> tuple[Objective, ...]:
+    """``{metric: min | max}`` (in order) as objectives; a one-line ``ValueError`` naming the
+    field for anything else."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where}: expected a mapping of metric -> min | max, got {spec!r}")
+    out = []
+    for metric, direction in spec.items():
+        d = str(direction).strip().lower() if isinstance(direction, str) else None
+        if d not in DIRECTIONS:
+            raise ValueError(f"{where}.{metric}: direction must be min or max, got {direction!r}")
+        out.append(Objective(str(metric), DIRECTIONS[d]))
+    return tuple(out)
+
+
+def parse_constraints(spec: Any, where: str = "strategy.constraints") -> tuple[Constraint, ...]:
+    """``{metric: "<= 2e6"}`` as constraints; one-line ``ValueError`` naming the field."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where}: expected a mapping of metric -> '<= number', got {spec!r}")
+    out = []
+    for metric, text in spec.items():
+        m = _CONSTRAINT.match(str(text)) if isinstance(text, str) else None
+        bound = _number(m.group(2)) if m else None
+        if bound is None:
+            raise ValueError(
+                f"{where}.{metric}: expected an operator ({', '.join(OPERATORS)}) and a number, "
+                f"e.g. '<= 2e6', got {text!r}"
+            )
+        out.append(Constraint(str(metric), m.group(1), bound))
+    return tuple(out)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def metrics_of(objectives: Sequence[Objective], constraints: Sequence[Constraint]) -> list[str]:
+    """Every metric the objectives and constraints read, once each, in order."""
+    names = [o.metric for o in objectives] + [c.metric for c in constraints]
+    return list(dict.fromkeys(names))
+
+
+def fitness_matrix(
+    metrics: Mapping[str, np.ndarray],
+    objectives: Sequence[Objective],
+    diverged: np.ndarray | None = None,
+) -> np.ndarray:
+    """The objectives as quantities to MINIMISE, float64 [P, M] (maximised ones negated);
+    diverged members and non-finite values are +inf."""
+    cols = []
+    for o in objectives:
+        f = np.asarray(metrics[o.metric], np.float64).copy()
+        cols.append(-f if o.maximize else f)
+    F = np.stack(cols, axis=1)
+    bad = ~np.all(np.isfinite(F), axis=1)
+    if diverged is not None:
+        bad |= np.asarray(diverged, bool)
+    F[bad] = np.inf
+    return F
+
+
+def violation(metrics: Mapping[str, np.ndarray], constraints: Sequence[Constraint], size: int):
+    """The summed violation of every member, float64 [P] (0: feasible)."""
+    total = np.zeros(size, np.float64)
+    for c in constraints:
+        total = total + c.violation(metrics[c.metric])
+    return total
