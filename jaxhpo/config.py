@@ -42,6 +42,39 @@ def _numbers(value: Any) -> Any:
     return value
 
 
+_CALL = re.compile(r"[A-Za-z_][A-Za-z_0-9]*\s*\(")
+
+
+def quote_calls(text: str) -> str:
+    """``text`` with every shorthand call outside quotes (``loguniform(3e-3, 3e-1)``) quoted,
+    so that a YAML flow mapping or list does not split at the comma inside its parentheses:
+    ``{lr: loguniform(3e-3, 3e-1)}`` -> ``{lr: "loguniform(3e-3, 3e-1)"}``. A call whose
+    parentheses do not close is left as typed (the dimension's parser names it)."""
+    out, i, quote = [], 0, None
+    while i < len(text):
+        c = text[i]
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        else:
+            m = _CALL.match(text, i)
+            if m and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "_.")):
+                depth, j = 0, m.end() - 1
+                while j < len(text):
+                    depth += {"(": 1, ")": -1}.get(text[j], 0)
+                    if depth == 0:
+                        break
+                    j += 1
+                if j < len(text):
+                    out.append('"' + text[i : j + 1] + '"')
+                    i = j + 1
+                    continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Text:
     """An override value exactly as typed; parsed as YAML unless the field is a string."""
@@ -53,7 +86,7 @@ class _Text:
         if not self.raw.strip():
             return ""
         try:
-            return _numbers(yaml.safe_load(self.raw))
+            return _numbers(yaml.safe_load(quote_calls(self.raw)))
         except yaml.YAMLError as e:
             raise ConfigError(f"{self.key}: cannot parse value {self.raw!r}: {e.problem}") from None
 
@@ -168,7 +201,10 @@ class StrategyConfig:
     """
 
     name: str = "random"  # random|sobol|grid|pbt|halving|hyperband|median|replay|evo|bo|rl|...
-    metric: str = "loss"  # the validation metric the study optimises
+    metric: str = "loss"  # the validation metric the study optimises (one objective)
+    #: several objectives instead: {metric: min | max} (jaxhpo.objectives); {} = metric alone
+    objectives: dict[str, str] = dataclasses.field(default_factory=dict)
+    constraints: dict[str, str] = dataclasses.field(default_factory=dict)  # {metric: "<= 2e6"}
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the strategy's settings
 
 
@@ -344,11 +380,16 @@ def _merge_strategy(current: StrategyConfig, data: Any, where: str) -> StrategyC
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     name = _coerce(data["name"], str, f"{where}.name") if "name" in data else current.name
     options = dict(current.options) if name == current.name else {}
-    metric = _coerce(data["metric"], str, f"{where}.metric") if "metric" in data else None
+    common = {}
+    for key, tp in (("metric", str), ("objectives", dict), ("constraints", dict)):
+        if key in data:
+            common[key] = _coerce(data[key], tp, f"{where}.{key}")
+            if tp is dict:
+                common[key] = {str(k): _plain(v) for k, v in common[key].items()}
     for key, value in data.items():
-        if key not in ("name", "metric"):
+        if key not in ("name", "metric", "objectives", "constraints"):
             options[str(key)] = value
-    return StrategyConfig(name=name, metric=metric or current.metric, options=options)
+    return dataclasses.replace(current, name=name, options=options, **common)
 
 
 def merge_settings(obj: Any, data: dict[str, Any], where: str) -> Any:

@@ -19,8 +19,8 @@ from jaxhpo.strategies import STRATEGIES
 from jaxhpo.strategies.base import config_names
 
 #: Constructor arguments that are not settings: the config, the metric (warm starts), the
-#: largest resource (halving, from train.steps) and a replay's table.
-NOT_SETTINGS = {"self", "config", "fields", "metric", "max_steps", "table"}
+#: largest resource (halving, from train.steps), the run's length and a replay's table.
+NOT_SETTINGS = {"self", "config", "fields", "metric", "max_steps", "table", "train_steps"}
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))

@@ -109,6 +109,9 @@ class Observation:
     # (int [P]; None: any member), and must keep the ``frozen`` hyperparameters (its structure).
     groups: np.ndarray | None = None
     frozen: tuple[str, ...] = ()
+    # The run's length (train.steps) when the driver states it (the simulator does); strategies
+    # built by ``from_config`` know it already (their ``train_steps``).
+    train_steps: int | None = None
 
     def fitness(self) -> np.ndarray:
         """The objective as a quantity to MINIMISE (negated when maximising), float64 [P];
@@ -165,12 +168,15 @@ class Capabilities:
         hypergradients, PES), through one population program.
       decides_size: it picks the population size (``population.size`` may be null).
       no_buckets: why it cannot drive shape buckets (``None``: it can).
+      objectives: it optimises several objectives (``strategy.objectives``) in its own
+        multi-objective form (:mod:`jaxhpo.objectives`, :mod:`jaxhpo.pareto`).
     """
 
     compiled: bool = False
     own_segments: bool = False
     decides_size: bool = False
     no_buckets: str | None = None
+    objectives: bool = False
 
 
 class Strategy(abc.ABC):
