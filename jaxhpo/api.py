@@ -36,12 +36,15 @@ class TuneResult:
 
     Attributes:
       run_dir: the run directory (tables, plots, logs, checkpoints).
-      members: one row per member: hyperparameters, ``val_*``, ``test_*``, ``diverged``.
+      members: one row per member (``members.csv``): the hyperparameters the space searched or
+        fixed, ``val_*``, ``test_*``, ``diverged``, ``steps``.
       best_member: id of the best member by the validation metric (None if none is finite).
-      best_hparams: its hyperparameters.
+      best_hparams: its hyperparameters (the same columns as ``members``).
       best_metrics: its validation and test metrics.
       params: its ``nnx.Param`` state; ``model_state``: its other NNX state (batch stats).
       task: the task object that was tuned.
+      curves: ``metrics.csv`` as a DataFrame: one row per member per evaluation (step,
+        hyperparameters, ``train_loss``, ``val_*``).
     """
 
     run_dir: Path
@@ -52,6 +55,9 @@ class TuneResult:
     params: Any
     model_state: Any
     task: Any
+    curves: pd.DataFrame | None = None
+    #: The final population's state (on its devices): every final member's weights.
+    state: Any = dataclasses.field(default=None, repr=False)
 
     def summary(self) -> str:
         """Two lines: the best member's hyperparameters, its metrics and the run directory."""
@@ -60,20 +66,59 @@ class TuneResult:
             f"metrics {self.best_metrics}; run directory {self.run_dir}"
         )
 
-    def load_into(self, module: nnx.Module) -> nnx.Module:
-        """Writes the best member's weights (and batch statistics) into ``module``."""
-        if self.params is None:
-            raise ValueError("no member has a finite validation metric: nothing to load")
-        nnx.update(module, self.params, self.model_state)
+    def load_into(self, module: nnx.Module, member_id: int | None = None) -> nnx.Module:
+        """Writes a member's weights (and batch statistics) into ``module``; the best member's
+        without ``member_id``."""
+        params, model_state = self._weights(member_id)
+        nnx.update(module, params, model_state)
+        return module
+
+    def model(self, member_id: int | None = None) -> nnx.Module:
+        """A fresh module of the task with a member's weights, in evaluation mode: the best
+        member's without ``member_id``, else any member of the final population (a member
+        replaced during the run, by PBT or a new generation, kept no weights).
+
+        Raises:
+          ValueError: naming the members whose weights the run kept.
+        """
+        member = self.best_member if member_id is None else int(member_id)
+        hp = dict(self.task.hparam_defaults)
+        row = self.members[self.members["member"] == member]
+        for k in self.task.hparam_names:
+            if k in row.columns and len(row) and np.isfinite(float(row[k].iloc[0])):
+                hp[k] = float(row[k].iloc[0])
+        params, model_state = self._weights(member)
+        module = self.task.init(jax.random.key(0), {k: np.float32(v) for k, v in hp.items()})
+        nnx.update(module, params, model_state)
+        module.eval()
         return module
 
     def best_model(self) -> nnx.Module:
         """A fresh module of the task with the best member's weights, in evaluation mode."""
-        hp = {k: self.best_hparams[k] for k in self.task.hparam_names if k in self.best_hparams}
-        module = self.task.init(jax.random.key(0), {k: np.float32(v) for k, v in hp.items()})
-        self.load_into(module)
-        module.eval()
-        return module
+        return self.model(None)
+
+    def _weights(self, member_id: int | None) -> tuple[Any, Any]:
+        """``(params, model_state)`` of a member of the final population, on the host."""
+        if member_id is None or member_id == self.best_member:
+            if self.params is None:
+                raise ValueError("no member has a finite validation metric: nothing to load")
+            return self.params, self.model_state
+        ids = [] if self.state is None else np.asarray(parallel.to_host(self.state.member_id))
+        if int(member_id) not in list(ids):
+            kept = ", ".join(str(int(i)) for i in ids) or "none"
+            raise ValueError(
+                f"member_id: member {member_id} is not in the final population, whose weights "
+                f"the run kept (members {kept})"
+            )
+        return member_weights(self.state, int(member_id))
+
+
+def member_weights(state: Any, member_id: int) -> tuple[Any, Any]:
+    """``(params, model_state)`` of one member of a population state, on the host."""
+    ids = np.asarray(parallel.to_host(state.member_id))
+    slot = int(np.flatnonzero(ids == member_id)[0])
+    pick = jax.jit(lambda t: jax.tree.map(lambda x: x[slot], t))
+    return parallel.to_host(pick((state.params, state.model_state)))
 
 
 def _optimizer_name(optimizer: str | Callable) -> str:
@@ -94,19 +139,24 @@ def tune(
     seed: int = 0,
     out_dir: str | Path = "runs",
     name: str | None = None,
+    points: Sequence[Mapping[str, float]] | None = None,
     settings: Mapping[str, Any] | None = None,
     callbacks: Sequence[Any] = (),
     quiet: bool = False,
 ) -> TuneResult:
     """Tunes ``task`` and returns the best member.
 
+    The defaults are :data:`jaxhpo.presets.USER_TASK_DEFAULTS`, which ``jaxhpo run
+    task.kind=module:Class`` starts from too: the same task, space, strategy and seed give the
+    same run from Python and from the command line.
+
     Args:
       task: a task object (:class:`jaxhpo.ModelTask` subclass, or a built-in task).
       space: the search space, as in a config file's ``space:`` section (name -> a value, a
-        list of choices, or ``{type: float|int|choice, low, high, log, values}``); names are
-        ``lr`` (the learning rate, which an optax factory gets as ``learning_rate``), the
-        factory's other float arguments (``weight_decay``, ``b1``, ...), the schedule's and
-        the task's ``hparams``.
+        list of choices, ``loguniform(a, b)`` and the other shorthands, or
+        ``{type: float|int|choice, low, high, log, values}``); names are ``lr`` (the learning
+        rate, which an optax factory gets as ``learning_rate``), the factory's other float
+        arguments (``weight_decay``, ``b1``, ...), the schedule's and the task's ``hparams``.
       strategy: a strategy name (``random``, ``sobol``, ``grid``, ``pbt``, ``halving``,
         ``hyperband``, ``median``, ``evo``, ``bo``, ``optuna``, ``rl``, ``hypergrad``,
         ``implicit``, ``pes``, ...) or a :class:`jaxhpo.Strategy` object.
@@ -115,10 +165,15 @@ def tune(
         ``GradientTransformation``), defined at module level.
       schedule: the learning-rate schedule (``constant``, ``warmup_cosine``, ...).
       population: members (None: the strategy decides, e.g. a full grid).
-      steps, segment_steps: optimizer steps per member; steps between evaluations.
+      steps: optimizer steps per member.
+      segment_steps: steps between evaluations.
       metric: the validation metric strategies rank by (one of the task's metrics).
-      seed, out_dir, name: the run's seed, parent folder and name.
-      settings: more config sections, e.g. ``{"strategy": {"pbt_fraction": 0.25},
+      seed: the run's seed.
+      out_dir: the run directory's parent folder.
+      name: the run's name (default ``TASKNAME-STRATEGY``, as from the command line).
+      points: explicit first members, name -> value (``strategy.points``), e.g.
+        ``population=1, points=[{"lr": 3e-3}]`` trains that one point; the rest are sampled.
+      settings: more config sections, e.g. ``{"strategy": {"fraction": 0.25},
         "train": {"checkpoint_every": 2}, "population": {"mode": "vmap"}}``.
       callbacks: objects with ``on_start`` / ``on_evaluation`` / ``on_end`` hooks
         (:mod:`jaxhpo.reporting.callbacks`), e.g. :class:`jaxhpo.reporting.trackers.WandbCallback`.
@@ -134,10 +189,12 @@ def tune(
         number, a task whose ``init`` raises), before anything is built.
     """
     from jaxhpo import experiment
+    from jaxhpo.tasks.user_task import check_user_config, task_label
 
     check_arguments(task, space, strategy, optimizer, settings)
     strategy_name = strategy if isinstance(strategy, str) else strategy.name
     layer: dict[str, Any] = {
+        "name": name if name is not None else f"{task_label(task)}-{strategy_name}",
         "seed": seed,
         "out_dir": str(out_dir),
         "space": dict(space),
@@ -147,8 +204,8 @@ def tune(
         "train": {"steps": steps, "segment_steps": segment_steps},
         "task": task_config(task),
     }
-    if name is not None:
-        layer["name"] = name
+    if points is not None:
+        layer["strategy"]["points"] = [dict(p) for p in points]
     extra = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (settings or {}).items()}
     for section, values in extra.items():
         if isinstance(values, dict) and isinstance(layer.get(section), dict):
@@ -157,6 +214,7 @@ def tune(
             layer[section] = values
     cfg = config_lib.build(config_lib.Config(), layer)
     config_lib.validate(cfg)
+    check_user_config(cfg)
     prep = experiment.prepare(
         cfg, strategy=None if isinstance(strategy, str) else strategy, task=task
     )
@@ -234,21 +292,21 @@ def task_config(task: Any) -> dict[str, Any]:
 
 def result_of(out: Any, task: Any, metric: str, maximize: bool) -> TuneResult:
     """The best member of a finished run (``experiment.RunResult``)."""
+    from jaxhpo.results import read_metrics
+
     members = out.members
+    curves = read_metrics(out.run_dir) if (Path(out.run_dir) / "metrics.csv").exists() else None
     col = f"val_{metric}"
     ok = members[~members["diverged"].astype(bool)]
     ok = ok[np.isfinite(ok[col].to_numpy(np.float64))]
     if ok.empty:
-        return TuneResult(out.run_dir, members, None, {}, {}, None, None, task)
+        return TuneResult(out.run_dir, members, None, {}, {}, None, None, task, curves, out.state)
     row = ok.loc[ok[col].idxmax() if maximize else ok[col].idxmin()]
     best = int(row["member"])
-    state = out.state
-    ids = np.asarray(parallel.to_host(state.member_id))
+    ids = np.asarray(parallel.to_host(out.state.member_id))
     params = model_state = None
     if best in ids.tolist():
-        slot = int(np.flatnonzero(ids == best)[0])
-        pick = jax.jit(lambda t: jax.tree.map(lambda x: x[slot], t))
-        params, model_state = parallel.to_host(pick((state.params, state.model_state)))
+        params, model_state = member_weights(out.state, best)
     metrics = {c: float(row[c]) for c in members.columns if c.startswith(("val_", "test_"))}
     skip = {"member", "diverged", "active", "step", "steps"}
     hparams = {
@@ -256,4 +314,6 @@ def result_of(out: Any, task: Any, metric: str, maximize: bool) -> TuneResult:
         for c in members.columns
         if c not in skip and c not in metrics and np.issubdtype(members[c].dtype, np.number)
     }
-    return TuneResult(out.run_dir, members, best, hparams, metrics, params, model_state, task)
+    return TuneResult(
+        out.run_dir, members, best, hparams, metrics, params, model_state, task, curves, out.state
+    )

@@ -92,25 +92,32 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_config(experiment: str | None, overrides: list[str]):
-    """Builds a validated Config from a preset or file plus overrides."""
-    from jaxhpo.config import Config, build, load_file, parse_override
+    """Builds a validated Config from a preset or file plus overrides.
+
+    A task of the user's own (``task.kind=file.py:Name`` or ``module:Class``) with no
+    experiment named starts from :data:`jaxhpo.presets.USER_TASK_DEFAULTS`, as
+    :func:`jaxhpo.tune` does, not from the default experiment's byte-level LM; its run is named
+    ``TASKNAME-STRATEGY`` unless ``name`` is given, and a file reference is stored absolute.
+    """
+    from jaxhpo.config import load_file, parse_override
     from jaxhpo.presets import preset
 
+    base: dict | None = None
     layers = []
     if experiment is not None and "=" in experiment:
         overrides = [experiment, *overrides]
         experiment = None
     if experiment is None:
-        layers.append(preset(DEFAULT_EXPERIMENT))
+        pass
     elif experiment in PRESETS:
-        layers.append(preset(experiment))
+        base = preset(experiment)
     elif Path(experiment).suffix in (".yaml", ".yml", ".json") or Path(experiment).exists():
         data = load_file(experiment)
-        base = data.pop("experiment", None)
-        if base is not None:
-            if not isinstance(base, str):
-                raise ValueError(f"experiment: must be a built-in experiment name, got {base!r}")
-            layers.append(preset(base))
+        named = data.pop("experiment", None)
+        if named is not None:
+            if not isinstance(named, str):
+                raise ValueError(f"experiment: must be a built-in experiment name, got {named!r}")
+            base = preset(named)
         layers.append(data)
     else:
         raise ValueError(
@@ -118,9 +125,34 @@ def load_config(experiment: str | None, overrides: list[str]):
             f"({', '.join(PRESETS)}) nor a config file"
         )
     layers += [parse_override(o) for o in overrides]
-    from jaxhpo.run.validate import check_config
+    return _checked(base, layers)
 
-    return check_config(build(Config(), *layers))
+
+def _checked(base: dict | None, layers: list[dict]):
+    """The config of ``base`` (a preset's layer; None: none named) and ``layers``, checked."""
+    from dataclasses import replace
+
+    from jaxhpo import refs
+    from jaxhpo.config import Config, build
+    from jaxhpo.presets import USER_TASK_DEFAULTS, preset
+    from jaxhpo.run.validate import check_config
+    from jaxhpo.tasks.user_task import check_user_config, task_label
+
+    cfg = build(Config(), *([base] if base else []), *layers)
+    user = refs.is_reference(cfg.task.kind)
+    if base is None:  # a user's task starts where jaxhpo.tune starts
+        cfg = build(Config(), USER_TASK_DEFAULTS if user else preset(DEFAULT_EXPERIMENT), *layers)
+    cfg = replace(  # file references absolute: the run directory is read from anywhere
+        cfg,
+        task=replace(cfg.task, kind=refs.absolute(cfg.task.kind)),
+        optim=replace(cfg.optim, optimizer=refs.absolute(cfg.optim.optimizer)),
+    )
+    if user:
+        if not any("name" in layer for layer in layers):
+            cls = refs.resolve(cfg.task.kind, "task.kind")
+            cfg = replace(cfg, name=f"{task_label(cls)}-{cfg.strategy.name}")
+        check_user_config(cfg)
+    return check_config(cfg)
 
 
 def use_cpu_cores() -> None:

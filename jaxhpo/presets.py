@@ -323,6 +323,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 DEFAULT_EXPERIMENT = "lm-random"
 
+#: What a run of a task of the user's own starts from, the same from both entry points:
+#: :func:`jaxhpo.tune`'s arguments default to these values, and ``jaxhpo run
+#: task.kind=module:Class ...`` (or a config file naming such a task) starts from this layer
+#: instead of the default experiment (whose space, schedule and model are the byte-level LM's).
+#: The run is named ``TASKNAME-STRATEGY`` unless ``name`` is given.
+USER_TASK_DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "out_dir": "runs",
+    "optim": {"optimizer": "adamw", "schedule": "constant"},
+    "population": {"size": 8},
+    "train": {"steps": 300, "segment_steps": 50},
+    "strategy": {"name": "random", "metric": "loss"},
+}
+
 
 def preset(name: str) -> dict[str, Any]:
     """The preset's config layer (without its description)."""

@@ -60,6 +60,18 @@ def reference(obj: Any) -> str:
     return f"{module}:{qual}"
 
 
+def absolute(text: Any) -> Any:
+    """A ``path/to/file.py:Name`` reference with its file made absolute (from the current
+    folder, ``~`` expanded), so that a run directory names it from anywhere (``jaxhpo resume
+    RUN_DIR`` in another folder); ``module:Name`` and anything else unchanged."""
+    if not is_reference(text):
+        return text
+    module_name, _, qual = text.rpartition(":")
+    if not module_name.endswith(".py"):
+        return text
+    return f"{Path(module_name).expanduser().resolve()}:{qual}"
+
+
 def resolve(text: str, where: str) -> Any:
     """The object a reference names; errors are one line naming ``where`` (a config field)."""
     module_name, _, qual = text.rpartition(":")

@@ -20,6 +20,7 @@ from jaxhpo import parallel
 from jaxhpo.config import Config
 from jaxhpo.results import RunWriter
 from jaxhpo.strategies.base import Observation
+from jaxhpo.tasks.user_task import applicable
 
 if TYPE_CHECKING:
     from jaxhpo.run.prepare import Prepared
@@ -189,14 +190,35 @@ def nanmean_rows(losses: np.ndarray) -> np.ndarray:
         return np.nanmean(losses, axis=1)  # NaN for members that took no step
 
 
-def members_table(book: Book, obs: Observation, test, metric_names) -> pd.DataFrame:
-    """One row per member of the study: its last hyperparameters and validation metrics, and
-    test metrics for the members still in the population (NaN for members compacted away)."""
+def table_hparams(prep: Prepared) -> tuple[str, ...]:
+    """The hyperparameter columns of the run's tables (``metrics.csv``, ``members.csv``,
+    ``run.json``'s ``hparam_names``): the space's names, searched or fixed there by the user,
+    and a member's cross-validation ``fold``. Values the user never named (the task's batch
+    size, the optimizer's other defaults, the schedule's horizon) stay out of them."""
+    named = set(prep.space.names) | {"fold"}
+    return tuple(n for n in prep.population.hparam_names if n in named)
+
+
+def config_file(cfg: Config) -> dict[str, Any]:
+    """What ``config.yaml`` holds: the resolved config with only the fields that apply
+    (:func:`jaxhpo.tasks.user_task.applicable`)."""
+    return applicable(cfg.to_dict())
+
+
+def members_table(
+    book: Book, obs: Observation, test, metric_names, hparam_names=None
+) -> pd.DataFrame:
+    """One row per member of the study: its last hyperparameters (``hparam_names``; None:
+    all) and validation metrics, and test metrics for the members still in the population
+    (NaN for members compacted away)."""
     rows = []
     slot = {int(m): i for i, m in enumerate(obs.member_id)}
     for m in sorted(book.last):
         last = book.last[m]
-        row = {"member": m, **last["hparams"]}
+        hp = last["hparams"]
+        if hparam_names is not None:
+            hp = {k: v for k, v in hp.items() if k in hparam_names}
+        row = {"member": m, **hp}
         for k in metric_names:
             row[f"val_{k}"] = last["metrics"][k]
             row[f"test_{k}"] = float(test[k][slot[m]]) if m in slot else np.nan

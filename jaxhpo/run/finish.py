@@ -41,7 +41,7 @@ def finish(loop: Loop, run_dir: Path, out_dir: Path, writes: bool, console: Cons
         k = cfg.train.ensemble_top_k
         ensemble = ensemble_of(population, pop, obs, test, k, (val_data, test_data))
         writer.update_info({"ensemble": ensemble})
-    members = members_table(loop.book, obs, test, task.metric_names)
+    members = members_table(loop.book, obs, test, task.metric_names, writer.hparam_names)
     if cfg.train.save_best:  # the best member's weights, for fine-tuning (jaxhpo.pretrained)
         from jaxhpo.pretrained import save_best
 

@@ -35,7 +35,7 @@ from jaxhpo.reporting.callbacks import CallbackList
 from jaxhpo.reporting.optuna_export import OptunaExport
 from jaxhpo.reporting.tensorboard import TensorBoard
 from jaxhpo.results import RunWriter, new_run_dir, run_dir_lock
-from jaxhpo.run.book import Book, Loop, nanmean_rows
+from jaxhpo.run.book import Book, Loop, config_file, nanmean_rows, table_hparams
 from jaxhpo.run.compiled import run_compiled
 from jaxhpo.run.feed import feed_segment
 from jaxhpo.run.finish import RunResult, finish
@@ -145,7 +145,7 @@ def _open_writer(
     """The run directory's tables: new ones with the config and run information, or, when
     resuming, the existing ones cut back to the checkpoint's rows and events."""
     population, task = prep.population, prep.task
-    names = population.hparam_names
+    names = table_hparams(prep)  # what the user searched or fixed (book.py)
     # Killed before the first checkpoint: new tables (a kill may have left them without their
     # header), the run starts again from step 0.
     counts = (restored[2]["metrics_rows"], restored[2]["events"]) if restored else None
@@ -165,7 +165,7 @@ def _open_writer(
         return writer
     metric = cfg.strategy.metric
     writer.write_config(
-        cfg.to_dict(),
+        config_file(cfg),
         {
             "task": task.describe(),
             "population_size": prep.size,

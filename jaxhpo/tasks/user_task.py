@@ -10,6 +10,7 @@ return an ``nnx.Module`` with ``nnx.Param`` leaves.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import numbers
 from collections.abc import Mapping
@@ -157,3 +158,53 @@ def check_task(task: Any, where: str = "task") -> Any:
     check_task_class(type(task), where)
     _hparam_defaults(task, where)
     return abstract_params(task, where)
+
+
+#: The ``task:`` fields a task of the user's own reads (the others, and the ``model:`` section,
+#: configure the built-in tasks and their Transformer).
+USER_TASK_FIELDS: tuple[str, ...] = ("kind", "args", "folds")
+
+
+def check_user_config(cfg: Any) -> None:
+    """Refuses a built-in task's setting (``task.seq_len``, ``model.d_model``, ...) given to a
+    run of a task of the user's own: it would be written to config.yaml and never read.
+
+    Raises:
+      ValueError: one line naming the field.
+    """
+    if not refs.is_reference(cfg.task.kind):
+        return
+    for section, skip in (("task", USER_TASK_FIELDS), ("model", ())):
+        current, default = getattr(cfg, section), type(getattr(cfg, section))()
+        for field in dataclasses.fields(current):
+            value = getattr(current, field.name)
+            if field.name not in skip and value != getattr(default, field.name):
+                raise ValueError(
+                    f"{section}.{field.name}: a setting of the built-in tasks, not read by "
+                    f"{cfg.task.kind.rpartition(':')[2]} (a task of your own reads task.kind, "
+                    f"task.args and task.folds; set its own values in task.args)"
+                )
+
+
+def applicable(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config's plain form (``Config.to_dict()``) with only the fields that apply: for a task
+    of the user's own the ``task:`` fields it reads and no ``model:`` section; for a built-in
+    task no ``task.args``. A section left out is at its defaults, so the config builds back to
+    the same run (:func:`check_user_config` refuses anything else)."""
+    out = dict(config)
+    task = dict(out.get("task", {}))
+    if refs.is_reference(task.get("kind")):
+        out["task"] = {k: task[k] for k in USER_TASK_FIELDS if k in task}
+        out.pop("model", None)
+    elif not task.get("args"):
+        task.pop("args", None)
+        out["task"] = task
+    return out
+
+
+def task_label(task_or_class: Any) -> str:
+    """What a run of the task is named after: its ``name`` (``ModelTask``: the class name in
+    lower case), else the class name in lower case."""
+    name = getattr(task_or_class, "name", None)
+    cls = task_or_class if isinstance(task_or_class, type) else type(task_or_class)
+    return name if isinstance(name, str) and name else cls.__name__.lower()
