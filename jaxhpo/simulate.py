@@ -232,7 +232,7 @@ def simulate(
         step += k
         _train(m, hp, ids, train, k, curve, rng)
         rows.append(pop.row())
-        obs = pop.observation(step)
+        obs = dataclasses.replace(pop.observation(step), train_steps=steps)  # the run's length
         fit = obs.fitness()
         if fit.min() < best:
             best, best_member = float(fit.min()), int(ids[np.argmin(fit)])

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import numpy as np
+from flax import serialization
 
 from jaxhpo.checkpoint import pack_tree, unpack_tree
 from jaxhpo.simulate import simulate
@@ -97,12 +98,14 @@ class Resumed(Strategy):
         text = pack_tree(state)
         self.inner = self.make()
         self.inner.check(*self.check_args)
-        self.inner.init(*self.args)  # structure only, as the run loop does on resume
-        return unpack_tree(text), upd
+        fresh, _ = self.inner.init(*self.args)  # as the run loop does on resume
+        return self.inner.restore_state(unpack_tree(text), fresh), upd
 
 
 def leaves_are_plain(tree) -> bool:
-    """A nested dict of numpy arrays with string keys (what pack_tree stores)."""
+    """A nested dict of numpy arrays with string keys (what pack_tree stores; a typed state
+    as ``flax.serialization.to_state_dict`` makes it)."""
+    tree = serialization.to_state_dict(tree)
     if isinstance(tree, dict):
         return all(isinstance(k, str) and leaves_are_plain(v) for k, v in tree.items())
     return isinstance(tree, np.ndarray | np.generic)

@@ -23,6 +23,7 @@ from jaxhpo.strategies import (
     SobolSearch,
     SuccessiveHalving,
 )
+from jaxhpo.strategies.reinforce import policy_structure
 
 SPACE = Space.from_config(
     {
@@ -129,7 +130,7 @@ def test_hypergrad_moves_only_active_continuous_dimensions(lm_task):
     pop = population.init(jax.random.key(0), np.arange(2), hp)
     data = (lm_task.train_data, lm_task.splits.val)
     state, _, losses = strat.train_segment(state, population, pop, data, 2, 2)
-    new = state["proposed"]
+    new = state.proposed
     assert set(new) == {"lr", "momentum"} and np.all(np.isfinite(np.asarray(losses)))
     assert np.all(new["lr"] != np.float32(0.1))
     assert np.isnan(new["momentum"][0]) and np.isfinite(new["momentum"][1])
@@ -152,16 +153,17 @@ def test_reinforce_policy_ignores_coordinates_that_never_reached_a_member():
     strat = Reinforce(learning_rate=0.5)
     strat.check(4, 1)
     state, _ = strat.init(0, space, 8)
-    state["idx"] = np.zeros_like(state["idx"])  # every member drew optimizer code 0
-    cols = strat._decode(state["z"], state["idx"])
+    state = state.replace(idx=np.zeros_like(state.idx))  # every member drew optimizer code 0
+    cols = strat._decode(space, state.z, state.idx)
     assert np.all(np.isnan(cols["b1"]))
     loss = (np.log10(cols["lr"]) + 1) ** 2
     ids = np.arange(8)
     obs = Observation(1, ids, cols, {"loss": loss}, np.zeros(8, bool), np.ones(8, bool))
     new, _ = strat.update(state, obs)
-    j_lr, j_b1 = strat.gauss.index("lr"), strat.gauss.index("b1")
+    gauss = policy_structure(space).gauss
+    j_lr, j_b1 = gauss.index("lr"), gauss.index("b1")
     for field in ("mu", "log_std"):
-        before, after = state["params"][field], new["params"][field]
+        before, after = state.params[field], new.params[field]
         assert after[j_b1] == before[j_b1], field
         assert after[j_lr] != before[j_lr], field
 
@@ -182,14 +184,15 @@ def test_evo_mean_ignores_coordinates_that_never_reached_a_member():
     strat.check(4, 1)
     state, _ = strat.init(0, space, 8)
     j_opt, j_lr, j_b1 = (space.searched.index(n) for n in ("optimizer", "lr", "b1"))
-    state["x"] = np.array(state["x"])
-    state["x"][:, j_opt] = -3.0  # unit 0.05: code 0 for everyone
-    cols = strat._decode(state["x"])
+    x = np.array(state.x)
+    x[:, j_opt] = -3.0  # unit 0.05: code 0 for everyone
+    state = state.replace(x=x)
+    cols = strat._decode(space, state.x)
     assert np.all(cols["optimizer"] == 0) and np.all(np.isnan(cols["b1"]))
     loss = (np.log10(cols["lr"]) + 1) ** 2
     obs = Observation(1, np.arange(8), cols, {"loss": loss}, np.zeros(8, bool), np.ones(8, bool))
     new, _ = strat.update(state, obs)
-    before, after = np.asarray(state["es"]["mean"]), np.asarray(new["es"]["mean"])
+    before, after = np.asarray(state.es["mean"]), np.asarray(new.es["mean"])
     assert after[j_b1] == before[j_b1]
     assert after[j_lr] != before[j_lr]
 
@@ -209,14 +212,15 @@ def test_pes_mean_ignores_coordinates_that_never_reached_a_member():
     strat = PersistentES(outer_lr=0.5, outer="sgd")
     state, _ = strat.init(0, space, 8)
     j_opt, j_lr, j_b1 = (space.searched.index(n) for n in ("optimizer", "lr", "b1"))
-    state["x"] = np.array(state["x"])
-    state["x"][:, j_opt] = -3.0  # code 0 for everyone
-    cols = strat._decode(state["x"])
+    x = np.array(state.x)
+    x[:, j_opt] = -3.0  # code 0 for everyone
+    state = state.replace(x=x)
+    cols = strat._decode(space, state.x)
     assert np.all(np.isnan(cols["b1"]))
     loss = (np.log10(cols["lr"]) + 1) ** 2
     obs = Observation(1, np.arange(8), cols, {"loss": loss}, np.zeros(8, bool), np.ones(8, bool))
     new, upd = strat.update(state, obs)
-    before, after = np.asarray(state["es"]["mean"]), np.asarray(new["es"]["mean"])
+    before, after = np.asarray(state.es["mean"]), np.asarray(new.es["mean"])
     assert after[j_b1] == before[j_b1]
     assert after[j_lr] != before[j_lr]
 

@@ -28,7 +28,9 @@ SCRIPT = textwrap.dedent(
     hp = {"lr": np.geomspace(1e-3, 1e-2, 8), "dropout": np.linspace(0, 0.2, 8)}
     out = {}
     for devices in (1, 2, 4, 8):
-        popn = Population(task, "adamw", "warmup_cosine", mode="map", devices=devices)
+        popn = Population(
+            task, "adamw", "warmup_cosine", mode="map", devices=devices, searched=tuple(hp)
+        )
         pop = popn.init(jax.random.key(0), np.arange(8), hp)
         pop, _ = popn.train_segment(pop, task.train_data, 4)
         pop = popn.set_hparams(pop, {"lr": hp["lr"] * 2})          # no recompile

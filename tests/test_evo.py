@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from evosax.algorithms import CMA_ES, PSO
+from flax import serialization
 from searchbench import BOWL_SPACE, ROSEN_SPACE, bowl, curve, rosenbrock
 
 from jaxhpo.checkpoint import pack_tree, unpack_tree
@@ -158,11 +159,12 @@ class _Resumed(Strategy):
         state, upd = self.inner.update(state, obs)
         text = pack_tree(state)
         self.inner = self.make()
-        self.inner.init(*self.args)  # structure only, as the run loop does on resume
-        return unpack_tree(text), upd
+        fresh, _ = self.inner.init(*self.args)  # as the run loop does on resume
+        return self.inner.restore_state(unpack_tree(text), fresh), upd
 
 
 def _leaves_are_plain(tree):
+    tree = serialization.to_state_dict(tree)  # what pack_tree stores
     if isinstance(tree, dict):
         return all(isinstance(k, str) and _leaves_are_plain(v) for k, v in tree.items())
     return isinstance(tree, np.ndarray | np.generic)

@@ -23,16 +23,19 @@ NAMES = ("weight_decay", "label_smoothing")
 TERMS, ALPHA, OUTER_LR = 4, 0.05, 0.1
 
 
+SPACE = Space.from_config(
+    {"weight_decay": "loguniform(1e-4, 0.3)", "label_smoothing": "uniform(0.0, 0.3)"}
+)
+
+
 @pytest.fixture(scope="module")
 def setup(lm_task):
-    population = Population(lm_task, "adamw", "constant", mode="vmap", devices=1)
+    population = Population(
+        lm_task, "adamw", "constant", mode="vmap", devices=1, searched=tuple(HP)
+    )
     pop = population.init(jax.random.key(0), np.arange(2), HP)
     pop, _ = population.train_segment(pop, lm_task.train_data, 3)  # off the initial weights
-    space = Space.from_config(
-        {"weight_decay": "loguniform(1e-4, 0.3)", "label_smoothing": "uniform(0.0, 0.3)"}
-    )
     strat = ImplicitHypergrad(outer_lr=OUTER_LR, outer="sgd", terms=TERMS, alpha=ALPHA)
-    strat.init(0, space, 2)
     return population, pop, strat
 
 
@@ -72,7 +75,7 @@ def test_strategy_hypergradient_equals_implicit_by_hand_per_member(setup, lm_tas
         "label_smoothing": jax.scipy.special.logit(hp["label_smoothing"]),
     }
     outer0 = jax.vmap(strat.outer_opt.init)(z0)
-    new_z, _, val, g_z = strat.hypergradients(population, pop, data, outer0)
+    new_z, _, val, g_z = strat.hypergradients(population, pop, data, outer0, SPACE)
     hand = jax.jit(lambda m: by_hand(population, lm_task, m))  # one compile for both members
     for i in range(2):
         g, v, lam = hand(jax.tree.map(lambda x, i=i: x[i], pop))
@@ -102,11 +105,11 @@ def test_member_under_the_member_axis_equals_member_alone(setup, lm_task):
         "label_smoothing": jax.scipy.special.logit(hp["label_smoothing"]),
     }
     outer0 = jax.vmap(strat.outer_opt.init)(z0)
-    _, _, val, g_z = strat.hypergradients(population, pop, data, outer0)
+    _, _, val, g_z = strat.hypergradients(population, pop, data, outer0, SPACE)
     for i in range(2):
         alone = gather(pop, np.asarray([i]))
         _, _, val_i, g_i = strat.hypergradients(
-            population, alone, data, jax.tree.map(lambda x, i=i: x[i : i + 1], outer0)
+            population, alone, data, jax.tree.map(lambda x, i=i: x[i : i + 1], outer0), SPACE
         )
         np.testing.assert_allclose(val_i[0], val[i], rtol=1e-6)
         for k in NAMES:
@@ -116,7 +119,7 @@ def test_member_under_the_member_axis_equals_member_alone(setup, lm_task):
 def test_train_segment_trains_like_the_population_and_proposes_clipped_step(setup, lm_task):
     population, pop, strat = setup
     data = (lm_task.train_data, lm_task.splits.val)
-    state = {"outer": {}, "proposed": {}, "val": np.zeros(0), "windows": 0}
+    state, _ = strat.init(0, SPACE, 2)  # a fresh state: no outer state, nothing proposed
     s2, pop2, losses = strat.train_segment(state, population, pop, data, 2, 2)
     ref, ref_losses = population.train_segment(pop, lm_task.train_data, 2)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
@@ -125,13 +128,15 @@ def test_train_segment_trains_like_the_population_and_proposes_clipped_step(setu
         "weight_decay": jnp.log(hp["weight_decay"]),
         "label_smoothing": jax.scipy.special.logit(hp["label_smoothing"]),
     }
-    new_z, _, _, _ = strat.hypergradients(population, ref, data, jax.vmap(strat.outer_opt.init)(z0))
+    new_z, _, _, _ = strat.hypergradients(
+        population, ref, data, jax.vmap(strat.outer_opt.init)(z0), SPACE
+    )
     np.testing.assert_allclose(
-        s2["proposed"]["weight_decay"], np.exp(new_z["weight_decay"]), rtol=1e-5
+        s2.proposed["weight_decay"], np.exp(new_z["weight_decay"]), rtol=1e-5
     )
     ls = np.clip(jax.nn.sigmoid(new_z["label_smoothing"]), 0.0, 0.3)
-    np.testing.assert_allclose(s2["proposed"]["label_smoothing"], ls, rtol=1e-5)
-    assert s2["windows"] == 1 and np.all(np.isfinite(s2["val"]))
+    np.testing.assert_allclose(s2.proposed["label_smoothing"], ls, rtol=1e-5)
+    assert s2.windows == 1 and np.all(np.isfinite(s2.val))
 
 
 @pytest.mark.slow

@@ -107,8 +107,8 @@ def test_strategy_equals_evosax_persistent_es_driven_by_hand():
         x, s = es.ask(k_ask, s, params)
         s, _ = es.tell(k_tell1, x, jnp.asarray(fitness, jnp.float32), s, params)
         x1, s = es.ask(k_ask1, s, params)
-    np.testing.assert_allclose(state["x"], x, rtol=1e-6)
-    np.testing.assert_allclose(state2["x"], x1, rtol=1e-6)
+    np.testing.assert_allclose(state.x, x, rtol=1e-6)
+    np.testing.assert_allclose(state2.x, x1, rtol=1e-6)
     decoded = space.from_unconstrained(np.asarray(x1, np.float64))
     for k in SPACE:
         np.testing.assert_allclose(upd.hparams[k], decoded[k], rtol=1e-6)
@@ -145,9 +145,9 @@ def test_diverged_member_is_reinitialised_and_its_accumulator_cleared():
     diverged = np.asarray([False, True, False, False])
     state, upd = strat.update(state, _obs(5, cols, [1.0, np.nan, 2.0, 3.0], diverged))
     assert upd.reinit is not None and upd.reinit.tolist() == diverged.tolist()
-    accum = state["es"]["pert_accum"]
-    x = state["x"]
-    mean = state["es"]["mean"]
+    accum = state.es["pert_accum"]
+    x = state.x
+    mean = state.es["mean"]
     # the reinitialised particle's accumulator holds only the fresh perturbation
     np.testing.assert_allclose(accum[1], x[1] - mean, rtol=1e-5, atol=1e-6)
 
@@ -171,8 +171,8 @@ def test_horizon_restarts_members_and_resets_the_perturbation_sums(horizon):
     for step in (10, 20):
         state, upd = strat.update(state, _obs(step, cols, [1.0, 2.0, 0.5, 3.0]))
         cols = upd.hparams
-        fresh = state["x"] - state["es"]["mean"]  # this ask's perturbation alone
-        reset = np.allclose(state["es"]["pert_accum"], fresh, atol=1e-6)
+        fresh = state.x - state.es["mean"]  # this ask's perturbation alone
+        reset = np.allclose(state.es["pert_accum"], fresh, atol=1e-6)
         restarted = upd.reinit is not None and upd.reinit.all()
         gen = next(e for e in upd.events if e["kind"] == "generation")
         assert reset == restarted == gen["restart"] == (horizon == step), (step, horizon)

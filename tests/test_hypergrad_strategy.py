@@ -28,7 +28,9 @@ HP = {
 
 @pytest.fixture(scope="module")
 def setup(lm_task):
-    population = Population(lm_task, "adamw", "warmup_cosine", mode="vmap", devices=1)
+    population = Population(
+        lm_task, "adamw", "warmup_cosine", mode="vmap", devices=1, searched=tuple(HP)
+    )
     pop = population.init(jax.random.key(0), np.arange(2), HP)
     return population, pop
 
@@ -57,16 +59,14 @@ def test_strategy_window_member_equals_member_alone_and_lr_gradient_matches_fd(s
     population, pop = setup
     space = Space.from_config({"lr": "loguniform(1e-4, 1e-1)", "dropout": "uniform(0, 0.5)"})
     strat = UnrolledHypergrad(outer_lr=0.1, outer="sgd")
-    strat.space = space
     data = (lm_task.train_data, lm_task.splits.val)
-    state = {"outer": {}, "proposed": {}, "val": np.zeros(0), "windows": 0}
+    state, _ = strat.init(0, space, 2)  # a fresh state: no outer state, nothing proposed
     s2, pop2, losses = strat.train_segment(state, population, pop, data, K, K)
     assert losses.shape == (2, K) and np.all(np.isfinite(np.asarray(losses)))
     z0 = unrolled.to_unconstrained({k: jnp.asarray(HP[k]) for k in ("lr", "dropout")})
     # sgd(0.1): z_new = z - 0.1 g, so the strategy's gradient is recoverable
     g_pop = {
-        k: (np.asarray(z0[k]) - np.asarray(unrolled.to_unconstrained({k: s2["proposed"][k]})[k]))
-        / 0.1
+        k: (np.asarray(z0[k]) - np.asarray(unrolled.to_unconstrained({k: s2.proposed[k]})[k])) / 0.1
         for k in z0
     }
     for i in range(2):

@@ -48,3 +48,37 @@ def test_new_hparam_values_never_recompile_an_auto_specialised_population(lm_tas
         pop, _ = popn.train_segment(pop, lm_task.train_data, 2)
     assert popn.trace_counts["segment"] == 1
     np.testing.assert_allclose(np.asarray(popn.get_hparams(pop)["dropout"]), [0.05, 0.3])
+
+
+def test_auto_estimates_the_step_cost_of_a_task_with_numpy_data_regression_issue_28():
+    """Regression (issue 28): a user task whose data are numpy arrays (what ModelTask takes)
+    had its step cost estimated with the data closed over, so the batch draw indexed numpy with a
+    traced step (TracerArrayConversionError, swallowed) and auto fell back to "map on cpu (step
+    cost unknown)". The data are now abstract arguments of the estimate."""
+    import optax
+    from flax import nnx
+
+    import jaxhpo
+
+    class Linear(jaxhpo.ModelTask):
+        batch_size = 8
+        hparams = {"scale": 1.0}
+
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            x, y = rng.normal(size=(64, 5)).astype(np.float32), rng.integers(0, 3, 64)
+            self.train_data = {"x": x[:48], "y": y[:48]}
+            self.val_data = self.test_data = {"x": x[48:], "y": y[48:]}
+
+        def init(self, key, hp):
+            return nnx.Linear(5, 3, rngs=nnx.Rngs(key))
+
+        def loss(self, model, batch, hp, key):
+            logits = model(batch["x"])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+    task = Linear()
+    assert isinstance(task.train_data["x"], np.ndarray)
+    popn = Population(task, "adamw", "constant")  # mode="auto"
+    assert member_step_flops(popn, task.train_data) == 6.0 * (5 * 3 + 3) * 8
+    assert "unknown" not in popn.mode_reason and popn.mode_reason.startswith("auto: vmap")

@@ -442,7 +442,9 @@ def test_population_members_get_their_own_init_scheme_and_scale():
         model={"num_layers": 1, "num_heads": 2, "d_model": 16, "d_ff": 32},
     )
     scheme, scale = np.array([0.0, 3.0, 4.0]), np.array([1.0, 2.0, 0.5])
-    popn = Population(task, "adamw", "constant", mode="vmap")
+    popn = Population(
+        task, "adamw", "constant", mode="vmap", searched=("init_scheme", "init_scale")
+    )
     root = jax.random.key(7)
     pop = popn.init(root, np.arange(3), {"init_scheme": scheme, "init_scale": scale})
     for i in range(3):

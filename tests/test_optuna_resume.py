@@ -45,13 +45,13 @@ class KilledAfterCheckpoint(Strategy):
         if self.calls != self.at:
             return state, upd
         checkpoint = pack_tree(state)
-        after = unpack_tree(checkpoint)
+        after = self.inner.restore_state(unpack_tree(checkpoint), state)
         for _ in range(self.extra):  # the killed process went on past its checkpoint
             after, _ = self.inner.update(after, obs)
         self.inner = self.make()
         self.inner.check(*self.check_args)
-        self.inner.init(*self.args)  # the restart asks trials of its own
-        return unpack_tree(checkpoint), upd
+        fresh, _ = self.inner.init(*self.args)  # the restart asks trials of its own
+        return self.inner.restore_state(unpack_tree(checkpoint), fresh), upd
 
 
 def _trials(url: str, name: str) -> list[tuple]:

@@ -141,7 +141,7 @@ def test_pbt_config_errors_name_the_field():
 
 
 def test_exploit_copies_the_whole_member_including_optimizer_moments(lm_task):
-    population = Population(lm_task, "adamw", "constant", mode="map")
+    population = Population(lm_task, "adamw", "constant", mode="map", searched=("dropout",))
     space = Space.from_config({"lr": "loguniform(1e-3, 1e-2)", "dropout": "uniform(0, 0.2)"})
     strategy = PBT(ready_steps=2, fraction=0.25, perturb="multiply")
     state, cols = strategy.init(0, space, 4)
@@ -176,7 +176,7 @@ def test_exploit_copies_the_whole_member_including_optimizer_moments(lm_task):
 
 def test_diverged_member_is_replaced_by_exploit():
     task = ToyQuadraticTask()
-    population = Population(task, "sgd", "constant", mode="map")
+    population = Population(task, "sgd", "constant", mode="map", searched=("h0", "h1"))
     hp = population.full_hparams({"lr": np.array([0.05, 0.05, 0.05, 1e12])}, 4)
     pop = population.init(jax.random.key(0), np.arange(4), hp)
     pop, _ = population.train_segment(pop, task.train_data, 4)

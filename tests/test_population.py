@@ -42,8 +42,11 @@ LOOSE = {"rtol": 1e-4, "atol": 5e-4}
 
 @pytest.mark.parametrize("mode", ["map", "vmap"])
 def test_member_in_population_equals_member_trained_alone(lm_task, mode):
-    """Member i trained inside a population of 8 == the same member (id, hparams, key) alone."""
-    popn = Population(lm_task, "adamw", "warmup_cosine", mode=mode)
+    """Member i trained inside a population of 8 == the same member (id, hparams, key) alone.
+    The population is specialised (the default): dropout and label smoothing are searched, the
+    other task hyperparameters are constants of the step."""
+    popn = Population(lm_task, "adamw", "warmup_cosine", mode=mode, searched=tuple(HP))
+    assert set(popn.fixed) == set(popn.task_names) - set(HP)
     key = jax.random.key(7)
     full = _train(popn, popn.init(key, np.arange(P), HP), lm_task)
     full_val = np.asarray(popn.evaluate(full, lm_task.splits.val)["loss"])
@@ -67,7 +70,9 @@ def test_results_do_not_depend_on_member_mode(lm_task, optimizer):
     key = jax.random.key(3)
     finals, vals = {}, {}
     for mode in ("map", "vmap", "chunked"):
-        popn = Population(lm_task, optimizer, "warmup_cosine", mode=mode, chunk_size=3)
+        popn = Population(
+            lm_task, optimizer, "warmup_cosine", mode=mode, chunk_size=3, searched=tuple(HP)
+        )
         finals[mode] = _train(popn, popn.init(key, np.arange(P), HP), lm_task)
         vals[mode] = np.asarray(popn.evaluate(finals[mode], lm_task.splits.val)["loss"])
     tol = TIGHT if optimizer == "sgd" else LOOSE
@@ -77,7 +82,7 @@ def test_results_do_not_depend_on_member_mode(lm_task, optimizer):
 
 
 def test_changing_hparams_never_recompiles(lm_task):
-    popn = Population(lm_task, "adamw", "warmup_cosine", mode="map")
+    popn = Population(lm_task, "adamw", "warmup_cosine", mode="map", searched=tuple(HP))
     pop = popn.init(jax.random.key(0), np.arange(4), _member_slice(HP, 4))
     pop, _ = popn.train_segment(pop, lm_task.train_data, 3)
     popn.evaluate(pop, lm_task.splits.val)
@@ -190,10 +195,10 @@ def test_member_with_smaller_batch_trains_as_alone_with_that_batch():
     kw = dict(corpus=None, max_bytes=200_000, seq_len=16, eval_batches=2, model=TINY_MODEL)
     big, small = LanguageModelTask(batch_size=16, **kw), LanguageModelTask(batch_size=4, **kw)
     hp = {"lr": 0.1, "dropout": 0.1}
-    mixed = Population(big, "momentum", "warmup_cosine", mode="vmap")
+    mixed = Population(big, "momentum", "warmup_cosine", mode="vmap", specialise=False)
     pop = mixed.init(jax.random.key(0), np.arange(3), {**hp, "batch_size": np.array([16, 4, 9])})
     pop, losses = mixed.train_segment(pop, big.train_data, 8)
-    alone = Population(small, "momentum", "warmup_cosine", mode="map")
+    alone = Population(small, "momentum", "warmup_cosine", mode="map", specialise=False)
     one = alone.init(jax.random.key(0), np.array([1]), hp)
     one, losses_one = alone.train_segment(one, small.train_data, 8)
     for a, b in zip(jax.tree.leaves(pop.params), jax.tree.leaves(one.params), strict=True):
@@ -229,7 +234,9 @@ def test_epochs_bound_each_member_and_set_its_schedule_horizon():
             return super().train_batch(train_data, step, fold)
 
     task = Epochs(corpus=None, max_bytes=200_000, seq_len=8, batch_size=8, model=TINY_MODEL)
-    popn = Population(task, "adamw", "warmup_linear", mode="map")
+    popn = Population(
+        task, "adamw", "warmup_linear", mode="map", searched=("epochs", "batch_size", "warmup_frac")
+    )
     hp = {"epochs": np.array([2.0, 1.0, 3.0]), "batch_size": np.array([8, 4, 8])}
     hp["warmup_frac"] = np.array([0.1, 0.5, 0.0])
     pop = popn.init(jax.random.key(0), np.arange(3), hp)

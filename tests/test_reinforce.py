@@ -31,15 +31,20 @@ from jaxhpo import cli
 from jaxhpo.simulate import simulate
 from jaxhpo.space import Choice, Float, Int, Space
 from jaxhpo.strategies.base import Observation
-from jaxhpo.strategies.reinforce import MAX_CATEGORIES, Reinforce, log_prob, reinforce_loss
+from jaxhpo.strategies.reinforce import (
+    MAX_CATEGORIES,
+    Reinforce,
+    log_prob,
+    policy_structure,
+    reinforce_loss,
+)
 
 P = 16
 MIXED = Space({"a": Float(-5, 5), "n": Int(1, 8), "k": Choice((2.0, 4.0, 8.0)), "w": Int(0, 100)})
 
 
 def test_policy_structure_follows_the_space():
-    s = Reinforce()
-    s.init(0, MIXED, 4)
+    s = policy_structure(MIXED)
     assert s.gauss == ["a", "w"]  # w has 101 values > MAX_CATEGORIES: Gaussian, rounded
     assert s.discrete == ["n", "k"] and s.K == 8 and MAX_CATEGORIES < 101
     np.testing.assert_array_equal(np.asarray(s.mask).sum(1), [8, 3])
@@ -98,14 +103,14 @@ def test_update_is_reinforce_with_a_moving_average_baseline():
     s = Reinforce(learning_rate=lr, baseline_decay=beta)
     s.check(3, 1)
     state, _ = s.init(0, space, 6)
-    params = {k: np.asarray(v, np.float64) for k, v in state["params"].items()}
+    params = {k: np.asarray(v, np.float64) for k, v in state.params.items()}
     opt = optax.adam(lr)
     with jax.enable_x64(True):
         opt_state = opt.init(jax.tree.map(jnp.asarray, params))
     b = None
     rng = np.random.default_rng(1)
     for g in range(2):
-        z, idx = np.asarray(state["z"]), np.asarray(state["idx"])
+        z, idx = np.asarray(state.z), np.asarray(state.idx)
         fitness = rng.random(6)
         reward = -fitness
         b_used = reward.mean() if b is None else b
@@ -120,7 +125,12 @@ def test_update_is_reinforce_with_a_moving_average_baseline():
         hand = {"mu": -g_mu, "log_std": -g_ls, "logits": -g_lg}  # the loss is -objective
         with jax.enable_x64(True):  # the policy is float64 (see reinforce._x64)
             p64 = jax.tree.map(jnp.asarray, params)
-            args = (s.mask, jnp.asarray(z), jnp.asarray(idx), jnp.asarray(adv))
+            args = (
+                policy_structure(space).mask,
+                jnp.asarray(z),
+                jnp.asarray(idx),
+                jnp.asarray(adv),
+            )
             grads = jax.grad(reinforce_loss)(p64, *args, 0.0)
             for k in hand:
                 np.testing.assert_allclose(np.asarray(grads[k]), hand[k], rtol=1e-9, atol=1e-12)
@@ -129,8 +139,8 @@ def test_update_is_reinforce_with_a_moving_average_baseline():
         b = beta * b_used + (1 - beta) * reward.mean()
         state, upd = s.update(state, _obs(fitness, 6, step=g + 1))
         for k in params:
-            np.testing.assert_allclose(state["params"][k], params[k], rtol=1e-6, atol=1e-9)
-        assert float(state["baseline"]) == pytest.approx(b)
+            np.testing.assert_allclose(state.params[k], params[k], rtol=1e-6, atol=1e-9)
+        assert float(state.baseline) == pytest.approx(b)
         assert upd.reinit is not None and upd.reinit.all()
 
 
@@ -188,9 +198,9 @@ def test_explicit_points_start_the_policy_and_the_first_generation():
     state, cols = s.init(0, BOWL_SPACE, 4)
     assert cols["a"][0] == 3.0 and cols["c"][0] == pytest.approx(0.9) and cols["a"][1] == 1.0
     z_a = [math.log(u / (1 - u)) for u in ((3.0 + 5) / 10, (1.0 + 5) / 10)]
-    assert float(state["params"]["mu"][0]) == pytest.approx(np.mean(z_a), rel=1e-5)
-    assert float(state["params"]["mu"][2]) == pytest.approx(math.log(0.9 / 0.1), rel=1e-5)
-    assert float(state["params"]["mu"][1]) == 0.0  # lr: no point names it
+    assert float(state.params["mu"][0]) == pytest.approx(np.mean(z_a), rel=1e-5)
+    assert float(state.params["mu"][2]) == pytest.approx(math.log(0.9 / 0.1), rel=1e-5)
+    assert float(state.params["mu"][1]) == 0.0  # lr: no point names it
 
 
 def test_errors_name_the_field():

@@ -53,7 +53,7 @@ def test_simulate_checks_updates_like_the_run_loop(upd, message):
 def toy():
     """Three trained members of PBT's toy problem (their parameters differ by ``h``)."""
     task = ToyQuadraticTask()
-    popn = Population(task, "sgd", "constant", mode="vmap", devices=1)
+    popn = Population(task, "sgd", "constant", mode="vmap", devices=1, searched=("h0", "h1"))
     hp = popn.full_hparams({"lr": [0.05, 0.1, 0.2], "h0": [1.0, 0.0, 0.5]}, 3)
     pop = popn.init(jax.random.key(0), np.arange(3), hp)
     pop, _ = popn.train_segment(pop, task.train_data, 2)

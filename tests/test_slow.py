@@ -36,7 +36,7 @@ EQUIVALENCE = textwrap.dedent(
     task = LanguageModelTask(max_bytes=300_000, seq_len=32, batch_size=8, eval_batches=1,
                              model={"num_layers": 2, "num_heads": 2, "d_model": 32, "d_ff": 64})
     hp = {"lr": np.geomspace(1e-3, 1e-2, 8), "dropout": np.linspace(0, 0.2, 8)}
-    popn = Population(task, "adamw", "warmup_cosine", mode="map")
+    popn = Population(task, "adamw", "warmup_cosine", mode="map", searched=tuple(hp))
     key = jax.random.key(0)
     full, _ = popn.train_segment(popn.init(key, np.arange(8), hp), task.train_data, 30)
     alone, _ = popn.train_segment(popn.init(key, [6], {k: v[6:7] for k, v in hp.items()}),

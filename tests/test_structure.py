@@ -77,7 +77,7 @@ def test_population_members_of_different_depth_share_one_program():
         eval_batches=1,
         model={"num_layers": 2, "num_heads": 2, "d_model": 16, "d_ff": 32},
     )
-    popn = Population(task, "momentum", "constant", mode="vmap")
+    popn = Population(task, "momentum", "constant", mode="vmap", searched=("depth",))
     pop0 = popn.init(jax.random.key(0), np.arange(2), {"lr": 0.1, "depth": np.array([1, 2])})
     pop, losses = popn.train_segment(pop0, task.train_data, 5)
     before = pop0.params["blocks"][1]["mlp"]["up"]["kernel"][...]

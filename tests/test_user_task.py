@@ -97,7 +97,9 @@ def test_unrolled_hypergradient_respects_the_epoch_limit():
     task = FinetuneTask(
         seq_len=16, batch_size=4, eval_batches=1, num_train=8, model=dict(TINY_MODEL)
     )
-    population = Population(task, "adamw", "warmup_linear", mode="map")
+    population = Population(
+        task, "adamw", "warmup_linear", mode="map", searched=("epochs", "batch_size")
+    )
     assert population.epoch_size == 8
     hp = {"epochs": np.array([1.0, 3.0]), "batch_size": np.array([4.0, 4.0])}
     pop = population.init(jax.random.key(0), np.arange(2), hp)

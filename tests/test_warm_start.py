@@ -75,13 +75,13 @@ def test_best_members_are_clipped_into_the_new_space(earlier):
 def test_bo_seeds_its_gp_and_first_generation(earlier):
     s = BayesOpt(warm_start=str(earlier), warm_start_top=2)
     state, cols = s.init(0, SPACE, 4)
-    assert state["X"].shape == (4, 2) and sorted(state["y"]) == [1.2, 1.5, 2.0, 3.0]
+    assert state.X.shape == (4, 2) and sorted(state.y) == [1.2, 1.5, 2.0, 3.0]
     assert (cols["lr"][0], cols["warmup_steps"][0]) == (pytest.approx(1e-2), 50.0)
     assert (cols["lr"][1], cols["warmup_steps"][1]) == (pytest.approx(5e-3), 20.0)
     fitted = jax.tree.map(np.asarray, init_theta(2))
-    assert not np.allclose(state["theta"]["log_ls"], fitted["log_ls"])  # the GP was fitted
+    assert not np.allclose(state.theta["log_ls"], fitted["log_ls"])  # the GP was fitted
     plain, _ = BayesOpt().init(0, SPACE, 4)
-    assert not np.allclose(state["u"][2:], plain["u"][2:])  # GP proposals, not Sobol points
+    assert not np.allclose(state.u[2:], plain.u[2:])  # GP proposals, not Sobol points
 
 
 def test_rl_and_evo_start_from_the_best_members(earlier):
@@ -89,7 +89,7 @@ def test_rl_and_evo_start_from_the_best_members(earlier):
     state, cols = s.init(0, SPACE, 4)
     assert cols["lr"][0] == pytest.approx(1e-2) and cols["warmup_steps"][1] == 20.0
     z = SPACE.to_unconstrained({"lr": np.array([1e-2, 5e-3]), "warmup_steps": np.array([50, 20])})
-    np.testing.assert_allclose(state["params"]["mu"], np.asarray(z).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(state.params["mu"], np.asarray(z).mean(0), rtol=1e-6)
     evo = EvoSearch(warm_start=str(earlier), warm_start_top=2)
     np.testing.assert_allclose(evo._initial_mean(SPACE), np.asarray(z).mean(0), rtol=1e-5)
 

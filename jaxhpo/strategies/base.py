@@ -63,6 +63,8 @@ class StrategyState(struct.PyTreeNode):
         """
         if isinstance(tree, cls):
             return tree
+        if like is not None and not isinstance(like, cls):
+            raise TypeError(f"checkpoint: restoring a {cls.__name__} from a {type(like).__name__}")
         tree = {} if tree is None else tree
         values = {}
         for f in dataclasses.fields(cls):

@@ -304,7 +304,7 @@ class BayesOpt(GenerationalSearch):
         X = np.concatenate([np.asarray(state.X, np.float64).reshape(-1, u.shape[1]), u])
         y = np.concatenate([np.asarray(state.y, np.float64), raw])
         seed, g = int(state.seed), int(state.generation)
-        done = self.last(int(obs.step))
+        done = self.last(obs)
         tr = np.asarray(state.tr, np.float64)
         if self.config.trust_region:
             tr = trust_region.adapt(tr, y[:-P], raw, X.shape[1])

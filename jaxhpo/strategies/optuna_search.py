@@ -347,7 +347,7 @@ class OptunaSearch(GenerationalSearch):
             told_pruned=np.concatenate([told, pruned]).astype(np.float64),
             **optuna_report.archive(state, len(values) - P),
         )
-        if self.last(int(obs.step)):
+        if self.last(obs):
             new_state = new_state.replace(trials=np.zeros((0,), np.int64))
             return new_state, PopulationUpdate(events=[event], done=True)
         study.sampler = self._make_sampler(int(state.seed), P, g + 1)

@@ -352,7 +352,7 @@ class Reinforce(GenerationalSearch):
             baseline=np.asarray(baseline),
             has_baseline=np.asarray(True),
         )
-        if self.last(int(obs.step)):
+        if self.last(obs):
             return new_state, PopulationUpdate(events=[event], done=True)
         key = jax.random.fold_in(jax.random.key(seed), g + 1)
         with _x64():

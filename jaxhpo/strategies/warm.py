@@ -279,11 +279,6 @@ class GenerationalSearch(Strategy):
         return self.config.generation_steps or segment_steps  # fresh members every generation
 
     def check(self, train_steps: int, segment_steps: int) -> None:
-        if self.train_steps is not None and train_steps != self.train_steps:
-            raise ValueError(
-                f"train.steps: strategy '{self.name}' was built for {self.train_steps} steps, "
-                f"the run trains {train_steps}"
-            )
         every = self.config.generation_steps or segment_steps
         if every % segment_steps:
             raise ValueError(
@@ -300,9 +295,12 @@ class GenerationalSearch(Strategy):
         """True at the end of a generation."""
         return self.config.generation_steps is None or step % self.config.generation_steps == 0
 
-    def last(self, step: int) -> bool:
-        """True after the last generation (nothing more to propose: the study is done)."""
-        return self.train_steps is not None and step >= self.train_steps
+    def last(self, obs: Any) -> bool:
+        """True after the last generation (nothing more to propose: the study is done): at
+        the run's length, the observation's when it states one, else the strategy's own
+        ``train_steps``."""
+        total = obs.train_steps if obs.train_steps is not None else self.train_steps
+        return total is not None and int(obs.step) >= total
 
     def seed(self, space: Space, size: int) -> Seed:
         return seed_study(space, self.config.points, self.warm, size)
