@@ -68,7 +68,7 @@ def run_variant(variant: str, seeds: int, explore_all: bool = True) -> dict[str,
         **VARIANTS[variant],
     )
     task = ToyQuadraticTask()
-    population = Population(task, "sgd", "constant", mode="vmap", devices=1)
+    population = Population(task, "sgd", "constant", mode="vmap", devices=1, searched=("h0", "h1"))
     state0, cols = strategy.init(0, space, 2)
     hp = population.full_hparams({**cols, "lr": LR}, 2)
     program = compiled_program(

@@ -88,7 +88,9 @@ def main(argv=None) -> int:
         task = LanguageModelTask(
             max_bytes=500_000, seq_len=64, batch_size=16, eval_batches=2, model=model
         )
-    population = Population(task, "adamw", "warmup_cosine", mode="vmap", devices=1)
+    population = Population(
+        task, "adamw", "warmup_cosine", mode="vmap", devices=1, searched=("dropout",)
+    )
     hp = {"lr": 3e-3, "warmup_steps": 10.0, "weight_decay": 0.01, "dropout": 0.1}
     pop = population.init(jax.random.key(0), np.arange(1), hp)
     m = jax.tree.map(lambda x: x[0], pop)

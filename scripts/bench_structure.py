@@ -79,7 +79,7 @@ def scenario(name: str, args) -> dict:
     big = _task(args, 4, 512)
     key, ids = jax.random.key(0), np.arange(len(members))
 
-    masked = Population(big, "adamw", mode=args.mode)
+    masked = Population(big, "adamw", mode=args.mode, searched=("depth", "ff_width"))
 
     def make(s):
         return _task(args, s["depth"], s["ff_width"])

@@ -30,7 +30,9 @@ def make_step(
 ) -> Callable[[Any, Mapping[str, jax.Array], jax.Array], tuple[Any, jax.Array]]:
     """``step_fn(m, hp, t) -> (m, loss)`` for ONE member state ``m``; steps ``t >= valid`` and
     stopped, diverged or finished members are no-ops with a NaN loss (as in the population
-    segment)."""
+    segment). The population's :attr:`~jaxhpo.population.Population.fixed` task
+    hyperparameters are constants of the step, as in its segment: differentiate only searched
+    ones (a fixed one's gradient is zero)."""
     if population.data_devices > 1:
         raise ValueError(
             "population.data_devices: unrolled hypergradients do not split a member's batch "
@@ -44,7 +46,9 @@ def make_step(
             updates, inner = chain.update(grads, opt_state.inner_state, params)
             return updates, opt_state._replace(inner_state=inner, count=opt_state.count + 1)
 
-        task_hp = {k: hp[k] for k in population.task_names}
+        # the population's fixed task hyperparameters stay constants of the step (its fast
+        # path: no dropout bits at rate 0); only the others are differentiable arguments
+        task_hp = population.step_hparams({k: hp[k] for k in population.task_names})
 
         def go(m):
             return member_step(population, m, train_data, task_hp=task_hp, update=update)

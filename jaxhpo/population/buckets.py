@@ -168,7 +168,10 @@ class BucketedPopulation:
         self._make_task = make_task
         self.bucket_names = tuple(n for n in BUCKET_HPARAMS if n in bucket_names)
         self._args = (optimizer, schedule, mode, chunk_size)
-        self.base = Population(base_task, optimizer, schedule, mode, chunk_size, 1, data_devices)
+        # generic steps: a bucket's strategy may write any task hyperparameter (no search space)
+        self.base = Population(
+            base_task, optimizer, schedule, mode, chunk_size, 1, data_devices, specialise=False
+        )
         self.devices, self.data_devices = devices, data_devices
         self.placement = placement
         self._seen: dict[Key, int] = {}  # structure -> order of first appearance (split)
@@ -222,6 +225,7 @@ class BucketedPopulation:
                 devices=devices,
                 data_devices=self.data_devices,
                 device_offset=offset,
+                specialise=False,
             )
             p.trace_counts = self.trace_counts  # one count for the whole study
             self._pops[(key, devices, offset)] = p

@@ -54,6 +54,21 @@ def choose_mode(backend: str, step_flops: float | None, chunk_size: int = 4) -> 
     return ModeChoice("map", chunk_size, f"auto: map on cpu ({gf:.3g} > {limit:g} GFLOP/step)")
 
 
+def _batch_shape(task: Any, train_data: Any) -> Any:
+    """The shapes of the task's batch at step 0, from abstract data: the array leaves (numpy or
+    JAX) are arguments of ``jax.eval_shape``, the others (ints, strings) stay as they are."""
+    leaves, treedef = jax.tree.flatten(train_data)
+    is_array = [hasattr(x, "shape") and hasattr(x, "dtype") for x in leaves]
+    arrays = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x, a in zip(leaves, is_array) if a]
+
+    def draw(arrays):
+        it = iter(arrays)
+        data = [next(it) if a else x for x, a in zip(leaves, is_array, strict=True)]
+        return task.train_batch(jax.tree.unflatten(treedef, data), jnp.int32(0))
+
+    return jax.eval_shape(draw, arrays)
+
+
 def member_step_flops(population: Any, train_data: Any) -> float | None:
     """One member's training step, in FLOPs: ``6 x parameters x tokens per batch`` (forward and
     backward matmuls of a dense model; within ~25% of XLA's count for the built-in Transformer),
@@ -65,7 +80,9 @@ def member_step_flops(population: Any, train_data: Any) -> float | None:
         member = jax.eval_shape(
             lambda: population._init_member(jax.random.key(0), jnp.int32(0), hp)
         )
-        batch = jax.eval_shape(lambda: population.task.train_batch(train_data, jnp.int32(0)))
+        # the data as an argument: numpy arrays become abstract shapes (closed over, a task's
+        # numpy indexing by the traced step fails with TracerArrayConversionError)
+        batch = _batch_shape(population.task, train_data)
     except Exception:  # noqa: BLE001 - an estimate only: fall back to the backend's default
         return None
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(member.params))

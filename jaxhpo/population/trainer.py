@@ -43,18 +43,12 @@ from jaxhpo.population.members import (  # noqa: F401 - re-exported: the populat
     resolve_mode,
     scatter,
 )
+from jaxhpo.population.specialise import check_fixed_values, resolve_fixed
 from jaxhpo.population.step import MemberModel, member_step, no_step
 from jaxhpo.tasks.base import Task
 
 #: Stream tag of member keys: member i's key is fold_in(fold_in(root, MEMBER_STREAM), id_i).
 MEMBER_STREAM = 0x3E3B
-
-
-def _check_fixed(fixed: Mapping[str, float], names: tuple[str, ...]) -> dict[str, float]:
-    unknown = sorted(set(fixed) - set(names))
-    if unknown:
-        raise ValueError(f"population: fixed names {unknown} are not task hyperparameters")
-    return {k: float(v) for k, v in fixed.items()}
 
 
 def resolve_devices(devices: int, size: int, available: int | None = None) -> int:
@@ -92,8 +86,19 @@ class Population(PopulationEvaluation):
       schedule: learning-rate schedule name (see :data:`jaxhpo.optim.SCHEDULES`).
       mode: member-axis execution on each device: ``auto``, ``vmap``, ``map`` or ``chunked``.
       chunk_size: members per vmapped chunk in ``chunked`` mode.
-      searched: the search space's names (an optax factory's float arguments among them become
-        per-member hyperparameters).
+      searched: the hyperparameters that may change, per member or over time (a run passes its
+        search space's names). Every task hyperparameter it does not name (dropout, label
+        smoothing, init scale, a Transformer's structure, the batch size, ...) is held at its
+        default as a constant of the compiled step, so what it switches off costs nothing: a
+        dropout of 0 draws no random bits. Writing another value of one is a one-line
+        ``ValueError``. Optimizer hyperparameters (``lr``, ``weight_decay``, the schedule's)
+        are per-member arrays whether named or not; an optax factory's float arguments become
+        per-member hyperparameters when named here.
+      fixed: exactly the task hyperparameters to hold, name -> value, instead of those
+        ``searched`` leaves out (the run path passes its own: ``population.specialise``).
+      specialise: False builds the generic step: every task hyperparameter a per-member array,
+        any value may be written (slower: e.g. dropout bits are drawn even at rate 0). Ignored
+        when ``fixed`` is given.
       devices: shard the member axis over this many devices (1: no sharding). Each device runs
         its own members with ``mode`` inside ``jax.shard_map``; the population size must be a
         multiple of it (see :func:`resolve_devices`). On a CPU host, virtual devices
@@ -118,6 +123,7 @@ class Population(PopulationEvaluation):
         device_offset: int = 0,
         searched: tuple[str, ...] = (),
         fixed: Mapping[str, float] | None = None,
+        specialise: bool = True,
     ):
         self.task = task
         self._args = (task, optimizer, schedule, mode, chunk_size)
@@ -163,11 +169,18 @@ class Population(PopulationEvaluation):
             + tuple(self.structure)
         )
         self.hparam_names = self.opt_names + self.task_names + self.member_fields
-        #: Task hyperparameters held at one value for the whole run (not in the search space):
-        #: the step reads them as Python constants, so what they switch off costs nothing (a
-        #: dropout of 0 draws no random bits, a full-size structure or batch masks nothing).
-        #: Writing another value is an error (:meth:`set_hparams`).
-        self.fixed = _check_fixed(fixed or {}, self.task_names)
+        #: Task hyperparameters held at one value (not searched): the step reads them as Python
+        #: constants, so what they switch off costs nothing (a dropout of 0 draws no random
+        #: bits, a full-size structure or batch masks nothing). Writing another value is an
+        #: error (:meth:`init`, :meth:`set_hparams`); :mod:`jaxhpo.population.specialise`.
+        self.specialise = specialise
+        self.fixed = resolve_fixed(
+            {k: v for k, v in self.task_defaults(task).items() if k in self.task_names},
+            self._searched,
+            fixed,
+            specialise,
+            self.hparam_names,
+        )
         #: How the task's module splits into parameters, carried state and RNG streams.
         self.model = MemberModel(task)
         self.graphdef = self.model.graphdef
@@ -310,6 +323,7 @@ class Population(PopulationEvaluation):
           hparams: name -> scalar or [P] values (missing names take defaults).
         """
         ids = jnp.asarray(np.asarray(member_ids, np.int32))
+        check_fixed_values(self.fixed, hparams)
         hp = {k: jnp.asarray(v) for k, v in self.full_hparams(hparams, ids.shape[0]).items()}
         if ids.shape[0] % self.devices:
             raise ValueError(
@@ -447,13 +461,7 @@ class Population(PopulationEvaluation):
           ValueError: a name is unknown, or a :attr:`fixed` one gets another value.
         """
         self._check_names(values)
-        for k in set(values) & set(self.fixed):
-            v = np.asarray(values[k], np.float32)
-            if not np.all(v == np.float32(self.fixed[k])):
-                raise ValueError(
-                    f"hparams: {k} is fixed at {self.fixed[k]:g} in this run (not in the search "
-                    f"space); add space.{k} to change it"
-                )
+        check_fixed_values(self.fixed, values)
         P = pop.size
         cast = {
             k: jnp.asarray(np.broadcast_to(np.asarray(v, np.float32), (P,)))
