@@ -192,3 +192,36 @@ def test_whole_space_override_split_at_the_comma_inside_a_shorthand():
     cfg = cli.load_config(None, ["space={lr: loguniform(3e-3, 3e-1)}"])
     assert list(cfg.space) == ["lr"]
     assert np.isclose(float(cfg.space["lr"].split("(")[1].split(",")[0]), 3e-3)
+
+
+class _CopyWorst(jaxhpo.Strategy):
+    """The strategy of the docs' "Writing a strategy": the worst member copies the best."""
+
+    name = "copy_worst"
+
+    def init(self, seed, space, size):
+        from jaxhpo.strategies.base import EmptyState
+
+        return EmptyState(), space.sample(seed, size)
+
+    def update(self, state, obs):
+        f = obs.fitness()
+        parents = np.arange(len(f))
+        parents[f.argmax()] = f.argmin()
+        return state, jaxhpo.PopulationUpdate(parents=parents, events=[{"copied": 1}])
+
+
+def test_tune_refusing_a_strategy_object_outside_the_registry(study, tmp_path):
+    _, _, result = study
+    r = jaxhpo.tune(
+        result.task,
+        {"lr": LR},
+        strategy=_CopyWorst(),
+        population=2,
+        steps=4,
+        segment_steps=2,
+        out_dir=tmp_path,
+        quiet=True,
+    )
+    assert r.run_dir.name.startswith("tiny-copy_worst-")
+    assert '"copied"' in (r.run_dir / "events.jsonl").read_text()

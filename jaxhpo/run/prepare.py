@@ -139,7 +139,7 @@ def prepare(cfg: Config, strategy: Strategy | None = None, task: Any = None) -> 
       task: a task object to use instead of building the one ``cfg.task`` names.
     """
     started = time.perf_counter()
-    cfg = check_config(cfg)  # every name resolved, the strategy's settings typed
+    cfg = check_config(cfg, strategy)  # every name resolved, the strategy's settings typed
     check_run_config(cfg)  # name, pooling, ensemble/budget against the size: nothing built
     try:
         space = choice_space.as_codes(cfg, Space.from_config(cfg.space, where="space"))

@@ -22,13 +22,14 @@ from jaxhpo.objectives import parse_constraints, parse_objectives
 from jaxhpo.population import MEMBER_MODES
 from jaxhpo.storage_url import check_storage_url
 from jaxhpo.strategies import STRATEGIES
-from jaxhpo.strategies.base import Strategy, config_names
+from jaxhpo.strategies.base import NoConfig, Strategy, config_names
 from jaxhpo.tasks import TASKS
 
 
-def check_config(cfg: Config) -> Config:
+def check_config(cfg: Config, strategy: Strategy | None = None) -> Config:
     """Every name ``cfg`` holds resolved and checked; returns ``cfg`` with
-    ``strategy.options`` the strategy's complete settings.
+    ``strategy.options`` the strategy's complete settings (those of ``strategy``, a strategy
+    object written outside the package, when given: its name needs no registry).
 
     Raises:
       ConfigError: one line naming the field.
@@ -52,8 +53,10 @@ def check_config(cfg: Config) -> Config:
             check_storage_url(cfg.report.optuna_storage, "report.optuna_storage")
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    strategy_cls = strategy_class(cfg.strategy.name)
-    settings = strategy_settings(cfg.strategy)
+    if strategy is None:
+        strategy_cls, settings = strategy_class(cfg.strategy.name), strategy_settings(cfg.strategy)
+    else:  # its Config typed already; a duck-typed strategy may have none
+        strategy_cls, settings = type(strategy), getattr(strategy, "config", NoConfig())
     check_objectives(cfg.strategy, strategy_cls)
     if cfg.population.size is None and not strategy_cls.capabilities.decides_size:
         raise ConfigError(f"population.size: required for strategy '{cfg.strategy.name}'")
