@@ -1,24 +1,31 @@
 """jaxhpo's population step against the best hand-written JAX for the same model, side by side.
 
-In ONE process, for each model and population size N, training examples per second of
+The regression benchmark of the member step (issue 30). In ONE process, for each model and
+population size N, training examples per second of
 
-* jaxhpo's ``Population.train_segment`` (K steps, one jitted call) in each member mode (``map``,
-  ``vmap``, ``chunked``) and in the default (``auto``), as ``jaxhpo run`` builds it: task
-  hyperparameters outside the search space are constants of the step (``specialised``); the
-  default mode also without that (``generic``: every hyperparameter a per-member array, as a
-  population built without a search space);
+* ``run path``: ``Population.train_segment`` (K steps, one jitted call) built as ``jaxhpo run``
+  builds it (``mode=auto``; ``searched=`` the space's names, ``fixed=`` what the space leaves
+  out, :func:`jaxhpo.run.prepare.fixed_task_hparams`), with a space of ``lr`` only;
+* ``Population()``: a population built the way research code builds it, with no arguments but
+  the task, optimizer and schedule (``mode=auto``, specialised by default);
+* optionally (``--generic``) ``generic``: ``Population(..., specialise=False)``, every task
+  hyperparameter a per-member array (what a default ``Population`` was before issue 30), and
+  (``--modes``) each member mode named explicitly;
 * a hand-written sweep kept in this file, with no jaxhpo code on its training path: the same
   Transformer, ``optax.inject_hyperparams(optax.adamw)`` with a per-member learning rate, the
   same batch draw, ``jit(scan(vmap(step)))`` and ``jit(lax.map(scan(step)))``;
-* one model trained with batch N x B (the same arithmetic as N members, one program).
+* one model trained with batch N x B (the same arithmetic as N members, one program): the
+  ceiling.
 
 Every variant is compiled first, then timed in turns (rep 1 of every variant, rep 2 of every
-variant, ...; the best rep is kept), so a busy machine slows all of them alike. Writes JSON and
-prints a markdown table.
+variant, ...; the best rep is kept), so a busy machine slows all of them alike. Ratios are
+against the faster hand-written sweep (``vs_best_handwritten``) and the ceiling
+(``vs_ceiling``). Writes JSON (``scripts/results/bench_overhead_<backend>.json`` by default)
+and prints a markdown table.
 
-    python scripts/bench_overhead.py                   # tiny and small, N = 16, 64 (CPU)
-    python scripts/bench_overhead.py --small-sizes 16 --steps 10   # a shorter CPU run
-    python scripts/bench_overhead.py --quick           # a smoke run
+    python scripts/bench_overhead.py                          # tiny and small, N = 8, 16, 64
+    python scripts/bench_overhead.py --small-sizes 8,16 --steps 4 --reps 2   # a shorter run
+    python scripts/bench_overhead.py --quick                  # a smoke run (tiny, N=4)
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -38,6 +46,8 @@ from flax import nnx
 
 from jaxhpo.models import Transformer, TransformerConfig
 from jaxhpo.population import Population
+from jaxhpo.run.prepare import fixed_task_hparams
+from jaxhpo.space import Space
 from jaxhpo.tasks import LanguageModelTask
 
 MODELS = {
@@ -52,7 +62,7 @@ MODELS = {
         "batch_size": 32,
     },
 }
-MODES = ("auto", "map", "vmap", "chunked")
+MODES = ("map", "vmap", "chunked")
 
 
 # -- the hand-written sweep (plain JAX + optax + the model) -----------------------------------
@@ -140,16 +150,57 @@ def one_big_model(task: LanguageModelTask, n: int, steps: int):
 
 
 # -- jaxhpo -----------------------------------------------------------------------------------
-def jaxhpo_segment(task, n: int, steps: int, mode: str, specialise: bool, chunk: int):
-    fixed = Population.task_defaults(task) if specialise else {}
-    popn = Population(task, "adamw", "constant", mode=mode, chunk_size=chunk, fixed=fixed)
+def jaxhpo_population(task: LanguageModelTask, variant: str, chunk: int) -> Population:
+    """The population of one jaxhpo variant (see the module docstring)."""
+    if variant == "run path":
+        space = Space.from_config({"lr": "loguniform(1e-4, 1e-2)"})
+        return Population(
+            task,
+            "adamw",
+            "constant",
+            mode="auto",
+            chunk_size=chunk,
+            searched=space.names,
+            fixed=fixed_task_hparams(task, space),
+        )
+    if variant == "Population()":
+        return Population(task, "adamw", "constant")
+    if variant == "generic":
+        return Population(task, "adamw", "constant", specialise=False)
+    mode = variant.removeprefix("mode ")
+    return Population(task, "adamw", "constant", mode=mode, chunk_size=chunk, searched=("lr",))
+
+
+def jaxhpo_segment(task: LanguageModelTask, n: int, steps: int, variant: str, chunk: int):
+    popn = jaxhpo_population(task, variant, chunk)
     pop = popn.init(jax.random.key(0), np.arange(n), {"lr": np.full(n, 1e-3), "weight_decay": 0.0})
     data = task.train_data
     return popn, lambda: jax.block_until_ready(popn.train_segment(pop, data, steps))
 
 
-def bench(name: str, spec: dict, sizes: list[int], steps: int, reps: int, chunk: int) -> list:
-    task = LanguageModelTask(
+def _time(variants: dict, reps: int) -> tuple[dict, dict]:
+    """First call (compile + run) and best of ``reps`` interleaved calls of each variant."""
+    first = {}
+    for k, (fn, _) in variants.items():
+        t = time.perf_counter()
+        fn()
+        first[k] = time.perf_counter() - t
+    best = {k: np.inf for k in variants}
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(reps):
+            for k, (fn, _) in variants.items():
+                t = time.perf_counter()
+                fn()
+                best[k] = min(best[k], time.perf_counter() - t)
+    finally:
+        gc.enable()
+    return first, best
+
+
+def make_task(spec: dict) -> LanguageModelTask:
+    return LanguageModelTask(
         corpus=None,
         max_bytes=500_000,
         seq_len=spec["seq_len"],
@@ -157,37 +208,26 @@ def bench(name: str, spec: dict, sizes: list[int], steps: int, reps: int, chunk:
         eval_batches=1,
         model=spec["model"],
     )
+
+
+def bench(name: str, spec: dict, sizes: list[int], args: argparse.Namespace) -> list[dict]:
+    task = make_task(spec)
+    names = ["run path", "Population()"]
+    names += ["generic"] if args.generic else []
+    names += [f"mode {m}" for m in MODES] if args.modes else []
     rows = []
     for n in sizes:
         variants = {}
-        for mode in MODES:
-            popn, fn = jaxhpo_segment(task, n, steps, mode, True, chunk)
-            variants[f"jaxhpo {mode}"] = (fn, popn.mode)
-        variants["jaxhpo auto generic"] = (
-            jaxhpo_segment(task, n, steps, "auto", False, chunk)[1],
-            "",
-        )
-        variants["hand vmap"] = (handwritten(task, n, steps, "vmap"), "vmap")
-        variants["hand lax.map"] = (handwritten(task, n, steps, "map"), "map")
-        variants["one model N*B"] = (one_big_model(task, n, steps), "")
-        first = {}
-        for k, (fn, _) in variants.items():
-            t = time.perf_counter()
-            fn()
-            first[k] = time.perf_counter() - t
-        best = {k: np.inf for k in variants}
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(reps):
-                for k, (fn, _) in variants.items():
-                    t = time.perf_counter()
-                    fn()
-                    best[k] = min(best[k], time.perf_counter() - t)
-        finally:
-            gc.enable()
-        examples = n * steps * spec["batch_size"]
+        for v in names:
+            popn, fn = jaxhpo_segment(task, n, args.steps, v, args.chunk)
+            variants[v] = (fn, f"{popn.mode} ({popn.mode_reason})")
+        variants["hand vmap"] = (handwritten(task, n, args.steps, "vmap"), "vmap")
+        variants["hand lax.map"] = (handwritten(task, n, args.steps, "map"), "map")
+        variants["one model N*B"] = (one_big_model(task, n, args.steps), "")
+        first, best = _time(variants, args.reps)
+        examples = n * args.steps * spec["batch_size"]
         hand = max(examples / best["hand vmap"], examples / best["hand lax.map"])
+        ceiling = examples / best["one model N*B"]
         for k, (_, resolved) in variants.items():
             rate = examples / best[k]
             rows.append(
@@ -198,14 +238,17 @@ def bench(name: str, spec: dict, sizes: list[int], steps: int, reps: int, chunk:
                     "resolved_mode": resolved,
                     "examples_per_s": rate,
                     "vs_best_handwritten": rate / hand,
+                    "vs_ceiling": rate / ceiling,
                     "seconds": best[k],
                     "first_call_s": first[k],
-                    "steps": steps,
+                    "steps": args.steps,
                     "batch_size": spec["batch_size"],
                 }
             )
             print(
-                f"  {name:5s} N={n:3d} {k:20s} {rate:10.0f} ex/s  x{rate / hand:5.2f}", flush=True
+                f"  {name:5s} N={n:3d} {k:14s} {rate:10.0f} ex/s  x{rate / hand:5.2f} of hand, "
+                f"x{rate / ceiling:5.2f} of ceiling",
+                flush=True,
             )
         del variants
         gc.collect()
@@ -213,53 +256,68 @@ def bench(name: str, spec: dict, sizes: list[int], steps: int, reps: int, chunk:
 
 
 def table(rows: list[dict]) -> str:
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
-    lines = ["| model | N | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
+    """One line per model and N: each jaxhpo variant against the best hand-written sweep."""
+    variants = dict.fromkeys(r["variant"] for r in rows)
+    ours = [v for v in variants if not v.startswith(("hand", "one"))]
+    head = ["model", "N", "best hand-written ex/s", *(f"{v} x hand" for v in ours)]
+    head += ["run path x ceiling", "hand x ceiling"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by: dict = {}
     for r in rows:
         by.setdefault((r["model"], r["members"]), {})[r["variant"]] = r
     for (model, n), rs in by.items():
-        cells = [
-            f"{rs[v]['examples_per_s']:,.0f} (x{rs[v]['vs_best_handwritten']:.2f})"
-            for v in variants
-        ]
-        lines.append(f"| {model} | {n} | " + " | ".join(cells) + " |")
+        hand = max(rs["hand vmap"], rs["hand lax.map"], key=lambda r: r["examples_per_s"])
+        cells = [model, str(n), f"{hand['examples_per_s']:,.0f} ({hand['variant']})"]
+        cells += [f"{rs[v]['vs_best_handwritten']:.2f}" for v in ours]
+        cells += [f"{rs['run path']['vs_ceiling']:.2f}", f"{hand['vs_ceiling']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="scripts/results/bench_overhead.json")
+    ap.add_argument("--out", default=None, help="JSON path (default: by backend)")
     ap.add_argument("--models", default="tiny,small")
-    ap.add_argument("--sizes", default="16,64", help="population sizes of the tiny model")
-    ap.add_argument("--small-sizes", default="16,64", help="population sizes of the small model")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--sizes", default="8,16,64", help="population sizes of the tiny model")
+    ap.add_argument("--small-sizes", default="8,16,64", help="population sizes of the small model")
+    ap.add_argument("--steps", type=int, default=10, help="steps per timed segment")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=4)
-    ap.add_argument("--quick", action="store_true", help="tiny, N=4, 5 steps, 1 rep")
-    args = ap.parse_args()
+    ap.add_argument("--generic", action="store_true", help="also the generic step")
+    ap.add_argument("--modes", action="store_true", help="also each member mode named")
+    ap.add_argument("--quick", action="store_true", help="tiny, N=4, 3 steps, 1 rep")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     models = args.models.split(",")
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = {"tiny": [int(s) for s in args.sizes.split(",")]}
+    sizes["small"] = [int(s) for s in args.small_sizes.split(",")]
     if args.quick:
-        models, sizes, args.steps, args.reps = ["tiny"], [4], 5, 1
+        models, sizes["tiny"], args.steps, args.reps = ["tiny"], [4], 3, 1
+    t0 = time.perf_counter()
     rows = []
-    small = [int(s) for s in args.small_sizes.split(",")]
     for name in models:
-        n = small if name == "small" and not args.quick else sizes
-        rows += bench(name, MODELS[name], n, args.steps, args.reps, args.chunk)
+        rows += bench(name, MODELS[name], sizes.get(name, sizes["tiny"]), args)
     out = {
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
         "jax": jax.__version__,
-        "steps": args.steps,
-        "reps": args.reps,
+        "args": vars(args),
+        "wall_s": time.perf_counter() - t0,
         "rows": rows,
+        "table": table(rows),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(table(rows))
-    print(f"wrote {args.out}")
+    path = Path(args.out or f"scripts/results/bench_overhead_{jax.default_backend()}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    print(out["table"])
+    print(f"wrote {path}")
+    return out
 
 
 if __name__ == "__main__":
