@@ -20,7 +20,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from jaxhpo import pareto
 
 DIRECTIONS = {"min": False, "minimize": False, "max": True, "maximize": True}
 OPERATORS = ("<=", ">=", "<", ">")
@@ -122,3 +126,31 @@ def violation(metrics: Mapping[str, np.ndarray], constraints: Sequence[Constrain
     for c in constraints:
         total = total + c.violation(metrics[c.metric])
     return total
+
+
+def pareto_fitness(
+    metrics: Mapping[str, Any],
+    objectives: Sequence[Objective],
+    constraints: Sequence[Constraint] = (),
+    diverged: Any = None,
+) -> jax.Array:
+    """Each member's place in the Pareto order of the population, as a fitness to minimise,
+    float32 [P] (0: the best): non-dominated rank first (feasible members before infeasible
+    ones), then crowding distance (the less crowded first), as NSGA-II's survival and MO-PBT's
+    ranking; members with a non-finite objective or diverged get +inf. Written in
+    ``jax.numpy``, so the compiled loop computes the same inside its program."""
+    cols = [jnp.asarray(metrics[o.metric], jnp.float32) for o in objectives]
+    F = jnp.stack([-c if o.maximize else c for c, o in zip(cols, objectives, strict=True)], 1)
+    bad = ~jnp.all(jnp.isfinite(F), axis=1)
+    if diverged is not None:
+        bad = bad | jnp.asarray(diverged, bool)
+    F = jnp.where(bad[:, None], jnp.inf, F)
+    v = jnp.zeros(F.shape[0], jnp.float32)
+    for c in constraints:
+        value = jnp.asarray(metrics[c.metric], jnp.float32)
+        over = value - c.bound if c.op in ("<=", "<") else c.bound - value
+        strict = c.op in ("<", ">")
+        over = jnp.where((over > 0) | (strict & (over == 0)), jnp.maximum(over, 1e-30), 0.0)
+        v = v + jnp.where(jnp.isfinite(value), over, jnp.inf)
+    place = jnp.argsort(pareto.order(F, v)).astype(jnp.float32)
+    return jnp.where(bad, jnp.inf, place)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from jaxhpo import parallel
 from jaxhpo.config import Config
+from jaxhpo.objectives import Constraint, Objective, parse_constraints, parse_objectives
 from jaxhpo.results import RunWriter
 from jaxhpo.strategies.base import Observation
 from jaxhpo.tasks.user_task import applicable
@@ -79,7 +80,9 @@ class Book:
         }
         self.best, self.member_steps = float(dec(data["best"])), int(data["member_steps"])
 
-    def observation(self, pop, hparams, metric: str, maximize: bool, step: int) -> Observation:
+    def observation(
+        self, pop, hparams, metric: str, maximize: bool, step: int, objectives=(), constraints=()
+    ) -> Observation:
         """The last observation of the members in ``pop`` (their remembered metrics; NaN for a
         member not evaluated yet, e.g. re-initialised just before the checkpoint)."""
         ids = parallel.to_host(pop.member_id)
@@ -94,6 +97,8 @@ class Book:
             active=parallel.to_host(pop.active),
             objective=metric,
             maximize=maximize,
+            objectives=tuple(objectives),
+            constraints=tuple(constraints),
         )
 
 
@@ -128,6 +133,15 @@ class Loop:
     def maximize(self) -> bool:
         return self.metric in self.prep.task.maximized
 
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        """``strategy.objectives`` (empty: ``metric`` alone)."""
+        return parse_objectives(self.cfg.strategy.objectives)
+
+    @property
+    def constraints(self) -> tuple[Constraint, ...]:
+        return parse_constraints(self.cfg.strategy.constraints)
+
     def log(self, step, segment, train_loss, val, hparams, ids, diverged, active, steps):
         """Writes one row per member and remembers it; returns the :class:`Observation`."""
         val = self.book.fill(ids, val, active, diverged)
@@ -140,6 +154,8 @@ class Loop:
             active=active,
             objective=self.metric,
             maximize=self.maximize,
+            objectives=self.objectives,
+            constraints=self.constraints,
         )
         self.writer.log(
             step=step,

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from jaxhpo import parallel
+from jaxhpo.objectives import pareto_fitness
 from jaxhpo.run.oom import explain_oom
 from jaxhpo.run.update import DeviceUpdate, apply_device_update, check_device_update
 from jaxhpo.strategies.base import lineage_events
@@ -40,6 +41,8 @@ def compiled_program(
     maximize: bool,
     searched: tuple[str, ...],
     progress: Callable | None = None,
+    objectives: tuple = (),
+    constraints: tuple = (),
 ) -> Callable:
     """Segments, evaluation and the strategy's decision as ONE compiled program.
 
@@ -73,9 +76,12 @@ def compiled_program(
         pop, losses_PxK = segment(pop, train_data, valid, num_steps=K)
         metrics = evaluate(pop, val_data, pop.active)
         step = s * K + valid
-        fit = metrics[objective].astype(jnp.float32)
-        fit = -fit if maximize else fit
-        fit = jnp.where(jnp.isfinite(fit) & ~pop.diverged, fit, jnp.inf)
+        if objectives:  # several: each member's place in the Pareto order
+            fit = pareto_fitness(metrics, objectives, constraints, pop.diverged)
+        else:
+            fit = metrics[objective].astype(jnp.float32)
+            fit = -fit if maximize else fit
+            fit = jnp.where(jnp.isfinite(fit) & ~pop.diverged, fit, jnp.inf)
         hp = population.get_hparams(pop)
         state, *decision = update_fn(state, step, fit, {k: hp[k] for k in searched})
         upd = DeviceUpdate(*decision)
@@ -129,6 +135,8 @@ def run_compiled(loop: Loop, show: ProgressLine) -> None:
         objective=metric,
         maximize=maximize,
         searched=tuple(prep.space.searched),
+        objectives=loop.objectives if len(loop.objectives) > 1 or loop.constraints else (),
+        constraints=loop.constraints,
         progress=tick,
     )
     ts = time.perf_counter()

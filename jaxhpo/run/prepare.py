@@ -194,6 +194,13 @@ def _checked_task(cfg: Config, space: Space, task: Any) -> tuple[Task, tuple[str
             f"strategy.metric: unknown '{cfg.strategy.metric}' for task '{cfg.task.kind}' "
             f"(choose from {', '.join(task.metric_names)})"
         )
+    for field in ("objectives", "constraints"):
+        for name in getattr(cfg.strategy, field):
+            if name not in task.metric_names:
+                raise ConfigError(
+                    f"strategy.{field}.{name}: task '{cfg.task.kind}' reports no metric "
+                    f"'{name}' (its metrics: {', '.join(task.metric_names)})"
+                )
     return task, structural
 
 

@@ -61,7 +61,9 @@ def continue_from(loop: Loop, restored: tuple, run_name: str) -> None:
     loop.t0 -= float(meta["elapsed_s"])
     population, pop = loop.population, loop.pop
     hparams = population.get_hparams(pop)
-    obs = loop.book.observation(pop, hparams, loop.metric, loop.maximize, loop.step)
+    obs = loop.book.observation(
+        pop, hparams, loop.metric, loop.maximize, loop.step, loop.objectives, loop.constraints
+    )
     loop.obs = dataclasses.replace(obs, groups=population.groups(pop), frozen=population.frozen)
     notice(f"resuming {run_name} after segment {done_segment} (step {loop.step})")
 

@@ -61,7 +61,10 @@ def check_config(cfg: Config, strategy: Strategy | None = None) -> Config:
     if cfg.population.size is None and not strategy_cls.capabilities.decides_size:
         raise ConfigError(f"population.size: required for strategy '{cfg.strategy.name}'")
     options = dataclasses.asdict(settings)
-    return dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, options=options))
+    section = dataclasses.replace(cfg.strategy, options=options)
+    if len(section.objectives) == 1 and not section.constraints:  # one objective: the metric
+        section = dataclasses.replace(section, metric=next(iter(section.objectives)), objectives={})
+    return dataclasses.replace(cfg, strategy=section)
 
 
 def check_objectives(section: StrategyConfig, strategy_cls: type[Strategy]) -> None:

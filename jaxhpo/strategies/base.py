@@ -44,6 +44,7 @@ import jax
 import numpy as np
 from flax import struct
 
+from jaxhpo.objectives import Constraint, Objective, fitness_matrix, pareto_fitness
 from jaxhpo.space import Space
 
 
@@ -114,15 +115,37 @@ class Observation:
     # The run's length (train.steps) when the driver states it (the simulator does); strategies
     # built by ``from_config`` know it already (their ``train_steps``).
     train_steps: int | None = None
+    # Several objectives and constraints (strategy.objectives / constraints; jaxhpo.objectives):
+    # () = the one ``objective``.
+    objectives: tuple[Objective, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
 
     def fitness(self) -> np.ndarray:
         """The objective as a quantity to MINIMISE (negated when maximising), float64 [P];
-        diverged members and NaN/inf values get +inf (worst)."""
+        diverged members and NaN/inf values get +inf (worst).
+
+        With several objectives (or constraints) it is each member's place in the population's
+        Pareto order (:func:`jaxhpo.objectives.pareto_fitness`: non-dominated rank, then
+        crowding, feasible first), so every strategy that ranks members by fitness (PBT's
+        exploit, halving's promotion) ranks them by Pareto dominance."""
+        if self.objectives and (len(self.objectives) > 1 or self.constraints):
+            return np.asarray(
+                pareto_fitness(self.metrics, self.objectives, self.constraints, self.diverged),
+                np.float64,
+            )
+        if self.objectives:
+            return fitness_matrix(self.metrics, self.objectives, self.diverged)[:, 0]
         f = np.asarray(self.metrics[self.objective], np.float64).copy()
         if self.maximize:
             f = -f
         f[~np.isfinite(f) | self.diverged] = np.inf
         return f
+
+    def fitness_matrix(self) -> np.ndarray:
+        """Every objective minimised, float64 [P, M] (one column without ``objectives``)."""
+        if not self.objectives:
+            return self.fitness()[:, None]
+        return fitness_matrix(self.metrics, self.objectives, self.diverged)
 
 
 @dataclasses.dataclass

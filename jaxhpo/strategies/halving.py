@@ -138,6 +138,8 @@ class _Halving(Strategy):
     """Shared machinery: brackets of members, each halved at its own rungs (steps)."""
 
     Config = HalvingConfig
+    # several objectives: promotion by non-dominated rank, then crowding
+    capabilities = Capabilities(objectives=True)
     State = HalvingState
 
     def __init__(self, config: HalvingConfig | None = None, /, *, max_steps: int, **fields):
@@ -291,7 +293,7 @@ class Hyperband(_Halving):
     """
 
     name = "hyperband"
-    capabilities = Capabilities(decides_size=True)
+    capabilities = Capabilities(decides_size=True, objectives=True)
 
     def _make_rungs(self):
         cfg = self.config

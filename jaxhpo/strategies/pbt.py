@@ -279,7 +279,8 @@ class PBT(Strategy):
     name = "pbt"
     Config = PBTConfig
     State = PBTState
-    capabilities = Capabilities(compiled=True)
+    # several objectives: exploit and explore by Pareto rank and crowding (MO-PBT)
+    capabilities = Capabilities(compiled=True, objectives=True)
 
     def __init__(self, config: PBTConfig | None = None, /, **fields):
         super().__init__(config, **fields)

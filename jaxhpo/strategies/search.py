@@ -56,7 +56,8 @@ class _Sampled(Strategy):
 
     Config = SampledConfig
     State = EmptyState  # it decides once, in init
-    capabilities = Capabilities(compiled=True)  # it never changes the population
+    # it never changes the population; several objectives: the front of what was trained
+    capabilities = Capabilities(compiled=True, objectives=True)
 
 
 class RandomSearch(_Sampled):
@@ -103,7 +104,7 @@ class GridSearch(Strategy):
     name = "grid"
     Config = GridConfig
     State = EmptyState
-    capabilities = Capabilities(compiled=True, decides_size=True)
+    capabilities = Capabilities(compiled=True, decides_size=True, objectives=True)
 
     def init(self, seed, space: Space, size):
         cols = space.grid(self.config.points_per_dim)
