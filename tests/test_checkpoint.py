@@ -1,6 +1,7 @@
 """Checkpoint and resume: a run killed with SIGKILL at a random moment and resumed ends exactly as
 the uninterrupted run (same metrics, same lineage, same members), for random search, PBT, an
-evosax strategy (CMA-ES, generational), successive halving in compact mode and k-fold
+evosax strategy (CMA-ES, generational), successive halving in compact mode, PBT with two
+objectives and k-fold
 cross-validation under the median stopping rule; a corrupted
 latest checkpoint falls back to the previous one.
 
@@ -35,6 +36,14 @@ STUDIES = {
         "strategy.min_steps=10",
         "strategy.eta=2",
         "population.size=8",
+    ],
+    # several objectives: PBT exploits by Pareto rank and crowding (MO-PBT)
+    "mo-pbt": [
+        "lm-pbt",
+        "population.size=4",
+        "strategy.ready_steps=10",
+        "strategy.fraction=0.5",
+        "strategy.objectives={loss: min, accuracy: max}",
     ],
     # k-fold cross-validation under a stopping rule (the folds of a stopped trial stop together)
     "cv-median": [

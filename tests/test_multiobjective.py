@@ -96,3 +96,23 @@ def test_bad_objectives_are_one_line_before_anything_is_built(overrides, match):
     with pytest.raises(ConfigError, match=match) as e:
         prepare(load_config("lm-random", [*TINY_LM_OVERRIDES, *overrides]))
     assert "\n" not in str(e.value)
+
+
+def test_a_run_with_two_objectives_reports_its_front(tmp_path):
+    """lm-pbt with loss and accuracy: summary.md has the front with its hypervolume, the plots
+    show it, and the hypervolume of everything evaluated never falls."""
+    import pandas as pd
+    from conftest import TINY_LM_OVERRIDES
+
+    from jaxhpo.cli import main
+
+    args = [*TINY_LM_OVERRIDES, "train.steps=40", "train.segment_steps=10", "population.size=4"]
+    args += ["strategy.ready_steps=10", "strategy.objectives={loss: min, accuracy: max}"]
+    assert main(["run", "lm-pbt", *args, "--out", str(tmp_path), "--quiet"]) == 0
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = (run_dir / "summary.md").read_text()
+    assert "## Pareto front" in summary and "hypervolume" in summary
+    assert (run_dir / "plots" / "pareto_front.png").stat().st_size > 0
+    curve = pd.read_csv(run_dir / "plots" / "hypervolume.csv")
+    assert (curve["hypervolume"].diff().dropna() >= -1e-12).all()
+    assert curve["member_steps"].iloc[-1] > 0

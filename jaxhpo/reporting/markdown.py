@@ -19,9 +19,18 @@ from jaxhpo.results import compress_schedule, exploit_events
 
 def space_section(run_dir: Path) -> dict:
     """The ``space`` section of the run's ``config.yaml`` (empty when unreadable)."""
+    return _section(run_dir, "space")
+
+
+def strategy_section(run_dir: Path) -> dict:
+    """The ``strategy`` section of the run's ``config.yaml`` (empty when unreadable)."""
+    return _section(run_dir, "strategy")
+
+
+def _section(run_dir: Path, name: str) -> dict:
     path = run_dir / "config.yaml"
     cfg = yaml.safe_load(path.read_text()) if path.exists() else {}
-    return dict((cfg or {}).get("space") or {})
+    return dict((cfg or {}).get(name) or {})
 
 
 def best_member(
@@ -46,6 +55,7 @@ def summary_markdown(
     info: Mapping[str, Any] | None = None,
     schedule: pd.DataFrame | None = None,
     schedule_note: str | None = None,
+    front: Sequence[str] = (),
 ) -> str:
     """The markdown of ``summary.md``.
 
@@ -67,6 +77,7 @@ def summary_markdown(
         lines.append(budget)
         lines.append("")
     lines.extend(best_section(best, members, hparams, labels, objective, maximize))
+    lines.extend(front)  # several objectives: the Pareto front (jaxhpo.reporting.front)
     lines.extend(members_section(members, hparams, labels, objective, maximize))
     metrics = [c for c in members.columns if c.startswith(("val_", "test_"))]
     tests = [c for c in metrics if c.startswith("test_")]

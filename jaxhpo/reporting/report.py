@@ -35,7 +35,13 @@ from pathlib import Path
 import pandas as pd
 
 from jaxhpo.reporting import choices as report_choices
-from jaxhpo.reporting.markdown import best_member, space_section, summary_markdown
+from jaxhpo.reporting.front import Front, front_section, plot_front, plot_hypervolume
+from jaxhpo.reporting.markdown import (
+    best_member,
+    space_section,
+    strategy_section,
+    summary_markdown,
+)
 from jaxhpo.reporting.plots import (
     member_starts,
     plot_curves,
@@ -185,6 +191,7 @@ def write_report(run_dir: str | Path) -> Path:
         plot_hparam_trajectories(
             table, changing, plots / "hparam_trajectories.png", log_dims, schedule, best_id
         )
+    front_lines = _front(run_dir, table, members, hparams, plots)
     summary = run_dir / "summary.md"
     summary.write_text(
         summary_markdown(
@@ -198,6 +205,19 @@ def write_report(run_dir: str | Path) -> Path:
             info=info,
             schedule=schedule,
             schedule_note=note,
+            front=front_lines,
         )
     )
     return summary
+
+
+def _front(run_dir: Path, table, members, hparams, plots: Path) -> list[str]:
+    """Several objectives: the front's section of summary.md, its plot and the hypervolume
+    curve (``plots/hypervolume.csv`` too); nothing for one objective."""
+    front = Front.of(strategy_section(run_dir))
+    if front is None or any(c not in members for c in front.columns()):
+        return []
+    plot_front(front, members, plots / "pareto_front.png")
+    curve = plot_hypervolume(front, table, plots / "hypervolume.png")
+    curve.to_csv(plots / "hypervolume.csv", index=False)
+    return front_section(front, members, hparams)

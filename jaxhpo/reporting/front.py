@@ -1,0 +1,150 @@
+"""The Pareto front of a run with several objectives (``strategy.objectives``): a section of
+``summary.md``, ``plots/pareto_front.png`` (every pair of objectives; infeasible members marked)
+and ``plots/hypervolume.png`` (the hypervolume of everything evaluated so far, against
+member-steps).
+
+The hypervolume's reference point is stated with it: per objective (minimised), the worst finite
+value any feasible evaluation reached plus a tenth of the objective's range, so every feasible
+evaluation adds volume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from jaxhpo import pareto  # noqa: E402
+from jaxhpo.objectives import (  # noqa: E402
+    Constraint,
+    Objective,
+    parse_constraints,
+    parse_objectives,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Front:
+    """The objectives and constraints of a run, read from its ``config.yaml``."""
+
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Constraint, ...]
+
+    @classmethod
+    def of(cls, strategy_section: Mapping[str, Any]) -> Front | None:
+        """``None`` for a run with one objective."""
+        objectives = parse_objectives(strategy_section.get("objectives") or {})
+        constraints = parse_constraints(strategy_section.get("constraints") or {})
+        if len(objectives) < 2 and not constraints:
+            return None
+        return cls(objectives, constraints)
+
+    def columns(self) -> list[str]:
+        return [f"val_{o.metric}" for o in self.objectives]
+
+    def matrix(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """``(F [N, M] minimised, violation [N])`` of table rows (non-finite: +inf)."""
+        cols = [rows[c].to_numpy(np.float64) for c in self.columns()]
+        F = np.stack([-c if o.maximize else c for c, o in zip(cols, self.objectives)], axis=1)
+        bad = ~np.all(np.isfinite(F), axis=1)
+        if "diverged" in rows:
+            bad |= rows["diverged"].to_numpy(bool)
+        F[bad] = np.inf
+        v = np.zeros(len(rows))
+        for c in self.constraints:
+            v += c.violation(rows[f"val_{c.metric}"].to_numpy(np.float64))
+        v[bad] = np.inf
+        return F, v
+
+    def reference(self, F: np.ndarray, v: np.ndarray) -> np.ndarray:
+        ok = F[(v <= 0) & np.all(np.isfinite(F), axis=1)]
+        if len(ok) == 0:
+            return np.ones(F.shape[1])
+        lo, hi = ok.min(axis=0), ok.max(axis=0)
+        return hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)
+
+
+def front_section(front: Front, members: pd.DataFrame, hparams: Sequence[str]) -> list[str]:
+    """The ``## Pareto front`` section of ``summary.md``: the final members on the front."""
+    F, v = front.matrix(members)
+    on = pareto.front_mask(F, v)
+    ref = front.reference(F, v)
+    hv = pareto.hypervolume(F[v <= 0], ref)
+    names = ", ".join(
+        f"`{c}` ({'max' if o.maximize else 'min'})"
+        for c, o in zip(front.columns(), front.objectives)
+    )
+    lines = ["## Pareto front", "", f"Objectives: {names}."]
+    if front.constraints:
+        cons = ", ".join(f"`{c.metric} {c.op} {c.bound:g}`" for c in front.constraints)
+        lines.append(f"Constraints: {cons}; {int(np.sum(v > 0))} members infeasible.")
+    shown_ref = [(-r if o.maximize else r) for r, o in zip(ref, front.objectives)]
+    lines += [
+        f"{int(on.sum())} of {len(members)} final members on the front; hypervolume "
+        f"{hv:.6g} (reference point {', '.join(f'{r:.4g}' for r in shown_ref)}).",
+        "",
+    ]
+    cols = ["member", *hparams, *front.columns()]
+    lines += ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for _, r in members[on].sort_values(front.columns()[0]).iterrows():
+        cells = [f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def plot_front(front: Front, members: pd.DataFrame, path: Path) -> None:
+    """Every pair of objectives: the final members, the front joined, infeasible ones as x."""
+    F, v = front.matrix(members)
+    on = pareto.front_mask(F, v)
+    cols, M = front.columns(), len(front.objectives)
+    pairs = [(i, j) for i in range(M) for j in range(i + 1, M)]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.8), squeeze=False)
+    for ax, (i, j) in zip(axes[0], pairs):
+        x, y = members[cols[i]].to_numpy(float), members[cols[j]].to_numpy(float)
+        feas = v <= 0
+        ax.scatter(x[feas & ~on], y[feas & ~on], s=14, c="0.6", label="member")
+        ax.scatter(x[~feas], y[~feas], s=18, marker="x", c="tab:red", label="infeasible")
+        order = np.argsort(x[on])
+        ax.plot(x[on][order], y[on][order], "o-", c="tab:blue", ms=5, label="front")
+        ax.set_xlabel(cols[i])
+        ax.set_ylabel(cols[j])
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_hypervolume(front: Front, table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The hypervolume of every evaluation up to each step (one reference point, from the whole
+    table), against the member-steps trained by then; returns the curve."""
+    F, v = front.matrix(table)
+    ref = front.reference(F, v)
+    steps = np.sort(table["step"].unique())
+    # members train between evaluations while active and not diverged (the run's accounting)
+    training = table["active"].astype(bool) & ~table["diverged"].astype(bool)
+    per_step = training.groupby(table["step"]).sum().reindex(steps, fill_value=0).to_numpy()
+    gaps = np.diff(np.concatenate([[0], steps]))
+    used = np.cumsum(np.concatenate([[0], per_step[:-1]]) * gaps)
+    rows = []
+    for s, u in zip(steps, used, strict=True):
+        upto = table["step"].to_numpy() <= s
+        rows.append((int(s), float(u), pareto.hypervolume(F[upto & (v <= 0)], ref)))
+    curve = pd.DataFrame(rows, columns=["step", "member_steps", "hypervolume"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(curve["member_steps"], curve["hypervolume"], "o-", ms=3)
+    ax.set_xlabel("member-steps")
+    ax.set_ylabel("hypervolume")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return curve
