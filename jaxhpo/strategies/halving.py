@@ -34,6 +34,7 @@ from jaxhpo.strategies.base import (
     Strategy,
     StrategyState,
 )
+from jaxhpo.strategies.search import with_points
 
 HALVING_MODES = ("masked", "compact")
 SAMPLERS = ("random", "sobol")
@@ -55,8 +56,6 @@ def _choice_field(value: Any, field: str, choices: tuple[str, ...]) -> str:
 
 def _sample(space: Space, sampler: str, seed: int, n: int, points=()) -> dict[str, np.ndarray]:
     """``n`` sampled members, the first ones ``strategy.points``."""
-    from jaxhpo.strategies.search import with_points
-
     cols = space.sobol(seed, n) if sampler == "sobol" else space.sample(seed, n)
     return with_points(space, cols, points)
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jaxhpo.results import lineage_schedule_from_dir, read_schedule
 from jaxhpo.space import Space
 from jaxhpo.strategies.base import EmptyState, Observation, PopulationUpdate, Strategy
 
@@ -28,8 +29,6 @@ SCHEDULE_META = ("start_step", "end_step", "source_member")
 
 def load_schedule(source: str | Path) -> pd.DataFrame:
     """A schedule from a run directory (its best member) or a schedule CSV file."""
-    from jaxhpo.results import lineage_schedule_from_dir, read_schedule
-
     path = Path(source).expanduser()
     if path.is_dir():
         return lineage_schedule_from_dir(path)

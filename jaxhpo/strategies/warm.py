@@ -37,8 +37,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from jaxhpo.results import BASE_COLUMNS, final_members
 from jaxhpo.space import Space
 from jaxhpo.strategies.base import Strategy, fill_points
+from jaxhpo.tasks import TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +60,6 @@ def load_run(path: str | Path, metric: str = "loss", where: str = "strategy.warm
       ValueError: naming ``where`` when the folder is not a run directory, has no members, or has
         no ``val_<metric>`` column.
     """
-    from jaxhpo.results import BASE_COLUMNS, final_members
-    from jaxhpo.tasks import TASKS
-
     run_dir = Path(path).expanduser()
     if not run_dir.is_dir():
         raise ValueError(f"{where}: {run_dir} is not a folder (expected a jaxhpo run directory)")
