@@ -189,12 +189,10 @@ def tune(
         number, a task whose ``init`` raises), before anything is built.
     """
     from jaxhpo import experiment
-    from jaxhpo.tasks.user_task import check_user_config, task_label
 
     check_arguments(task, space, strategy, optimizer, settings)
     strategy_name = strategy if isinstance(strategy, str) else strategy.name
     layer: dict[str, Any] = {
-        "name": name if name is not None else f"{task_label(task)}-{strategy_name}",
         "seed": seed,
         "out_dir": str(out_dir),
         "space": dict(space),
@@ -202,10 +200,26 @@ def tune(
         "optim": {"optimizer": _optimizer_name(optimizer), "schedule": schedule},
         "population": {"size": population},
         "train": {"steps": steps, "segment_steps": segment_steps},
-        "task": task_config(task),
     }
     if points is not None:
         layer["strategy"]["points"] = [dict(p) for p in points]
+    cfg = run_config(task, layer, name, settings)
+    prep = experiment.prepare(
+        cfg, strategy=None if isinstance(strategy, str) else strategy, task=task
+    )
+    out = experiment.run(cfg, prepared=prep, quiet=quiet, callbacks=callbacks)
+    return result_of(out, task, metric, metric in task.maximized)
+
+
+def run_config(
+    task: Any, layer: dict[str, Any], name: str | None, settings: Mapping[str, Any] | None
+) -> config_lib.Config:
+    """The run's config: ``layer`` (:func:`tune`'s arguments) with the task's section, the
+    run's name (``TASKNAME-STRATEGY`` unless given) and ``settings`` merged in, checked."""
+    from jaxhpo.tasks.user_task import check_user_config, task_label
+
+    layer = {**layer, "task": task_config(task)}
+    layer["name"] = name if name is not None else f"{task_label(task)}-{layer['strategy']['name']}"
     extra = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (settings or {}).items()}
     for section, values in extra.items():
         if isinstance(values, dict) and isinstance(layer.get(section), dict):
@@ -215,11 +229,7 @@ def tune(
     cfg = config_lib.build(config_lib.Config(), layer)
     config_lib.validate(cfg)
     check_user_config(cfg)
-    prep = experiment.prepare(
-        cfg, strategy=None if isinstance(strategy, str) else strategy, task=task
-    )
-    out = experiment.run(cfg, prepared=prep, quiet=quiet, callbacks=callbacks)
-    return result_of(out, task, metric, metric in task.maximized)
+    return cfg
 
 
 def check_arguments(
