@@ -44,8 +44,12 @@ import jax
 import numpy as np
 from flax import struct
 
-from jaxhpo.objectives import Constraint, Objective, fitness_matrix, pareto_fitness
 from jaxhpo.space import Space
+from jaxhpo.strategies.decision import (  # noqa: F401  (re-exported: the interface)
+    Observation,
+    PopulationUpdate,
+    lineage_events,
+)
 
 
 class StrategyState(struct.PyTreeNode):
@@ -94,87 +98,6 @@ class EmptyState(StrategyState):
 def static(**kwargs: Any) -> Any:
     """A static (non-pytree) state field: structure, not an array (the search space)."""
     return struct.field(pytree_node=False, **kwargs)
-
-
-@dataclasses.dataclass(frozen=True)
-class Observation:
-    """What the population did, as host arrays with a leading member axis ``P``."""
-
-    step: int  # training steps taken by the run so far (per member)
-    member_id: np.ndarray  # int [P]
-    hparams: dict[str, np.ndarray]  # name -> float [P]
-    metrics: dict[str, np.ndarray]  # validation metrics, name -> float [P] (NaN when diverged)
-    diverged: np.ndarray  # bool [P]
-    active: np.ndarray  # bool [P]
-    objective: str = "loss"  # the validation metric the study optimises
-    maximize: bool = False  # True for metrics where higher is better (accuracy)
-    # Shape buckets (jaxhpo/population/buckets.py): a member may copy only members of its own group
-    # (int [P]; None: any member), and must keep the ``frozen`` hyperparameters (its structure).
-    groups: np.ndarray | None = None
-    frozen: tuple[str, ...] = ()
-    # The run's length (train.steps) when the driver states it (the simulator does); strategies
-    # built by ``from_config`` know it already (their ``train_steps``).
-    train_steps: int | None = None
-    # Several objectives and constraints (strategy.objectives / constraints; jaxhpo.objectives):
-    # () = the one ``objective``.
-    objectives: tuple[Objective, ...] = ()
-    constraints: tuple[Constraint, ...] = ()
-
-    def fitness(self) -> np.ndarray:
-        """The objective as a quantity to MINIMISE (negated when maximising), float64 [P];
-        diverged members and NaN/inf values get +inf (worst).
-
-        With several objectives (or constraints) it is each member's place in the population's
-        Pareto order (:func:`jaxhpo.objectives.pareto_fitness`: non-dominated rank, then
-        crowding, feasible first), so every strategy that ranks members by fitness (PBT's
-        exploit, halving's promotion) ranks them by Pareto dominance."""
-        if self.objectives and (len(self.objectives) > 1 or self.constraints):
-            return np.asarray(
-                pareto_fitness(self.metrics, self.objectives, self.constraints, self.diverged),
-                np.float64,
-            )
-        if self.objectives:
-            return fitness_matrix(self.metrics, self.objectives, self.diverged)[:, 0]
-        f = np.asarray(self.metrics[self.objective], np.float64).copy()
-        if self.maximize:
-            f = -f
-        f[~np.isfinite(f) | self.diverged] = np.inf
-        return f
-
-    def fitness_matrix(self) -> np.ndarray:
-        """Every objective minimised, float64 [P, M] (one column without ``objectives``)."""
-        if not self.objectives:
-            return self.fitness()[:, None]
-        return fitness_matrix(self.metrics, self.objectives, self.diverged)
-
-
-@dataclasses.dataclass
-class PopulationUpdate:
-    """What to do to the population; ``None`` fields mean "leave as is".
-
-    Applied in this order: copy (``parents``), re-initialise (``reinit``), set ``hparams``,
-    set ``active``, then re-pack (``keep``). All fields but ``keep`` index the current slots
-    ``[P]``; ``keep`` makes a smaller population of the listed slots, in that order (successive
-    halving's *compact* mode: a new shape, so the next segment compiles once more).
-
-    Lineage events are dicts with a ``kind``; the run loop adds ``step``. Kinds written by the
-    built-in strategies:
-
-    * ``exploit``: ``child`` and ``parent`` (member ids), ``child_slot``, ``parent_slot``,
-      ``before`` and ``after`` (the child's hyperparameters, name -> value), ``child_fitness``,
-      ``parent_fitness`` (minimised objective);
-    * ``explore``: ``member``, ``before``, ``after`` (a member perturbed without copying);
-    * ``stop``: ``member``, ``fitness``, ``reason`` (e.g. ``rung 2 of bracket 0``);
-    * ``compact``: ``keep`` (member ids of the re-packed population, in slot order).
-    """
-
-    parents: np.ndarray | None = None  # int [P]: slot i receives the whole member parents[i]
-    reinit: np.ndarray | None = None  # bool [P]: slot i becomes a fresh member with a new id
-    hparams: dict[str, np.ndarray] | None = None  # name -> [P] new values (subset of names ok)
-    active: np.ndarray | None = None  # bool [P]
-    keep: np.ndarray | None = None  # int [P'], slots of the re-packed population
-    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # lineage records
-    done: bool = False  # stop the study after this update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,44 +265,6 @@ class Strategy(abc.ABC):
     def check(self, train_steps: int, segment_steps: int) -> None:
         """Raises ``ValueError`` naming the config field when the strategy cannot run with this
         training length (e.g. rungs that do not fall on segment boundaries). Default: nothing."""
-
-
-def lineage_events(
-    obs: Observation,
-    fitness: np.ndarray,
-    parents: np.ndarray,
-    copied: np.ndarray,
-    explored: np.ndarray,
-    new_hparams: Mapping[str, np.ndarray],
-) -> list[dict[str, Any]]:
-    """``exploit`` and ``explore`` events of one decision: slot ``i`` copied member
-    ``parents[i]`` where ``copied``, and its hyperparameters became ``new_hparams[.][i]``."""
-    names = list(new_hparams)
-    events = []
-    ids = obs.member_id
-    for i in np.flatnonzero(np.asarray(copied) | np.asarray(explored)):
-        before = {k: float(obs.hparams[k][i]) for k in names}
-        after = {k: float(new_hparams[k][i]) for k in names}
-        if copied[i]:
-            p = int(parents[i])
-            events.append(
-                {
-                    "kind": "exploit",
-                    "child": int(ids[i]),
-                    "parent": int(ids[p]),
-                    "child_slot": int(i),
-                    "parent_slot": p,
-                    "before": before,
-                    "after": after,
-                    "child_fitness": float(fitness[i]),
-                    "parent_fitness": float(fitness[p]),
-                }
-            )
-        else:
-            events.append(
-                {"kind": "explore", "member": int(ids[i]), "before": before, "after": after}
-            )
-    return events
 
 
 def has_compiled_form(strategy: Strategy) -> bool:
