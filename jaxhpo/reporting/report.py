@@ -135,7 +135,6 @@ def write_report(run_dir: str | Path) -> Path:
         raise ValueError(f"RUN_DIR: no metrics table in {run_dir} (is it a jaxhpo run directory?)")
     table, members, info = _read_run(run_dir)
     hparams = _searched(run_dir, table, info.get("hparam_names"))
-    log_dims = _log_dims(run_dir)
     objective = info.get("objective", "val_loss")
     maximize = bool(info.get("maximize", False))
     events = _read(run_dir, "events.jsonl", lambda: read_events(run_dir))
@@ -147,6 +146,55 @@ def write_report(run_dir: str | Path) -> Path:
     starts = starts if any(starts.values()) else None  # generation-based: per generation
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
+    _hparam_plots(run_dir, table, members, hparams, plots, objective, best_id, starts)
+    plot_train(table, plots / "train_curves.png", best=best_id, starts=starts)
+
+    schedule, note = None, None
+    if exploits or changing:
+        if best_id is None:
+            note = "every member diverged."
+        else:
+            try:
+                schedule = lineage_schedule(table, events, best_id)
+            except ValueError as e:
+                note = str(e)
+            else:
+                write_schedule(schedule, run_dir / "best_schedule.csv")
+    if exploits:
+        plot_lineage(table, events, plots / "lineage.png", objective, schedule, best_id)
+    if changing:
+        plot_hparam_trajectories(
+            table,
+            changing,
+            plots / "hparam_trajectories.png",
+            _log_dims(run_dir),
+            schedule,
+            best_id,
+        )
+    front_lines = _front(run_dir, table, members, hparams, plots)
+    summary = run_dir / "summary.md"
+    summary.write_text(
+        summary_markdown(
+            run_dir,
+            table,
+            members,
+            hparams,
+            objective,
+            maximize,
+            events=events,
+            info=info,
+            schedule=schedule,
+            schedule_note=note,
+            front=front_lines,
+        )
+    )
+    return summary
+
+
+def _hparam_plots(run_dir, table, members, hparams, plots: Path, objective, best_id, starts):
+    """Curves coloured by each searched hyperparameter, final values against them (and by
+    each searched choice of optimizer or schedule)."""
+    log_dims = _log_dims(run_dir)
     for name in hparams:
         plot_curves(
             table,
@@ -172,43 +220,6 @@ def write_report(run_dir: str | Path) -> Path:
         report_choices.plot_final_by_choice(
             members, hparams, labels, choice, path, objective, log_dims
         )
-    plot_train(table, plots / "train_curves.png", best=best_id, starts=starts)
-
-    schedule, note = None, None
-    if exploits or changing:
-        if best_id is None:
-            note = "every member diverged."
-        else:
-            try:
-                schedule = lineage_schedule(table, events, best_id)
-            except ValueError as e:
-                note = str(e)
-            else:
-                write_schedule(schedule, run_dir / "best_schedule.csv")
-    if exploits:
-        plot_lineage(table, events, plots / "lineage.png", objective, schedule, best_id)
-    if changing:
-        plot_hparam_trajectories(
-            table, changing, plots / "hparam_trajectories.png", log_dims, schedule, best_id
-        )
-    front_lines = _front(run_dir, table, members, hparams, plots)
-    summary = run_dir / "summary.md"
-    summary.write_text(
-        summary_markdown(
-            run_dir,
-            table,
-            members,
-            hparams,
-            objective,
-            maximize,
-            events=events,
-            info=info,
-            schedule=schedule,
-            schedule_note=note,
-            front=front_lines,
-        )
-    )
-    return summary
 
 
 def _front(run_dir: Path, table, members, hparams, plots: Path) -> list[str]:
