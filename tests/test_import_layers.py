@@ -111,3 +111,31 @@ def test_config_knows_no_registry(graph):
     resolve names in jaxhpo.run.validate."""
     imported = graph.find_upstream_modules("jaxhpo.config")
     assert imported <= {"jaxhpo.strict_yaml"}, sorted(imported)
+
+
+#: Modules that import inside functions on purpose: the entry points, so that ``import jaxhpo``
+#: and ``jaxhpo --help`` do not start JAX (the command line sets XLA's flags first).
+ENTRY_POINTS = {"jaxhpo/cli.py", "jaxhpo/api.py", "jaxhpo/data/cli.py"}
+
+
+def test_imports_inside_functions_only_where_they_keep_import_light():
+    """An import of the package written inside a function is a dodge of a cycle unless it is in
+    an entry point or says why (``# lazy: ...`` on its line)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    found = []
+    for path in sorted((root / "jaxhpo").rglob("*.py")):
+        rel = str(path.relative_to(root))
+        if rel in ENTRY_POINTS:
+            continue
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                ours = isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jaxhpo")
+                if ours and "# lazy:" not in lines[node.lineno - 1]:
+                    found.append(f"{rel}:{node.lineno}")
+    assert not found, "imports inside functions: " + ", ".join(found)

@@ -18,6 +18,8 @@ from rich.console import Console
 
 from jaxhpo import parallel
 from jaxhpo.population import PopulationState
+from jaxhpo.pretrained import save_best
+from jaxhpo.reporting.report import write_report
 from jaxhpo.results import atomic_write
 from jaxhpo.run.book import Loop, members_table
 from jaxhpo.strategies.base import Observation
@@ -43,8 +45,6 @@ def finish(loop: Loop, run_dir: Path, out_dir: Path, writes: bool, console: Cons
         writer.update_info({"ensemble": ensemble})
     members = members_table(loop.book, obs, test, task.metric_names, writer.hparam_names)
     if cfg.train.save_best:  # the best member's weights, for fine-tuning (jaxhpo.pretrained)
-        from jaxhpo.pretrained import save_best
-
         save_best(run_dir, task, pop, members, loop.metric, loop.maximize, write=writes)
     loop.timings["total_s"] = time.perf_counter() - loop.t0
     writer.update_info(
@@ -63,7 +63,6 @@ def finish(loop: Loop, run_dir: Path, out_dir: Path, writes: bool, console: Cons
     if not writes:
         shutil.rmtree(out_dir, ignore_errors=True)
         return RunResult(run_dir, members, pop)
-    from jaxhpo.reporting.report import write_report
 
     write_report(run_dir)
     writer.update_info({"finished": True})  # last: a run killed before it is resumed

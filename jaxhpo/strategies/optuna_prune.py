@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxhpo.strategies import optuna_report
 from jaxhpo.strategies.base import Observation, PopulationUpdate
 from jaxhpo.strategies.optuna_study import distributions
 
@@ -86,8 +87,6 @@ def pruned_mask(state: Any, P: int) -> np.ndarray:
 def prune(search: Any, study: Any, state: Any, obs: Observation):
     """The pruner's verdicts after an evaluation inside a generation: ``(state, update)`` with
     the newly pruned slots stopped (``active`` False) and recorded in ``state.pruned``."""
-    from jaxhpo.strategies import optuna_report
-
     numbers = np.asarray(state.trials)
     P = len(numbers)
     current = np.asarray(state.current, np.float64).reshape(P, -1)
@@ -125,7 +124,5 @@ def prune(search: Any, study: Any, state: Any, obs: Observation):
 def last_reported(state: Any, i: int, default: float) -> float:
     """Slot ``i``'s last reported value of the generation (a pruned trial's value), else
     ``default``."""
-    from jaxhpo.strategies import optuna_report
-
     values = optuna_report.reported(state, i)
     return values[max(values)] if values else default
