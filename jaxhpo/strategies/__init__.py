@@ -6,6 +6,7 @@ from jaxhpo.strategies.evo import EvoSearch
 from jaxhpo.strategies.halving import Hyperband, MedianStopping, SuccessiveHalving
 from jaxhpo.strategies.hypergrad import UnrolledHypergrad
 from jaxhpo.strategies.implicit import ImplicitHypergrad
+from jaxhpo.strategies.nsga2 import NSGA2
 from jaxhpo.strategies.optuna_search import OptunaSearch
 from jaxhpo.strategies.pbt import PBT
 from jaxhpo.strategies.pes import PersistentES, TruncatedES
@@ -23,6 +24,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "median": MedianStopping,
     "replay": Replay,
     "evo": EvoSearch,
+    "nsga2": NSGA2,
     "bo": BayesOpt,
     "rl": Reinforce,
     "optuna": OptunaSearch,  # optional: pip install 'jaxhpo[optuna]'
@@ -36,6 +38,7 @@ __all__ = [
     "STRATEGIES",
     "PBT",
     "EvoSearch",
+    "NSGA2",
     "BayesOpt",
     "OptunaSearch",
     "Reinforce",
