@@ -80,26 +80,12 @@ class Book:
         }
         self.best, self.member_steps = float(dec(data["best"])), int(data["member_steps"])
 
-    def observation(
-        self, pop, hparams, metric: str, maximize: bool, step: int, objectives=(), constraints=()
-    ) -> Observation:
-        """The last observation of the members in ``pop`` (their remembered metrics; NaN for a
-        member not evaluated yet, e.g. re-initialised just before the checkpoint)."""
-        ids = parallel.to_host(pop.member_id)
+    def last_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The remembered metrics of members ``ids`` (NaN for a member not evaluated yet, e.g.
+        re-initialised just before the checkpoint)."""
         nan = {k: np.nan for k in self.metric_names}
         rows = [self.last.get(int(m), {"metrics": nan})["metrics"] for m in ids]
-        return Observation(
-            step=step,
-            member_id=ids,
-            hparams=parallel.to_host(dict(hparams)),
-            metrics={k: np.array([r[k] for r in rows]) for k in self.metric_names},
-            diverged=parallel.to_host(pop.diverged),
-            active=parallel.to_host(pop.active),
-            objective=metric,
-            maximize=maximize,
-            objectives=tuple(objectives),
-            constraints=tuple(constraints),
-        )
+        return {k: np.array([r[k] for r in rows]) for k in self.metric_names}
 
 
 @dataclasses.dataclass
@@ -142,14 +128,13 @@ class Loop:
     def constraints(self) -> tuple[Constraint, ...]:
         return parse_constraints(self.cfg.strategy.constraints)
 
-    def log(self, step, segment, train_loss, val, hparams, ids, diverged, active, steps):
-        """Writes one row per member and remembers it; returns the :class:`Observation`."""
-        val = self.book.fill(ids, val, active, diverged)
-        obs = Observation(
+    def observation(self, step, ids, hparams, metrics, diverged, active) -> Observation:
+        """What the strategy is shown: the members' values and the study's objectives."""
+        return Observation(
             step=step,
             member_id=ids,
             hparams=hparams,
-            metrics=val,
+            metrics=metrics,
             diverged=diverged,
             active=active,
             objective=self.metric,
@@ -157,6 +142,11 @@ class Loop:
             objectives=self.objectives,
             constraints=self.constraints,
         )
+
+    def log(self, step, segment, train_loss, val, hparams, ids, diverged, active, steps):
+        """Writes one row per member and remembers it; returns the :class:`Observation`."""
+        val = self.book.fill(ids, val, active, diverged)
+        obs = self.observation(step, ids, hparams, val, diverged, active)
         self.writer.log(
             step=step,
             segment=segment,

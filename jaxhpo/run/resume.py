@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jaxhpo import parallel
 from jaxhpo.checkpoint import Checkpointer, CheckpointRefusedError, pack_tree, unpack_tree
 from jaxhpo.config import Config
 from jaxhpo.run.progress import notice
@@ -61,8 +62,14 @@ def continue_from(loop: Loop, restored: tuple, run_name: str) -> None:
     loop.t0 -= float(meta["elapsed_s"])
     population, pop = loop.population, loop.pop
     hparams = population.get_hparams(pop)
-    obs = loop.book.observation(
-        pop, hparams, loop.metric, loop.maximize, loop.step, loop.objectives, loop.constraints
+    ids = parallel.to_host(pop.member_id)
+    obs = loop.observation(
+        loop.step,
+        ids,
+        parallel.to_host(dict(hparams)),
+        loop.book.last_metrics(ids),
+        parallel.to_host(pop.diverged),
+        parallel.to_host(pop.active),
     )
     loop.obs = dataclasses.replace(obs, groups=population.groups(pop), frozen=population.frozen)
     notice(f"resuming {run_name} after segment {done_segment} (step {loop.step})")

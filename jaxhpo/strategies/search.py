@@ -52,12 +52,21 @@ class SampledConfig:
 
 
 class _Sampled(Strategy):
-    """A strategy that samples its members and places ``strategy.points`` first."""
+    """A strategy that samples its members (:attr:`draw`: the space's ``sample`` or ``sobol``)
+    and places ``strategy.points`` first."""
 
     Config = SampledConfig
     State = EmptyState  # it decides once, in init
     # it never changes the population; several objectives: the front of what was trained
     capabilities = Capabilities(compiled=True, objectives=True)
+    draw: str = "sample"
+    label: str = "random search"
+
+    def init(self, seed, space: Space, size):
+        if size is None or size < 1:
+            raise ValueError(f"population.size: {self.label} needs a size >= 1, got {size}")
+        cols = getattr(space, self.draw)(seed, size)
+        return EmptyState(), with_points(space, cols, self.config.points)
 
 
 class RandomSearch(_Sampled):
@@ -66,22 +75,14 @@ class RandomSearch(_Sampled):
 
     name = "random"
 
-    def init(self, seed, space: Space, size):
-        if size is None or size < 1:
-            raise ValueError(f"population.size: random search needs a size >= 1, got {size}")
-        return EmptyState(), with_points(space, space.sample(seed, size), self.config.points)
-
 
 class SobolSearch(_Sampled):
     """Scrambled Sobol points: more even coverage than random at the same count;
     ``strategy.points`` are the first members."""
 
     name = "sobol"
-
-    def init(self, seed, space: Space, size):
-        if size is None or size < 1:
-            raise ValueError(f"population.size: Sobol search needs a size >= 1, got {size}")
-        return EmptyState(), with_points(space, space.sobol(seed, size), self.config.points)
+    draw = "sobol"
+    label = "Sobol search"
 
 
 @dataclasses.dataclass(frozen=True)
