@@ -115,10 +115,15 @@ def _clip_theta(theta):
     }
 
 
-def _fit(theta0, X_NxD, y_N, mask_N, steps: int, learning_rate: float):
+def _fit(
+    theta0, X_NxD, y_N, mask_N, steps: int, learning_rate: float, objective=None, clip=None
+):
+    """MAP fit from one start; ``objective`` and ``clip`` (default: this GP's
+    :func:`neg_log_posterior` and bounds) let another kernel reuse the fit (PB2's)."""
     opt = optax.adam(learning_rate)
     theta = jax.tree.map(lambda x: jnp.asarray(x, X_NxD.dtype), theta0)
-    loss_and_grad = jax.value_and_grad(neg_log_posterior)
+    loss_and_grad = jax.value_and_grad(objective or neg_log_posterior)
+    clip = clip or _clip_theta
 
     def step(carry, _):
         theta, opt_state, best, best_loss = carry
@@ -131,7 +136,7 @@ def _fit(theta0, X_NxD, y_N, mask_N, steps: int, learning_rate: float):
         best_loss = jnp.where(better, loss, best_loss)
         g = jax.tree.map(lambda x: jnp.where(ok, x, 0.0), g)
         updates, opt_state = opt.update(g, opt_state, theta)
-        theta = _clip_theta(optax.apply_updates(theta, updates))
+        theta = clip(optax.apply_updates(theta, updates))
         return (theta, opt_state, best, best_loss), loss
 
     # The best iterate is kept: a step into an ill-conditioned region (NaN in the Cholesky)
