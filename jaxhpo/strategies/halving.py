@@ -99,6 +99,13 @@ def _bind_ids(state, ids: np.ndarray, name: str):
     return state.replace(member_id=ids.copy())
 
 
+def _observed(state: Any, obs: Observation, name: str):
+    """``(state with the ids bound, ids, their positions in the state's arrays, fitness)``."""
+    ids = np.asarray(obs.member_id, np.int64)
+    state = _bind_ids(state, ids, name)
+    return state, ids, _positions(state.member_id, ids, name), obs.fitness()
+
+
 def _positions(known: np.ndarray, ids: np.ndarray, name: str) -> np.ndarray:
     """Index of each observed member id in the strategy's per-member arrays."""
     ids = np.asarray(ids, np.int64)
@@ -196,10 +203,7 @@ class _Halving(Strategy):
                     )
 
     def update(self, state: HalvingState, obs: Observation):
-        ids = np.asarray(obs.member_id, np.int64)
-        state = _bind_ids(state, ids, self.name)
-        pos = _positions(state.member_id, ids, self.name)
-        fit = obs.fitness()
+        state, ids, pos, fit = _observed(state, obs, self.name)
         bracket = np.asarray(state.bracket)[pos]
         alive = np.array(state.alive, bool)
         next_rung = np.array(state.next_rung, np.int64)
@@ -388,10 +392,7 @@ class MedianStopping(Strategy):
             )
 
     def update(self, state: MedianState, obs: Observation):
-        ids = np.asarray(obs.member_id, np.int64)
-        state = _bind_ids(state, ids, self.name)
-        pos = _positions(state.member_id, ids, self.name)
-        fit = obs.fitness()
+        state, ids, pos, fit = _observed(state, obs, self.name)
         alive = np.array(state.alive, bool)
         total, count = np.array(state.sum, np.float64), np.array(state.count, np.int64)
         best = np.array(state.best, np.float64)
