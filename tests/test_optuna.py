@@ -167,9 +167,10 @@ def test_state_is_a_pytree_that_round_trips_through_checkpoint():
         generations_of(plain, MIXED, 4), generations_of(resumed, MIXED, 4), strict=True
     ):
         np.testing.assert_array_equal(a, b)
-    # 11 + the pruned slots, the told trials pruned, their archived reports (3 flat arrays)
+    # 11 + the pruned slots, the told trials pruned, their archived reports (3 flat arrays),
+    # the told trials' constraint values
     state, _ = OptunaSearch().init(0, MIXED, P)
-    assert leaves_are_plain(state) and len(jax.tree.leaves(state)) == 16
+    assert leaves_are_plain(state) and len(jax.tree.leaves(state)) == 17
 
 
 def test_resume_reopens_a_sqlite_study(tmp_path):

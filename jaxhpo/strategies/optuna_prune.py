@@ -78,6 +78,17 @@ def make_pruner(optuna: Any, name: str | None, options: Mapping[str, Any] | None
         ) from None
 
 
+def check_objectives(pruner: Any, n_objectives: int) -> None:
+    """Refuses a pruner in a study with several objectives, in one line: Optuna cannot prune
+    them (``trial.report`` raises; its RFC optuna/optuna#3450, open since 2022)."""
+    if pruner is not None and n_objectives > 1:
+        raise ValueError(
+            f"strategy.pruner: Optuna cannot prune a study with {n_objectives} objectives "
+            "(RFC optuna#3450); drop strategy.pruner, or use strategy.name=halving or hyperband, "
+            "which promote by non-dominated rank"
+        )
+
+
 def pruned_mask(state: Any, P: int) -> np.ndarray:
     """The generation's pruned slots, bool ``[P]`` (none in a state written without pruning)."""
     pruned = getattr(state, "pruned", None)

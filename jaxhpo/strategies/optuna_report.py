@@ -23,11 +23,13 @@ def report(
     obs: Observation,
     generation_steps: int | None,
     skip: np.ndarray | None = None,
+    send: bool = True,
 ) -> Any:
     """Reports ``obs``'s fitness to the trials in ``running`` (number -> Trial); returns the
     state with this evaluation added to its reports. Non-finite values are kept in the state
     but not reported (a diverged member's trial is failed); slots in ``skip`` (pruned members)
-    report nothing and are kept as NaN."""
+    report nothing and are kept as NaN. ``send=False``: kept in the state only (a study with
+    several objectives: Optuna's ``trial.report`` raises there)."""
     raw = obs.fitness()
     if skip is not None:
         raw = np.where(skip, np.nan, raw)
@@ -40,7 +42,7 @@ def report(
     numbers = [int(n) for n in np.asarray(state.trials)]
     for n, value in zip(numbers, raw, strict=True):
         trial = running.get(n)
-        if trial is not None and np.isfinite(value):
+        if send and trial is not None and np.isfinite(value):
             with warnings.catch_warnings():  # a step reported before a kill: the same value
                 warnings.filterwarnings("ignore", "The reported value is ignored")
                 trial.report(float(value), step)

@@ -190,14 +190,20 @@ def study_for(search: Any, state: Any) -> Any:
             if n in live.running:
                 mine.tell(n, state=TrialState.FAIL)
     live.running = {}
-    study = search._create_study(name, search._make_sampler(int(state.seed), len(numbers)))
+    values = np.asarray(state.values)
+    objectives = values.shape[1] if values.ndim == 2 else 1  # [N, M]: several objectives
+    sampler = search._make_sampler(int(state.seed), len(numbers), 0, _has_constraints(state))
+    study = search._create_study(name, sampler, objectives)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        values = np.asarray(state.values)
         told = state.told_pruned
         told_pruned = np.asarray(np.zeros(len(values)) if told is None else told)
+        cons = state.told_constraints
+        cons = np.zeros((len(values), 0)) if cons is None else np.asarray(cons, np.float64)
         for j, (row, value) in enumerate(zip(np.asarray(state.params), values)):
             reported = optuna_report.archived(state, j)
-            trial = search._trial(state.space, row, value, reported=reported, pruned=told_pruned[j])
+            trial = search._trial(
+                state.space, row, value, reported=reported, pruned=told_pruned[j], cons=cons[j]
+            )
             study.add_trial(trial)
     if left is not None:
         _ask_again(search, study, state, numbers, asked)
@@ -208,6 +214,11 @@ def study_for(search: Any, state: Any) -> Any:
             live.running[n] = search.optuna.trial.Trial(study, by_number[n]._trial_id)
     live.study, live.synced = study, (name, keep)
     return study
+
+
+def _has_constraints(state: Any) -> bool:
+    cons = state.told_constraints
+    return cons is not None and np.asarray(cons).ndim == 2 and np.asarray(cons).shape[1] > 0
 
 
 def _asked(search: Any, name: str, numbers: list[int]) -> dict[int, Any]:

@@ -31,6 +31,17 @@ objective, negated when it is maximised; its metric name says so, e.g. ``-accura
 member's trial is told ``FAIL``. Each trial carries user attributes ``member`` (the jaxhpo member
 id) and ``generation``.
 
+**Several objectives** (``strategy.objectives``, ``strategy.constraints``): the study has one
+``minimize`` direction per objective and is told :meth:`Observation.fitness_matrix`, each
+objective minimised (a maximised one negated, its metric name ``-name``), the same convention as
+one objective, so the state's told values, a failed (diverged) member and resume need no
+direction of their own. ``init`` makes the study before any observation says how many objectives
+there are; the first tell re-creates it with its directions, the generation's asked trials kept
+(numbers, parameters, the sampler's attributes). Constraints are each member's violations,
+a user attribute ``constraints`` read by the sampler's ``constraints_func`` (NSGA-II/III, TPE,
+GP). NSGA-II, multi-objective TPE and the GP sampler use them; a pruner is refused in one line
+(Optuna cannot prune several objectives: RFC optuna#3450; ``halving`` and ``hyperband`` can).
+
 **Seeding.** Explicit ``points`` and a warm start's best members are enqueued
 (``study.enqueue_trial``) before the first generation is asked, so they are its first members;
 a warm start's observations (:mod:`jaxhpo.strategies.warm`) are added to the study as completed
@@ -80,9 +91,15 @@ from jaxhpo.strategies.optuna_study import (  # noqa: F401  (re-exported)
     SAMPLERS,
     LiveStudy,
     OptunaState,
+    constraint_values,
+    constraints_of,
     distributions,
     import_optuna,
+    make_trial,
+    metric_names,
+    n_objectives,
     resolve_sampler,
+    told_values,
 )
 from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch
 
@@ -140,7 +157,7 @@ class OptunaSearch(GenerationalSearch):
 
     # -- Optuna plumbing ---------------------------------------------------------------------
 
-    def _make_sampler(self, seed: int, size: int, generation: int = 0):
+    def _make_sampler(self, seed: int, size: int, generation: int = 0, constraints=False):
         cls = getattr(self.optuna.samplers, self.sampler_cls)
         accepted = inspect.signature(cls).parameters
         kwargs: dict[str, Any] = {}
@@ -154,6 +171,8 @@ class OptunaSearch(GenerationalSearch):
             kwargs["popsize"] = int(size)
         if "constant_liar" in accepted:
             kwargs["constant_liar"] = True
+        if constraints and "constraints_func" in accepted:  # the told trials' user attribute
+            kwargs["constraints_func"] = constraints_of
         kwargs.update(self.config.sampler_options)
         try:
             return cls(**kwargs)
@@ -163,14 +182,14 @@ class OptunaSearch(GenerationalSearch):
                 f"{self.config.sampler_options}: {e}"
             ) from None
 
-    def _create_study(self, name: str, sampler):
+    def _create_study(self, name: str, sampler, objectives: int = 1):
         try:
             study = self.optuna.create_study(
                 storage=self.config.storage,
                 sampler=sampler,
                 pruner=self.pruner or self.optuna.pruners.NopPruner(),
                 study_name=name,
-                direction="minimize",
+                directions=["minimize"] * int(objectives),  # told values are minimised
                 load_if_exists=True,
             )
         except Exception as e:  # noqa: BLE001 - sqlalchemy's many errors: one line naming it
@@ -208,20 +227,10 @@ class OptunaSearch(GenerationalSearch):
         pairs = zip(distributions(space).items(), row)  # NaN: an inactive conditional dimension
         return {k: d.to_external_repr(float(x)) for (k, d), x in pairs if not np.isnan(x)}
 
-    def _trial(self, space, row, value, member=None, generation=None, reported=None, pruned=False):
-        TrialState = self.optuna.trial.TrialState
+    def _trial(self, space, row, value, member=None, generation=None, reported=None, **kw):
         attrs = {} if member is None else {"member": int(member), "generation": int(generation)}
-        ok = np.isfinite(value)
-        params = self._params(space, row)
-        state = TrialState.COMPLETE if ok else TrialState.FAIL
-        return self.optuna.trial.create_trial(
-            params=params,
-            distributions={k: d for k, d in distributions(space).items() if k in params},
-            value=float(value) if ok else None,
-            state=TrialState.PRUNED if pruned else state,
-            user_attrs=attrs,
-            intermediate_values=reported or {},
-        )
+        pruned, cons = bool(kw.get("pruned", False)), kw.get("cons")  # cons: [C] violations
+        return make_trial(self.optuna, space, row, value, attrs, reported, pruned, cons)
 
     def attach(self, state, run_dir) -> dict[str, Any]:
         """Links the study to the run: user attributes ``run_dir`` and ``run`` (the run's name)
@@ -283,6 +292,7 @@ class OptunaSearch(GenerationalSearch):
             report_row=np.zeros((0,), np.int64),
             report_at=np.zeros((0,), np.int64),
             report_value=np.zeros((0,)),
+            told_constraints=np.zeros((len(fitness), 0)),
         )
         full = space.from_unit(np.full((P, len(space.searched)), 0.5))
         full.update(cols)
@@ -301,37 +311,46 @@ class OptunaSearch(GenerationalSearch):
                 f"strategy update: optuna proposed {P} members but the population has "
                 f"{len(obs.member_id)}"
             )
+        M = n_objectives(obs)
+        optuna_prune.check_objectives(self.pruner, M)
         study = self._study_for(state)
         pruned = optuna_prune.pruned_mask(state, P)
         state = optuna_report.report(
-            state, self.live.running, obs, self.config.generation_steps, pruned
+            state, self.live.running, obs, self.config.generation_steps, pruned, send=M == 1
         )
         if not self.due(int(obs.step)):
             if self.pruner is None:
                 return state, PopulationUpdate()
             return optuna_prune.prune(self, study, state, obs)
+        if len(study.directions) != M:  # the first tell of a study with several objectives
+            study = self._reopen(study, state, M)
         if not study.metric_names:
             with warnings.catch_warnings():  # ExperimentalWarning: the API is stable in use
                 warnings.simplefilter("ignore")
-                study.set_metric_names([("-" if obs.maximize else "") + obs.objective])
-        raw = obs.fitness()
+                study.set_metric_names(metric_names(obs))
+        raw = told_values(obs)
         for i in np.flatnonzero(pruned):  # a pruned trial's value: its last reported one
             raw[i] = optuna_prune.last_reported(state, i, raw[i])
+        cons = constraint_values(obs)
+        if obs.constraints:  # the sampler reads them from the trials it is told
+            study.sampler = self._make_sampler(int(state.seed), P, int(state.generation), True)
         g = int(state.generation)
         current = np.asarray(state.current, np.float64).reshape(P, -1)
-        self._tell(study, state, obs, numbers, raw, pruned)
-        values = np.concatenate([np.asarray(state.values, np.float64), raw])
-        best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
+        self._tell(study, state, obs, numbers, raw, pruned, cons)
+        earlier = np.asarray(state.values, np.float64)
+        values = np.concatenate([earlier.reshape((-1, M)[: raw.ndim]), raw])
+        fit = obs.fitness()  # several objectives: the Pareto order (0: the best)
+        best = int(np.argmin(fit)) if np.isfinite(fit).any() else 0
         event = {
             "kind": "generation",
             "generation": g,
             "algorithm": f"optuna:{self.sampler_cls}",
-            "best_fitness": float(raw[best]),
+            "best_fitness": float(fit[best]),
             "best_member": int(obs.member_id[best]),
             "best": self._params(state.space, current[best]),
             "study": study.study_name,
             "trials": [int(n) for n in numbers],
-            "diverged": int(np.sum(~np.isfinite(raw))),
+            "diverged": int(np.sum(~np.isfinite(fit))),
         }
         told = state.told_pruned
         told = np.zeros(len(values) - P) if told is None else np.asarray(told)
@@ -345,20 +364,55 @@ class OptunaSearch(GenerationalSearch):
             report_steps=np.zeros((0,), np.int64),
             pruned=np.zeros(P),
             told_pruned=np.concatenate([told, pruned]).astype(np.float64),
+            told_constraints=_append_rows(state.told_constraints, len(values) - P, cons),
             **optuna_report.archive(state, len(values) - P),
         )
         if self.last(obs):
             new_state = new_state.replace(trials=np.zeros((0,), np.int64))
             return new_state, PopulationUpdate(events=[event], done=True)
-        study.sampler = self._make_sampler(int(state.seed), P, g + 1)
+        study.sampler = self._make_sampler(int(state.seed), P, g + 1, bool(obs.constraints))
         new_numbers, internal, cols = self._ask(state.space, study, P, g + 1)
         new_state = new_state.replace(trials=np.asarray(new_numbers, np.int64), current=internal)
         fresh = np.ones(P, bool)  # pruned members train again as new trials
         return new_state, PopulationUpdate(reinit=fresh, hparams=cols, active=fresh, events=[event])
 
-    def _tell(self, study, state: OptunaState, obs: Observation, numbers, raw, pruned) -> None:
-        """Tells the generation's trials their values (adds them as finished trials when this
-        process did not ask them: a resumed run)."""
+    def _reopen(self, study, state: OptunaState, objectives: int):
+        """The study again with ``objectives`` directions (``init`` made it before the first
+        observation said how many), holding the generation's asked trials as running trials
+        with their numbers, parameters and attributes (the sampler's generation among them).
+
+        Raises:
+          ValueError: naming ``strategy.study`` when it held trials before (a continued
+            single-objective study, a warm start's observations).
+        """
+        if int(state.base or 0) + len(np.asarray(state.values)):
+            raise ValueError(
+                f"strategy.study: {study.study_name!r} holds single-objective trials (a "
+                f"continued study or a warm start's); a study with {objectives} objectives "
+                "starts from a new name (strategy.points and warm_start_top still seed it)"
+            )
+        asked = {t.number: t for t in study.get_trials(deepcopy=False)}
+        if self.config.storage is not None:
+            self.optuna.delete_study(study_name=study.study_name, storage=self.config.storage)
+        new = self._create_study(study.study_name, study.sampler, objectives)
+        running = self.optuna.trial.TrialState.RUNNING
+        for n in [int(n) for n in np.asarray(state.trials)]:
+            t, _ = asked[n], self.live.running.pop(n, None)
+            frozen = self.optuna.trial.create_trial(
+                state=running,
+                params=t.params,
+                distributions=t.distributions,
+                user_attrs=t.user_attrs,
+                system_attrs=t.system_attrs,
+            )
+            trial_id = new._storage.create_new_trial(new._study_id, frozen)
+            self.live.running[n] = self.optuna.trial.Trial(new, trial_id)
+        self.live.study, self.live.synced = new, (study.study_name, 0)
+        return new
+
+    def _tell(self, study, state: OptunaState, obs: Observation, numbers, raw, pruned, cons):
+        """Tells the generation's trials their values (one per objective) and constraint values
+        (adds them as finished trials when this process did not ask them: a resumed run)."""
         g = int(state.generation)
         current = np.asarray(state.current, np.float64).reshape(len(numbers), -1)
         TrialState = self.optuna.trial.TrialState
@@ -367,16 +421,37 @@ class OptunaSearch(GenerationalSearch):
             if trial is None:  # resumed without the running trial: add it as finished
                 reported = optuna_report.reported(state, i)
                 member = obs.member_id[i]
-                add = self._trial(state.space, current[i], raw[i], member, g, reported, pruned[i])
+                add = self._trial(
+                    state.space,
+                    current[i],
+                    raw[i],
+                    member,
+                    g,
+                    reported,
+                    pruned=pruned[i],
+                    cons=cons[i],
+                )
                 study.add_trial(add)
                 continue
             trial.set_user_attr("member", int(obs.member_id[i]))
+            if cons.shape[1]:
+                trial.set_user_attr("constraints", [float(c) for c in cons[i]])
             if pruned[i]:
                 study.tell(n, state=TrialState.PRUNED)
-            elif np.isfinite(raw[i]):
-                study.tell(n, float(raw[i]))
+            elif np.all(np.isfinite(raw[i])):
+                study.tell(n, raw[i].tolist() if np.ndim(raw[i]) else float(raw[i]))
             else:
                 study.tell(n, state=TrialState.FAIL)
+
+
+def _append_rows(earlier: Any, n: int, rows: np.ndarray) -> np.ndarray:
+    """``earlier`` constraint rows (``None``: ``n`` rows without constraints) with ``rows``."""
+    C = rows.shape[1]
+    earlier = np.zeros((n, C)) if earlier is None or n == 0 else np.asarray(earlier, np.float64)
+    earlier = earlier.reshape(n, -1) if earlier.size else np.zeros((n, 0))
+    if earlier.shape[1] != C:  # a generation's constraints differ: pad with 0 (satisfied)
+        earlier = np.zeros((n, C))
+    return np.concatenate([earlier, rows])
 
 
 def _py(v: Any, dim: Any) -> Any:

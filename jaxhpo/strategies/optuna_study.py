@@ -92,6 +92,72 @@ def distributions(space: Space) -> dict[str, Any]:
     return out
 
 
+def constraints_of(trial: Any) -> list[float]:
+    """Optuna's ``constraints_func``: a told trial's constraint values (``<= 0``: satisfied),
+    from its user attribute ``constraints`` (set by the strategy before it tells the trial)."""
+    return list(trial.user_attrs.get("constraints", []))
+
+
+def n_objectives(obs: Any) -> int:
+    """How many objectives the study of ``obs`` has (its ``objectives``, else 1)."""
+    return max(len(obs.objectives), 1)
+
+
+def told_values(obs: Any) -> np.ndarray:
+    """What a generation tells Optuna: every objective minimised (maximised ones negated,
+    non-finite or diverged +inf), float64 ``[P]`` with one objective, ``[P, M]`` with several;
+    every study direction is ``minimize``."""
+    if not obs.objectives and not obs.constraints:
+        return obs.fitness()
+    F = obs.fitness_matrix()
+    return F[:, 0] if F.shape[1] == 1 else F
+
+
+def constraint_values(obs: Any) -> np.ndarray:
+    """Each member's violation of each constraint (0: satisfied), float64 ``[P, C]``."""
+    P = len(obs.member_id)
+    cols = [c.violation(obs.metrics[c.metric]) for c in obs.constraints]
+    return np.stack(cols, axis=1) if cols else np.zeros((P, 0))
+
+
+def metric_names(obs: Any) -> list[str]:
+    """The study's metric names: each objective, ``-name`` where it is maximised (the told
+    values are minimised)."""
+    if not obs.objectives:
+        return [("-" if obs.maximize else "") + obs.objective]
+    return [("-" if o.maximize else "") + o.metric for o in obs.objectives]
+
+
+def make_trial(optuna, space, row, value, attrs=None, reported=None, pruned=False, cons=None):
+    """A finished ``FrozenTrial`` of ``space`` at ``row`` (internal representation; NaN:
+    inactive) with ``value`` (a number, or one per objective; not finite: ``FAIL``), user
+    attributes ``attrs``, intermediate values ``reported``, constraint values ``cons``."""
+    TrialState = optuna.trial.TrialState
+    value = np.asarray(value, np.float64)
+    ok = bool(np.all(np.isfinite(value)))
+    dists = distributions(space)
+    params = {
+        k: d.to_external_repr(float(x)) for (k, d), x in zip(dists.items(), row) if not np.isnan(x)
+    }
+    attrs = dict(attrs or {})
+    system = {}
+    if cons is not None and len(cons):
+        attrs["constraints"] = system["constraints"] = [float(c) for c in cons]
+    kwargs: dict[str, Any] = {}
+    if ok:
+        kwargs = {"value": float(value)} if value.ndim == 0 else {"values": value.tolist()}
+    state = TrialState.COMPLETE if ok else TrialState.FAIL
+    return optuna.trial.create_trial(
+        params=params,
+        distributions={k: d for k, d in dists.items() if k in params},
+        state=TrialState.PRUNED if pruned else state,
+        user_attrs=attrs,
+        system_attrs=system,
+        intermediate_values=reported or {},
+        **kwargs,
+    )
+
+
 class OptunaState(StrategyState):
     """The Optuna strategy's state: what a resumed run needs to bring its study back. ``P``
     members per generation, ``N`` told trials, ``D`` searched dimensions; the fields with a
@@ -104,7 +170,7 @@ class OptunaState(StrategyState):
     trials: np.ndarray  # int64 [P]: the current generation's trial numbers ([0]: done)
     current: np.ndarray  # float64 [P, D]: their parameters, Optuna's internal representation
     params: np.ndarray  # float64 [N, D]: every told trial's parameters (warm start's first)
-    values: np.ndarray  # float64 [N]: their told values (inf/NaN: failed)
+    values: np.ndarray  # float64 [N] or [N, M] (several objectives): told values (inf: failed)
     base: np.ndarray | None = None  # int64 []: trials a continued study held before (None: 0)
     start: np.ndarray | None = None  # int64 []: the step the generation started at
     reports: np.ndarray | None = None  # float64 [K, P]: the generation's reported objectives
@@ -114,6 +180,7 @@ class OptunaState(StrategyState):
     report_row: np.ndarray | None = None  # int64 [R]: every told report's row in ``params``
     report_at: np.ndarray | None = None  # int64 [R]: its step
     report_value: np.ndarray | None = None  # float64 [R]: its value
+    told_constraints: np.ndarray | None = None  # float64 [N, C]: told constraint violations
 
 
 @dataclasses.dataclass
