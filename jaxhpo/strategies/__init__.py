@@ -2,12 +2,14 @@
 
 from jaxhpo.strategies.base import Observation, PopulationUpdate, Strategy
 from jaxhpo.strategies.bo import BayesOpt
+from jaxhpo.strategies.bohb import BOHB
 from jaxhpo.strategies.evo import EvoSearch
 from jaxhpo.strategies.halving import Hyperband, MedianStopping, SuccessiveHalving
 from jaxhpo.strategies.hypergrad import UnrolledHypergrad
 from jaxhpo.strategies.implicit import ImplicitHypergrad
 from jaxhpo.strategies.nsga2 import NSGA2
 from jaxhpo.strategies.optuna_search import OptunaSearch
+from jaxhpo.strategies.pb2 import PB2
 from jaxhpo.strategies.pbt import PBT
 from jaxhpo.strategies.pes import PersistentES, TruncatedES
 from jaxhpo.strategies.reinforce import Reinforce
@@ -19,8 +21,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "sobol": SobolSearch,
     "grid": GridSearch,
     "pbt": PBT,
+    "pb2": PB2,
     "halving": SuccessiveHalving,
     "hyperband": Hyperband,
+    "bohb": BOHB,
     "median": MedianStopping,
     "replay": Replay,
     "evo": EvoSearch,
@@ -37,6 +41,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
 __all__ = [
     "STRATEGIES",
     "PBT",
+    "PB2",
     "EvoSearch",
     "NSGA2",
     "BayesOpt",
@@ -44,6 +49,7 @@ __all__ = [
     "Reinforce",
     "Replay",
     "Hyperband",
+    "BOHB",
     "MedianStopping",
     "SuccessiveHalving",
     "GridSearch",
