@@ -131,3 +131,12 @@ def lineage_events(
                 {"kind": "explore", "member": int(ids[i]), "before": before, "after": after}
             )
     return events
+
+
+def check_proposed(name: str, proposed: int, obs: Observation) -> None:
+    """A generational searcher is shown the members it proposed: as many as it made."""
+    if len(obs.member_id) != proposed:
+        raise ValueError(
+            f"strategy update: {name} proposed {proposed} members but the population has "
+            f"{len(obs.member_id)}"
+        )

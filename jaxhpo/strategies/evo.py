@@ -103,6 +103,7 @@ from jaxhpo.strategies.base import (
     fill_points,
     static,
 )
+from jaxhpo.strategies.decision import check_proposed
 from jaxhpo.strategies.evo_algorithms import (  # noqa: F401  (re-exported)
     _ES_CACHE,
     ALIASES,
@@ -333,11 +334,7 @@ class EvoSearch(Strategy):
         space = state.space
         x = np.asarray(state.x, np.float32)
         P = x.shape[0]
-        if len(obs.member_id) != P:
-            raise ValueError(
-                f"strategy update: evo proposed {P} members but the population has "
-                f"{len(obs.member_id)}"
-            )
+        check_proposed(self.name, P, obs)
         raw = obs.fitness()
         fit = shape_fitness(raw)
         es, params = self._make_es(P, x.shape[1])

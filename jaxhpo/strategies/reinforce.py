@@ -53,6 +53,7 @@ from flax import serialization
 
 from jaxhpo.space import Choice, Int, Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate, StrategyState, static
+from jaxhpo.strategies.decision import check_proposed
 from jaxhpo.strategies.evo import shape_fitness
 from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply_points
 
@@ -304,11 +305,7 @@ class Reinforce(GenerationalSearch):
         z = np.asarray(state.z, np.float64).reshape(-1, len(s.gauss))
         idx = np.asarray(state.idx, np.int32).reshape(z.shape[0], len(s.discrete))
         P = z.shape[0]
-        if len(obs.member_id) != P:
-            raise ValueError(
-                f"strategy update: rl proposed {P} members but the population has "
-                f"{len(obs.member_id)}"
-            )
+        check_proposed(self.name, P, obs)
         raw = obs.fitness()
         reward = -shape_fitness(raw).astype(np.float64)
         mean = float(reward.mean())
