@@ -85,6 +85,14 @@ def test_pbt_compiled_decision_reads_the_pareto_fitness():
         (["strategy.name=bo", "strategy.objectives={loss: min, accuracy: max}"], "optimises one"),
         (["strategy.objectives={loss: min, nope: max}"], r"strategy\.objectives\.nope: task"),
         (["strategy.constraints={loss: '< x'}"], r"strategy\.constraints\.loss: expected"),
+        (
+            [
+                "strategy.name=optuna",
+                "strategy.pruner=median",
+                "strategy.objectives={a: min, b: max}",
+            ],
+            r"strategy\.pruner: Optuna cannot prune a study with 2 objectives",
+        ),
     ],
 )
 def test_bad_objectives_are_one_line_before_anything_is_built(overrides, match):

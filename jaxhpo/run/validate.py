@@ -57,7 +57,7 @@ def check_config(cfg: Config, strategy: Strategy | None = None) -> Config:
         strategy_cls, settings = strategy_class(cfg.strategy.name), strategy_settings(cfg.strategy)
     else:  # its Config typed already; a duck-typed strategy may have none
         strategy_cls, settings = type(strategy), getattr(strategy, "config", NoConfig())
-    check_objectives(cfg.strategy, strategy_cls)
+    check_objectives(cfg.strategy, strategy_cls, settings)
     if cfg.population.size is None and not strategy_cls.capabilities.decides_size:
         raise ConfigError(f"population.size: required for strategy '{cfg.strategy.name}'")
     options = dataclasses.asdict(settings)
@@ -67,7 +67,9 @@ def check_config(cfg: Config, strategy: Strategy | None = None) -> Config:
     return dataclasses.replace(cfg, strategy=section)
 
 
-def check_objectives(section: StrategyConfig, strategy_cls: type[Strategy]) -> None:
+def check_objectives(
+    section: StrategyConfig, strategy_cls: type[Strategy], settings: Any = None
+) -> None:
     """``strategy.objectives`` and ``strategy.constraints`` parse, and a strategy without a
     multi-objective form is not given several objectives or constraints."""
     try:
@@ -81,6 +83,12 @@ def check_objectives(section: StrategyConfig, strategy_cls: type[Strategy]) -> N
             f"strategy.objectives: strategy '{section.name}' optimises one objective "
             "(strategy.metric); choose a strategy with a multi-objective form"
         )
+    check = getattr(strategy_cls, "check_objectives", None)
+    if several and settings is not None and check is not None:
+        try:
+            check(settings, len(objectives))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def strategy_class(name: str) -> type[Strategy]:

@@ -171,6 +171,12 @@ class Strategy(abc.ABC):
         return self.capabilities.decides_size
 
     @classmethod
+    def check_objectives(cls, config: Any, n_objectives: int) -> None:
+        """Raises ``ValueError`` naming the setting that cannot serve ``n_objectives``
+        objectives (checked with the config, before anything is built). Default: nothing."""
+        del config, n_objectives
+
+    @classmethod
     def from_config(cls, config: Any, train: Any, metric: str = "loss") -> Strategy:
         """Builds the strategy from its typed :attr:`Config`, the run's ``TrainConfig`` and the
         metric the study optimises. Default: ``cls(config)``; a strategy whose defaults depend

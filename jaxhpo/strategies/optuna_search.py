@@ -83,7 +83,7 @@ from jaxhpo import conditions
 from jaxhpo.space import Int, Space
 from jaxhpo.storage_url import check_storage_url
 from jaxhpo.strategies import optuna_prune, optuna_report, optuna_resume
-from jaxhpo.strategies.base import Observation, PopulationUpdate
+from jaxhpo.strategies.base import Capabilities, Observation, PopulationUpdate
 from jaxhpo.strategies.optuna_resume import name_array, name_of
 from jaxhpo.strategies.optuna_study import (  # noqa: F401  (re-exported)
     EXTRA_PACKAGES,
@@ -136,7 +136,14 @@ class OptunaSearch(GenerationalSearch):
 
     name = "optuna"
     Config = OptunaConfig
+    # several objectives: one minimised direction each (NSGA-II, multi-objective TPE and GP)
+    capabilities = Capabilities(objectives=True)
     State = OptunaState
+
+    @classmethod
+    def check_objectives(cls, config: OptunaConfig, n_objectives: int) -> None:
+        """A pruner with several objectives is refused (Optuna cannot prune them)."""
+        optuna_prune.check_objectives(config.pruner, n_objectives)
 
     def __init__(self, config: OptunaConfig | None = None, /, *, metric: str = "loss", **fields):
         super().__init__(config, metric=metric, **fields)
