@@ -4,6 +4,8 @@
 
     trainer.py      Population: init, train a segment (scan over steps, members by vmap /
                     lax.map / chunks / sharding), copy and re-initialise members
+    editing.py      hyperparameters and member moves between segments (copy, re-init, keep)
+    specialise.py   which task hyperparameters are constants of the step (searched= / fixed=)
     evaluate.py     validation and test evaluation of every member
     step.py         one member's training and evaluation step, written plainly
     members.py      PopulationState (a pytree with a leading member axis), gather / scatter,
