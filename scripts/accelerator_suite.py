@@ -201,7 +201,10 @@ def top_events(trace_dir: Path, k: int = 15) -> list[dict]:
         for e in events
         if e.get("ph") == "M" and e.get("name") == "process_name"
     }
-    done = [e for e in events if e.get("ph") == "X" and "dur" in e]
+    # complete events, without the Python tracer's ("$file.py:line name")
+    done = [
+        e for e in events if e.get("ph") == "X" and "dur" in e and not e["name"].startswith("$")
+    ]
     device = [e for e in done if "device" in procs.get(e.get("pid"), "").lower()]
     chosen = device or done
     total: dict[str, list[float]] = {}
