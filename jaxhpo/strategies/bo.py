@@ -65,6 +65,7 @@ import numpy as np
 from jaxhpo.space import Space
 from jaxhpo.strategies import trust_region
 from jaxhpo.strategies.base import Observation, PopulationUpdate, StrategyState, static
+from jaxhpo.strategies.decision import check_proposed
 from jaxhpo.strategies.evo import shape_fitness
 from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
     draws_at,
@@ -295,11 +296,7 @@ class BayesOpt(GenerationalSearch):
         space = state.space
         u = np.asarray(state.u, np.float64)
         P = u.shape[0]
-        if len(obs.member_id) != P:
-            raise ValueError(
-                f"strategy update: bo proposed {P} members but the population has "
-                f"{len(obs.member_id)}"
-            )
+        check_proposed(self.name, P, obs)
         raw = obs.fitness()
         X = np.concatenate([np.asarray(state.X, np.float64).reshape(-1, u.shape[1]), u])
         y = np.concatenate([np.asarray(state.y, np.float64), raw])

@@ -56,6 +56,7 @@ from jaxhpo.strategies.base import (
     StrategyState,
     static,
 )
+from jaxhpo.strategies.decision import check_proposed
 from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply_points
 
 
@@ -135,11 +136,7 @@ class NSGA2(GenerationalSearch):
             return state, PopulationUpdate()
         x = np.asarray(state.x, np.float32)
         P = x.shape[0]
-        if len(obs.member_id) != P:
-            raise ValueError(
-                f"strategy update: nsga2 proposed {P} members but the population has "
-                f"{len(obs.member_id)}"
-            )
+        check_proposed(self.name, P, obs)
         F = obs.fitness_matrix()
         v = violation(obs.metrics, obs.constraints, P)
         v = np.where(np.all(np.isfinite(F), axis=1), v, np.inf)

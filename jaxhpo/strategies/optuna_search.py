@@ -84,6 +84,7 @@ from jaxhpo.space import Int, Space
 from jaxhpo.storage_url import check_storage_url
 from jaxhpo.strategies import optuna_prune, optuna_report, optuna_resume
 from jaxhpo.strategies.base import Capabilities, Observation, PopulationUpdate
+from jaxhpo.strategies.decision import check_proposed
 from jaxhpo.strategies.optuna_resume import name_array, name_of
 from jaxhpo.strategies.optuna_study import (  # noqa: F401  (re-exported)
     EXTRA_PACKAGES,
@@ -313,11 +314,7 @@ class OptunaSearch(GenerationalSearch):
     def update(self, state: OptunaState, obs: Observation):
         numbers = [int(n) for n in np.asarray(state.trials)]
         P = len(numbers)
-        if len(obs.member_id) != P:
-            raise ValueError(
-                f"strategy update: optuna proposed {P} members but the population has "
-                f"{len(obs.member_id)}"
-            )
+        check_proposed(self.name, P, obs)
         M = n_objectives(obs)
         optuna_prune.check_objectives(self.pruner, M)
         study = self._study_for(state)
