@@ -74,7 +74,7 @@ def member_losses(population: Any, m: Any, train_data: Any, val_data: Any, names
 
     def train_loss(w, z_):
         h = {**hp, **unrolled.from_unconstrained(z_)}
-        task_hp = {k: h[k] for k in population.task_names}
+        task_hp = population.step_hparams({k: h[k] for k in population.task_names})
         loss, _ = task_loss(
             population.task, population.model, w, m.model_state, batch, task_hp, key
         )
