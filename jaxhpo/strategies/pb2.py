@@ -20,9 +20,9 @@ the data's span), fitted by maximum a posteriori with the GP code of ``bo``
 members that explore pick, one after another, the maximiser over candidates of the upper
 confidence bound at the current step, ``mu(t, x) + kappa sigma_b(t, x)``: ``mu`` from the data,
 ``sigma_b`` also conditioned on the *pending* points (the members that keep training and the
-batch's earlier picks) — GP-BUCB's batch rule (Desautels, Krause & Burdick 2014), the paper's
-Algorithm 2. ``kappa`` defaults to ``sqrt(0.2 log(0.4 N))`` for ``N`` observations (as the
-authors' implementation in Ray Tune).
+batch's earlier picks) — GP-BUCB's batch rule (Desautels, Krause & Burdick 2014), as the
+paper selects its batch. ``kappa`` defaults to ``sqrt(0.2 log(0.4 N))`` for ``N`` observations
+(as the authors' implementation in Ray Tune).
 
 Until ``min_data`` observations are in, members explore as PBT does (``perturb``, ``factors``,
 ``sigma``, ``resample_prob``). Only the most recent ``window`` observations are kept.
