@@ -260,11 +260,11 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     pq = run_dir / "metrics.parquet"
     if pq.exists():
         return pd.read_parquet(pq)
-    return pd.read_csv(run_dir / "metrics.csv")
+    return pd.read_csv(run_dir / "metrics.csv", float_precision="round_trip")
 
 
 def read_members(run_dir: str | Path) -> pd.DataFrame:
-    return pd.read_csv(Path(run_dir) / "members.csv")
+    return pd.read_csv(Path(run_dir) / "members.csv", float_precision="round_trip")
 
 
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -142,7 +142,7 @@ def _step_of(event: Mapping[str, Any]) -> int:
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     import pandas as pd
 
-    table = pd.read_csv(path)  # pandas >= 3 reads floats back exactly by default
+    table = pd.read_csv(path, float_precision="round_trip")  # floats back exactly
     rows = table.to_dict("records")
     return [{k: v.item() if hasattr(v, "item") else v for k, v in r.items()} for r in rows]
 
@@ -181,4 +181,4 @@ def replay(run_dir: str | Path, callbacks: Sequence[Any]) -> None:
     for rows, events in calls:
         hooks.on_evaluation(rows, events, run_dir)
     hooks.on_evaluation([], left, run_dir)
-    hooks.on_end(run_dir, pd.read_csv(run_dir / "members.csv"))
+    hooks.on_end(run_dir, pd.read_csv(run_dir / "members.csv", float_precision="round_trip"))
