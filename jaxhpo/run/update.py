@@ -13,7 +13,7 @@ program).
 ``apply_update`` works on any population that offers ``copy_members``, ``reinit_members``,
 ``set_hparams``, ``set_active``, ``keep_members``, ``for_size``, ``place`` and
 ``hparam_names``: the trainer (:class:`~jaxhpo.population.Population`), shape buckets
-(:mod:`jaxhpo.buckets`) and the learning curves of :mod:`jaxhpo.simulate`.
+(:mod:`jaxhpo.population.buckets`) and the learning curves of :mod:`jaxhpo.simulate`.
 """
 
 from __future__ import annotations
