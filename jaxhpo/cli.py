@@ -275,9 +275,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _report(args)
         if args.command == "resume":
+            from jaxhpo.checkpoint import CheckpointNotRestoredError
             from jaxhpo.experiment import resume_run
 
-            result = resume_run(Path(args.run_dir), quiet=args.quiet)
+            try:
+                result = resume_run(Path(args.run_dir), quiet=args.quiet)
+            except CheckpointNotRestoredError as e:  # not corrupt, left in place: one line
+                print(f"jaxhpo: error: {str(e).splitlines()[0]}", file=sys.stderr)
+                return 1
             _print_summary(result.run_dir)
             return 0
         overrides = list(args.overrides)

@@ -136,3 +136,18 @@ def test_run_killed_inside_its_finish_is_resumed_not_refused(tmp_path, info, don
     assert not finished(tmp_path)
     (tmp_path / "members.csv").write_text("member\n0\n")
     assert finished(tmp_path) is done
+
+
+def test_cli_resume_with_a_checkpoint_that_does_not_restore_is_one_line(monkeypatch, capsys):
+    """Regression: a checkpoint left in place (not corrupt, its shapes failed) gave a traceback
+    on the command line."""
+    import jaxhpo.experiment
+    from jaxhpo.cli import main
+
+    def fail(*args, **kwargs):
+        raise CheckpointNotRestoredError("checkpoint 3 was not restored: ValueError: shapes\nmore")
+
+    monkeypatch.setattr(jaxhpo.experiment, "resume_run", fail)
+    assert main(["resume", "/nonexistent"]) == 1
+    err = capsys.readouterr().err
+    assert err == "jaxhpo: error: checkpoint 3 was not restored: ValueError: shapes\n"
