@@ -19,8 +19,7 @@ from jaxhpo.config import Config, build, load_file
 from jaxhpo.results import run_dir_lock
 from jaxhpo.run.loop import run
 from jaxhpo.run.resume import _check_tables, _committed, finished
-from jaxhpo.run.validate import upgrade_strategy_section
-from jaxhpo.strategies.optuna_resume import cut_to_start
+from jaxhpo.run.validate import strategy_class, upgrade_strategy_section
 
 
 def resume_run(
@@ -57,7 +56,8 @@ def resume_run(
         if cfg.train.compiled:
             raise ValueError("RUN_DIR: a train.compiled run has no checkpoints to resume from")
         if parallel.is_writer() and not _committed(run_dir):
-            cut_to_start(cfg, run_dir)  # an Optuna database study a killed start asked trials in
+            # what a killed start left outside the run directory (an Optuna database study)
+            strategy_class(cfg.strategy.name).restart_from_scratch(cfg, run_dir)
         return run(
             cfg, run_dir=run_dir, console=console, quiet=quiet, resume=True, callbacks=callbacks
         )

@@ -171,6 +171,13 @@ class Strategy(abc.ABC):
         return self.capabilities.decides_size
 
     @classmethod
+    def restart_from_scratch(cls, cfg: Any, run_dir: Path) -> None:
+        """Before a run killed ahead of its first checkpoint starts again from step 0: bring
+        back to their start what the killed start wrote outside the run directory (the Optuna
+        strategy's database study). Default: nothing."""
+        del cfg, run_dir
+
+    @classmethod
     def check_objectives(cls, config: Any, n_objectives: int) -> None:
         """Raises ``ValueError`` naming the setting that cannot serve ``n_objectives``
         objectives (checked with the config, before anything is built). Default: nothing."""

@@ -85,7 +85,7 @@ from jaxhpo.storage_url import check_storage_url
 from jaxhpo.strategies import optuna_prune, optuna_report, optuna_resume
 from jaxhpo.strategies.base import Capabilities, Observation, PopulationUpdate
 from jaxhpo.strategies.decision import check_proposed
-from jaxhpo.strategies.optuna_resume import name_array, name_of
+from jaxhpo.strategies.optuna_resume import cut_to_start, name_array, name_of
 from jaxhpo.strategies.optuna_study import (  # noqa: F401  (re-exported)
     EXTRA_PACKAGES,
     INSTALL,
@@ -140,6 +140,11 @@ class OptunaSearch(GenerationalSearch):
     # several objectives: one minimised direction each (NSGA-II, multi-objective TPE and GP)
     capabilities = Capabilities(objectives=True)
     State = OptunaState
+
+    @classmethod
+    def restart_from_scratch(cls, cfg: Any, run_dir: Path) -> None:
+        """A database study a killed start asked trials in is cut back to its start."""
+        cut_to_start(cfg, run_dir)
 
     @classmethod
     def check_objectives(cls, config: OptunaConfig, n_objectives: int) -> None:
