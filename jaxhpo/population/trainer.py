@@ -138,6 +138,37 @@ class Population(MemberEdits, PopulationEvaluation):
         self.opt = resolve_optimizer(optimizer, schedule, self._searched)
         self.tx = self.opt.template()
         self.opt_names, self.opt_defaults = self.opt.names, dict(self.opt.defaults)
+        self._read_task(task)
+        self.hparam_names = self.opt_names + self.task_names + self.member_fields
+        #: Task hyperparameters held at one value (not searched): the step reads them as Python
+        #: constants, so what they switch off costs nothing (a dropout of 0 draws no random
+        #: bits, a full-size structure or batch masks nothing). Writing another value is an
+        #: error (:meth:`init`, :meth:`set_hparams`); :mod:`jaxhpo.population.specialise`.
+        self.specialise = specialise
+        self.fixed = resolve_fixed(
+            {k: v for k, v in self.task_defaults(task).items() if k in self.task_names},
+            self._searched,
+            fixed,
+            specialise,
+            self.hparam_names,
+        )
+        #: How the task's module splits into parameters, carried state and RNG streams.
+        self.model = MemberModel(task)
+        self.graphdef = self.model.graphdef
+        #: How many times each program was traced (a retrace means a recompile).
+        self.trace_counts: dict[str, int] = {"init": 0, "segment": 0, "evaluate": 0}
+        self._build_programs(devices, data_devices, device_offset)
+        #: How the member mode was chosen (``auto``: :mod:`jaxhpo.population.member_mode`);
+        #: written to run.json.
+        self.mode_reason = f"population.mode={self.mode}"
+        if mode == "auto":
+            flops = member_step_flops(self, getattr(task, "train_data", None))
+            c = choose_mode(jax.default_backend(), flops, chunk_size)
+            self.mode, self.chunk_size, self.mode_reason = c.mode, c.chunk_size, c.reason
+
+    def _read_task(self, task: Task) -> None:
+        """What the population reads of its task: folds, per-member batch sizes, epochs, the
+        masked super-model's structure and the task's hyperparameter names."""
         #: k of k-fold cross-validation (``task.set_folds``): each member carries its fold
         #: (``PopulationState.fold``, the column ``fold``), trains without it and is validated
         #: on it.
@@ -169,25 +200,10 @@ class Population(MemberEdits, PopulationEvaluation):
             + (("batch_size",) if self.max_batch else ())
             + tuple(self.structure)
         )
-        self.hparam_names = self.opt_names + self.task_names + self.member_fields
-        #: Task hyperparameters held at one value (not searched): the step reads them as Python
-        #: constants, so what they switch off costs nothing (a dropout of 0 draws no random
-        #: bits, a full-size structure or batch masks nothing). Writing another value is an
-        #: error (:meth:`init`, :meth:`set_hparams`); :mod:`jaxhpo.population.specialise`.
-        self.specialise = specialise
-        self.fixed = resolve_fixed(
-            {k: v for k, v in self.task_defaults(task).items() if k in self.task_names},
-            self._searched,
-            fixed,
-            specialise,
-            self.hparam_names,
-        )
-        #: How the task's module splits into parameters, carried state and RNG streams.
-        self.model = MemberModel(task)
-        self.graphdef = self.model.graphdef
-        #: How many times each program was traced (a retrace means a recompile).
-        self.trace_counts: dict[str, int] = {"init": 0, "segment": 0, "evaluate": 0}
-        parallel.check_member_mesh(devices, data_devices, device_offset, task.batch_size)
+
+    def _build_programs(self, devices: int, data_devices: int, device_offset: int) -> None:
+        """The mesh of the member axis and the jitted programs on it."""
+        parallel.check_member_mesh(devices, data_devices, device_offset, self.task.batch_size)
         self.devices = devices
         self.data_devices = data_devices
         #: The population's devices start here (shape buckets side by side: one bucket's
@@ -207,13 +223,6 @@ class Population(MemberEdits, PopulationEvaluation):
         place_out = {"out_shardings": self.sharding} if self._meshed else {}
         self._where = jax.jit(self._where_impl, **place_out)
         self._copy = jax.jit(self._copy_impl, **place_out)
-        #: How the member mode was chosen (``auto``: :mod:`jaxhpo.population.member_mode`);
-        #: written to run.json.
-        self.mode_reason = f"population.mode={self.mode}"
-        if mode == "auto":
-            flops = member_step_flops(self, getattr(task, "train_data", None))
-            c = choose_mode(jax.default_backend(), flops, chunk_size)
-            self.mode, self.chunk_size, self.mode_reason = c.mode, c.chunk_size, c.reason
 
     def _sharded(self, fn: Callable, in_specs, out_specs) -> Callable:
         """``fn`` over each device's block of members (``jax.shard_map``), or ``fn`` itself."""

@@ -76,12 +76,7 @@ def compiled_program(
         pop, losses_PxK = segment(pop, train_data, valid, num_steps=K)
         metrics = evaluate(pop, val_data, pop.active)
         step = s * K + valid
-        if objectives:  # several: each member's place in the Pareto order
-            fit = pareto_fitness(metrics, objectives, constraints, pop.diverged)
-        else:
-            fit = metrics[objective].astype(jnp.float32)
-            fit = -fit if maximize else fit
-            fit = jnp.where(jnp.isfinite(fit) & ~pop.diverged, fit, jnp.inf)
+        fit = _fitness(metrics, pop.diverged, objective, maximize, objectives, constraints)
         hp = population.get_hparams(pop)
         state, *decision = update_fn(state, step, fit, {k: hp[k] for k in searched})
         upd = DeviceUpdate(*decision)
@@ -111,6 +106,16 @@ def compiled_program(
         return pop, state, outs
 
     return jax.jit(program)
+
+
+def _fitness(metrics, diverged, objective, maximize, objectives, constraints):
+    """The minimised fitness the strategy's compiled decision reads, as
+    :meth:`~jaxhpo.strategies.base.Observation.fitness` computes it on the host."""
+    if objectives:  # several: each member's place in the Pareto order
+        return pareto_fitness(metrics, objectives, constraints, diverged)
+    fit = metrics[objective].astype(jnp.float32)
+    fit = -fit if maximize else fit
+    return jnp.where(jnp.isfinite(fit) & ~diverged, fit, jnp.inf)
 
 
 def run_compiled(loop: Loop, show: ProgressLine) -> None:
