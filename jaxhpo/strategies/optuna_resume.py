@@ -14,6 +14,8 @@ count of earlier trials, so the next trial asked gets the number the uninterrupt
 from __future__ import annotations
 
 import contextlib
+import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,31 @@ def rdb_of(storage: Any) -> Any:
     return backend if isinstance(backend, optuna.storages.RDBStorage) else None
 
 
+def _in_study(storage: Any, study_name: str, change: Callable[[Any, Any, Any], int]) -> int | None:
+    """Runs ``change(session, models, study)`` in one transaction on the database study
+    ``study_name``; its result, or ``None`` when the storage is not a database or the study
+    does not exist (nothing done)."""
+    rdb = rdb_of(storage)
+    if rdb is None:
+        return None
+    from optuna.storages._rdb import models  # optuna is optional (pip install 'jaxhpo[optuna]')
+
+    session = rdb.scoped_session()
+    try:
+        study = models.StudyModel.find_by_name(study_name, session)
+        if study is None:
+            session.rollback()
+            return None
+        out = change(session, models, study)
+        session.commit()
+        return out
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
 def truncate_study(storage: Any, study_name: str, keep: int) -> int | None:
     """Deletes the trials numbered ``>= keep`` of ``study_name`` in one transaction.
 
@@ -57,29 +84,17 @@ def truncate_study(storage: Any, study_name: str, keep: int) -> int | None:
       the number of trials the study holds afterwards; ``None`` when the storage is not a
       database (nothing done) or the study does not exist.
     """
-    rdb = rdb_of(storage)
-    if rdb is None:
-        return None
-    from optuna.storages._rdb import models
 
-    session = rdb.scoped_session()
-    try:
-        study = models.StudyModel.find_by_name(study_name, session)
-        if study is None:
-            session.rollback()
-            return None
+    def change(session, models, study):
         query = session.query(models.TrialModel).filter(
             models.TrialModel.study_id == study.study_id
         )
         for trial in query.filter(models.TrialModel.number >= int(keep)).all():
             session.delete(trial)  # params, values, attributes cascade
-        session.commit()
+        session.flush()
         return query.count()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+
+    return _in_study(storage, study_name, change)
 
 
 def delete_trials_with(storage: Any, study_name: str, key: str, value: Any) -> int | None:
@@ -90,19 +105,8 @@ def delete_trials_with(storage: Any, study_name: str, key: str, value: Any) -> i
       how many were deleted; ``None`` when the storage is not a database or the study does not
       exist.
     """
-    import json
 
-    rdb = rdb_of(storage)
-    if rdb is None:
-        return None
-    from optuna.storages._rdb import models
-
-    session = rdb.scoped_session()
-    try:
-        study = models.StudyModel.find_by_name(study_name, session)
-        if study is None:
-            session.rollback()
-            return None
+    def change(session, models, study):
         attr = models.TrialUserAttributeModel
         trials = (
             session.query(models.TrialModel)
@@ -113,13 +117,9 @@ def delete_trials_with(storage: Any, study_name: str, key: str, value: Any) -> i
         )
         for trial in trials:
             session.delete(trial)  # params, values, attributes cascade
-        session.commit()
         return len(trials)
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+
+    return _in_study(storage, study_name, change)
 
 
 def cut_to_start(cfg: Any, run_dir: Any) -> None:
