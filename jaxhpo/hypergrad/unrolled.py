@@ -97,40 +97,45 @@ def check_names(
         )
 
 
+def _to_log(x):
+    return jnp.log(jnp.maximum(x, FLOOR))
+
+
+def _to_softplus(x):  # inverse softplus: log(expm1(x))
+    x = jnp.maximum(x, FLOOR)
+    return x + jnp.log(-jnp.expm1(-x))
+
+
+def _to_logit(x):
+    x = jnp.clip(x, FLOOR, 1.0 - FLOOR)
+    return jnp.log(x) - jnp.log1p(-x)
+
+
+#: Each coordinate kind's map to unconstrained values and back (smooth in the coordinate).
+_MAPS: dict[str, tuple[Callable, Callable]] = {
+    "log": (_to_log, jnp.exp),
+    "softplus": (_to_softplus, jax.nn.softplus),
+    "logit": (_to_logit, jax.nn.sigmoid),
+}
+
+
+def _mapped(values: Mapping[str, Any], direction: int) -> dict[str, Array]:
+    check_names(values, "hparams")
+    kinds = dict(COORDINATES)
+    return {
+        k: _MAPS.get(kinds[k], _MAPS["logit"])[direction](jnp.asarray(v, float))
+        for k, v in values.items()
+    }
+
+
 def to_unconstrained(hp: Mapping[str, Any]) -> dict[str, Array]:
     """Maps hyperparameter values to unconstrained coordinates (see :data:`COORDINATES`)."""
-    check_names(hp, "hparams")
-    kinds = dict(COORDINATES)
-    out = {}
-    for name, value in hp.items():
-        x = jnp.asarray(value, float)
-        kind = kinds[name]
-        if kind == "log":
-            out[name] = jnp.log(jnp.maximum(x, FLOOR))
-        elif kind == "softplus":  # inverse softplus: log(expm1(x))
-            x = jnp.maximum(x, FLOOR)
-            out[name] = x + jnp.log(-jnp.expm1(-x))
-        else:
-            x = jnp.clip(x, FLOOR, 1.0 - FLOOR)
-            out[name] = jnp.log(x) - jnp.log1p(-x)
-    return out
+    return _mapped(hp, 0)
 
 
 def from_unconstrained(z: Mapping[str, Any]) -> dict[str, Array]:
     """Inverse of :func:`to_unconstrained` (smooth in ``z``)."""
-    check_names(z, "hparams")
-    kinds = dict(COORDINATES)
-    out = {}
-    for name, value in z.items():
-        v = jnp.asarray(value, float)
-        kind = kinds[name]
-        if kind == "log":
-            out[name] = jnp.exp(v)
-        elif kind == "softplus":
-            out[name] = jax.nn.softplus(v)
-        else:
-            out[name] = jax.nn.sigmoid(v)
-    return out
+    return _mapped(z, 1)
 
 
 def unroll(
