@@ -115,9 +115,7 @@ def _clip_theta(theta):
     }
 
 
-def _fit(
-    theta0, X_NxD, y_N, mask_N, steps: int, learning_rate: float, objective=None, clip=None
-):
+def _fit(theta0, X_NxD, y_N, mask_N, steps: int, learning_rate: float, objective=None, clip=None):
     """MAP fit from one start; ``objective`` and ``clip`` (default: this GP's
     :func:`neg_log_posterior` and bounds) let another kernel reuse the fit (PB2's)."""
     opt = optax.adam(learning_rate)
