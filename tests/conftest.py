@@ -40,3 +40,16 @@ def lm_task() -> LanguageModelTask:
     return LanguageModelTask(
         corpus=None, max_bytes=200_000, seq_len=16, batch_size=4, eval_batches=2, model=TINY_MODEL
     )
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+    """Fails the test if a population is ever initialised or trained (the first compile):
+    the error under test must come before anything is built."""
+    from jaxhpo.population import Population
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a population was built/compiled before the error")
+
+    monkeypatch.setattr(Population, "init", boom)
+    monkeypatch.setattr(Population, "train_segment", boom)

@@ -113,17 +113,6 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def no_compile(monkeypatch):
-    """Fails the test if a population is ever initialised or trained (the first compile)."""
-
-    def boom(*args, **kwargs):
-        raise AssertionError("a population was built/compiled before the error")
-
-    monkeypatch.setattr(Population, "init", boom)
-    monkeypatch.setattr(Population, "train_segment", boom)
-
-
 def _one_line_error(capsys, argv) -> str:
     code = cli.main(argv)
     err = capsys.readouterr().err.strip()

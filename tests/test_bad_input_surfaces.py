@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from jaxhpo import cli, refs
-from jaxhpo.population import Population
 
 USER_MODULE = textwrap.dedent(
     """
@@ -128,17 +127,6 @@ def user_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("user") / "user_mod.py"
     path.write_text(USER_MODULE)
     return path
-
-
-@pytest.fixture
-def no_compile(monkeypatch):
-    """Fails the test if a population is ever initialised or trained (the first compile)."""
-
-    def boom(*args, **kwargs):
-        raise AssertionError("a population was built/compiled before the error")
-
-    monkeypatch.setattr(Population, "init", boom)
-    monkeypatch.setattr(Population, "train_segment", boom)
 
 
 def _config(tmp_path, user_file, task="Tiny", optimizer=None) -> str:

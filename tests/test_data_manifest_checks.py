@@ -14,7 +14,6 @@ from jaxhpo import cli
 from jaxhpo.data import manifest as manifests
 from jaxhpo.data.manifest import read_manifest
 from jaxhpo.data.prepare import prepare_data
-from jaxhpo.population import Population
 
 
 def _corpus(folder, lines=400):
@@ -137,15 +136,6 @@ def test_empty_split_is_named(data):
     (data / "test.bin").write_bytes(b"")
     _edit(data, lambda m: m["splits"]["test"].update(tokens=0))
     _one_line(read_manifest, data, match=r"^task.data: split 'test' \(.*test.bin\) is empty")
-
-
-@pytest.fixture
-def no_compile(monkeypatch):
-    def boom(*args, **kwargs):
-        raise AssertionError("a population was built/compiled before the error")
-
-    monkeypatch.setattr(Population, "init", boom)
-    monkeypatch.setattr(Population, "train_segment", boom)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ import sqlite3
 import pytest
 
 from jaxhpo import cli
-from jaxhpo.population import Population
 from jaxhpo.reporting.optuna_export import check_storage
 from jaxhpo.storage_url import check_storage_url
 
@@ -69,15 +68,6 @@ def test_good_sqlite_urls_pass(tmp_path):
     for url in (f"sqlite:///{db}", f"sqlite:///{tmp_path / 'empty.db'}", "sqlite://"):
         check_storage_url(url, "where")
     check_storage(f"sqlite:///{tmp_path / 'new.db'}")  # the old name: a thin call
-
-
-@pytest.fixture
-def no_compile(monkeypatch):
-    def boom(*args, **kwargs):
-        raise AssertionError("a population was built/compiled before the error")
-
-    monkeypatch.setattr(Population, "init", boom)
-    monkeypatch.setattr(Population, "train_segment", boom)
 
 
 def _one_line(capsys, argv) -> str:
