@@ -186,3 +186,49 @@ def test_progress_lines_fit_80_columns_and_give_an_eta(tmp_path):
     assert "ETA 0:" in lines[-1]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert not (run_dir / "tensorboard").exists()  # report.tensorboard=false writes none
+
+
+def test_trackers_after_a_kill_and_resume_equal_the_uninterrupted_run(
+    pbt_run, tmp_path, monkeypatch
+):
+    """Regression (issue 26): the W&B and MLflow adapters kept the points a killed run had
+    logged after its checkpoint and logged them again on resume. A resumed tracker forgets what
+    this run wrote and logs the committed calls again: one point per (member, step), one
+    offline W&B folder per member."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from jaxhpo.reporting.callbacks import history
+    from jaxhpo.reporting.trackers import MLflowCallback, WandbCallback
+
+    run_dir, _, _ = pbt_run
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    info = json.loads((run_dir / "run.json").read_text())
+    calls, left = history(run_dir)
+    killed = [MLflowCallback(uri), WandbCallback(mode="offline", dir=str(tmp_path))]
+    for cb in killed:  # the killed process: it logged every call, then died before the end
+        cb.on_start(run_dir, info)
+        for rows, events in calls:
+            cb.on_evaluation(rows, events, run_dir)
+    for run in killed[1].runs.values():  # the process died: its W&B runs are no longer open
+        run.finish()
+    resumed = [MLflowCallback(uri), WandbCallback(mode="offline", dir=str(tmp_path))]
+    for cb in resumed:  # resumed at the last checkpoint: the tables hold every call
+        cb.on_start(run_dir, {**info, "resumed_at_step": int(calls[-1][0][0]["step"])})
+        cb.on_evaluation([], left, run_dir)
+        cb.on_end(run_dir, pd.read_csv(run_dir / "members.csv"))
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    members = pd.read_csv(run_dir / "members.csv")
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(run_dir.name).experiment_id])
+    assert sorted(int(r.data.tags["jaxhpo.member"]) for r in runs) == sorted(members["member"])
+    for r in runs:
+        m = int(r.data.tags["jaxhpo.member"])
+        steps = [h.step for h in client.get_metric_history(r.info.run_id, "val_loss")]
+        assert steps == metrics[metrics["member"] == m].sort_values("step")["step"].tolist()
+        assert r.info.status == "FINISHED"
+    offline = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(offline) == len(members)

@@ -12,11 +12,14 @@ evaluation (keyed by the member's step), its final ``val_*`` / ``test_*`` metric
 
 from __future__ import annotations
 
+import hashlib
+import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxhpo.reporting.callbacks import Callback, finite
+from jaxhpo.reporting.callbacks import Callback, finite, history
 
 
 def _metrics(row: Mapping[str, Any], searched: Sequence[str]) -> dict[str, float]:
@@ -28,13 +31,29 @@ def _metrics(row: Mapping[str, Any], searched: Sequence[str]) -> dict[str, float
 
 
 class _PerMember(Callback):
-    """One tracker run per member, opened at its first row, closed at the end."""
+    """One tracker run per member, opened at its first row, closed at the end.
+
+    A resumed run (``resumed_at_step`` in ``info``) first removes what this run wrote to the
+    tracker (:meth:`_forget`) and logs again every call the committed tables hold
+    (:func:`jaxhpo.reporting.callbacks.history`), so the tracker ends as the uninterrupted run's
+    whatever the kill interrupted."""
 
     def on_start(self, run_dir: Path, info: Mapping[str, Any]) -> None:
         self.run_name = Path(run_dir).name
         self.searched = list(info.get("searched", []))
         self.names = list(info.get("hparam_names", []))
         self.runs: dict[int, Any] = {}
+
+    def _rebuild(self, run_dir: Path, info: Mapping[str, Any]) -> None:
+        """On resume: forget this run's tracked runs, then log the committed calls again."""
+        if info.get("resumed_at_step") is None:
+            return
+        self._forget()
+        for rows, events in history(run_dir)[0]:
+            self.on_evaluation(rows, events, run_dir)
+
+    def _forget(self) -> None:
+        """Removes the tracked runs this jaxhpo run wrote (subclasses)."""
 
     def on_evaluation(self, rows, events, run_dir: Path) -> None:
         for row in rows:
@@ -77,6 +96,16 @@ class WandbCallback(_PerMember):
         super().on_start(run_dir, info)
         self.base = Path(self.dir) if self.dir else Path(run_dir) / "wandb"
         self.base.mkdir(parents=True, exist_ok=True)
+        self._rebuild(run_dir, info)
+
+    def _forget(self) -> None:
+        """Offline runs are folders under ``dir/wandb`` named after their run id; this run's
+        members' ids are known (:func:`_wandb_id`): their folders go (written again from the
+        tables). Exact in offline mode; an online run of the same id is resumed by W&B."""
+        mine = re.compile(re.escape(_wandb_id(self.run_name, 0)[:-1]) + r"\d+$")
+        for folder in sorted((self.base / "wandb").glob("offline-run-*")):
+            if mine.match(folder.name.rpartition("-")[2]):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _open(self, member: int, params: Mapping[str, float]) -> Any:
         import wandb
@@ -87,6 +116,7 @@ class WandbCallback(_PerMember):
             dir=str(self.base),
             group=self.run_name,
             name=f"{self.run_name}/member-{member}",
+            id=_wandb_id(self.run_name, member),
             config={"member": member, **params},
             reinit="create_new",
         )
@@ -122,6 +152,16 @@ class MLflowCallback(_PerMember):
         name = self.experiment or self.run_name
         found = self.client.get_experiment_by_name(name)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(name)
+        self._rebuild(run_dir, info)
+
+    def _forget(self) -> None:
+        """Deletes this run's tracked runs (tag ``jaxhpo.run``) for good (they are written
+        again from the tables)."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`jaxhpo.run` = '{self.run_name}'"
+        )
+        for run in runs:
+            self.client.delete_run(run.info.run_id)
 
     def _open(self, member: int, params: Mapping[str, float]) -> Any:
         run = self.client.create_run(
@@ -141,3 +181,10 @@ class MLflowCallback(_PerMember):
         for k, v in final.items():
             self.client.log_metric(run_id, f"final_{k}", v)
         self.client.set_terminated(run_id, status="FAILED" if diverged else "FINISHED")
+
+
+def _wandb_id(run_name: str, member: int) -> str:
+    """A member's W&B run id: the jaxhpo run's hash and the member id (``3fa4c2d19be07a11m12``),
+    the same in every process, so a resume finds the offline folders
+    ``offline-run-DATE-ID`` this run wrote."""
+    return hashlib.sha1(run_name.encode()).hexdigest()[:16] + f"m{member}"
