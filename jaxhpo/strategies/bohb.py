@@ -33,14 +33,8 @@ import dataclasses
 import numpy as np
 
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import (
-    Capabilities,
-    Observation,
-    PopulationUpdate,
-    Strategy,
-    StrategyState,
-    static,
-)
+from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, static
+from jaxhpo.strategies.decision import Observation, PopulationUpdate
 from jaxhpo.strategies.halving import HalvingConfig, HalvingState, Hyperband, _int_field
 
 MODELS = ("tpe", "random")

@@ -95,15 +95,8 @@ from flax import serialization
 
 from jaxhpo import conditions
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import (
-    Observation,
-    PopulationUpdate,
-    Strategy,
-    StrategyState,
-    fill_points,
-    static,
-)
-from jaxhpo.strategies.decision import check_proposed
+from jaxhpo.strategies.base import Strategy, StrategyState, fill_points, static
+from jaxhpo.strategies.decision import Observation, PopulationUpdate, check_proposed
 from jaxhpo.strategies.evo_algorithms import (  # noqa: F401  (re-exported)
     _ES_CACHE,
     ALIASES,

@@ -27,13 +27,8 @@ from typing import Any
 import numpy as np
 
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import (
-    Capabilities,
-    Observation,
-    PopulationUpdate,
-    Strategy,
-    StrategyState,
-)
+from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState
+from jaxhpo.strategies.decision import Observation, PopulationUpdate
 from jaxhpo.strategies.search import with_points
 
 HALVING_MODES = ("masked", "compact")

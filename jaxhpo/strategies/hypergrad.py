@@ -37,15 +37,8 @@ from jaxhpo import conditions
 from jaxhpo.hypergrad import member, unrolled
 from jaxhpo.population.members import over_members
 from jaxhpo.space import Choice, Space
-from jaxhpo.strategies.base import (
-    Capabilities,
-    Observation,
-    PopulationUpdate,
-    Strategy,
-    StrategyState,
-    fill_points,
-    static,
-)
+from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, fill_points, static
+from jaxhpo.strategies.decision import Observation, PopulationUpdate
 
 OUTER = ("adam", "sgd")
 

@@ -49,14 +49,8 @@ import numpy as np
 from jaxhpo import pareto
 from jaxhpo.objectives import violation
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import (
-    Capabilities,
-    Observation,
-    PopulationUpdate,
-    StrategyState,
-    static,
-)
-from jaxhpo.strategies.decision import check_proposed
+from jaxhpo.strategies.base import Capabilities, StrategyState, static
+from jaxhpo.strategies.decision import Observation, PopulationUpdate, check_proposed
 from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply_points
 
 

@@ -46,15 +46,8 @@ from tinygp.kernels.distance import L2Distance
 
 from jaxhpo.space import Space
 from jaxhpo.strategies import gp
-from jaxhpo.strategies.base import (
-    Capabilities,
-    Observation,
-    PopulationUpdate,
-    Strategy,
-    StrategyState,
-    lineage_events,
-    static,
-)
+from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, static
+from jaxhpo.strategies.decision import Observation, PopulationUpdate, lineage_events
 from jaxhpo.strategies.pbt import PBT, PBTConfig, PBTState
 
 LOG_RATE_BOUNDS = (math.log(1e-3), math.log(1e2))  # time decay per unit of scaled time

@@ -43,16 +43,8 @@ import numpy as np
 
 from jaxhpo import conditions
 from jaxhpo.space import Choice, Float, Int, Space, _numeric_from_unit, _numeric_to_unit
-from jaxhpo.strategies.base import (
-    Capabilities,
-    Observation,
-    PopulationUpdate,
-    Strategy,
-    StrategyState,
-    fill_points,
-    lineage_events,
-    static,
-)
+from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, fill_points, static
+from jaxhpo.strategies.decision import Observation, PopulationUpdate, lineage_events
 
 EXPLOIT = ("truncation", "tournament", "none", "none_all", "none_bottom")
 EXPLORE = ("perturb", "none")

@@ -48,15 +48,8 @@ from flax import serialization
 from jaxhpo import conditions
 from jaxhpo.hypergrad import pes
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import (
-    Capabilities,
-    Observation,
-    PopulationUpdate,
-    Strategy,
-    StrategyState,
-    fill_points,
-    static,
-)
+from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, fill_points, static
+from jaxhpo.strategies.decision import Observation, PopulationUpdate
 from jaxhpo.strategies.hypergrad import check_outer, outer_optimizer
 
 
