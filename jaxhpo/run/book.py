@@ -130,18 +130,9 @@ class Loop:
 
     def observation(self, step, ids, hparams, metrics, diverged, active) -> Observation:
         """What the strategy is shown: the members' values and the study's objectives."""
-        return Observation(
-            step=step,
-            member_id=ids,
-            hparams=hparams,
-            metrics=metrics,
-            diverged=diverged,
-            active=active,
-            objective=self.metric,
-            maximize=self.maximize,
-            objectives=self.objectives,
-            constraints=self.constraints,
-        )
+        study = {"objective": self.metric, "maximize": self.maximize}
+        study |= {"objectives": self.objectives, "constraints": self.constraints}
+        return Observation(step, ids, hparams, metrics, diverged, active, **study)
 
     def log(self, step, segment, train_loss, val, hparams, ids, diverged, active, steps):
         """Writes one row per member and remembers it; returns the :class:`Observation`."""
