@@ -125,7 +125,9 @@ class TaskConfig:
     kind: str = "lm"  # lm | modular | brackets | pbt_toy | mlm | finetune | module:Class
     args: dict = dataclasses.field(default_factory=dict)  # module:Class: constructor arguments
     corpus: str | None = None  # lm: a text file or folder; None = Python stdlib sources
-    max_bytes: int = 2_000_000  # lm: bytes of corpus read
+    # lm: bytes of corpus read; None = the stdlib sources' first 2 MB, a named corpus whole up to
+    # 256 MiB (jaxhpo.tasks.lm.load_corpus; a cut says so on stderr)
+    max_bytes: int | None = None
     data: str | None = None  # lm: a prepared token folder (jaxhpo data prepare); wins over corpus
     feed: str = "host"  # task.data: host (memory map, per segment) | device (whole split on device)
     seq_len: int = 64  # lm / brackets: tokens per example
@@ -473,8 +475,9 @@ def validate(cfg: Config) -> None:
     for where, seed in (("seed", cfg.seed), ("task.data_seed", cfg.task.data_seed)):
         if not 0 <= seed < 2**31:
             raise ConfigError(f"{where}: must lie in [0, 2**31), got {seed}")
-    for name in ("seq_len", "batch_size", "eval_batches", "max_bytes", "num_examples"):
+    for name in ("seq_len", "batch_size", "eval_batches", "num_examples"):
         _positive(f"task.{name}", getattr(cfg.task, name))
+    _positive("task.max_bytes", cfg.task.max_bytes, allow_none=True)
     for name in ("num_layers", "num_heads", "d_model", "d_ff"):
         _positive(f"model.{name}", getattr(cfg.model, name))
     _positive("model.mup_base_width", cfg.model.mup_base_width, allow_none=True)

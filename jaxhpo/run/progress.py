@@ -31,6 +31,8 @@ class ProgressLine:
 
     started: float = dataclasses.field(default_factory=time.perf_counter)
     first: tuple[int, float] | None = None  # (segment, time) after the first trained segment
+    last_phase: str = ""  # what the run does now, for the line that ends the bar
+    segment: int = 0
 
     def eta(self, segment: int) -> str:
         """Time left, from the segments after the first one (which includes compiling)."""
@@ -48,6 +50,7 @@ class ProgressLine:
         done = min(self.total, segment * self.segment_steps)
         desc = f"{self.name}: segment {segment}/{self.n_segments}"
         eta = self.eta(segment)
+        self.segment = segment
         self.progress.update(self.bar, completed=done, info=f"{info} | {eta}", description=desc)
         if not self.console.is_terminal and not self.quiet:
             # one line per segment, readable in a log file and an 80-column terminal: the
@@ -64,12 +67,24 @@ class ProgressLine:
 
     def phase(self, text: str) -> None:
         """What the run does now (compiling, checkpointing, testing), in the bar's info."""
+        self.last_phase = text
         self.progress.update(self.bar, info=text)
         if not self.console.is_terminal and not self.quiet:
             self.console.print(text, soft_wrap=True)
 
     def at_step(self, step: int) -> None:
         self.progress.update(self.bar, completed=step)
+
+    def final_line(self) -> str:
+        """The line that replaces the bar on a terminal when the training ends: whole, never cut
+        to the terminal's width (the bar's last render was, ending in a stray fragment)."""
+        elapsed = time.perf_counter() - self.started
+        done = self.progress.tasks[0].completed if self.progress.tasks else 0
+        line = (
+            f"{self.name}: segment {self.segment}/{self.n_segments}, "
+            f"step {int(done)}/{self.total} in {elapsed:.1f}s"
+        )
+        return f"{line}; {self.last_phase}" if self.last_phase else line
 
 
 @contextlib.contextmanager
@@ -87,10 +102,21 @@ def progress_line(
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
     ]
-    with Progress(*columns, console=console, disable=quiet) as progress:
+    # No bar off a terminal (the plain lines say it all; a bar stopping there printed its last
+    # render after the run's last line, cut to 80 columns, and a blank line). On a terminal the
+    # bar is transient: one whole line replaces it, and it stays where a run stopped on an error
+    # or Ctrl-C.
+    bar_off = quiet or not console.is_terminal
+    with Progress(*columns, console=console, disable=bar_off, transient=True) as progress:
         bar = progress.add_task(
             f"{cfg.name}: segment 0/{n_segments}", total=total, info="compiling the segment"
         )
         line = ProgressLine(progress, bar, console, quiet, cfg.name, n_segments, seg, total)
         line.started = time.perf_counter() if started is None else started
-        yield line
+        try:
+            yield line
+        except BaseException:
+            progress.live.transient = False
+            raise
+    if console.is_terminal and not quiet:
+        console.print(line.final_line(), soft_wrap=True, highlight=False)

@@ -41,33 +41,58 @@ def default_corpus_files() -> list[Path]:
     return sorted(stdlib.glob("*.py"))
 
 
-def load_corpus(path: str | None, max_bytes: int, *, where: str = "task.corpus") -> np.ndarray:
-    """Reads the corpus as uint8 bytes (at most ``max_bytes``; a named corpus cut short says so
-    on stderr, with the bytes used and the corpus's size).
+#: Bytes of the default corpus (the stdlib sources) read when ``task.max_bytes`` is unset.
+DEFAULT_CORPUS_BYTES = 2_000_000
+#: Bytes of a named corpus read when ``task.max_bytes`` is unset: the whole corpus up to this
+#: (256 MiB of uint8 on the device; a 24 MB corpus is read whole).
+NAMED_CORPUS_CAP = 256 * 1024**2
+
+
+def corpus_limit(path: str | None, max_bytes: int | None) -> int:
+    """The bytes :func:`load_corpus` reads at most: ``max_bytes`` when given, else the first
+    :data:`DEFAULT_CORPUS_BYTES` of the default corpus or a named corpus whole up to
+    :data:`NAMED_CORPUS_CAP`."""
+    if max_bytes is not None:
+        return int(max_bytes)
+    return DEFAULT_CORPUS_BYTES if path is None or path == "" else NAMED_CORPUS_CAP
+
+
+def load_corpus(
+    path: str | None, max_bytes: int | None = None, *, where: str = "task.corpus"
+) -> np.ndarray:
+    """Reads the corpus as uint8 bytes (at most :func:`corpus_limit` of them: with
+    ``max_bytes=None`` a named corpus is read whole when it fits; one cut short says so on
+    stderr, with the bytes used and the corpus's size).
 
     Raises:
       ValueError: (one line, naming ``where``) if the path does not exist or holds no text.
     """
     files = corpus_files(path, where)
+    limit = corpus_limit(path, max_bytes)
     chunks, total = [], 0
     for f in files:
         try:
             with open(f, "rb") as fh:  # never more than needed: the file may be huge
-                data = fh.read(max_bytes - total)
+                data = fh.read(limit - total)
         except OSError as e:
             raise ValueError(f"{where}: cannot read {f}: {e.strerror}") from None
         chunks.append(data)
         total += len(data)
-        if total >= max_bytes:
+        if total >= limit:
             break
-    raw = b"".join(chunks)[:max_bytes]
+    raw = b"".join(chunks)[:limit]
     if len(raw) == 0:
         raise ValueError(f"{where}: corpus is empty: {path}")
     size = corpus_size(path, where) if path else len(raw)
     if size > len(raw):
+        why = (
+            f"task.max_bytes={max_bytes:,}"
+            if max_bytes is not None
+            else f"task.max_bytes unset: a named corpus is read up to {limit:,} bytes"
+        )
         notice(
             f"{where}: training on the first {len(raw):,} of the corpus's {size:,} bytes "
-            f"(task.max_bytes={max_bytes:,}; raise it to read more)"
+            f"({why}; raise task.max_bytes to read more)"
         )
     return np.frombuffer(raw, dtype=np.uint8).copy()
 
@@ -107,7 +132,7 @@ class LanguageModelTask(Task):
         self,
         *,
         corpus: str | None = None,
-        max_bytes: int = 2_000_000,
+        max_bytes: int | None = None,
         seq_len: int = 64,
         batch_size: int = 16,
         eval_batches: int = 8,
@@ -125,7 +150,7 @@ class LanguageModelTask(Task):
                 f"(needs at least {math.ceil(need / 0.05)} bytes)"
             )
         self.corpus_path = corpus or "<python stdlib>"
-        self.corpus_bytes = n  # the bytes used: at most task.max_bytes
+        self.corpus_bytes = n  # the bytes used: at most corpus_limit(corpus, max_bytes)
         self.corpus_total_bytes = corpus_size(corpus)  # the whole corpus
         self.corpus_sha1 = hashlib.sha1(data.tobytes()).hexdigest()[:12]
         self.seq_len, self.batch_size, self.data_seed = seq_len, batch_size, data_seed
