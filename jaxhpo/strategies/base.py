@@ -280,6 +280,16 @@ class Strategy(abc.ABC):
         training length (e.g. rungs that do not fall on segment boundaries). Default: nothing."""
 
 
+def check_between_segments(field: str, every: int, segment_steps: int, why: str) -> None:
+    """A strategy acts between segments: ``field`` (``every`` steps) must be a multiple of
+    ``train.segment_steps``; a one-line ``ValueError`` naming it otherwise."""
+    if every % segment_steps:
+        raise ValueError(
+            f"strategy.{field}: {every} is not a multiple of train.segment_steps={segment_steps} "
+            f"({why})"
+        )
+
+
 def has_compiled_form(strategy: Strategy) -> bool:
     """True when ``strategy.device_update`` is its decision (declared by its capabilities)."""
     caps = strategy.capabilities

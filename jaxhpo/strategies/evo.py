@@ -95,7 +95,13 @@ from flax import serialization
 
 from jaxhpo import conditions
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Strategy, StrategyState, fill_points, static
+from jaxhpo.strategies.base import (
+    Strategy,
+    StrategyState,
+    check_between_segments,
+    fill_points,
+    static,
+)
 from jaxhpo.strategies.decision import Observation, PopulationUpdate, check_proposed
 from jaxhpo.strategies.evo_algorithms import (  # noqa: F401  (re-exported)
     _ES_CACHE,
@@ -202,13 +208,9 @@ class EvoSearch(Strategy):
 
     def check(self, train_steps: int, segment_steps: int) -> None:
         gen = self.config.schedule == "generational"
-        field = "strategy.generation_steps" if gen else "strategy.ready_steps"
+        field = "generation_steps" if gen else "ready_steps"
         every = self.interval or segment_steps
-        if every % segment_steps:
-            raise ValueError(
-                f"{field}: {every} is not a multiple of train.segment_steps={segment_steps} "
-                "(the ES is told between segments)"
-            )
+        check_between_segments(field, every, segment_steps, "the ES is told between segments")
         if gen and train_steps % every:
             raise ValueError(
                 f"strategy.generation_steps: train.steps={train_steps} is not a whole number of "

@@ -43,7 +43,14 @@ import numpy as np
 
 from jaxhpo import conditions
 from jaxhpo.space import Choice, Float, Int, Space, _numeric_from_unit, _numeric_to_unit
-from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, fill_points, static
+from jaxhpo.strategies.base import (
+    Capabilities,
+    Strategy,
+    StrategyState,
+    check_between_segments,
+    fill_points,
+    static,
+)
 from jaxhpo.strategies.decision import Observation, PopulationUpdate, lineage_events
 
 EXPLOIT = ("truncation", "tournament", "none", "none_all", "none_bottom")
@@ -285,11 +292,8 @@ class PBT(Strategy):
         return cls(config, ready_steps=config.ready_steps or train.segment_steps)
 
     def check(self, train_steps: int, segment_steps: int) -> None:
-        if self.config.ready_steps % segment_steps:
-            raise ValueError(
-                f"strategy.ready_steps: {self.config.ready_steps} is not a multiple of "
-                f"train.segment_steps={segment_steps} (exploit happens between segments)"
-            )
+        ready = self.config.ready_steps
+        check_between_segments("ready_steps", ready, segment_steps, "exploit happens between them")
 
     def init(self, seed: int, space: Space, size: int | None):
         if size is None or size < 2:

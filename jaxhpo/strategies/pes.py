@@ -48,7 +48,14 @@ from flax import serialization
 from jaxhpo import conditions
 from jaxhpo.hypergrad import pes
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, fill_points, static
+from jaxhpo.strategies.base import (
+    Capabilities,
+    Strategy,
+    StrategyState,
+    check_between_segments,
+    fill_points,
+    static,
+)
 from jaxhpo.strategies.decision import Observation, PopulationUpdate
 from jaxhpo.strategies.hypergrad import check_outer, outer_optimizer
 
@@ -109,11 +116,9 @@ class PersistentES(Strategy):
         outer_optimizer(self.config.outer, self.config.outer_lr)  # checks the settings
 
     def check(self, train_steps: int, segment_steps: int) -> None:
-        if self.config.horizon is not None and self.config.horizon % segment_steps:
-            raise ValueError(
-                f"strategy.horizon: {self.config.horizon} must be a multiple of "
-                f"train.segment_steps={segment_steps} (inner problems restart between segments)"
-            )
+        if self.config.horizon is not None:
+            why = "inner problems restart between segments"
+            check_between_segments("horizon", self.config.horizon, segment_steps, why)
 
     def _keys(self, key_data, generation: int):
         root = jax.random.wrap_key_data(jnp.asarray(key_data, jnp.uint32))

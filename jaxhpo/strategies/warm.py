@@ -39,7 +39,7 @@ import yaml
 
 from jaxhpo.results import BASE_COLUMNS, final_members
 from jaxhpo.space import Space
-from jaxhpo.strategies.base import Strategy, fill_points
+from jaxhpo.strategies.base import Strategy, check_between_segments, fill_points
 from jaxhpo.tasks import TASKS
 
 
@@ -279,11 +279,8 @@ class GenerationalSearch(Strategy):
 
     def check(self, train_steps: int, segment_steps: int) -> None:
         every = self.config.generation_steps or segment_steps
-        if every % segment_steps:
-            raise ValueError(
-                f"strategy.generation_steps: {every} is not a multiple of train.segment_steps="
-                f"{segment_steps} (a generation is told between segments)"
-            )
+        why = "a generation is told between segments"
+        check_between_segments("generation_steps", every, segment_steps, why)
         if train_steps % every:
             raise ValueError(
                 f"strategy.generation_steps: train.steps={train_steps} is not a whole number of "
