@@ -8,6 +8,11 @@
     result.best_hparams, result.best_metrics      # the best member by validation metric
     model = result.best_model()                   # its weights in the task's own module
 
+With several objectives (``objectives={"loss": "min", "accuracy": "max"}``, optionally
+``constraints={"accuracy": ">= 0.9"}``) ``result.front`` is the members table's rows on the
+Pareto front, and ``result.model(member_id)`` any of their models (``kept``: the final
+population holds its weights).
+
 The run directory is written as by ``jaxhpo run``; its ``config.yaml`` names the task and the
 optimizer factory by importable reference (``task.kind: module:Class``, ``task.args``), so
 ``jaxhpo run RUN_DIR/config.yaml`` re-runs it and ``jaxhpo resume RUN_DIR`` resumes it.
@@ -45,6 +50,9 @@ class TuneResult:
       task: the task object that was tuned.
       curves: ``metrics.csv`` as a DataFrame: one row per member per evaluation (step,
         hyperparameters, ``train_loss``, ``val_*``).
+      state: the final population's state (on its devices): every final member's weights.
+      objectives: the study's objectives and constraints
+        (:class:`jaxhpo.reporting.front.Front`; one objective: the metric in its direction).
     """
 
     run_dir: Path
@@ -56,8 +64,25 @@ class TuneResult:
     model_state: Any
     task: Any
     curves: pd.DataFrame | None = None
-    #: The final population's state (on its devices): every final member's weights.
     state: Any = dataclasses.field(default=None, repr=False)
+    objectives: Any = None
+
+    @property
+    def front(self) -> pd.DataFrame:
+        """The members on the Pareto front (:func:`jaxhpo.pareto.front_mask`: feasible and
+        non-dominated in the study's objectives; diverged members never), rows of
+        :attr:`members` in their order, with a column ``kept``: whether the final population
+        holds the member's weights, so :meth:`model` can build it. With one objective: the
+        best members (ties included)."""
+        from jaxhpo import pareto
+
+        if self.objectives is None:
+            on = np.zeros(len(self.members), bool)
+        else:
+            on = pareto.front_mask(*self.objectives.matrix(self.members))
+        rows = self.members[on]
+        ids = [] if self.state is None else np.asarray(parallel.to_host(self.state.member_id))
+        return rows.assign(kept=np.isin(rows["member"].to_numpy(), ids))
 
     def summary(self) -> str:
         """Two lines: the best member's hyperparameters, its metrics and the run directory."""
@@ -136,6 +161,8 @@ def tune(
     steps: int = 300,
     segment_steps: int = 50,
     metric: str = "loss",
+    objectives: Mapping[str, str] | None = None,
+    constraints: Mapping[str, str] | None = None,
     seed: int = 0,
     out_dir: str | Path = "runs",
     name: str | None = None,
@@ -167,7 +194,14 @@ def tune(
       population: members (None: the strategy decides, e.g. a full grid).
       steps: optimizer steps per member.
       segment_steps: steps between evaluations.
-      metric: the validation metric strategies rank by (one of the task's metrics).
+      metric: the validation metric strategies rank by (one of the task's metrics), and the
+        one :attr:`TuneResult.best_member` is chosen by.
+      objectives: several objectives instead, metric -> ``min`` | ``max``
+        (``strategy.objectives``), e.g. ``{"loss": "min", "accuracy": "max"}``; the strategy
+        must have a multi-objective form; :attr:`TuneResult.front` is their Pareto front. One
+        objective alone is ``metric`` in that direction.
+      constraints: metric -> ``"<= 2e6"`` (``<=``, ``>=``, ``<``, ``>``; ``strategy.constraints``):
+        members that violate one are infeasible, never on the front.
       seed: the run's seed.
       out_dir: the run directory's parent folder.
       name: the run's name (default ``TASKNAME-STRATEGY``, as from the command line).
@@ -203,12 +237,30 @@ def tune(
     }
     if points is not None:
         layer["strategy"]["points"] = [dict(p) for p in points]
+    for field, value in (("objectives", objectives), ("constraints", constraints)):
+        if value is not None:
+            if not isinstance(value, Mapping):
+                raise TypeError(f"{field}: expected a mapping metric -> ..., got {_short(value)}")
+            layer["strategy"][field] = dict(value)
+    if objectives is not None and len(objectives) == 1 and not constraints:
+        metric = str(next(iter(objectives)))  # one objective: the metric (as the config does)
     cfg = run_config(task, layer, name, settings)
     prep = experiment.prepare(
         cfg, strategy=None if isinstance(strategy, str) else strategy, task=task
     )
     out = experiment.run(cfg, prepared=prep, quiet=quiet, callbacks=callbacks)
-    return result_of(out, task, metric, metric in task.maximized)
+    front = study_objectives(cfg.strategy, metric, metric in task.maximized)
+    return result_of(out, task, metric, metric in task.maximized, front)
+
+
+def study_objectives(section: Any, metric: str, maximize: bool) -> Any:
+    """The study's objectives and constraints as a :class:`jaxhpo.reporting.front.Front`; a
+    study of one metric: that metric in its direction."""
+    from jaxhpo.objectives import Objective
+    from jaxhpo.reporting.front import Front
+
+    several = Front.of({"objectives": section.objectives, "constraints": section.constraints})
+    return several or Front((Objective(metric, maximize),), ())
 
 
 def run_config(
@@ -300,8 +352,11 @@ def task_config(task: Any) -> dict[str, Any]:
     return {"kind": refs.reference(type(task)), "args": dict(args)}
 
 
-def result_of(out: Any, task: Any, metric: str, maximize: bool) -> TuneResult:
-    """The best member of a finished run (``experiment.RunResult``)."""
+def result_of(
+    out: Any, task: Any, metric: str, maximize: bool, objectives: Any = None
+) -> TuneResult:
+    """The best member of a finished run (``experiment.RunResult``) and the study's objectives
+    (:func:`study_objectives`)."""
     from jaxhpo.results import read_metrics
 
     members = out.members
@@ -310,7 +365,9 @@ def result_of(out: Any, task: Any, metric: str, maximize: bool) -> TuneResult:
     ok = members[~members["diverged"].astype(bool)]
     ok = ok[np.isfinite(ok[col].to_numpy(np.float64))]
     if ok.empty:
-        return TuneResult(out.run_dir, members, None, {}, {}, None, None, task, curves, out.state)
+        return TuneResult(
+            out.run_dir, members, None, {}, {}, None, None, task, curves, out.state, objectives
+        )
     row = ok.loc[ok[col].idxmax() if maximize else ok[col].idxmin()]
     best = int(row["member"])
     ids = np.asarray(parallel.to_host(out.state.member_id))
@@ -325,5 +382,6 @@ def result_of(out: Any, task: Any, metric: str, maximize: bool) -> TuneResult:
         if c not in skip and c not in metrics and np.issubdtype(members[c].dtype, np.number)
     }
     return TuneResult(
-        out.run_dir, members, best, hparams, metrics, params, model_state, task, curves, out.state
-    )
+        out.run_dir, members, best, hparams, metrics, params, model_state, task, curves, out.state,
+        objectives,
+    )  # fmt: skip

@@ -12,6 +12,14 @@ One Optuna trial per member, in a study named after the run directory:
 * user attributes: ``member`` (its id), ``run_dir``, the final ``val_*`` / ``test_*`` metrics,
   ``steps`` trained, and for PBT ``parent_at_<step>`` at each exploit.
 
+With several objectives (``strategy.objectives``) the study has one direction per objective and
+each COMPLETE trial's values are the member's final objectives, in the config's order, so
+optuna-dashboard's Pareto front plot and ``study.best_trials`` show the run's front. Optuna
+cannot report intermediate values of a multi-objective trial, so the learning curves are not
+exported then. With constraints, each trial carries Optuna's ``constraints`` system attribute
+(one value per constraint, <= 0 where satisfied: what ``plot_pareto_front`` and the dashboard
+read to mark infeasible trials).
+
 Live, during a run (``report.optuna_storage=sqlite:///study.db``), or afterwards from a run
 directory (``jaxhpo report RUN_DIR --to-optuna sqlite:///study.db``), which replays its tables
 through the same callback. A trial is created whole (running, with its parameters and ``member``
@@ -74,16 +82,20 @@ class OptunaExport(Callback):
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         space = Space.from_config(cfg.get("space") or {}, where="space")
         self.dists = distributions(space)
+        from jaxhpo.reporting.front import Front  # matplotlib: loaded only when exporting
+
+        self.front = Front.of(cfg.get("strategy") or {})
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         name = self.study_name or run_dir.name
         resumed = info.get("resumed_at_step") is not None
         if resumed:  # this run's trials are written again from the committed tables
             delete_trials_with(self.storage, name, "run_dir", str(run_dir.resolve()))
+        if self.front is None:
+            directions = ["maximize" if info.get("maximize") else "minimize"]
+        else:
+            directions = ["maximize" if o.maximize else "minimize" for o in self.front.objectives]
         self.study = optuna.create_study(
-            storage=self.storage,
-            study_name=name,
-            direction="maximize" if info.get("maximize") else "minimize",
-            load_if_exists=True,
+            storage=self.storage, study_name=name, directions=directions, load_if_exists=True
         )
         self.study.set_user_attr("run_dir", str(run_dir.resolve()))
         self.study.set_user_attr("strategy", str(info.get("strategy", "")))
@@ -121,7 +133,7 @@ class OptunaExport(Callback):
                 continue  # a stopped member's value is carried forward, not measured again
             trial = self._trial(int(row["member"]), row)
             value = row.get(self.objective)
-            if value is not None and finite(value):
+            if self.front is None and value is not None and finite(value):
                 trial.report(float(value), int(row["step"]))
         for ev in events:
             if ev.get("kind") == "exploit" and int(ev.get("child", -1)) in self._trials:
@@ -144,14 +156,32 @@ class OptunaExport(Callback):
             steps = int(row["steps"]) if "steps" in members.columns else None
             if steps is not None:
                 trial.set_user_attr("steps", steps)
-            value = row.get(self.objective)
-            if bool(row.get("diverged", False)) or not finite(value):
+            cols = [self.objective] if self.front is None else self.front.columns()
+            values = [row.get(c) for c in cols]
+            if self.front is not None and self.front.constraints:
+                self._constraints(trial, row)
+            if bool(row.get("diverged", False)) or not all(finite(v) for v in values):
                 self.study.tell(trial, state=states.FAIL)
             elif steps is not None and longest is not None and steps < longest:
                 self.study.tell(trial, state=states.PRUNED)
             else:
-                self.study.tell(trial, float(value))
+                out = [float(v) for v in values]
+                self.study.tell(trial, out if self.front is not None else out[0])
         self._trials.clear()
+
+    def _constraints(self, trial: Any, row: Any) -> None:
+        """Optuna's ``constraints`` system attribute: ``value - bound`` for ``<=``/``<``,
+        ``bound - value`` for ``>=``/``>`` (<= 0: satisfied; NaN-free: a missing value counts
+        as violated by 1e300)."""
+        out = []
+        for c in self.front.constraints:
+            value = row.get(f"val_{c.metric}")
+            if value is None or not finite(value):
+                out.append(1e300)
+            else:
+                v = float(value)
+                out.append(v - c.bound if c.op in ("<=", "<") else c.bound - v)
+        self.study._storage.set_trial_system_attr(trial._trial_id, "constraints", out)
 
 
 def _truthy(v: Any) -> bool:

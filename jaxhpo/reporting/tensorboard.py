@@ -9,7 +9,11 @@ and shown in the HParams dashboard:
 * text ``events``: the strategy's events concerning the member (exploits with their parent,
   stops, restarts);
 * at the end, the HParams plugin's session: the member's final hyperparameters with its final
-  ``val_*`` and ``test_*`` metrics, so the HParams table lists every member.
+  ``val_*`` and ``test_*`` metrics, so the HParams table lists every member. With several
+  objectives (``strategy.objectives``) every objective's final value is a metric of every
+  member's session (NaN where it has none: diverged), and ``pareto_front`` is 1 for the members
+  on the Pareto front (feasible, non-dominated; :mod:`jaxhpo.pareto`), 0 otherwise, so the
+  dashboard can filter the front.
 
 Open with ``tensorboard --logdir RUN_DIR/tensorboard`` (or a folder of run directories).
 
@@ -24,10 +28,13 @@ uninterrupted run's.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from jaxhpo.reporting.callbacks import Callback, finite, history
 
@@ -42,12 +49,14 @@ class TensorBoard(Callback):
         self._searched: list[str] = []
         self._names: list[str] = []
         self._objective = "val_loss"
+        self._front: Any = None
 
     def on_start(self, run_dir: Path, info: Mapping[str, Any]) -> None:
         self._root = Path(run_dir) / SUBDIR
         self._searched = list(info.get("searched", []))
         self._names = list(info.get("hparam_names", []))
         self._objective = str(info.get("objective", "val_loss"))
+        self._front = study_front(run_dir)
         self.close()
         if info.get("resumed_at_step") is not None:  # rebuilt from the committed tables
             shutil.rmtree(self._root, ignore_errors=True)
@@ -87,12 +96,20 @@ class TensorBoard(Callback):
 
         names = [n for n in self._names if n in members.columns]
         metrics = [c for c in members.columns if c.startswith(("val_", "test_"))]
-        for _, row in members.iterrows():
+        wanted = [self._objective] if self._front is None else self._front.columns()
+        on_front = None
+        if self._front is not None:
+            from jaxhpo import pareto
+
+            on_front = pareto.front_mask(*self._front.matrix(members))
+        for i, (_, row) in enumerate(members.iterrows()):
             w = self._writer(int(row["member"]))
             hp = {n: float(row[n]) for n in names if finite(row[n])}
             mv = {m: float(row[m]) for m in metrics if finite(row[m])}
-            if not mv:  # the HParams table needs a metric; a diverged member has none
-                mv = {self._objective: float("nan")}
+            for m in wanted:  # every objective in every session (NaN: none, e.g. diverged)
+                mv.setdefault(m, math.nan)
+            if on_front is not None:
+                mv["pareto_front"] = float(on_front[i])
             exp, ssi, sei = hparams(hp, mv)
             for summary in (exp, ssi, sei):
                 w.file_writer.add_summary(summary)
@@ -104,6 +121,16 @@ class TensorBoard(Callback):
         for w in self._writers.values():
             w.close()
         self._writers.clear()
+
+
+def study_front(run_dir: Path) -> Any:
+    """The run's objectives and constraints (:class:`jaxhpo.reporting.front.Front`, from its
+    ``config.yaml``); ``None`` for a run of one metric."""
+    from jaxhpo.reporting.front import Front
+
+    path = Path(run_dir) / "config.yaml"
+    cfg = yaml.safe_load(path.read_text()) if path.exists() else None
+    return Front.of((cfg or {}).get("strategy") or {})
 
 
 def _scalar(writer: Any, tag: str, value: Any, step: int) -> None:
