@@ -313,3 +313,20 @@ def test_every_builtin_experiment_prepares(name):
 
     prep = prepare(load_config(name, []))
     assert prep.size >= 1 and prep.strategy.name == PRESETS[name]["strategy"]["name"]
+
+
+@pytest.mark.parametrize(
+    "overrides, field, kind",
+    [
+        (["task.modulus=5"], "modulus", "lm"),
+        (["task.kind=modular", "task.seq_len=32"], "seq_len", "modular"),
+        (["task.kind=brackets", "task.corpus=/tmp/x.txt"], "corpus", "brackets"),
+    ],
+)
+def test_a_task_field_the_task_does_not_read_is_refused(overrides, field, kind):
+    """Regression: task fields were matched to the task's constructor by signature, so one the
+    task does not read (task.modulus for the LM) was silently ignored."""
+    with pytest.raises(ConfigError) as e:
+        load_config("lm-random", overrides)
+    assert str(e.value).startswith(f"task.{field}: not a setting of task '{kind}' (its settings:")
+    assert load_config("lm-random", ["task.kind=modular", "task.modulus=11"]).task.modulus == 11

@@ -13,10 +13,18 @@ is built or written.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 from jaxhpo import optim, refs
-from jaxhpo.config import RENAMED_STRATEGY_KEYS, Config, ConfigError, StrategyConfig, merge_settings
+from jaxhpo.config import (
+    RENAMED_STRATEGY_KEYS,
+    Config,
+    ConfigError,
+    StrategyConfig,
+    TaskConfig,
+    merge_settings,
+)
 from jaxhpo.models import mup
 from jaxhpo.objectives import parse_constraints, parse_objectives
 from jaxhpo.population import MEMBER_MODES
@@ -24,6 +32,7 @@ from jaxhpo.storage_url import check_storage_url
 from jaxhpo.strategies import STRATEGIES
 from jaxhpo.strategies.base import NoConfig, Strategy, config_names
 from jaxhpo.tasks import TASKS
+from jaxhpo.tasks.tokens import TokenFileTask
 
 
 def check_config(cfg: Config, strategy: Strategy | None = None) -> Config:
@@ -169,6 +178,36 @@ def _check_task(cfg: Config) -> None:
             f"task.args: only a task of your own (task.kind=module:Class) takes arguments; "
             f"set the fields of task '{cfg.task.kind}' directly"
         )
+    else:
+        _check_task_fields(cfg)
+
+
+#: ``task:`` fields every built-in task has (the run's, not a constructor's).
+_RUN_TASK_FIELDS = ("kind", "args", "folds")
+
+
+def task_settings(kind: str) -> tuple[str, ...]:
+    """The ``task:`` fields built-in task ``kind`` reads: its constructor's arguments (the
+    ``lm`` task also those of the prepared-token task, ``data`` and ``feed``)."""
+    classes = [TASKS[kind], *([TokenFileTask] if kind == "lm" else [])]
+    names = {p for cls in classes for p in inspect.signature(cls).parameters if p != "model"}
+    return tuple(sorted(names))
+
+
+def _check_task_fields(cfg: Config) -> None:
+    """A ``task.*`` field set (to other than its default) for a task that does not read it is
+    refused: it would be silently ignored (e.g. ``task.modulus`` with ``task.kind=lm``)."""
+    reads = task_settings(cfg.task.kind)
+    default = TaskConfig()
+    for field in dataclasses.fields(cfg.task):
+        name = field.name
+        if name in _RUN_TASK_FIELDS or name in reads:
+            continue
+        if getattr(cfg.task, name) != getattr(default, name):
+            raise ConfigError(
+                f"task.{name}: not a setting of task '{cfg.task.kind}' (its settings: "
+                f"{', '.join(reads)})"
+            )
 
 
 def _check_choice(where: str, value: str, choices: Any) -> None:
