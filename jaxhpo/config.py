@@ -125,8 +125,8 @@ class TaskConfig:
     kind: str = "lm"  # lm | modular | brackets | pbt_toy | mlm | finetune | module:Class
     args: dict = dataclasses.field(default_factory=dict)  # module:Class: constructor arguments
     corpus: str | None = None  # lm: a text file or folder; None = Python stdlib sources
-    # lm: bytes of corpus read; None = the stdlib sources' first 2 MB, a named corpus whole up to
-    # 256 MiB (jaxhpo.tasks.lm.load_corpus; a cut says so on stderr)
+    #: lm: bytes of corpus read; unset: the stdlib sources' first 2 MB, a named corpus whole up
+    #: to 256 MiB (a cut says so on stderr)
     max_bytes: int | None = None
     data: str | None = None  # lm: a prepared token folder (jaxhpo data prepare); wins over corpus
     feed: str = "host"  # task.data: host (memory map, per segment) | device (whole split on device)
