@@ -194,8 +194,9 @@ def test_state_is_a_pytree_that_round_trips_through_checkpoint():
     ):
         np.testing.assert_array_equal(a, b)
     state, _ = BayesOpt().init(0, BOWL_SPACE, 8)
-    # seed, generation, X, y, u, the GP fit (3 leaves) and the trust region (length, wins, losses)
-    assert leaves_are_plain(state) and len(jax.tree.leaves(state)) == 9
+    # seed, generation, X, y, u, the GP fit (3 leaves), the trust region (length, wins, losses)
+    # and the objectives and violations of several objectives (Y, v)
+    assert leaves_are_plain(state) and len(jax.tree.leaves(state)) == 11
 
 
 def test_errors_name_the_field():

@@ -45,6 +45,9 @@ Until ``initial`` observations are in (``strategy.initial``, by default ``D + 1`
 searched dimensions, :func:`auto_initial`) later generations continue the same Sobol sequence:
 with one member per generation the GP proposes only from the ``D + 2``-th evaluation on.
 
+**Several objectives**: ParEGO, one random Chebyshev scalarisation per member
+(:mod:`jaxhpo.strategies.parego`). Not with ``trust_region``.
+
 **Randomness.** Generation ``g``'s draws use ``jax.random.fold_in(key(seed), g)`` and its
 candidates ``numpy.random.default_rng([seed, g])``: a resumed run proposes what the uninterrupted
 one would have.
@@ -62,9 +65,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhpo import pareto
 from jaxhpo.space import Space
 from jaxhpo.strategies import trust_region
-from jaxhpo.strategies.base import Observation, PopulationUpdate, StrategyState, static
+from jaxhpo.strategies.base import (
+    Capabilities,
+    Observation,
+    PopulationUpdate,
+    StrategyState,
+    static,
+)
 from jaxhpo.strategies.decision import check_proposed
 from jaxhpo.strategies.evo import shape_fitness
 from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
@@ -80,6 +90,7 @@ from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
     standardise,
     x64,
 )
+from jaxhpo.strategies.parego import chebyshev, objectives_so_far
 from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply_points
 
 _WARM_GENERATION = 1 << 20  # the stream of the warm-started first proposal
@@ -153,6 +164,10 @@ class BOState(StrategyState):
     theta: dict[str, np.ndarray]  # the last GP fit: log_amp [], log_ls [D], log_noise []
     #: float64 [3]: the trust region (length, successes, failures; trust_region.py)
     tr: np.ndarray = dataclasses.field(default_factory=trust_region.initial)
+    #: several objectives: float64 [N, M] every observation's objectives, minimised (+inf:
+    #: diverged), and [N] their constraint violation (0: feasible); empty with one objective
+    Y: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    v: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,)))
 
 
 class BayesOpt(GenerationalSearch):
@@ -164,6 +179,15 @@ class BayesOpt(GenerationalSearch):
     name = "bo"
     Config = BOConfig
     State = BOState
+    capabilities = Capabilities(objectives=True)
+
+    @classmethod
+    def check_objectives(cls, config: Any, n_objectives: int) -> None:
+        if getattr(config, "trust_region", False):
+            raise ValueError(
+                "strategy.trust_region: bo's trust region follows one objective; not with "
+                f"{n_objectives} objectives or constraints (ParEGO proposes over the whole space)"
+            )
 
     def initial_points(self, D: int) -> int:
         """Observations of the initial design (scrambled Sobol points, generation after
@@ -213,17 +237,31 @@ class BayesOpt(GenerationalSearch):
         return _snap(space, np.concatenate([local, uniform]))
 
     def propose(
-        self, space: Space, seed: int, g: int, theta0, X: np.ndarray, y: np.ndarray, P: int, tr=None
+        self,
+        space: Space,
+        seed: int,
+        g: int,
+        theta0,
+        X: np.ndarray,
+        y: np.ndarray,
+        P: int,
+        tr=None,
+        stream: int | None = None,
+        exclude: list[np.ndarray] = (),
     ):
         """``P`` new unit points of ``space`` by batch Thompson sampling given observations
-        ``(X, y)`` (inside the trust region of length ``tr[0]`` when given); returns
-        ``(u [P, D], theta, fit info)``."""
+        ``(X, y)`` (inside the trust region of length ``tr[0]`` when given; draws and candidates
+        from the sub-stream ``stream`` of generation ``g`` when given: ParEGO's members; no
+        point of ``exclude`` again where the candidates allow); returns ``(u, theta, info)``."""
         theta, data, ys, info = self._fit(theta0, X, y)
         D = X.shape[1]  # the unit cube as a [D] box too: one compiled program either way
         full = (np.zeros(D), np.ones(D))
         lo, hi = full if tr is None else trust_region.box(X, ys, theta["log_ls"], tr[0])
-        cand = self._candidates(space, np.random.default_rng([seed, g]), X, ys, lo, hi)
+        streams = [seed, g] if stream is None else [seed, g, stream]
+        cand = self._candidates(space, np.random.default_rng(streams), X, ys, lo, hi)
         key = jax.random.fold_in(jax.random.key(seed), g)
+        if stream is not None:
+            key = jax.random.fold_in(key, stream)
         with x64():
             ds, f, x_loc, _ = optimise_draws(
                 key,
@@ -242,7 +280,9 @@ class BayesOpt(GenerationalSearch):
         f, f_loc = np.array(f, np.float64), np.array(f_loc, np.float64)
         f[~np.isfinite(f)] = np.inf
         taken = np.zeros(len(cand), bool)
-        picks: list[np.ndarray] = []
+        for q in exclude:
+            taken |= np.all(cand == q, axis=1)
+        picks: list[np.ndarray] = list(exclude)
         for p in range(P):  # host loop over the batch's draws (proposals, not training)
             free = np.where(taken, np.inf, f[p])
             j = int(np.argmin(free))
@@ -255,7 +295,20 @@ class BayesOpt(GenerationalSearch):
                 pick = cand[j]
             picks.append(pick)
             taken |= np.all(cand == pick, axis=1)  # snapped duplicates too
-        return np.stack(picks), jax.tree.map(np.asarray, theta), info
+        return np.stack(picks[len(exclude) :]), jax.tree.map(np.asarray, theta), info
+
+    def parego(self, space: Space, seed: int, g: int, theta0, X, Y, V, P: int):
+        """``P`` new unit points by ParEGO (module docstring): member ``p`` fits the GP to its
+        own Chebyshev scalarisation of ``(Y, V)`` and takes its Thompson draw's optimum;
+        returns ``(u [P, D], member 0's theta, fit info)``."""
+        picks, thetas = [], []
+        for p in range(P):  # host loop: one GP fit and one draw per member
+            w = np.random.default_rng([seed, g, p, 1]).dirichlet(np.ones(Y.shape[1]))
+            s = chebyshev(Y, V, w)
+            u, theta, info = self.propose(space, seed, g, theta0, X, s, 1, None, p, picks)
+            picks.append(u[0])
+            thetas.append(theta)
+        return np.stack(picks), thetas[0], {**info, "proposal": "parego"}
 
     # -- Strategy ----------------------------------------------------------------------------
 
@@ -300,6 +353,7 @@ class BayesOpt(GenerationalSearch):
         raw = obs.fitness()
         X = np.concatenate([np.asarray(state.X, np.float64).reshape(-1, u.shape[1]), u])
         y = np.concatenate([np.asarray(state.y, np.float64), raw])
+        Y, V = objectives_so_far(state.Y, state.v, obs)
         seed, g = int(state.seed), int(state.generation)
         done = self.last(obs)
         tr = np.asarray(state.tr, np.float64)
@@ -310,6 +364,9 @@ class BayesOpt(GenerationalSearch):
         elif len(y) < self.initial_points(X.shape[1]):  # the initial design goes on
             new_u = self._sobol(space, seed, len(y), P)
             theta, info = state.theta, {"proposal": "sobol"}
+        elif len(Y):  # several objectives: ParEGO
+            new_u, theta, info = self.parego(space, seed, g, state.theta, X, Y, V, P)
+            info = {**info, "front": int(np.sum(pareto.front_mask(Y, V)))}
         else:
             box = tr if self.config.trust_region else None
             new_u, theta, info = self.propose(space, seed, g, state.theta, X, y, P, box)
@@ -339,6 +396,8 @@ class BayesOpt(GenerationalSearch):
             u=new_u,
             theta=jax.tree.map(np.asarray, theta),
             tr=tr,
+            Y=Y if len(Y) else state.Y,
+            v=V if len(Y) else state.v,
         )
         if done:
             return new_state, PopulationUpdate(events=[event], done=True)

