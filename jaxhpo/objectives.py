@@ -154,3 +154,45 @@ def pareto_fitness(
         v = v + jnp.where(jnp.isfinite(value), over, jnp.inf)
     place = jnp.argsort(pareto.order(F, v)).astype(jnp.float32)
     return jnp.where(bad, jnp.inf, place)
+
+
+@dataclasses.dataclass(frozen=True)
+class Front:
+    """The objectives and constraints of a run, read from its ``config.yaml``."""
+
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Constraint, ...]
+
+    @classmethod
+    def of(cls, strategy_section: Mapping[str, Any]) -> Front | None:
+        """``None`` for a run with one objective."""
+        objectives = parse_objectives(strategy_section.get("objectives") or {})
+        constraints = parse_constraints(strategy_section.get("constraints") or {})
+        if len(objectives) < 2 and not constraints:
+            return None
+        return cls(objectives, constraints)
+
+    def columns(self) -> list[str]:
+        return [f"val_{o.metric}" for o in self.objectives]
+
+    def matrix(self, rows: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(F [N, M] minimised, violation [N])`` of table rows (a DataFrame; non-finite:
+        +inf)."""
+        cols = [rows[c].to_numpy(np.float64) for c in self.columns()]
+        F = np.stack([-c if o.maximize else c for c, o in zip(cols, self.objectives)], axis=1)
+        bad = ~np.all(np.isfinite(F), axis=1)
+        if "diverged" in rows:
+            bad |= rows["diverged"].to_numpy(bool)
+        F[bad] = np.inf
+        v = np.zeros(len(rows))
+        for c in self.constraints:
+            v += c.violation(rows[f"val_{c.metric}"].to_numpy(np.float64))
+        v[bad] = np.inf
+        return F, v
+
+    def reference(self, F: np.ndarray, v: np.ndarray) -> np.ndarray:
+        ok = F[(v <= 0) & np.all(np.isfinite(F), axis=1)]
+        if len(ok) == 0:
+            return np.ones(F.shape[1])
+        lo, hi = ok.min(axis=0), ok.max(axis=0)
+        return hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)

@@ -213,8 +213,8 @@ def test_trackers_after_a_kill_and_resume_equal_the_uninterrupted_run(
         cb.on_start(run_dir, info)
         for rows, events in calls:
             cb.on_evaluation(rows, events, run_dir)
-    for run in killed[1].runs.values():  # the process died: its W&B runs are no longer open
-        run.finish()
+    for tracked in killed[1].runs.values():  # the process died: its W&B runs are not open
+        tracked.finish()
     resumed = [MLflowCallback(uri), WandbCallback(mode="offline", dir=str(tmp_path))]
     for cb in resumed:  # resumed at the last checkpoint: the tables hold every call
         cb.on_start(run_dir, {**info, "resumed_at_step": int(calls[-1][0][0]["step"])})

@@ -10,10 +10,8 @@ evaluation adds volume.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -23,53 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from jaxhpo import pareto  # noqa: E402
-from jaxhpo.objectives import (  # noqa: E402
-    Constraint,
-    Objective,
-    parse_constraints,
-    parse_objectives,
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Front:
-    """The objectives and constraints of a run, read from its ``config.yaml``."""
-
-    objectives: tuple[Objective, ...]
-    constraints: tuple[Constraint, ...]
-
-    @classmethod
-    def of(cls, strategy_section: Mapping[str, Any]) -> Front | None:
-        """``None`` for a run with one objective."""
-        objectives = parse_objectives(strategy_section.get("objectives") or {})
-        constraints = parse_constraints(strategy_section.get("constraints") or {})
-        if len(objectives) < 2 and not constraints:
-            return None
-        return cls(objectives, constraints)
-
-    def columns(self) -> list[str]:
-        return [f"val_{o.metric}" for o in self.objectives]
-
-    def matrix(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """``(F [N, M] minimised, violation [N])`` of table rows (non-finite: +inf)."""
-        cols = [rows[c].to_numpy(np.float64) for c in self.columns()]
-        F = np.stack([-c if o.maximize else c for c, o in zip(cols, self.objectives)], axis=1)
-        bad = ~np.all(np.isfinite(F), axis=1)
-        if "diverged" in rows:
-            bad |= rows["diverged"].to_numpy(bool)
-        F[bad] = np.inf
-        v = np.zeros(len(rows))
-        for c in self.constraints:
-            v += c.violation(rows[f"val_{c.metric}"].to_numpy(np.float64))
-        v[bad] = np.inf
-        return F, v
-
-    def reference(self, F: np.ndarray, v: np.ndarray) -> np.ndarray:
-        ok = F[(v <= 0) & np.all(np.isfinite(F), axis=1)]
-        if len(ok) == 0:
-            return np.ones(F.shape[1])
-        lo, hi = ok.min(axis=0), ok.max(axis=0)
-        return hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)
+from jaxhpo.objectives import Front  # noqa: E402, F401  (re-exported)
 
 
 def front_section(front: Front, members: pd.DataFrame, hparams: Sequence[str]) -> list[str]:

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from jaxhpo.objectives import Front
 from jaxhpo.reporting.callbacks import Callback, finite, history, replay
 from jaxhpo.space import Space
 from jaxhpo.storage_url import check_storage_url
@@ -82,8 +83,6 @@ class OptunaExport(Callback):
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         space = Space.from_config(cfg.get("space") or {}, where="space")
         self.dists = distributions(space)
-        from jaxhpo.reporting.front import Front  # matplotlib: loaded only when exporting
-
         self.front = Front.of(cfg.get("strategy") or {})
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         name = self.study_name or run_dir.name

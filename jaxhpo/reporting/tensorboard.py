@@ -36,6 +36,8 @@ from typing import Any
 
 import yaml
 
+from jaxhpo import pareto
+from jaxhpo.objectives import Front
 from jaxhpo.reporting.callbacks import Callback, finite, history
 
 SUBDIR = "tensorboard"
@@ -99,8 +101,6 @@ class TensorBoard(Callback):
         wanted = [self._objective] if self._front is None else self._front.columns()
         on_front = None
         if self._front is not None:
-            from jaxhpo import pareto
-
             on_front = pareto.front_mask(*self._front.matrix(members))
         for i, (_, row) in enumerate(members.iterrows()):
             w = self._writer(int(row["member"]))
@@ -126,8 +126,6 @@ class TensorBoard(Callback):
 def study_front(run_dir: Path) -> Any:
     """The run's objectives and constraints (:class:`jaxhpo.reporting.front.Front`, from its
     ``config.yaml``); ``None`` for a run of one metric."""
-    from jaxhpo.reporting.front import Front
-
     path = Path(run_dir) / "config.yaml"
     cfg = yaml.safe_load(path.read_text()) if path.exists() else None
     return Front.of((cfg or {}).get("strategy") or {})
