@@ -75,7 +75,7 @@ from jaxhpo.strategies.base import (
     StrategyState,
     static,
 )
-from jaxhpo.strategies.decision import check_proposed
+from jaxhpo.strategies.decision import check_proposed, generation_event
 from jaxhpo.strategies.evo import shape_fitness
 from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
     draws_at,
@@ -372,14 +372,9 @@ class BayesOpt(GenerationalSearch):
             new_u, theta, info = self.propose(space, seed, g, state.theta, X, y, P, box)
         if self.config.trust_region:
             info = {**info, "trust_region_length": float(tr[0])}
-        best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
+        best, event = generation_event(obs, raw, g, "bo")
         names = space.searched
-        event = {
-            "kind": "generation",
-            "generation": g,
-            "algorithm": "bo",
-            "best_fitness": float(raw[best]),
-            "best_member": int(obs.member_id[best]),
+        event |= {
             "best": {k: _scalar(v[0]) for k, v in self._decode(space, u[best][None]).items()},
             "observations": int(len(y)),
             "length_scales": {

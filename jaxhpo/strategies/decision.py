@@ -140,3 +140,19 @@ def check_proposed(name: str, proposed: int, obs: Observation) -> None:
             f"strategy update: {name} proposed {proposed} members but the population has "
             f"{len(obs.member_id)}"
         )
+
+
+def generation_event(
+    obs: Observation, fitness: np.ndarray, generation: int, algorithm: str
+) -> tuple[int, dict[str, Any]]:
+    """The slot of the generation's best member and the ``generation`` event every generational
+    searcher writes (``best_fitness``, ``best_member``; the caller adds its own fields)."""
+    best = int(np.argmin(fitness)) if np.isfinite(fitness).any() else 0
+    event = {
+        "kind": "generation",
+        "generation": generation,
+        "algorithm": algorithm,
+        "best_fitness": float(fitness[best]),
+        "best_member": int(obs.member_id[best]),
+    }
+    return best, event

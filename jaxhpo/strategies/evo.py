@@ -102,7 +102,12 @@ from jaxhpo.strategies.base import (
     fill_points,
     static,
 )
-from jaxhpo.strategies.decision import Observation, PopulationUpdate, check_proposed
+from jaxhpo.strategies.decision import (
+    Observation,
+    PopulationUpdate,
+    check_proposed,
+    generation_event,
+)
 from jaxhpo.strategies.evo_algorithms import (  # noqa: F401  (re-exported)
     _ES_CACHE,
     ALIASES,
@@ -359,13 +364,8 @@ class EvoSearch(Strategy):
             )
         mean = getattr(es_state, "mean", None)
         mean = x.mean(axis=0) if mean is None else np.asarray(jax.device_get(mean))
-        best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
-        event = {
-            "kind": "generation",
-            "generation": g,
-            "algorithm": self.algorithm,
-            "best_fitness": float(raw[best]),
-            "best_member": int(obs.member_id[best]),
+        best, event = generation_event(obs, raw, g, self.algorithm)
+        event |= {
             "best": self._point(space, x[best]),
             "mean": self._point(space, mean) if np.isfinite(mean).all() else None,
             "diverged": int(np.sum(~np.isfinite(raw))),

@@ -84,7 +84,7 @@ from jaxhpo.space import Int, Space
 from jaxhpo.storage_url import check_storage_url
 from jaxhpo.strategies import optuna_prune, optuna_report, optuna_resume
 from jaxhpo.strategies.base import Capabilities, Observation, PopulationUpdate
-from jaxhpo.strategies.decision import check_proposed
+from jaxhpo.strategies.decision import check_proposed, generation_event
 from jaxhpo.strategies.optuna_resume import cut_to_start, name_array, name_of
 from jaxhpo.strategies.optuna_study import (  # noqa: F401  (re-exported)
     EXTRA_PACKAGES,
@@ -349,13 +349,8 @@ class OptunaSearch(GenerationalSearch):
         earlier = np.asarray(state.values, np.float64)
         values = np.concatenate([earlier.reshape((-1, M)[: raw.ndim]), raw])
         fit = obs.fitness()  # several objectives: the Pareto order (0: the best)
-        best = int(np.argmin(fit)) if np.isfinite(fit).any() else 0
-        event = {
-            "kind": "generation",
-            "generation": g,
-            "algorithm": f"optuna:{self.sampler_cls}",
-            "best_fitness": float(fit[best]),
-            "best_member": int(obs.member_id[best]),
+        best, event = generation_event(obs, fit, g, f"optuna:{self.sampler_cls}")
+        event |= {
             "best": self._params(state.space, current[best]),
             "study": study.study_name,
             "trials": [int(n) for n in numbers],

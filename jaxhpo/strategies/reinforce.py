@@ -53,7 +53,7 @@ from flax import serialization
 
 from jaxhpo.space import Choice, Int, Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate, StrategyState, static
-from jaxhpo.strategies.decision import check_proposed
+from jaxhpo.strategies.decision import check_proposed, generation_event
 from jaxhpo.strategies.evo import shape_fitness
 from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply_points
 
@@ -327,14 +327,9 @@ class Reinforce(GenerationalSearch):
             )
         baseline = self.config.baseline_decay * b + (1 - self.config.baseline_decay) * mean
         g, seed = int(state.generation), int(state.seed)
-        best = int(np.argmin(raw)) if np.isfinite(raw).any() else 0
+        best, event = generation_event(obs, raw, g, "reinforce")
         current = self._decode(space, z, idx)
-        event = {
-            "kind": "generation",
-            "generation": g,
-            "algorithm": "reinforce",
-            "best_fitness": float(raw[best]),
-            "best_member": int(obs.member_id[best]),
+        event |= {
             "best": {k: _py(v[best]) for k, v in current.items()},
             "baseline": -baseline,
             "policy_std": {
