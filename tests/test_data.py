@@ -160,7 +160,7 @@ def test_cli_data_prepare_and_its_errors(tmp_path, capsys):
     ("override", "message"),
     [
         ("task.data={tmp}", "task.data: .* is not a prepared data folder"),
-        ("task.kind=modular", "task.data: only task.kind=lm"),
+        ("task.kind=modular", "task.data: not a setting of task 'modular'"),
         ("train.compiled=true", "task.feed: host-fed data trains in the host loop"),
         ("task.feed=disk", "task.feed: unknown 'disk'"),
     ],

@@ -33,8 +33,8 @@ TINY = [
 ]
 
 
-def _run(tmp_path, experiment, overrides):
-    cfg = load_config(experiment, [*TINY, f"out_dir={tmp_path}", *overrides])
+def _run(tmp_path, experiment, overrides, tiny=TINY):
+    cfg = load_config(experiment, [*tiny, f"out_dir={tmp_path}", *overrides])
     return cfg, run(cfg, quiet=True)
 
 
@@ -199,6 +199,7 @@ def test_summary_best_follows_the_study_metric(tmp_path):
             "population.size=3",
             "strategy.metric=accuracy",
         ],
+        tiny=[o for o in TINY if not o.startswith(("task.max_bytes", "task.eval_batches"))],
     )
     info = json.loads((res.run_dir / "run.json").read_text())
     assert info["objective"] == "val_accuracy" and info["maximize"] is True
