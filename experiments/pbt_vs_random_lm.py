@@ -131,7 +131,7 @@ def run_study(cfg) -> dict:
 def best_schedule(run_dir: str) -> list[dict]:
     """The best PBT member's hyperparameter schedule through its exploits, merged where the
     hyperparameters stay the same (rows: start_step, end_step, source_member, lr, ...)."""
-    from jaxhpo.results import compress_schedule, lineage_schedule_from_dir
+    from jaxhpo.lineage import compress_schedule, lineage_schedule_from_dir
 
     sched = compress_schedule(lineage_schedule_from_dir(run_dir))
     keep = ["start_step", "end_step", "source_member"]

@@ -12,17 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxhpo.reporting.report import write_report
-from jaxhpo.results import (
-    RunWriter,
+from jaxhpo.lineage import (
     compress_schedule,
     lineage_schedule,
     lineage_schedule_from_dir,
-    read_events,
-    read_metrics,
     read_schedule,
     write_schedule,
 )
+from jaxhpo.reporting.report import write_report
+from jaxhpo.results import RunWriter, read_events, read_metrics
 
 HP = ("lr", "wd", "decay_steps")
 METRICS = ("loss", "accuracy")

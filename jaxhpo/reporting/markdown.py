@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from jaxhpo.lineage import compress_schedule, exploit_events
 from jaxhpo.reporting import choices as report_choices
-from jaxhpo.results import compress_schedule, exploit_events
 
 
 def space_section(run_dir: Path) -> dict:
@@ -60,7 +60,7 @@ def summary_markdown(
     """The markdown of ``summary.md``.
 
     ``events`` and ``info`` (``run.json``) add the *Budget* line and the *Lineage* section;
-    ``schedule`` is the best member's :func:`~jaxhpo.results.lineage_schedule` (``schedule_note``
+    ``schedule`` is the best member's :func:`~jaxhpo.lineage.lineage_schedule` (``schedule_note``
     says why there is none).
     """
     best = best_member(members, objective, maximize)

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from jaxhpo.results import exploit_events  # noqa: E402
+from jaxhpo.lineage import exploit_events  # noqa: E402
 
 #: Members drawn with a legend entry each in ``train_curves.png``; above it, the best member and
 #: one entry for the rest.

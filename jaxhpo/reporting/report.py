@@ -23,8 +23,8 @@ stopped; a *Lineage* section (number of exploits, the best member's schedule, me
 hyperparameters stay equal) when members exploited others.
 
 ``RUN_DIR/best_schedule.csv`` (written when members exploited others or hyperparameters changed
-during a member's life; one row per segment, see :func:`jaxhpo.results.lineage_schedule`) is the
-best member's schedule, to re-run as a fixed schedule (:func:`jaxhpo.results.read_schedule`).
+during a member's life; one row per segment, see :func:`jaxhpo.lineage.lineage_schedule`) is the
+best member's schedule, to re-run as a fixed schedule (:func:`jaxhpo.lineage.read_schedule`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from jaxhpo.lineage import exploit_events, lineage_schedule, write_schedule
 from jaxhpo.reporting import choices as report_choices
 from jaxhpo.reporting.front import Front, front_section, plot_front, plot_hypervolume
 from jaxhpo.reporting.markdown import (
@@ -50,15 +51,7 @@ from jaxhpo.reporting.plots import (
     plot_lineage,
     plot_train,
 )
-from jaxhpo.results import (
-    exploit_events,
-    final_members,
-    hparam_columns,
-    lineage_schedule,
-    read_events,
-    read_metrics,
-    write_schedule,
-)
+from jaxhpo.results import final_members, hparam_columns, read_events, read_metrics
 from jaxhpo.space import Space
 
 

@@ -256,3 +256,39 @@ def _ask_again(search: Any, study: Any, state: Any, numbers, asked) -> None:
             truncate_study(search.config.storage, study.study_name, n)
             return
         search.live.running[n] = search.optuna.trial.Trial(study, trial_id)
+
+
+def reopen_with_directions(search: Any, study: Any, state: Any, objectives: int) -> Any:
+    """The Optuna strategy ``search``'s study again with ``objectives`` directions (``init``
+    made it before the first observation said how many), holding the generation's asked trials
+    as running trials with their numbers, parameters and attributes (the sampler's generation
+    among them).
+
+    Raises:
+      ValueError: naming ``strategy.study`` when it held trials before (a continued
+        single-objective study, a warm start's observations).
+    """
+    if int(state.base or 0) + len(np.asarray(state.values)):
+        raise ValueError(
+            f"strategy.study: {study.study_name!r} holds single-objective trials (a "
+            f"continued study or a warm start's); a study with {objectives} objectives "
+            "starts from a new name (strategy.points and warm_start_top still seed it)"
+        )
+    asked = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if search.config.storage is not None:
+        search.optuna.delete_study(study_name=study.study_name, storage=search.config.storage)
+    new = search._create_study(study.study_name, study.sampler, objectives)
+    running = search.optuna.trial.TrialState.RUNNING
+    for n in [int(n) for n in np.asarray(state.trials)]:
+        t, _ = asked[n], search.live.running.pop(n, None)
+        frozen = search.optuna.trial.create_trial(
+            state=running,
+            params=t.params,
+            distributions=t.distributions,
+            user_attrs=t.user_attrs,
+            system_attrs=t.system_attrs,
+        )
+        trial_id = new._storage.create_new_trial(new._study_id, frozen)
+        search.live.running[n] = search.optuna.trial.Trial(new, trial_id)
+    search.live.study, search.live.synced = new, (study.study_name, 0)
+    return new

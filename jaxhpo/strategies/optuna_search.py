@@ -85,7 +85,12 @@ from jaxhpo.storage_url import check_storage_url
 from jaxhpo.strategies import optuna_prune, optuna_report, optuna_resume
 from jaxhpo.strategies.base import Capabilities, Observation, PopulationUpdate
 from jaxhpo.strategies.decision import check_proposed, generation_event
-from jaxhpo.strategies.optuna_resume import cut_to_start, name_array, name_of
+from jaxhpo.strategies.optuna_resume import (
+    cut_to_start,
+    name_array,
+    name_of,
+    reopen_with_directions,
+)
 from jaxhpo.strategies.optuna_study import (  # noqa: F401  (re-exported)
     EXTRA_PACKAGES,
     INSTALL,
@@ -332,7 +337,7 @@ class OptunaSearch(GenerationalSearch):
                 return state, PopulationUpdate()
             return optuna_prune.prune(self, study, state, obs)
         if len(study.directions) != M:  # the first tell of a study with several objectives
-            study = self._reopen(study, state, M)
+            study = reopen_with_directions(self, study, state, M)
         if not study.metric_names:
             with warnings.catch_warnings():  # ExperimentalWarning: the API is stable in use
                 warnings.simplefilter("ignore")
@@ -379,40 +384,6 @@ class OptunaSearch(GenerationalSearch):
         new_state = new_state.replace(trials=np.asarray(new_numbers, np.int64), current=internal)
         fresh = np.ones(P, bool)  # pruned members train again as new trials
         return new_state, PopulationUpdate(reinit=fresh, hparams=cols, active=fresh, events=[event])
-
-    def _reopen(self, study, state: OptunaState, objectives: int):
-        """The study again with ``objectives`` directions (``init`` made it before the first
-        observation said how many), holding the generation's asked trials as running trials
-        with their numbers, parameters and attributes (the sampler's generation among them).
-
-        Raises:
-          ValueError: naming ``strategy.study`` when it held trials before (a continued
-            single-objective study, a warm start's observations).
-        """
-        if int(state.base or 0) + len(np.asarray(state.values)):
-            raise ValueError(
-                f"strategy.study: {study.study_name!r} holds single-objective trials (a "
-                f"continued study or a warm start's); a study with {objectives} objectives "
-                "starts from a new name (strategy.points and warm_start_top still seed it)"
-            )
-        asked = {t.number: t for t in study.get_trials(deepcopy=False)}
-        if self.config.storage is not None:
-            self.optuna.delete_study(study_name=study.study_name, storage=self.config.storage)
-        new = self._create_study(study.study_name, study.sampler, objectives)
-        running = self.optuna.trial.TrialState.RUNNING
-        for n in [int(n) for n in np.asarray(state.trials)]:
-            t, _ = asked[n], self.live.running.pop(n, None)
-            frozen = self.optuna.trial.create_trial(
-                state=running,
-                params=t.params,
-                distributions=t.distributions,
-                user_attrs=t.user_attrs,
-                system_attrs=t.system_attrs,
-            )
-            trial_id = new._storage.create_new_trial(new._study_id, frozen)
-            self.live.running[n] = self.optuna.trial.Trial(new, trial_id)
-        self.live.study, self.live.synced = new, (study.study_name, 0)
-        return new
 
     def _tell(self, study, state: OptunaState, obs: Observation, numbers, raw, pruned, cons):
         """Tells the generation's trials their values (one per objective) and constraint values

@@ -2,13 +2,13 @@
 
 PBT's result is a member whose weights were trained under a *schedule* of hyperparameters,
 stitched together from its ancestors by exploit (Jaderberg et al. 2017, Section 4: the
-discovered schedules). :func:`jaxhpo.results.lineage_schedule` reconstructs that schedule from
+discovered schedules). :func:`jaxhpo.lineage.lineage_schedule` reconstructs that schedule from
 a run directory; this strategy trains every member of a new population under it, as a fixed
 schedule (members differ only in their initialisation seeds). With the same seed and a
 deterministic task, replaying the best member's schedule reproduces its weights.
 
 ``strategy.schedule`` names a run directory (its best member's schedule) or a CSV file written
-by :func:`jaxhpo.results.write_schedule` (``RUN_DIR/best_schedule.csv``).
+by :func:`jaxhpo.lineage.write_schedule` (``RUN_DIR/best_schedule.csv``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jaxhpo.results import lineage_schedule_from_dir, read_schedule
+from jaxhpo.lineage import lineage_schedule_from_dir, read_schedule
 from jaxhpo.space import Space
 from jaxhpo.strategies.base import EmptyState, Observation, PopulationUpdate, Strategy
 
