@@ -295,11 +295,19 @@ def best_member_id(
     (``None`` if there is none)."""
     if objective not in members:
         raise ValueError(f"objective '{objective}' is not a column of the members table")
-    ok = members[~members["diverged"].astype(bool) & np.isfinite(members[objective])]
+    row = best_member(members, objective, maximize)
+    return None if row is None else int(row["member"])
+
+
+def best_member(
+    members: pd.DataFrame, metric: str = "val_loss", maximize: bool = False
+) -> pd.Series | None:
+    """The row of the member with the best final ``metric`` among those that did not diverge
+    (``None`` if there is none)."""
+    ok = members[~members["diverged"].astype(bool) & np.isfinite(members[metric])]
     if ok.empty:
         return None
-    row = ok.loc[ok[objective].idxmax() if maximize else ok[objective].idxmin()]
-    return int(row["member"])
+    return ok.loc[ok[metric].idxmax() if maximize else ok[metric].idxmin()]
 
 
 def final_members(run_dir: str | Path, table: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -118,3 +118,22 @@ def generations_of(result, space, n):
         np.stack([t[t["step"] == g + 1][k].to_numpy() for k in space.searched], -1)
         for g in range(n)
     ]
+
+
+def zdt1_problem(dims: int = 3):
+    """ZDT1 (pymoo) as a simulated two-objective study: ``(space, objectives, reference, curve,
+    problem)``; the curve gives ``f1`` and ``f2`` of each member's point (no learning curve)."""
+    from pymoo.problems import get_problem
+
+    from jaxhpo.objectives import parse_objectives
+    from jaxhpo.space import Float, Space
+
+    problem = get_problem("zdt1", n_var=dims)
+    space = Space({f"x{i}": Float(0, 1) for i in range(dims)})
+
+    def curve(hp, ids, t, rng):
+        F = problem.evaluate(np.stack([hp[f"x{i}"] for i in range(dims)], axis=1))
+        return {"f1": F[:, 0], "f2": F[:, 1]}
+
+    objectives = parse_objectives({"f1": "min", "f2": "min"})
+    return space, objectives, np.array([1.1, 1.1]), curve, problem

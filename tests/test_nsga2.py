@@ -8,12 +8,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from searchbench import Resumed, generations_of, leaves_are_plain
+from searchbench import Resumed, generations_of, leaves_are_plain, zdt1_problem
 
 from jaxhpo import pareto
-from jaxhpo.objectives import parse_constraints, parse_objectives
+from jaxhpo.objectives import parse_constraints
 from jaxhpo.simulate import simulate
-from jaxhpo.space import Float, Space
 from jaxhpo.strategies import STRATEGIES
 from jaxhpo.strategies.base import Observation
 from jaxhpo.strategies.nsga2 import NSGA2, NSGA2State
@@ -22,15 +21,7 @@ from jaxhpo.strategies.search import RandomSearch
 problems = pytest.importorskip("pymoo.problems")
 
 D = 3
-SPACE = Space({f"x{i}": Float(0, 1) for i in range(D)})
-OBJ = parse_objectives({"f1": "min", "f2": "min"})
-REF = np.array([1.1, 1.1])
-ZDT1 = problems.get_problem("zdt1", n_var=D)
-
-
-def zdt1(hp, ids, t, rng):
-    F = ZDT1.evaluate(np.stack([hp[f"x{i}"] for i in range(D)], axis=1))
-    return {"f1": F[:, 0], "f2": F[:, 1]}
+SPACE, OBJ, REF, zdt1, ZDT1 = zdt1_problem(D)
 
 
 def _nsga2(seed, generations=10, size=16, strategy=None, **kw):

@@ -15,6 +15,7 @@ import yaml
 
 from jaxhpo.lineage import compress_schedule, exploit_events
 from jaxhpo.reporting import choices as report_choices
+from jaxhpo.results import best_member
 
 
 def space_section(run_dir: Path) -> dict:
@@ -31,16 +32,6 @@ def _section(run_dir: Path, name: str) -> dict:
     path = run_dir / "config.yaml"
     cfg = yaml.safe_load(path.read_text()) if path.exists() else {}
     return dict((cfg or {}).get(name) or {})
-
-
-def best_member(
-    members: pd.DataFrame, metric: str = "val_loss", maximize: bool = False
-) -> pd.Series | None:
-    """The member with the best final ``metric`` among those that did not diverge."""
-    ok = members[~members["diverged"].astype(bool) & np.isfinite(members[metric])]
-    if ok.empty:
-        return None
-    return ok.loc[ok[metric].idxmax() if maximize else ok[metric].idxmin()]
 
 
 def summary_markdown(

@@ -38,7 +38,6 @@ from jaxhpo.lineage import exploit_events, lineage_schedule, write_schedule
 from jaxhpo.reporting import choices as report_choices
 from jaxhpo.reporting.front import Front, front_section, plot_front, plot_hypervolume
 from jaxhpo.reporting.markdown import (
-    best_member,
     space_section,
     strategy_section,
     summary_markdown,
@@ -51,7 +50,7 @@ from jaxhpo.reporting.plots import (
     plot_lineage,
     plot_train,
 )
-from jaxhpo.results import final_members, hparam_columns, read_events, read_metrics
+from jaxhpo.results import best_member, final_members, hparam_columns, read_events, read_metrics
 from jaxhpo.space import Space
 
 
