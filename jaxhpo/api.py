@@ -158,6 +158,7 @@ def tune(
     optimizer: str | Callable = "adamw",
     schedule: str = "constant",
     population: int | None = 8,
+    first_member: int = 0,
     steps: int = 300,
     segment_steps: int = 50,
     metric: str = "loss",
@@ -192,6 +193,11 @@ def tune(
         ``GradientTransformation``), defined at module level.
       schedule: the learning-rate schedule (``constant``, ``warmup_cosine``, ...).
       population: members (None: the strategy decides, e.g. a full grid).
+      first_member: the first member's id (``population.first_member``), the others' follow.
+        A member's initial weights, data order and dropout derive from the seed and its id, so
+        ``population=1, points=[hp], first_member=5`` trains member 5 of a larger run with the
+        same seed and settings (``hp``: its hyperparameters, which its strategy kept) alone:
+        the same member, bit for bit on CPU.
       steps: optimizer steps per member.
       segment_steps: steps between evaluations.
       metric: the validation metric strategies rank by (one of the task's metrics), and the
@@ -232,7 +238,7 @@ def tune(
         "space": dict(space),
         "strategy": {"name": strategy_name, "metric": metric},
         "optim": {"optimizer": _optimizer_name(optimizer), "schedule": schedule},
-        "population": {"size": population},
+        "population": {"size": population, "first_member": _plain_int(first_member)},
         "train": {"steps": steps, "segment_steps": segment_steps},
     }
     if points is not None:
@@ -318,6 +324,12 @@ def check_arguments(
             f"settings: expected a mapping section -> fields, got {type(settings).__name__}"
         )
     check_task(task, "task")
+
+
+def _plain_int(value: Any) -> Any:
+    """A NumPy integer (a member id read from ``TuneResult.members``) as an ``int``; anything
+    else as given, for the config to check."""
+    return int(value) if isinstance(value, np.integer) else value
 
 
 def _short(value: Any) -> str:

@@ -76,6 +76,9 @@ class OptimConfig:
 @dataclasses.dataclass
 class PopulationConfig:
     size: int | None = 8  # None: the strategy decides (full grid)
+    #: the first member's id, the others' follow (ids seed each member's init and data
+    #: order): size=1, first_member=5 trains member 5 of a larger run of the same seed alone
+    first_member: int = 0
     mode: str = "auto"  # auto | vmap | map | chunked (on each device)
     chunk_size: int = 4
     devices: int = 0  # shard members over this many devices; 0 = as many as divide the size
@@ -291,6 +294,10 @@ def validate(cfg: Config) -> None:
         )
     if cfg.population.size is not None and cfg.population.size < 1:
         raise ConfigError(f"population.size: must be >= 1, got {cfg.population.size}")
+    if not 0 <= cfg.population.first_member < 2**30:
+        raise ConfigError(
+            f"population.first_member: a member id in [0, 2**30), got {cfg.population.first_member}"
+        )
     _positive("task.folds", cfg.task.folds)
     _positive("population.chunk_size", cfg.population.chunk_size)
     if cfg.population.devices < 0:

@@ -220,10 +220,11 @@ def _start(
         data=(),
         book=Book(prep.task.metric_names),
         state=prep.strategy_state,
-        next_id=prep.size,
+        next_id=cfg.population.first_member + prep.size,
     )
     with explain_oom(population, prep.size, prep.task.train_data, cfg.train.segment_steps):
-        loop.pop = population.init(root_key, np.arange(prep.size), prep.hparams)
+        ids = cfg.population.first_member + np.arange(prep.size)
+        loop.pop = population.init(root_key, ids, prep.hparams)
     loop.data = population.run_data()
     if restored:
         continue_from(loop, restored, run_name)
