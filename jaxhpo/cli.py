@@ -99,11 +99,13 @@ def load_config(experiment: str | None, overrides: list[str]):
     :func:`jaxhpo.tune` does, not from the default experiment's byte-level LM; its run is named
     ``TASKNAME-STRATEGY`` unless ``name`` is given, and a file reference is stored absolute.
     """
+    from jaxhpo import refs
     from jaxhpo.config import load_file, parse_override
     from jaxhpo.presets import preset
 
     base: dict | None = None
     layers = []
+    near: tuple[Path, ...] = ()  # a config file's folder and its parent
     if experiment is not None and "=" in experiment:
         overrides = [experiment, *overrides]
         experiment = None
@@ -113,6 +115,7 @@ def load_config(experiment: str | None, overrides: list[str]):
         base = preset(experiment)
     elif Path(experiment).suffix in (".yaml", ".yml", ".json") or Path(experiment).exists():
         data = load_file(experiment)
+        near = (Path(experiment).parent, Path(experiment).parent.parent)
         named = data.pop("experiment", None)
         if named is not None:
             if not isinstance(named, str):
@@ -125,7 +128,8 @@ def load_config(experiment: str | None, overrides: list[str]):
             f"({', '.join(PRESETS)}) nor a config file"
         )
     layers += [parse_override(o) for o in overrides]
-    return _checked(base, layers)
+    with refs.looking_in(*near):  # a task file moved next to the run directory: found there
+        return _checked(base, layers)
 
 
 def _checked(base: dict | None, layers: list[dict]):

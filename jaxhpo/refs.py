@@ -1,23 +1,53 @@
 """Importable references to user objects (``module:Name`` or ``path/to/file.py:Name``).
 
 A run of a user's task or optimizer factory records such a reference in its ``config.yaml`` so
-that ``jaxhpo run RUN_DIR/config.yaml`` and ``jaxhpo resume RUN_DIR`` can build it again.
+that ``jaxhpo run RUN_DIR/config.yaml`` and ``jaxhpo resume RUN_DIR`` can build it again; a file
+moved since, next to the run directory, is found there (:func:`looking_in`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 #: Set to 1 (or ``jaxhpo --debug``) to see the traceback behind a one-line error of user code.
 DEBUG_ENV = "JAXHPO_DEBUG"
+
+#: Where a missing file of a reference is looked for by its name (:func:`looking_in`).
+_FOLDERS: tuple[Path, ...] = ()
+
+
+@contextlib.contextmanager
+def looking_in(*folders: str | Path) -> Iterator[None]:
+    """While open, a ``file.py:Name`` reference whose file is missing (a task file moved next
+    to its run directory) names the file of the same name in the first of ``folders`` that
+    holds one: :func:`resolve` imports it, :func:`absolute` names it. ``jaxhpo resume RUN_DIR``
+    looks in ``RUN_DIR`` and its parent, ``jaxhpo run RUN_DIR/config.yaml`` in the config
+    file's folder and its parent."""
+    global _FOLDERS
+    before = _FOLDERS
+    _FOLDERS = tuple(Path(f).expanduser().resolve() for f in folders) + before
+    try:
+        yield
+    finally:
+        _FOLDERS = before
+
+
+def _candidates(path: Path) -> list[Path]:
+    """``path``, then a file of its name in each folder of :func:`looking_in`."""
+    return [path, *(folder / path.name for folder in _FOLDERS if folder / path.name != path)]
+
+
+def _found(path: Path) -> Path | None:
+    return next((p for p in _candidates(path) if p.is_file()), None)
 
 
 def is_reference(text: str) -> bool:
@@ -63,13 +93,15 @@ def reference(obj: Any) -> str:
 def absolute(text: Any) -> Any:
     """A ``path/to/file.py:Name`` reference with its file made absolute (from the current
     folder, ``~`` expanded), so that a run directory names it from anywhere (``jaxhpo resume
-    RUN_DIR`` in another folder); ``module:Name`` and anything else unchanged."""
+    RUN_DIR`` in another folder); a missing file found by :func:`looking_in` is named where it
+    was found. ``module:Name`` and anything else unchanged."""
     if not is_reference(text):
         return text
     module_name, _, qual = text.rpartition(":")
     if not module_name.endswith(".py"):
         return text
-    return f"{Path(module_name).expanduser().resolve()}:{qual}"
+    path = Path(module_name).expanduser()
+    return f"{(_found(path) or path).resolve()}:{qual}"
 
 
 def resolve(text: str, where: str) -> Any:
@@ -79,9 +111,11 @@ def resolve(text: str, where: str) -> Any:
         raise ValueError(f"{where}: '{text}' is not of the form module:Name or file.py:Name")
     try:
         if module_name.endswith(".py"):
-            path = Path(module_name)
-            if not path.is_file():
-                raise ValueError(f"{where}: no file {path} (from '{text}')")
+            path = _found(Path(module_name).expanduser())
+            if path is None:
+                tried = [str(p) for p in _candidates(Path(module_name).expanduser())]
+                tried = ", ".join(tried[:-1]) + " or " + tried[-1] if len(tried) > 1 else tried[0]
+                raise ValueError(f"{where}: no file {tried} (from '{text}')")
             name = f"jaxhpo_user_{abs(hash(str(path.resolve())))}"
             module = sys.modules.get(name)
             if module is None:

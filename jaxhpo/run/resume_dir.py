@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from jaxhpo import __version__, parallel
+from jaxhpo import __version__, parallel, refs
 from jaxhpo.config import Config, build, load_file
 from jaxhpo.results import run_dir_lock
 from jaxhpo.run.loop import run
@@ -33,12 +33,23 @@ def resume_run(
     during its end as well: the end is done again). ``callbacks`` as for
     :func:`jaxhpo.run.loop.run` (their ``on_start`` says where the run resumed).
 
+    A task (or optimizer) file that ``config.yaml`` names but that moved is looked for by its
+    name in ``RUN_DIR`` and its parent (:func:`jaxhpo.refs.looking_in`); ``config.yaml`` and the
+    checkpoints keep the path they were written with.
+
     Raises:
-      ValueError: ``RUN_DIR`` is not a run directory, or already finished.
+      ValueError: ``RUN_DIR`` is not a run directory, or already finished; a task file found
+        nowhere (one line naming the paths tried).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise ValueError(f"RUN_DIR: {run_dir} has no config.yaml (is it a jaxhpo run directory?)")
+    with refs.looking_in(run_dir, run_dir.parent):
+        return _resume_in(run_dir, console, quiet, callbacks)
+
+
+def _resume_in(run_dir: Path, console: Console | None, quiet: bool, callbacks: Sequence[Any]):
+    """:func:`resume_run` of a run directory with a ``config.yaml``."""
     # Held from before the checks to the end of the run: a run directory another process is
     # writing is refused before anything is built (the OS drops a killed process's lock).
     with run_dir_lock(run_dir) if parallel.is_writer() else contextlib.nullcontext():
