@@ -6,6 +6,7 @@ extra (``pip install -e '.[docs]'``) is not installed."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -83,20 +84,58 @@ def test_strategy_settings_page_drifting_from_the_config_classes(site):
             assert f"{section}.{f.name}" in sections, (section, f.name)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="no headless chromium")
-def test_docs_site_opens_in_a_headless_browser(site, tmp_path):
-    """The built pages render in headless Chromium (the DOM after scripts ran)."""
-    shot = tmp_path / "home.png"
-    args = ["chromium", "--headless", "--no-sandbox", "--disable-gpu"]
-    page = (site / "tune-your-own-model" / "index.html").as_uri()
-    dom = subprocess.run(
-        [*args, "--dump-dom", page], capture_output=True, text=True, timeout=120
-    ).stdout
-    assert "Tune your own model" in dom and "md-search" in dom
-    subprocess.run(
-        [*args, f"--screenshot={shot}", "--window-size=1200,900", page],
+NO_CHROMIUM = "no headless browser: Debian's chromium is not installed (apt-get install chromium)"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason=NO_CHROMIUM)
+def test_docs_site_and_its_search_in_a_headless_browser(tmp_path):
+    """``scripts/check_docs_site.py`` builds the site strictly, serves it over http (the search's
+    web worker cannot start under ``file://``) and opens it in headless Chromium: the home page
+    and a page with plots render, and a search lists results that link to pages of the site."""
+    shot = tmp_path / "search.png"
+    proc = subprocess.run(
+        [sys.executable, "scripts/check_docs_site.py", "--screenshot", str(shot)],
+        cwd=ROOT,
         capture_output=True,
-        timeout=120,
+        text=True,
+        timeout=600,
     )
-    assert shot.exists() and shot.stat().st_size > 10_000
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["ok"] * 3, proc.stdout
+    assert "'Tune your own model'" in lines[1] and "3 images loaded" in lines[1], lines[1]
+    assert "search 'halving'" in lines[2] and "matching documents" in lines[2], lines[2]
+    assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason=NO_CHROMIUM)
+def test_docs_site_check_failing_on_a_search_without_results(site, tmp_path):
+    """The check fails in one line naming what it saw: a search that lists nothing (an index
+    without documents), a page whose scripts fail (no index at all)."""
+    broken = tmp_path / "site"
+    shutil.copytree(site, broken)
+    index = broken / "search" / "search_index.json"
+    index.write_text(json.dumps({**json.loads(index.read_text()), "docs": []}))
+    args = ["--site", str(broken)]
+    proc = subprocess.run(
+        [sys.executable, "scripts/check_docs_site.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    err = proc.stderr.strip()
+    assert err.startswith("check_docs_site: search http://127.0.0.1:") and "\n" not in err, err
+    assert "halving: no results (search box open, query 'halving', meta 'No matching" in err, err
+    index.unlink()
+    proc = subprocess.run(
+        [sys.executable, "scripts/check_docs_site.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    err = proc.stderr.strip()
+    assert proc.returncode == 1 and "\n" not in err, err
+    assert err.startswith("check_docs_site: page http://127.0.0.1:") and "script errors" in err
