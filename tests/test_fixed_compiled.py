@@ -12,13 +12,6 @@ from jaxhpo.population.specialise import check_fixed_names, check_fixed_values
 from jaxhpo.run.compiled import compiled_program
 from jaxhpo.tasks import ToyQuadraticTask
 
-#: compiled.py / update.py do not call check_fixed_names yet (files of the run loop).
-NOT_WIRED = pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # "DID NOT RAISE"
-    reason="jaxhpo/run/compiled.py and jaxhpo/run/update.py do not call check_fixed_names yet",
-)
-
 
 def test_check_fixed_names_refuses_a_fixed_name_whatever_its_value():
     fixed = {"h1": 1.0, "batch_size": 1.0}
@@ -75,7 +68,6 @@ def _writes_h1(state, step, fitness_P, hparams):
     return state, parents, copied, jnp.ones_like(copied), {"h1": jnp.full(parents.shape, 0.5)}
 
 
-@NOT_WIRED
 def test_compiled_loop_refuses_to_search_a_fixed_hparam_before_it_runs(toy):
     """Regression: a compiled strategy handed a fixed name (``searched``) wrote it inside the
     program, the rows recorded the new value and the step went on reading the constant."""
@@ -84,7 +76,6 @@ def test_compiled_loop_refuses_to_search_a_fixed_hparam_before_it_runs(toy):
         _program(popn, _keeps, ("h0", "h1"))  # refused when the program is built
 
 
-@NOT_WIRED
 def test_compiled_loop_refuses_a_decision_that_writes_a_fixed_hparam(toy):
     """Regression: a compiled strategy's decision that names a fixed hyperparameter it was not
     handed was applied (pop.hparams changed, the step ignored it); refused while tracing."""

@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec
 
 from jaxhpo import parallel
 from jaxhpo.objectives import pareto_fitness
+from jaxhpo.population.specialise import check_fixed_names
 from jaxhpo.run.oom import explain_oom
 from jaxhpo.run.update import DeviceUpdate, apply_device_update, check_device_update
 from jaxhpo.strategies.base import lineage_events
@@ -63,6 +64,7 @@ def compiled_program(
       ``active``, ``train_loss``, and the decision ``parents``, ``copied``, ``explored``,
       ``new_hparams``. No decision is applied after the last segment.
     """
+    check_fixed_names(getattr(population, "fixed", {}), searched, "train.compiled")
     M, R = PartitionSpec("pop"), PartitionSpec()
     segment = population._sharded(population._segment_impl, (M, R, R), (M, M))
     evaluate = functools.partial(

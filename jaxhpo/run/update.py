@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxhpo import parallel
 from jaxhpo.optim import choices
+from jaxhpo.population.specialise import check_fixed_names
 from jaxhpo.strategies.base import PopulationUpdate
 
 
@@ -182,5 +183,6 @@ def apply_device_update(population: Any, pop: Any, upd: DeviceUpdate) -> Any:
     """
     size = pop.size
     check_device_update(upd, size, population.hparam_names)
+    check_fixed_names(getattr(population, "fixed", {}), upd.hparams, "strategy update")
     values = {k: jnp.broadcast_to(jnp.asarray(v), (size,)) for k, v in upd.hparams.items()}
     return population._set_hparams_impl(population._copy_impl(pop, upd.parents), values)
