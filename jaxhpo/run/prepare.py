@@ -30,6 +30,7 @@ from jaxhpo.strategies import Strategy
 from jaxhpo.strategies.base import has_compiled_form
 from jaxhpo.strategies.cv import CrossValidated
 from jaxhpo.tasks import TASKS, Task
+from jaxhpo.tasks.measured import requested, with_measured
 from jaxhpo.tasks.tokens import TokenFileTask
 from jaxhpo.tasks.user_task import build_user_task
 
@@ -37,7 +38,7 @@ from jaxhpo.tasks.user_task import build_user_task
 def make_task(cfg: Config) -> Task:
     """Builds the task (reads or generates its data); errors name the config field."""
     if refs.is_reference(cfg.task.kind):  # a task of the user's own: module:Class(**args)
-        return build_user_task(cfg.task.kind, cfg.task.args, cfg.task.folds)
+        return measured_task(cfg, build_user_task(cfg.task.kind, cfg.task.args, cfg.task.folds))
     model = dataclasses.asdict(cfg.model)
     task_cls = TASKS[cfg.task.kind]
     if cfg.task.data:  # prepared token files (jaxhpo.data)
@@ -50,7 +51,18 @@ def make_task(cfg: Config) -> Task:
     task = task_cls(**kwargs, model=model)
     if cfg.task.folds > 1:
         task.set_folds(cfg.task.folds)
-    return task
+    return measured_task(cfg, task)
+
+
+def measured_task(cfg: Config, task: Any) -> Any:
+    """``task`` also reporting the metrics the framework measures (``params``, ``flops``:
+    :mod:`jaxhpo.tasks.measured`) that the objectives, constraints or metric name."""
+    section = cfg.strategy
+    names = requested((section.metric,), section.objectives, section.constraints)
+    try:
+        return with_measured(task, names)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def token_task(cfg: Config) -> type:
@@ -178,7 +190,7 @@ def _checked_task(cfg: Config, space: Space, task: Any) -> tuple[Task, tuple[str
             "(depth, heads, ff_width, d_model and seq_len are the built-in Transformer's)"
         )
     structural = check_structure(space, cfg)
-    task = task if task is not None else make_task(cfg)
+    task = measured_task(cfg, task) if task is not None else make_task(cfg)
     if cfg.train.ensemble_top_k and not callable(getattr(task, "logits", None)):
         raise ConfigError(
             f"train.ensemble_top_k: task '{task.name}' has no logits(model, batch, hp) method "
