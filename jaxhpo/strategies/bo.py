@@ -45,8 +45,10 @@ Until ``initial`` observations are in (``strategy.initial``, by default ``D + 1`
 searched dimensions, :func:`auto_initial`) later generations continue the same Sobol sequence:
 with one member per generation the GP proposes only from the ``D + 2``-th evaluation on.
 
-**Several objectives**: ParEGO, one random Chebyshev scalarisation per member
-(:mod:`jaxhpo.strategies.parego`). Not with ``trust_region``.
+**Several objectives** (``multi_objective``): ``hvi``, the default, proposes by the hypervolume
+improvement of per-objective Thompson draws (:mod:`jaxhpo.strategies.mo_thompson`); ``parego``
+by one random Chebyshev scalarisation per member (:mod:`jaxhpo.strategies.parego`). Not with
+``trust_region``.
 
 **Randomness.** Generation ``g``'s draws use ``jax.random.fold_in(key(seed), g)`` and its
 candidates ``numpy.random.default_rng([seed, g])``: a resumed run proposes what the uninterrupted
@@ -90,6 +92,7 @@ from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
     standardise,
     x64,
 )
+from jaxhpo.strategies.mo_thompson import hvi_proposals
 from jaxhpo.strategies.parego import chebyshev, objectives_so_far
 from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply_points
 
@@ -127,6 +130,10 @@ def auto_initial(D: int) -> int:
     return D + 1
 
 
+#: ``strategy.multi_objective``'s forms (several objectives)
+MULTI_OBJECTIVE = ("hvi", "parego")
+
+
 @dataclasses.dataclass(frozen=True)
 class BOConfig(GenerationalConfig):
     """``strategy:`` settings of Bayesian optimisation (and :class:`GenerationalConfig`'s)."""
@@ -139,6 +146,9 @@ class BOConfig(GenerationalConfig):
     restart: bool = True  # also fit from the default start and keep the better fit
     trust_region: bool = False  # propose in a TuRBO-style trust region (10+ dims)
     initial: int | None = None  # observations of the initial Sobol design (None: dims + 1)
+    #: with several objectives: "hvi" (hypervolume improvement of per-objective Thompson
+    #: draws, mo_thompson.py) or "parego" (a random Chebyshev scalarisation per member)
+    multi_objective: str = "hvi"
 
     def __post_init__(self):
         super().__post_init__()
@@ -150,6 +160,11 @@ class BOConfig(GenerationalConfig):
         ):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
                 raise ValueError(f"strategy.{field}: must be an integer >= {lo}, got {value!r}")
+        if self.multi_objective not in MULTI_OBJECTIVE:
+            raise ValueError(
+                f"strategy.multi_objective: one of {', '.join(MULTI_OBJECTIVE)}, "
+                f"got {self.multi_objective!r}"
+            )
 
 
 class BOState(StrategyState):
@@ -202,6 +217,11 @@ class BayesOpt(GenerationalSearch):
         """Points ``start .. start + n`` of the space's scrambled Sobol sequence, snapped."""
         cols = space.sobol(seed, start + n)
         return _snap(space, np.asarray(space.to_unit(cols), np.float64)[start:])
+
+    @staticmethod
+    def snap(space: Space, u: np.ndarray) -> np.ndarray:
+        """Unit points with ints and choices moved to their bin centres (:func:`_snap`)."""
+        return _snap(space, u)
 
     @staticmethod
     def _decode(space: Space, u: np.ndarray) -> dict[str, np.ndarray]:
@@ -310,6 +330,11 @@ class BayesOpt(GenerationalSearch):
             thetas.append(theta)
         return np.stack(picks), thetas[0], {**info, "proposal": "parego"}
 
+    def hvi(self, space: Space, seed: int, g: int, theta0, X, Y, V, P: int):
+        """``P`` new unit points by hypervolume improvement under per-objective Thompson draws
+        (:mod:`jaxhpo.strategies.mo_thompson`)."""
+        return hvi_proposals(self, space, seed, g, theta0, X, Y, V, P)
+
     # -- Strategy ----------------------------------------------------------------------------
 
     def init(self, seed: int, space: Space, size: int | None):
@@ -364,8 +389,9 @@ class BayesOpt(GenerationalSearch):
         elif len(y) < self.initial_points(X.shape[1]):  # the initial design goes on
             new_u = self._sobol(space, seed, len(y), P)
             theta, info = state.theta, {"proposal": "sobol"}
-        elif len(Y):  # several objectives: ParEGO
-            new_u, theta, info = self.parego(space, seed, g, state.theta, X, Y, V, P)
+        elif len(Y):  # several objectives
+            form = self.parego if self.config.multi_objective == "parego" else self.hvi
+            new_u, theta, info = form(space, seed, g, state.theta, X, Y, V, P)
             info = {**info, "front": int(np.sum(pareto.front_mask(Y, V)))}
         else:
             box = tr if self.config.trust_region else None
