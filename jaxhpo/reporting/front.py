@@ -78,8 +78,26 @@ def plot_front(front: Front, members: pd.DataFrame, path: Path) -> None:
 def plot_hypervolume(front: Front, table: pd.DataFrame, path: Path) -> pd.DataFrame:
     """The hypervolume of every evaluation up to each step (one reference point, from the whole
     table), against the member-steps trained by then; returns the curve."""
+    curve = hypervolume_curve(front, table)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(curve["member_steps"], curve["hypervolume"], "o-", ms=3)
+    ax.set_xlabel("member-steps")
+    ax.set_ylabel("hypervolume")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return curve
+
+
+def hypervolume_curve(
+    front: Front, table: pd.DataFrame, reference: np.ndarray | None = None
+) -> pd.DataFrame:
+    """``step``, ``member_steps`` (trained by then) and ``hypervolume`` (of every feasible
+    evaluation up to the step) for a metrics table; ``reference``: minimised, in the front's
+    objective order (default: :meth:`Front.reference` of the whole table)."""
     F, v = front.matrix(table)
-    ref = front.reference(F, v)
+    ref = front.reference(F, v) if reference is None else np.asarray(reference, np.float64)
     steps = np.sort(table["step"].unique())
     # members train between evaluations while active and not diverged (the run's accounting)
     training = table["active"].astype(bool) & ~table["diverged"].astype(bool)
@@ -90,13 +108,4 @@ def plot_hypervolume(front: Front, table: pd.DataFrame, path: Path) -> pd.DataFr
     for s, u in zip(steps, used, strict=True):
         upto = table["step"].to_numpy() <= s
         rows.append((int(s), float(u), pareto.hypervolume(F[upto & (v <= 0)], ref)))
-    curve = pd.DataFrame(rows, columns=["step", "member_steps", "hypervolume"])
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot(curve["member_steps"], curve["hypervolume"], "o-", ms=3)
-    ax.set_xlabel("member-steps")
-    ax.set_ylabel("hypervolume")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return curve
+    return pd.DataFrame(rows, columns=["step", "member_steps", "hypervolume"])
