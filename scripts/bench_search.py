@@ -134,13 +134,55 @@ METHODS = {
     "bo_local": lambda: BayesOpt(local_steps=50),  # the local search in every dimension
     "bo_tr": lambda: BayesOpt(trust_region=True),
     "bo_noinit": lambda: BayesOpt(initial=1),  # the GP proposes from the second evaluation on
+    "bo_log": lambda: BayesOpt(warp="log"),
+    "bo_rank": lambda: BayesOpt(warp="rank"),
+    "bo_tr_rank": lambda: BayesOpt(trust_region=True, warp="rank"),
+    "bo_log_tr": lambda: BayesOpt(trust_region=True, warp="log"),
+    "bo_log_box": lambda: BayesOpt(warp="log", local_box=0.8),
+    "bo_log_greedy": lambda: BayesOpt(warp="log", greedy=1),
+    "bo_log_fb": lambda: BayesOpt(warp="log", fallback_nats=2.0),
+    "bo_log_g2": lambda: BayesOpt(warp="log", greedy=2),
+    "bo_log_g1c": lambda: BayesOpt(warp="log", greedy=1, candidates=1024),
+    "bo_rank_g1": lambda: BayesOpt(warp="rank", greedy=1),
+    "bo_log_g1s": lambda: BayesOpt(warp="log", greedy=1, greedy_steps=100),
+    "bo_log_g1s_fb": lambda: BayesOpt(warp="log", greedy=1, greedy_steps=100, fallback_nats=2.0),
     "tpe": lambda: OptunaSearch(sampler="tpe"),
     "tpe_noliar": lambda: OptunaSearch(sampler="tpe", sampler_options={"constant_liar": False}),
     "tpe_mv": lambda: OptunaSearch(
         sampler="tpe", sampler_options={"multivariate": True, "group": True}
     ),
     "cma_es": lambda: EvoSearch(algorithm="cma_es"),
+    "optuna_gp": lambda: OptunaSearch(sampler="gp"),
 }
+
+#: Baselines driven by their own ask/tell loop (not jaxhpo strategies): ``G`` suggestions of ``S``.
+EXTERNAL = ("hebo",)
+
+
+def hebo_best(name: str, generations: int, size: int, seed: int) -> float:
+    """HEBO (Cowen-Rivers et al. 2022, the ``hebo`` package, its defaults: GP with input and
+    output warping, the MACE acquisition's Pareto front) asked for ``size`` points per
+    generation; returns the best value found. HEBO draws from numpy's and torch's global
+    generators: both are seeded here."""
+    import torch
+    from hebo.design_space.design_space import DesignSpace
+    from hebo.optimizers.hebo import HEBO
+
+    f, bounds, D, _ = SUITE[name]
+    bounds = bounds if isinstance(bounds, list) else [bounds] * D
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    space = DesignSpace().parse(
+        [{"name": f"x{i}", "type": "num", "lb": lo, "ub": hi} for i, (lo, hi) in enumerate(bounds)]
+    )
+    opt = HEBO(space, scramble_seed=seed)
+    best = np.inf
+    for _ in range(generations):
+        rec = opt.suggest(n_suggestions=size)
+        y = f(np.stack([rec[f"x{i}"].to_numpy(np.float64) for i in range(D)]))
+        opt.observe(rec, np.asarray(y, np.float64)[:, None])
+        best = min(best, float(np.min(y)))
+    return best
 
 
 def problem(name: str):
@@ -157,6 +199,8 @@ def problem(name: str):
 
 def regret(method: str, name: str, generations: int, size: int, seed: int) -> float:
     space, fn, fmin = problem(name)
+    if method == "hebo":
+        return hebo_best(name, generations, size, seed) - fmin
     if method == "random":  # every evaluation in one generation
         generations, size = 1, generations * size
     r = simulate(
@@ -241,7 +285,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="scripts/results/bench_search_cpu.json")
     ap.add_argument("--functions", default=",".join(STANDARD), help=f"of {', '.join(SUITE)}")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join([*METHODS, *EXTERNAL]))
     ap.add_argument("--regimes", default="seq,batch")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--evaluations", type=int, default=50)

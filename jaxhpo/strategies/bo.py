@@ -79,12 +79,14 @@ from jaxhpo.strategies.base import (
 )
 from jaxhpo.strategies.decision import check_proposed, generation_event
 from jaxhpo.strategies.evo import shape_fitness
+from jaxhpo.strategies.fallback import population_proposals
 from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
     draws_at,
     fit_gp,
     fit_restarts,
     init_theta,
     log_likelihood_gain,
+    minimise_mean,
     neg_log_posterior,
     optimise_draws,
     pad,
@@ -95,6 +97,7 @@ from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
 from jaxhpo.strategies.mo_thompson import hvi_proposals
 from jaxhpo.strategies.parego import chebyshev, objectives_so_far
 from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply_points
+from jaxhpo.strategies.warping import WARPS, warp_outputs
 
 _WARM_GENERATION = 1 << 20  # the stream of the warm-started first proposal
 
@@ -146,6 +149,19 @@ class BOConfig(GenerationalConfig):
     restart: bool = True  # also fit from the default start and keep the better fit
     trust_region: bool = False  # propose in a TuRBO-style trust region (10+ dims)
     initial: int | None = None  # observations of the initial Sobol design (None: dims + 1)
+    #: monotone warp of the fitness before the GP standardises it (one objective):
+    #: "none", "log" or "rank" (warping.py)
+    warp: str = "none"
+    #: without ``trust_region``: propose inside a fixed box of this side around the incumbent
+    #: (trust_region.box: sides scaled by the length scales) in this many dims or more
+    local_box: float | None = None
+    local_box_dims: int = 5
+    #: members of each batch that take the posterior mean's minimiser over the candidates
+    greedy: int = 0
+    greedy_steps: int = 0  # Adam steps refining the first greedy member on the posterior mean
+    #: a fit explaining fewer nats than this over noise (fit_gain_nats) proposes by a
+    #: population step instead (fallback.py); None: never
+    fallback_nats: float | None = None
     #: with several objectives: "hvi" (hypervolume improvement of per-objective Thompson
     #: draws, mo_thompson.py) or "parego" (a random Chebyshev scalarisation per member)
     multi_objective: str = "hvi"
@@ -160,6 +176,8 @@ class BOConfig(GenerationalConfig):
         ):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
                 raise ValueError(f"strategy.{field}: must be an integer >= {lo}, got {value!r}")
+        if self.warp not in WARPS:
+            raise ValueError(f"strategy.warp: one of {', '.join(WARPS)}, got {self.warp!r}")
         if self.multi_objective not in MULTI_OBJECTIVE:
             raise ValueError(
                 f"strategy.multi_objective: one of {', '.join(MULTI_OBJECTIVE)}, "
@@ -273,12 +291,21 @@ class BayesOpt(GenerationalSearch):
         ``(X, y)`` (inside the trust region of length ``tr[0]`` when given; draws and candidates
         from the sub-stream ``stream`` of generation ``g`` when given: ParEGO's members; no
         point of ``exclude`` again where the candidates allow); returns ``(u, theta, info)``."""
+        if stream is None and self.config.warp != "none":  # one objective (not ParEGO's)
+            y = warp_outputs(shape_fitness(y).astype(np.float64), self.config.warp)
         theta, data, ys, info = self._fit(theta0, X, y)
         D = X.shape[1]  # the unit cube as a [D] box too: one compiled program either way
         full = (np.zeros(D), np.ones(D))
         lo, hi = full if tr is None else trust_region.box(X, ys, theta["log_ls"], tr[0])
+        if tr is None and self.config.local_box is not None and self.config.local_box_dims <= D:
+            lo, hi = trust_region.box(X, ys, theta["log_ls"], self.config.local_box)
         streams = [seed, g] if stream is None else [seed, g, stream]
-        cand = self._candidates(space, np.random.default_rng(streams), X, ys, lo, hi)
+        rng = np.random.default_rng(streams)
+        cand = self._candidates(space, rng, X, ys, lo, hi)
+        fb = self.config.fallback_nats
+        if stream is None and fb is not None and info["fit_gain_nats"] < fb:
+            u = _snap(space, population_proposals(rng, X, ys, P, lo, hi))
+            return u, jax.tree.map(np.asarray, theta), {**info, "proposal": "population"}
         key = jax.random.fold_in(jax.random.key(seed), g)
         if stream is not None:
             key = jax.random.fold_in(key, stream)
@@ -303,7 +330,28 @@ class BayesOpt(GenerationalSearch):
         for q in exclude:
             taken |= np.all(cand == q, axis=1)
         picks: list[np.ndarray] = list(exclude)
-        for p in range(P):  # host loop over the batch's draws (proposals, not training)
+        n_greedy = min(self.config.greedy, P) if stream is None else 0
+        if n_greedy:
+            with x64():
+                mu, _ = posterior(theta, *data, jnp.asarray(cand))
+            order = np.argsort(np.asarray(mu, np.float64), kind="stable")
+            first = 0
+            if self.config.greedy_steps:  # the mean's minimiser refined from its best candidates
+                with x64():
+                    x_mean, _ = minimise_mean(
+                        theta,
+                        *data,
+                        jnp.asarray(cand[order[:4]]),
+                        steps=self.config.greedy_steps,
+                        lo_D=jnp.asarray(lo, jnp.float64),
+                        hi_D=jnp.asarray(hi, jnp.float64),
+                    )
+                picks.append(_snap(space, np.asarray(x_mean, np.float64)))
+                first = 1
+            for j in order[: n_greedy - first]:
+                picks.append(cand[j])
+                taken |= np.all(cand == cand[j], axis=1)
+        for p in range(P - n_greedy):  # host loop over the batch's draws (proposals, not training)
             free = np.where(taken, np.inf, f[p])
             j = int(np.argmin(free))
             repeat = any(np.array_equal(x_loc[p], q) for q in picks)

@@ -1,0 +1,100 @@
+"""bo in 5-10 dimensions (issue 29): the output warps keep the order and tame heavy tails, the
+population fallback stays in its box and follows the best observations, the posterior mean's
+minimiser is found by projected Adam, and the greedy member and the warp change the proposals
+only where asked (a resumed run still proposes what the uninterrupted one would)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import ndtri
+
+from jaxhpo.space import Float, Space
+from jaxhpo.strategies import bo, gp
+from jaxhpo.strategies.bo import BayesOpt
+from jaxhpo.strategies.fallback import population_proposals
+from jaxhpo.strategies.warping import warp_outputs
+
+
+@pytest.mark.parametrize("form", ["log", "rank"])
+def test_warps_keep_the_order_and_compress_the_upper_tail(form):
+    y = np.array([3.0, 1.0, 1e6, 10.0, 2.0, 1e3])
+    w = warp_outputs(y, form)
+    np.testing.assert_array_equal(np.argsort(w), np.argsort(y))
+    # the values near the minimum are told apart: raw, 1e6 leaves them 1e-6 sd apart
+    assert (y[4] - y[1]) / y.std() < 1e-5
+    assert (w[4] - w[1]) / w.std() > 0.02
+    if form == "rank":
+        np.testing.assert_allclose(np.sort(w), ndtri((np.arange(6) + 0.5) / 6))
+    assert warp_outputs(y, "none") is not None and np.all(warp_outputs(y, "none") == y)
+
+
+def test_warp_refuses_an_unknown_form_and_the_config_names_it():
+    with pytest.raises(ValueError, match="warp"):
+        warp_outputs(np.arange(3.0), "box-cox")
+    with pytest.raises(ValueError, match="strategy.warp"):
+        BayesOpt(warp="box-cox")
+
+
+def test_population_fallback_stays_in_its_box_and_follows_the_best():
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 5))
+    ys = np.sum((X - 0.3) ** 2, axis=1)
+    lo, hi = np.full(5, 0.1), np.full(5, 0.9)
+    u = population_proposals(np.random.default_rng(1), X, ys, 64, lo, hi)
+    assert u.shape == (64, 5) and np.all(u >= lo) and np.all(u <= hi)
+    # closer to the minimiser than the observations are on average
+    assert np.mean(np.sum((u - 0.3) ** 2, axis=1)) < np.mean(ys)
+    again = population_proposals(np.random.default_rng(1), X, ys, 64, lo, hi)
+    np.testing.assert_array_equal(u, again)
+
+
+def test_posterior_mean_minimiser_finds_the_bowl_centre():
+    rng = np.random.default_rng(0)
+    X = rng.random((30, 3))
+    y = gp.standardise(np.sum((X - 0.6) ** 2, axis=1))
+    theta = {"log_amp": np.asarray(0.0), "log_ls": np.zeros(3), "log_noise": np.log(1e-4)}
+    with gp.x64():
+        data = gp.pad(X, y)
+        x, f = gp.minimise_mean(theta, *data, np.asarray(X[:4]), steps=200)
+    np.testing.assert_allclose(np.asarray(x), 0.6, atol=0.05)
+
+
+SPACE5 = Space({f"x{i}": Float(-5.0, 5.0) for i in range(5)})
+
+
+def _data(n=20):
+    rng = np.random.default_rng(3)
+    X = rng.random((n, 5))
+    y = np.sum((10 * X - 5) ** 4 - 16 * (10 * X - 5) ** 2, axis=1)  # Styblinski-Tang's shape
+    return X, y
+
+
+def test_greedy_member_is_the_mean_minimiser_and_the_rest_are_draws():
+    X, y = _data()
+    plain = BayesOpt(greedy=0)
+    greedy = BayesOpt(greedy=1, greedy_steps=50)
+    u0, _, _ = plain.propose(SPACE5, 0, 3, bo.init_theta(5), X, y, 6)
+    u1, _, _ = greedy.propose(SPACE5, 0, 3, bo.init_theta(5), X, y, 6)
+    assert u1.shape == (6, 5) and len({tuple(r) for r in u1}) == 6
+    np.testing.assert_array_equal(u1[1:], u0[:5])  # the draws are unchanged, one fewer
+
+
+def test_proposals_depend_only_on_seed_generation_and_data():
+    X, y = _data()
+    s = BayesOpt(warp="log", greedy=1, greedy_steps=20, fallback_nats=1.0)
+    a = s.propose(SPACE5, 7, 2, bo.init_theta(5), X, y, 4)[0]
+    b = BayesOpt(warp="log", greedy=1, greedy_steps=20, fallback_nats=1.0).propose(
+        SPACE5, 7, 2, bo.init_theta(5), X, y, 4
+    )[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fallback_proposes_by_population_when_the_fit_finds_no_signal():
+    rng = np.random.default_rng(0)
+    X = rng.random((12, 5))
+    y = rng.standard_normal(12)  # noise: the fit explains nothing
+    u, _, info = BayesOpt(fallback_nats=50.0).propose(SPACE5, 0, 1, bo.init_theta(5), X, y, 8)
+    assert info["proposal"] == "population" and u.shape == (8, 5)
+    _, _, info = BayesOpt().propose(SPACE5, 0, 1, bo.init_theta(5), X, y, 8)
+    assert "proposal" not in info
