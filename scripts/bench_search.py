@@ -12,13 +12,29 @@ GP fit warm-started from the previous generation only, the best of a fixed candi
 ``group``; ``bo_local`` refines every draw by local search whatever the dimension (bo's default
 does so in 1-3 dimensions only); ``bo_tr`` adds the TuRBO-style trust region
 (``strategy.trust_region``); ``bo_noinit`` has no initial design after the first generation
-(``strategy.initial=1``). ``--update`` replaces rows of an existing ``--out`` file and keeps
-the others. Usage::
+(``strategy.initial=1``); these three on bo's settings before issue 29 (``PRE29``), and
+``bo_pre29`` is bo's default before issue 29 (no warp, no greedy member). Issue 29's remedies in
+5-10 dimensions, one at a time: ``bo_log`` / ``bo_rank`` warp the fitness before the GP
+standardises it (``strategy.warp``); ``bo_log_greedy`` (bo's default since) adds a member at the
+posterior mean's best candidate (``strategy.greedy``), ``bo_log_g1s`` refines it by projected
+Adam on the mean (``strategy.greedy_steps``), ``bo_log_g2`` two such members; ``bo_log_box``
+proposes in a fixed box of side 0.8 around the incumbent in 5+ dimensions
+(``strategy.local_box``); ``bo_log_fb`` proposes by a population step while the fit explains
+fewer than 2 nats over noise (``strategy.fallback_nats``); ``bo_log_g1c`` has 1024 candidates.
+The exploratory rows (3-5 seeds, regime ``5x10``) are in bench_search_issue29.json. Further
+baselines: ``optuna_gp`` (Optuna's ``GPSampler`` through ``OptunaSearch``) and ``hebo`` (HEBO,
+its own ask/tell loop; not a dependency of the project: ``pip install --no-deps hebo
+disjoint-set`` then ``pip install torch gpytorch``; its metadata pins ``numpy<1.25`` but it runs
+with numpy 2, and ``--no-deps`` keeps pip from downgrading numpy). ``--update`` replaces rows of
+an existing ``--out`` file and keeps the others. Usage::
 
     python scripts/bench_search.py --out scripts/results/bench_search_cpu.json \
         --functions quad2,branin --methods random,bo,bo_before --seeds 10
     python scripts/bench_search.py --out scripts/results/bench_search_10d.json --regimes 5x8 \
         --functions styblinski10,levy10,ackley10 --methods random,bo,bo_local,bo_tr
+    python scripts/bench_search.py --out scripts/results/bench_search_batch.json --update \
+        --functions levy5,rosenbrock5,styblinski8,ackley5 --regimes batch \
+        --methods bo,bo_log_g1s,optuna_gp,hebo --seeds 5
     python scripts/bench_search.py --table scripts/results/bench_search_*.json \
         --methods random,tpe,cma_es,bo
 """
@@ -127,24 +143,32 @@ STANDARD = (
     "styblinski8",
 )
 
+#: bo's settings before issue 29: the variants measured on them name them (reproducible rows)
+PRE29 = {"warp": "none", "greedy": 0}
+
 METHODS = {
     "random": lambda: RandomSearch(),
     "bo": lambda: BayesOpt(),
-    "bo_before": lambda: BayesOpt(restart=False, local_steps=0, initial=1),
-    "bo_local": lambda: BayesOpt(local_steps=50),  # the local search in every dimension
-    "bo_tr": lambda: BayesOpt(trust_region=True),
-    "bo_noinit": lambda: BayesOpt(initial=1),  # the GP proposes from the second evaluation on
-    "bo_log": lambda: BayesOpt(warp="log"),
-    "bo_rank": lambda: BayesOpt(warp="rank"),
-    "bo_tr_rank": lambda: BayesOpt(trust_region=True, warp="rank"),
-    "bo_log_tr": lambda: BayesOpt(trust_region=True, warp="log"),
-    "bo_log_box": lambda: BayesOpt(warp="log", local_box=0.8),
-    "bo_log_greedy": lambda: BayesOpt(warp="log", greedy=1),
-    "bo_log_fb": lambda: BayesOpt(warp="log", fallback_nats=2.0),
+    "bo_pre29": lambda: BayesOpt(**PRE29),  # bo's default before issue 29
+    "bo_before": lambda: BayesOpt(restart=False, local_steps=0, initial=1, **PRE29),
+    "bo_local": lambda: BayesOpt(local_steps=50, **PRE29),  # the local search in every dimension
+    "bo_tr": lambda: BayesOpt(trust_region=True, **PRE29),
+    "bo_noinit": lambda: BayesOpt(initial=1, **PRE29),  # the GP proposes from the 2nd evaluation
+    # issue 29's remedies, one at a time and combined
+    "bo_log": lambda: BayesOpt(warp="log", greedy=0),
+    "bo_rank": lambda: BayesOpt(warp="rank", greedy=0),
+    "bo_tr_rank": lambda: BayesOpt(trust_region=True, warp="rank", greedy=0),
+    "bo_log_tr": lambda: BayesOpt(trust_region=True, warp="log", greedy=0),
+    "bo_log_box": lambda: BayesOpt(warp="log", greedy=0, local_box=0.8),
+    "bo_log_fb": lambda: BayesOpt(warp="log", greedy=0, fallback_nats=2.0),
+    "bo_log_greedy": lambda: BayesOpt(warp="log", greedy=1),  # bo's default since issue 29
     "bo_log_g2": lambda: BayesOpt(warp="log", greedy=2),
     "bo_log_g1c": lambda: BayesOpt(warp="log", greedy=1, candidates=1024),
     "bo_rank_g1": lambda: BayesOpt(warp="rank", greedy=1),
     "bo_log_g1s": lambda: BayesOpt(warp="log", greedy=1, greedy_steps=100),
+    "bo_g1s": lambda: BayesOpt(warp="none", greedy=1, greedy_steps=100),
+    "bo_rank_g1s": lambda: BayesOpt(warp="rank", greedy=1, greedy_steps=100),
+    "bo_log_g1s_box": lambda: BayesOpt(warp="log", greedy=1, greedy_steps=100, local_box=0.8),
     "bo_log_g1s_fb": lambda: BayesOpt(warp="log", greedy=1, greedy_steps=100, fallback_nats=2.0),
     "tpe": lambda: OptunaSearch(sampler="tpe"),
     "tpe_noliar": lambda: OptunaSearch(sampler="tpe", sampler_options={"constant_liar": False}),

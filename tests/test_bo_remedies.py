@@ -98,3 +98,30 @@ def test_fallback_proposes_by_population_when_the_fit_finds_no_signal():
     assert info["proposal"] == "population" and u.shape == (8, 5)
     _, _, info = BayesOpt().propose(SPACE5, 0, 1, bo.init_theta(5), X, y, 8)
     assert "proposal" not in info
+
+
+def test_remedies_are_on_from_four_dimensions_and_off_below():
+    """In 2-3 dimensions the default proposes exactly what bo did before issue 29 (no warp, no
+    greedy member: Hartmann-3 got worse with them); from 4 dimensions the log warp and one
+    greedy member are on."""
+    assert [bo.auto_warp(D) for D in (2, 3, 4, 8)] == ["none", "none", "log", "log"]
+    assert [bo.auto_greedy(D) for D in (2, 3, 4, 8)] == [0, 0, 1, 1]
+    space = Space({f"x{i}": Float(-5.0, 5.0) for i in range(3)})
+    rng = np.random.default_rng(0)
+    X, y = rng.random((8, 3)), rng.random(8) ** 4
+    a = BayesOpt(fit_steps=20).propose(space, 0, 1, bo.init_theta(3), X, y, 4)[0]
+    b = BayesOpt(fit_steps=20, warp="none", greedy=0).propose(
+        space, 0, 1, bo.init_theta(3), X, y, 4
+    )[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_one_member_per_generation_keeps_the_raw_values():
+    """The warp and the greedy member are measured in batches: with one member per generation
+    the default proposes what bo did before issue 29 (a greedy member needs a draw beside it)."""
+    X, y = _data()
+    a = BayesOpt(fit_steps=20).propose(SPACE5, 0, 1, bo.init_theta(5), X, y, 1)[0]
+    b = BayesOpt(fit_steps=20, warp="none", greedy=0).propose(
+        SPACE5, 0, 1, bo.init_theta(5), X, y, 1
+    )[0]
+    np.testing.assert_array_equal(a, b)
