@@ -124,3 +124,27 @@ def test_a_run_with_two_objectives_reports_its_front(tmp_path):
     curve = pd.read_csv(run_dir / "plots" / "hypervolume.csv")
     assert (curve["hypervolume"].diff().dropna() >= -1e-12).all()
     assert curve["member_steps"].iloc[-1] > 0
+
+
+def test_hypervolume_curve_member_steps_are_run_jsons_under_halving(tmp_path):
+    """Regression: the curve counted a member stopped at a rung as training through the next
+    segment (27 -> 9 members at step 10 counted 27 for 10-20); its member-steps now end at
+    run.json's."""
+    import json
+
+    import pandas as pd
+    from conftest import TINY_LM_OVERRIDES
+
+    from jaxhpo.cli import main
+
+    args = [*TINY_LM_OVERRIDES, "train.steps=8", "train.segment_steps=2", "population.size=4"]
+    args += [
+        "strategy.eta=2",
+        "strategy.min_steps=2",
+        "strategy.objectives={loss: min, accuracy: max}",
+    ]
+    assert main(["run", "lm-halving", *args, "--out", str(tmp_path), "--quiet"]) == 0
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    curve = pd.read_csv(run_dir / "plots" / "hypervolume.csv")
+    info = json.loads((run_dir / "run.json").read_text())
+    assert curve["member_steps"].iloc[-1] == info["member_steps"] < 4 * 8

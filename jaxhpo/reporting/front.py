@@ -99,11 +99,12 @@ def hypervolume_curve(
     F, v = front.matrix(table)
     ref = front.reference(F, v) if reference is None else np.asarray(reference, np.float64)
     steps = np.sort(table["step"].unique())
-    # members train between evaluations while active and not diverged (the run's accounting)
+    # a row active (and not diverged) at step s trained in the segment that ended at s: a member
+    # stopped at a rung is inactive from the next evaluation on (run.json's member_steps)
     training = table["active"].astype(bool) & ~table["diverged"].astype(bool)
     per_step = training.groupby(table["step"]).sum().reindex(steps, fill_value=0).to_numpy()
     gaps = np.diff(np.concatenate([[0], steps]))
-    used = np.cumsum(np.concatenate([[0], per_step[:-1]]) * gaps)
+    used = np.cumsum(per_step * gaps)
     rows = []
     for s, u in zip(steps, used, strict=True):
         upto = table["step"].to_numpy() <= s
