@@ -8,6 +8,9 @@ problem: the true front's nadir + 0.1 in every objective. Input dimensions reduc
 fast on a CPU (ZDT: ``--zdt-dims``, DTLZ2: ``--dtlz-dims``).
 
     python scripts/bench_multiobjective.py --seeds 10    # JSON + .md under scripts/results/
+    python scripts/bench_multiobjective.py --generations 60 --size 1 \
+        --searchers random,bo,optuna_nsga2,optuna_tpe \
+        --out scripts/results/bench_multiobjective_seq.json   # the sequential regime
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from jaxhpo import pareto
 from jaxhpo.objectives import parse_objectives
 from jaxhpo.simulate import simulate
 from jaxhpo.space import Float, Space
+from jaxhpo.strategies.bo import BayesOpt
 from jaxhpo.strategies.nsga2 import NSGA2
 from jaxhpo.strategies.optuna_search import OptunaSearch
 from jaxhpo.strategies.search import RandomSearch
@@ -32,6 +36,8 @@ OUT = Path(__file__).parent / "results" / "bench_multiobjective.json"
 SEARCHERS = {
     "random": lambda: RandomSearch(),
     "nsga2": lambda: NSGA2(),
+    "bo": lambda: BayesOpt(),  # hypervolume improvement of per-objective Thompson draws
+    "bo_parego": lambda: BayesOpt(multi_objective="parego"),
     "optuna_nsga2": lambda: OptunaSearch(sampler="nsga2"),
     "optuna_tpe": lambda: OptunaSearch(sampler="tpe"),
 }
@@ -83,9 +89,15 @@ def main() -> None:
     ap.add_argument("--problems", default="zdt1,zdt2,zdt3,dtlz2")
     ap.add_argument("--searchers", default=",".join(SEARCHERS))
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument(
+        "--merge", action="store_true", help="keep --out's other searchers (same settings)"
+    )
     args = ap.parse_args()
+    old = json.loads(args.out.read_text()) if args.merge and args.out.exists() else None
     results = {
-        "regime": f"batch: {args.generations} generations x {args.size} members",
+        "regime": f"sequential: {args.generations} evaluations one after another"
+        if args.size == 1
+        else f"batch: {args.generations} generations x {args.size} members",
         "evaluations": args.generations * args.size,
         "seeds": args.seeds,
         "zdt_dims": args.zdt_dims,
@@ -96,6 +108,8 @@ def main() -> None:
     for name in args.problems.split(","):
         prob, space, objectives, ref, true = problem(name, args.zdt_dims, args.dtlz_dims)
         entry = {"reference": ref.tolist(), "true_hypervolume": true, "searchers": {}}
+        if old and name in old["problems"]:
+            entry["searchers"] = dict(old["problems"][name]["searchers"])
         for searcher in args.searchers.split(","):
             t0 = time.perf_counter()
             hv = [
@@ -107,30 +121,47 @@ def main() -> None:
                 "ratio": ratio,
                 "median_ratio": float(np.median(ratio)),
                 "median_regret": float(np.median(1 - np.asarray(ratio))),
+                "seeds": args.seeds,
                 "seconds": round(time.perf_counter() - t0, 1),
             }
             print(name, searcher, f"median ratio {np.median(ratio):.3f}", flush=True)
         results["problems"][name] = entry
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    args.out.with_suffix(".md").write_text(table(results))
+        if old:  # problems not run this time keep their rows
+            results["problems"] = {**old["problems"], **results["problems"]}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1))  # after each problem
+        args.out.with_suffix(".md").write_text(table(results))
     print(table(results))
 
 
 def table(results: dict) -> str:
-    """A markdown table: median hypervolume ratio (to the true front's) per problem."""
-    names = list(next(iter(results["problems"].values()))["searchers"])
+    """A markdown table: median hypervolume ratio (to the true front's) per problem; a column
+    run with fewer seeds than the study says so in its header; a missing cell is "-"."""
+    names: list[str] = []
+    for entry in results["problems"].values():
+        names += [n for n in entry["searchers"] if n not in names]
+    seeds = results["seeds"]
+
+    def header(n: str) -> str:
+        counts = {
+            e["searchers"][n].get("seeds", seeds)
+            for e in results["problems"].values()
+            if n in e["searchers"]
+        }
+        return n if counts == {seeds} else f"{n} ({'/'.join(map(str, sorted(counts)))} seeds)"
+
     lines = [
-        f"Hypervolume ratio to the true front's, median over {results['seeds']} seeds "
+        f"Hypervolume ratio to the true front's, median over {seeds} seeds "
         f"({results['regime']}, {results['evaluations']} evaluations; ZDT in "
         f"{results['zdt_dims']} dims, DTLZ2 in {results['dtlz_dims']} dims, reference "
         f"{results['reference']}). Higher is better.",
         "",
-        "| problem | " + " | ".join(names) + " |",
+        "| problem | " + " | ".join(header(n) for n in names) + " |",
         "| --- |" + " --- |" * len(names),
     ]
     for problem_name, entry in results["problems"].items():
-        cells = [f"{entry['searchers'][n]['median_ratio']:.3f}" for n in names]
+        got = entry["searchers"]
+        cells = [f"{got[n]['median_ratio']:.3f}" if n in got else "-" for n in names]
         lines.append(f"| {problem_name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
