@@ -51,6 +51,7 @@ PAGE_PROBE = """JSON.stringify({
   search: !!document.querySelector("[data-md-component=search]"),
   styled: (h => h ? getComputedStyle(h).position : "")(document.querySelector(".md-header")),
   images: Array.from(document.images).map(i => [i.src, i.complete && i.naturalWidth > 0]),
+  ready: document.readyState,
 })"""
 
 #: The search's state: results listed, the meta line ("5 matching documents"), the links.
@@ -225,7 +226,12 @@ def check_page(browser: Browser, base: str, path: str, seconds: float) -> str:
     stylesheet, every image loaded, no script error."""
     url = f"{base}/{path}"
     browser.open(url)
-    ok = lambda s: s.get("nav") and all(loaded for _, loaded in s.get("images", []))  # noqa: E731
+    # the whole document parsed (under load the images at the end came after the heading)
+    ok = lambda s: (  # noqa: E731
+        s.get("ready") == "complete"
+        and s.get("nav")
+        and all(loaded for _, loaded in s.get("images", []))
+    )
     page = browser.wait_for(PAGE_PROBE, ok, seconds)
     broken = [src for src, loaded in page.get("images", []) if not loaded]
     problems = []
