@@ -95,6 +95,14 @@ from jaxhpo.strategies.base import (
     StrategyState,
     static,
 )
+from jaxhpo.strategies.bo_defaults import (  # noqa: F401  (re-exported)
+    LOCAL_SEARCH_MAX_DIM,
+    auto_greedy,
+    auto_initial,
+    auto_local_steps,
+    auto_warp,
+)
+from jaxhpo.strategies.bo_picks import _snap, draw_picks, greedy_picks
 from jaxhpo.strategies.decision import check_proposed, generation_event
 from jaxhpo.strategies.evo import shape_fitness
 from jaxhpo.strategies.fallback import population_proposals
@@ -118,58 +126,6 @@ from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply
 from jaxhpo.strategies.warping import WARPS, warp_outputs
 
 _WARM_GENERATION = 1 << 20  # the stream of the warm-started first proposal
-
-
-#: Searched dimensions up to which the Thompson draws are refined by local search by default.
-LOCAL_SEARCH_MAX_DIM = 3
-
-
-def auto_local_steps(D: int) -> int:
-    """Default local-search steps of each Thompson draw in ``D`` searched dimensions: 50 up to
-    :data:`LOCAL_SEARCH_MAX_DIM`, else 0 (the draw's best candidate).
-
-    Measured with ``scripts/bench_search.py`` (5 generations x 10, 10 seeds, median regret;
-    scripts/results/bench_search_batch.json): in 2-3 dimensions the refinement makes the
-    proposals precise (``bo_before``, the best of 256 candidates without the fit restart, to
-    ``bo``: quadratic 4.4e-3 -> 1.1e-5, Branin 0.030 -> 3.7e-4, Hartmann-3 0.018 -> 1.9e-4); in
-    5-8 dimensions it follows each draw's extrapolation and over-explores (``bo_local``, the
-    refinement in every dimension, to ``bo``: Styblinski-Tang-8 150 -> 102, Rosenbrock-5
-    3751 -> 1283, Hartmann-6 1.13 -> 0.28).
-    """
-    return 50 if D <= LOCAL_SEARCH_MAX_DIM else 0
-
-
-def auto_warp(D: int) -> str:
-    """Default output warp in ``D`` searched dimensions: ``"log"`` above
-    :data:`LOCAL_SEARCH_MAX_DIM`, else ``"none"`` (see :func:`auto_greedy`); with one member per
-    generation (not measured yet) bo keeps the raw values."""
-    return "log" if D > LOCAL_SEARCH_MAX_DIM else "none"
-
-
-def auto_greedy(D: int) -> int:
-    """Default greedy members of each batch in ``D`` searched dimensions: 1 above
-    :data:`LOCAL_SEARCH_MAX_DIM`, else 0.
-
-    Measured with ``scripts/bench_search.py`` (5 x 10, 10 seeds, median regret, ``bo_pre29`` ->
-    the log warp with one greedy member; scripts/results/bench_search_batch.json): in 5-8
-    dimensions Levy-5 5.31 -> 2.51, Rosenbrock-5 1284 -> 260, Styblinski-Tang-8 102 -> 87.8,
-    Ackley-5 12.2 -> 10.1, Hartmann-6 0.281 -> 0.289; in 2-3 dimensions, where the local search
-    already refines every draw, Hartmann-3 got worse (1.9e-4 -> 1.2e-3; quadratic 1.1e-5 ->
-    3.7e-6, Branin 3.7e-4 -> 5.6e-5).
-    """
-    return 1 if D > LOCAL_SEARCH_MAX_DIM else 0
-
-
-def auto_initial(D: int) -> int:
-    """Default size of the initial Sobol design in ``D`` searched dimensions: ``D + 1``.
-
-    A GP fitted to fewer points than dimensions plus one cannot tell the length scales apart,
-    and its Thompson draws then extrapolate; sequential bo on Styblinski-Tang-8 without the
-    design ended behind random search (scripts/results/bench_search_seq.json). A population of
-    ``D + 1`` or more members fills the design in its first generation, so batch runs are
-    unchanged.
-    """
-    return D + 1
 
 
 #: ``strategy.multi_objective``'s forms (several objectives)
@@ -384,37 +340,13 @@ class BayesOpt(GenerationalSearch):
         greedy = auto_greedy(D) if self.config.greedy is None else self.config.greedy
         n_greedy = min(greedy, P - 1) if stream is None else 0  # one draw at least explores
         if n_greedy:
-            with x64():
-                mu, _ = posterior(theta, *data, jnp.asarray(cand))
-            order = np.argsort(np.asarray(mu, np.float64), kind="stable")
-            first = 0
-            if self.config.greedy_steps:  # the mean's minimiser refined from its best candidates
-                with x64():
-                    x_mean, _ = minimise_mean(
-                        theta,
-                        *data,
-                        jnp.asarray(cand[order[:4]]),
-                        steps=self.config.greedy_steps,
-                        lo_D=jnp.asarray(lo, jnp.float64),
-                        hi_D=jnp.asarray(hi, jnp.float64),
-                    )
-                picks.append(_snap(space, np.asarray(x_mean, np.float64)))
-                first = 1
-            for j in order[: n_greedy - first]:
-                picks.append(cand[j])
-                taken |= np.all(cand == cand[j], axis=1)
-        for p in range(P - n_greedy):  # host loop over the batch's draws (proposals, not training)
-            free = np.where(taken, np.inf, f[p])
-            j = int(np.argmin(free))
-            repeat = any(np.array_equal(x_loc[p], q) for q in picks)
-            if np.isfinite(f_loc[p]) and f_loc[p] <= free[j] and not repeat:
-                pick = x_loc[p]  # the local search improved on every free candidate
-            elif taken[j]:  # every candidate taken (C < P): allow a repeat
-                pick = cand[int(np.argmin(f[p]))]
-            else:
-                pick = cand[j]
-            picks.append(pick)
-            taken |= np.all(cand == pick, axis=1)  # snapped duplicates too
+            box = (jnp.asarray(lo, jnp.float64), jnp.asarray(hi, jnp.float64))
+            for pick in greedy_picks(
+                space, theta, data, cand, n_greedy, self.config.greedy_steps, box
+            ):
+                picks.append(pick)
+                taken |= np.all(cand == pick, axis=1)
+        picks += draw_picks(cand, f, x_loc, f_loc, taken, picks, P - n_greedy)
         return np.stack(picks[len(exclude) :]), jax.tree.map(np.asarray, theta), info
 
     def parego(self, space: Space, seed: int, g: int, theta0, X, Y, V, P: int):
@@ -525,13 +457,6 @@ class BayesOpt(GenerationalSearch):
         return new_state, PopulationUpdate(
             reinit=np.ones(P, bool), hparams=self._decode(space, new_u), events=[event]
         )
-
-
-def _snap(space: Space, u: np.ndarray) -> np.ndarray:
-    """Unit points decoded and encoded back: ints and choices move to their bin centres."""
-    shape = u.shape
-    cols = space.from_unit(u.reshape(-1, shape[-1]))
-    return np.asarray(space.to_unit(cols), np.float64).reshape(shape)
 
 
 def _scalar(v: Any) -> Any:

@@ -270,6 +270,28 @@ def draw_value(theta, d, X_NxD, mask_N, x_MxD):
     return _prior_value(theta, d, x_MxD) + k_MxN @ d["v"]
 
 
+def descend(fun, x0_D, steps: int, learning_rate: float, lo_D, hi_D):
+    """Projected Adam (optax) on the scalar ``fun`` from ``x0_D``, inside the box
+    ``[lo_D, hi_D]``, for ``steps`` steps; the best iterate kept (the last one scored too), a
+    non-finite gradient read as zero. Returns ``(x_D, fun(x_D))``."""
+    opt = optax.adam(learning_rate)
+    f = jax.value_and_grad(fun)
+
+    def step(carry, _):
+        x, s, best, best_f = carry
+        fx, g = f(x)
+        better = jnp.isfinite(fx) & (fx < best_f)
+        best, best_f = jnp.where(better, x, best), jnp.where(better, fx, best_f)
+        u, s = opt.update(jnp.where(jnp.isfinite(g), g, 0.0), s)
+        return (jnp.clip(x + u, lo_D, hi_D), s, best, best_f), None
+
+    carry = (x0_D, opt.init(x0_D), x0_D, jnp.asarray(jnp.inf, x0_D.dtype))
+    (x, _, best, best_f), _ = jax.lax.scan(step, carry, None, length=steps)
+    fx = fun(x)
+    last = jnp.isfinite(fx) & (fx < best_f)
+    return jnp.where(last, x, best), jnp.where(last, fx, best_f)
+
+
 @functools.partial(jax.jit, static_argnames=("draws", "features", "starts", "steps"))
 def optimise_draws(
     key,
@@ -299,24 +321,10 @@ def optimise_draws(
     value = functools.partial(draw_value, theta, X_NxD=X_NxD, mask_N=mask_N)
     f_PxC = jax.vmap(lambda d: value(d, x_MxD=cand_CxD))(ds)
     x0_PxSxD = cand_CxD[jnp.argsort(f_PxC, axis=1)[:, :starts]]
-    opt = optax.adam(learning_rate)
 
     def local(d, x0_D):
-        f = jax.value_and_grad(lambda x: value(d, x_MxD=x[None])[0])
-
-        def step(carry, _):
-            x, s, best, best_f = carry
-            fx, g = f(x)
-            better = jnp.isfinite(fx) & (fx < best_f)
-            best, best_f = jnp.where(better, x, best), jnp.where(better, fx, best_f)
-            u, s = opt.update(jnp.where(jnp.isfinite(g), g, 0.0), s)
-            return (jnp.clip(x + u, lo_D, hi_D), s, best, best_f), None
-
-        carry = (x0_D, opt.init(x0_D), x0_D, jnp.asarray(jnp.inf, x0_D.dtype))
-        (x, _, best, best_f), _ = jax.lax.scan(step, carry, None, length=steps)
-        fx = value(d, x_MxD=x[None])[0]
-        last = jnp.isfinite(fx) & (fx < best_f)  # the last iterate is scored too
-        return jnp.where(last, x, best), jnp.where(last, fx, best_f)
+        fun = lambda x: value(d, x_MxD=x[None])[0]  # noqa: E731
+        return descend(fun, x0_D, steps, learning_rate, lo_D, hi_D)
 
     x_PxSxD, f_PxS = jax.vmap(lambda d, x0: jax.vmap(lambda x: local(d, x))(x0))(ds, x0_PxSxD)
     i = jnp.argmin(f_PxS, axis=1)
@@ -365,24 +373,7 @@ def minimise_mean(
         xm = _with_mask(x_D[None], jnp.ones((1,), x_D.dtype))
         return (_kernel(theta)(xm, Xm) @ alpha)[0]
 
-    opt = optax.adam(learning_rate)
-    f = jax.value_and_grad(mean)
-
-    def local(x0_D):
-        def step(carry, _):
-            x, s, best, best_f = carry
-            fx, g = f(x)
-            better = jnp.isfinite(fx) & (fx < best_f)
-            best, best_f = jnp.where(better, x, best), jnp.where(better, fx, best_f)
-            u, s = opt.update(jnp.where(jnp.isfinite(g), g, 0.0), s)
-            return (jnp.clip(x + u, lo_D, hi_D), s, best, best_f), None
-
-        carry = (x0_D, opt.init(x0_D), x0_D, jnp.asarray(jnp.inf, x0_D.dtype))
-        (x, _, best, best_f), _ = jax.lax.scan(step, carry, None, length=steps)
-        fx = mean(x)
-        last = jnp.isfinite(fx) & (fx < best_f)
-        return jnp.where(last, x, best), jnp.where(last, fx, best_f)
-
+    local = lambda x0_D: descend(mean, x0_D, steps, learning_rate, lo_D, hi_D)  # noqa: E731
     x_SxD, f_S = jax.vmap(local)(x0_SxD)
     i = jnp.argmin(f_S)
     return x_SxD[i], f_S[i]
