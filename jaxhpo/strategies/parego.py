@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxhpo.objectives import violation
 from jaxhpo.strategies.decision import Observation
+from jaxhpo.strategies.mo_thompson import normalise
 
 
 def objectives_so_far(
@@ -43,8 +44,7 @@ def chebyshev(Y: np.ndarray, V: np.ndarray, w: np.ndarray, rho: float = 0.05) ->
     s = np.full(len(Y), np.inf)
     if not ok.any():
         return s
-    lo, hi = Y[ok].min(axis=0), Y[ok].max(axis=0)
-    Fn = (Y[ok] - lo) / np.where(hi > lo, hi - lo, 1.0)
+    Fn = normalise(Y)[ok]
     s[ok] = np.max(w * Fn, axis=1) + rho * np.sum(w * Fn, axis=1)
     bad = ok & (np.asarray(V) > 0)
     if bad.any():
