@@ -74,7 +74,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 PRESET = "lm-pbt"
 OBJECTIVE = "val_loss"
@@ -142,13 +141,6 @@ def make_configs(seed: int, size: int, args: argparse.Namespace):
     return pb2, pbt
 
 
-def best_so_far(table: pd.DataFrame) -> tuple[list[int], list[float]]:
-    """Lowest validation loss seen up to each evaluation step (NaN before any finite one)."""
-    per_step = table.groupby("step")[OBJECTIVE].min().sort_index()  # min skips NaN
-    best = np.fmin.accumulate(per_step.to_numpy(np.float64))
-    return per_step.index.astype(int).tolist(), [float(v) for v in best]
-
-
 def explores(run_dir: Path, space) -> list[dict]:
     """Every explore decision of a run: step, member, the hyperparameters it trained with
     before (``before``), those of the member it copied (``copied``; None when it did not copy),
@@ -188,7 +180,7 @@ def explores(run_dir: Path, space) -> list[dict]:
 def run_study(cfg) -> dict:
     """Runs one study; its best final member, budget, wall time, curve and explore steps."""
     from jaxhpo.experiment import run
-    from jaxhpo.results import read_metrics
+    from jaxhpo.results import best_so_far, read_metrics
     from jaxhpo.space import Space
 
     t0 = time.perf_counter()
@@ -198,7 +190,7 @@ def run_study(cfg) -> dict:
     members = res.members
     ok = members[~members["diverged"].astype(bool) & np.isfinite(members[OBJECTIVE])]
     best = ok.loc[ok[OBJECTIVE].idxmin()] if not ok.empty else None
-    steps, curve = best_so_far(read_metrics(res.run_dir))
+    steps, curve = best_so_far(read_metrics(res.run_dir), OBJECTIVE)
     hp = [c for c in HPARAMS if c in members]
     return {
         "run_dir": str(res.run_dir),

@@ -350,3 +350,11 @@ def add_override_args(p: argparse.ArgumentParser, applies_to: str) -> None:
         help=f"config override {applies_to} (repeatable), e.g. model.d_model=32",
     )
     p.add_argument("--no-plot", action="store_true")
+
+
+def best_so_far(table: pd.DataFrame, column: str = "val_loss") -> tuple[list[int], list[float]]:
+    """Lowest ``column`` seen up to each evaluation step of a metrics table (NaN before any
+    finite one): ``(steps, values)``."""
+    per_step = table.groupby("step")[column].min().sort_index()  # min skips NaN
+    best = np.fmin.accumulate(per_step.to_numpy(np.float64))
+    return per_step.index.astype(int).tolist(), [float(v) for v in best]
