@@ -196,3 +196,44 @@ class Front:
             return np.ones(F.shape[1])
         lo, hi = ok.min(axis=0), ok.max(axis=0)
         return hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)
+
+
+def spread_weights(size: int, n: int, seed: int = 0) -> np.ndarray:
+    """Scalarisation weights that spread ``size`` members over the front of ``n`` objectives,
+    float64 [size, n], each row on the simplex (non-negative, summing to 1).
+
+    Two objectives: evenly spaced, from ``(1, 0)`` to ``(0, 1)`` (one member: ``(0.5, 0.5)``).
+    More: the corners first (one member per objective alone, as far as ``size`` reaches), then
+    scrambled Halton points mapped to the simplex by sorted spacings (uniform on the simplex),
+    drawn with ``seed``. A pure function of its arguments, so a resumed run has the same."""
+    if n < 1 or size < 1:
+        raise ValueError(f"spread_weights: needs size >= 1 and n >= 1, got {size}, {n}")
+    if n == 1:
+        return np.ones((size, 1))
+    if n == 2:
+        t = np.full(1, 0.5) if size == 1 else np.linspace(0.0, 1.0, size)
+        return np.stack([1.0 - t, t], axis=1)
+    from scipy.stats import qmc
+
+    corners = np.eye(n)[: min(size, n)]
+    rest = size - len(corners)
+    if rest <= 0:
+        return corners
+    u = np.sort(qmc.Halton(n - 1, seed=seed).random(rest), axis=1)
+    edges = np.concatenate([np.zeros((rest, 1)), u, np.ones((rest, 1))], axis=1)
+    return np.concatenate([corners, np.diff(edges, axis=1)], axis=0)
+
+
+def scalarise(metrics: Mapping[str, Any], objectives: Sequence[Objective], weights: Any) -> Any:
+    """One member's objectives as one differentiable number to minimise (``jax.numpy``):
+    ``sum_j w_j s_j f_j / |f_j|`` with ``s_j = -1`` for a maximised objective and ``|f_j|``
+    held constant (``stop_gradient``), so its gradient is ``sum_j w_j s_j grad log |f_j|``: a
+    weighted sum in relative terms, free of the objectives' units. Its value is
+    ``sum_j w_j s_j sign(f_j)``; what matters is the gradient (hypergradient strategies
+    descend it)."""
+    total = jnp.zeros((), jnp.float32)
+    for j, o in enumerate(objectives):
+        f = jnp.asarray(metrics[o.metric], jnp.float32)
+        scale = jax.lax.stop_gradient(jnp.maximum(jnp.abs(f), 1e-12))
+        total = total + weights[j] * (-f if o.maximize else f) / scale
+    return total

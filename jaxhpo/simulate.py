@@ -271,6 +271,8 @@ def simulate(
     """
     objectives, constraints = tuple(objectives), tuple(constraints)
     strategy.check(steps, segment_steps)
+    if len(objectives) > 1:  # a strategy that needs them before its first observation
+        strategy = strategy.for_study(objectives)
     state, cols = strategy.init(seed, space, size)
     pop = _Members.first({k: np.asarray(v, np.float64) for k, v in cols.items()})
     curves, next_id = _Curves(tuple(pop.hp)), pop.size

@@ -28,6 +28,7 @@ from jaxhpo.objectives import parse_objectives
 from jaxhpo.simulate import simulate
 from jaxhpo.space import Float, Space
 from jaxhpo.strategies.bo import BayesOpt
+from jaxhpo.strategies.evo import EvoSearch
 from jaxhpo.strategies.nsga2 import NSGA2
 from jaxhpo.strategies.optuna_search import OptunaSearch
 from jaxhpo.strategies.search import RandomSearch
@@ -36,6 +37,7 @@ OUT = Path(__file__).parent / "results" / "bench_multiobjective.json"
 SEARCHERS = {
     "random": lambda: RandomSearch(),
     "nsga2": lambda: NSGA2(),
+    "evo": lambda: EvoSearch(),  # CMA-ES groups, each on its own Chebyshev weights
     "bo": lambda: BayesOpt(),  # hypervolume improvement of per-objective Thompson draws
     "bo_parego": lambda: BayesOpt(multi_objective="parego"),
     "optuna_nsga2": lambda: OptunaSearch(sampler="nsga2"),

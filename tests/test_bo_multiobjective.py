@@ -92,7 +92,7 @@ def test_a_constraint_keeps_the_front_feasible(form):
 
 def test_trust_region_is_refused_with_several_objectives():
     with pytest.raises(ValueError, match="strategy.trust_region"):
-        BayesOpt.check_objectives(BOConfig(trust_region=True), 2)
+        BayesOpt.check_objectives(BOConfig(trust_region=True), ("loss", "params"), ())
 
 
 def test_hypervolume_improvement_is_moocores_difference():

@@ -82,7 +82,7 @@ def test_pbt_compiled_decision_reads_the_pareto_fitness():
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["strategy.name=evo", "strategy.objectives={loss: min, accuracy: max}"], "optimises one"),
+        (["strategy.name=rl", "strategy.objectives={loss: min, accuracy: max}"], "optimises one"),
         (["strategy.objectives={loss: min, nope: max}"], r"strategy\.objectives\.nope: task"),
         (["strategy.constraints={loss: '< x'}"], r"strategy\.constraints\.loss: expected"),
         (

@@ -10,12 +10,13 @@ rebuilt from them with :func:`jaxhpo.optim.make_chain` (``differentiable=True``)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 
 from jaxhpo import optim
+from jaxhpo.objectives import scalarise
 from jaxhpo.population.step import member_evaluate, member_step, no_step
 
 
@@ -58,14 +59,19 @@ def make_step(
     return step_fn
 
 
-def make_val(population: Any, val_data: Any) -> Callable[[Any, Mapping[str, jax.Array]], Any]:
-    """``val_fn(m, hp) -> scalar``: the member's mean validation loss (the task's metric)."""
+def make_val(population: Any, val_data: Any, objectives: Sequence[Any] = ()) -> Callable[..., Any]:
+    """``val_fn(m, hp, weights=None) -> scalar``: the member's mean validation loss (the task's
+    metric); with several ``objectives`` (:class:`jaxhpo.objectives.Objective`) and the
+    member's ``weights`` [M], their :func:`jaxhpo.objectives.scalarise` instead."""
 
-    def val_fn(m, hp):
+    def val_fn(m, hp, weights=None):
         del hp
         data = val_data
         if population.folds > 1:  # k-fold: the member's own held-out fold
             data = jax.tree.map(lambda x: x[m.fold], val_data)
-        return member_evaluate(population, m.params, m.model_state, data, m.hparams)["loss"]
+        metrics = member_evaluate(population, m.params, m.model_state, data, m.hparams)
+        if objectives and weights is not None:
+            return scalarise(metrics, objectives, weights)
+        return metrics["loss"]
 
     return val_fn

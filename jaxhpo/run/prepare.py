@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxhpo import refs
 from jaxhpo.config import Config, ConfigError, StrategyConfig, TrainConfig
+from jaxhpo.objectives import parse_objectives
 from jaxhpo.optim import resolve as resolve_optimizer
 from jaxhpo.optim import space_choice as choice_space
 from jaxhpo.population import Population, resolve_devices
@@ -222,6 +223,8 @@ def _checked_strategy(
     """The strategy (cross-validated under k-fold), checked against the run's options; its
     state and the first population's hyperparameters."""
     try:
+        if len(cfg.strategy.objectives) > 1:  # hypergradients descend the members' weightings
+            strategy = strategy.for_study(parse_objectives(cfg.strategy.objectives))
         if cfg.task.folds > 1:  # every trial as k members, one per fold (strategies/cv.py)
             strategy = CrossValidated(strategy, cfg.task.folds)
         strategy.check(cfg.train.steps, cfg.train.segment_steps)

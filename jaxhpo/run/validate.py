@@ -95,7 +95,7 @@ def check_objectives(
     check = getattr(strategy_cls, "check_objectives", None)
     if several and settings is not None and check is not None:
         try:
-            check(settings, len(objectives))
+            check(settings, objectives, constraints)
         except ValueError as e:
             raise ConfigError(str(e)) from None
 

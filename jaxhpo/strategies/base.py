@@ -35,6 +35,7 @@ resumed run's ``init`` made.
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -146,6 +147,8 @@ class Strategy(abc.ABC):
     State: ClassVar[type[StrategyState] | None] = None
     #: What the strategy can do; read by the run's checks, never guessed.
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: The study's objectives when there are several (:meth:`for_study`; empty: one metric).
+    objectives: tuple = ()
 
     def __init__(self, config: Any = None, /, **fields: Any):
         if config is None:
@@ -178,10 +181,21 @@ class Strategy(abc.ABC):
         del cfg, run_dir
 
     @classmethod
-    def check_objectives(cls, config: Any, n_objectives: int) -> None:
-        """Raises ``ValueError`` naming the setting that cannot serve ``n_objectives``
-        objectives (checked with the config, before anything is built). Default: nothing."""
-        del config, n_objectives
+    def check_objectives(cls, config: Any, objectives: tuple, constraints: tuple) -> None:
+        """Raises ``ValueError`` naming the setting that cannot serve these ``objectives`` and
+        ``constraints`` (:mod:`jaxhpo.objectives`; checked with the config, before anything is
+        built). Default: nothing."""
+        del config, objectives, constraints
+
+    def for_study(self, objectives: tuple) -> Strategy:
+        """This strategy for a study of several ``objectives``: a shallow copy that knows them
+        (:attr:`objectives`), for a strategy that needs them before its first observation
+        (hypergradients descend their weighted sum). The user's object is left alone."""
+        if not objectives or tuple(objectives) == self.objectives:
+            return self
+        out = copy.copy(self)
+        out.objectives = tuple(objectives)
+        return out
 
     @classmethod
     def from_config(cls, config: Any, train: Any, metric: str = "loss") -> Strategy:

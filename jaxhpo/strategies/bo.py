@@ -103,8 +103,7 @@ from jaxhpo.strategies.bo_defaults import (  # noqa: F401  (re-exported)
     auto_warp,
 )
 from jaxhpo.strategies.bo_picks import _snap, draw_picks, greedy_picks
-from jaxhpo.strategies.decision import check_proposed, generation_event
-from jaxhpo.strategies.evo import shape_fitness
+from jaxhpo.strategies.decision import check_proposed, generation_event, shape_fitness
 from jaxhpo.strategies.fallback import population_proposals
 from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
     draws_at,
@@ -218,11 +217,13 @@ class BayesOpt(GenerationalSearch):
     capabilities = Capabilities(objectives=True)
 
     @classmethod
-    def check_objectives(cls, config: Any, n_objectives: int) -> None:
+    def check_objectives(cls, config: Any, objectives: tuple, constraints: tuple) -> None:
+        del constraints
         if getattr(config, "trust_region", False):
             raise ValueError(
                 "strategy.trust_region: bo's trust region follows one objective; not with "
-                f"{n_objectives} objectives or constraints (ParEGO proposes over the whole space)"
+                f"{len(objectives)} objectives or constraints (its multi-objective forms propose "
+                "over the whole space)"
             )
 
     def initial_points(self, D: int) -> int:

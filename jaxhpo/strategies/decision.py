@@ -156,3 +156,15 @@ def generation_event(
         "best_member": int(obs.member_id[best]),
     }
     return best, event
+
+
+def shape_fitness(fitness: np.ndarray) -> np.ndarray:
+    """Fitness as told to the ES (float32): non-finite values become the worst finite value plus
+    the finite range (1 when the range is 0); all zeros when nothing is finite."""
+    f = np.asarray(fitness, np.float64).copy()
+    ok = np.isfinite(f)
+    if not ok.any():
+        return np.zeros(f.shape, np.float32)
+    lo, hi = f[ok].min(), f[ok].max()
+    f[~ok] = hi + ((hi - lo) if hi > lo else 1.0)
+    return np.clip(f, -1e30, 1e30).astype(np.float32)

@@ -60,6 +60,10 @@ generation's finite range* (``max - min``, or 1 when that is 0): strictly worse 
 member, on the objective's own scale (a huge constant would swamp algorithms that use raw fitness
 differences, such as ARS). When no member is finite, all get 0.
 
+**Several objectives** (``strategy.objectives``, or constraints): the population is cut into
+``strategy.groups`` groups, each its own evosax algorithm on its own Chebyshev weighting of
+the objectives (:mod:`jaxhpo.strategies.evo_groups`); one objective keeps one group.
+
 **Randomness.** With ``root = jax.random.key(seed)`` and, for generation ``g``,
 ``k_init, k_ask, k_tell = jax.random.split(jax.random.fold_in(root, g), 3)``: ``init`` calls
 ``es.init(k_init(0), mean, params)`` then asks generation 0 with ``k_ask(0)`` (population based:
@@ -94,19 +98,23 @@ import numpy as np
 from flax import serialization
 
 from jaxhpo import conditions
+from jaxhpo.objectives import spread_weights
 from jaxhpo.space import Space
+from jaxhpo.strategies import evo_groups
 from jaxhpo.strategies.base import (
+    Capabilities,
     Strategy,
     StrategyState,
     check_between_segments,
     fill_points,
     static,
 )
-from jaxhpo.strategies.decision import (
+from jaxhpo.strategies.decision import (  # noqa: F401  (shape_fitness re-exported)
     Observation,
     PopulationUpdate,
     check_proposed,
     generation_event,
+    shape_fitness,
 )
 from jaxhpo.strategies.evo_algorithms import (  # noqa: F401  (re-exported)
     _ES_CACHE,
@@ -139,6 +147,9 @@ class EvoConfig(GenerationalConfig):
     min_steps: int = 0  # online: no update before this step
     params: dict[str, float] = dataclasses.field(default_factory=dict)  # default_params fields
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # constructor arguments
+    #: several objectives: this many ES groups, each with its own scalarisation weights
+    #: (:mod:`jaxhpo.strategies.evo_groups`; None: groups of at least 4 members)
+    groups: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -161,17 +172,22 @@ class EvoConfig(GenerationalConfig):
         lr = self.learning_rate
         if lr is not None and not (np.isfinite(lr) and lr > 0):
             raise ValueError(f"strategy.learning_rate: must be > 0, got {lr!r}")
+        g = self.groups
+        if g is not None and (isinstance(g, bool) or not isinstance(g, int | np.integer) or g < 1):
+            raise ValueError(f"strategy.groups: must be an integer >= 1 or null, got {g!r}")
 
 
 class EvoState(StrategyState):
     """The evosax adapter's state."""
 
     space: Space = static()  # the search space (structure)
-    es: dict[str, Any]  # the evosax state, as flax.serialization.to_state_dict
+    es: dict[str, Any]  # the evosax state, as flax.serialization.to_state_dict (K > 1: stacked)
     key: np.ndarray  # uint32 [2]: the root key's data
     generation: np.ndarray  # int64 []: generations told so far
     started: np.ndarray  # bool []: the ES was told once (population based: built at that tell)
     x: np.ndarray  # float32 [P, D]: the points the current members were given (unconstrained)
+    #: float64 [K, M]: each ES group's objective weights ([1, 0]: one objective, one group)
+    weights: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((1, 0)))
 
 
 class EvoSearch(Strategy):
@@ -184,6 +200,7 @@ class EvoSearch(Strategy):
     name = "evo"
     Config = EvoConfig
     State = EvoState
+    capabilities = Capabilities(objectives=True)
 
     def __init__(self, config: EvoConfig | None = None, /, *, metric: str = "loss", **fields):
         super().__init__(config, **fields)
@@ -294,29 +311,44 @@ class EvoSearch(Strategy):
         D = len(space.searched)
         if D == 0:
             raise ValueError("space: the evo strategy needs at least one searched dimension")
-        es, params = self._make_es(int(size), D)
+        several = len(self.objectives) > 1
+        K = self.config.groups or evo_groups.default_groups(int(size), several)
+        evo_groups.check_groups(K, int(size))
+        es, params = self._make_es(int(size) // K, D)
         mean = self._initial_mean(space)
         key_data = np.asarray(jax.random.key_data(jax.random.key(seed)))
+        xs, states = [], []
+        for k in range(K):
+            x, es_state = self._first(es, params, evo_groups.group_key_data(key_data, k, K), mean)
+            xs.append(x)
+            states.append(self._to_dict(es_state))
+        x = np.concatenate(xs)
+        M = len(self.objectives)
+        state = EvoState(
+            space=space,
+            es=evo_groups.stack(states),
+            key=key_data,
+            generation=np.asarray(0, np.int64),
+            started=np.asarray(False),
+            x=x,
+            weights=spread_weights(K, M, seed) if several else np.zeros((K, 0)),
+        )
+        cols = space.from_unconstrained(np.asarray(x, np.float64))
+        return state, cols
+
+    def _first(self, es, params, key_data, mean):
+        """One group's first generation: ``(x [n, D], evosax state)``."""
         k_init, k_ask, _ = self._keys(key_data, 0)
+        n, D = es.population_size, mean.shape[0]
         with jax.numpy_rank_promotion("allow"):
             if _is_population_based(self.algorithm):
-                x = mean + self.config.sigma_init * jax.random.normal(k_ask, (int(size), D))
+                x = mean + self.config.sigma_init * jax.random.normal(k_ask, (n, D))
                 es_state = self._template(es, params, k_init, np.asarray(x))
             else:
                 es_state = es.init(k_init, jnp.asarray(mean), params)
                 es_state = serialization.from_state_dict(es_state, self._to_dict(es_state))
                 x, es_state = es.ask(k_ask, es_state, params)
-        x = np.asarray(jax.device_get(x), np.float32)
-        state = EvoState(
-            space=space,
-            es=self._to_dict(es_state),
-            key=key_data,
-            generation=np.asarray(0, np.int64),
-            started=np.asarray(False),
-            x=x,
-        )
-        cols = space.from_unconstrained(np.asarray(x, np.float64))
-        return state, cols
+        return np.asarray(jax.device_get(x), np.float32), es_state
 
     def _initial_mean(self, space: Space) -> np.ndarray:
         D = len(space.searched)
@@ -328,28 +360,20 @@ class EvoSearch(Strategy):
         z = np.asarray(space.to_unconstrained(cols), np.float64)
         return z.mean(axis=0).astype(np.float32)
 
-    def update(self, state: EvoState, obs: Observation) -> tuple[EvoState, PopulationUpdate]:
-        if not self._due(int(obs.step)):
-            return state, PopulationUpdate()
-        space = state.space
-        x = np.asarray(state.x, np.float32)
-        P = x.shape[0]
-        check_proposed(self.name, P, obs)
-        raw = obs.fitness()
+    def _tell_ask(self, es, params, key_data, g, state, x, raw, es_dict):
+        """One group tells generation ``g`` (its points ``x``, fitness ``raw``) and asks the
+        next: ``(new_x, evosax state, mean)``."""
         fit = shape_fitness(raw)
-        es, params = self._make_es(P, x.shape[1])
-        g = int(np.asarray(state.generation))
-        started = bool(np.asarray(state.started))
-        key_data = np.asarray(state.key, np.uint32)
         k_init0, _, _ = self._keys(key_data, 0)
         _, _, k_tell = self._keys(key_data, g)
         _, k_ask, _ = self._keys(key_data, g + 1)
+        space = state.space
         with jax.numpy_rank_promotion("allow"):
             template = self._template(es, params, k_init0, x)
-            es_state = serialization.from_state_dict(template, state.es)
+            es_state = serialization.from_state_dict(template, es_dict)
             if space.when and getattr(es_state, "mean", None) is not None:
                 x = conditions.centre_inactive(space, x, es_state.mean)  # inactive: no step
-            if _is_population_based(self.algorithm) and not started:
+            if _is_population_based(self.algorithm) and not bool(np.asarray(state.started)):
                 es_state = es.init(k_tell, jnp.asarray(x), jnp.asarray(fit), params)
             else:
                 es_state, _ = es.tell(k_tell, jnp.asarray(x), jnp.asarray(fit), es_state, params)
@@ -364,14 +388,42 @@ class EvoSearch(Strategy):
             )
         mean = getattr(es_state, "mean", None)
         mean = x.mean(axis=0) if mean is None else np.asarray(jax.device_get(mean))
+        return new_x, es_state, mean
+
+    def update(self, state: EvoState, obs: Observation) -> tuple[EvoState, PopulationUpdate]:
+        if not self._due(int(obs.step)):
+            return state, PopulationUpdate()
+        space = state.space
+        x = np.asarray(state.x, np.float32)
+        P = x.shape[0]
+        check_proposed(self.name, P, obs)
+        K = len(state.weights)
+        scalarised = evo_groups.group_fitness(obs, state.weights, K)
+        raw = obs.fitness() if scalarised is None else scalarised
+        es, params = self._make_es(P // K, x.shape[1])
+        g = int(np.asarray(state.generation))
+        new_x, means, states = [], [], []
+        for k, es_dict in enumerate(evo_groups.unstack(state.es, K)):
+            rows = slice(k * (P // K), (k + 1) * (P // K))
+            kd = evo_groups.group_key_data(np.asarray(state.key, np.uint32), k, K)
+            xk, es_state, mean = self._tell_ask(
+                es, params, kd, g, state, x[rows], raw[rows], es_dict
+            )
+            new_x.append(xk)
+            means.append(mean)
+            states.append(self._to_dict(es_state))
+        new_x = np.concatenate(new_x)
         best, event = generation_event(obs, raw, g, self.algorithm)
+        mean = means[0]
         event |= {
             "best": self._point(space, x[best]),
-            "mean": self._point(space, mean) if np.isfinite(mean).all() else None,
+            "mean": self._point(space, mean) if K == 1 and np.isfinite(mean).all() else None,
             "diverged": int(np.sum(~np.isfinite(raw))),
         }
+        if K > 1:
+            event["groups"] = K
         new_state = state.replace(
-            es=self._to_dict(es_state),
+            es=evo_groups.stack(states),
             generation=np.asarray(g + 1, np.int64),
             started=np.asarray(True),
             x=new_x,
@@ -384,18 +436,6 @@ class EvoSearch(Strategy):
         return new_state, PopulationUpdate(
             reinit=reinit if reinit.any() else None, hparams=hparams, events=[event]
         )
-
-
-def shape_fitness(fitness: np.ndarray) -> np.ndarray:
-    """Fitness as told to the ES (float32): non-finite values become the worst finite value plus
-    the finite range (1 when the range is 0); all zeros when nothing is finite."""
-    f = np.asarray(fitness, np.float64).copy()
-    ok = np.isfinite(f)
-    if not ok.any():
-        return np.zeros(f.shape, np.float32)
-    lo, hi = f[ok].min(), f[ok].max()
-    f[~ok] = hi + ((hi - lo) if hi > lo else 1.0)
-    return np.clip(f, -1e30, 1e30).astype(np.float32)
 
 
 def _scalar(v: Any) -> Any:

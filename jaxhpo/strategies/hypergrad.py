@@ -14,6 +14,11 @@ whose hyperparameters changed), so the logged rows of a segment show the hyperpa
 trained with. The training itself *is* the run's training: the members' weights after the window
 are those the run keeps (no second, non-differentiable pass).
 
+With several objectives (``strategy.objectives``) each member descends its own weighting of
+them (:func:`jaxhpo.objectives.scalarise` with the member's row of
+:func:`jaxhpo.objectives.spread_weights`, kept in the state), so the population traces the
+front; the implicit strategy does the same.
+
 Written for one member (:mod:`jaxhpo.hypergrad.member`) and mapped over the population with the
 population's member mode (``vmap`` / ``lax.map``). A member whose hypergradient is not finite
 (diverged) keeps its hyperparameters. Searched dimensions must be continuous (``float`` or
@@ -35,10 +40,12 @@ from flax import serialization
 
 from jaxhpo import conditions
 from jaxhpo.hypergrad import member, unrolled
+from jaxhpo.objectives import spread_weights
 from jaxhpo.population.members import over_members
 from jaxhpo.space import Choice, Space
 from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, fill_points, static
 from jaxhpo.strategies.decision import Observation, PopulationUpdate
+from jaxhpo.tasks.measured import MEASURED
 
 OUTER = ("adam", "sgd")
 
@@ -122,6 +129,8 @@ class HypergradState(StrategyState):
     proposed: dict[str, np.ndarray]  # name -> float64 [P]: next segment's values ({}: none)
     val: np.ndarray  # float64 [P]: the last window's validation losses
     windows: np.ndarray  # int64 []: windows trained so far
+    #: float64 [P, M]: each member's weights of the M objectives ([P, 0]: one objective)
+    weights: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
 
 
 class UnrolledHypergrad(Strategy):
@@ -133,7 +142,25 @@ class UnrolledHypergrad(Strategy):
     name = "hypergrad"
     Config = HypergradConfig
     State = HypergradState
-    capabilities = Capabilities(own_segments=True)
+    capabilities = Capabilities(own_segments=True, objectives=True)
+
+    @classmethod
+    def check_objectives(cls, config: Any, objectives: tuple, constraints: tuple) -> None:
+        """Several objectives: each member descends its own weighting of them
+        (:func:`jaxhpo.objectives.scalarise`), so they must depend on the learned
+        hyperparameters through training; constraints have no gradient form here."""
+        del config
+        if constraints:
+            raise ValueError(
+                f"strategy.constraints: the {cls.name} strategy descends weighted objectives "
+                "and has no constraint form; drop the constraints or use pbt, halving or bo"
+            )
+        for o in objectives:
+            if o.metric in MEASURED:
+                raise ValueError(
+                    f"strategy.objectives.{o.metric}: measured from the model's shape, it does "
+                    f"not depend on what the {cls.name} strategy learns (no hypergradient)"
+                )
 
     def __init__(self, config: OuterConfig | None = None, /, **fields):
         super().__init__(config, **fields)
@@ -158,8 +185,14 @@ class UnrolledHypergrad(Strategy):
             space.sobol(seed, size) if self.config.sampler == "sobol" else space.sample(seed, size)
         )
         cols = fill_points(space, cols, self.config.points)
+        n = len(self.objectives)
         state = HypergradState(
-            space=space, outer={}, proposed={}, val=np.zeros(0), windows=np.asarray(0, np.int64)
+            space=space,
+            outer={},
+            proposed={},
+            val=np.zeros(0),
+            windows=np.asarray(0, np.int64),
+            weights=spread_weights(size, n, seed) if n > 1 else np.zeros((size, 0)),
         )
         return state, cols
 
@@ -170,17 +203,25 @@ class UnrolledHypergrad(Strategy):
             return self._windows[cache_key]
         names = continuous(space)
         outer, remat, chunk = self.outer_opt, self.config.remat, self.config.chunk
+        objectives = self.objectives
 
-        def program(pop, z, outer_state, train_data, val_data, valid):
+        def program(pop, z, outer_state, weights, train_data, val_data, valid):
             step_fn = member.make_step(population, train_data, valid)
-            val_fn = member.make_val(population, val_data)
+            val_fn = member.make_val(population, val_data, objectives)
 
             def one(args):
-                m, z, o = args
+                m, z, o, w = args
                 hp = member.member_hparams(population, m)
                 fixed = {k: v for k, v in hp.items() if k not in names}
                 val, g, final, losses = unrolled.hypergradient(
-                    step_fn, val_fn, m, z, fixed, num_steps=num_steps, remat=remat, chunk=chunk
+                    step_fn,
+                    lambda c, h: val_fn(c, h, w if objectives else None),
+                    m,
+                    z,
+                    fixed,
+                    num_steps=num_steps,
+                    remat=remat,
+                    chunk=chunk,
                 )
                 updates, new_o = outer.update(g, o, z)
                 new_z = optax.apply_updates(z, updates)
@@ -189,7 +230,8 @@ class UnrolledHypergrad(Strategy):
                 keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)
                 return final, keep(new_z, z), keep(new_o, o), val, losses
 
-            return over_members(one, population.mode, population.chunk_size)((pop, z, outer_state))
+            f = over_members(one, population.mode, population.chunk_size)
+            return f((pop, z, outer_state, weights))
 
         fn = jax.jit(program)
         self._windows = {cache_key: fn}  # one population structure at a time
@@ -208,7 +250,10 @@ class UnrolledHypergrad(Strategy):
             outer_state = template
         fn = self._window(population, num_steps, space)
         valid = jnp.asarray(valid_steps, jnp.int32)
-        pop, new_z, outer_state, val, losses = fn(pop, z, outer_state, data[0], data[1], valid)
+        weights = member_weights(state, pop.step.shape[0])
+        pop, new_z, outer_state, val, losses = fn(
+            pop, z, outer_state, weights, data[0], data[1], valid
+        )
         new = {k: np.asarray(v, np.float64) for k, v in unrolled.from_unconstrained(new_z).items()}
         for k, (lo, hi) in bounds(space).items():
             new[k] = np.where(np.isnan(np.asarray(hp[k])), np.nan, np.clip(new[k], lo, hi))
@@ -236,6 +281,16 @@ class UnrolledHypergrad(Strategy):
                     }
                 )
         return state.replace(proposed={}), PopulationUpdate(hparams=new, events=events)
+
+
+def member_weights(state: HypergradState, size: int) -> jax.Array:
+    """The members' objective weights [P, M] as the program takes them ([P, 0]: one
+    objective); under k-fold cross-validation (``size`` = trials x folds) each trial's weights
+    repeat over its folds, as :class:`~jaxhpo.strategies.cv.CrossValidated` lays members out."""
+    w = np.asarray(state.weights, np.float32).reshape(len(state.weights), -1)
+    if w.shape[1] == 0:
+        return jnp.zeros((size, 0), jnp.float32)
+    return jnp.asarray(np.repeat(w, size // w.shape[0], axis=0))
 
 
 def next_window(state: HypergradState, outer_state, proposed, val) -> HypergradState:

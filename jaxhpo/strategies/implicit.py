@@ -47,7 +47,13 @@ from jaxhpo.hypergrad import implicit, member, unrolled
 from jaxhpo.population.members import over_members
 from jaxhpo.population.step import task_loss
 from jaxhpo.space import Space
-from jaxhpo.strategies.hypergrad import OuterConfig, UnrolledHypergrad, bounds, next_window
+from jaxhpo.strategies.hypergrad import (
+    OuterConfig,
+    UnrolledHypergrad,
+    bounds,
+    member_weights,
+    next_window,
+)
 
 #: Hyperparameters that enter the training loss differentiably (see the module docstring).
 DIFFERENTIABLE = ("weight_decay", "label_smoothing")
@@ -63,14 +69,23 @@ def check_training_loss_names(space: Space) -> None:
             )
 
 
-def member_losses(population: Any, m: Any, train_data: Any, val_data: Any, names: tuple):
+def member_losses(
+    population: Any,
+    m: Any,
+    train_data: Any,
+    val_data: Any,
+    names: tuple,
+    objectives: tuple = (),
+    weights: Any = None,
+):
     """``(train_loss, val_loss, w, z)`` of ONE member for :func:`implicit.hypergradient`:
     losses of ``(params, z)`` with ``z`` the searched hyperparameters ``names`` in unconstrained
-    coordinates, ``w`` the member's current parameters."""
+    coordinates, ``w`` the member's current parameters; with several ``objectives`` the
+    validation loss is the member's ``weights`` of them (:func:`member.make_val`)."""
     hp = member.member_hparams(population, m)
     z = unrolled.to_unconstrained({k: hp[k] for k in names})
     batch, key = population.member_batch(m, train_data)
-    val_fn = member.make_val(population, val_data)
+    val_fn = member.make_val(population, val_data, objectives)
 
     def train_loss(w, z_):
         h = {**hp, **unrolled.from_unconstrained(z_)}
@@ -83,7 +98,7 @@ def member_losses(population: Any, m: Any, train_data: Any, val_data: Any, names
 
     def val_loss(w, z_):
         del z_
-        return val_fn(m.replace(params=w), None)
+        return val_fn(m.replace(params=w), None, weights)
 
     return train_loss, val_loss, m.params, z
 
@@ -142,12 +157,13 @@ class ImplicitHypergrad(UnrolledHypergrad):
         names = tuple(space.searched)
         cfg = self.config
         outer, method, terms, alpha = self.outer_opt, cfg.method, cfg.terms, cfg.alpha
+        objectives = self.objectives
 
-        def program(pop, outer_state, train_data, val_data):
+        def program(pop, outer_state, weights, train_data, val_data):
             def one(args):
-                m, o = args
+                m, o, mw = args
                 train_loss, val_loss, w, z = member_losses(
-                    population, m, train_data, val_data, names
+                    population, m, train_data, val_data, names, objectives, mw
                 )
                 g, val = implicit.hypergradient(
                     train_loss, val_loss, w, z, method=method, iters=terms, alpha=alpha
@@ -160,15 +176,18 @@ class ImplicitHypergrad(UnrolledHypergrad):
                 return keep(new_z, z), keep(new_o, o), val, g
 
             f = over_members(one, population.mode, population.chunk_size)
-            return f((pop, outer_state))
+            return f((pop, outer_state, weights))
 
         fn = jax.jit(program)
         self._programs = {cache_key: fn}  # one population structure at a time
         return fn
 
-    def hypergradients(self, population, pop, data, outer_state, space: Space):
-        """``(new_z, outer_state, val [P], grad_z)`` of every member at its current weights."""
-        return self._program(population, space)(pop, outer_state, data[0], data[1])
+    def hypergradients(self, population, pop, data, outer_state, space: Space, weights=None):
+        """``(new_z, outer_state, val [P], grad_z)`` of every member at its current weights
+        (``weights`` [P, M]: each member's objective weights; ``None``: one objective)."""
+        if weights is None:
+            weights = jnp.zeros((pop.step.shape[0], 0), jnp.float32)
+        return self._program(population, space)(pop, outer_state, weights, data[0], data[1])
 
     def train_segment(self, state, population, pop, data, num_steps, valid_steps):
         pop, losses = population.train_segment(pop, data[0], num_steps, valid_steps=valid_steps)
@@ -182,7 +201,10 @@ class ImplicitHypergrad(UnrolledHypergrad):
             outer_state = serialization.from_state_dict(template, state.outer)
         else:
             outer_state = template
-        new_z, outer_state, val, _ = self.hypergradients(population, pop, data, outer_state, space)
+        weights = member_weights(state, pop.step.shape[0])
+        new_z, outer_state, val, _ = self.hypergradients(
+            population, pop, data, outer_state, space, weights
+        )
         new = {k: np.asarray(v, np.float64) for k, v in unrolled.from_unconstrained(new_z).items()}
         for k, (lo, hi) in bounds(space).items():
             new[k] = np.clip(new[k], lo, hi)

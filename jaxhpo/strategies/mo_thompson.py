@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo import pareto
-from jaxhpo.strategies.evo import shape_fitness
+from jaxhpo.strategies.decision import shape_fitness
 from jaxhpo.strategies.gp import draw_value, make_draws, posterior, x64
 
 REFERENCE = 1.1  # the hypervolume's reference in every normalised objective

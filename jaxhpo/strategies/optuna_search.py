@@ -152,9 +152,10 @@ class OptunaSearch(GenerationalSearch):
         cut_to_start(cfg, run_dir)
 
     @classmethod
-    def check_objectives(cls, config: OptunaConfig, n_objectives: int) -> None:
+    def check_objectives(cls, config: OptunaConfig, objectives: tuple, constraints: tuple) -> None:
         """A pruner with several objectives is refused (Optuna cannot prune them)."""
-        optuna_prune.check_objectives(config.pruner, n_objectives)
+        del constraints
+        optuna_prune.check_objectives(config.pruner, len(objectives))
 
     def __init__(self, config: OptunaConfig | None = None, /, *, metric: str = "loss", **fields):
         super().__init__(config, metric=metric, **fields)

@@ -53,8 +53,7 @@ from flax import serialization
 
 from jaxhpo.space import Choice, Int, Space
 from jaxhpo.strategies.base import Observation, PopulationUpdate, StrategyState, static
-from jaxhpo.strategies.decision import check_proposed, generation_event
-from jaxhpo.strategies.evo import shape_fitness
+from jaxhpo.strategies.decision import check_proposed, generation_event, shape_fitness
 from jaxhpo.strategies.warm import GenerationalConfig, GenerationalSearch, apply_points
 
 #: ``Int`` ranges with at most this many values are categorical; wider ones are Gaussian.
