@@ -14,8 +14,9 @@ from conftest import TINY_LM_OVERRIDES
 from flax import nnx
 
 from jaxhpo.config import ConfigError
+from jaxhpo.population import Population
 from jaxhpo.tasks import LanguageModelTask
-from jaxhpo.tasks.measured import Measured, param_count, step_flops, with_measured
+from jaxhpo.tasks.measured import Measured, param_count, step_flops, step_memory, with_measured
 
 MODEL = {"num_layers": 2, "num_heads": 2, "d_model": 16, "d_ff": 32}
 
@@ -86,6 +87,44 @@ def test_flops_estimate_is_within_2x_of_xlas_count():
     xla = float(cost["flops"])
     ours = float(step_flops(task, {}))
     assert 0.5 < ours / xla < 2.0, (ours, xla)
+
+
+def _xla_step_bytes(task) -> tuple[float, float]:
+    """XLA's memory analysis of one member's compiled training step (temporaries and
+    arguments, the training tokens left out) and our estimate."""
+    population = Population(task, "adamw", "constant", mode="vmap", devices=1)
+    pop = population.init(jax.random.key(0), np.arange(1), {"lr": 1e-3})
+    step = jax.jit(lambda p, d: population.train_segment(p, d, 1))
+    m = step.lower(pop, task.train_data).compile().memory_analysis()
+    data = sum(x.nbytes for x in jax.tree.leaves(task.train_data) if hasattr(x, "nbytes"))
+    xla = m.temp_size_in_bytes + m.argument_size_in_bytes - data
+    model = nnx.eval_shape(lambda: task.init(jax.random.key(0)))
+    return xla, float(step_memory(task, model, {}))
+
+
+def test_memory_estimate_is_within_1_5x_of_xlas_and_orders_sizes_as_xla_does():
+    sizes = [
+        dict(model={"num_layers": 1, "num_heads": 2, "d_model": 32, "d_ff": 64}, seq_len=32),
+        dict(model={"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256}, seq_len=64),
+        dict(model={"num_layers": 3, "num_heads": 4, "d_model": 96, "d_ff": 384}, seq_len=64),
+    ]
+    got = []
+    for s in sizes:
+        task = LanguageModelTask(corpus=None, max_bytes=40_000, batch_size=8, **s)
+        xla, ours = _xla_step_bytes(task)
+        assert 1 / 1.5 < ours / xla < 1.5, (s, ours, xla)
+        got.append((xla, ours))
+    xla, ours = zip(*got, strict=True)
+    assert np.all(np.diff(xla) > 0) and np.all(np.diff(ours) > 0)
+
+
+def test_masked_memory_counts_the_member_structure():
+    task = _task(num_layers=3, d_ff=64)
+    model = _model(task)
+    full = float(step_memory(task, model, {}))
+    shallow = float(step_memory(task, model, {"depth": 1.0}))
+    narrow = float(step_memory(task, model, {"ff_width": 16.0}))
+    assert shallow < narrow < full
 
 
 def test_the_wrapper_adds_metrics_and_keeps_the_task():

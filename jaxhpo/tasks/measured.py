@@ -1,5 +1,5 @@
 """Metrics the framework measures, so that objectives and constraints can name them without the
-task writing them (issue 27): ``params`` and ``flops``.
+task writing them (issue 27): ``params``, ``flops`` and ``memory``.
 
 * ``params`` (**exact**): the member's trainable parameters (``nnx.Param`` elements). In a masked
   super-model (``depth``, ``heads``, ``ff_width`` searched without buckets) it counts what the
@@ -12,6 +12,18 @@ task writing them (issue 27): ``params`` and ``flops``.
   token, the backward pass twice the forward), where the matmul parameters are the active
   blocks' and the tied output projection's. For the project's Transformer tasks; a task of the
   user's own gives it by a ``step_flops(hp)`` method (a scalar; traced hyperparameters).
+* ``memory`` (**an estimate**): peak bytes of one member's training step in float32: the
+  weights, their gradients and Adam's two moments (``16 x params``), the activations kept for
+  the backward pass, per active block ``2 x (18 s b h + 4 s b ff + 5 a s^2 b)`` (Korthikanti et
+  al. 2022, "Reducing Activation Recomputation in Large Transformer Models", section 4.1, with
+  the MLP written for any width ``ff``; ``a`` active heads), and the logits with their softmax
+  and gradient (``12 s b V``). 0.90 to 1.06 of XLA's memory analysis of the compiled step
+  (temporaries and arguments) on the three sizes the tests check. A task of the user's own
+  gives it by ``step_memory(hp)``.
+
+Step time is not among them: a measured time differs between two runs of one study, so
+decisions made from it could not be replayed on resume; ``flops`` is its reproducible proxy
+(the accelerator suite measures time per bucket instead).
 
 Neither costs anything unless an objective or constraint names it: :func:`with_measured` wraps
 the task only then (:func:`jaxhpo.run.prepare.make_task`), and the wrapper adds the names to
@@ -33,6 +45,7 @@ from jaxhpo.models.transformer import TransformerConfig
 MEASURED = {
     "params": "trainable parameters of the member (exact)",
     "flops": "FLOPs of one training step (estimate: 6 x matmul parameters x tokens + attention)",
+    "memory": "peak bytes of one training step (estimate: weights, gradients, Adam, activations)",
 }
 
 
@@ -95,11 +108,34 @@ def step_flops(task: Any, hp: Mapping[str, Any]) -> jax.Array:
     return jnp.asarray(3.0 * (2.0 * matmul + 2.0 * attention) * tokens, jnp.float32)
 
 
-def can_estimate_flops(task: Any) -> bool:
-    """Whether :func:`step_flops` has an estimate for ``task``."""
-    return callable(getattr(task, "step_flops", None)) or isinstance(
+def step_memory(task: Any, model: Any, hp: Mapping[str, Any]) -> jax.Array:
+    """Peak bytes of one training step of the member (an estimate; module docstring),
+    float32 []."""
+    own = getattr(task, "step_memory", None)
+    if own is not None:
+        return jnp.asarray(own(hp), jnp.float32)
+    cfg = task.model_config
+    s, b, h = int(getattr(task, "seq_len", cfg.max_len)), task.batch_size, cfg.d_model
+    depth, _, _ = transformer_counts(cfg, hp)
+    heads = _active(hp, "heads", cfg.num_heads)
+    ff = _active(hp, "ff_width", cfg.d_ff)
+    per_block = 2.0 * (18 * s * b * h + 4 * s * b * ff + 5 * heads * s * s * b)
+    logits = 12.0 * s * b * cfg.vocab_size
+    state = 16.0 * param_count(task, model, hp)
+    return jnp.asarray(state + depth * per_block + logits, jnp.float32)
+
+
+def can_estimate(task: Any, name: str) -> bool:
+    """Whether ``task`` has an estimate of ``name`` (``flops``: :func:`step_flops`,
+    ``memory``: :func:`step_memory`)."""
+    return callable(getattr(task, f"step_{name}", None)) or isinstance(
         getattr(task, "model_config", None), TransformerConfig
     )
+
+
+def can_estimate_flops(task: Any) -> bool:
+    """Whether :func:`step_flops` has an estimate for ``task``."""
+    return can_estimate(task, "flops")
 
 
 class Measured:
@@ -132,6 +168,8 @@ class Measured:
             metrics["params"] = param_count(self._task, model, hp)
         if "flops" in self.measured:
             metrics["flops"] = step_flops(self._task, hp)
+        if "memory" in self.measured:
+            metrics["memory"] = step_memory(self._task, model, hp)
         return metrics
 
 
@@ -139,15 +177,17 @@ def with_measured(task: Any, names: tuple[str, ...], where: str = "strategy.obje
     """``task`` reporting the measured metrics ``names`` too (itself when there are none).
 
     Raises:
-      ValueError: one line naming ``where.flops`` for a task without a FLOP estimate, or a
-        metric the task reports already.
+      ValueError: one line naming ``where.flops`` (``where.memory``) for a task without a
+        FLOP (memory) estimate.
     """
     names = tuple(n for n in names if n not in task.metric_names)
     if not names:
         return task
-    if "flops" in names and not can_estimate_flops(task):
-        raise ValueError(
-            f"{where}.flops: task '{getattr(task, 'name', type(task).__name__)}' has no FLOP "
-            "estimate (give it a step_flops(hp) method, or report 'flops' from evaluate)"
-        )
+    for name, what in (("flops", "FLOP"), ("memory", "memory")):
+        if name in names and not can_estimate(task, name):
+            raise ValueError(
+                f"{where}.{name}: task '{getattr(task, 'name', type(task).__name__)}' has no "
+                f"{what} estimate (give it a step_{name}(hp) method, or report '{name}' from "
+                "evaluate)"
+            )
     return Measured(task, names)
