@@ -13,6 +13,8 @@ smallest budget 1 step):
 * ``hyperband``: ``bohb`` with ``model: random`` — the brackets of the ``hyperband`` strategy,
   iterated, new members sampled at random;
 * ``bohb``: the same brackets, new members from BOHB's density model;
+* ``bohb_gp``: the same brackets, new members from ``bo``'s GP at the largest budget with enough
+  observations (``model: gp``);
 * ``random``: one population of ``budget / R`` random members trained to ``R``;
 * ``dehb``: the ``dehb`` package (Awad, Mallik & Hutter 2021, arXiv:2105.09821) on the same
   ``loss(x, t)``, each evaluation costing ``t`` member-steps (DEHB trains each fidelity from
@@ -82,7 +84,7 @@ def run_population(method: str, space, loss, budget: int, seed: int):
             RandomSearch(), space, curve, steps=R, segment_steps=1, size=budget // R, seed=seed
         )
     else:
-        model = "tpe" if method == "bohb" else "random"
+        model = {"bohb": "tpe", "bohb_gp": "gp"}.get(method, "random")
         strategy = BOHB(eta=ETA, min_steps=1, model=model, max_steps=R)
         steps = R * (budget // 357 + 1)  # 357 member-steps per iteration at R=27, eta=3
         res = simulate(

@@ -341,7 +341,7 @@ class BayesOpt(GenerationalSearch):
         greedy = auto_greedy(D) if self.config.greedy is None else self.config.greedy
         n_greedy = min(greedy, P - 1) if stream is None else 0  # one draw at least explores
         if n_greedy:
-            box = (jnp.asarray(lo, jnp.float64), jnp.asarray(hi, jnp.float64))
+            box = (np.asarray(lo, np.float64), np.asarray(hi, np.float64))  # made 64-bit inside
             for pick in greedy_picks(
                 space, theta, data, cand, n_greedy, self.config.greedy_steps, box
             ):

@@ -28,7 +28,12 @@ def greedy_picks(space: Space, theta, data, cand: np.ndarray, n: int, steps: int
     if steps:  # the mean's minimiser refined from its best candidates
         with x64():
             x_mean, _ = minimise_mean(
-                theta, *data, jnp.asarray(cand[order[:4]]), steps=steps, lo_D=box[0], hi_D=box[1]
+                theta,
+                *data,
+                jnp.asarray(cand[order[:4]]),
+                steps=steps,
+                lo_D=jnp.asarray(box[0], jnp.float64),
+                hi_D=jnp.asarray(box[1], jnp.float64),
             )
         picks.append(_snap(space, np.asarray(x_mean, np.float64)))
     return picks + [cand[j] for j in order[: n - len(picks)]]

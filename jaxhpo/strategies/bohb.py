@@ -18,6 +18,11 @@ a new configuration for the next iteration:
   widened by ``bandwidth_factor``; a ``random_fraction`` of members is drawn at random (BOHB's
   defaults: 15%, 64 samples, factor 3, a third random). Integer and choice dimensions are
   snapped after drawing (BOHB's own categorical kernel is not reproduced).
+* ``model: gp``: at the same budget, the ``bo`` strategy's Gaussian process (its default
+  settings, fitted afresh from :func:`jaxhpo.strategies.gp.init_theta`) proposes the model's
+  members by batch Thompson sampling (:meth:`jaxhpo.strategies.bo.BayesOpt.propose`, random
+  stream ``[seed, iteration]``) — the GP at the highest fidelity with enough points, as the
+  multi-fidelity BO literature does (e.g. Klein et al. 2017's FABOLAS baseline).
 * ``model: random``: random samples (Hyperband iterated; the baseline).
 
 Host strategy (``update`` between segments); :class:`BOHBState` holds the brackets' state
@@ -34,10 +39,12 @@ import numpy as np
 
 from jaxhpo.space import Space
 from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, static
+from jaxhpo.strategies.bo import BayesOpt
 from jaxhpo.strategies.decision import Observation, PopulationUpdate
+from jaxhpo.strategies.gp import init_theta
 from jaxhpo.strategies.halving import HalvingConfig, HalvingState, Hyperband, _int_field
 
-MODELS = ("tpe", "random")
+MODELS = ("tpe", "gp", "random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +56,9 @@ class BOHBConfig:
     #: steps of one Hyperband iteration, the largest budget R (0: the largest min_steps * eta**k
     #: that fits train.steps three times)
     iteration_steps: int = 0
-    model: str = "tpe"  # tpe (BOHB's density model) | random (Hyperband iterated)
+    #: tpe (BOHB's density model) | gp (bo's GP and batch Thompson sampling at the budget)
+    #: | random (Hyperband iterated)
+    model: str = "tpe"
     random_fraction: float = 1 / 3  # share of each iteration's members drawn at random
     top_fraction: float = 0.15  # share of a budget's observations in the good density l(x)
     #: observations at a budget before its model is used (None: 3 x (searched dimensions + 1))
@@ -235,10 +244,17 @@ class BOHB(Strategy):
         n_good = min(n_good, len(yb) - 1)
         good, bad = Xb[order[:n_good]], Xb[order[n_good:]]
         model = rng.random(P) >= self.config.random_fraction
-        for i in np.flatnonzero(model):
-            u[i] = self._draw(rng, good, bad)
+        if self.config.model == "gp" and model.any():
+            bo = BayesOpt(initial=1)
+            picks, _, _ = bo.propose(
+                space, int(state.seed), iteration, init_theta(D), Xb, yb, int(model.sum())
+            )
+            u[model] = picks
+        else:
+            for i in np.flatnonzero(model):
+                u[i] = self._draw(rng, good, bad)
         info = {
-            "proposal": "tpe",
+            "proposal": self.config.model,
             "budget": at,
             "observations": int(len(y)),
             "model_members": int(model.sum()),
