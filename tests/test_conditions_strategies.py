@@ -14,6 +14,8 @@ import pytest
 from jaxhpo.simulate import simulate
 from jaxhpo.space import Space
 from jaxhpo.strategies import (
+    BOHB,
+    PB2,
     PBT,
     BayesOpt,
     EvoSearch,
@@ -60,13 +62,24 @@ STRATEGIES = {
     "rl": lambda: Reinforce(),
     "pbt": lambda: PBT(ready_steps=1, explore_all=True, resample_prob=0.5),
     "halving": lambda: SuccessiveHalving(eta=3, min_steps=1, max_steps=9),
+    "pb2": lambda: PB2(ready_steps=1, min_data=4),
+    # two Hyperband iterations: the second one's members come from the model
+    "bohb_gp": lambda: BOHB(eta=3, min_steps=1, max_steps=9, model="gp", min_points=9),
+    "bohb_tpe": lambda: BOHB(eta=3, min_steps=1, max_steps=9, model="tpe", min_points=9),
 }
+STEPS = {"halving": 9, "bohb_gp": 18, "bohb_tpe": 18, "pb2": 8}
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_strategy_never_sets_an_inactive_dimension(name):
-    steps = 9 if name == "halving" else 4
-    res = simulate(STRATEGIES[name](), SPACE, _curve, steps=steps, segment_steps=1, size=9, seed=1)
+    steps = STEPS.get(name, 4)
+    size = None if name.startswith("bohb") else 9  # bohb: Hyperband's brackets decide
+    res = simulate(
+        STRATEGIES[name](), SPACE, _curve, steps=steps, segment_steps=1, size=size, seed=1
+    )
+    if name.startswith("bohb"):
+        gens = [e for e in res.events if e["kind"] == "generation"]
+        assert gens and gens[-1]["proposal"] == name.split("_")[1], "the model proposed"
     table = res.table
     _check({k: table[k].to_numpy() for k in SPACE.searched})
     assert len(set(table["optimizer"])) >= 2, "the choice itself was searched"
