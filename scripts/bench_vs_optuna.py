@@ -1,274 +1,347 @@
 """Time to target: jaxhpo's population strategies against Optuna TPE + MedianPruner, trial after
-trial, on the byte-level LM task (the issue's "figure that matters").
+trial, on the byte-level LM task (the issue's "figure that matters"), over several seeds.
 
-One process, one machine, the same model, data, search space and member-steps cap for both:
+One process, one machine, the same model, data, search space, schedule and member-steps cap for
+every method; no model trains more than ``--steps`` steps (a trial's full budget). Per seed ``s``
+(``--seed`` .. ``--seed + --seeds - 1``):
 
 1. **Target.** Random search with ``--calibration-trials`` (64) trials of ``--steps`` steps
-   (jaxhpo, one population): the target is the ``--target-rank``-th best final validation loss
-   (default 4th of 64: a loss random search with 64 trials reaches), with seed ``--seed + 1``
-   (the methods use ``--seed``). ``--target`` skips this.
-2. **jaxhpo** (``--strategy``, default ``halving``: successive halving, ``--size`` members, rungs
-   every ``--segment`` steps, eta 3), run through :func:`jaxhpo.experiment.run` with
-   ``train.budget`` = the cap.
-3. **Optuna**: ``TPESampler(seed)`` + ``MedianPruner(n_warmup_steps=segment)``; each trial trains
-   one member with jaxhpo's own one-member :class:`~jaxhpo.population.Population` (so the model,
-   optimizer, data order and evaluation are identical), reports the validation loss after every
-   ``--segment`` steps and is pruned when the pruner says so, until the cap is spent.
+   (jaxhpo, one population, seed ``s + 1000``: the methods' seed ``s`` would hand a population
+   the calibration's own first members): the target is the ``--target-rank``-th best final
+   validation loss (default 4th of 64, about the 6% quantile). ``--target`` skips this. One
+   calibration per seed, shared by every method of that seed.
+2. **jaxhpo**, each of ``--strategies`` (``label=strategy`` names a variant; ``--strategy-set
+   label:key=value`` adds its config overrides), run through :func:`jaxhpo.experiment.run` with
+   ``train.budget`` = the cap (see :func:`bench_vs_optuna_arms.method_overrides`: ``halving``
+   ``--size`` members, rungs every ``--segment`` steps; ``bohb`` Hyperband iterations of
+   ``R = --steps``, smallest budget ``--bohb-min-steps`` (one segment), the schedule decaying
+   over ``R``; ``pb2``/``pbt`` ``--pbt-size`` members trained ``--steps`` steps, exploit/explore
+   every ``--segment``: one population of ``--pbt-size x --steps`` member-steps, less than the
+   cap, since PBT neither starts new members nor, here, trains a model past a trial's length).
+3. **Optuna**, once per seed: ``TPESampler(seed=s)`` + ``MedianPruner(n_warmup_steps=segment)``;
+   each trial trains jaxhpo's own one-member population (identical model, optimizer, data order
+   and evaluation), reports the validation loss every ``--segment`` steps and is pruned when the
+   pruner says so, until the cap is spent.
 
-Time to target is the wall-clock time from the method's start (task data, compilation included)
-to the first validation evaluation with loss <= target; a method that never reaches it within
-the cap reports ``null`` and the ratio is then a bound. Writes ``scripts/results/
-bench_vs_optuna_<backend>.json``:
+Every method is timed from its own start (reading the task data and compiling included). All
+arms use jaxhpo's persistent compilation cache, and an untimed warm-up seed (seed ``--seed +
+10000``, half the cap; ``--no-warmup`` skips it) first compiles every arm's programs, so no arm
+of a timed seed compiles from scratch: the times compare training and the strategies' decisions,
+not compilers. Per seed and method:
 
-    python scripts/bench_vs_optuna.py                     # default size: minutes on 2 CPU cores
-    python scripts/bench_vs_optuna.py --quick             # a smoke run
-    python scripts/bench_vs_optuna.py --strategy bo --size 16 --target 2.6
+* **time to target**: to the first validation evaluation with loss <= target (``null``: not
+  within the cap; counted as +inf in medians, and a median of +inf is written ``null``);
+* **ratio**: time to target / Optuna's (+inf when only Optuna reached it; when only the method
+  did, its time over Optuna's whole wall time, a bound);
+* **best at equal wall clock**: the lowest validation loss the method had evaluated by
+  ``B`` seconds after its start, ``B`` = the wall time Optuna took to spend the cap on that seed
+  (``--budget-s`` fixes ``B`` instead); Optuna's is its best at ``B``;
+* **final best**: the lowest validation loss of the whole run;
+* **time to the harder target**: the same as time to target for the calibration's best loss
+  (the best of its random configurations), read from each arm's curve of its best loss so far.
+
+The summary gives per method the medians over seeds, the seeds reached, and the wins over
+Optuna (strictly earlier to target; strictly lower best at equal wall clock). Writes
+``scripts/results/bench_vs_optuna_<backend>.json`` and a markdown table beside it (``.md``).
+``--reuse FILE`` takes the targets and Optuna arms (and methods already run) of FILE's seeds and
+runs only ``--strategies``, so a strategy can be added to a finished benchmark::
+
+    python scripts/bench_vs_optuna.py --seeds 5 --strategies bohb,halving
+    python scripts/bench_vs_optuna.py --seeds 5 --strategies pb2 --reuse \\
+        scripts/results/bench_vs_optuna_cpu.json
+    python scripts/bench_vs_optuna.py --quick --seeds 2 --strategies bohb,halving  # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
 import platform
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
-import pandas as pd
 
-from jaxhpo.cli import load_config
-from jaxhpo.experiment import prepare, run
-from jaxhpo.space import Choice, Float, Int
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_vs_optuna_arms as arms  # noqa: E402
 
-#: The model and data of the benchmark (small enough for minutes on 2 CPU cores).
-MODEL = ["model.num_layers=1", "model.num_heads=2", "model.d_model=32", "model.d_ff=64"]
-TASK = ["task.seq_len=32", "task.batch_size=8", "task.eval_batches=4", "task.max_bytes=400000"]
+from jaxhpo import compile_cache  # noqa: E402
 
-
-def overrides(args, extra=()) -> list[str]:
-    return [
-        *MODEL,
-        *TASK,
-        f"train.steps={args.steps}",
-        f"train.segment_steps={args.segment}",
-        "train.checkpoint_every=0",
-        "population.devices=1",
-        f"seed={args.seed}",
-        f"out_dir={tempfile.mkdtemp(prefix='bench_vs_optuna_')}",
-        *extra,
-        *args.set,
-    ]
+CALIBRATION_SEED_OFFSET = 1000
+WARMUP_SEED_OFFSET = 10_000
+COMPARED = ("steps", "segment", "calibration_trials", "target_rank", "cap_member_steps", "set")
 
 
-def time_to_target(table: pd.DataFrame, target: float, offset: float) -> dict:
-    """First evaluation at or below ``target`` in a run's metrics table (``wall_time`` counts
-    from the run loop's start, before the population's first compile; ``offset`` adds the set-up
-    before it: reading the task data, building the strategy)."""
-    t = table[table["step"] > 0].sort_values(["wall_time", "member"], kind="stable")
-    hit = t[t["val_loss"] <= target]
-    if hit.empty:
-        return {"time_to_target_s": None, "reached": False}
-    row = hit.iloc[0]
-    return {
-        "time_to_target_s": round(float(row["wall_time"]) + offset, 3),
-        "reached": True,
-        "member": int(row["member"]),
-        "step": int(row["step"]),
-    }
-
-
-def run_jaxhpo(preset: str, args, extra, target: float | None = None) -> dict:
-    cfg = load_config(preset, overrides(args, extra))
-    start = time.perf_counter()
-    prep = prepare(cfg)  # task data and strategy: timed, as the Optuna arm's are
-    setup = time.perf_counter() - start
-    res = run(cfg, prepared=prep, quiet=True)
-    wall = time.perf_counter() - start
-    info = json.loads((res.run_dir / "run.json").read_text())
-    table = pd.read_parquet(res.run_dir / "metrics.parquet")
-    out = {
-        "wall_s": round(wall, 3),
-        "train_s": round(info["timings"]["train_s"], 3),
-        "member_steps": info["member_steps"],
-        "best_val_loss": float(table["val_loss"].min()),
-        "final_val_losses": sorted(res.members["val_loss"].dropna().tolist()),
-        "run_dir": str(res.run_dir),
-    }
-    if target is not None:
-        out.update(time_to_target(table, target, setup))
-    return out
-
-
-def run_optuna(args, target: float, cap: int) -> dict:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    start = time.perf_counter()
-    cfg = load_config("lm-random", overrides(args, ["population.size=1"]))
-    prep = prepare(cfg)  # task, space and a one-member population: the same model as jaxhpo's
-    population, space, task = prep.population, prep.space, prep.task
-    train_data = population.replicate(task.train_data)
-    val_data = population.replicate(task.splits.val)
-    root = jax.random.key(args.seed)
-    study = optuna.create_study(
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=args.seed),
-        pruner=optuna.pruners.MedianPruner(n_warmup_steps=args.segment),
-    )
-    used, reached_at, best, n_trials, n_pruned = 0, None, math.inf, 0, 0
-    curve = []
-    while used < cap:
-        trial = study.ask()
-        hp = {}
-        for name in space.searched:
-            dim = space[name]
-            if isinstance(dim, Float):
-                hp[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log)
-            elif isinstance(dim, Int):
-                hp[name] = trial.suggest_int(name, int(dim.low), int(dim.high), log=dim.log)
-            elif isinstance(dim, Choice):
-                hp[name] = trial.suggest_categorical(name, list(dim.values))
-        full = {**{k: np.asarray(v)[0] for k, v in prep.hparams.items()}, **hp}
-        pop = population.init(root, np.asarray([trial.number]), population.full_hparams(full, 1))
-        loss, step = math.inf, 0
-        while step < args.steps and used < cap:
-            k = min(args.segment, args.steps - step, cap - used)
-            pop, _ = population.train_segment(pop, train_data, args.segment, valid_steps=k)
-            step, used = step + k, used + k
-            loss = float(np.asarray(population.evaluate(pop, val_data)["loss"])[0])
-            now = time.perf_counter() - start
-            best = min(best, loss) if np.isfinite(loss) else best
-            curve.append((round(now, 3), used, best))
-            if reached_at is None and loss <= target:
-                reached_at = (now, trial.number, step, used)
-            if not np.isfinite(loss):
-                break
-            trial.report(loss, step)
-            if trial.should_prune():
-                break
-        n_trials += 1
-        if np.isfinite(loss) and step == args.steps:
-            study.tell(trial, loss)
-        elif np.isfinite(loss):
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            n_pruned += 1
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        if reached_at is not None and args.stop_at_target:
-            break
-    out = {
-        "wall_s": round(time.perf_counter() - start, 3),
-        "member_steps": used,
-        "trials": n_trials,
-        "pruned": n_pruned,
-        "best_val_loss": best,
-        "time_to_target_s": None if reached_at is None else round(reached_at[0], 3),
-        "reached": reached_at is not None,
-        "anytime": curve,
-    }
-    if reached_at is not None:
-        out.update(trial=reached_at[1], step=reached_at[2], member_steps_at_target=reached_at[3])
-    return out
-
-
-def strategy_overrides(args) -> tuple[str, list[str]]:
-    if args.strategy == "halving":
-        return "lm-random", [
-            "strategy.name=halving",
-            f"strategy.min_steps={args.segment}",
-            "strategy.eta=3",
-            f"population.size={args.size}",
-        ]
-    if args.strategy == "hyperband":
-        return "lm-random", [
-            "strategy.name=hyperband",
-            f"strategy.min_steps={args.segment}",
-            "strategy.eta=3",
-            "population.size=null",
-        ]
-    if args.strategy == "pbt":
-        return "lm-pbt", [f"population.size={args.size}", f"strategy.ready_steps={args.segment}"]
-    if args.strategy in ("bo", "rl", "evo", "optuna"):
-        return f"lm-{args.strategy}", [
-            f"population.size={args.size}",
-            f"strategy.generation_steps={args.steps}",
-            f"train.steps={args.steps * args.generations}",
-        ]
-    return "lm-random", [f"strategy.name={args.strategy}", f"population.size={args.size}"]
-
-
-def main(argv=None) -> int:
+def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=60, help="training steps of a full trial")
     p.add_argument("--segment", type=int, default=20, help="steps between evaluations/rungs")
     p.add_argument("--calibration-trials", type=int, default=64)
     p.add_argument("--target-rank", type=int, default=4, help="k-th best random loss = target")
     p.add_argument("--target", type=float, default=None, help="skip the calibration")
-    p.add_argument("--strategy", default="halving", help="jaxhpo strategy (halving, hyperband, "
-                   "pbt, bo, rl, evo, optuna, random, ...)")  # fmt: skip
-    p.add_argument("--size", type=int, default=27, help="jaxhpo population size")
+    p.add_argument("--strategies", default="bohb,halving", help="jaxhpo strategies, comma-"
+                   "separated; label=strategy for a variant")  # fmt: skip
+    p.add_argument("--strategy-set", action="append", default=[], metavar="LABEL:KEY=VALUE",
+                   help="a config override of one method")  # fmt: skip
+    p.add_argument("--size", type=int, default=27, help="halving/random population size")
+    p.add_argument("--pbt-size", type=int, default=16, help="pb2/pbt population size")
+    p.add_argument("--eta", type=int, default=3, help="halving/hyperband/bohb eta")
+    p.add_argument("--bohb-min-steps", type=int, default=0, help="bohb's smallest budget "
+                   "(0: one segment)")  # fmt: skip
     p.add_argument("--generations", type=int, default=4, help="bo/rl/evo/optuna generations")
     p.add_argument("--cap", type=int, default=None, help="member-steps cap (default: the "
                    "calibration's, trials x steps)")  # fmt: skip
+    p.add_argument("--budget-s", type=float, default=None, help="equal wall clock (default: "
+                   "Optuna's wall time of each seed)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop-at-target", action="store_true", help="stop Optuna once it hits")
-    p.add_argument("--set", action="append", default=[], help="extra config override")
-    p.add_argument("--quick", action="store_true", help="a smoke run (tiny sizes)")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], help="extra config override (all)")
+    p.add_argument("--reuse", type=Path, default=None, help="targets and Optuna arms from here")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the "
+                   "untimed warm-up seed that fills the compilation cache")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="a smoke run (tiny sizes, no warm-up)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.quick:
-        args.steps, args.segment, args.calibration_trials, args.size = 20, 10, 8, 9
-        args.target_rank = 2
-    cap = args.cap or args.calibration_trials * args.steps
-    result = {
-        "backend": jax.default_backend(),
-        "device": str(jax.devices()[0]),
-        "cpu": platform.machine(),
-        "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                     "cap_member_steps": cap, "model": MODEL, "task": TASK},
-    }  # fmt: skip
-    if args.target is None:
-        # Another seed than the methods': the same seed would hand the jaxhpo population the
-        # calibration's own first members (space.sample draws the same rows).
-        calib = run_jaxhpo(
-            "lm-random",
-            args,
-            [f"population.size={args.calibration_trials}", f"seed={args.seed + 1}"],
-            target=None,
-        )
-        losses = calib["final_val_losses"]
-        target = float(losses[min(args.target_rank, len(losses)) - 1])
-        result["calibration"] = {k: v for k, v in calib.items() if k != "final_val_losses"}
-        result["calibration"]["quantiles"] = {
-            q: float(np.quantile(losses, q)) for q in (0.0, 0.05, 0.25, 0.5)
-        }
-        print(f"target: {target:.4f} ({args.target_rank}-th best of {len(losses)} random trials)")
+        args.steps, args.segment, args.calibration_trials, args.size = 18, 6, 8, 9
+        args.target_rank, args.pbt_size, args.warmup = 2, 4, False
+    args.cap = args.cap_member_steps = args.cap or args.calibration_trials * args.steps
+    args.methods = dict(
+        (m.split("=", 1) if "=" in m else (m, m)) for m in args.strategies.split(",") if m
+    )
+    return args
+
+
+def method_settings(label: str, strategy: str, args) -> tuple[str, list[str]]:
+    preset, extra = arms.method_overrides(strategy, args, args.cap)
+    mine = [s.split(":", 1)[1] for s in args.strategy_set if s.split(":", 1)[0] == label]
+    return preset, [*extra, *mine, f"train.budget={args.cap}"]
+
+
+def calibrate(args, seed: int) -> tuple[float, dict]:
+    if args.target is not None:
+        return args.target, {}
+    calib = arms.run_jaxhpo(
+        "lm-random",
+        args,
+        seed + CALIBRATION_SEED_OFFSET,
+        [f"population.size={args.calibration_trials}", f"train.budget={args.cap}"],
+    )
+    losses = calib.pop("final_val_losses")
+    target = float(losses[min(args.target_rank, len(losses)) - 1])
+    calib = {k: v for k, v in calib.items() if k not in ("anytime", "events", "run_dir")}
+    calib["quantiles"] = {q: float(np.quantile(losses, q)) for q in (0.0, 0.05, 0.25, 0.5)}
+    return target, calib
+
+
+def run_seed(args, seed: int, done: dict | None) -> dict:
+    """One seed: the target (calibrated, or ``done``'s), Optuna (run, or ``done``'s) and every
+    method of ``--strategies``; ``done``'s other methods are kept."""
+    if done:
+        target, out = done["target"], {**done, "methods": dict(done["methods"])}
     else:
-        target = args.target
-    result["target"] = target
-    preset, extra = strategy_overrides(args)
-    ours = run_jaxhpo(preset, args, [*extra, f"train.budget={cap}"], target=target)
-    ours.pop("final_val_losses")
-    ours["strategy"] = args.strategy
-    print(f"jaxhpo {args.strategy}: {ours.get('time_to_target_s')} s to target")
-    theirs = run_optuna(args, target, cap)
-    print(f"optuna tpe+median: {theirs.get('time_to_target_s')} s to target")
-    result["jaxhpo"], result["optuna"] = ours, theirs
-    a, b = ours["time_to_target_s"], theirs["time_to_target_s"]
-    if a is not None and b is not None:
-        result["speedup"] = round(b / a, 3)
-    elif a is not None:  # Optuna never reached it: its whole run is a lower bound
-        result["speedup_at_least"] = round(theirs["wall_s"] / a, 3)
-    ratio = result.get("speedup", result.get("speedup_at_least"))
-    print(f"speedup (optuna time / jaxhpo time): {ratio}")
+        target, calib = calibrate(args, seed)
+        out = {"seed": seed, "target": target, "calibration": calib, "methods": {}}
+        print(f"seed {seed}: target {target:.4f}", flush=True)
+        out["optuna"] = arms.run_optuna(args, seed, target, args.cap)
+        print(f"  optuna: {out['optuna']['time_to_target_s']} s to target", flush=True)
+    for label, strategy in args.methods.items():
+        preset, extra = method_settings(label, strategy, args)
+        res = arms.run_jaxhpo(preset, args, seed, extra, target)
+        res.pop("final_val_losses")
+        res.pop("run_dir")
+        out["methods"][label] = {"strategy": strategy, "code": code_version(strategy),
+                                 "overrides": extra, **res}  # fmt: skip
+        print(f"  {label}: {res['time_to_target_s']} s to target", flush=True)
+    budget = args.budget_s or out["optuna"]["wall_s"]
+    quantiles = out["calibration"].get("quantiles", {})
+    best = quantiles.get(0.0, quantiles.get("0.0"))
+    out["budget_s"], out["random_best"] = budget, best
+    for arm in [out["optuna"], *out["methods"].values()]:
+        arm["best_at_budget"] = arms.best_by(arm["anytime"], budget)
+        arm["time_to_random_best_s"] = None if best is None else arms.first_at(arm["anytime"], best)
+    return out
+
+
+def _median(xs: list[float]) -> float | None:
+    m = float(np.median(xs)) if xs else math.nan
+    return None if not math.isfinite(m) else round(m, 4)
+
+
+def _time(arm: dict, key: str = "time_to_target_s") -> float:
+    t = arm.get(key)
+    return math.inf if t is None else t
+
+
+def ratio(arm: dict, optuna: dict, key: str = "time_to_target_s") -> float | None:
+    """Time to target over Optuna's (see the module docstring); None when neither reached it."""
+    a, b = _time(arm, key), _time(optuna, key)
+    if math.isinf(a) and math.isinf(b):
+        return None
+    if math.isinf(b):
+        return a / optuna["wall_s"]
+    return a / b
+
+
+def _to_target(rows: list[tuple[dict, dict]], key: str) -> dict:
+    """Times to a target over seeds (``key``: the arm's field), their median, the ratios to
+    Optuna's and the wins."""
+    times = [_time(a, key) for a, _ in rows]
+    ratios = [ratio(a, s["optuna"], key) for a, s in rows]
+    return {
+        "time_to_target_s": [None if math.isinf(t) else t for t in times],
+        "median_time_to_target_s": _median(times),
+        "reached": sum(not math.isinf(t) for t in times),
+        "ratio_vs_optuna": [None if r is None or math.isinf(r) else round(r, 4) for r in ratios],
+        "median_ratio_vs_optuna": _median([math.inf if r is None else r for r in ratios]),
+        "wins_time": sum(t < _time(s["optuna"], key) for t, (_, s) in zip(times, rows)),
+    }
+
+
+def summary(seeds: list[dict]) -> dict:
+    """Per method (Optuna first): the medians over seeds and the wins over Optuna; under
+    ``random_best`` the same for the harder target, the calibration's best loss."""
+    labels = ["optuna", *dict.fromkeys(m for s in seeds for m in s["methods"])]
+    out = {}
+    for label in labels:
+        rows = [(s["optuna"] if label == "optuna" else s["methods"].get(label), s) for s in seeds]
+        rows = [(arm, s) for arm, s in rows if arm is not None]
+        at = [a["best_at_budget"] for a, _ in rows]
+        at_o = [s["optuna"]["best_at_budget"] for _, s in rows]
+        out[label] = {
+            "seeds": [s["seed"] for _, s in rows],
+            **_to_target(rows, "time_to_target_s"),
+            "best_at_budget": at,
+            "median_best_at_budget": _median([math.inf if v is None else v for v in at]),
+            "wins_at_budget": sum(
+                a is not None and (b is None or a < b) for a, b in zip(at, at_o, strict=True)
+            ),
+            "median_final_best": _median([a["best_val_loss"] for a, _ in rows]),
+            "random_best": _to_target(rows, "time_to_random_best_s"),
+        }
+    return out
+
+
+def _fmt(v, digits=3) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    """The per-seed times to target and the medians as markdown tables (for the README)."""
+    seeds, summ, st = result["seeds"], result["summary"], result["settings"]
+    labels = list(summ)
+    lines = [
+        f"Byte-level LM, {st['steps']}-step trials, {st['cap_member_steps']:,} member-steps "
+        f"per method, {len(seeds)} seeds, {result['backend']} ({result['cores']} cores); target: "
+        f"the {st['target_rank']}-th best of {st['calibration_trials']} random configurations. "
+        "Time to target in seconds from each method's start (— : not within the cap).",
+        "",
+        "| seed | target | " + " | ".join(labels) + " |",
+        "|---" * (len(labels) + 2) + "|",
+    ]
+    for s in seeds:
+        arms_ = [s["optuna"], *(s["methods"].get(m) for m in labels[1:])]
+        cells = [_fmt(a and a["time_to_target_s"], 1) for a in arms_]
+        lines.append(f"| {s['seed']} | {s['target']:.3f} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Medians over the seeds; ratio: the method's time over Optuna's on the same seed; "
+        f"wins: seeds where the method was strictly earlier (lower). Harder target: the best of "
+        f"the {st['calibration_trials']} random configurations. Equal wall clock: the time "
+        "Optuna took to spend the cap on that seed.",
+        "",
+        "| method | time to target (s) | ratio | earlier than Optuna | time to harder target (s) "
+        "| ratio | earlier | best at equal wall clock | lower than Optuna | final best |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    n = len(seeds)
+    for label, m in summ.items():
+        hard = m["random_best"]
+        cells = [
+            *_target_cells(m, n, label == "optuna"),
+            *_target_cells(hard, n, label == "optuna"),
+            _fmt(m["median_best_at_budget"]),
+            "—" if label == "optuna" else f"{m['wins_at_budget']}/{n}",
+            _fmt(m["median_final_best"]),
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _target_cells(m: dict, n: int, baseline: bool) -> list[str]:
+    """Median time (seeds reached), median ratio, wins."""
+    time_ = f"{_fmt(m['median_time_to_target_s'], 1)} ({m['reached']}/{n})"
+    if baseline:
+        return [time_, "1", "—"]
+    return [time_, _fmt(m["median_ratio_vs_optuna"], 2), f"{m['wins_time']}/{n}"]
+
+
+def load_reused(args) -> dict[int, dict]:
+    if args.reuse is None:
+        return {}
+    old = json.loads(args.reuse.read_text())
+    for key in COMPARED:
+        if old["settings"].get(key) != getattr(args, key):
+            raise SystemExit(f"--reuse: {args.reuse} ran with {key}={old['settings'].get(key)}")
+    return {s["seed"]: s for s in old["seeds"]}
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    compile_cache.enable()  # the same persistent compilation cache for every arm
+    reused = load_reused(args)
+    args.work_dir = tempfile.mkdtemp(prefix="bench_vs_optuna_")
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings.update(model=arms.MODEL, task=arms.TASK)
+    result = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
+              "cpu": platform.machine(), "cores": os.cpu_count(), "settings": settings,
+              "seeds": []}  # fmt: skip
+    start = time.perf_counter()
+    try:
+        if args.warmup:  # compiles every arm's programs (the same shapes), half the cap
+            half = argparse.Namespace(**{**vars(args), "cap": args.cap // 2})
+            run_seed(half, args.seed + WARMUP_SEED_OFFSET, None)
+            result["warmup_s"] = round(time.perf_counter() - start, 1)
+        for seed in range(args.seed, args.seed + args.seeds):
+            result["seeds"].append(run_seed(args, seed, reused.get(seed)))
+    finally:
+        shutil.rmtree(args.work_dir, ignore_errors=True)
+    result["total_s"] = round(time.perf_counter() - start, 1)
+    result["summary"] = summary(result["seeds"])
     out = args.out or Path(f"scripts/results/bench_vs_optuna_{jax.default_backend()}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=float))
-    print(f"wrote {out}")
+    out.write_text(json.dumps(result, indent=1, default=float))
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
+
+
+def code_version(strategy: str) -> str | None:
+    """The last commit of the strategy's module (``+`` and a hash of the file when the working
+    tree changed it)."""
+    path = Path(__file__).parent.parent / "jaxhpo" / "strategies" / f"{strategy}.py"
+    if not path.exists():
+        return None
+    git = ["git", "-C", str(path.parent)]
+    try:
+        log = [*git, "log", "-1", "--format=%h", "--", path.name]
+        commit = subprocess.run(log, capture_output=True, text=True, check=True).stdout.strip()
+        status = [*git, "status", "--porcelain", "--", path.name]
+        dirty = subprocess.run(status, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    if dirty:  # the working tree's version: its content's hash
+        commit += "+" + hashlib.sha1(path.read_bytes()).hexdigest()[:8]
+    return commit
 
 
 if __name__ == "__main__":

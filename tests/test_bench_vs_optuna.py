@@ -1,0 +1,93 @@
+"""``scripts/bench_vs_optuna.py``: time to target against Optuna over seeds, several strategies
+per seed sharing one calibration and one Optuna run; the summary's medians, ratios and wins
+(unreached = +inf), and ``--reuse`` adding a method to a finished benchmark."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY_LM_OVERRIDES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location(
+        "bench_vs_optuna", ROOT / "scripts" / "bench_vs_optuna.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _arm(t, best, curve=(), wall=10.0):
+    return {"time_to_target_s": t, "best_val_loss": best, "wall_s": wall,
+            "anytime": list(curve), "best_at_budget": best}  # fmt: skip
+
+
+def test_summary_counts_unreached_as_infinite(bench):
+    seeds = [
+        {"seed": 0, "optuna": _arm(4.0, 2.0), "methods": {"a": _arm(2.0, 1.9)}},
+        {"seed": 1, "optuna": _arm(None, 2.1), "methods": {"a": _arm(5.0, 2.2)}},
+        {"seed": 2, "optuna": _arm(3.0, 2.0), "methods": {"a": _arm(None, 2.0)}},
+    ]
+    s = bench.summary(seeds)
+    assert s["optuna"]["time_to_target_s"] == [4.0, None, 3.0]
+    assert s["optuna"]["median_time_to_target_s"] == 4.0  # 3, 4, inf
+    assert s["a"]["median_time_to_target_s"] == 5.0  # 2, 5, inf
+    assert s["a"]["ratio_vs_optuna"] == [0.5, 0.5, None]  # seed 1: a bound, 5 s / Optuna's 10 s
+    assert s["a"]["median_ratio_vs_optuna"] == 0.5
+    assert s["a"]["wins_time"] == 2 and s["a"]["reached"] == 2
+    assert s["a"]["wins_at_budget"] == 1  # 1.9 < 2.0; 2.2 > 2.1; 2.0 == 2.0 is no win
+    assert bench.ratio(_arm(None, 1), _arm(None, 1)) is None
+    assert math.isinf(bench.ratio(_arm(None, 1), _arm(3.0, 1)))
+
+
+def test_best_by_reads_the_anytime_curve(bench):
+    arms = sys.modules["bench_vs_optuna_arms"]
+    curve = arms.anytime([3.0, 1.0, 2.0, 4.0], [2.5, 3.0, float("nan"), 2.0])
+    assert curve == [(1.0, 3.0), (3.0, 2.5), (4.0, 2.0)]
+    assert arms.best_by(curve, 0.5) is None
+    assert arms.best_by(curve, 3.5) == 2.5
+
+
+def test_quick_two_seeds_then_reuse(bench, tmp_path):
+    sets = [a for o in TINY_LM_OVERRIDES for a in ("--set", o)]
+    out = tmp_path / "r.json"
+    argv = ["--quick", "--seeds", "2", "--strategies", "bohb,halving", "--out", str(out), *sets]
+    assert bench.main(argv) == 0
+    doc = json.loads(out.read_text())
+    cap = doc["settings"]["cap_member_steps"]
+    assert [s["seed"] for s in doc["seeds"]] == [0, 1]
+    for s in doc["seeds"]:
+        assert math.isfinite(s["target"]) and s["budget_s"] == s["optuna"]["wall_s"]
+        assert set(s["methods"]) == {"bohb", "halving"}
+        for arm in [s["optuna"], *s["methods"].values()]:
+            assert 0 < arm["member_steps"] <= cap
+            assert {"time_to_target_s", "best_at_budget", "best_val_loss"} <= set(arm)
+        assert s["methods"]["bohb"]["events"]["generation:random"] >= 1  # two iterations or more
+    summ = doc["summary"]
+    assert list(summ) == ["optuna", "bohb", "halving"]
+    for m in summ.values():
+        assert m["seeds"] == [0, 1] and len(m["time_to_target_s"]) == 2
+        for key in ("median_time_to_target_s", "median_ratio_vs_optuna", "wins_time",
+                    "median_best_at_budget", "wins_at_budget", "median_final_best"):  # fmt: skip
+            assert key in m
+        assert len(m["random_best"]["time_to_target_s"]) == len(m["best_at_budget"]) == 2
+    assert "| method | time to target (s) |" in out.with_suffix(".md").read_text()
+
+    again = tmp_path / "again.json"
+    argv = ["--quick", "--seeds", "2", "--strategies", "h2=halving", "--reuse", str(out)]
+    assert bench.main([*argv, "--out", str(again), *sets]) == 0
+    doc2 = json.loads(again.read_text())
+    assert list(doc2["summary"]) == ["optuna", "bohb", "halving", "h2"]
+    assert [s["optuna"] for s in doc2["seeds"]] == [s["optuna"] for s in doc["seeds"]]
+    with pytest.raises(SystemExit, match="steps"):
+        bench.main(["--seeds", "1", "--reuse", str(out), "--out", str(again)])
