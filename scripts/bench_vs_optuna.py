@@ -37,6 +37,8 @@ not compilers. Per seed and method:
   ``B`` seconds after its start, ``B`` = the wall time Optuna took to spend the cap on that seed
   (``--budget-s`` fixes ``B`` instead); Optuna's is its best at ``B``;
 * **final best**: the lowest validation loss of the whole run;
+* **member-steps to target**: the member-steps the method had trained by then (the decisions
+  are deterministic given the seed, the times are not: this is the noise-free half);
 * **time to the harder target**: the same as time to target for the calibration's best loss
   (the best of its random configurations), read from each arm's curve of its best loss so far.
 
@@ -167,7 +169,13 @@ def run_seed(args, seed: int, done: dict | None) -> dict:
     out["budget_s"], out["random_best"] = budget, best
     for arm in [out["optuna"], *out["methods"].values()]:
         arm["best_at_budget"] = arms.best_by(arm["anytime"], budget)
-        arm["time_to_random_best_s"] = None if best is None else arms.first_at(arm["anytime"], best)
+        for name, target in (("target", out["target"]), ("random_best", best)):
+            for unit, curve in (
+                ("time_to", "anytime"),
+                ("member_steps_to", "anytime_member_steps"),
+            ):
+                hit = None if target is None else arms.first_at(arm[curve], target)
+                arm[f"{unit}_{name}" + ("_s" if unit == "time_to" else "")] = hit
     return out
 
 
@@ -182,27 +190,28 @@ def _time(arm: dict, key: str = "time_to_target_s") -> float:
 
 
 def ratio(arm: dict, optuna: dict, key: str = "time_to_target_s") -> float | None:
-    """Time to target over Optuna's (see the module docstring); None when neither reached it."""
+    """Time to target over Optuna's (see the module docstring); None when neither reached it.
+    ``key``: the arms' field (a time, or member-steps: bounded by Optuna's whole run in kind)."""
     a, b = _time(arm, key), _time(optuna, key)
     if math.isinf(a) and math.isinf(b):
         return None
     if math.isinf(b):
-        return a / optuna["wall_s"]
+        return a / optuna["wall_s" if key.endswith("_s") else "member_steps"]
     return a / b
 
 
 def _to_target(rows: list[tuple[dict, dict]], key: str) -> dict:
-    """Times to a target over seeds (``key``: the arm's field), their median, the ratios to
-    Optuna's and the wins."""
+    """Times (or member-steps) to a target over seeds (``key``: the arm's field and the key of
+    the list), their median, the ratios to Optuna's and the wins (strictly sooner)."""
     times = [_time(a, key) for a, _ in rows]
     ratios = [ratio(a, s["optuna"], key) for a, s in rows]
     return {
-        "time_to_target_s": [None if math.isinf(t) else t for t in times],
-        "median_time_to_target_s": _median(times),
+        key: [None if math.isinf(t) else t for t in times],
+        f"median_{key}": _median(times),
         "reached": sum(not math.isinf(t) for t in times),
         "ratio_vs_optuna": [None if r is None or math.isinf(r) else round(r, 4) for r in ratios],
         "median_ratio_vs_optuna": _median([math.inf if r is None else r for r in ratios]),
-        "wins_time": sum(t < _time(s["optuna"], key) for t, (_, s) in zip(times, rows)),
+        "wins": sum(t < _time(s["optuna"], key) for t, (_, s) in zip(times, rows)),
     }
 
 
@@ -218,14 +227,16 @@ def summary(seeds: list[dict]) -> dict:
         at_o = [s["optuna"]["best_at_budget"] for _, s in rows]
         out[label] = {
             "seeds": [s["seed"] for _, s in rows],
-            **_to_target(rows, "time_to_target_s"),
+            **_to_target(rows, "time_to_target_s"),  # "wins": strictly earlier
             "best_at_budget": at,
             "median_best_at_budget": _median([math.inf if v is None else v for v in at]),
             "wins_at_budget": sum(
                 a is not None and (b is None or a < b) for a, b in zip(at, at_o, strict=True)
             ),
             "median_final_best": _median([a["best_val_loss"] for a, _ in rows]),
+            "member_steps": _to_target(rows, "member_steps_to_target"),
             "random_best": _to_target(rows, "time_to_random_best_s"),
+            "random_best_member_steps": _to_target(rows, "member_steps_to_random_best"),
         }
     return out
 
@@ -237,12 +248,13 @@ def _fmt(v, digits=3) -> str:
 def markdown(result: dict) -> str:
     """The per-seed times to target and the medians as markdown tables (for the README)."""
     seeds, summ, st = result["seeds"], result["summary"], result["settings"]
-    labels = list(summ)
+    labels, n, hard = list(summ), len(seeds), f"the best of {st['calibration_trials']}"
     lines = [
         f"Byte-level LM, {st['steps']}-step trials, {st['cap_member_steps']:,} member-steps "
-        f"per method, {len(seeds)} seeds, {result['backend']} ({result['cores']} cores); target: "
-        f"the {st['target_rank']}-th best of {st['calibration_trials']} random configurations. "
-        "Time to target in seconds from each method's start (— : not within the cap).",
+        f"per method, {n} seeds, {result['backend']} ({result['cores']} cores); target: the "
+        f"{st['target_rank']}-th best of {st['calibration_trials']} random configurations. "
+        "Seconds from each method's start to its first evaluation at or below the target (in "
+        "brackets: member-steps trained by then; — : not within the cap).",
         "",
         "| seed | target | " + " | ".join(labels) + " |",
         "|---" * (len(labels) + 2) + "|",
@@ -250,38 +262,41 @@ def markdown(result: dict) -> str:
     for s in seeds:
         arms_ = [s["optuna"], *(s["methods"].get(m) for m in labels[1:])]
         cells = [_fmt(a and a["time_to_target_s"], 1) for a in arms_]
+        cells = [c if c == "—" else f"{c} ({a['member_steps_to_target']:.0f})"
+                 for c, a in zip(cells, arms_, strict=True)]  # fmt: skip
         lines.append(f"| {s['seed']} | {s['target']:.3f} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Medians over the seeds; ratio: the method's time over Optuna's on the same seed; "
-        f"wins: seeds where the method was strictly earlier (lower). Harder target: the best of "
-        f"the {st['calibration_trials']} random configurations. Equal wall clock: the time "
-        "Optuna took to spend the cap on that seed.",
+        "Medians over the seeds (seeds reached); ratio: the method's over Optuna's on the same "
+        "seed; wins: seeds where the method was strictly earlier, used fewer member-steps, or "
+        "had the lower loss. Equal wall clock: the time Optuna took to spend the cap on that "
+        f"seed. Harder target: {hard} random configurations.",
         "",
-        "| method | time to target (s) | ratio | earlier than Optuna | time to harder target (s) "
-        "| ratio | earlier | best at equal wall clock | lower than Optuna | final best |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | time to target (s) | ratio | earlier | member-steps to target | fewer | best "
+        "at equal wall clock | lower | final best | time to harder target (s) | ratio | earlier |",
+        "|---" * 12 + "|",
     ]
-    n = len(seeds)
     for label, m in summ.items():
-        hard = m["random_best"]
+        base = label == "optuna"
         cells = [
-            *_target_cells(m, n, label == "optuna"),
-            *_target_cells(hard, n, label == "optuna"),
+            *_target_cells(m, "time_to_target_s", n, base),
+            *_target_cells(m["member_steps"], "member_steps_to_target", n, base)[::2],
             _fmt(m["median_best_at_budget"]),
-            "—" if label == "optuna" else f"{m['wins_at_budget']}/{n}",
+            "—" if base else f"{m['wins_at_budget']}/{n}",
             _fmt(m["median_final_best"]),
+            *_target_cells(m["random_best"], "time_to_random_best_s", n, base),
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _target_cells(m: dict, n: int, baseline: bool) -> list[str]:
-    """Median time (seeds reached), median ratio, wins."""
-    time_ = f"{_fmt(m['median_time_to_target_s'], 1)} ({m['reached']}/{n})"
+def _target_cells(m: dict, key: str, n: int, baseline: bool) -> list[str]:
+    """Median (seeds reached), median ratio, wins."""
+    digits = 1 if key.endswith("_s") else 0
+    median = f"{_fmt(m[f'median_{key}'], digits)} ({m['reached']}/{n})"
     if baseline:
-        return [time_, "1", "—"]
-    return [time_, _fmt(m["median_ratio_vs_optuna"], 2), f"{m['wins_time']}/{n}"]
+        return [median, "1", "—"]
+    return [median, _fmt(m["median_ratio_vs_optuna"], 2), f"{m['wins']}/{n}"]
 
 
 def load_reused(args) -> dict[int, dict]:

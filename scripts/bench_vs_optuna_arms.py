@@ -127,12 +127,23 @@ def run_jaxhpo(preset: str, args, seed: int, extra, target: float | None = None)
         "first_eval_s": round(float(evals["wall_time"].min()) + setup, 3),
         "final_val_losses": sorted(res.members["val_loss"].dropna().tolist()),
         "anytime": anytime(evals["wall_time"] + setup, evals["val_loss"]),
+        "anytime_member_steps": anytime(member_steps_by_row(evals), evals["val_loss"]),
         "run_dir": str(res.run_dir),
     }
     out["events"] = _events(res.run_dir)
     if target is not None:
         out.update(time_to_target(table, target, setup))
     return out
+
+
+def member_steps_by_row(evals: pd.DataFrame) -> np.ndarray:
+    """The member-steps a run had trained when each evaluation row was written (the rows of one
+    segment share its wall time; a member that trained in it has a training loss)."""
+    steps = np.sort(evals["step"].unique())
+    length = dict(zip(steps, np.diff(steps, prepend=0), strict=True))
+    trained = evals["train_loss"].notna().to_numpy() * evals["step"].map(length).to_numpy()
+    per_time = pd.Series(trained, index=evals["wall_time"].to_numpy()).groupby(level=0).sum()
+    return per_time.cumsum().reindex(evals["wall_time"].to_numpy()).to_numpy()
 
 
 def _events(run_dir) -> dict:
@@ -178,7 +189,7 @@ def run_optuna(args, seed: int, target: float, cap: int) -> dict:
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_warmup_steps=args.segment),
     )
-    used, reached, n_trials, n_pruned, times, losses = 0, None, 0, 0, [], []
+    used, reached, n_trials, n_pruned, times, losses, useds = 0, None, 0, 0, [], [], []
     while used < cap:
         trial = study.ask()
         full = {**{k: np.asarray(v)[0] for k, v in prep.hparams.items()}, **_suggest(trial, space)}
@@ -191,6 +202,7 @@ def run_optuna(args, seed: int, target: float, cap: int) -> dict:
             loss = float(np.asarray(population.evaluate(pop, val_data)["loss"])[0])
             times.append(time.perf_counter() - start)
             losses.append(loss)
+            useds.append(used)
             if reached is None and loss <= target:
                 reached = {"time_to_target_s": round(times[-1], 3), "trial": trial.number,
                            "step": step, "member_steps_at_target": used}  # fmt: skip
@@ -216,6 +228,7 @@ def run_optuna(args, seed: int, target: float, cap: int) -> dict:
         "best_val_loss": min(finite) if finite else None,
         "first_eval_s": round(times[0], 3),
         "anytime": anytime(times, losses),
+        "anytime_member_steps": anytime(useds, losses),
         **(reached or {"time_to_target_s": None, "reached": False}),
         "reached": reached is not None,
     }

@@ -10,6 +10,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import TINY_LM_OVERRIDES
 
@@ -44,7 +46,7 @@ def test_summary_counts_unreached_as_infinite(bench):
     assert s["a"]["median_time_to_target_s"] == 5.0  # 2, 5, inf
     assert s["a"]["ratio_vs_optuna"] == [0.5, 0.5, None]  # seed 1: a bound, 5 s / Optuna's 10 s
     assert s["a"]["median_ratio_vs_optuna"] == 0.5
-    assert s["a"]["wins_time"] == 2 and s["a"]["reached"] == 2
+    assert s["a"]["wins"] == 2 and s["a"]["reached"] == 2
     assert s["a"]["wins_at_budget"] == 1  # 1.9 < 2.0; 2.2 > 2.1; 2.0 == 2.0 is no win
     assert bench.ratio(_arm(None, 1), _arm(None, 1)) is None
     assert math.isinf(bench.ratio(_arm(None, 1), _arm(3.0, 1)))
@@ -56,6 +58,18 @@ def test_best_by_reads_the_anytime_curve(bench):
     assert curve == [(1.0, 3.0), (3.0, 2.5), (4.0, 2.0)]
     assert arms.best_by(curve, 0.5) is None
     assert arms.best_by(curve, 3.5) == 2.5
+
+
+def test_member_steps_by_row_counts_the_members_that_trained(bench):
+    arms = sys.modules["bench_vs_optuna_arms"]
+    evals = pd.DataFrame(
+        {
+            "step": [6, 6, 12, 12, 18],
+            "wall_time": [1.0, 1.0, 2.0, 2.0, 3.0],
+            "train_loss": [1.0, 1.0, 1.0, np.nan, 1.0],  # member 1 stopped at step 6
+        }
+    )
+    assert arms.member_steps_by_row(evals).tolist() == [12, 12, 18, 18, 24]
 
 
 def test_quick_two_seeds_then_reuse(bench, tmp_path):
@@ -77,17 +91,19 @@ def test_quick_two_seeds_then_reuse(bench, tmp_path):
     assert list(summ) == ["optuna", "bohb", "halving"]
     for m in summ.values():
         assert m["seeds"] == [0, 1] and len(m["time_to_target_s"]) == 2
-        for key in ("median_time_to_target_s", "median_ratio_vs_optuna", "wins_time",
+        for key in ("median_time_to_target_s", "median_ratio_vs_optuna", "wins",
                     "median_best_at_budget", "wins_at_budget", "median_final_best"):  # fmt: skip
             assert key in m
-        assert len(m["random_best"]["time_to_target_s"]) == len(m["best_at_budget"]) == 2
+        assert len(m["random_best"]["time_to_random_best_s"]) == len(m["best_at_budget"]) == 2
+        ms = m["member_steps"]["member_steps_to_target"]
+        assert all(v is None or 0 < v <= cap for v in ms)
     assert "| method | time to target (s) |" in out.with_suffix(".md").read_text()
 
     again = tmp_path / "again.json"
-    argv = ["--quick", "--seeds", "2", "--strategies", "h2=halving", "--reuse", str(out)]
+    argv = ["--quick", "--seeds", "1", "--strategies", "h2=halving", "--reuse", str(out)]
     assert bench.main([*argv, "--out", str(again), *sets]) == 0
     doc2 = json.loads(again.read_text())
     assert list(doc2["summary"]) == ["optuna", "bohb", "halving", "h2"]
-    assert [s["optuna"] for s in doc2["seeds"]] == [s["optuna"] for s in doc["seeds"]]
+    assert doc2["seeds"][0]["optuna"] == doc["seeds"][0]["optuna"]
     with pytest.raises(SystemExit, match="steps"):
         bench.main(["--seeds", "1", "--reuse", str(out), "--out", str(again)])
