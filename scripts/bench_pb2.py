@@ -70,7 +70,8 @@ def toy_points(size: int) -> list[dict[str, float]]:
 
 
 def toy_study(strategy, size: int, seed: int, steps: int = STEPS, roundtrip: bool = False):
-    """Runs the toy; returns ``(q [S, P] after every segment, hparams [S, P, 2], events)``.
+    """Runs the toy; returns ``(q [S, P] after every segment, hparams [S, P, 2], events)``
+    (lineage events with their ``step``).
     ``roundtrip``: the strategy's state goes through a checkpoint after every update."""
     state, cols = strategy.init(seed, SPACE, size)
     fresh = state
@@ -96,7 +97,7 @@ def toy_study(strategy, size: int, seed: int, steps: int = STEPS, roundtrip: boo
         state, upd = strategy.update(state, obs)
         if roundtrip:
             state = strategy.restore_state(unpack_tree(pack_tree(state)), fresh)
-        events += upd.events
+        events += [{**e, "step": step} for e in upd.events]  # as the run loop adds it
         if step < steps:
             _, pop, _ = apply_update(population, pop, upd, None, size)
     return np.stack(qs), np.stack(hs), events

@@ -19,7 +19,8 @@ from jaxhpo.checkpoint import pack_tree, unpack_tree
 from jaxhpo.config import TrainConfig
 from jaxhpo.simulate import simulate
 from jaxhpo.space import Space
-from jaxhpo.strategies import PB2, STRATEGIES
+from jaxhpo.strategies import PB2, STRATEGIES, gp
+from jaxhpo.strategies.pb2 import targets
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_pb2", ROOT / "scripts" / "bench_pb2.py")
@@ -55,9 +56,17 @@ def test_pb2_is_registered_and_has_no_compiled_form():
 
 
 def test_pb2_config_checks_name_the_field():
-    for field, bad in (("window", 1), ("candidates", 0), ("kappa", -1.0), ("min_data", 1)):
-        with pytest.raises(ValueError, match=f"strategy.{field}"):
+    for field, bad in (
+        ("window", 1),
+        ("candidates", 0),
+        ("kappa", -1.0),
+        ("min_data", 1),
+        ("normalise", "time"),
+        ("normalise", None),
+    ):
+        with pytest.raises(ValueError, match=f"strategy.{field}") as err:
             PB2.Config(**{field: bad})
+        assert "\n" not in str(err.value)
 
 
 def test_pb2_proposals_stay_in_bounds_and_use_the_gp(toy_run):
@@ -72,6 +81,46 @@ def test_pb2_proposals_stay_in_bounds_and_use_the_gp(toy_run):
     ]
     assert max(moves) > 0.3, moves
     assert np.isfinite(q).all()
+
+
+def test_pb2_step_targets_take_off_the_falling_trend():
+    """A loss falls fastest early: standardised together (``"all"``) the early improvements
+    set the GP's prior mean above every recent member, so unexplored points look best;
+    ``"step"`` compares members of the same step only."""
+    steps = np.repeat([10, 20, 30], 4)
+    effect = np.tile([0.0, 1.0, 2.0, 3.0], 3)
+    y = np.repeat([100.0, 10.0, 1.0], 4) + 0.01 * effect  # trend >> the hyperparameters' effect
+    ys = targets(steps, y, "step")
+    chex.assert_trees_all_close(ys, gp.standardise(effect * 0.01), atol=1e-9)
+    assert np.all(targets(steps, y, "all")[8:] < 0)  # the latest step: all below the prior mean
+    chex.assert_trees_all_close(targets(steps, y, "all"), gp.standardise(y), atol=0.0)
+
+
+def test_pb2_step_targets_keep_picks_off_the_ends_of_the_ranges_on_a_falling_loss():
+    """The regression: with 4 members on the byte LM the GP's picks jumped to the ends of the
+    ranges (targets standardised together). Here a learning curve that falls fast, best at the
+    middle of the log learning-rate range: with ``"all"`` a share of the picks lands within 5%
+    of an end, with ``"step"`` (the default) none does."""
+    space = Space.from_config({"lr": "loguniform(1e-4, 1e-1)", "wd": "uniform(0.0, 0.2)"})
+
+    def curve(hp, ids, t, rng):
+        u = (np.log10(np.asarray(hp["lr"])) + 4) / 3
+        trend = 3.0 / (1 + np.asarray(t) / 20)
+        return {"loss": trend + 0.3 * (u - 0.5) ** 2 + 0.01 * rng.standard_normal(len(u))}
+
+    def share_at_ends(normalise):
+        s = PB2(ready_steps=10, fraction=0.25, fit_steps=20, candidates=64, normalise=normalise)
+        at_end = []
+        for seed in (0, 1):
+            res = simulate(s, space, curve, steps=150, segment_steps=10, size=4, seed=seed)
+            for e in res.events:
+                if e["kind"] == "exploit" and e["step"] >= 40:  # GP picks (min_data 6)
+                    u = (np.log10(e["after"]["lr"]) + 4) / 3
+                    at_end.append(u < 0.05 or u > 0.95)
+        return np.mean(at_end)
+
+    assert share_at_ends("all") >= 0.1
+    assert share_at_ends("step") == 0.0
 
 
 def test_pb2_is_deterministic_per_seed(toy_run):
