@@ -76,7 +76,7 @@ def test_a_constraint_keeps_infeasible_members_off_the_front(tmp_path):
     [
         ({"objectives": ["loss"]}, TypeError, "^objectives: expected a mapping"),
         ({"objectives": {"loss": "down", "accuracy": "max"}}, Exception, "loss: direction"),
-        ({"objectives": OBJ, "strategy": "evo"}, Exception, "optimises one objective"),
+        ({"objectives": OBJ, "strategy": "rl"}, Exception, "optimises one objective"),
         ({"objectives": OBJ, "constraints": {"loss": "small"}}, Exception, "strategy.constr"),
     ],
 )
