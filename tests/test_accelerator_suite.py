@@ -177,6 +177,7 @@ def _finite(x) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
 
+@pytest.mark.slow  # 44 s on 2 cores
 def test_smoke_parts_and_the_optuna_comparison_write_sane_json(tmp_path):
     """The parts of issue 30 that the benchmarks do not cover, end to end in the smoke preset
     (~45 s on 2 cores): MFU of the medium and the large model, bf16 against f32, the trace's top

@@ -249,6 +249,7 @@ def test_fit_restart_escapes_a_warm_start_stuck_at_the_prior_mode():
     assert gain > 20.0  # explains the data far better than "all noise"
 
 
+@pytest.mark.slow  # 32 s on 2 cores
 def test_pathwise_draws_match_the_posterior():
     """Mean and variance over 4000 pathwise draws (random Fourier features + the exact data
     update) equal the GP's closed-form posterior at 5 points."""

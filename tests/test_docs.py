@@ -108,6 +108,7 @@ def test_docs_site_and_its_search_in_a_headless_browser(tmp_path):
     assert shot.stat().st_size > 10_000
 
 
+@pytest.mark.slow  # a second browser session; the first test checks the site and its search
 @pytest.mark.skipif(shutil.which("chromium") is None, reason=NO_CHROMIUM)
 def test_docs_site_check_failing_on_a_search_without_results(site, tmp_path):
     """The check fails in one line naming what it saw: a search that lists nothing (an index
