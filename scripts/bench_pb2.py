@@ -9,9 +9,11 @@ each member), driven with the run loop's own :func:`jaxhpo.run.update.apply_upda
 the whole member (``theta``, hyperparameters), as in the trainer. ``tests/test_pb2.py`` uses the
 same driver (:func:`toy_study`).
 
-Reported per population size and strategy, over seeds: the median of the best member's ``Q`` at
-steps 20, 40 and 100, the mean of the best ``Q`` over the run (area under the curve) and the
-median step at which the best member first reaches ``Q >= 1.19``.
+Strategies: PBT (the exploiting members explore), PBT with ``explore_all``, PB2 (default:
+targets less each step's mean) and ``pb2_all`` (PB2 with the paper's targets, standardised
+together). Reported per population size and strategy, over seeds: the median of the best
+member's ``Q`` at steps 20, 40 and 100, the mean of the best ``Q`` over the run (area under the
+curve) and the median step at which the best member first reaches ``Q >= 1.19``.
 
 Usage: ``python scripts/bench_pb2.py [--seeds 10] [--sizes 4 8]`` (writes
 ``scripts/results/bench_pb2_toy.json``).
@@ -114,6 +116,7 @@ def strategies(size: int) -> dict:
         "pbt": PBT(**common),
         "pbt_explore_all": PBT(**common, explore_all=True),
         "pb2": PB2(**common, fit_steps=30, candidates=128),
+        "pb2_all": PB2(**common, fit_steps=30, candidates=128, normalise="all"),
     }
 
 
