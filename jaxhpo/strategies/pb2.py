@@ -33,12 +33,14 @@ seed. ``"step"`` takes each step's mean off first, so an unexplored point is "as
 step's average member". Best final validation loss over 5 seeds
 (``experiments/pb2_vs_pbt_lm.py``; seeds where PB2 is lower than PBT, median PB2 vs PBT): 4
 members ``"all"`` 0/5, 2.4377 vs 2.4358, ``"step"`` 4/5, 2.4316; 8 members ``"all"`` 3/5,
-2.4058 vs 2.4282, ``"step"`` 4/5, 2.4103. Also tried there, and dropped: each member's candidates
+2.4058 vs 2.4282, ``"step"`` 4/5, 2.4103. On PBT's toy (``scripts/bench_pb2.py``, 10 seeds)
+``"step"`` costs a little speed: median steps to the target with 4 / 8 members 42 / 42 against
+``"all"``'s 36 / 38 and PBT's 70 / 64. Also tried on the LM, and dropped: each member's candidates
 in a box around the point it copied (the local trust regions of Bayesian generational PBT, Wan
 et al. 2022, arXiv:2207.09405, of fixed side 0.25 or 0.5 in unit coordinates): alone 2/5 seeds
 with 4 members (median 2.4422), with ``"step"`` no better than ``"step"`` alone (4 members:
 4/5, median 2.4269 with side 0.25, 2.4383 with 0.5; 8 members: 3/5, 2.4115), and slower on
-PBT's toy, whose optimum lies in a corner.
+PBT's toy, whose optimum lies in a corner (4 members: 48 and 44 steps to the target).
 
 Until ``min_data`` observations are in, members explore as PBT does (``perturb``, ``factors``,
 ``sigma``, ``resample_prob``). Only the most recent ``window`` observations are kept.
