@@ -299,20 +299,21 @@ def _target_cells(m: dict, key: str, n: int, baseline: bool) -> list[str]:
     return [median, _fmt(m["median_ratio_vs_optuna"], 2), f"{m['wins']}/{n}"]
 
 
-def load_reused(args) -> dict[int, dict]:
+def load_reused(args) -> tuple[dict[int, dict], list[dict]]:
+    """``--reuse``'s seeds by number and its invocations (``history``)."""
     if args.reuse is None:
-        return {}
+        return {}, []
     old = json.loads(args.reuse.read_text())
     for key in COMPARED:
         if old["settings"].get(key) != getattr(args, key):
             raise SystemExit(f"--reuse: {args.reuse} ran with {key}={old['settings'].get(key)}")
-    return {s["seed"]: s for s in old["seeds"]}
+    return {s["seed"]: s for s in old["seeds"]}, old.get("history", [])
 
 
 def main(argv=None) -> int:
     args = parse(argv)
     compile_cache.enable()  # the same persistent compilation cache for every arm
-    reused = load_reused(args)
+    reused, history = load_reused(args)
     args.work_dir = tempfile.mkdtemp(prefix="bench_vs_optuna_")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     settings.update(model=arms.MODEL, task=arms.TASK)
@@ -330,6 +331,9 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(args.work_dir, ignore_errors=True)
     result["total_s"] = round(time.perf_counter() - start, 1)
+    result["history"] = [*history, {"date": time.strftime("%Y-%m-%d %H:%M"), "seeds": args.seeds,
+                         "methods": args.methods, "strategy_set": args.strategy_set,
+                         "total_s": result["total_s"]}]  # fmt: skip
     result["summary"] = summary(result["seeds"])
     out = args.out or Path(f"scripts/results/bench_vs_optuna_{jax.default_backend()}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -105,5 +105,9 @@ def test_quick_two_seeds_then_reuse(bench, tmp_path):
     doc2 = json.loads(again.read_text())
     assert list(doc2["summary"]) == ["optuna", "bohb", "halving", "h2"]
     assert doc2["seeds"][0]["optuna"] == doc["seeds"][0]["optuna"]
+    assert [h["methods"] for h in doc2["history"]] == [
+        {"bohb": "bohb", "halving": "halving"},
+        {"h2": "halving"},
+    ]
     with pytest.raises(SystemExit, match="steps"):
         bench.main(["--seeds", "1", "--reuse", str(out), "--out", str(again)])
