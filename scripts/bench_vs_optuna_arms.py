@@ -55,7 +55,6 @@ def method_overrides(strategy: str, args, cap: int) -> tuple[str, list[str]]:
             f"strategy.iteration_steps={args.steps}",
             "population.size=null",
             f"train.steps={args.steps * iterations}",
-            f"space.decay_steps={args.steps}",
         ]
     if strategy in ("pb2", "pbt"):
         return "lm-random", [f"strategy.name={strategy}", f"population.size={args.pbt_size}",

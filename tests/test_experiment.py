@@ -344,6 +344,14 @@ def test_cli_overrides_after_options(tmp_path, capsys):
         ("lm-evo", ["strategy.generation_steps=20"], 20),  # fresh members every generation
         ("lm-bo", ["strategy.generation_steps=20"], 20),
         ("lm-evo", ["strategy.schedule=online"], 40),  # live members: the whole run
+        # bohb re-initialises every member each Hyperband iteration: one iteration, not the run
+        pytest.param(
+            "lm-random",
+            ["strategy.name=bohb", "strategy.iteration_steps=20", "strategy.min_steps=10",
+             "population.size=null"],  # fmt: skip
+            20,
+            id="bohb_decays_over_one_iteration_not_the_run",
+        ),
     ],
 )
 def test_schedules_decay_over_a_members_life(preset, extra, horizon):

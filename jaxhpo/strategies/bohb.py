@@ -141,6 +141,11 @@ class BOHB(Strategy):
                 R *= config.eta
         return cls(config, min_steps=min_steps, max_steps=R)
 
+    def member_steps(self, train_steps: int, segment_steps: int) -> int:
+        """One Hyperband iteration: every member is re-initialised when the next one starts."""
+        del train_steps, segment_steps
+        return self.max_steps
+
     def check(self, train_steps: int, segment_steps: int) -> None:
         self.hyperband.check(self.max_steps, segment_steps)
         if self.max_steps % segment_steps:
