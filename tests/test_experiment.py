@@ -347,8 +347,12 @@ def test_cli_overrides_after_options(tmp_path, capsys):
         # bohb re-initialises every member each Hyperband iteration: one iteration, not the run
         pytest.param(
             "lm-random",
-            ["strategy.name=bohb", "strategy.iteration_steps=20", "strategy.min_steps=10",
-             "population.size=null"],  # fmt: skip
+            [
+                "strategy.name=bohb",
+                "strategy.iteration_steps=20",
+                "strategy.min_steps=10",
+                "population.size=null",
+            ],
             20,
             id="bohb_decays_over_one_iteration_not_the_run",
         ),
