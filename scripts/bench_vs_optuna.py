@@ -8,8 +8,9 @@ every method; no model trains more than ``--steps`` steps (a trial's full budget
 1. **Target.** Random search with ``--calibration-trials`` (64) trials of ``--steps`` steps
    (jaxhpo, one population, seed ``s + 1000``: the methods' seed ``s`` would hand a population
    the calibration's own first members): the target is the ``--target-rank``-th best final
-   validation loss (default 4th of 64, about the 6% quantile). ``--target`` skips this. One
-   calibration per seed, shared by every method of that seed.
+   validation loss (default 4th of 64, about the 6% quantile; ``--target-rank 1``: the best,
+   the 1.6% quantile). ``--target`` skips this. One calibration per seed, shared by every method
+   of that seed; its sorted final losses are kept, so another rank's target can be taken later.
 2. **jaxhpo**, each of ``--strategies`` (``label=strategy`` names a variant; ``--strategy-set
    label:key=value`` adds its config overrides), run through :func:`jaxhpo.experiment.run` with
    ``train.budget`` = the cap (see :func:`bench_vs_optuna_arms.method_overrides`: ``halving``
@@ -58,11 +59,17 @@ The summary gives per method the medians over seeds, the seeds reached, and the 
 Optuna (strictly earlier to target; strictly lower best at equal wall clock). Writes
 ``scripts/results/bench_vs_optuna_<backend>.json`` and a markdown table beside it (``.md``).
 ``--reuse FILE`` takes the targets and Optuna arms (and methods already run) of FILE's seeds and
-runs only ``--strategies``, so a strategy can be added to a finished benchmark::
+runs only ``--strategies``, so a strategy can be added to a finished benchmark. With another
+``--target-rank`` than FILE's it retargets: the target becomes that rank's calibration loss
+(files from before the losses were kept: rank 1 only) and every reused arm's time and
+member-steps to it are read from the arm's stored curves, exact since no arm's decisions depend
+on the target (``--strategies ""`` runs nothing else)::
 
     python scripts/bench_vs_optuna.py --seeds 5 --strategies bohb,halving
     python scripts/bench_vs_optuna.py --seeds 5 --strategies pb2 --reuse \\
         scripts/results/bench_vs_optuna_cpu.json
+    python scripts/bench_vs_optuna.py --seeds 5 --strategies "" --target-rank 1 --reuse \\
+        scripts/results/bench_vs_optuna_cpu.json --out /tmp/rank1.json
     python scripts/bench_vs_optuna.py --quick --seeds 2 --strategies bohb,halving  # smoke run
 """
 
@@ -91,7 +98,9 @@ from jaxhpo import compile_cache  # noqa: E402
 
 CALIBRATION_SEED_OFFSET = 1000
 WARMUP_SEED_OFFSET = 10_000
-COMPARED = ("steps", "segment", "calibration_trials", "target_rank", "cap_member_steps", "set")
+COMPARED = ("steps", "segment", "calibration_trials", "cap_member_steps", "set")
+#: an arm's fields about the first evaluation at the target: not recomputed by a retarget
+AT_TARGET = ("trial", "step", "member", "member_steps_at_target")
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -99,7 +108,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=60, help="training steps of a full trial")
     p.add_argument("--segment", type=int, default=20, help="steps between evaluations/rungs")
     p.add_argument("--calibration-trials", type=int, default=64)
-    p.add_argument("--target-rank", type=int, default=4, help="k-th best random loss = target")
+    p.add_argument("--target-rank", type=int, default=None, help="k-th best random loss = "
+                   "target (default 4; --quick: 2)")  # fmt: skip
     p.add_argument("--target", type=float, default=None, help="skip the calibration")
     p.add_argument("--strategies", default="bohb,halving", help="jaxhpo strategies, comma-"
                    "separated; label=strategy for a variant")  # fmt: skip
@@ -126,7 +136,8 @@ def parse(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.segment, args.calibration_trials, args.size = 18, 6, 8, 9
-        args.target_rank, args.pbt_size, args.warmup = 2, 4, False
+        args.pbt_size, args.warmup = 4, False
+    args.target_rank = args.target_rank or (2 if args.quick else 4)
     args.cap = args.cap_member_steps = args.cap or args.calibration_trials * args.steps
     args.methods = dict(
         (m.split("=", 1) if "=" in m else (m, m)) for m in args.strategies.split(",") if m
@@ -153,7 +164,31 @@ def calibrate(args, seed: int) -> tuple[float, dict]:
     target = float(losses[min(args.target_rank, len(losses)) - 1])
     calib = {k: v for k, v in calib.items() if k not in ("anytime", "events", "run_dir")}
     calib["quantiles"] = {q: float(np.quantile(losses, q)) for q in (0.0, 0.05, 0.25, 0.5)}
+    calib["final_val_losses"] = [float(v) for v in losses]  # sorted: any rank's target
     return target, calib
+
+
+def calibration_loss(calibration: dict, rank: int) -> float:
+    """The ``rank``-th best final loss of a seed's calibration (from its sorted losses; files
+    written before they were kept have only the best, as the 0 quantile)."""
+    losses = calibration.get("final_val_losses")
+    if losses is None and rank == 1:
+        q = calibration.get("quantiles", {})
+        losses = [q[k] for k in (0.0, "0.0") if k in q][:1]
+    if not losses:
+        raise SystemExit(f"--reuse: no calibration losses to take a target of rank {rank} from")
+    return float(losses[min(rank, len(losses)) - 1])
+
+
+def retarget(seed: dict, rank: int) -> dict:
+    """A reused seed with the target of ``rank`` (:func:`run_seed` then reads every arm's time
+    and member-steps to it from the arm's stored curves; the decisions of every arm are the
+    same for any target, which no arm reads)."""
+    arms_ = [seed["optuna"], *seed["methods"].values()]
+    arms_ = [{k: v for k, v in a.items() if k not in AT_TARGET} for a in arms_]
+    methods = dict(zip(seed["methods"], arms_[1:], strict=True))
+    target = calibration_loss(seed["calibration"], rank)
+    return {**seed, "target": target, "optuna": arms_[0], "methods": methods}
 
 
 def run_seed(args, seed: int, done: dict | None) -> dict:
@@ -188,6 +223,7 @@ def run_seed(args, seed: int, done: dict | None) -> dict:
             ):
                 hit = None if target is None else arms.first_at(arm[curve], target)
                 arm[f"{unit}_{name}" + ("_s" if unit == "time_to" else "")] = hit
+        arm["reached"] = arm["time_to_target_s"] is not None
     return out
 
 
@@ -264,10 +300,13 @@ def markdown(result: dict) -> str:
     hard = f"the best of {st['calibration_trials']} random configurations"
     if all(s.get("random_best") is None for s in seeds):
         hard = "none (no calibration run)"
+    rank = st["target_rank"]
+    harder = rank != 1  # rank 1: the harder target is the target
+    ordinal = "best" if rank == 1 else f"{rank}-th best"
     lines = [
         f"Byte-level LM, {st['steps']}-step trials, {st['cap_member_steps']:,} member-steps "
         f"per method, {n} seeds, {result['backend']} ({result['cores']} cores); target: the "
-        f"{st['target_rank']}-th best of {st['calibration_trials']} random configurations. "
+        f"{ordinal} of {st['calibration_trials']} random configurations. "
         "Seconds from each method's start to its first evaluation at or below the target (in "
         "brackets: member-steps trained by then; — : not within the cap).",
         "",
@@ -285,11 +324,12 @@ def markdown(result: dict) -> str:
         "Medians over the seeds (seeds reached); ratio: the method's over Optuna's on the same "
         "seed; wins: seeds where the method was strictly earlier, used fewer member-steps, or "
         "had the lower loss. Equal wall clock: the time Optuna took to spend the cap on that "
-        f"seed. Harder target: {hard}.",
+        "seed." + (f" Harder target: {hard}." if harder else ""),
         "",
         "| method | time to target (s) | ratio | earlier | member-steps to target | fewer | best "
-        "at equal wall clock | lower | final best | time to harder target (s) | ratio | earlier |",
-        "|---" * 12 + "|",
+        "at equal wall clock | lower | final best |"
+        + (" time to harder target (s) | ratio | earlier |" if harder else ""),
+        "|---" * (12 if harder else 9) + "|",
     ]
     for label, m in summ.items():
         base = label == "optuna"
@@ -299,7 +339,7 @@ def markdown(result: dict) -> str:
             _fmt(m["median_best_at_budget"]),
             "—" if base else f"{m['wins_at_budget']}/{n}",
             _fmt(m["median_final_best"]),
-            *_target_cells(m["random_best"], "time_to_random_best_s", n, base),
+            *(_target_cells(m["random_best"], "time_to_random_best_s", n, base) if harder else []),
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -315,14 +355,20 @@ def _target_cells(m: dict, key: str, n: int, baseline: bool) -> list[str]:
 
 
 def load_reused(args) -> tuple[dict[int, dict], list[dict]]:
-    """``--reuse``'s seeds by number and its invocations (``history``)."""
+    """``--reuse``'s seeds by number and its invocations (``history``); retargeted when
+    ``--target-rank`` differs from the file's."""
     if args.reuse is None:
         return {}, []
     old = json.loads(args.reuse.read_text())
     for key in COMPARED:
         if old["settings"].get(key) != getattr(args, key):
             raise SystemExit(f"--reuse: {args.reuse} ran with {key}={old['settings'].get(key)}")
-    return {s["seed"]: s for s in old["seeds"]}, old.get("history", [])
+    seeds = {s["seed"]: s for s in old["seeds"]}
+    if old["settings"].get("target_rank") != args.target_rank:
+        seeds = {n: retarget(s, args.target_rank) for n, s in seeds.items()}
+    history = old.get("history", [])
+    rank = old["settings"].get("target_rank")
+    return seeds, [{**h, "target_rank": h.get("target_rank", rank)} for h in history]
 
 
 def main(argv=None) -> int:
@@ -337,17 +383,20 @@ def main(argv=None) -> int:
               "seeds": []}  # fmt: skip
     start = time.perf_counter()
     try:
-        if args.warmup:  # compiles every arm's programs (the same shapes), half the cap
+        seeds = range(args.seed, args.seed + args.seeds)
+        todo = args.methods or any(s not in reused for s in seeds)
+        if args.warmup and todo:  # compiles every arm's programs (the same shapes), half the cap
             half = argparse.Namespace(**{**vars(args), "cap": args.cap // 2})
             run_seed(half, args.seed + WARMUP_SEED_OFFSET, None)
             result["warmup_s"] = round(time.perf_counter() - start, 1)
-        for seed in range(args.seed, args.seed + args.seeds):
+        for seed in seeds:
             result["seeds"].append(run_seed(args, seed, reused.get(seed)))
     finally:
         shutil.rmtree(args.work_dir, ignore_errors=True)
     result["total_s"] = round(time.perf_counter() - start, 1)
     result["history"] = [*history, {"date": time.strftime("%Y-%m-%d %H:%M"), "seeds": args.seeds,
                          "methods": args.methods, "strategy_set": args.strategy_set,
+                         "target_rank": args.target_rank,
                          "total_s": result["total_s"]}]  # fmt: skip
     result["summary"] = summary(result["seeds"])
     out = args.out or Path(f"scripts/results/bench_vs_optuna_{jax.default_backend()}.json")

@@ -111,3 +111,39 @@ def test_quick_two_seeds_then_reuse(bench, tmp_path):
     ]
     with pytest.raises(SystemExit, match="steps"):
         bench.main(["--seeds", "1", "--reuse", str(out), "--out", str(again)])
+
+    # another target rank: the same arms, their times and member-steps read from their curves
+    ranked = tmp_path / "rank1.json"
+    argv = ["--quick", "--seeds", "2", "--strategies", "", "--target-rank", "1", "--reuse"]
+    assert bench.main([*argv, str(out), "--out", str(ranked), *sets]) == 0
+    doc3 = json.loads(ranked.read_text())
+    assert doc["settings"]["target_rank"] == 2 and doc3["settings"]["target_rank"] == 1
+    for s, s3 in zip(doc["seeds"], doc3["seeds"], strict=True):
+        losses = s["calibration"]["final_val_losses"]
+        assert len(losses) == 8 and losses == sorted(losses)
+        assert s["target"] == losses[1] and s3["target"] == losses[0] == s["random_best"]
+        for a, a3 in zip([s["optuna"], *s["methods"].values()],
+                         [s3["optuna"], *s3["methods"].values()], strict=True):  # fmt: skip
+            assert a3["anytime"] == a["anytime"]
+            assert a3["time_to_target_s"] == a["time_to_random_best_s"]
+            assert a3["member_steps_to_target"] == a["member_steps_to_random_best"]
+            assert a3["reached"] == (a3["time_to_target_s"] is not None)
+            assert "member_steps_at_target" not in a3 and "step" not in a3  # the old target's
+    for label, m in doc["summary"].items():
+        m3 = doc3["summary"][label]
+        assert m3["time_to_target_s"] == m["random_best"]["time_to_random_best_s"]
+        assert m3["wins"] == m["random_best"]["wins"]
+    assert "target: the best of 8" in ranked.with_suffix(".md").read_text()
+    assert [h["target_rank"] for h in doc3["history"]] == [2, 1]
+
+
+def test_calibration_loss_of_a_rank(bench):
+    calib = {"final_val_losses": [2.0, 2.5, 3.0], "quantiles": {"0.0": 2.0}}
+    assert bench.calibration_loss(calib, 2) == 2.5
+    assert bench.calibration_loss(calib, 9) == 3.0  # fewer trials than the rank: the worst
+    old = {"quantiles": {"0.0": 2.0, "0.05": 2.2}}  # a file written before the losses were kept
+    assert bench.calibration_loss(old, 1) == 2.0
+    with pytest.raises(SystemExit, match="rank 2"):
+        bench.calibration_loss(old, 2)
+    with pytest.raises(SystemExit, match="rank 1"):
+        bench.calibration_loss({}, 1)  # --target skipped the calibration
