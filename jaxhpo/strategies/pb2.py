@@ -45,30 +45,36 @@ PBT's toy, whose optimum lies in a corner (4 members: 48 and 44 steps to the tar
 Until ``min_data`` observations are in, members explore as PBT does (``perturb``, ``factors``,
 ``sigma``, ``resample_prob``). Only the most recent ``window`` observations are kept.
 
-Host strategy only (``Capabilities(compiled=False)``): the GP fit and the batch selection run
-between segments; the decision is a pure function of the state and the observation (random
-numbers fold in the seed and the step), so a resumed run makes the same decisions.
+**One decision, host and compiled.** The decision is one pure ``jax.numpy`` function
+(:meth:`PB2.device_update`: record the intervals, PBT's exploit, the GP's picks in a
+``lax.cond``; :mod:`jaxhpo.strategies.pb2_gp`), so ``train.compiled`` runs PB2 inside the
+study's one program as it runs PBT. The state holds the data in a ring buffer of ``window``
+rows (fixed shapes for ``lax.scan``). The host loop calls the same function jitted, on the
+valid rows padded to a power of two and in float64 (:func:`jaxhpo.strategies.gp.x64`), so a
+fit costs what the data need; the compiled loop fits on the whole buffer in the program's
+float32 (each fit then costs ``window`` rows: lower ``window`` on a small machine). Random
+numbers fold in the seed and the step, so a resumed run makes the same decisions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tinygp import GaussianProcess, kernels, transforms
-from tinygp.kernels.distance import L2Distance
 
+from jaxhpo import conditions
 from jaxhpo.space import Space
 from jaxhpo.strategies import gp
-from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, static
+from jaxhpo.strategies.base import Capabilities, StrategyState, static
 from jaxhpo.strategies.decision import Observation, PopulationUpdate, lineage_events
+from jaxhpo.strategies.pb2_gp import init_theta, propose, targets
 from jaxhpo.strategies.pbt import PBT, PBTConfig, PBTState
 
-LOG_RATE_BOUNDS = (math.log(1e-3), math.log(1e2))  # time decay per unit of scaled time
+__all__ = ["PB2", "PB2Config", "PB2State", "targets"]
+
 NORMALISE = ("step", "all")  # PB2Config.normalise
 
 
@@ -105,76 +111,28 @@ class PB2Config(PBTConfig):
 
 
 class PB2State(StrategyState):
-    """PB2's state: PBT's key and space, the bandit's data and the last observation."""
+    """PB2's state: PBT's key and space, the bandit's data (a ring buffer) and the last
+    observation. Fixed shapes, so the compiled loop carries it through ``lax.scan``."""
 
     space: Space = static()  # the search space (structure, not traced)
-    key: np.ndarray  # uint32 [2]: the root key's data (PBT's decisions fold in the step)
-    X: np.ndarray  # float64 [N, 1 + D]: (step, unit hyperparameters) of each interval
-    y: np.ndarray  # float64 [N]: improvement per step of the minimised fitness over it
-    last_fit: np.ndarray  # float64 [P]: each slot's fitness after the last update (NaN: none)
-    last_step: np.ndarray  # int64 []: the step of the last observation (0: none yet)
+    key: np.ndarray  # uint32 [2]: the root key's data (decisions fold in the step)
+    X: np.ndarray  # float32 [W, 1 + D]: (step, unit hyperparameters) of each interval
+    y: np.ndarray  # float32 [W]: improvement per step of the minimised fitness over it
+    valid: np.ndarray  # bool [W]: rows written
+    count: np.ndarray  # int32 []: rows written so far (the ring's next row: count % W)
+    last_fit: np.ndarray  # float32 [P]: each slot's fitness after the last update (NaN: none)
+    last_step: np.ndarray  # int32 []: the step of the last observation (0: none yet)
     theta: dict[str, np.ndarray]  # the last GP fit: log_amp, log_ls [D], log_noise, log_rate
 
+    def rows(self) -> int:
+        """Valid rows held (at most the buffer's length)."""
+        return int(min(int(self.count), len(self.y)))
 
-class _TimeVarying(kernels.Kernel):
-    """``m m' exp(-rate |t - t'|) k(x, x')`` on inputs ``[t, x..., m]`` (``m``: the mask)."""
-
-    inner: kernels.Kernel
-    rate: jax.Array
-
-    def evaluate(self, X1, X2):
-        decay = jnp.exp(-self.rate * jnp.abs(X1[0] - X2[0]))
-        return X1[-1] * X2[-1] * decay * self.inner.evaluate(X1[1:-1], X2[1:-1])
-
-
-def _gp(theta, Z_NxE, mask_N) -> GaussianProcess:
-    matern = kernels.Matern52(scale=1.0, distance=L2Distance())
-    inner = jnp.exp(2 * theta["log_amp"]) * transforms.Linear(jnp.exp(-theta["log_ls"]), matern)
-    kernel = _TimeVarying(inner, jnp.exp(theta["log_rate"]))
-    noise = jnp.exp(theta["log_noise"]) + 1e-6
-    Zm = jnp.concatenate([Z_NxE, mask_N[:, None]], axis=1)
-    return GaussianProcess(kernel, Zm, diag=jnp.where(mask_N > 0, noise, 1.0))
-
-
-def _neg_log_posterior(theta, Z_NxE, y_N, mask_N):
-    base = {k: theta[k] for k in ("log_amp", "log_ls", "log_noise")}
-    lp = gp._log_prior(base, Z_NxE.shape[1] - 1) - 0.5 * (theta["log_rate"] / 2.0) ** 2
-    return -(_gp(theta, Z_NxE, mask_N).log_probability(y_N * mask_N) + lp)
-
-
-def _clip(theta):
-    return {**gp._clip_theta(theta), "log_rate": jnp.clip(theta["log_rate"], *LOG_RATE_BOUNDS)}
-
-
-def init_theta(D: int) -> dict[str, np.ndarray]:
-    """The default start: ``bo``'s (:func:`jaxhpo.strategies.gp.init_theta`), time rate 1."""
-    return {**jax.tree.map(np.asarray, gp.init_theta(D)), "log_rate": np.zeros(())}
-
-
-def targets(steps_N: np.ndarray, y_N: np.ndarray, normalise: str) -> np.ndarray:
-    """The GP's targets: the improvements ``y_N`` standardised, each step's mean first taken
-    off with ``normalise="step"`` (``steps_N``: the step each was observed at)."""
-    y = np.asarray(y_N, np.float64)
-    if normalise == "step":
-        _, inv = np.unique(np.asarray(steps_N), return_inverse=True)
-        y = y - (np.bincount(inv, y) / np.bincount(inv))[inv]
-    return gp.standardise(y)
-
-
-@functools.partial(jax.jit, static_argnames="steps")
-def fit(starts, Z_NxE, y_N, mask_N, steps: int = 100):
-    """MAP fits of the time-varying GP from ``S`` starts (leading axis); the best is kept."""
-    one = functools.partial(gp._fit, objective=_neg_log_posterior, clip=_clip)
-    thetas, loss_S, _ = jax.vmap(lambda t: one(t, Z_NxE, y_N, mask_N, steps, 0.05))(starts)
-    return jax.tree.map(lambda x: x[jnp.argmin(loss_S)], thetas)
-
-
-@jax.jit
-def posterior(theta, Z_NxE, y_N, mask_N, Zc_CxE):
-    """Posterior mean and standard deviation at ``Zc_CxE`` (masked rows left out)."""
-    Zc = jnp.concatenate([Zc_CxE, jnp.ones((Zc_CxE.shape[0], 1))], axis=1)
-    cond = _gp(theta, Z_NxE, mask_N).condition(y_N * mask_N, Zc, diag=1e-6).gp
-    return cond.mean, jnp.sqrt(jnp.maximum(cond.variance, 0.0))
+    def ordered(self) -> np.ndarray:
+        """Indices of the valid rows, oldest first."""
+        W, n = len(self.y), self.rows()
+        start = int(self.count) % W if int(self.count) > W else 0
+        return (start + np.arange(n)) % W
 
 
 class PB2(PBT):
@@ -186,58 +144,100 @@ class PB2(PBT):
     name = "pb2"
     Config = PB2Config
     State = PB2State
-    capabilities = Capabilities()  # host only: the GP fit runs between segments
-
-    device_update = Strategy.device_update  # no compiled form (raises, naming train.compiled)
-
-    @functools.cached_property
-    def _jitted(self):
-        """PBT's decision (exploit, and explore's fallback perturbation), jitted once."""
-        return jax.jit(functools.partial(PBT.device_update, self), static_argnames="frozen")
+    capabilities = Capabilities(compiled=True)  # one decision, host and compiled
 
     def min_data(self, D: int) -> int:
         return 2 * (D + 1) if self.config.min_data is None else self.config.min_data
 
     def init(self, seed: int, space: Space, size: int | None):
         pbt_state, cols = super().init(seed, space, size)
+        W = self.config.window
+        if int(size) > W:
+            raise ValueError(
+                f"strategy.window: {W} rows cannot hold one observation of {size} members"
+            )
         D = len(space.searched)
         state = PB2State(
             space=space,
             key=pbt_state.key,
-            X=np.zeros((0, 1 + D)),
-            y=np.zeros((0,)),
-            last_fit=np.full(int(size), np.nan),
-            last_step=np.asarray(0, np.int64),
-            theta=init_theta(D),
+            X=np.zeros((W, 1 + D), np.float32),
+            y=np.zeros((W,), np.float32),
+            valid=np.zeros((W,), bool),
+            count=np.asarray(0, np.int32),
+            last_fit=np.full(int(size), np.nan, np.float32),
+            last_step=np.asarray(0, np.int32),
+            theta=jax.tree.map(np.asarray, init_theta(D)),
         )
         return state, cols
 
-    def _record(self, state: PB2State, obs: Observation, fit: np.ndarray) -> PB2State:
-        """The state with this observation's intervals added to the data (last ``window``)."""
-        space = state.space
-        last = np.asarray(state.last_fit, np.float64)
-        if len(last) != len(fit):
-            raise ValueError(
-                f"strategy update: pb2 has {len(last)} members but the population has {len(fit)}"
-            )
-        dt = int(obs.step) - int(state.last_step)
-        ok = np.asarray(obs.active, bool) & np.isfinite(last) & np.isfinite(fit) & (dt > 0)
-        if not ok.any():
-            return state
-        u = np.asarray(space.to_unit({k: obs.hparams[k] for k in space.searched}), np.float64)
-        rows = np.concatenate(
-            [np.full((len(fit), 1), float(obs.step)), np.nan_to_num(u, nan=0.5)], 1
+    def device_update(self, state, step, fitness_P, hparams, groups_P=None, frozen=()):
+        """The decision as a pure function (the compiled loop's): PBT's decision
+        (:meth:`PBT.device_update`), then :meth:`explore_gp`; returns ``(state, parents,
+        copied, explored, hparams)`` as PBT's. The host loop calls the same two functions."""
+        fit32 = jnp.asarray(fitness_P, jnp.float32)
+        pbt = PBTState(space=state.space, key=state.key)
+        _, parents, copied, explored, hp = PBT.device_update(
+            self, pbt, step, fit32, hparams, groups_P, frozen
         )
-        X = np.concatenate([np.asarray(state.X, np.float64), rows[ok]])[-self.config.window :]
-        y = np.concatenate([np.asarray(state.y, np.float64), (last[ok] - fit[ok]) / max(dt, 1)])
-        return state.replace(X=X, y=y[-self.config.window :])
+        state, hp = self.explore_gp(state, step, fitness_P, hparams, parents, explored, hp, frozen)
+        return state, parents, copied, explored, hp
+
+    def explore_gp(self, state, step, fitness_P, hparams, parents, explored, hp, frozen=()):
+        """Records the intervals that ended at ``step`` and, with ``min_data`` observations,
+        replaces the explored members' values (PBT's ``hp``) by the GP's batch picks; returns
+        ``(state, hp)``. Pure; computes in the data's precision."""
+        space = state.space
+        dtype = state.X.dtype
+        step = jnp.asarray(step, jnp.int32)
+        fit = jnp.asarray(fitness_P, dtype)
+
+        def unit(values):
+            u = space.to_unit({k: jnp.asarray(values[k], dtype) for k in space.searched})
+            return jnp.nan_to_num(jnp.asarray(u), nan=0.5).astype(dtype)
+
+        state = _record(state, step, fit, unit(hparams))
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.key), step), 2)
+        data = (state.X, state.y, state.valid)
+        use_gp = explored.any() & (state.valid.sum() >= self.min_data(len(space.searched)))
+        theta = jax.tree.map(lambda x: jnp.asarray(x, dtype), state.theta)
+        u_now = unit(hp)
+        picks, theta = jax.lax.cond(
+            use_gp,
+            lambda: propose(key, space, data, theta, step, u_now, explored, self.config),
+            lambda: (u_now, theta),
+        )
+        new = space.from_unit(picks, raw=True)
+        out = {
+            k: jnp.where(explored & use_gp, jnp.asarray(new[k], jnp.asarray(v).dtype), v)
+            if k in space.searched and k not in frozen
+            else v
+            for k, v in hp.items()
+        }
+        out = conditions.complete_traced(space, out, jax.random.fold_in(key, 1))
+        state = state.replace(
+            last_fit=fit[parents].astype(state.last_fit.dtype),
+            last_step=step,
+            theta=jax.tree.map(lambda x, old: x.astype(jnp.asarray(old).dtype), theta, state.theta),
+        )
+        return state, out
+
+    @functools.cached_property
+    def _jitted(self):
+        """PBT's decision (exploit, and explore's fallback perturbation), jitted once."""
+        return jax.jit(functools.partial(PBT.device_update, self), static_argnames="frozen")
+
+    @functools.cached_property
+    def _jitted_gp(self):
+        """:meth:`explore_gp`, jitted once (the host runs it in float64)."""
+        return jax.jit(self.explore_gp, static_argnames="frozen")
 
     def update(self, state: PB2State, obs: Observation) -> tuple[PB2State, PopulationUpdate]:
         fit = obs.fitness()
-        state = self._record(state, obs, fit)
-        step = np.asarray(int(obs.step), np.int64)
-        if not self.ready(obs.step):
-            return state.replace(last_fit=fit, last_step=step), PopulationUpdate()
+        if len(state.last_fit) != len(fit):
+            raise ValueError(
+                f"strategy update: pb2 has {len(state.last_fit)} members but the population "
+                f"has {len(fit)}"
+            )
         space = state.space
         fit32 = fit.astype(np.float32)
         searched = {k: np.asarray(obs.hparams[k], np.float32) for k in space.searched}
@@ -247,87 +247,77 @@ class PB2(PBT):
                 pbt_state, np.int32(obs.step), fit32, searched, obs.groups, frozen=obs.frozen
             )
         )
+        view = _view(state, len(fit))
+        with gp.x64():
+            out, hp = jax.device_get(
+                self._jitted_gp(
+                    view, np.int32(obs.step), fit, searched, parents, explored, hp, obs.frozen
+                )
+            )
+        state = _absorb(state, view, out)
+        if not self.ready(obs.step):
+            return state, PopulationUpdate()
         parents, copied, explored = np.asarray(parents), np.asarray(copied), np.asarray(explored)
-        hp = {k: np.asarray(v, np.float64) for k, v in hp.items()}
-        theta = state.theta
-        if explored.any() and len(state.y) >= self.min_data(len(space.searched)):
-            picks, theta = self.propose(state, int(obs.step), hp, explored)
-            new = space.from_unit(picks)
-            for k in space.searched:
-                if k not in obs.frozen:
-                    hp[k][explored] = np.asarray(new[k], np.float64)
         rng = np.random.default_rng([*np.ravel(state.key).tolist(), int(obs.step)])
         hp = {k: np.asarray(v) for k, v in space.complete(hp, rng).items()}
         events = lineage_events(obs, fit32, parents, copied, explored, hp)
-        new_state = state.replace(
-            last_fit=fit[parents], last_step=step, theta=jax.tree.map(np.asarray, theta)
-        )
         upd = PopulationUpdate(
             parents=parents if copied.any() else None,
             hparams=hp if explored.any() else None,
             events=events,
         )
-        return new_state, upd
+        return state, upd
 
-    def propose(self, state: PB2State, step: int, hp: dict, explored: np.ndarray):
-        """Unit points ``[n, D]`` for the ``n`` exploring members by batch UCB (GP-BUCB), and
-        the GP fit."""
-        space = state.space
-        X, y = np.asarray(state.X, np.float64), np.asarray(state.y, np.float64)
-        N, E = X.shape
-        t_lo, t_hi = X[:, 0].min(), max(X[:, 0].max(), step)
-        span = t_hi - t_lo if t_hi > t_lo else 1.0
-        Z = np.concatenate([(X[:, :1] - t_lo) / span, X[:, 1:]], axis=1)
-        t_now = (step - t_lo) / span
-        u_now = np.asarray(space.to_unit({k: hp[k] for k in space.searched}), np.float64)
-        u_now = np.nan_to_num(u_now, nan=0.5)
-        P = len(explored)
-        rng = np.random.default_rng([*np.ravel(state.key).tolist(), step, 1])
-        ys = targets(X[:, 0], y, self.config.normalise)
-        cand = self._candidates(space, rng, Z[:, 1:], ys, u_now[explored])
-        B = gp.bucket(N + P)
-        Zp, yp, mask = np.full((B, E), 0.5), np.zeros(B), np.zeros(B)
-        Zp[:N], yp[:N], mask[:N] = Z, ys, 1.0
-        pending = np.flatnonzero(~explored)  # members that keep training at the current step
-        Zp[N : N + len(pending), 0], Zp[N : N + len(pending), 1:] = t_now, u_now[pending]
-        Zc = np.concatenate([np.full((len(cand), 1), t_now), cand], axis=1)
-        starts = jax.tree.map(
-            lambda *a: np.stack([np.asarray(v, np.float64) for v in a]),
-            state.theta,
-            init_theta(E - 1),
-        )
-        kappa = self.config.kappa
-        if kappa is None:
-            kappa = math.sqrt(max(0.2 * math.log(0.4 * N), 0.0))
-        with gp.x64():
-            data = (jnp.asarray(Zp), jnp.asarray(yp))
-            theta = fit(starts, *data, jnp.asarray(mask), steps=self.config.fit_steps)
-            mu, _ = posterior(theta, *data, jnp.asarray(mask), Zc)
-            mu = np.asarray(mu)
-            taken = np.zeros(len(cand), bool)
-            picks = []
-            n_pend = len(pending)
-            for _ in range(int(explored.sum())):  # host loop over the batch (proposals only)
-                m = mask.copy()
-                m[N : N + n_pend] = 1.0
-                _, sd = posterior(theta, jnp.asarray(Zp), jnp.asarray(yp), jnp.asarray(m), Zc)
-                acq = np.where(taken, -np.inf, mu + kappa * np.asarray(sd))
-                j = int(np.argmax(acq)) if np.isfinite(acq).any() else int(rng.integers(len(cand)))
-                taken[j] = True
-                picks.append(cand[j])
-                Zp[N + n_pend] = Zc[j]
-                n_pend += 1
-        return np.stack(picks), theta
 
-    def _candidates(self, space, rng, U, ys, parents_U) -> np.ndarray:
-        """A third uniform, a third Gaussian steps (sd 0.1) from the 5 best observed points, a
-        third from the exploring members' current points; snapped to ints and choices."""
-        C, D = self.config.candidates, U.shape[1]
-        n = C // 3
-        best = U[np.argsort(-ys, kind="stable")[: min(5, len(ys))]]
-        near_best = best[rng.integers(0, len(best), n)] + 0.1 * rng.standard_normal((n, D))
-        near_own = parents_U[rng.integers(0, len(parents_U), n)] + 0.1 * rng.standard_normal((n, D))
-        uniform = rng.random((C - 2 * n, D))
-        cand = np.clip(np.concatenate([uniform, near_best, near_own]), 0.0, 1.0)
-        snapped = space.to_unit(space.from_unit(cand, raw=True))
-        return np.nan_to_num(np.asarray(snapped, np.float64), nan=0.5)
+def _record(state: PB2State, step, fit_P, u_PxD) -> PB2State:
+    """The state with the members' last intervals written into the ring buffer (a member
+    counts when both ends of its interval are finite)."""
+    W = state.y.shape[0]
+    dt = step - state.last_step
+    last = state.last_fit.astype(fit_P.dtype)
+    ok = jnp.isfinite(last) & jnp.isfinite(fit_P) & (dt > 0)
+    pos = jnp.where(ok, (state.count + jnp.cumsum(ok) - 1) % W, W)  # W: dropped
+    rows = jnp.concatenate([jnp.full((fit_P.shape[0], 1), step, u_PxD.dtype), u_PxD], axis=1)
+    gain = jnp.where(ok, (last - fit_P) / jnp.maximum(dt, 1), 0.0)
+    return state.replace(
+        X=state.X.at[pos].set(rows.astype(state.X.dtype), mode="drop"),
+        y=state.y.at[pos].set(gain.astype(state.y.dtype), mode="drop"),
+        valid=state.valid.at[pos].set(True, mode="drop"),
+        count=(state.count + ok.sum()).astype(jnp.int32),
+    )
+
+
+def _view(state: PB2State, P: int) -> PB2State:
+    """The host's working copy: the valid rows oldest first, padded to a power of two with room
+    for one more observation, in float64 (the GP's cost follows the data, not ``window``)."""
+    idx = state.ordered()
+    n, D1 = len(idx), state.X.shape[1]
+    B = gp.bucket(n + P)
+    X, y, valid = np.full((B, D1), 0.5), np.zeros(B), np.zeros(B, bool)
+    X[:n], y[:n], valid[:n] = np.asarray(state.X)[idx], np.asarray(state.y)[idx], True
+    return state.replace(
+        X=X,
+        y=y,
+        valid=valid,
+        count=np.asarray(n, np.int32),
+        last_fit=np.asarray(state.last_fit, np.float64),
+        theta=jax.tree.map(lambda x: np.asarray(x, np.float64), state.theta),
+    )
+
+
+def _absorb(state: PB2State, view: PB2State, out: PB2State) -> PB2State:
+    """``state`` advanced by what the decision on ``view`` recorded and fitted."""
+    n, k = int(view.count), int(out.count) - int(view.count)
+    W = len(state.y)
+    pos = (int(state.count) + np.arange(k)) % W
+    X, y, valid = (np.array(a) for a in (state.X, state.y, state.valid))
+    X[pos], y[pos], valid[pos] = np.asarray(out.X)[n : n + k], np.asarray(out.y)[n : n + k], True
+    return state.replace(
+        X=X,
+        y=y,
+        valid=valid,
+        count=np.asarray(int(state.count) + k, np.int32),
+        last_fit=np.asarray(out.last_fit, np.float32),
+        last_step=np.asarray(out.last_step, np.int32),
+        theta=jax.tree.map(lambda x: np.asarray(x, np.float32), out.theta),
+    )
