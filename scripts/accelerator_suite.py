@@ -87,7 +87,7 @@ def part_args(preset: str, out: Path, peak_tflops: float | None) -> dict[str, li
         population += ["--modes", "vmap", "--dtype", "bfloat16", "--steps", "10", "--reps", "2"]
         population += peak
         member_mode = ["--runs", "tiny:64,small:64", "--reps", "2"]
-        vs_optuna = []  # its default size: a 64-trial calibration, halving with 27 members
+        vs_optuna = []  # its default size: a 64-trial calibration, bohb and halving
     own = [str(SCRIPTS / "accel_parts.py")]
     here = ["--preset", preset, "--out", str(out), *peak]
     return {

@@ -93,14 +93,11 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
-from jaxhpo import conditions
 from jaxhpo.objectives import spread_weights
 from jaxhpo.space import Space
-from jaxhpo.strategies import evo_groups
+from jaxhpo.strategies import evo_groups, evo_steps
 from jaxhpo.strategies.base import (
     Capabilities,
     Strategy,
@@ -245,52 +242,7 @@ class EvoSearch(Strategy):
             return False
         return every is None or step % every == 0
 
-    # -- evosax plumbing -----------------------------------------------------------------------
-
-    def _make_es(self, size: int, dims: int):
-        """The evosax algorithm and its params for ``size`` members in ``dims`` dimensions
-        (the algorithm from :data:`_ES_CACHE`: one object, so one compile, per structure)."""
-        args = (self.algorithm, size, dims, self.config.sigma_init, self.config.learning_rate)
-        try:
-            cache_key = (*args, _freeze(self.config.options))
-        except TypeError:  # an unhashable option: build a new one
-            cache_key = None
-        es = _ES_CACHE.get(cache_key) if cache_key else None
-        if es is None:
-            es = _build_es(*args, self.config.options)
-            if cache_key:
-                _ES_CACHE[cache_key] = es
-        params = es.default_params
-        fields = getattr(params, "__dataclass_fields__", {})
-        over = dict(self.config.params)
-        if "std_init" in fields and "std_init" not in over:
-            over["std_init"] = self.config.sigma_init
-        for k, v in over.items():
-            if k not in fields:
-                raise ValueError(
-                    f"strategy.params.{k}: not a parameter of evosax {self.algorithm} "
-                    f"(parameters: {', '.join(fields) or 'none'})"
-                )
-            old = getattr(params, k)
-            params = params.replace(
-                **{k: jnp.asarray(v, jnp.asarray(old).dtype) if hasattr(old, "dtype") else v}
-            )
-        return es, params
-
-    def _keys(self, key_data: np.ndarray, generation: int):
-        root = jax.random.wrap_key_data(jnp.asarray(key_data, jnp.uint32))
-        return jax.random.split(jax.random.fold_in(root, generation), 3)
-
-    def _template(self, es, params, key, x):
-        """A fresh evosax state of the right structure (``from_state_dict`` needs one)."""
-        if _is_population_based(self.algorithm):
-            P = x.shape[0]
-            return es.init(key, jnp.asarray(x), jnp.zeros((P,), jnp.float32), params)
-        return es.init(key, jnp.zeros((x.shape[1],), jnp.float32), params)
-
-    @staticmethod
-    def _to_dict(es_state) -> dict[str, Any]:
-        return jax.device_get(serialization.to_state_dict(es_state))
+    # -- points ------------------------------------------------------------------------------
 
     @staticmethod
     def _decode(space: Space, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -314,14 +266,17 @@ class EvoSearch(Strategy):
         several = len(self.objectives) > 1
         K = self.config.groups or evo_groups.default_groups(int(size), several)
         evo_groups.check_groups(K, int(size))
-        es, params = self._make_es(int(size) // K, D)
+        es, params = evo_steps.make_es(self.algorithm, self.config, int(size) // K, D)
         mean = self._initial_mean(space)
         key_data = np.asarray(jax.random.key_data(jax.random.key(seed)))
         xs, states = [], []
         for k in range(K):
-            x, es_state = self._first(es, params, evo_groups.group_key_data(key_data, k, K), mean)
+            kd = evo_groups.group_key_data(key_data, k, K)
+            x, es_state = evo_steps.first(
+                self.algorithm, self.config.sigma_init, es, params, kd, mean
+            )
             xs.append(x)
-            states.append(self._to_dict(es_state))
+            states.append(evo_steps.to_dict(es_state))
         x = np.concatenate(xs)
         M = len(self.objectives)
         state = EvoState(
@@ -336,20 +291,6 @@ class EvoSearch(Strategy):
         cols = space.from_unconstrained(np.asarray(x, np.float64))
         return state, cols
 
-    def _first(self, es, params, key_data, mean):
-        """One group's first generation: ``(x [n, D], evosax state)``."""
-        k_init, k_ask, _ = self._keys(key_data, 0)
-        n, D = es.population_size, mean.shape[0]
-        with jax.numpy_rank_promotion("allow"):
-            if _is_population_based(self.algorithm):
-                x = mean + self.config.sigma_init * jax.random.normal(k_ask, (n, D))
-                es_state = self._template(es, params, k_init, np.asarray(x))
-            else:
-                es_state = es.init(k_init, jnp.asarray(mean), params)
-                es_state = serialization.from_state_dict(es_state, self._to_dict(es_state))
-                x, es_state = es.ask(k_ask, es_state, params)
-        return np.asarray(jax.device_get(x), np.float32), es_state
-
     def _initial_mean(self, space: Space) -> np.ndarray:
         D = len(space.searched)
         points = self.config.points + (self.warm.points(space) if self.warm else [])
@@ -359,36 +300,6 @@ class EvoSearch(Strategy):
         cols = fill_points(space, {k: centre[k] for k in space.searched}, points)
         z = np.asarray(space.to_unconstrained(cols), np.float64)
         return z.mean(axis=0).astype(np.float32)
-
-    def _tell_ask(self, es, params, key_data, g, state, x, raw, es_dict):
-        """One group tells generation ``g`` (its points ``x``, fitness ``raw``) and asks the
-        next: ``(new_x, evosax state, mean)``."""
-        fit = shape_fitness(raw)
-        k_init0, _, _ = self._keys(key_data, 0)
-        _, _, k_tell = self._keys(key_data, g)
-        _, k_ask, _ = self._keys(key_data, g + 1)
-        space = state.space
-        with jax.numpy_rank_promotion("allow"):
-            template = self._template(es, params, k_init0, x)
-            es_state = serialization.from_state_dict(template, es_dict)
-            if space.when and getattr(es_state, "mean", None) is not None:
-                x = conditions.centre_inactive(space, x, es_state.mean)  # inactive: no step
-            if _is_population_based(self.algorithm) and not bool(np.asarray(state.started)):
-                es_state = es.init(k_tell, jnp.asarray(x), jnp.asarray(fit), params)
-            else:
-                es_state, _ = es.tell(k_tell, jnp.asarray(x), jnp.asarray(fit), es_state, params)
-            es_state = serialization.from_state_dict(es_state, self._to_dict(es_state))
-            new_x, es_state = es.ask(k_ask, es_state, params)
-        new_x = np.asarray(jax.device_get(new_x), np.float32)
-        if not np.isfinite(new_x).all():
-            raise ValueError(
-                f"strategy.algorithm: evosax {self.algorithm} proposed non-finite points for "
-                f"generation {g + 1} (try a smaller strategy.sigma_init or "
-                "strategy.learning_rate)"
-            )
-        mean = getattr(es_state, "mean", None)
-        mean = x.mean(axis=0) if mean is None else np.asarray(jax.device_get(mean))
-        return new_x, es_state, mean
 
     def update(self, state: EvoState, obs: Observation) -> tuple[EvoState, PopulationUpdate]:
         if not self._due(int(obs.step)):
@@ -400,18 +311,19 @@ class EvoSearch(Strategy):
         K = len(state.weights)
         scalarised = evo_groups.group_fitness(obs, state.weights, K)
         raw = obs.fitness() if scalarised is None else scalarised
-        es, params = self._make_es(P // K, x.shape[1])
+        es, params = evo_steps.make_es(self.algorithm, self.config, P // K, x.shape[1])
         g = int(np.asarray(state.generation))
         new_x, means, states = [], [], []
         for k, es_dict in enumerate(evo_groups.unstack(state.es, K)):
             rows = slice(k * (P // K), (k + 1) * (P // K))
             kd = evo_groups.group_key_data(np.asarray(state.key, np.uint32), k, K)
-            xk, es_state, mean = self._tell_ask(
-                es, params, kd, g, state, x[rows], raw[rows], es_dict
+            started = bool(np.asarray(state.started))
+            xk, es_state, mean = evo_steps.tell_ask(
+                self.algorithm, es, params, kd, g, space, started, x[rows], raw[rows], es_dict
             )
             new_x.append(xk)
             means.append(mean)
-            states.append(self._to_dict(es_state))
+            states.append(evo_steps.to_dict(es_state))
         new_x = np.concatenate(new_x)
         best, event = generation_event(obs, raw, g, self.algorithm)
         mean = means[0]
