@@ -83,7 +83,8 @@ class PB2Config(PBTConfig):
     """``strategy:`` settings of PB2 (and PBT's: exploit as PBT; ``perturb``, ``factors``,
     ``sigma`` and ``resample_prob`` explore until the GP has ``min_data`` observations)."""
 
-    window: int = 512  # most recent observations the GP is fitted to
+    #: most recent observations the GP is fitted to (the compiled loop fits on all of them)
+    window: int = 512
     #: observations before the GP proposes (None: 2 x (searched dimensions + 1))
     min_data: int | None = None
     candidates: int = 256  # candidate points scored by the upper confidence bound
