@@ -68,6 +68,7 @@ def _toy_run(tmp_path, compiled: bool):
             "strategy.candidates=64",
             "strategy.window=64",
             "strategy.min_data=4",
+            "train.steps=48",
         ],
     )
     return run(cfg, quiet=True)
