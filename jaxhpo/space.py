@@ -35,7 +35,7 @@ import scipy.special
 from numpy.typing import ArrayLike
 from scipy.stats import qmc
 
-from jaxhpo import conditions
+from jaxhpo import conditions, space_values
 from jaxhpo.dims import (  # noqa: F401  (the dimensions, re-exported)
     _EPS,
     _KEYS,
@@ -382,40 +382,7 @@ class Space:
         Raises:
             ValueError: On a bad ``points`` value or an unknown name in the mapping.
         """
-        if isinstance(points, Mapping):
-            for name in points:
-                if name not in self._dims:
-                    raise ValueError(f"{self.where}.{name}: grid points for unknown dimension")
-            per = {name: points.get(name, 3) for name in self.names}
-        else:
-            per = dict.fromkeys(self.names, points)
-        axes: list[np.ndarray] = []
-        for name in self.names:
-            dim, p = self._dims[name], per[name]
-            if isinstance(dim, Float | Int) and (
-                not isinstance(p, int | np.integer) or isinstance(p, bool) or p < 2
-            ):
-                raise ValueError(f"{self._path(name)}: grid points must be an int >= 2, got {p!r}")
-            if isinstance(dim, Float):
-                vals = (np.geomspace if dim.log else np.linspace)(dim.low, dim.high, int(p))
-                vals[0], vals[-1] = dim.low, dim.high
-            elif isinstance(dim, Int):
-                if dim.high - dim.low + 1 <= p:
-                    vals = np.arange(dim.low, dim.high + 1, dtype=np.float64)
-                else:
-                    spaced = (np.geomspace if dim.log else np.linspace)(dim.low, dim.high, int(p))
-                    vals = np.unique(np.round(spaced))
-            elif isinstance(dim, Choice):
-                dtype = object if _is_categorical(dim) else np.float64
-                vals = np.asarray(dim.values, dtype=dtype)
-            else:
-                vals = np.asarray([dim.value], dtype=object if _is_categorical(dim) else float)
-            axes.append(vals)
-        idx = np.meshgrid(*(np.arange(len(a)) for a in axes), indexing="ij")
-        out = {name: a[i.ravel()] for name, a, i in zip(self.names, axes, idx, strict=True)}
-        if self.when:  # only active combinations, each once
-            out = conditions.unique_points(conditions.deactivate(self, out))
-        return out
+        return space_values.grid(self, points)
 
     # -- conditional dimensions ------------------------------------------------------------
 
@@ -452,34 +419,7 @@ class Space:
             ValueError: If a searched column is missing, holds NaN, or a categorical value is not
                 one of the choices.
         """
-        self._require(columns)
-        shape = self._batch_shape(columns)
-        out: dict[str, np.ndarray] = {}
-        for name in self.names:
-            dim = self._dims[name]
-            if isinstance(dim, Fixed):
-                out[name] = self._fixed_column(dim, shape, np)
-            elif _is_categorical(dim):
-                assert isinstance(dim, Choice)
-                col = np.asarray(columns[name], dtype=object)
-                for v in col.ravel():
-                    if v not in dim.values and not (v is None and name in self.when):
-                        raise ValueError(
-                            f"{self._path(name)}: {v!r} is not one of {list(dim.values)}"
-                        )
-                out[name] = col.copy()
-            else:
-                x = np.asarray(columns[name], dtype=np.float64)
-                if np.isnan(x).any() and name not in self.when:  # NaN: an inactive entry
-                    raise ValueError(f"{self._path(name)}: cannot clip NaN")
-                if isinstance(dim, Choice):
-                    vals = np.asarray(dim.values, dtype=np.float64)
-                    snapped = vals[np.argmin(np.abs(x[..., None] - vals), axis=-1)]
-                    out[name] = np.where(np.isnan(x), np.nan, snapped)
-                else:
-                    x = np.round(x) if isinstance(dim, Int) else x
-                    out[name] = np.clip(x, dim.low, dim.high)
-        return conditions.deactivate(self, out)
+        return space_values.clip(self, columns)
 
     def validate_values(self, columns: Mapping[str, ArrayLike]) -> None:
         """Checks that columns lie in the space.
@@ -493,41 +433,7 @@ class Space:
         Raises:
             ValueError: Naming the first offending field (missing, unknown or out-of-space).
         """
-        self._require(columns)
-        for name in columns:
-            if name not in self._dims:
-                raise ValueError(f"{self.where}.{name}: unknown dimension")
-        for name in self.names:
-            if name not in columns:
-                continue
-            dim, path = self._dims[name], self._path(name)
-            empty = (None,) if name in self.when else ()  # an inactive entry
-            if _is_categorical(dim):
-                allowed = dim.values if isinstance(dim, Choice) else (dim.value,)  # type: ignore[union-attr]
-                for v in np.asarray(columns[name], dtype=object).ravel():
-                    if v not in allowed and v not in empty:
-                        raise ValueError(f"{path}: {v!r} is not one of {list(allowed)}")
-                continue
-            try:
-                x = np.asarray(columns[name], dtype=np.float64).ravel()
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}: values must be numeric") from None
-            if empty:
-                x = x[~np.isnan(x)]
-            if isinstance(dim, Float | Int):
-                tol = _VALIDATE_RTOL * (abs(dim.low) + abs(dim.high))
-                bad = ~((x >= dim.low - tol) & (x <= dim.high + tol))
-                if isinstance(dim, Int):
-                    bad |= x != np.round(x)
-                desc = f"[{dim.low!r}, {dim.high!r}]"
-                if isinstance(dim, Int):
-                    desc += " (integers)"
-            else:
-                allowed_num = dim.values if isinstance(dim, Choice) else (dim.value,)
-                bad = ~np.isin(x, np.asarray(allowed_num, dtype=np.float64))
-                desc = f"one of {list(allowed_num)}"
-            if bad.any():
-                raise ValueError(f"{path}: value {x[bad][0]!r} outside {desc}")
+        space_values.validate_values(self, columns)
 
 
 def _check_n(n: int, where: str) -> int:
