@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -186,51 +187,22 @@ class PB2(PBT):
     def explore_gp(self, state, step, fitness_P, hparams, parents, explored, hp, frozen=()):
         """Records the intervals that ended at ``step`` and, with ``min_data`` observations,
         replaces the explored members' values (PBT's ``hp``) by the GP's batch picks; returns
-        ``(state, hp)``. Pure; computes in the data's precision."""
-        space = state.space
-        dtype = state.X.dtype
-        step = jnp.asarray(step, jnp.int32)
-        fit = jnp.asarray(fitness_P, dtype)
-
-        def unit(values):
-            u = space.to_unit({k: jnp.asarray(values[k], dtype) for k in space.searched})
-            return jnp.nan_to_num(jnp.asarray(u), nan=0.5).astype(dtype)
-
-        state = _record(state, step, fit, unit(hparams))
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.key), step), 2)
-        data = (state.X, state.y, state.valid)
-        use_gp = explored.any() & (state.valid.sum() >= self.min_data(len(space.searched)))
-        theta = jax.tree.map(lambda x: jnp.asarray(x, dtype), state.theta)
-        u_now = unit(hp)
-        picks, theta = jax.lax.cond(
-            use_gp,
-            lambda: propose(key, space, data, theta, step, u_now, explored, self.config),
-            lambda: (u_now, theta),
+        ``(state, hp)``. Pure; computes in the data's precision (:func:`_explore_gp`, jitted
+        once per settings for every strategy object)."""
+        settings = GPSettings(
+            self.config.candidates,
+            self.config.fit_steps,
+            self.config.kappa,
+            self.config.normalise,
+            self.min_data(len(state.space.searched)),
         )
-        new = space.from_unit(picks, raw=True)
-        out = {
-            k: jnp.where(explored & use_gp, jnp.asarray(new[k], jnp.asarray(v).dtype), v)
-            if k in space.searched and k not in frozen
-            else v
-            for k, v in hp.items()
-        }
-        out = conditions.complete_traced(space, out, jax.random.fold_in(key, 1))
-        state = state.replace(
-            last_fit=fit[parents].astype(state.last_fit.dtype),
-            last_step=step,
-            theta=jax.tree.map(lambda x, old: x.astype(jnp.asarray(old).dtype), theta, state.theta),
-        )
-        return state, out
+        args = (state, step, fitness_P, hparams, parents, explored, hp)
+        return _explore_gp(settings, *args, frozen=tuple(frozen))
 
     @functools.cached_property
     def _jitted(self):
         """PBT's decision (exploit, and explore's fallback perturbation), jitted once."""
         return jax.jit(functools.partial(PBT.device_update, self), static_argnames="frozen")
-
-    @functools.cached_property
-    def _jitted_gp(self):
-        """:meth:`explore_gp`, jitted once (the host runs it in float64)."""
-        return jax.jit(self.explore_gp, static_argnames="frozen")
 
     def update(self, state: PB2State, obs: Observation) -> tuple[PB2State, PopulationUpdate]:
         fit = obs.fitness()
@@ -251,7 +223,7 @@ class PB2(PBT):
         view = _view(state, len(fit))
         with gp.x64():
             out, hp = jax.device_get(
-                self._jitted_gp(
+                self.explore_gp(
                     view, np.int32(obs.step), fit, searched, parents, explored, hp, obs.frozen
                 )
             )
@@ -268,6 +240,55 @@ class PB2(PBT):
             events=events,
         )
         return state, upd
+
+
+class GPSettings(NamedTuple):
+    """The settings the GP's explore reads (hashable: a static argument of its jit)."""
+
+    candidates: int
+    fit_steps: int
+    kappa: float | None
+    normalise: str
+    min_data: int
+
+
+@functools.partial(jax.jit, static_argnames=("settings", "frozen"))
+def _explore_gp(settings, state, step, fitness_P, hparams, parents, explored, hp, frozen=()):
+    """:meth:`PB2.explore_gp`."""
+    space = state.space
+    dtype = state.X.dtype
+    step = jnp.asarray(step, jnp.int32)
+    fit = jnp.asarray(fitness_P, dtype)
+
+    def unit(values):
+        u = space.to_unit({k: jnp.asarray(values[k], dtype) for k in space.searched})
+        return jnp.nan_to_num(jnp.asarray(u), nan=0.5).astype(dtype)
+
+    state = _record(state, step, fit, unit(hparams))
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.key), step), 2)
+    data = (state.X, state.y, state.valid)
+    use_gp = explored.any() & (state.valid.sum() >= settings.min_data)
+    theta = jax.tree.map(lambda x: jnp.asarray(x, dtype), state.theta)
+    u_now = unit(hp)
+    picks, theta = jax.lax.cond(
+        use_gp,
+        lambda: propose(key, space, data, theta, step, u_now, explored, settings),
+        lambda: (u_now, theta),
+    )
+    new = space.from_unit(picks, raw=True)
+    out = {
+        k: jnp.where(explored & use_gp, jnp.asarray(new[k], jnp.asarray(v).dtype), v)
+        if k in space.searched and k not in frozen
+        else v
+        for k, v in hp.items()
+    }
+    out = conditions.complete_traced(space, out, jax.random.fold_in(key, 1))
+    state = state.replace(
+        last_fit=fit[parents].astype(state.last_fit.dtype),
+        last_step=step,
+        theta=jax.tree.map(lambda x, old: x.astype(jnp.asarray(old).dtype), theta, state.theta),
+    )
+    return state, out
 
 
 def _record(state: PB2State, step, fit_P, u_PxD) -> PB2State:

@@ -131,7 +131,8 @@ def propose(key, space: Space, data, theta, step, u_now_PxD, explored_P, config)
       step: the current step.
       u_now_PxD: each member's unit point after PBT's exploit (the copied ones).
       explored_P: bool, the members that explore.
-      config: the :class:`~jaxhpo.strategies.pb2.PB2Config`.
+      config: the settings (:class:`~jaxhpo.strategies.pb2.GPSettings`: ``candidates``,
+        ``fit_steps``, ``kappa``, ``normalise``).
     """
     X, y, valid = data
     dtype = X.dtype
