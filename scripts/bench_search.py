@@ -21,7 +21,16 @@ Adam on the mean (``strategy.greedy_steps``), ``bo_log_g2`` two such members; ``
 proposes in a fixed box of side 0.8 around the incumbent in 5+ dimensions
 (``strategy.local_box``); ``bo_log_fb`` proposes by a population step while the fit explains
 fewer than 2 nats over noise (``strategy.fallback_nats``); ``bo_log_g1c`` has 1024 candidates.
-The exploratory rows (3-5 seeds, regime ``5x10``) are in bench_search_issue29.json. Further
+The exploratory rows (3-5 seeds, regime ``5x10``) are in bench_search_issue29.json. Issue 29's
+second round (the same file, 5 seeds, regimes ``seq`` and ``5x8``): ``bo_seq_log`` the log warp
+with one member per generation (10 seeds; bo's default there keeps the raw values),
+``bo_seq_*e2`` / ``e3`` the posterior mean's best candidate every 2nd / 3rd
+generation (``strategy.greedy_every``); ``bo_i1*`` no Sobol generation after the first
+(``strategy.initial=1``; bo's default design of D + 1 takes two generations of 8 in 10
+dimensions), with the trust region (``_tr``), the
+SAAS-like length-scale prior (``_saas``, ``strategy.ls_prior``), the additive kernel (``_add``,
+``strategy.kernel``; ``_add_sharedls``: an earlier form sharing the ARD length scales) and local
+search of every draw (``_ls``). Further
 baselines: ``optuna_gp`` (Optuna's ``GPSampler`` through ``OptunaSearch``) and ``hebo`` (HEBO,
 its own ask/tell loop; not a dependency of the project: ``pip install --no-deps hebo
 disjoint-set`` then ``pip install torch gpytorch``; its metadata pins ``numpy<1.25`` but it runs
@@ -174,6 +183,26 @@ METHODS = {
     "bo_rank_g1s": lambda: BayesOpt(warp="rank", greedy=1, greedy_steps=100),
     "bo_log_g1s_box": lambda: BayesOpt(warp="log", greedy=1, greedy_steps=100, local_box=0.8),
     "bo_log_g1s_fb": lambda: BayesOpt(warp="log", greedy=1, greedy_steps=100, fallback_nats=2.0),
+    # issue 29, second round: one member per generation (seq) and 10 dimensions at 5 x 8
+    "bo_seq_log": lambda: BayesOpt(warp="log"),
+    "bo_seq_log_e2": lambda: BayesOpt(warp="log", greedy_every=2),
+    "bo_seq_log_e3": lambda: BayesOpt(warp="log", greedy_every=3),
+    "bo_seq_e2": lambda: BayesOpt(greedy_every=2),
+    "bo_seq_log_e2s": lambda: BayesOpt(warp="log", greedy_every=2, greedy_steps=100),
+    "bo_i1": lambda: BayesOpt(initial=1),
+    "bo_i1_tr": lambda: BayesOpt(initial=1, trust_region=True),
+    "bo_i1_box": lambda: BayesOpt(initial=1, local_box=0.8),
+    "bo_i1_g1s": lambda: BayesOpt(initial=1, greedy_steps=100),
+    "bo_saas": lambda: BayesOpt(ls_prior="saas"),
+    "bo_i1_saas": lambda: BayesOpt(initial=1, ls_prior="saas"),
+    "bo_add": lambda: BayesOpt(kernel="additive"),
+    "bo_i1_add": lambda: BayesOpt(initial=1, kernel="additive"),
+    "bo_seq_log_add": lambda: BayesOpt(warp="log", kernel="additive"),
+    "bo_seq_log_saas": lambda: BayesOpt(warp="log", ls_prior="saas"),
+    "bo_i1_add_saas": lambda: BayesOpt(initial=1, kernel="additive", ls_prior="saas"),
+    "bo_seq_log_add_ls": lambda: BayesOpt(warp="log", kernel="additive", local_steps=50),
+    "bo_i1_add_ls": lambda: BayesOpt(initial=1, kernel="additive", local_steps=50),
+    "bo_add_ls": lambda: BayesOpt(kernel="additive", local_steps=50),
     "tpe": lambda: OptunaSearch(sampler="tpe"),
     "tpe_noliar": lambda: OptunaSearch(sampler="tpe", sampler_options={"constant_liar": False}),
     "tpe_mv": lambda: OptunaSearch(
@@ -258,8 +287,12 @@ def run(args) -> dict:
         },
         "results": {},
     }
-    if args.update and Path(args.out).exists():
-        out["results"] = json.loads(Path(args.out).read_text())["results"]
+    if args.update and Path(args.out).exists():  # the file's rows and notes kept
+        old = json.loads(Path(args.out).read_text())
+        kept = old.get("meta", {})
+        regimes = {**kept.get("regimes", {}), **out["meta"]["regimes"]}
+        out["meta"] = {**kept, **out["meta"], "regimes": regimes}
+        out["results"] = old["results"]
     for name in args.functions.split(","):
         for regime in args.regimes.split(","):
             # a named regime, or GxS: G generations of S members

@@ -41,9 +41,10 @@ generation's worst finite fitness plus its range (:func:`jaxhpo.strategies.evo.s
 **Output warping and the greedy member** (issue 29: bo in 5-10 dimensions trailed CMA-ES and TPE
 at 5 x 10). With one objective the fitness is warped before the GP standardises it
 (``strategy.warp``, by default ``"log"`` in 4 or more searched dimensions with two or more
-members, :func:`auto_warp`: ``log1p`` of the excess over the best value in units of its median,
-:mod:`jaxhpo.strategies.warping`): on heavy-tailed objectives (Rosenbrock) the raw standardised
-targets left the region near the optimum flat, and the fit explained it as noise. The first
+members, :func:`auto_warp`: ``log1p`` of the excess over the best value in units of its
+median, :mod:`jaxhpo.strategies.warping`): on heavy-tailed objectives (Rosenbrock) the raw
+standardised targets left the region near the optimum flat, and the fit explained it as noise.
+The first
 ``greedy`` members of each batch (by default 1 in 4 or more searched dimensions,
 :func:`auto_greedy`) take the posterior mean's best candidate instead of a Thompson draw's
 minimiser: the other ``P - 1`` draws explore, one member exploits. Measured with
@@ -54,7 +55,14 @@ both stay off there). Measured and left off by default: ``greedy_steps`` (the gr
 refined by projected Adam on the mean, :func:`~jaxhpo.strategies.gp.minimise_mean`: Levy-5 1.53
 but Styblinski-Tang-8 101), the ``"rank"`` warp, a fixed local box in 5+ dimensions
 (``local_box``) and a population step while the fit explains no more than noise
-(``fallback_nats``, :mod:`jaxhpo.strategies.fallback`).
+(``fallback_nats``, :mod:`jaxhpo.strategies.fallback`). Issue 29's second round, measured and
+left off (scripts/results/bench_search_issue29.json): the log warp with one member per
+generation (``warp: log``, 50 x 1, 10 seeds: Rosenbrock-5 1111 -> 166, Ackley-5 12.7 -> 9.2,
+but Styblinski-Tang-8 103 -> 113, Hartmann-6 0.18 -> 0.22), the posterior mean's best
+candidate every ``greedy_every``-th single-member generation, SAAS-like shrinkage of the length
+scales (``ls_prior: saas``, :data:`~jaxhpo.strategies.gp.LS_PRIORS`), a first-order additive
+kernel beside the ARD one (``kernel: additive``) and no second Sobol generation in 10
+dimensions at 5 x 8 (``initial: 1``).
 
 **Initial design.** Scrambled Sobol points, with the explicit ``points`` and a warm start's best
 members in the first rows (:mod:`jaxhpo.strategies.warm`); an earlier run's observations seed the
@@ -106,6 +114,7 @@ from jaxhpo.strategies.bo_picks import _snap, draw_picks, greedy_picks
 from jaxhpo.strategies.decision import check_proposed, generation_event, shape_fitness
 from jaxhpo.strategies.fallback import population_proposals
 from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
+    LS_PRIORS,
     draws_at,
     fit_gp,
     fit_restarts,
@@ -126,6 +135,9 @@ from jaxhpo.strategies.warping import WARPS, warp_outputs
 
 _WARM_GENERATION = 1 << 20  # the stream of the warm-started first proposal
 
+
+#: ``strategy.kernel``'s forms
+KERNELS = ("matern", "additive")
 
 #: ``strategy.multi_objective``'s forms (several objectives)
 MULTI_OBJECTIVE = ("hvi", "parego")
@@ -154,9 +166,18 @@ class BOConfig(GenerationalConfig):
     #: candidate (None: 1 from 4 searched dims, else 0, auto_greedy)
     greedy: int | None = None
     greedy_steps: int = 0  # Adam steps refining the first greedy member on the posterior mean
+    #: with one member per generation (no draw beside a greedy member): every this-many-th
+    #: generation's member takes the posterior mean's best candidate (None: never)
+    greedy_every: int | None = None
     #: a fit explaining fewer nats than this over noise (fit_gain_nats) proposes by a
     #: population step instead (fallback.py); None: never
     fallback_nats: float | None = None
+    #: the GP length scales' prior: "hvarfner" (dimension-scaled log-normal) or "saas"
+    #: (half-Cauchy shrinkage of the inverse squared length scales; gp.LS_PRIORS)
+    ls_prior: str = "hvarfner"
+    #: the GP kernel: "matern" (ARD Matern-5/2) or "additive" (plus a first-order additive
+    #: Matern-5/2 with its own amplitude and length scales, gp._Additive)
+    kernel: str = "matern"
     #: with several objectives: "hvi" (hypervolume improvement of per-objective Thompson
     #: draws, mo_thompson.py) or "parego" (a random Chebyshev scalarisation per member)
     multi_objective: str = "hvi"
@@ -170,6 +191,7 @@ class BOConfig(GenerationalConfig):
             ("initial", 1 if self.initial is None else self.initial, 1),
             ("greedy", 0 if self.greedy is None else self.greedy, 0),
             ("greedy_steps", self.greedy_steps, 0),
+            ("greedy_every", 2 if self.greedy_every is None else self.greedy_every, 2),
             ("local_box_dims", self.local_box_dims, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
@@ -180,6 +202,12 @@ class BOConfig(GenerationalConfig):
             raise ValueError(f"strategy.local_box: a side > 0 or null, got {self.local_box!r}")
         if self.warp is not None and self.warp not in WARPS:
             raise ValueError(f"strategy.warp: one of {', '.join(WARPS)}, got {self.warp!r}")
+        if self.ls_prior not in LS_PRIORS:
+            raise ValueError(
+                f"strategy.ls_prior: one of {', '.join(LS_PRIORS)}, got {self.ls_prior!r}"
+            )
+        if self.kernel not in KERNELS:
+            raise ValueError(f"strategy.kernel: one of {', '.join(KERNELS)}, got {self.kernel!r}")
         if self.multi_objective not in MULTI_OBJECTIVE:
             raise ValueError(
                 f"strategy.multi_objective: one of {', '.join(MULTI_OBJECTIVE)}, "
@@ -232,6 +260,10 @@ class BayesOpt(GenerationalSearch):
         :func:`auto_initial` of the dimension."""
         return auto_initial(D) if self.config.initial is None else self.config.initial
 
+    def init_theta(self, D: int) -> dict:
+        """The GP's default start (:func:`~jaxhpo.strategies.gp.init_theta`) for this kernel."""
+        return init_theta(D, additive=self.config.kernel == "additive")
+
     # -- coordinates -------------------------------------------------------------------------
 
     @staticmethod
@@ -256,11 +288,15 @@ class BayesOpt(GenerationalSearch):
         """The GP fit from the previous fit and (``restart``) the default start, the higher
         marginal posterior kept; returns ``(theta, (X, y, mask) padded, ys, info)``."""
         ys = standardise(shape_fitness(y).astype(np.float64))
-        starts = [theta0, init_theta(X.shape[1])] if self.config.restart else [theta0]
+        default = self.init_theta(X.shape[1])
+        theta0 = {**default, **theta0}  # a start without the additive parameters gets the default
+        starts = [theta0, default] if self.config.restart else [theta0]
         stacked = jax.tree.map(lambda *a: np.stack([np.asarray(v, np.float64) for v in a]), *starts)
         with x64():
             data = pad(X, ys)
-            theta, index, _ = fit_restarts(stacked, *data, steps=self.config.fit_steps)
+            theta, index, _ = fit_restarts(
+                stacked, *data, steps=self.config.fit_steps, ls_prior=self.config.ls_prior
+            )
             gain = float(log_likelihood_gain(theta, *data))
         info = {"fit_start": ("previous", "default")[int(index)], "fit_gain_nats": gain}
         return theta, data, ys, info
@@ -340,6 +376,9 @@ class BayesOpt(GenerationalSearch):
         picks: list[np.ndarray] = list(exclude)
         greedy = auto_greedy(D) if self.config.greedy is None else self.config.greedy
         n_greedy = min(greedy, P - 1) if stream is None else 0  # one draw at least explores
+        every = self.config.greedy_every
+        if P == 1 and stream is None and every is not None and (g + 1) % every == 0:
+            n_greedy = 1  # one member per generation: every ``every``-th exploits
         if n_greedy:
             box = (np.asarray(lo, np.float64), np.asarray(hi, np.float64))  # made 64-bit inside
             for pick in greedy_picks(
@@ -380,7 +419,7 @@ class BayesOpt(GenerationalSearch):
         seeded = self.seed(space, P)
         X = np.zeros((0, D))
         y = np.zeros((0,))
-        theta = jax.tree.map(np.asarray, init_theta(D))
+        theta = jax.tree.map(np.asarray, self.init_theta(D))
         if seeded.cols is not None and len(seeded.fitness) >= 2:
             X = np.asarray(space.to_unit(seeded.cols), np.float64)
             y = np.asarray(seeded.fitness, np.float64)

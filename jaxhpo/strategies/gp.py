@@ -57,12 +57,31 @@ class _Masked(kernels.Kernel):
         return X1[-1] * X2[-1] * self.inner.evaluate(X1[:-1], X2[:-1])
 
 
+class _Additive(kernels.Kernel):
+    """``amp2 * mean_d k(|x_d - x'_d| / ls_d)``: first-order additive Matern-5/2 with its own
+    length scales (Duvenaud, Nickisch & Rasmussen 2011, "Additive Gaussian Processes"; Kandasamy,
+    Schneider & Póczos 2015, "High Dimensional Bayesian Optimisation and Bandits via Additive
+    Models"); its variance is ``amp2``."""
+
+    amp2: jax.Array
+    inv_ls: jax.Array
+
+    def evaluate(self, X1, X2):
+        r = math.sqrt(5.0) * jnp.abs(X1 - X2) * self.inv_ls
+        return self.amp2 * jnp.mean((1.0 + r + r**2 / 3.0) * jnp.exp(-r))
+
+
 def _kernel(theta: Mapping[str, jax.Array]) -> kernels.Kernel:
+    """The ARD Matern-5/2, plus the additive component where ``theta`` has ``log_amp_add``
+    (``strategy.kernel: additive``)."""
     amp2 = jnp.exp(2.0 * theta["log_amp"])
     # tinygp's stationary kernels default to the L1 distance, which is not positive definite
     # for Matern-5/2 in more than one dimension: use the Euclidean one.
     matern = kernels.Matern52(scale=1.0, distance=L2Distance())
-    return _Masked(amp2 * transforms.Linear(jnp.exp(-theta["log_ls"]), matern))
+    k = amp2 * transforms.Linear(jnp.exp(-theta["log_ls"]), matern)
+    if "log_amp_add" in theta:
+        k = k + _Additive(jnp.exp(2.0 * theta["log_amp_add"]), jnp.exp(-theta["log_ls_add"]))
+    return _Masked(k)
 
 
 def _with_mask(X_NxD, mask_N):
@@ -76,28 +95,52 @@ def _gp(theta, X_NxD, mask_N) -> GaussianProcess:
     )
 
 
-def _log_prior(theta, D: int) -> jax.Array:
+#: the length scales' priors (``strategy.ls_prior``): Hvarfner et al.'s dimension-scaled
+#: log-normal, or SAAS-like shrinkage (Eriksson & Jankowiak 2021, "High-Dimensional Bayesian
+#: Optimization with Sparse Axis-Aligned Subspaces", UAI): a half-Cauchy of scale
+#: :data:`SAAS_SCALE` on each inverse squared length scale, most dimensions kept nearly flat
+LS_PRIORS = ("hvarfner", "saas")
+SAAS_SCALE = 0.1  # SAAS's global shrinkage scale, fixed (a MAP fit would collapse it)
+
+
+def _ls_log_prior(log_ls, D: int, ls_prior: str) -> jax.Array:
+    if ls_prior == "saas":  # log density of log_ls: half-Cauchy on rho = ls^-2, Jacobian 2 rho
+        rho = jnp.exp(-2.0 * log_ls)
+        return jnp.sum(-jnp.log1p((rho / SAAS_SCALE) ** 2) - 2.0 * log_ls)
     mu_ls, sd_ls = math.sqrt(2.0) + 0.5 * math.log(D), math.sqrt(3.0)
-    lp = -0.5 * jnp.sum(((theta["log_ls"] - mu_ls) / sd_ls) ** 2)
+    return -0.5 * jnp.sum(((log_ls - mu_ls) / sd_ls) ** 2)
+
+
+def _log_prior(theta, D: int, ls_prior: str = "hvarfner") -> jax.Array:
+    lp = _ls_log_prior(theta["log_ls"], D, ls_prior)
     lp += -0.5 * ((theta["log_noise"] - math.log(1e-2)) / 2.0) ** 2
     lp += -0.5 * theta["log_amp"] ** 2
+    if "log_amp_add" in theta:  # the additive component's 1-D terms: one dimension's prior
+        lp += -0.5 * theta["log_amp_add"] ** 2 + _ls_log_prior(theta["log_ls_add"], 1, ls_prior)
     return lp
 
 
-def init_theta(D: int) -> dict[str, jax.Array]:
+def init_theta(D: int, additive: bool = False) -> dict[str, jax.Array]:
     """The default start: unit amplitude and length scales (the unit cube's width; the prior's
-    median, 4-7, would start very smooth), noise variance 1e-2."""
-    return {
+    median, 4-7, would start very smooth), noise variance 1e-2; with ``additive`` the additive
+    component's amplitude and length scales too (unit)."""
+    theta = {
         "log_amp": jnp.zeros(()),
         "log_ls": jnp.zeros((D,)),
         "log_noise": jnp.asarray(math.log(1e-2)),
     }
+    return (
+        {**theta, "log_amp_add": jnp.zeros(()), "log_ls_add": jnp.zeros((D,))}
+        if additive
+        else theta
+    )
 
 
-def neg_log_posterior(theta, X_NxD, y_N, mask_N) -> jax.Array:
-    """``-(log p(y | X, theta) + log p(theta))`` of the masked GP (up to a constant)."""
+def neg_log_posterior(theta, X_NxD, y_N, mask_N, ls_prior: str = "hvarfner") -> jax.Array:
+    """``-(log p(y | X, theta) + log p(theta))`` of the masked GP (up to a constant), the
+    length scales under ``ls_prior`` (:data:`LS_PRIORS`)."""
     gp = _gp(theta, X_NxD, mask_N)
-    return -(gp.log_probability(y_N * mask_N) + _log_prior(theta, X_NxD.shape[1]))
+    return -(gp.log_probability(y_N * mask_N) + _log_prior(theta, X_NxD.shape[1], ls_prior))
 
 
 def noise_only_nll(y_N, mask_N) -> jax.Array:
@@ -108,11 +151,15 @@ def noise_only_nll(y_N, mask_N) -> jax.Array:
 
 
 def _clip_theta(theta):
-    return {
+    out = {
         "log_amp": jnp.clip(theta["log_amp"], *LOG_AMP_BOUNDS),
         "log_ls": jnp.clip(theta["log_ls"], *LOG_LS_BOUNDS),
         "log_noise": jnp.clip(theta["log_noise"], *LOG_NOISE_BOUNDS),
     }
+    if "log_amp_add" in theta:
+        out["log_amp_add"] = jnp.clip(theta["log_amp_add"], *LOG_AMP_BOUNDS)
+        out["log_ls_add"] = jnp.clip(theta["log_ls_add"], *LOG_LS_BOUNDS)
+    return out
 
 
 def _fit(theta0, X_NxD, y_N, mask_N, steps: int, learning_rate: float, objective=None, clip=None):
@@ -165,20 +212,30 @@ def fit_gp(theta0, X_NxD, y_N, mask_N, steps: int = 100, learning_rate: float = 
     return best, losses
 
 
-@functools.partial(jax.jit, static_argnames=("steps",))
-def fit_restarts(starts, X_NxD, y_N, mask_N, steps: int = 100, learning_rate: float = 0.05):
+@functools.partial(jax.jit, static_argnames=("steps", "ls_prior"))
+def fit_restarts(
+    starts,
+    X_NxD,
+    y_N,
+    mask_N,
+    steps: int = 100,
+    learning_rate: float = 0.05,
+    ls_prior: str = "hvarfner",
+):
     """MAP fits from ``S`` starts at once (``vmap``); keeps the highest marginal posterior.
 
     Args:
       starts: a theta pytree whose leaves have a leading start axis ``S``.
       X_NxD, y_N, mask_N: as :func:`fit_gp`.
       steps, learning_rate: Adam's, per start.
+      ls_prior: the length scales' prior (:data:`LS_PRIORS`).
 
     Returns:
       ``(theta, index, loss_S)``: the best fit, the start it came from, each start's best
       objective (``-log`` posterior; ``inf`` where every step failed).
     """
-    fit = jax.vmap(lambda t: _fit(t, X_NxD, y_N, mask_N, steps, learning_rate)[:2])
+    objective = functools.partial(neg_log_posterior, ls_prior=ls_prior)
+    fit = jax.vmap(lambda t: _fit(t, X_NxD, y_N, mask_N, steps, learning_rate, objective)[:2])
     thetas, loss_S = fit(starts)
     index = jnp.argmin(loss_S)
     return jax.tree.map(lambda x: x[index], thetas), index, loss_S
@@ -246,6 +303,16 @@ def make_draws(key, theta, X_NxD, y_N, mask_N, draws: int, features: int):
     b = jax.random.uniform(k3, (draws, features), X_NxD.dtype, maxval=2 * math.pi)
     w = jax.random.normal(k4, (draws, features), X_NxD.dtype)
     prior = {"omega": omega, "b": b, "w": w}
+    if "log_amp_add" in theta:  # the additive component: each feature on one axis
+        k6, k7, k8, k9 = jax.random.split(jax.random.fold_in(key, 1), 4)
+        axis = jnp.arange(features) % D
+        z = jax.random.normal(k6, (draws, features, 1), X_NxD.dtype) * jax.nn.one_hot(
+            axis, D, dtype=X_NxD.dtype
+        )
+        g = jax.random.chisquare(k7, _DF, (draws, features, 1), X_NxD.dtype)
+        prior["omega_add"] = z * jnp.sqrt(_DF / g) * jnp.exp(-theta["log_ls_add"])
+        prior["b_add"] = jax.random.uniform(k8, (draws, features), X_NxD.dtype, maxval=2 * math.pi)
+        prior["w_add"] = jax.random.normal(k9, (draws, features), X_NxD.dtype)
     f_PxN = jax.vmap(lambda d: _prior_value(theta, d, X_NxD))(prior)
     noise = jnp.exp(theta["log_noise"]) + _JITTER
     eps = jnp.sqrt(noise) * jax.random.normal(k5, (draws, N), X_NxD.dtype)
@@ -260,7 +327,11 @@ def make_draws(key, theta, X_NxD, y_N, mask_N, draws: int, features: int):
 def _prior_value(theta, d, x_MxD):
     F = d["omega"].shape[0]
     phi = jnp.cos(x_MxD @ d["omega"].T + d["b"]) * (jnp.exp(theta["log_amp"]) * math.sqrt(2 / F))
-    return phi @ d["w"]
+    f = phi @ d["w"]
+    if "omega_add" in d:  # F features over D axes: each axis's share carries amp_add^2 / D
+        scale = jnp.exp(theta["log_amp_add"]) * math.sqrt(2 / d["omega_add"].shape[0])
+        f = f + (jnp.cos(x_MxD @ d["omega_add"].T + d["b_add"]) * scale) @ d["w_add"]
+    return f
 
 
 def draw_value(theta, d, X_NxD, mask_N, x_MxD):
@@ -342,7 +413,7 @@ def draws_at(theta, ds, X_NxD, mask_N, x_PxMxD):
 def log_likelihood_gain(theta, X_NxD, y_N, mask_N) -> jax.Array:
     """``log p(y | X, theta) - log p(y | noise only)`` in nats: how much better the fit explains
     the data than "all noise" (<= 0: it found no signal)."""
-    nll = neg_log_posterior(theta, X_NxD, y_N, mask_N) + _log_prior(theta, X_NxD.shape[1])
+    nll = -_gp(theta, X_NxD, mask_N).log_probability(y_N * mask_N)
     return noise_only_nll(y_N, mask_N) - nll
 
 
