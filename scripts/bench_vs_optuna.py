@@ -342,6 +342,14 @@ def markdown(result: dict) -> str:
             *(_target_cells(m["random_best"], "time_to_random_best_s", n, base) if harder else []),
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    history = result.get("history", [])
+    if len(history) > 1:  # methods timed in different processes: their seconds are less alike
+        runs = "; ".join(
+            f"{h['date']}: {', '.join(h['methods']) or 'none'}"
+            + ("" if h.get("target_rank") in (None, rank) else f" (rank {h['target_rank']})")
+            for h in history
+        )
+        lines += ["", f"Invocations (the first ran the calibrations and Optuna): {runs}."]
     return "\n".join(lines) + "\n"
 
 
