@@ -25,22 +25,23 @@ batch's earlier picks) — GP-BUCB's batch rule (Desautels, Krause & Burdick 201
 paper selects its batch. ``kappa`` defaults to ``sqrt(0.2 log(0.4 N))`` for ``N`` observations
 (the authors' implementation in Ray Tune weighs the variance by ``sqrt(0.2 + log(0.4 N))``).
 
-**Targets per step.** The paper standardises all improvements together (``normalise="all"``).
-A loss falls fastest early, so the GP's zero prior mean then sits above every recent
-improvement: points far from the data look better than the members' own. With 4 members on
-the byte LM 31% of the picks landed within 5% of an end of a range and PB2 lost to PBT on every
-seed. ``"step"`` takes each step's mean off first, so an unexplored point is "as good as this
-step's average member". Best final validation loss over 5 seeds
-(``experiments/pb2_vs_pbt_lm.py``; seeds where PB2 is lower than PBT, median PB2 vs PBT): 4
-members ``"all"`` 0/5, 2.4377 vs 2.4358, ``"step"`` 4/5, 2.4316; 8 members ``"all"`` 3/5,
-2.4058 vs 2.4282, ``"step"`` 4/5, 2.4103. On PBT's toy (``scripts/bench_pb2.py``, 10 seeds)
-``"step"`` costs a little speed: median steps to the target with 4 / 8 members 42 / 42 against
-``"all"``'s 36 / 38 and PBT's 70 / 64. Also tried on the LM, and dropped: each member's candidates
-in a box around the point it copied (the local trust regions of Bayesian generational PBT, Wan
-et al. 2022, arXiv:2207.09405, of fixed side 0.25 or 0.5 in unit coordinates): alone 2/5 seeds
-with 4 members (median 2.4422), with ``"step"`` no better than ``"step"`` alone (4 members:
-4/5, median 2.4269 with side 0.25, 2.4383 with 0.5; 8 members: 3/5, 2.4115), and slower on
-PBT's toy, whose optimum lies in a corner (4 members: 48 and 44 steps to the target).
+**Targets per step.** The paper standardises all improvements together (``normalise="all"``). A
+loss falls fastest early, so the GP's zero prior mean then sits above every recent improvement:
+points far from the data look better than the members' own. With 4 members on the byte LM 31% of
+the picks landed within 5% of an end of a range and PB2 lost to PBT on every seed. ``"step"``
+takes each step's mean off first, so an unexplored point is "as good as this step's average
+member". Best final validation loss over 5 seeds (``experiments/pb2_vs_pbt_lm.py``; seeds where
+PB2 is lower than PBT, median PB2 vs PBT): 4 members ``"all"`` 0/5, 2.4377 vs 2.4358, ``"step"``
+4/5, 2.4316; 8 members ``"all"`` 3/5, 2.4058 vs 2.4282, ``"step"`` 4/5, 2.4103 (the host form
+before the compiled one; with the compiled form's random numbers ``"step"`` 5/5, 2.4342 with 4
+members and 3/5, 2.4083 with 8). On PBT's toy (``scripts/bench_pb2.py``, 10 seeds) median steps
+to the target with 4 / 8 members: ``"step"`` 38 / 42, ``"all"`` 38 / 36, PBT 70 / 64. Also tried
+on the LM, and dropped: each member's candidates in a box around the point it copied (the local
+trust regions of Bayesian generational PBT, Wan et al. 2022, arXiv:2207.09405, of fixed side
+0.25 or 0.5 in unit coordinates): alone 2/5 seeds with 4 members (median 2.4422), with
+``"step"`` no better than ``"step"`` alone (4 members: 4/5, median 2.4269 with side 0.25, 2.4383
+with 0.5; 8 members: 3/5, 2.4115), and slower on PBT's toy, whose optimum lies in a corner (4
+members: 48 and 44 steps to the target).
 
 Until ``min_data`` observations are in, members explore as PBT does (``perturb``, ``factors``,
 ``sigma``, ``resample_prob``). Only the most recent ``window`` observations are kept.
