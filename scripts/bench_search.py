@@ -30,7 +30,7 @@ generation (``strategy.greedy_every``); ``bo_i1*`` no Sobol generation after the
 dimensions), with the trust region (``_tr``), the
 SAAS-like length-scale prior (``_saas``, ``strategy.ls_prior``), the additive kernel (``_add``,
 ``strategy.kernel``; ``_add_sharedls``: an earlier form sharing the ARD length scales) and local
-search of every draw (``_ls``). Further
+search of every draw (``_ls``); ``bo_g4`` 4 greedy members (wide and 3x64). Further
 baselines: ``optuna_gp`` (Optuna's ``GPSampler`` through ``OptunaSearch``) and ``hebo`` (HEBO,
 its own ask/tell loop; not a dependency of the project: ``pip install --no-deps hebo
 disjoint-set`` then ``pip install torch gpytorch``; its metadata pins ``numpy<1.25`` but it runs
@@ -203,6 +203,7 @@ METHODS = {
     "bo_seq_log_add_ls": lambda: BayesOpt(warp="log", kernel="additive", local_steps=50),
     "bo_i1_add_ls": lambda: BayesOpt(initial=1, kernel="additive", local_steps=50),
     "bo_add_ls": lambda: BayesOpt(kernel="additive", local_steps=50),
+    "bo_g4": lambda: BayesOpt(greedy=4),  # wide / 3x64: 4 greedy members of 16 / 64
     "tpe": lambda: OptunaSearch(sampler="tpe"),
     "tpe_noliar": lambda: OptunaSearch(sampler="tpe", sampler_options={"constant_liar": False}),
     "tpe_mv": lambda: OptunaSearch(
@@ -290,8 +291,8 @@ def run(args) -> dict:
     if args.update and Path(args.out).exists():  # the file's rows and notes kept
         old = json.loads(Path(args.out).read_text())
         kept = old.get("meta", {})
-        regimes = {**kept.get("regimes", {}), **out["meta"]["regimes"]}
-        out["meta"] = {**kept, **out["meta"], "regimes": regimes}
+        named = {**kept.get("regimes", {}), **out["meta"]["regimes"]}
+        out["meta"] = {**kept, **out["meta"], "regimes": named}
         out["results"] = old["results"]
     for name in args.functions.split(","):
         for regime in args.regimes.split(","):
