@@ -50,7 +50,10 @@ member-steps, on 8/10 seeds), ``bohb`` in 5.5 s (1,540, on 7/10): median ratio 1
 3/10, fewer member-steps on 3/10; halving on 4/10. The same run retargeted to the 4th best:
 Optuna 2.4 s (550), ``bohb`` 3.2 s (660), ratio 1.43, earlier on 2/10; halving 3.6 s (900),
 0/10. ``bohb``'s best loss at Optuna's wall time is lower on 6/10 seeds (median 2.768 vs
-2.773). ``scripts/results/bench_vs_optuna_cpu.json`` (4th best) holds variants added with
+2.773). Added with ``--reuse`` for the strict target: ``strategy.min_points=6`` 4.4 s (1,210, on
+7/10), ratio 1.25, earlier on 3/10; eta 2 with ``min_steps`` 30 5.8 s (2,520, on 7/10), ratio
+1.30, earlier on 4/10; ``bohb`` again as a control: the same member-steps on every seed, 4.5 s
+instead of 5.5 s. ``scripts/results/bench_vs_optuna_cpu.json`` (4th best) holds variants added with
 ``--reuse`` to an earlier process's calibration and Optuna arm: their targets and member-steps
 are those a fresh run gives (the calibrations and decisions are deterministic), but their
 seconds compare across processes, which differ by a second or more under load (``bohb``'s
