@@ -43,21 +43,22 @@ not compilers. Per seed and method:
 * **time to the harder target**: the same as time to target for the calibration's best loss
   (the best of its random configurations), read from each arm's curve of its best loss so far.
 
-Measured (10 seeds, defaults: 60-step trials, segments of 20, cap 3,840 member-steps; 2 shared
-CPU cores). In one process (``scripts/results/bench_vs_optuna_rank1_cpu.json``, ``--target-rank
-1``): Optuna reaches the best of 64 random configurations in a median 5.1 s (2,070
-member-steps, on 8/10 seeds), ``bohb`` in 5.5 s (1,540, on 7/10): median ratio 1.87, earlier on
-3/10, fewer member-steps on 3/10; halving on 4/10. The same run retargeted to the 4th best:
-Optuna 2.4 s (550), ``bohb`` 3.2 s (660), ratio 1.43, earlier on 2/10; halving 3.6 s (900),
-0/10. ``bohb``'s best loss at Optuna's wall time is lower on 6/10 seeds (median 2.768 vs
-2.773). Added with ``--reuse`` for the strict target: ``strategy.min_points=6`` 4.4 s (1,210, on
-7/10), ratio 1.25, earlier on 3/10; eta 2 with ``min_steps`` 30 5.8 s (2,520, on 7/10), ratio
-1.30, earlier on 4/10; ``bohb`` again as a control: the same member-steps on every seed, 4.5 s
-instead of 5.5 s. ``scripts/results/bench_vs_optuna_cpu.json`` (4th best) holds variants added with
-``--reuse`` to an earlier process's calibration and Optuna arm: their targets and member-steps
-are those a fresh run gives (the calibrations and decisions are deterministic), but their
-seconds compare across processes, which differ by a second or more under load (``bohb``'s
-identical decisions took a median 4.8 s to the target at 15:07 and 3.1 s at 17:33).
+Measured (10 seeds, defaults: 60-step trials, segments of 20, cap 3,840 member-steps; 2 shared CPU
+cores). In one process (``scripts/results/bench_vs_optuna_rank1_cpu.json``, ``--target-rank 1``):
+Optuna reaches the best of 64 random configurations in a median 5.1 s (2,070 member-steps, on 8/10
+seeds), ``bohb`` in 5.5 s (1,540, on 7/10): median ratio 1.87, earlier on 3/10, fewer member-steps
+on 3/10; halving on 4/10. The same run retargeted to the 4th best: Optuna 2.4 s (550), ``bohb`` 3.2
+s (660), ratio 1.43, earlier on 2/10; halving 3.6 s (900), 0/10. ``bohb``'s best loss at Optuna's
+wall time is lower on 6/10 seeds (median 2.768 vs 2.773). Added with ``--reuse`` for the strict
+target: ``strategy.min_points=6`` 4.4 s (1,210, on 7/10), ratio 1.25, earlier on 3/10; eta 2 with
+``min_steps`` 30 5.8 s (2,520, on 7/10), ratio 1.30, earlier on 4/10; min_points 6 with
+``random_fraction`` 0.15 8.5 s (6/10), ratio 3.01, and with eta 2 and ``min_steps`` 30 5.3 s (7/10),
+ratio 2.06; ``bohb`` again as a control: the same member-steps on every seed, 4.5 s instead of 5.5
+s. ``scripts/results/bench_vs_optuna_cpu.json`` (4th best) holds variants added with ``--reuse`` to
+an earlier process's calibration and Optuna arm: their targets and member-steps are those a fresh
+run gives (the calibrations and decisions are deterministic), but their seconds compare across
+processes, which differ by a second or more under load (``bohb``'s identical decisions took a median
+4.8 s to the target at 15:07 and 3.1 s at 17:33).
 
 The summary gives per method the medians over seeds, the seeds reached, and the wins over
 Optuna (strictly earlier to target; strictly lower best at equal wall clock). Writes
