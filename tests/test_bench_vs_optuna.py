@@ -72,6 +72,7 @@ def test_member_steps_by_row_counts_the_members_that_trained(bench):
     assert arms.member_steps_by_row(evals).tolist() == [12, 12, 18, 18, 24]
 
 
+@pytest.mark.slow  # 40 s: two seeds of every arm end to end (the other tests cover the parts)
 def test_quick_two_seeds_then_reuse(bench, tmp_path):
     sets = [a for o in TINY_LM_OVERRIDES for a in ("--set", o)]
     out = tmp_path / "r.json"
