@@ -30,7 +30,8 @@ generation (``strategy.greedy_every``); ``bo_i1*`` no Sobol generation after the
 dimensions), with the trust region (``_tr``), the
 SAAS-like length-scale prior (``_saas``, ``strategy.ls_prior``), the additive kernel (``_add``,
 ``strategy.kernel``; ``_add_sharedls``: an earlier form sharing the ARD length scales) and local
-search of every draw (``_ls``); ``bo_g4`` 4 greedy members (wide and 3x64). Further
+search of every draw (``_ls``); ``bo_g4`` 4 greedy members (3x64: 5 seeds; wide: 10 seeds,
+in bench_search_wide.json). Further
 baselines: ``optuna_gp`` (Optuna's ``GPSampler`` through ``OptunaSearch``) and ``hebo`` (HEBO,
 its own ask/tell loop; not a dependency of the project: ``pip install --no-deps hebo
 disjoint-set`` then ``pip install torch gpytorch``; its metadata pins ``numpy<1.25`` but it runs

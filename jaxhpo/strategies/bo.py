@@ -62,7 +62,11 @@ but Styblinski-Tang-8 103 -> 113, Hartmann-6 0.18 -> 0.22), the posterior mean's
 candidate every ``greedy_every``-th single-member generation, SAAS-like shrinkage of the length
 scales (``ls_prior: saas``, :data:`~jaxhpo.strategies.gp.LS_PRIORS`), a first-order additive
 kernel beside the ARD one (``kernel: additive``) and no second Sobol generation in 10
-dimensions at 5 x 8 (``initial: 1``).
+dimensions at 5 x 8 (``initial: 1``). Each helped some rows and hurt others (5 seeds unless
+noted): ``saas`` Styblinski-Tang-8 one at a time 123 -> 101 and Levy-5 at 4 x 16 1.81 -> 1.06,
+but Levy-5 one at a time 2.34 -> 9.60 and Levy-10 30.5 -> 40.8; ``additive`` Ackley-5 on
+Hyperoptax's domain 2.88 -> 3.19 (10 seeds), in 10 dimensions (with ``initial: 1``)
+Styblinski-Tang-10 135 -> 152, Levy-10 30.4 -> 29.3.
 
 **Initial design.** Scrambled Sobol points, with the explicit ``points`` and a warm start's best
 members in the first rows (:mod:`jaxhpo.strategies.warm`); an earlier run's observations seed the

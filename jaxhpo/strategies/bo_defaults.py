@@ -45,7 +45,10 @@ def auto_greedy(D: int) -> int:
     dimensions Levy-5 5.31 -> 2.51, Rosenbrock-5 1284 -> 260, Styblinski-Tang-8 102 -> 87.8,
     Ackley-5 12.2 -> 10.1, Hartmann-6 0.281 -> 0.289; in 2-3 dimensions, where the local search
     already refines every draw, Hartmann-3 got worse (1.9e-4 -> 1.2e-3; quadratic 1.1e-5 ->
-    3.7e-6, Branin 3.7e-4 -> 5.6e-5).
+    3.7e-6, Branin 3.7e-4 -> 5.6e-5). Four greedy members of 16 (4 x 16, 10 seeds,
+    ``bo_g4`` in scripts/results/bench_search_wide.json): Styblinski-Tang-8 86.3 -> 76.2,
+    Rosenbrock-5 455 -> 246, Ackley-5 11.1 -> 10.1, Hartmann-6 0.306 -> 0.303, but Levy-5
+    2.04 -> 2.36 (and at 3 x 64, 5 seeds, Styblinski-Tang-8 77.1 -> 87.7): one stays the default.
     """
     return 1 if D > LOCAL_SEARCH_MAX_DIM else 0
 
