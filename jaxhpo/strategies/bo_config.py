@@ -1,0 +1,91 @@
+"""``strategy:`` settings of Bayesian optimisation (:class:`BOConfig`), checked in one pass
+(:mod:`jaxhpo.strategies.bo` reads them; the ``None`` defaults resolve in
+:mod:`jaxhpo.strategies.bo_defaults`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxhpo.strategies.gp import LS_PRIORS
+from jaxhpo.strategies.warm import GenerationalConfig
+from jaxhpo.strategies.warping import WARPS
+
+#: ``strategy.kernel``'s forms
+KERNELS = ("matern", "additive")
+
+#: ``strategy.multi_objective``'s forms (several objectives)
+MULTI_OBJECTIVE = ("hvi", "parego")
+
+
+@dataclasses.dataclass(frozen=True)
+class BOConfig(GenerationalConfig):
+    """``strategy:`` settings of Bayesian optimisation (and :class:`GenerationalConfig`'s)."""
+
+    candidates: int = 256  # candidate points per generation's Thompson draws
+    fit_steps: int = 100  # Adam steps of each GP hyperparameter fit (per start)
+    #: Adam steps of each Thompson draw's local search (None: 50 in 1-3 searched dimensions, 0
+    #: above, bo_defaults.auto_local_steps; measured in scripts/bench_search.py)
+    local_steps: int | None = None
+    restart: bool = True  # also fit from the default start and keep the better fit
+    trust_region: bool = False  # propose in a TuRBO-style trust region (10+ dims)
+    initial: int | None = None  # observations of the initial Sobol design (None: dims + 1)
+    #: monotone warp of the fitness before the GP standardises it (one objective): "none",
+    #: "log" or "rank" (warping.py); None: "log" from 4 searched dims and 2 members (auto_warp)
+    warp: str | None = None
+    #: without ``trust_region``: propose inside a fixed box of this side around the incumbent
+    #: (trust_region.box: sides scaled by the length scales) in this many dims or more
+    local_box: float | None = None
+    local_box_dims: int = 5  # searched dimensions from which local_box applies
+    #: members of each batch (one objective; at most P - 1) that take the posterior mean's best
+    #: candidate (None: 1 from 4 searched dims, else 0, auto_greedy)
+    greedy: int | None = None
+    greedy_steps: int = 0  # Adam steps refining the first greedy member on the posterior mean
+    #: with one member per generation (no draw beside a greedy member): every this-many-th
+    #: generation's member takes the posterior mean's best candidate (None: never)
+    greedy_every: int | None = None
+    #: a fit explaining fewer nats than this over noise (fit_gain_nats) proposes by a
+    #: population step instead (fallback.py); None: never
+    fallback_nats: float | None = None
+    #: the GP length scales' prior: "hvarfner" (dimension-scaled log-normal) or "saas"
+    #: (half-Cauchy shrinkage of the inverse squared length scales; gp.LS_PRIORS)
+    ls_prior: str = "hvarfner"
+    #: the GP kernel: "matern" (ARD Matern-5/2) or "additive" (plus a first-order additive
+    #: Matern-5/2 with its own amplitude and length scales, gp._Additive)
+    kernel: str = "matern"
+    #: with several objectives: "hvi" (hypervolume improvement of per-objective Thompson
+    #: draws, mo_thompson.py) or "parego" (a random Chebyshev scalarisation per member)
+    multi_objective: str = "hvi"
+
+    def __post_init__(self):
+        super().__post_init__()
+        for field, value, lo in (
+            ("candidates", self.candidates, 2),
+            ("fit_steps", self.fit_steps, 1),
+            ("local_steps", 0 if self.local_steps is None else self.local_steps, 0),
+            ("initial", 1 if self.initial is None else self.initial, 1),
+            ("greedy", 0 if self.greedy is None else self.greedy, 0),
+            ("greedy_steps", self.greedy_steps, 0),
+            ("greedy_every", 2 if self.greedy_every is None else self.greedy_every, 2),
+            ("local_box_dims", self.local_box_dims, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
+                raise ValueError(f"strategy.{field}: must be an integer >= {lo}, got {value!r}")
+        if self.local_box is not None and not (
+            isinstance(self.local_box, int | float) and self.local_box > 0
+        ):
+            raise ValueError(f"strategy.local_box: a side > 0 or null, got {self.local_box!r}")
+        if self.warp is not None and self.warp not in WARPS:
+            raise ValueError(f"strategy.warp: one of {', '.join(WARPS)}, got {self.warp!r}")
+        if self.ls_prior not in LS_PRIORS:
+            raise ValueError(
+                f"strategy.ls_prior: one of {', '.join(LS_PRIORS)}, got {self.ls_prior!r}"
+            )
+        if self.kernel not in KERNELS:
+            raise ValueError(f"strategy.kernel: one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        if self.multi_objective not in MULTI_OBJECTIVE:
+            raise ValueError(
+                f"strategy.multi_objective: one of {', '.join(MULTI_OBJECTIVE)}, "
+                f"got {self.multi_objective!r}"
+            )
