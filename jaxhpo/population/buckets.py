@@ -40,9 +40,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from jaxhpo import parallel
+from jaxhpo.population.bucket_state import BucketedState, Key
 from jaxhpo.population.members import PopulationState, _gather
 from jaxhpo.population.trainer import Population
 from jaxhpo.tasks.base import STRUCTURE_HPARAMS, Task
@@ -50,69 +50,7 @@ from jaxhpo.tasks.base import STRUCTURE_HPARAMS, Task
 #: Structural hyperparameters a bucket can fix: the masked ones and the unmaskable ones.
 BUCKET_HPARAMS: tuple[str, ...] = (*STRUCTURE_HPARAMS, "d_model", "seq_len")
 
-Key = tuple[int, ...]
 PLACEMENTS = ("shared", "split")
-
-
-@struct.dataclass
-class BucketedState:
-    """A population held in shape buckets.
-
-    Attributes:
-      buckets: one :class:`PopulationState` per bucket.
-      keys: each bucket's structure (values of ``BucketedPopulation.bucket_names``), static.
-      slots: each bucket's members' study slots (``slots[b][j]``: the slot of member ``j`` of
-        bucket ``b``), static. Together they cover ``0 .. P-1`` once.
-    """
-
-    buckets: tuple[PopulationState, ...]
-    keys: tuple[Key, ...] = struct.field(pytree_node=False)
-    slots: tuple[tuple[int, ...], ...] = struct.field(pytree_node=False)
-
-    @property
-    def size(self) -> int:
-        return sum(len(s) for s in self.slots)
-
-    def to_study(self, parts: Sequence[Any]) -> np.ndarray:
-        """Per-bucket host arrays (leading member axis) in study slot order."""
-        parts = [np.asarray(p) for p in parts]
-        out = np.empty((self.size, *parts[0].shape[1:]), parts[0].dtype)
-        for s, p in zip(self.slots, parts, strict=True):
-            out[list(s)] = p
-        return out
-
-    def _field(self, name: str) -> np.ndarray:
-        return self.to_study([parallel.to_host(getattr(b, name)) for b in self.buckets])
-
-    @property
-    def member_id(self) -> np.ndarray:
-        return self._field("member_id")
-
-    @property
-    def step(self) -> np.ndarray:
-        return self._field("step")
-
-    @property
-    def active(self) -> np.ndarray:
-        return self._field("active")
-
-    @property
-    def diverged(self) -> np.ndarray:
-        return self._field("diverged")
-
-    def local_index(self) -> np.ndarray:
-        """int [P]: each slot's position inside its bucket."""
-        out = np.empty(self.size, np.int64)
-        for s in self.slots:
-            out[list(s)] = np.arange(len(s))
-        return out
-
-    def bucket_of(self) -> np.ndarray:
-        """int [P]: the bucket index of each slot."""
-        out = np.empty(self.size, np.int32)
-        for b, s in enumerate(self.slots):
-            out[list(s)] = b
-        return out
 
 
 class BucketedPopulation:
