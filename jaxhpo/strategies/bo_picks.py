@@ -4,6 +4,7 @@ then one pick per Thompson draw, no candidate twice where the candidates allow."
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -11,11 +12,15 @@ from jaxhpo.space import Space
 from jaxhpo.strategies.gp import minimise_mean, posterior, x64
 
 
-def _snap(space: Space, u: np.ndarray) -> np.ndarray:
-    """Unit points decoded and encoded back: ints and choices move to their bin centres."""
+def _snap(space: Space, u, raw: bool = False):
+    """Unit points decoded and encoded back: ints and choices move to their bin centres
+    (``raw``: inactive conditional entries kept as drawn). NumPy in, float64 out; a jax array
+    in (traceable), its dtype out."""
     shape = u.shape
-    cols = space.from_unit(u.reshape(-1, shape[-1]))
-    return np.asarray(space.to_unit(cols), np.float64).reshape(shape)
+    unit = space.to_unit(space.from_unit(u.reshape(-1, shape[-1]), raw=raw))
+    if isinstance(u, jax.Array):
+        return unit.astype(u.dtype).reshape(shape)
+    return np.asarray(unit, np.float64).reshape(shape)
 
 
 def greedy_picks(space: Space, theta, data, cand: np.ndarray, n: int, steps: int, box) -> list:

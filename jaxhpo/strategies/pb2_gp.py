@@ -19,6 +19,7 @@ from tinygp.kernels.distance import L2Distance
 
 from jaxhpo.space import Space
 from jaxhpo.strategies import gp
+from jaxhpo.strategies.bo_picks import _snap
 
 LOG_RATE_BOUNDS = (math.log(1e-3), math.log(1e2))  # time decay per unit of scaled time
 NEAR_BEST = 5  # candidates step from this many of the best observed points
@@ -91,12 +92,6 @@ def targets(steps_N, y_N, normalise: str, valid_N=None) -> jax.Array:
     return jnp.where(valid, (y - mean) / jnp.where(sd > 0, sd, 1.0), 0.0)
 
 
-def snap(space: Space, U: jax.Array) -> jax.Array:
-    """Unit points moved to the centres of their ints' and choices' bins (clipped to the cube)."""
-    snapped = space.to_unit(space.from_unit(jnp.clip(U, 0.0, 1.0), raw=True))
-    return jnp.nan_to_num(jnp.asarray(snapped, U.dtype), nan=0.5)
-
-
 def candidates(key, space: Space, C: int, U_BxD, ys_B, valid_B, own_PxD, explored_P):
     """``[C, D]`` unit candidates: a third uniform, a third Gaussian steps (sd 0.1) from the
     best observed points, a third from the exploring members' own points; snapped."""
@@ -116,7 +111,7 @@ def candidates(key, space: Space, C: int, U_BxD, ys_B, valid_B, own_PxD, explore
     own = own_PxD[jnp.minimum(jnp.searchsorted(cdf, u, side="right"), own_PxD.shape[0] - 1)]
     near_own = own + 0.1 * jax.random.normal(k_on, (n, D), jnp.float32).astype(dtype)
     uniform = jax.random.uniform(k_u, (C - 2 * n, D), jnp.float32).astype(dtype)
-    return snap(space, jnp.concatenate([uniform, near_best, near_own]))
+    return _snap(space, jnp.concatenate([uniform, near_best, near_own]), raw=True)
 
 
 def propose(key, space: Space, data, theta, step, u_now_PxD, explored_P, config):
