@@ -24,7 +24,7 @@ from jaxhpo._lazy import lazy_exports
 
 _EXPORTS = {
     "Population": "jaxhpo.population.trainer",
-    "MEMBER_STREAM": "jaxhpo.population.trainer",
+    "MEMBER_STREAM": "jaxhpo.population.initialise",
     "resolve_devices": "jaxhpo.population.trainer",
     "BucketedPopulation": "jaxhpo.population.buckets",
     "BUCKET_HPARAMS": "jaxhpo.population.buckets",
