@@ -205,6 +205,9 @@ METHODS = {
     "bo_i1_add_ls": lambda: BayesOpt(initial=1, kernel="additive", local_steps=50),
     "bo_add_ls": lambda: BayesOpt(kernel="additive", local_steps=50),
     "bo_g4": lambda: BayesOpt(greedy=4),  # wide / 3x64: 4 greedy members of 16 / 64
+    # issue 29, third round: Kumaraswamy input warping learned with the GP (strategy.input_warp)
+    "bo_iw": lambda: BayesOpt(input_warp=True),
+    "bo_i1_iw": lambda: BayesOpt(initial=1, input_warp=True),
     "tpe": lambda: OptunaSearch(sampler="tpe"),
     "tpe_noliar": lambda: OptunaSearch(sampler="tpe", sampler_options={"constant_liar": False}),
     "tpe_mv": lambda: OptunaSearch(

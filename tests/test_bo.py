@@ -25,7 +25,7 @@ from searchbench import (
 
 from jaxhpo.simulate import simulate
 from jaxhpo.space import Choice, Float, Int, Space
-from jaxhpo.strategies import bo, gp
+from jaxhpo.strategies import bo, gp, gp_draws
 from jaxhpo.strategies.bo import BayesOpt
 
 P = 16
@@ -261,10 +261,12 @@ def test_pathwise_draws_match_the_posterior():
     with bo.x64():
         data = bo.pad(X, y)
         th = jax.tree.map(jnp.asarray, theta)
-        ds = jax.jit(gp.make_draws, static_argnames=("draws", "features"))(
+        ds = jax.jit(gp_draws.make_draws, static_argnames=("draws", "features"))(
             jax.random.key(0), th, *data, draws=4000, features=2048
         )
-        f = gp.draws_at(th, ds, data[0], data[2], jnp.broadcast_to(jnp.asarray(Xc), (4000, 5, 2)))
+        f = gp_draws.draws_at(
+            th, ds, data[0], data[2], jnp.broadcast_to(jnp.asarray(Xc), (4000, 5, 2))
+        )
         m, v = bo.posterior(th, *data, jnp.asarray(Xc))
     np.testing.assert_allclose(np.mean(f, 0), m, atol=0.05)
     np.testing.assert_allclose(np.var(f, 0), v, rtol=0.15, atol=2e-3)

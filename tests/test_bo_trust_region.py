@@ -12,7 +12,7 @@ import pytest
 from searchbench import BOWL_SPACE, bowl, curve
 
 from jaxhpo.simulate import simulate
-from jaxhpo.strategies import gp, trust_region
+from jaxhpo.strategies import gp, gp_draws, trust_region
 from jaxhpo.strategies.bo import BayesOpt
 
 
@@ -55,7 +55,7 @@ def test_local_acquisition_step_stays_in_its_box(box):
         data = gp.pad(X, y)
         theta = gp.init_theta(2)
         cand = jnp.asarray(lo + (hi - lo) * rng.random((32, 2)))
-        _, _, x_PxD, f_P = gp.optimise_draws(
+        _, _, x_PxD, f_P = gp_draws.optimise_draws(
             jax.random.key(0),
             theta,
             *data,

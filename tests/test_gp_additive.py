@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhpo.strategies import gp
+from jaxhpo.strategies import gp, gp_draws
 
 
 def _theta(additive: bool):
@@ -25,8 +25,8 @@ def test_additive_features_draw_the_kernels_covariance():
     pts = jnp.array([[0.1, 0.2, 0.3], [0.3, 0.1, 0.5], [0.1, 0.9, 0.3]])
     with gp.x64():
         z = jnp.zeros(32)
-        ds = gp.make_draws(jax.random.key(0), theta, jnp.zeros((32, 3)), z, z, 4000, 256)
-        f = jax.vmap(lambda d: gp._prior_value(theta, d, pts))(ds)
+        ds = gp_draws.make_draws(jax.random.key(0), theta, jnp.zeros((32, 3)), z, z, 4000, 256)
+        f = jax.vmap(lambda d: gp_draws._prior_value(theta, d, pts))(ds)
         xm = gp._with_mask(pts, jnp.ones(3))
         K = np.asarray(gp._kernel(theta)(xm, xm))
     np.testing.assert_allclose(K[0, 0], 0.5**2 + 1.5**2)

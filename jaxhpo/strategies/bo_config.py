@@ -54,6 +54,8 @@ class BOConfig(GenerationalConfig):
     #: the GP kernel: "matern" (ARD Matern-5/2) or "additive" (plus a first-order additive
     #: Matern-5/2 with its own amplitude and length scales, gp._Additive)
     kernel: str = "matern"
+    #: learn a Kumaraswamy-CDF warp of each input dimension with the GP (gp.warp)
+    input_warp: bool = False
     #: with several objectives: "hvi" (hypervolume improvement of per-objective Thompson
     #: draws, mo_thompson.py) or "parego" (a random Chebyshev scalarisation per member)
     multi_objective: str = "hvi"
@@ -84,6 +86,9 @@ class BOConfig(GenerationalConfig):
             )
         if self.kernel not in KERNELS:
             raise ValueError(f"strategy.kernel: one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        for field in ("restart", "trust_region", "input_warp"):
+            if not isinstance(getattr(self, field), bool | np.bool_):
+                raise ValueError(f"strategy.{field}: true or false, got {getattr(self, field)!r}")
         if self.multi_objective not in MULTI_OBJECTIVE:
             raise ValueError(
                 f"strategy.multi_objective: one of {', '.join(MULTI_OBJECTIVE)}, "

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo.space import Space
-from jaxhpo.strategies.gp import minimise_mean, posterior, x64
+from jaxhpo.strategies.gp import posterior, x64
+from jaxhpo.strategies.gp_draws import minimise_mean
 
 
 def _snap(space: Space, u, raw: bool = False):

@@ -8,8 +8,8 @@ of the genetic algorithm:
 1. The objectives are normalised to ``[0, 1]`` over the finite observations; one GP is fitted
    per objective (and, when a constraint was ever violated, one more to ``log(1 + violation)``).
 2. Member ``p`` takes draw ``p`` of every GP (pathwise Thompson draws,
-   :func:`~jaxhpo.strategies.gp.make_draws`) at one set of candidates: half uniform in the unit
-   cube, half Gaussian steps (sd 0.1) from the inputs of the current feasible front.
+   :func:`~jaxhpo.strategies.gp_draws.make_draws`) at one set of candidates: half uniform in
+   the unit cube, half Gaussian steps (sd 0.1) from the inputs of the current feasible front.
 3. It proposes the candidate whose drawn objectives add the most hypervolume (moocore, reference
    1.1 per normalised objective) to the front so far, among the candidates its draw says are
    feasible; when none adds any, the one nearest to adding (the additive epsilon indicator).
@@ -34,7 +34,8 @@ import numpy as np
 
 from jaxhpo import pareto
 from jaxhpo.strategies.decision import shape_fitness
-from jaxhpo.strategies.gp import draw_value, make_draws, posterior, x64
+from jaxhpo.strategies.gp import posterior, x64
+from jaxhpo.strategies.gp_draws import draw_value, make_draws
 
 REFERENCE = 1.1  # the hypervolume's reference in every normalised objective
 
