@@ -31,7 +31,8 @@ dimensions), with the trust region (``_tr``), the
 SAAS-like length-scale prior (``_saas``, ``strategy.ls_prior``), the additive kernel (``_add``,
 ``strategy.kernel``; ``_add_sharedls``: an earlier form sharing the ARD length scales) and local
 search of every draw (``_ls``); ``bo_g4`` 4 greedy members (3x64: 5 seeds; wide: 10 seeds,
-in bench_search_wide.json). Further
+in bench_search_wide.json); third round (bench_search_input_warp.json, 10 seeds): ``bo_iw``
+learned input warping (``strategy.input_warp``), ``bo_i1_iw`` with ``initial: 1``. Further
 baselines: ``optuna_gp`` (Optuna's ``GPSampler`` through ``OptunaSearch``) and ``hebo`` (HEBO,
 its own ask/tell loop; not a dependency of the project: ``pip install --no-deps hebo
 disjoint-set`` then ``pip install torch gpytorch``; its metadata pins ``numpy<1.25`` but it runs

@@ -58,7 +58,10 @@ s. ``scripts/results/bench_vs_optuna_cpu.json`` (4th best) holds variants added 
 an earlier process's calibration and Optuna arm: their targets and member-steps are those a fresh
 run gives (the calibrations and decisions are deterministic), but their seconds compare across
 processes, which differ by a second or more under load (``bohb``'s identical decisions took a median
-4.8 s to the target at 15:07 and 3.1 s at 17:33).
+4.8 s to the target at 15:07 and 3.1 s at 17:33). Held out (seeds 10-29, one fresh process,
+``--target-rank 1``; ``scripts/results/bench_vs_optuna_heldout_cpu.json``): Optuna 4.5 s (1,560
+member-steps, on 14/20), ``bohb`` on 9/20, ``min_points`` 5 (D + 1) 5.5 s (1,650, on 13/20),
+``min_points`` 6 7.0 s (2,420, on 11/20).
 
 The summary gives per method the medians over seeds, the seeds reached, and the wins over
 Optuna (strictly earlier to target; strictly lower best at equal wall clock). Writes
