@@ -108,13 +108,9 @@ def test_memory_estimate_is_within_1_5x_of_xlas_and_orders_sizes_as_xla_does():
         dict(model={"num_layers": 2, "num_heads": 4, "d_model": 64, "d_ff": 256}, seq_len=64),
         dict(model={"num_layers": 3, "num_heads": 4, "d_model": 96, "d_ff": 384}, seq_len=64),
     ]
-    got = []
-    for s in sizes:
-        task = LanguageModelTask(corpus=None, max_bytes=40_000, batch_size=8, **s)
-        xla, ours = _xla_step_bytes(task)
-        assert 1 / 1.5 < ours / xla < 1.5, (s, ours, xla)
-        got.append((xla, ours))
-    xla, ours = zip(*got, strict=True)
+    tasks = [LanguageModelTask(corpus=None, max_bytes=40_000, batch_size=8, **s) for s in sizes]
+    xla, ours = (np.asarray(v) for v in zip(*map(_xla_step_bytes, tasks), strict=True))
+    assert xla.shape == (3,) and np.all((ours / xla > 1 / 1.5) & (ours / xla < 1.5)), (ours, xla)
     assert np.all(np.diff(xla) > 0) and np.all(np.diff(ours) > 0)
 
 
@@ -182,7 +178,6 @@ def test_a_run_against_parameter_count_reports_it_per_member(tmp_path, structure
     last = m[m["step"] == m["step"].max()]
     want = {d: _nnx_count(_model(_task(num_layers=int(d), num_heads=2, d_model=16, d_ff=32)))
             for d in (1, 2)}  # fmt: skip
-    assert len(last) == 4  # every member's row (the loop below cannot pass on none)
-    for _, row in last.iterrows():
-        assert row["val_params"] == want[int(row["depth"])]
+    expected = [want[int(d)] for d in last["depth"]]
+    assert len(last) == 4 and last["val_params"].tolist() == expected  # every member's row
     assert "## Pareto front" in (run_dir / "summary.md").read_text()
