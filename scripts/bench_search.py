@@ -32,7 +32,14 @@ SAAS-like length-scale prior (``_saas``, ``strategy.ls_prior``), the additive ke
 ``strategy.kernel``; ``_add_sharedls``: an earlier form sharing the ARD length scales) and local
 search of every draw (``_ls``); ``bo_g4`` 4 greedy members (3x64: 5 seeds; wide: 10 seeds,
 in bench_search_wide.json); third round (bench_search_input_warp.json, 10 seeds): ``bo_iw``
-learned input warping (``strategy.input_warp``), ``bo_i1_iw`` with ``initial: 1``. Further
+learned input warping (``strategy.input_warp``), ``bo_i1_iw`` with ``initial: 1``; fourth
+round (bench_search_ei.json, 10 seeds): ``bo_ei`` log expected improvement's maximiser as the
+first member (``strategy.acquisition=ei``; bo's default with one member per generation since,
+where it takes the log warp from 4 dimensions), ``bo_ei_g0`` in place of the greedy member,
+``bo_ei_raw`` without the output warp, ``bo_ei_log`` / ``_iw`` / ``_add`` / ``_saas`` with the
+log warp and then input warping, the
+additive kernel, the SAAS-like prior; ``bo_seq_ts`` bo's one-member default before (one
+Thompson draw, raw values). Further
 baselines: ``optuna_gp`` (Optuna's ``GPSampler`` through ``OptunaSearch``) and ``hebo`` (HEBO,
 its own ask/tell loop; not a dependency of the project: ``pip install --no-deps hebo
 disjoint-set`` then ``pip install torch gpytorch``; its metadata pins ``numpy<1.25`` but it runs
@@ -209,6 +216,16 @@ METHODS = {
     # issue 29, third round: Kumaraswamy input warping learned with the GP (strategy.input_warp)
     "bo_iw": lambda: BayesOpt(input_warp=True),
     "bo_i1_iw": lambda: BayesOpt(initial=1, input_warp=True),
+    # issue 29, fourth round: log expected improvement's maximiser as the first member
+    "bo_seq_ts": lambda: BayesOpt(acquisition="thompson"),  # one member: bo before log EI
+    "bo_ei": lambda: BayesOpt(acquisition="ei"),
+    "bo_ei_g0": lambda: BayesOpt(acquisition="ei", greedy=0),
+    "bo_ei_raw": lambda: BayesOpt(acquisition="ei", warp="none"),
+    "bo_ei_log": lambda: BayesOpt(acquisition="ei", warp="log"),
+    "bo_ei_iw": lambda: BayesOpt(acquisition="ei", input_warp=True),
+    "bo_ei_log_iw": lambda: BayesOpt(acquisition="ei", warp="log", input_warp=True),
+    "bo_ei_log_add": lambda: BayesOpt(acquisition="ei", warp="log", kernel="additive"),
+    "bo_ei_log_saas": lambda: BayesOpt(acquisition="ei", warp="log", ls_prior="saas"),
     "tpe": lambda: OptunaSearch(sampler="tpe"),
     "tpe_noliar": lambda: OptunaSearch(sampler="tpe", sampler_options={"constant_liar": False}),
     "tpe_mv": lambda: OptunaSearch(

@@ -116,22 +116,36 @@ def test_remedies_are_on_from_four_dimensions_and_off_below():
     np.testing.assert_array_equal(a, b)
 
 
-def test_one_member_per_generation_keeps_the_raw_values():
-    """The warp and the greedy member are measured in batches: with one member per generation
-    the default proposes what bo did before issue 29 (a greedy member needs a draw beside it;
-    the log warp in ``seq`` helped Rosenbrock-5 and Ackley-5 but not Styblinski-Tang-8 or
-    Hartmann-6, bo_defaults.auto_warp)."""
+def test_one_thompson_draw_per_generation_keeps_the_raw_values():
+    """The warp and the greedy member are measured in batches: one Thompson draw per generation
+    proposes what bo did before issue 29 (a greedy member needs a draw beside it; the log warp
+    with one draw helped Rosenbrock-5 and Ackley-5 but not Styblinski-Tang-8 or Hartmann-6,
+    bo_defaults.auto_warp). One member's default is log EI, with the log warp from 4 dims."""
     X, y = _data()
-    a = BayesOpt(fit_steps=20).propose(SPACE5, 0, 1, bo.init_theta(5), X, y, 1)[0]
-    b = BayesOpt(fit_steps=20, warp="none", greedy=0).propose(
+    a = BayesOpt(fit_steps=20, acquisition="thompson").propose(
+        SPACE5, 0, 1, bo.init_theta(5), X, y, 1
+    )[0]
+    b = BayesOpt(fit_steps=20, acquisition="thompson", warp="none", greedy=0).propose(
         SPACE5, 0, 1, bo.init_theta(5), X, y, 1
     )[0]
     np.testing.assert_array_equal(a, b)
+    c = BayesOpt(fit_steps=20).propose(SPACE5, 0, 1, bo.init_theta(5), X, y, 1)[0]
+    d = BayesOpt(fit_steps=20, acquisition="ei", warp="log").propose(
+        SPACE5, 0, 1, bo.init_theta(5), X, y, 1
+    )[0]
+    np.testing.assert_array_equal(c, d)
+    assert not np.array_equal(a, c)
 
 
 @pytest.mark.parametrize(
     "field, value",
-    [("ls_prior", "cauchy"), ("kernel", "rbf"), ("greedy_every", 1), ("greedy_every", 2.5)],
+    [
+        ("ls_prior", "cauchy"),
+        ("kernel", "rbf"),
+        ("greedy_every", 1),
+        ("greedy_every", 2.5),
+        ("acquisition", "ucb"),
+    ],
 )
 def test_second_round_settings_name_their_field(field, value):
     with pytest.raises(ValueError, match=f"strategy.{field}"):
@@ -142,8 +156,8 @@ def test_greedy_every_exploits_every_kth_single_member_generation():
     """One member per generation: with ``greedy_every=2`` the odd generations' member is the
     posterior mean's best candidate, the even ones' the Thompson draw's pick as before."""
     X, y = _data()
-    every = BayesOpt(fit_steps=20, greedy_every=2)
-    plain = BayesOpt(fit_steps=20)
+    every = BayesOpt(fit_steps=20, greedy_every=2, acquisition="thompson")
+    plain = BayesOpt(fit_steps=20, acquisition="thompson")
     for g in (2, 3):
         a = every.propose(SPACE5, 0, g, bo.init_theta(5), X, y, 1)[0]
         b = plain.propose(SPACE5, 0, g, bo.init_theta(5), X, y, 1)[0]

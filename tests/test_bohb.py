@@ -17,6 +17,8 @@ from jaxhpo.config import TrainConfig
 from jaxhpo.simulate import simulate
 from jaxhpo.space import Space
 from jaxhpo.strategies import BOHB, STRATEGIES, Hyperband
+from jaxhpo.strategies.base import Observation
+from jaxhpo.strategies.bo import BayesOpt
 
 SPACE = Space.from_config({"x": "uniform(-1.0, 1.0)", "y": "uniform(-1.0, 1.0)"})
 R = 9  # eta 3, smallest budget 1: brackets of 9, 5 and 3 members
@@ -90,8 +92,6 @@ def test_bohb_state_round_trips_a_checkpoint_mid_study():
     strategy = BOHB(eta=3, min_steps=1, max_steps=R)
     state, cols = strategy.init(0, SPACE, None)
     fresh = state
-    from jaxhpo.strategies.base import Observation
-
     P = len(cols["x"])
     for step in range(1, R + 3):
         obs = Observation(
@@ -121,3 +121,34 @@ def test_bohb_gp_model_proposes_from_the_gp_near_the_optimum_and_is_deterministi
     floor = 0.5 * np.exp(-R / 3)
     assert gp_run.best_loss - floor < 1e-3 < study(model="random").best_loss - floor
     chex.assert_trees_all_equal(study(model="gp").table.to_numpy(), gp_run.table.to_numpy())
+
+
+def test_bohb_gp_model_keeps_thompson_draws_for_one_model_member(monkeypatch):
+    """bo's default for one member per generation became log EI; bohb's GP model asks bo for
+    Thompson draws whatever the number of model members (its figures are measured so)."""
+    strategy = BOHB(eta=3, min_steps=1, max_steps=R, model="gp", random_fraction=0.0)
+    state, cols = strategy.init(0, SPACE, None)
+    P = len(cols["x"])
+    for step in range(1, R + 1):
+        obs = Observation(
+            step=step,
+            member_id=np.arange(P),
+            hparams={k: np.asarray(v, np.float64) for k, v in cols.items()},
+            metrics={"loss": curve(cols, None, step, None)},
+            diverged=np.zeros(P, bool),
+            active=np.ones(P, bool),
+        )
+        state, upd = strategy.update(state, obs)
+        cols = upd.hparams or cols
+    calls = []
+    propose = BayesOpt.propose
+
+    def spy(self, *args, **kwargs):
+        out = propose(self, *args, **kwargs)
+        calls.append((self.config.acquisition, len(out[0])))
+        return out
+
+    monkeypatch.setattr(BayesOpt, "propose", spy)
+    u, info = strategy.propose(state, 1, 1)
+    assert info["proposal"] == "gp" and u.shape == (1, 2)
+    assert calls == [("thompson", 1)]

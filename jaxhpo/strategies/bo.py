@@ -75,6 +75,16 @@ a time 1111 -> 827, Styblinski-Tang-8 103 -> 94.2, Styblinski-Tang-10 at 5 x 8 1
 Levy-5 one at a time 2.89 -> 5.28 and at 5 x 10 2.51 -> 3.96, Styblinski-Tang-8 at 5 x 10
 87.8 -> 96.5 (both rows then behind CMA-ES), Ackley-5 on Hyperoptax's domain 2.88 -> 3.36.
 
+**Expected improvement with one member** (``strategy.acquisition``; by default ``"ei"`` with one
+member per generation, :func:`auto_acquisition`): one Thompson draw per generation explores too
+much, so the member takes log expected improvement's maximiser instead (LogEI, Ament et al. 2023,
+:mod:`jaxhpo.strategies.acquisition`; projected Adam from the best candidates), with the log
+warp from 4 searched dimensions. Measured one at a time (50 x 1, 10 seeds, median regret, before
+-> after; scripts/results/bench_search_seq.json): Levy-5 2.89 -> 0.249, Ackley-5 12.7 -> 8.03,
+Rosenbrock-5 1111 -> 79.4 (Optuna's TPE: 2.16, 11.0, 515), but Styblinski-Tang-8 103 -> 129
+(TPE 82.5). In batches ``"ei"`` puts that member first, before the greedy member and the draws;
+it stays off there (bench_search_ei.json).
+
 **Initial design.** Scrambled Sobol points, with the explicit ``points`` and a warm start's best
 members in the first rows (:mod:`jaxhpo.strategies.warm`); an earlier run's observations seed the
 GP, so with a warm start the first generation's other members are already proposed by the GP.
@@ -101,7 +111,6 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo import pareto
@@ -117,12 +126,20 @@ from jaxhpo.strategies.base import (
 from jaxhpo.strategies.bo_config import KERNELS, MULTI_OBJECTIVE, BOConfig  # noqa: F401
 from jaxhpo.strategies.bo_defaults import (  # noqa: F401  (re-exported)
     LOCAL_SEARCH_MAX_DIM,
+    auto_acquisition,
     auto_greedy,
     auto_initial,
     auto_local_steps,
     auto_warp,
 )
-from jaxhpo.strategies.bo_picks import _snap, draw_picks, greedy_picks
+from jaxhpo.strategies.bo_picks import (
+    _snap,
+    draw_picks,
+    ei_pick,
+    greedy_picks,
+    member_counts,
+    thompson_draws,
+)
 from jaxhpo.strategies.decision import check_proposed, generation_event, shape_fitness
 from jaxhpo.strategies.fallback import population_proposals
 from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
@@ -264,9 +281,11 @@ class BayesOpt(GenerationalSearch):
         from the sub-stream ``stream`` of generation ``g`` when given: ParEGO's members; no
         point of ``exclude`` again where the candidates allow); returns ``(u, theta, info)``."""
         D = X.shape[1]
-        # the default warp is measured in batches: one member per generation keeps the raw values
-        auto = auto_warp(D) if P > 1 else "none"
-        warp = auto if self.config.warp is None else self.config.warp
+        c = self.config
+        acquisition = auto_acquisition(P) if c.acquisition is None else c.acquisition
+        # one Thompson draw per generation keeps the raw values (auto_warp)
+        auto = auto_warp(D) if P > 1 or acquisition == "ei" else "none"
+        warp = auto if c.warp is None else c.warp
         if stream is None and warp != "none":  # one objective (not ParEGO's scalarisations)
             y = warp_outputs(shape_fitness(y).astype(np.float64), warp)
         theta, data, ys, info = self._fit(theta0, X, y)
@@ -282,43 +301,23 @@ class BayesOpt(GenerationalSearch):
         if stream is None and fb is not None and info["fit_gain_nats"] < fb:
             u = _snap(space, population_proposals(rng, X, ys, P, lo, hi))
             return u, jax.tree.map(np.asarray, theta), {**info, "proposal": "population"}
-        key = jax.random.fold_in(jax.random.key(seed), g)
-        if stream is not None:
-            key = jax.random.fold_in(key, stream)
-        with x64():
-            ds, f, x_loc, _ = optimise_draws(
-                key,
-                theta,
-                *data,
-                jnp.asarray(cand),
-                draws=P,
-                steps=auto_local_steps(D)
-                if self.config.local_steps is None
-                else self.config.local_steps,
-                lo_D=jnp.asarray(lo, jnp.float64),
-                hi_D=jnp.asarray(hi, jnp.float64),
-            )
-            x_loc = _snap(space, np.asarray(x_loc, np.float64))  # ints/choices to bin centres
-            f_loc = draws_at(theta, ds, data[0], data[2], jnp.asarray(x_loc[:, None]))[:, 0]
-        f, f_loc = np.array(f, np.float64), np.array(f_loc, np.float64)
-        f[~np.isfinite(f)] = np.inf
         taken = np.zeros(len(cand), bool)
         for q in exclude:
             taken |= np.all(cand == q, axis=1)
         picks: list[np.ndarray] = list(exclude)
-        greedy = auto_greedy(D) if self.config.greedy is None else self.config.greedy
-        n_greedy = min(greedy, P - 1) if stream is None else 0  # one draw at least explores
-        every = self.config.greedy_every
-        if P == 1 and stream is None and every is not None and (g + 1) % every == 0:
-            n_greedy = 1  # one member per generation: every ``every``-th exploits
+        n_ei, n_greedy = member_counts(c, acquisition, D, P, g, stream)
+        box = (np.asarray(lo, np.float64), np.asarray(hi, np.float64))  # made 64-bit inside
+        if n_ei:  # the first member at log EI's maximiser
+            picks.append(ei_pick(space, theta, data, cand, taken, box))
         if n_greedy:
-            box = (np.asarray(lo, np.float64), np.asarray(hi, np.float64))  # made 64-bit inside
-            for pick in greedy_picks(
-                space, theta, data, cand, n_greedy, self.config.greedy_steps, box
-            ):
+            for pick in greedy_picks(space, theta, data, cand, n_greedy, c.greedy_steps, box):
                 picks.append(pick)
                 taken |= np.all(cand == pick, axis=1)
-        picks += draw_picks(cand, f, x_loc, f_loc, taken, picks, P - n_greedy)
+        if n_ei + n_greedy < P:  # the Thompson draws
+            key = jax.random.fold_in(jax.random.key(seed), g)
+            key = key if stream is None else jax.random.fold_in(key, stream)
+            f, x_loc, f_loc = thompson_draws(c, space, key, theta, data, cand, box, P)
+            picks += draw_picks(cand, f, x_loc, f_loc, taken, picks, P - n_ei - n_greedy)
         return np.stack(picks[len(exclude) :]), jax.tree.map(np.asarray, theta), info
 
     def parego(self, space: Space, seed: int, g: int, theta0, X, Y, V, P: int):

@@ -15,6 +15,9 @@ from jaxhpo.strategies.warping import WARPS
 #: ``strategy.kernel``'s forms
 KERNELS = ("matern", "additive")
 
+#: ``strategy.acquisition``'s forms
+ACQUISITIONS = ("thompson", "ei")
+
 #: ``strategy.multi_objective``'s forms (several objectives)
 MULTI_OBJECTIVE = ("hvi", "parego")
 
@@ -56,6 +59,11 @@ class BOConfig(GenerationalConfig):
     kernel: str = "matern"
     #: learn a Kumaraswamy-CDF warp of each input dimension with the GP (gp.warp)
     input_warp: bool = False
+    #: "thompson": every member a Thompson draw's minimiser (after the greedy members); "ei":
+    #: the first member of each batch (one objective) at log expected improvement's maximiser
+    #: (acquisition.py), the greedy members and Thompson draws after it; None: "ei" with one
+    #: member per generation, else "thompson" (bo_defaults.auto_acquisition)
+    acquisition: str | None = None
     #: with several objectives: "hvi" (hypervolume improvement of per-objective Thompson
     #: draws, mo_thompson.py) or "parego" (a random Chebyshev scalarisation per member)
     multi_objective: str = "hvi"
@@ -89,6 +97,10 @@ class BOConfig(GenerationalConfig):
         for field in ("restart", "trust_region", "input_warp"):
             if not isinstance(getattr(self, field), bool | np.bool_):
                 raise ValueError(f"strategy.{field}: true or false, got {getattr(self, field)!r}")
+        if self.acquisition is not None and self.acquisition not in ACQUISITIONS:
+            raise ValueError(
+                f"strategy.acquisition: one of {', '.join(ACQUISITIONS)}, got {self.acquisition!r}"
+            )
         if self.multi_objective not in MULTI_OBJECTIVE:
             raise ValueError(
                 f"strategy.multi_objective: one of {', '.join(MULTI_OBJECTIVE)}, "

@@ -22,10 +22,31 @@ def auto_local_steps(D: int) -> int:
     return 50 if D <= LOCAL_SEARCH_MAX_DIM else 0
 
 
+def auto_acquisition(P: int) -> str:
+    """Default acquisition with ``P`` members per generation: ``"ei"`` (log expected
+    improvement's maximiser, :mod:`jaxhpo.strategies.acquisition`) for one member, else
+    ``"thompson"``.
+
+    Measured with ``scripts/bench_search.py`` (10 seeds, median regret; one Thompson draw with
+    raw values -> log EI with the log warp in 4+ dimensions; Optuna's TPE beside;
+    scripts/results/bench_search_seq.json). One member per generation (50 x 1): Levy-5 2.89 ->
+    0.249 (TPE 2.16), Ackley-5 12.7 -> 8.03 (11.0), Rosenbrock-5 1111 -> 79.4 (515), Hartmann-6
+    0.181 -> 0.194 (0.389), quadratic 2.1e-5 -> 5.9e-5, Branin 2.1e-4 -> 8.8e-5, Hartmann-3
+    7.9e-3 -> 7.9e-3, but Styblinski-Tang-8 103 -> 129 (TPE 82.5, random 124; with input
+    warping, the additive kernel or the SAAS-like prior no better, bench_search_ei.json).
+    Without the log warp EI's Rosenbrock-5 was 1945 (Levy-5 0.303). In
+    batches (5 x 10, bench_search_ei.json) EI's member before the greedy member, or in its
+    place, lost to the greedy member with Thompson draws (Levy-5 2.51 -> 2.76 / 2.02, Ackley-5
+    10.1 -> 10.1 / 12.7, Rosenbrock-5 260 -> 388 / 560, Styblinski-Tang-8 87.8 -> 109 / 106):
+    batches keep Thompson sampling.
+    """
+    return "ei" if P == 1 else "thompson"
+
+
 def auto_warp(D: int) -> str:
     """Default output warp in ``D`` searched dimensions: ``"log"`` above
-    :data:`LOCAL_SEARCH_MAX_DIM`, else ``"none"`` (see :func:`auto_greedy`); with one member per
-    generation bo keeps the raw values.
+    :data:`LOCAL_SEARCH_MAX_DIM`, else ``"none"`` (see :func:`auto_greedy`); one Thompson draw
+    per generation (``acquisition: thompson`` with one member) keeps the raw values.
 
     Measured with one member per generation (``scripts/bench_search.py``, 50 x 1, 10 seeds,
     median regret, raw -> log; scripts/results/bench_search_issue29.json, ``bo_seq_log``):

@@ -252,7 +252,9 @@ class BOHB(Strategy):
         good, bad = Xb[order[:n_good]], Xb[order[n_good:]]
         model = rng.random(P) >= self.config.random_fraction
         if self.config.model == "gp" and model.any():
-            bo = BayesOpt(initial=1)
+            # Thompson draws whatever the number of model members (bo's default for one member
+            # is log EI; bohb's figures are measured with the draws)
+            bo = BayesOpt(initial=1, acquisition="thompson")
             picks, _, _ = bo.propose(
                 space, int(state.seed), iteration, init_theta(D), Xb, yb, int(model.sum())
             )
