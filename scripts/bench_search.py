@@ -39,7 +39,8 @@ where it takes the log warp from 4 dimensions), ``bo_ei_g0`` in place of the gre
 ``bo_ei_raw`` without the output warp, ``bo_ei_log`` / ``_iw`` / ``_add`` / ``_saas`` with the
 log warp and then input warping, the
 additive kernel, the SAAS-like prior; ``bo_seq_ts`` bo's one-member default before (one
-Thompson draw, raw values). Further
+Thompson draw, raw values); ``bo_no_iw`` bo without the input warp it learns by default since
+from 16 members per generation in 4+ dimensions. Further
 baselines: ``optuna_gp`` (Optuna's ``GPSampler`` through ``OptunaSearch``) and ``hebo`` (HEBO,
 its own ask/tell loop; not a dependency of the project: ``pip install --no-deps hebo
 disjoint-set`` then ``pip install torch gpytorch``; its metadata pins ``numpy<1.25`` but it runs
@@ -215,6 +216,7 @@ METHODS = {
     "bo_g4": lambda: BayesOpt(greedy=4),  # wide / 3x64: 4 greedy members of 16 / 64
     # issue 29, third round: Kumaraswamy input warping learned with the GP (strategy.input_warp)
     "bo_iw": lambda: BayesOpt(input_warp=True),
+    "bo_no_iw": lambda: BayesOpt(input_warp=False),  # bo before auto_input_warp (16+ members)
     "bo_i1_iw": lambda: BayesOpt(initial=1, input_warp=True),
     # issue 29, fourth round: log expected improvement's maximiser as the first member
     "bo_seq_ts": lambda: BayesOpt(acquisition="thompson"),  # one member: bo before log EI

@@ -95,3 +95,39 @@ def test_bo_with_input_warp_proposes_in_the_space_and_rejects_a_non_bool():
 def test_switches_name_their_field(field, value):
     with pytest.raises(ValueError, match=f"strategy.{field}"):
         BayesOpt(**{field: value})
+
+
+def _theta_keys(strategy, D, P):
+    space = Space({f"x{i}": Float(0.0, 1.0) for i in range(D)})
+    state, _ = strategy.init(0, space, P)
+    return set(state.theta)
+
+
+def test_input_warp_is_on_by_default_from_16_members_in_4_dims_with_one_objective():
+    """auto_input_warp: the study's first state carries the warp's parameters from 16 members
+    per generation in 4+ searched dims (one objective), and an explicit setting wins."""
+    warp = {"log_warp_a", "log_warp_b"}
+    assert [bo.auto_input_warp(D, P) for D, P in ((5, 16), (5, 15), (3, 64), (8, 64))] == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert warp <= _theta_keys(BayesOpt(), 5, 16)
+    assert not warp & _theta_keys(BayesOpt(), 5, 10)
+    assert not warp & _theta_keys(BayesOpt(), 3, 16)
+    assert not warp & _theta_keys(BayesOpt(input_warp=False), 5, 16)
+    assert warp <= _theta_keys(BayesOpt(input_warp=True), 5, 4)
+    assert not warp & _theta_keys(BayesOpt().for_study(("loss", "time")), 5, 16)
+
+
+def test_a_fit_from_parameters_without_the_warp_stays_without_it():
+    """The default decision lives in the state's GP parameters: a state saved before the
+    default (or bohb's start, gp.init_theta) keeps fitting without the warp, and one with it
+    keeps it, whatever the batch size of the proposal."""
+    X = np.random.default_rng(1).random((12, 5))
+    y = np.sum((X - 0.3) ** 2, axis=1)
+    strategy = BayesOpt(fit_steps=5)
+    plain = strategy._fit(gp.init_theta(5), X, y)[0]
+    warped = strategy._fit(gp.init_theta(5, input_warp=True), X, y)[0]
+    assert "log_warp_a" not in plain and "log_warp_a" in warped

@@ -51,39 +51,25 @@ minimiser: the other ``P - 1`` draws explore, one member exploits. Measured with
 ``scripts/bench_search.py`` (5 x 10, 10 seeds, median regret, before -> after;
 scripts/results/bench_search_batch.json): Levy-5 5.31 -> 2.51, Rosenbrock-5 1284 -> 260,
 Styblinski-Tang-8 102 -> 87.8, Ackley-5 12.2 -> 10.1 (in 2-3 dimensions Hartmann-3 got worse:
-both stay off there). Measured and left off by default: ``greedy_steps`` (the greedy member
-refined by projected Adam on the mean, :func:`~jaxhpo.strategies.gp_draws.minimise_mean`:
-Levy-5 1.53 but Styblinski-Tang-8 101), the ``"rank"`` warp, a fixed local box in 5+ dimensions
-(``local_box``) and a population step while the fit explains no more than noise
-(``fallback_nats``, :mod:`jaxhpo.strategies.fallback`). Issue 29's second round, measured and
-left off (scripts/results/bench_search_issue29.json): the log warp with one member per
-generation (``warp: log``, 50 x 1, 10 seeds: Rosenbrock-5 1111 -> 166, Ackley-5 12.7 -> 9.2,
-but Styblinski-Tang-8 103 -> 113, Hartmann-6 0.18 -> 0.22), the posterior mean's best
-candidate every ``greedy_every``-th single-member generation, SAAS-like shrinkage of the length
-scales (``ls_prior: saas``, :data:`~jaxhpo.strategies.gp.LS_PRIORS`), a first-order additive
-kernel beside the ARD one (``kernel: additive``) and no second Sobol generation in 10
-dimensions at 5 x 8 (``initial: 1``). Each helped some rows and hurt others (5 seeds unless
-noted): ``saas`` Styblinski-Tang-8 one at a time 123 -> 101 and Levy-5 at 4 x 16 1.81 -> 1.06,
-but Levy-5 one at a time 2.34 -> 9.60 and Levy-10 30.5 -> 40.8; ``additive`` Ackley-5 on
-Hyperoptax's domain 2.88 -> 3.19 (10 seeds), in 10 dimensions (with ``initial: 1``)
-Styblinski-Tang-10 135 -> 152, Levy-10 30.4 -> 29.3. Third round, measured and left off
-(scripts/results/bench_search_input_warp.json, 10 seeds): input warping (``input_warp: true``,
-a Kumaraswamy CDF per dimension learned with the GP, :func:`~jaxhpo.strategies.gp.warp`). Ahead
-of TPE and CMA-ES where bo was not: one at a time Ackley-5 12.7 -> 8.48, 4 x 16
-Styblinski-Tang-8 86.3 -> 77.2, 3 x 64 Styblinski-Tang-8 73.1 -> 61.2; closer: Rosenbrock-5 one at
-a time 1111 -> 827, Styblinski-Tang-8 103 -> 94.2, Styblinski-Tang-10 at 5 x 8 165 -> 142. But
-Levy-5 one at a time 2.89 -> 5.28 and at 5 x 10 2.51 -> 3.96, Styblinski-Tang-8 at 5 x 10
-87.8 -> 96.5 (both rows then behind CMA-ES), Ackley-5 on Hyperoptax's domain 2.88 -> 3.36.
+both stay off there).
+
+**Input warping** (``strategy.input_warp``, a Kumaraswamy CDF per dimension learned with the
+GP, :func:`~jaxhpo.strategies.gp.warp`): on by default from 16 members per generation in 4+
+dimensions with one objective (:func:`auto_input_warp`; the state's GP parameters carry the
+decision, so a resumed or older state keeps its own).
 
 **Expected improvement with one member** (``strategy.acquisition``; by default ``"ei"`` with one
 member per generation, :func:`auto_acquisition`): one Thompson draw per generation explores too
 much, so the member takes log expected improvement's maximiser instead (LogEI, Ament et al. 2023,
 :mod:`jaxhpo.strategies.acquisition`; projected Adam from the best candidates), with the log
-warp from 4 searched dimensions. Measured one at a time (50 x 1, 10 seeds, median regret, before
--> after; scripts/results/bench_search_seq.json): Levy-5 2.89 -> 0.249, Ackley-5 12.7 -> 8.03,
-Rosenbrock-5 1111 -> 79.4 (Optuna's TPE: 2.16, 11.0, 515), but Styblinski-Tang-8 103 -> 129
-(TPE 82.5). In batches ``"ei"`` puts that member first, before the greedy member and the draws;
-it stays off there (bench_search_ei.json).
+warp from 4 searched dimensions. In batches ``"ei"`` puts that member first, before the greedy
+member and the draws; it stays off there.
+
+Every default above is measured with ``scripts/bench_search.py``: the figures are in
+:mod:`jaxhpo.strategies.bo_defaults`, and the remedies measured and left off (``greedy_steps``,
+the ``"rank"`` warp, ``local_box``, ``fallback_nats``, ``greedy_every``, ``ls_prior: saas``,
+``kernel: additive``, ``initial: 1``) with theirs in the documentation's strategies page
+("Bayesian optimisation's settings, measured").
 
 **Initial design.** Scrambled Sobol points, with the explicit ``points`` and a warm start's best
 members in the first rows (:mod:`jaxhpo.strategies.warm`); an earlier run's observations seed the
@@ -129,6 +115,7 @@ from jaxhpo.strategies.bo_defaults import (  # noqa: F401  (re-exported)
     auto_acquisition,
     auto_greedy,
     auto_initial,
+    auto_input_warp,
     auto_local_steps,
     auto_warp,
 )
@@ -208,10 +195,19 @@ class BayesOpt(GenerationalSearch):
         :func:`auto_initial` of the dimension."""
         return auto_initial(D) if self.config.initial is None else self.config.initial
 
-    def init_theta(self, D: int) -> dict:
-        """The GP's default start (:func:`~jaxhpo.strategies.gp.init_theta`) for this kernel."""
+    def init_theta(self, D: int, input_warp: bool = False) -> dict:
+        """The GP's default start (:func:`~jaxhpo.strategies.gp.init_theta`) for this kernel,
+        with the input warp's parameters where ``strategy.input_warp`` is on, or is left to
+        the default and ``input_warp`` says so."""
         c = self.config
-        return init_theta(D, additive=c.kernel == "additive", input_warp=c.input_warp)
+        warp = input_warp if c.input_warp is None else c.input_warp
+        return init_theta(D, additive=c.kernel == "additive", input_warp=warp)
+
+    def study_input_warp(self, D: int, P: int) -> bool:
+        """Whether a study of ``P`` members in ``D`` searched dimensions learns the input warp
+        by default (:func:`auto_input_warp`, one objective); the decision is kept in the GP's
+        parameters (the state's ``theta`` has the warp's or not)."""
+        return auto_input_warp(D, P) and len(self.objectives) <= 1
 
     # -- coordinates -------------------------------------------------------------------------
 
@@ -237,7 +233,7 @@ class BayesOpt(GenerationalSearch):
         """The GP fit from the previous fit and (``restart``) the default start, the higher
         marginal posterior kept; returns ``(theta, (X, y, mask) padded, ys, info)``."""
         ys = standardise(shape_fitness(y).astype(np.float64))
-        default = self.init_theta(X.shape[1])
+        default = self.init_theta(X.shape[1], "log_warp_a" in theta0)
         theta0 = {**default, **theta0}  # a start without the additive parameters gets the default
         starts = [theta0, default] if self.config.restart else [theta0]
         stacked = jax.tree.map(lambda *a: np.stack([np.asarray(v, np.float64) for v in a]), *starts)
@@ -350,7 +346,7 @@ class BayesOpt(GenerationalSearch):
         seeded = self.seed(space, P)
         X = np.zeros((0, D))
         y = np.zeros((0,))
-        theta = jax.tree.map(np.asarray, self.init_theta(D))
+        theta = jax.tree.map(np.asarray, self.init_theta(D, self.study_input_warp(D, P)))
         if seeded.cols is not None and len(seeded.fitness) >= 2:
             X = np.asarray(space.to_unit(seeded.cols), np.float64)
             y = np.asarray(seeded.fitness, np.float64)

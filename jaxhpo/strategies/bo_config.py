@@ -57,8 +57,9 @@ class BOConfig(GenerationalConfig):
     #: the GP kernel: "matern" (ARD Matern-5/2) or "additive" (plus a first-order additive
     #: Matern-5/2 with its own amplitude and length scales, gp._Additive)
     kernel: str = "matern"
-    #: learn a Kumaraswamy-CDF warp of each input dimension with the GP (gp.warp)
-    input_warp: bool = False
+    #: learn a Kumaraswamy-CDF warp of each input dimension with the GP (gp.warp); None: with
+    #: one objective, from 16 members per generation in 4+ searched dims (auto_input_warp)
+    input_warp: bool | None = None
     #: "thompson": every member a Thompson draw's minimiser (after the greedy members); "ei":
     #: the first member of each batch (one objective) at log expected improvement's maximiser
     #: (acquisition.py), the greedy members and Thompson draws after it; None: "ei" with one
@@ -95,8 +96,11 @@ class BOConfig(GenerationalConfig):
         if self.kernel not in KERNELS:
             raise ValueError(f"strategy.kernel: one of {', '.join(KERNELS)}, got {self.kernel!r}")
         for field in ("restart", "trust_region", "input_warp"):
-            if not isinstance(getattr(self, field), bool | np.bool_):
-                raise ValueError(f"strategy.{field}: true or false, got {getattr(self, field)!r}")
+            value = getattr(self, field)
+            if field == "input_warp" and value is None:
+                continue
+            if not isinstance(value, bool | np.bool_):
+                raise ValueError(f"strategy.{field}: true or false, got {value!r}")
         if self.acquisition is not None and self.acquisition not in ACQUISITIONS:
             raise ValueError(
                 f"strategy.acquisition: one of {', '.join(ACQUISITIONS)}, got {self.acquisition!r}"

@@ -88,3 +88,24 @@ def auto_initial(D: int) -> int:
     (19.34 -> 20.06): the default stays.
     """
     return D + 1
+
+
+#: members per generation from which bo learns the input warp by default
+INPUT_WARP_MIN_MEMBERS = 16
+
+
+def auto_input_warp(D: int, P: int) -> bool:
+    """Default input warping (``strategy.input_warp``, a Kumaraswamy CDF per dimension learned
+    with the GP) for ``P`` members per generation in ``D`` searched dimensions: on from
+    :data:`INPUT_WARP_MIN_MEMBERS` members above :data:`LOCAL_SEARCH_MAX_DIM` dimensions.
+
+    Measured with ``scripts/bench_search.py`` (10 seeds, median regret, without -> with;
+    scripts/results/bench_search_input_warp.json): the warp's two parameters per dimension pay
+    off with large generations. 4 x 16: Styblinski-Tang-8 86.3 -> 77.2, Rosenbrock-5 455 ->
+    232, Hartmann-6 0.306 -> 0.266, Ackley-5 11.1 -> 11.7, Levy-5 2.04 -> 2.06; 3 x 64:
+    Styblinski-Tang-8 73.1 -> 61.2, Levy-5 0.933 -> 0.906, Ackley-5 9.52 -> 9.52, Rosenbrock-5
+    178 -> 180, Hartmann-6 0.298 -> 0.308. At 5 x 10 it lost in four of five rows (Levy-5 2.51
+    -> 3.96, Styblinski-Tang-8 87.8 -> 96.5, Ackley-5 10.1 -> 11.4, Rosenbrock-5 260 -> 382;
+    Hartmann-6 0.289 -> 0.263) and one Thompson draw at a time it doubled Levy-5.
+    """
+    return P >= INPUT_WARP_MIN_MEMBERS and D > LOCAL_SEARCH_MAX_DIM
