@@ -107,8 +107,9 @@ def test_one_member_takes_the_ei_maximiser_and_a_batch_leads_with_it():
     assert sum(any(np.array_equal(r, q) for q in u3) for r in u4[1:]) >= 2
 
 
-def test_default_acquisition_is_ei_for_one_member_and_thompson_for_batches():
-    assert [bo.auto_acquisition(P) for P in (1, 2, 16)] == ["ei", "thompson", "thompson"]
+def test_default_acquisition_is_ei_for_one_member_up_to_six_dims_and_thompson_else():
+    cases = ((1, 5), (1, 6), (1, 8), (2, 5), (16, 5))
+    assert [bo.auto_acquisition(P, D) for P, D in cases] == ["ei", "ei"] + ["thompson"] * 3
     X, y = _data()
     a = BayesOpt(fit_steps=20).propose(SPACE5, 0, 1, bo.init_theta(5), X, y, 4)[0]
     b = BayesOpt(fit_steps=20, acquisition="thompson").propose(

@@ -59,11 +59,12 @@ dimensions with one objective (:func:`auto_input_warp`; the state's GP parameter
 decision, so a resumed or older state keeps its own).
 
 **Expected improvement with one member** (``strategy.acquisition``; by default ``"ei"`` with one
-member per generation, :func:`auto_acquisition`): one Thompson draw per generation explores too
-much, so the member takes log expected improvement's maximiser instead (LogEI, Ament et al. 2023,
-:mod:`jaxhpo.strategies.acquisition`; projected Adam from the best candidates), with the log
-warp from 4 searched dimensions. In batches ``"ei"`` puts that member first, before the greedy
-member and the draws; it stays off there.
+member per generation in up to 6 searched dimensions, :func:`auto_acquisition`): one Thompson
+draw per generation explores too much, so the member takes log expected improvement's maximiser
+instead (LogEI, Ament et al. 2023, :mod:`jaxhpo.strategies.acquisition`; projected Adam from the
+best candidates), with the log warp from 4 searched dimensions. In 8 and 10 dimensions, where
+the GP's fit to at most 50 points explains little, EI lost to the draw. In batches ``"ei"``
+puts that member first, before the greedy member and the draws; it stays off there.
 
 Every default above is measured with ``scripts/bench_search.py``: the figures are in
 :mod:`jaxhpo.strategies.bo_defaults`, and the remedies measured and left off (``greedy_steps``,
@@ -278,7 +279,7 @@ class BayesOpt(GenerationalSearch):
         point of ``exclude`` again where the candidates allow); returns ``(u, theta, info)``."""
         D = X.shape[1]
         c = self.config
-        acquisition = auto_acquisition(P) if c.acquisition is None else c.acquisition
+        acquisition = auto_acquisition(P, D) if c.acquisition is None else c.acquisition
         # one Thompson draw per generation keeps the raw values (auto_warp)
         auto = auto_warp(D) if P > 1 or acquisition == "ei" else "none"
         warp = auto if c.warp is None else c.warp

@@ -63,7 +63,7 @@ class BOConfig(GenerationalConfig):
     #: "thompson": every member a Thompson draw's minimiser (after the greedy members); "ei":
     #: the first member of each batch (one objective) at log expected improvement's maximiser
     #: (acquisition.py), the greedy members and Thompson draws after it; None: "ei" with one
-    #: member per generation, else "thompson" (bo_defaults.auto_acquisition)
+    #: member per generation in up to 6 searched dims, else "thompson" (auto_acquisition)
     acquisition: str | None = None
     #: with several objectives: "hvi" (hypervolume improvement of per-objective Thompson
     #: draws, mo_thompson.py) or "parego" (a random Chebyshev scalarisation per member)

@@ -22,25 +22,32 @@ def auto_local_steps(D: int) -> int:
     return 50 if D <= LOCAL_SEARCH_MAX_DIM else 0
 
 
-def auto_acquisition(P: int) -> str:
-    """Default acquisition with ``P`` members per generation: ``"ei"`` (log expected
-    improvement's maximiser, :mod:`jaxhpo.strategies.acquisition`) for one member, else
-    ``"thompson"``.
+#: searched dimensions up to which one member per generation takes log EI by default
+EI_MAX_DIM = 6
+
+
+def auto_acquisition(P: int, D: int) -> str:
+    """Default acquisition with ``P`` members per generation in ``D`` searched dimensions:
+    ``"ei"`` (log expected improvement's maximiser, :mod:`jaxhpo.strategies.acquisition`) for
+    one member in up to :data:`EI_MAX_DIM` dimensions, else ``"thompson"``.
 
     Measured with ``scripts/bench_search.py`` (10 seeds, median regret; one Thompson draw with
     raw values -> log EI with the log warp in 4+ dimensions; Optuna's TPE beside;
     scripts/results/bench_search_seq.json). One member per generation (50 x 1): Levy-5 2.89 ->
     0.249 (TPE 2.16), Ackley-5 12.7 -> 8.03 (11.0), Rosenbrock-5 1111 -> 79.4 (515), Hartmann-6
     0.181 -> 0.194 (0.389), quadratic 2.1e-5 -> 5.9e-5, Branin 2.1e-4 -> 8.8e-5, Hartmann-3
-    7.9e-3 -> 7.9e-3, but Styblinski-Tang-8 103 -> 129 (TPE 82.5, random 124; with input
-    warping, the additive kernel or the SAAS-like prior no better, bench_search_ei.json).
-    Without the log warp EI's Rosenbrock-5 was 1945 (Levy-5 0.303). In
-    batches (5 x 10, bench_search_ei.json) EI's member before the greedy member, or in its
-    place, lost to the greedy member with Thompson draws (Levy-5 2.51 -> 2.76 / 2.02, Ackley-5
-    10.1 -> 10.1 / 12.7, Rosenbrock-5 260 -> 388 / 560, Styblinski-Tang-8 87.8 -> 109 / 106):
-    batches keep Thompson sampling.
+    7.9e-3 -> 7.9e-3. In 8 and 10 dimensions EI lost to the draw: Styblinski-Tang-8 103 -> 129
+    (TPE 82.5, random 124; with input warping, the additive kernel or the SAAS-like prior no
+    better, bench_search_ei.json), and with 40 evaluations (bench_search_10d_seq.json)
+    Styblinski-Tang-10 160 -> 184, Levy-10 43.5 -> 43.7, Ackley-10 19.9 -> 19.3 (random 177,
+    44.0, 20.2): there the GP's fit to at most 50 points explains little, and EI exploits it.
+    Without the log warp EI's Rosenbrock-5 was 1945 (Levy-5 0.303). In batches (5 x 10,
+    bench_search_ei.json) EI's member before the greedy member, or in its place, lost to the
+    greedy member with Thompson draws (Levy-5 2.51 -> 2.76 / 2.02, Ackley-5 10.1 -> 10.1 /
+    12.7, Rosenbrock-5 260 -> 388 / 560, Styblinski-Tang-8 87.8 -> 109 / 106): batches keep
+    Thompson sampling.
     """
-    return "ei" if P == 1 else "thompson"
+    return "ei" if P == 1 and D <= EI_MAX_DIM else "thompson"
 
 
 def auto_warp(D: int) -> str:
