@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.stats import norm
+from searchbench import Resumed, generations_of
 
+from jaxhpo.simulate import simulate
 from jaxhpo.space import Float, Space
 from jaxhpo.strategies import bo, gp
 from jaxhpo.strategies.acquisition import log_ei_at, log_h, maximise_ei
@@ -122,3 +124,26 @@ def test_default_acquisition_is_ei_for_one_member_up_to_six_dims_and_thompson_el
 def test_acquisition_names_its_field(value):
     with pytest.raises(ValueError, match="strategy.acquisition: one of thompson, ei"):
         BayesOpt(acquisition=value)
+
+
+SPACE4 = Space({f"x{i}": Float(-2.0, 2.0) for i in range(4)})
+
+
+@pytest.mark.parametrize("size, steps", [(1, 8), (16, 3)])
+def test_resumed_study_with_the_new_defaults_proposes_what_the_uninterrupted_one_would(size, steps):
+    """One member in 4 dims (log EI with the log warp) and 16 members (the input warp in the
+    GP's parameters): the state packed and restored after every update proposes the same."""
+
+    def curve(hp, ids, t, rng):
+        return sum((np.asarray(hp[k]) - 0.5) ** 2 for k in SPACE4.searched)
+
+    def run(strategy):
+        return simulate(strategy, SPACE4, curve, steps=steps, segment_steps=1, size=size, seed=2)
+
+    plain, resumed = run(BayesOpt(fit_steps=30)), run(Resumed(lambda: BayesOpt(fit_steps=30)))
+    for a, b in zip(
+        generations_of(plain, SPACE4, steps), generations_of(resumed, SPACE4, steps), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    gens = [e for e in plain.events if e["kind"] == "generation"]
+    assert gens[-1].get("proposal") != "sobol"  # the GP proposed by the end
