@@ -14,8 +14,9 @@ from jaxhpo import pareto
 from jaxhpo.objectives import parse_constraints
 from jaxhpo.simulate import simulate
 from jaxhpo.strategies import STRATEGIES
-from jaxhpo.strategies.bo import BayesOpt, BOConfig, chebyshev
+from jaxhpo.strategies.bo import BayesOpt, BOConfig
 from jaxhpo.strategies.mo_thompson import epsilon_gap, improvements, normalise
+from jaxhpo.strategies.parego import chebyshev
 from jaxhpo.strategies.search import RandomSearch
 
 problems = pytest.importorskip("pymoo.problems")

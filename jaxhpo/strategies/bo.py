@@ -40,18 +40,14 @@ generation's worst finite fitness plus its range (:func:`jaxhpo.strategies.evo.s
 
 **Output warping and the greedy member** (issue 29: bo in 5-10 dimensions trailed CMA-ES and TPE
 at 5 x 10). With one objective the fitness is warped before the GP standardises it
-(``strategy.warp``, by default ``"log"`` in 4 or more searched dimensions with two or more
-members, :func:`auto_warp`: ``log1p`` of the excess over the best value in units of its
-median, :mod:`jaxhpo.strategies.warping`): on heavy-tailed objectives (Rosenbrock) the raw
-standardised targets left the region near the optimum flat, and the fit explained it as noise.
-The first
-``greedy`` members of each batch (by default 1 in 4 or more searched dimensions,
-:func:`auto_greedy`) take the posterior mean's best candidate instead of a Thompson draw's
-minimiser: the other ``P - 1`` draws explore, one member exploits. Measured with
-``scripts/bench_search.py`` (5 x 10, 10 seeds, median regret, before -> after;
-scripts/results/bench_search_batch.json): Levy-5 5.31 -> 2.51, Rosenbrock-5 1284 -> 260,
-Styblinski-Tang-8 102 -> 87.8, Ackley-5 12.2 -> 10.1 (in 2-3 dimensions Hartmann-3 got worse:
-both stay off there).
+(``strategy.warp``, by default ``"log"`` in 4 or more searched dimensions except for one
+Thompson draw per generation, :func:`auto_warp`: ``log1p`` of the excess over the best value in
+units of its median, :mod:`jaxhpo.strategies.warping`): on heavy-tailed objectives (Rosenbrock)
+the raw standardised targets left the region near the optimum flat, and the fit explained it as
+noise. The first ``greedy`` members of each batch (by default 1 in 4 or more searched
+dimensions, :func:`auto_greedy`) take the posterior mean's best candidate instead of a Thompson
+draw's minimiser: the other ``P - 1`` draws explore, one member exploits. Both stay off in 1-3
+dimensions, where Hartmann-3 got worse with them.
 
 **Input warping** (``strategy.input_warp``, a Kumaraswamy CDF per dimension learned with the
 GP, :func:`~jaxhpo.strategies.gp.warp`): on by default from 16 members per generation in 4+
@@ -144,7 +140,7 @@ from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
 )
 from jaxhpo.strategies.gp_draws import draws_at, minimise_mean, optimise_draws  # noqa: F401
 from jaxhpo.strategies.mo_thompson import hvi_proposals
-from jaxhpo.strategies.parego import chebyshev, objectives_so_far
+from jaxhpo.strategies.parego import objectives_so_far, parego_proposals
 from jaxhpo.strategies.warm import GenerationalSearch, apply_points
 from jaxhpo.strategies.warping import warp_outputs
 
@@ -317,24 +313,6 @@ class BayesOpt(GenerationalSearch):
             picks += draw_picks(cand, f, x_loc, f_loc, taken, picks, P - n_ei - n_greedy)
         return np.stack(picks[len(exclude) :]), jax.tree.map(np.asarray, theta), info
 
-    def parego(self, space: Space, seed: int, g: int, theta0, X, Y, V, P: int):
-        """``P`` new unit points by ParEGO (module docstring): member ``p`` fits the GP to its
-        own Chebyshev scalarisation of ``(Y, V)`` and takes its Thompson draw's optimum;
-        returns ``(u [P, D], member 0's theta, fit info)``."""
-        picks, thetas = [], []
-        for p in range(P):  # host loop: one GP fit and one draw per member
-            w = np.random.default_rng([seed, g, p, 1]).dirichlet(np.ones(Y.shape[1]))
-            s = chebyshev(Y, V, w)
-            u, theta, info = self.propose(space, seed, g, theta0, X, s, 1, None, p, picks)
-            picks.append(u[0])
-            thetas.append(theta)
-        return np.stack(picks), thetas[0], {**info, "proposal": "parego"}
-
-    def hvi(self, space: Space, seed: int, g: int, theta0, X, Y, V, P: int):
-        """``P`` new unit points by hypervolume improvement under per-objective Thompson draws
-        (:mod:`jaxhpo.strategies.mo_thompson`)."""
-        return hvi_proposals(self, space, seed, g, theta0, X, Y, V, P)
-
     # -- Strategy ----------------------------------------------------------------------------
 
     def init(self, seed: int, space: Space, size: int | None):
@@ -390,8 +368,8 @@ class BayesOpt(GenerationalSearch):
             new_u = self._sobol(space, seed, len(y), P)
             theta, info = state.theta, {"proposal": "sobol"}
         elif len(Y):  # several objectives
-            form = self.parego if self.config.multi_objective == "parego" else self.hvi
-            new_u, theta, info = form(space, seed, g, state.theta, X, Y, V, P)
+            form = parego_proposals if self.config.multi_objective == "parego" else hvi_proposals
+            new_u, theta, info = form(self, space, seed, g, state.theta, X, Y, V, P)
             info = {**info, "front": int(np.sum(pareto.front_mask(Y, V)))}
         else:
             box = tr if self.config.trust_region else None

@@ -52,3 +52,18 @@ def chebyshev(Y: np.ndarray, V: np.ndarray, w: np.ndarray, rho: float = 0.05) ->
         vb = np.minimum(np.asarray(V, np.float64)[bad], 1e300)
         s[bad] = worst + 1 + vb / (1 + vb)
     return s
+
+
+def parego_proposals(bo, space, seed: int, g: int, theta0, X, Y, V, P: int):
+    """``P`` new unit points by ParEGO for the ``bo`` strategy (``multi_objective: parego``):
+    member ``p`` fits the GP to its own Chebyshev scalarisation of ``(Y, V)`` (weights from
+    ``[seed, g, p, 1]``) and takes its Thompson draw's optimum, no earlier member's point again;
+    returns ``(u [P, D], member 0's theta, fit info)``."""
+    picks, thetas = [], []
+    for p in range(P):  # host loop: one GP fit and one draw per member
+        w = np.random.default_rng([seed, g, p, 1]).dirichlet(np.ones(Y.shape[1]))
+        s = chebyshev(Y, V, w)
+        u, theta, info = bo.propose(space, seed, g, theta0, X, s, 1, None, p, picks)
+        picks.append(u[0])
+        thetas.append(theta)
+    return np.stack(picks), thetas[0], {**info, "proposal": "parego"}
