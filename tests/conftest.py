@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import tempfile
 
 # XLA:CPU spends most of a small test's time in LLVM optimisation of the compiled program
@@ -12,14 +10,12 @@ import tempfile
 # for a few steps, so they use the fastest backend optimisation level. Runs and benchmarks keep
 # XLA's default. Set XLA_FLAGS yourself to override.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
-# Runs cache compiled programs (jaxhpo/compile_cache.py); the tests keep theirs in a fresh folder
-# of this session's own: never the user's cache, and no entry another process wrote (a folder
-# shared across sessions once held an entry that crashed jax's cache reader with a segmentation
-# fault, in get_executable_and_time). Removed when the session ends.
-if "JAXHPO_COMPILE_CACHE" not in os.environ:
-    SESSION_CACHE = tempfile.mkdtemp(prefix="jaxhpo-test-xla-cache-")
-    os.environ["JAXHPO_COMPILE_CACHE"] = SESSION_CACHE
-    atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)
+# Runs cache compiled programs (jaxhpo/compile_cache.py); the tests keep theirs in a folder of
+# their own, never in the user's cache.
+os.environ.setdefault(
+    "JAXHPO_COMPILE_CACHE",
+    os.path.join(tempfile.gettempdir(), f"jaxhpo-test-xla-cache-{os.getuid()}"),
+)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
