@@ -20,15 +20,7 @@ os.environ.setdefault(
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxhpo import compile_cache  # noqa: E402
 from jaxhpo.tasks import LanguageModelTask
-
-# The suite's own process keeps XLA's persistent cache off (the runs it makes call
-# compile_cache.enable): in one process of 1,300 tests, jax 0.10.2's cache segfaulted in two clean
-# .ci/run's, reading and then writing the executable of test_population.py's smaller-batch test
-# (the test passes alone, and after the bo and population files with the cache on). The
-# processes a test starts still cache in the folder above.
-compile_cache.enable = lambda setting=True: None
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
