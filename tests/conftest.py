@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 
@@ -33,6 +34,21 @@ TINY_LM_OVERRIDES = [
     "task.max_bytes=200000",
     *(f"model.{k}={v}" for k, v in TINY_MODEL.items()),
 ]
+
+
+def free_compiled_programs() -> None:
+    """Drops every compiled program jax holds in this process. Each XLA:CPU executable keeps
+    about three memory maps, and Linux allows a process 65,530 (vm.max_map_count): one process
+    of the whole suite ran out of them at 74% and crashed inside XLA (a segmentation fault or
+    an abort in test_population.py, while compiling or caching)."""
+    jax.clear_caches()
+    gc.collect()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs_after_each_module():
+    yield
+    free_compiled_programs()
 
 
 @pytest.fixture(scope="session")

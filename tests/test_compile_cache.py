@@ -58,3 +58,24 @@ def test_the_setting_turns_it_off():
         pytest.skip("the cache is already on in this process")
     assert compile_cache.enable(False) is None
     assert not jax.config.jax_compilation_cache_dir
+
+
+def _maps() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux memory maps")
+def test_suite_frees_compiled_programs_so_the_process_keeps_its_memory_maps():
+    """tests/conftest.py frees jax's compiled programs after each test module: the whole suite
+    in one process once ran out of Linux's 65,530 memory maps and crashed inside XLA."""
+    from conftest import free_compiled_programs
+
+    free_compiled_programs()
+    before = _maps()
+    for i in range(100):
+        jax.jit(lambda x, i=i: x * i + i)(jax.numpy.ones(i + 1)).block_until_ready()
+    peak = _maps()
+    assert peak > before + 100  # each program holds maps of its own
+    free_compiled_programs()
+    assert _maps() - before < (peak - before) / 3  # most of them given back
