@@ -63,12 +63,17 @@ def _predictor(theta, X_NxD, y_N, mask_N):
     return predict
 
 
+def _log_ei(predict, best, x_D) -> jax.Array:
+    """Log expected improvement below ``best`` at ``x_D`` under ``predict`` (:func:`_predictor`)."""
+    mu, var = predict(x_D)
+    s = jnp.sqrt(var)
+    return log_h((best - mu) / s) + jnp.log(s)
+
+
 def log_ei_at(theta, X_NxD, y_N, mask_N, x_CxD, best) -> jax.Array:
     """Log expected improvement below ``best`` at the points ``x_CxD``: ``[C]``."""
     predict = _predictor(theta, X_NxD, y_N, mask_N)
-    mu, var = jax.vmap(predict)(x_CxD)
-    s = jnp.sqrt(var)
-    return log_h((best - mu) / s) + jnp.log(s)
+    return jax.vmap(lambda x: _log_ei(predict, best, x))(x_CxD)
 
 
 @functools.partial(jax.jit, static_argnames=("starts", "steps"))
@@ -94,9 +99,7 @@ def maximise_ei(
     predict = _predictor(theta, X_NxD, y_N, mask_N)
 
     def neg_log_ei(x_D):
-        mu, var = predict(x_D)
-        s = jnp.sqrt(var)
-        return -(log_h((best - mu) / s) + jnp.log(s))
+        return -_log_ei(predict, best, x_D)
 
     f_C = jax.vmap(neg_log_ei)(cand_CxD)
     x0_SxD = cand_CxD[jnp.argsort(f_C)[:starts]]
