@@ -151,3 +151,29 @@ def test_cli_resume_with_a_checkpoint_that_does_not_restore_is_one_line(monkeypa
     assert main(["resume", "/nonexistent"]) == 1
     err = capsys.readouterr().err
     assert err == "jaxhpo: error: checkpoint 3 was not restored: ValueError: shapes\n"
+
+
+def test_tensorboard_keeps_no_file_or_thread_open_per_member(tmp_path):
+    """Regression: one tensorboardX SummaryWriter per member held a file, a pipe and a thread
+    each, so a run of 400 members failed under Linux's default 1,024 open files; and every
+    evaluation flushed (fsync) every member's writer so far."""
+    import os
+    import threading
+
+    info = {"searched": ["lr"], "hparam_names": ["lr"], "objective": "val_loss"}
+    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    tb = TensorBoard()
+    tb.on_start(tmp_path, info)
+    for step in (0, 4):
+        rows = [
+            {"member": m, "step": step, "train_loss": 1.0, "lr": 0.1, "val_loss": m + step / 8}
+            for m in range(600)
+        ]
+        tb.on_evaluation(rows, [{"kind": "stop", "step": step, "member": 599}], tmp_path)
+        assert len(os.listdir("/proc/self/fd")) <= fds + 2
+        assert threading.active_count() == threads
+    for m in (0, 599):
+        assert _points(tmp_path / "tensorboard" / f"member-{m}") == [(0, m), (4, m + 0.5)]
+    ea = EventAccumulator(str(tmp_path / "tensorboard" / "member-599"))
+    ea.Reload()
+    assert [e.step for e in ea.Tensors("events/text_summary")] == [0, 4]

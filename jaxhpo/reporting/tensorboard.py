@@ -19,10 +19,10 @@ Open with ``tensorboard --logdir RUN_DIR/tensorboard`` (or a folder of run direc
 
 The files follow from the run's committed tables: a resumed run deletes ``RUN_DIR/tensorboard``
 and writes it again from ``metrics.csv`` and ``events.jsonl`` as cut back to the checkpoint
-(:func:`jaxhpo.reporting.callbacks.history`), then goes on live. Whatever a kill left in
-tensorboardX's
-queue or in a half-written file is not used, so every (tag, step) has one value, the
-uninterrupted run's.
+(:func:`jaxhpo.reporting.callbacks.history`), then goes on live. Whatever a kill left in a
+half-written file is not used, so every (tag, step) has one value, the uninterrupted run's.
+Each member's file is appended to and closed again at every evaluation (:class:`EventFiles`):
+no file or thread stays open per member, however many members a run has.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import socket
+import struct
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +50,7 @@ class TensorBoard(Callback):
     """Writes a run's curves, hyperparameters and events as TensorBoard event files."""
 
     def __init__(self) -> None:
-        self._writers: dict[int, Any] = {}
+        self._files = EventFiles(Path(SUBDIR))
         self._searched: list[str] = []
         self._names: list[str] = []
         self._objective = "val_loss"
@@ -55,43 +58,34 @@ class TensorBoard(Callback):
 
     def on_start(self, run_dir: Path, info: Mapping[str, Any]) -> None:
         self._root = Path(run_dir) / SUBDIR
+        self._files = EventFiles(self._root)
         self._searched = list(info.get("searched", []))
         self._names = list(info.get("hparam_names", []))
         self._objective = str(info.get("objective", "val_loss"))
         self._front = study_front(run_dir)
-        self.close()
         if info.get("resumed_at_step") is not None:  # rebuilt from the committed tables
             shutil.rmtree(self._root, ignore_errors=True)
             for rows, events in history(run_dir)[0]:
                 self.on_evaluation(rows, events, run_dir)
 
-    def _writer(self, member: int):
-        w = self._writers.get(member)
-        if w is None:
-            from tensorboardX import SummaryWriter
-
-            w = SummaryWriter(str(self._root / f"member-{member}"), flush_secs=30)
-            self._writers[member] = w
-        return w
-
     def on_evaluation(
         self, rows: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]], run_dir: Path
     ) -> None:
+        from tensorboardX.summary import text
+
+        add = self._files.add
         for row in rows:
-            w = self._writer(int(row["member"]))
-            step = int(row["step"])
-            _scalar(w, "loss/train", row.get("train_loss"), step)
+            member, step = int(row["member"]), int(row["step"])
+            add(member, _scalar("loss/train", row.get("train_loss")), step)
             for key, value in row.items():
                 if key.startswith("val_"):
-                    _scalar(w, f"val/{key[4:]}", value, step)
+                    add(member, _scalar(f"val/{key[4:]}", value), step)
             for name in self._searched:
-                _scalar(w, f"hparams/{name}", row.get(name), step)
+                add(member, _scalar(f"hparams/{name}", row.get(name)), step)
         for ev in events:
             for member in _members_of(ev):
-                w = self._writer(member)
-                w.add_text("events", json.dumps(ev, default=str), int(ev.get("step", 0) or 0))
-        for w in self._writers.values():
-            w.flush()
+                add(member, text("events", json.dumps(ev, default=str)), int(ev.get("step") or 0))
+        self._files.write()
 
     def on_end(self, run_dir: Path, members: Any) -> None:
         from tensorboardX.summary import hparams
@@ -103,24 +97,74 @@ class TensorBoard(Callback):
         if self._front is not None:
             on_front = pareto.front_mask(*self._front.matrix(members))
         for i, (_, row) in enumerate(members.iterrows()):
-            w = self._writer(int(row["member"]))
+            member = int(row["member"])
             hp = {n: float(row[n]) for n in names if finite(row[n])}
             mv = {m: float(row[m]) for m in metrics if finite(row[m])}
             for m in wanted:  # every objective in every session (NaN: none, e.g. diverged)
                 mv.setdefault(m, math.nan)
             if on_front is not None:
                 mv["pareto_front"] = float(on_front[i])
-            exp, ssi, sei = hparams(hp, mv)
-            for summary in (exp, ssi, sei):
-                w.file_writer.add_summary(summary)
+            for summary in hparams(hp, mv):
+                self._files.add(member, summary)
             for m, v in mv.items():
-                w.add_scalar(m, v)
-        self.close()
+                self._files.add(member, _scalar(m, v, keep_nan=True))
+        self._files.write()
 
     def close(self) -> None:
-        for w in self._writers.values():
-            w.close()
-        self._writers.clear()
+        """Writes what is queued (every hook already has: no file stays open)."""
+        self._files.write()
+
+
+class EventFiles:
+    """One TensorBoard event file per member under ``root/member-<id>/``, written by appending
+    whole records and closed again after every write.
+
+    tensorboardX's ``SummaryWriter`` keeps, per writer, an open file, a queue (a pipe) and a
+    thread, and flushes with an ``fsync``: one writer per member held three files per member, so
+    a run of 400 members hit Linux's default limit of 1,024 open files and failed, and every
+    evaluation flushed every member's writer so far. The records are those of tensorboardX's
+    own ``RecordWriter`` (TFRecord framing with masked CRC-32C), the events its ``Event``s."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._paths: dict[int, Path] = {}
+        self._pending: dict[int, list[Any]] = {}
+
+    def add(self, member: int, summary: Any, step: int | None = None) -> None:
+        """Queues a ``Summary`` for ``member`` (``None``: nothing), at ``step`` if given."""
+        from tensorboardX.proto.event_pb2 import Event
+
+        if summary is None:
+            return
+        event = Event(summary=summary, wall_time=time.time())
+        if step is not None:
+            event.step = int(step)
+        self._pending.setdefault(member, []).append(event)
+
+    def write(self) -> None:
+        """Appends every member's queued events to its file (one open and close per member)."""
+        from tensorboardX.proto.event_pb2 import Event
+
+        for member, events in self._pending.items():
+            path = self._paths.get(member)
+            if path is None:  # a new file starts with its version record, as tensorboardX's
+                folder = self.root / f"member-{member}"
+                folder.mkdir(parents=True, exist_ok=True)
+                stamp = f"{time.time():.0f}.{socket.gethostname()}"
+                path = self._paths[member] = folder / f"events.out.tfevents.{stamp}"
+                events = [Event(wall_time=time.time(), file_version="brain.Event:2"), *events]
+            with open(path, "ab") as f:
+                f.write(b"".join(_record(e.SerializeToString()) for e in events))
+        self._pending.clear()
+
+
+def _record(data: bytes) -> bytes:
+    """One TFRecord: length, its masked CRC-32C, the data, its masked CRC-32C."""
+    from tensorboardX.record_writer import masked_crc32c
+
+    header = struct.pack("Q", len(data))
+    crc = struct.pack("I", masked_crc32c(header))
+    return header + crc + data + struct.pack("I", masked_crc32c(data))
 
 
 def study_front(run_dir: Path) -> Any:
@@ -131,9 +175,13 @@ def study_front(run_dir: Path) -> Any:
     return Front.of((cfg or {}).get("strategy") or {})
 
 
-def _scalar(writer: Any, tag: str, value: Any, step: int) -> None:
-    if value is not None and finite(value):
-        writer.add_scalar(tag, float(value), step)
+def _scalar(tag: str, value: Any, keep_nan: bool = False) -> Any:
+    """A scalar ``Summary``; ``None`` for a missing or non-finite value (unless ``keep_nan``)."""
+    from tensorboardX.summary import scalar
+
+    if value is None or not (keep_nan or finite(value)):
+        return None
+    return scalar(tag, float(value))
 
 
 def _members_of(event: Mapping[str, Any]) -> list[int]:
