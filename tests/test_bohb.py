@@ -152,3 +152,23 @@ def test_bohb_gp_model_keeps_thompson_draws_for_one_model_member(monkeypatch):
     u, info = strategy.propose(state, 1, 1)
     assert info["proposal"] == "gp" and u.shape == (1, 2)
     assert calls == [("thompson", 1)]
+
+
+def test_bohb_masked_and_compact_give_the_same_study(tpe_run):
+    strategy = BOHB(eta=3, min_steps=1, model="tpe", max_steps=R, mode="compact")
+    compact = simulate(strategy, SPACE, curve, steps=R * 4, segment_steps=1, seed=0)
+    # the same decisions: every member's values at every step it was evaluated in both runs
+    key = ["member", "step"]
+    masked = tpe_run.table.set_index(key)
+    both = compact.table.set_index(key).join(masked, how="inner", rsuffix="_masked")
+    assert len(both) == len(compact.table)
+    for c in ("x", "y", "val_loss", "active", "t"):
+        np.testing.assert_array_equal(both[c], both[f"{c}_masked"])
+    assert compact.best_loss == tpe_run.best_loss and compact.best_member == tpe_run.best_member
+    assert compact.member_steps == tpe_run.member_steps
+    # compact re-packs at each rung and grows back to 17 members when an iteration starts
+    sizes = compact.table.groupby("step")["member"].count()
+    assert sizes.max() == 17 and sizes.min() < 17
+    grows = [e for e in compact.events if e["kind"] == "grow"]
+    assert [e["size"] for e in grows] == [17, 17, 17]
+    assert len(compact.table) < len(tpe_run.table)  # stopped members are not evaluated again

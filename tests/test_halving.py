@@ -482,6 +482,19 @@ def test_train_budget_stops_the_run(tmp_path):
     assert (r.members["steps"] == 30).all()  # 4 x 30 = 120; one more segment would be 160
 
 
+def test_a_compact_run_the_budget_ends_after_a_rung_reports_the_members_it_evaluated(tmp_path):
+    """Regression: the budget ended the run after a rung's re-pack had been applied, so the
+    final test evaluation ran on 3 members while the last observation had 9, and writing
+    members.csv failed (IndexError). A decision no segment follows is not applied."""
+    extra = ["population.size=9", "train.steps=60", "train.segment_steps=10"]
+    extra += ["strategy.min_steps=10", "strategy.eta=3", "strategy.mode=compact"]
+    r = _lm_run(tmp_path, "halving", [*extra, "train.budget=100"])  # 9 x 10, then 3 x 10 > 100
+    assert sorted(r.members["steps"].tolist()) == [10] * 9
+    assert r.members["test_loss"].notna().all() and r.state.size == 9
+    events = [json.loads(e) for e in (r.run_dir / "events.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e["kind"] in ("stop", "compact")]
+
+
 def test_host_only_strategies_refuse_the_compiled_loop():
     from jaxhpo.cli import load_config
     from jaxhpo.config import ConfigError

@@ -22,6 +22,10 @@ BAD_UPDATES = [
     (PopulationUpdate(hparams={"x0": np.full(4, np.inf)}), "hparams.x0 has non-finite"),
     (PopulationUpdate(hparams={"x0": np.zeros(3)}), r"hparams.x0 must be a scalar or \(4,\)"),
     (PopulationUpdate(keep=np.array([1, 1])), "keep lists a slot twice"),
+    (PopulationUpdate(grow=-1), "grow must be an integer >= 0"),
+    (PopulationUpdate(grow=2), r"grow needs reinit of shape \(6,\)"),
+    (PopulationUpdate(grow=1, reinit=np.array([1, 0, 0, 0, 0], bool)), "every slot that grow adds must"),
+    (PopulationUpdate(grow=1, reinit=np.ones(5, bool), active=np.ones(4, bool)), "active must"),
 ]
 
 
@@ -110,3 +114,21 @@ def test_compiled_run_refuses_a_decision_that_does_not_fit(toy, decide, message)
     )
     with pytest.raises(ValueError, match=f"^strategy update: {message}"):
         jax.eval_shape(program, pop, task.train_data, task.splits.val, {})
+
+
+def test_grow_adds_fresh_members_after_the_current_ones(toy):
+    """``grow`` adds slots first; the other fields index the grown population."""
+    _, popn, pop = toy
+    upd = PopulationUpdate(
+        grow=2,
+        reinit=np.array([False, False, True, True, True]),
+        hparams={"h0": np.array([1.0, 0.0, 0.25, 0.5, 0.75])},
+    )
+    popn2, grown, next_id = apply_update(popn, pop, upd, jax.random.key(1), 3)
+    assert grown.size == 5 and next_id == 6
+    np.testing.assert_array_equal(np.asarray(grown.member_id), [0, 1, 3, 4, 5])
+    np.testing.assert_array_equal(np.asarray(grown.step), [2, 2, 0, 0, 0])
+    np.testing.assert_allclose(np.asarray(popn2.get_hparams(grown)["h0"])[2:], [0.25, 0.5, 0.75])
+    chex.assert_trees_all_equal(  # the kept members are untouched
+        jax.tree.map(lambda x: x[:2], grown.params), jax.tree.map(lambda x: x[:2], pop.params)
+    )

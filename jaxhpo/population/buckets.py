@@ -400,6 +400,13 @@ class BucketedPopulation:
             slots.append(tuple(pos for pos, _ in mine))
         return BucketedState(tuple(states), tuple(keys), tuple(slots))
 
+    def grow_members(self, pop: BucketedState, n: int) -> BucketedState:
+        del pop
+        raise ValueError(
+            f"strategy update: grow ({n} slots) needs one population shape; shape buckets "
+            "(population.structure=buckets) keep each structure's members apart"
+        )
+
     def for_size(self, size: int) -> BucketedPopulation:
         del size
         return self

@@ -74,12 +74,13 @@ class MemberEdits:
         )
 
     def for_size(self, size: int) -> Any:
-        """This population's structure for ``size`` members: itself when ``size`` divides over
-        its devices, else the same structure over the most devices that divide ``size`` (a
-        compacted population in successive halving)."""
-        if size % self.devices == 0:
+        """This population's structure for ``size`` members: over the most of the devices it
+        was built with that divide ``size`` (itself when that is its own number): a compacted
+        population in successive halving, or one that grows back (``bohb``'s next iteration)."""
+        full = getattr(self, "full_devices", self.devices)
+        devices = max(d for d in range(1, full + 1) if size % d == 0)
+        if devices == self.devices:
             return self
-        devices = max(d for d in range(1, self.devices + 1) if size % d == 0)
         if jax.process_count() > 1:
             # A mesh on fewer devices would leave processes without devices of the population.
             raise ValueError(
@@ -96,12 +97,19 @@ class MemberEdits:
             fixed=self.fixed,
         )
         other.trace_counts = self.trace_counts  # one count for the whole run
+        other.full_devices = full  # a population that grows again gets its devices back
         return other
 
     def keep_members(self, pop: PopulationState, keep: Any) -> PopulationState:
         """A smaller population of slots ``keep`` (in that order), placed on its devices."""
         # gather inside jit: an eager index of an array spread over processes is not allowed
         return self.for_size(len(keep)).place(_gather(pop, np.asarray(keep, np.int32)))
+
+    def grow_members(self, pop: PopulationState, n: int) -> PopulationState:
+        """``n`` more slots after the current ones, each a copy of slot 0 until it is
+        re-initialised (``PopulationUpdate.grow``), placed on the larger population's devices."""
+        slots = np.concatenate([np.arange(pop.size), np.zeros(n, np.int64)]).astype(np.int32)
+        return self.for_size(pop.size + n).place(_gather(pop, slots))
 
     def copy_members(self, pop: PopulationState, parents: Any) -> PopulationState:
         """Slot ``i`` receives the whole member ``parents[i]``: parameters, optimizer state

@@ -241,12 +241,14 @@ def _train_segments(loop: Loop, checkpointer, console: Console, n_segments: int,
     for segment in range(loop.segment + 1, n_segments + 1):
         k = min(seg, total - loop.step)
         n_training = int(np.sum(loop.obs.active & ~loop.obs.diverged))
-        if cfg.train.budget and loop.book.member_steps + k * n_training > cfg.train.budget:
+        if _over_budget(loop):
             console.print(f"budget of {cfg.train.budget:,} member-steps reached")
             break
         dt = _train_segment(loop, segment, k)
         show(segment, loop.status(k, dt, n_training, int(loop.obs.diverged.sum())))
         if not _decide(loop, n_segments):
+            if _over_budget(loop):
+                console.print(f"budget of {cfg.train.budget:,} member-steps reached")
             break
         if checkpointer and segment % cfg.train.checkpoint_every == 0:
             save_checkpoint(checkpointer, loop)  # the state the next segment starts from
@@ -280,13 +282,24 @@ def _train_segment(loop: Loop, segment: int, k: int) -> float:
     return dt
 
 
+def _over_budget(loop: Loop) -> bool:
+    """Whether the next segment would pass ``train.budget`` (member-steps), counting the
+    members the last observation left training."""
+    budget = loop.cfg.train.budget
+    k = min(loop.cfg.train.segment_steps, loop.cfg.train.steps - loop.step)
+    n_training = int(np.sum(loop.obs.active & ~loop.obs.diverged))
+    return bool(budget) and loop.book.member_steps + k * n_training > budget
+
+
 def _decide(loop: Loop, n_segments: int) -> bool:
     """Tells the strategy the last observation and applies its update; False when the study
-    ends here (the strategy is done, or this was the last segment)."""
+    ends here (the strategy is done, this was the last segment, or the budget allows no
+    other)."""
     # The strategy is told every result, the last one included; an update is applied only
-    # while training goes on, so the final table describes the members evaluated.
+    # while training goes on, so the final table describes the members evaluated (a re-pack
+    # or a new generation after the last segment would leave members no one evaluated).
     loop.state, upd = loop.prep.strategy.update(loop.state, loop.obs)
-    if upd.done or loop.segment == n_segments:
+    if upd.done or loop.segment == n_segments or _over_budget(loop):
         # A study the strategy ends keeps the record of why (e.g. the last stops); a decision
         # after the last segment is not applied and not recorded.
         for ev in upd.events if upd.done else ():

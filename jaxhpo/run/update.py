@@ -10,9 +10,9 @@ Both apply in the order :class:`~jaxhpo.strategies.base.PopulationUpdate` docume
 compiled strategy may decide only the first and third (a shape change cannot happen inside one
 program).
 
-``apply_update`` works on any population that offers ``copy_members``, ``reinit_members``,
-``set_hparams``, ``set_active``, ``keep_members``, ``for_size``, ``place`` and
-``hparam_names``: the trainer (:class:`~jaxhpo.population.Population`), shape buckets
+``apply_update`` works on any population that offers ``grow_members``, ``copy_members``,
+``reinit_members``, ``set_hparams``, ``set_active``, ``keep_members``, ``for_size``, ``place``
+and ``hparam_names``: the trainer (:class:`~jaxhpo.population.Population`), shape buckets
 (:mod:`jaxhpo.population.buckets`) and the learning curves of :mod:`jaxhpo.simulate`.
 """
 
@@ -33,8 +33,9 @@ from jaxhpo.strategies.base import PopulationUpdate
 def check_update(
     upd: PopulationUpdate, size: int, names: tuple[str, ...], optional: tuple[str, ...] = ()
 ) -> None:
-    """A strategy's update must keep the population's shape and name real members; NaN (an
-    inactive conditional dimension) is allowed only in the ``optional`` names.
+    """A strategy's update must fit the population's shape (``size`` slots, plus ``grow``) and
+    name real members; NaN (an inactive conditional dimension) is allowed only in the
+    ``optional`` names.
 
     Raises:
       ValueError: naming the field (``strategy update: parents must ...``).
@@ -54,6 +55,17 @@ def check_update(
                 f"strategy update: {field} must lie in [0, {size}), got {arr.min()}..{arr.max()}"
             )
 
+    grow = upd.grow
+    if isinstance(grow, bool) or not isinstance(grow, int | np.integer) or grow < 0:
+        raise ValueError(f"strategy update: grow must be an integer >= 0, got {grow!r}")
+    if grow:
+        added = np.zeros(size + grow, bool)
+        added[size:] = True
+        if upd.reinit is None or np.asarray(upd.reinit).shape != added.shape:
+            raise ValueError(f"strategy update: grow needs reinit of shape ({size + grow},)")
+        if not np.all(np.asarray(upd.reinit, bool)[added]):
+            raise ValueError("strategy update: every slot that grow adds must be re-initialised")
+        size += int(grow)
     if upd.parents is not None:
         slots_ok("parents", shape_ok("parents", upd.parents))
     if upd.keep is not None:
@@ -102,6 +114,10 @@ def apply_update(
         range, unknown or non-finite hyperparameter), before anything is changed.
     """
     check_update(upd, pop.size, population.hparam_names, choices.optional_names(population))
+    if upd.grow:
+        size = pop.size + int(upd.grow)
+        pop = population.grow_members(pop, int(upd.grow))
+        population = population.for_size(size)
     if upd.parents is not None:
         pop = population.copy_members(pop, upd.parents)
     if upd.reinit is not None and np.any(upd.reinit):

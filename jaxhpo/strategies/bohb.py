@@ -44,7 +44,13 @@ from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, static
 from jaxhpo.strategies.bo import BayesOpt
 from jaxhpo.strategies.decision import Observation, PopulationUpdate
 from jaxhpo.strategies.gp import init_theta
-from jaxhpo.strategies.halving import HalvingConfig, HalvingState, Hyperband, _int_field
+from jaxhpo.strategies.halving import (
+    HALVING_MODES,
+    HalvingConfig,
+    HalvingState,
+    Hyperband,
+    _int_field,
+)
 
 MODELS = ("tpe", "gp", "random")
 
@@ -68,6 +74,10 @@ class BOHBConfig:
     samples: int = 64  # draws from l(x) scored by l(x) / g(x), per member
     bandwidth_factor: float = 3.0  # widening of l(x)'s bandwidths when drawing
     min_bandwidth: float = 1e-3  # smallest kernel bandwidth (unit coordinates)
+    #: masked (a bracket's stopped members stay in the population, inactive, until the
+    #: iteration ends) | compact (re-packed to the members still training at each rung; the
+    #: next iteration grows the population back): the same decisions, less work under vmap
+    mode: str = "masked"
 
     def __post_init__(self):
         _int_field(self.eta, "strategy.eta", 2)
@@ -78,6 +88,7 @@ class BOHBConfig:
             _int_field(self.min_points, "strategy.min_points", 2)
         checks = [
             ("model", self.model in MODELS, f"unknown {self.model!r} ({', '.join(MODELS)})"),
+            ("mode", self.mode in HALVING_MODES, f"unknown mode ({', '.join(HALVING_MODES)})"),
             ("random_fraction", 0 <= self.random_fraction <= 1, "must lie in [0, 1]"),
             ("top_fraction", 0 < self.top_fraction < 1, "must lie in (0, 1)"),
             ("bandwidth_factor", self.bandwidth_factor > 0, "must be > 0"),
@@ -124,7 +135,8 @@ class BOHB(Strategy):
             raise ValueError(f"strategy.min_steps: must be >= 1, got {self.config.min_steps}")
         if not R:
             raise ValueError("strategy.iteration_steps: required (from_config fills it in)")
-        cfg = HalvingConfig(eta=self.config.eta, min_steps=self.config.min_steps)
+        c = self.config
+        cfg = HalvingConfig(eta=c.eta, min_steps=c.min_steps, mode=c.mode)
         self.hyperband = Hyperband(cfg, max_steps=R)  # the brackets of one iteration
         self.max_steps = R
         rungs = {r for b in self.hyperband.rungs for r in b}
@@ -221,16 +233,19 @@ class BOHB(Strategy):
             return state, upd
         if last:
             return state, PopulationUpdate(events=upd.events, done=True)
-        P = len(obs.member_id)
+        P = len(state.member_id)  # the iteration's members (compact: more than the slots)
+        grow = P - len(obs.member_id)
         u_new, info = self.propose(state, it + 1, P)
         cols = space.from_unit(u_new)
         new_state = state.replace(iteration=np.asarray(it + 1, np.int64), **self._fresh_brackets(P))
         event = {"kind": "generation", "generation": it, "algorithm": "bohb", **info}
+        events = [*upd.events, event, *([{"kind": "grow", "size": P}] if grow else [])]
         return new_state, PopulationUpdate(
+            grow=grow,
             reinit=np.ones(P, bool),
             hparams={k: np.asarray(cols[k]) for k in space.searched},
             active=np.ones(P, bool),
-            events=[*upd.events, event],
+            events=events,
         )
 
     def propose(self, state: BOHBState, iteration: int, P: int):

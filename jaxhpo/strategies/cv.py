@@ -116,6 +116,7 @@ class CrossValidated(Strategy):
             hparams=None if upd.hparams is None else {n: rows(v) for n, v in upd.hparams.items()},
             active=rows(upd.active),
             keep=None if upd.keep is None else slots(upd.keep),
+            grow=upd.grow * k,
             events=[e for ev in upd.events for e in self.fold_events(ev)],
         )
 

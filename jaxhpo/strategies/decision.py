@@ -70,10 +70,13 @@ class Observation:
 class PopulationUpdate:
     """What to do to the population; ``None`` fields mean "leave as is".
 
-    Applied in this order: copy (``parents``), re-initialise (``reinit``), set ``hparams``,
-    set ``active``, then re-pack (``keep``). All fields but ``keep`` index the current slots
-    ``[P]``; ``keep`` makes a smaller population of the listed slots, in that order (successive
-    halving's *compact* mode: a new shape, so the next segment compiles once more).
+    Applied in this order: grow (``grow``), copy (``parents``), re-initialise (``reinit``), set
+    ``hparams``, set ``active``, then re-pack (``keep``). ``grow`` first adds that many slots
+    after the current ``P``, each to be re-initialised (``reinit`` must be True there); every
+    other field but ``keep`` indexes the slots ``[P + grow]``; ``keep`` makes a smaller
+    population of the listed slots, in that order (successive halving's and ``bohb``'s *compact*
+    mode; ``bohb`` grows back for its next iteration). A new size is a new shape: the first
+    segment at each size compiles once more.
 
     Lineage events are dicts with a ``kind``; the run loop adds ``step``. Kinds written by the
     built-in strategies:
@@ -83,9 +86,11 @@ class PopulationUpdate:
       ``parent_fitness`` (minimised objective);
     * ``explore``: ``member``, ``before``, ``after`` (a member perturbed without copying);
     * ``stop``: ``member``, ``fitness``, ``reason`` (e.g. ``rung 2 of bracket 0``);
-    * ``compact``: ``keep`` (member ids of the re-packed population, in slot order).
+    * ``compact``: ``keep`` (member ids of the re-packed population, in slot order);
+    * ``grow``: ``size`` (the population's size after ``grow`` slots were added).
     """
 
+    grow: int = 0  # slots added first (then P means P + grow), each re-initialised
     parents: np.ndarray | None = None  # int [P]: slot i receives the whole member parents[i]
     reinit: np.ndarray | None = None  # bool [P]: slot i becomes a fresh member with a new id
     hparams: dict[str, np.ndarray] | None = None  # name -> [P] new values (subset of names ok)
