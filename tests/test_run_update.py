@@ -24,7 +24,7 @@ BAD_UPDATES = [
     (PopulationUpdate(keep=np.array([1, 1])), "keep lists a slot twice"),
     (PopulationUpdate(grow=-1), "grow must be an integer >= 0"),
     (PopulationUpdate(grow=2), r"grow needs reinit of shape \(6,\)"),
-    (PopulationUpdate(grow=1, reinit=np.array([1, 0, 0, 0, 0], bool)), "every slot that grow adds must"),
+    (PopulationUpdate(grow=1, reinit=np.eye(5, dtype=bool)[0]), "every slot that grow adds"),
     (PopulationUpdate(grow=1, reinit=np.ones(5, bool), active=np.ones(4, bool)), "active must"),
 ]
 
