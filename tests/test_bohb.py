@@ -29,8 +29,8 @@ def curve(hp, ids, t, rng):
     return f + 0.5 * np.exp(-np.asarray(t) / 3)
 
 
-def study(model="tpe", seed=0, iterations=4):
-    strategy = BOHB(eta=3, min_steps=1, model=model, max_steps=R)
+def study(model="tpe", seed=0, iterations=4, **settings):
+    strategy = BOHB(eta=3, min_steps=1, model=model, max_steps=R, **settings)
     return simulate(strategy, SPACE, curve, steps=R * iterations, segment_steps=1, seed=seed)
 
 
@@ -48,7 +48,8 @@ def test_bohb_is_registered_and_its_brackets_are_hyperbands():
 
 
 def test_bohb_config_checks_name_the_field():
-    for field, bad in (("model", "smac"), ("top_fraction", 1.0), ("samples", 0), ("eta", 1)):
+    bad_values = [("model", "smac"), ("top_fraction", 1.0), ("samples", 0), ("eta", 1)]
+    for field, bad in [*bad_values, ("mode", "packed"), ("fidelity", "every")]:
         with pytest.raises(ValueError, match=f"strategy.{field}"):
             BOHB.Config(**{field: bad})
 
@@ -172,3 +173,19 @@ def test_bohb_masked_and_compact_give_the_same_study(tpe_run):
     grows = [e for e in compact.events if e["kind"] == "grow"]
     assert [e["size"] for e in grows] == [17, 17, 17]
     assert len(compact.table) < len(tpe_run.table)  # stopped members are not evaluated again
+
+
+def test_bohb_gp_over_every_budget_draws_at_the_largest_and_is_deterministic():
+    """``fidelity: all``: one GP over (x, log budget) from every observation; its members are
+    drawn at the budget R (the budget's column held at 1), land near the optimum and follow
+    from the seed."""
+    run = study(model="gp", fidelity="all")
+    gens = [e for e in run.events if e["kind"] == "generation"]
+    assert gens[0]["proposal"] == "gp" and gens[0]["fidelity"] == "all"
+    assert gens[0]["budget"] == R and gens[0]["model_members"] > 0
+    floor = 0.5 * np.exp(-R / 3)
+    assert run.best_loss - floor < 1e-3 < study(model="random").best_loss - floor
+    assert run.table["x"].between(-1, 1).all() and run.table["y"].between(-1, 1).all()
+    chex.assert_trees_all_equal(
+        study(model="gp", fidelity="all").table.to_numpy(), run.table.to_numpy()
+    )

@@ -268,11 +268,13 @@ class BayesOpt(GenerationalSearch):
         tr=None,
         stream: int | None = None,
         exclude: list[np.ndarray] = (),
+        box: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         """``P`` new unit points of ``space`` by batch Thompson sampling given observations
         ``(X, y)`` (inside the trust region of length ``tr[0]`` when given; draws and candidates
         from the sub-stream ``stream`` of generation ``g`` when given: ParEGO's members; no
-        point of ``exclude`` again where the candidates allow); returns ``(u, theta, info)``."""
+        point of ``exclude`` again where the candidates allow; inside ``box = (lo [D], hi [D])``
+        when given); returns ``(u, theta, info)``."""
         D = X.shape[1]
         c = self.config
         acquisition = auto_acquisition(P, D) if c.acquisition is None else c.acquisition
@@ -287,6 +289,8 @@ class BayesOpt(GenerationalSearch):
         lo, hi = full if tr is None else trust_region.box(X, ys, theta["log_ls"], tr[0])
         if tr is None and self.config.local_box is not None and self.config.local_box_dims <= D:
             lo, hi = trust_region.box(X, ys, theta["log_ls"], self.config.local_box)
+        if box is not None:  # the caller's box (bohb: the budget coordinate held at R)
+            lo, hi = (np.asarray(v, np.float64) for v in box)
         streams = [seed, g] if stream is None else [seed, g, stream]
         rng = np.random.default_rng(streams)
         cand = self._candidates(space, rng, X, ys, lo, hi)

@@ -39,7 +39,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxhpo.space import Space
+from jaxhpo.space import Float, Space
 from jaxhpo.strategies.base import Capabilities, Strategy, StrategyState, static
 from jaxhpo.strategies.bo import BayesOpt
 from jaxhpo.strategies.decision import Observation, PopulationUpdate
@@ -53,6 +53,8 @@ from jaxhpo.strategies.halving import (
 )
 
 MODELS = ("tpe", "gp", "random")
+FIDELITIES = ("largest", "all")
+_BUDGET = "bohb:budget"  # the budget's column in the GP over every budget (not a space name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,10 @@ class BOHBConfig:
     #: iteration ends) | compact (re-packed to the members still training at each rung; the
     #: next iteration grows the population back): the same decisions, less work under vmap
     mode: str = "masked"
+    #: the GP's observations (model gp): "largest" (BOHB's rule: the largest budget with
+    #: min_points) | "all" (every budget, its log a further input of the GP, the new members
+    #: drawn at the largest: a multi-fidelity GP; used from min_points observations in all)
+    fidelity: str = "largest"
 
     def __post_init__(self):
         _int_field(self.eta, "strategy.eta", 2)
@@ -89,6 +95,7 @@ class BOHBConfig:
         checks = [
             ("model", self.model in MODELS, f"unknown {self.model!r} ({', '.join(MODELS)})"),
             ("mode", self.mode in HALVING_MODES, f"unknown mode ({', '.join(HALVING_MODES)})"),
+            ("fidelity", self.fidelity in FIDELITIES, f"unknown ({', '.join(FIDELITIES)})"),
             ("random_fraction", 0 <= self.random_fraction <= 1, "must lie in [0, 1]"),
             ("top_fraction", 0 < self.top_fraction < 1, "must lie in (0, 1)"),
             ("bandwidth_factor", self.bandwidth_factor > 0, "must be > 0"),
@@ -257,6 +264,9 @@ class BOHB(Strategy):
         X, b, y = np.asarray(state.X), np.asarray(state.budget), np.asarray(state.y)
         ok = np.isfinite(y)
         usable = [r for r in self.budgets if np.sum(ok & (b == r)) >= self.min_points(D)]
+        every = self.config.model == "gp" and self.config.fidelity == "all"
+        if every:  # one GP over every budget: usable once there are enough observations
+            usable = [self.max_steps] if ok.sum() >= self.min_points(D) else []
         if self.config.model == "random" or not usable:
             return _snap(space, u), {"proposal": "random", "observations": int(len(y))}
         at = max(usable)
@@ -270,10 +280,14 @@ class BOHB(Strategy):
             # Thompson draws whatever the number of model members (bo's default for one member
             # is log EI; bohb's figures are measured with the draws)
             bo = BayesOpt(initial=1, acquisition="thompson")
-            picks, _, _ = bo.propose(
-                space, int(state.seed), iteration, init_theta(D), Xb, yb, int(model.sum())
-            )
-            u[model] = picks
+            n, seed = int(model.sum()), int(state.seed)
+            if every:
+                u[model] = self._propose_over_budgets(
+                    bo, space, seed, iteration, X[ok], b[ok], y[ok], n
+                )
+            else:
+                picks, _, _ = bo.propose(space, seed, iteration, init_theta(D), Xb, yb, n)
+                u[model] = picks
         else:
             for i in np.flatnonzero(model):
                 u[i] = self._draw(rng, good, bad)
@@ -282,8 +296,22 @@ class BOHB(Strategy):
             "budget": at,
             "observations": int(len(y)),
             "model_members": int(model.sum()),
+            **({"fidelity": "all"} if every else {}),
         }
         return _snap(space, u), info
+
+    def _propose_over_budgets(self, bo, space, seed, iteration, X, b, y, n) -> np.ndarray:
+        """``n`` points by Thompson sampling from one GP over ``(x, log budget)`` (the budget
+        scaled to [0, 1] from the smallest to R), every draw at R."""
+        D = X.shape[1]
+        lo_b = min(self.budgets)
+        t = (np.log(b) - np.log(lo_b)) / (np.log(self.max_steps) - np.log(lo_b))
+        dims = {name: space[name] for name in space.searched}
+        aug = Space({**dims, _BUDGET: Float(0.0, 1.0)}, where="bohb")
+        box = (np.r_[np.zeros(D), 1.0], np.ones(D + 1))
+        Xa = np.concatenate([X, t[:, None]], axis=1)
+        picks, _, _ = bo.propose(aug, seed, iteration, init_theta(D + 1), Xa, y, n, box=box)
+        return picks[:, :D]
 
     def _draw(self, rng, good: np.ndarray, bad: np.ndarray) -> np.ndarray:
         """The best of ``samples`` draws from ``l`` (widened) by ``l(x) / g(x)``."""
