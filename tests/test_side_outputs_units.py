@@ -171,7 +171,7 @@ def test_tensorboard_keeps_no_file_or_thread_open_per_member(tmp_path):
         ]
         tb.on_evaluation(rows, [{"kind": "stop", "step": step, "member": 599}], tmp_path)
         assert len(os.listdir("/proc/self/fd")) <= fds + 2
-        assert threading.active_count() == threads
+        assert threading.active_count() <= threads  # (other tests' threads may end meanwhile)
     for m in (0, 599):
         assert _points(tmp_path / "tensorboard" / f"member-{m}") == [(0, m), (4, m + 0.5)]
     ea = EventAccumulator(str(tmp_path / "tensorboard" / "member-599"))
