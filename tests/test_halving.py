@@ -473,6 +473,27 @@ def test_compact_and_masked_halving_agree_on_the_lm_task(tmp_path):
     assert res["compact"].state.size == 1 and res["masked"].state.size == 9
 
 
+@pytest.mark.slow
+def test_compact_and_masked_bohb_agree_on_the_lm_task(tmp_path):
+    """bohb's compact mode re-packs at each rung and grows back for the next iteration: the
+    same members, steps and losses as masked (to float32 rounding: a program over fewer members
+    may round differently), on fewer slots."""
+    common = ["train.steps=120", "train.segment_steps=10", "strategy.min_steps=10"]
+    common += ["strategy.eta=3", "strategy.iteration_steps=30", "population.size=null"]
+    res = {
+        mode: _lm_run(tmp_path / mode, "bohb", [*common, f"strategy.mode={mode}"])
+        for mode in ("masked", "compact")
+    }
+    a = res["masked"].members.set_index("member")
+    b = res["compact"].members.set_index("member")
+    assert a.index.tolist() == b.index.tolist() and len(a) > 10
+    np.testing.assert_allclose(a["val_loss"], b["val_loss"], rtol=1e-5)
+    np.testing.assert_array_equal(a["steps"], b["steps"])
+    events = {m: (r.run_dir / "events.jsonl").read_text().splitlines() for m, r in res.items()}
+    grows = [e for e in map(json.loads, events["compact"]) if e["kind"] == "grow"]
+    assert len(grows) == 3 and not any("grow" in e for e in events["masked"])
+
+
 def test_train_budget_stops_the_run(tmp_path):
     r = _lm_run(
         tmp_path,

@@ -78,7 +78,8 @@ class BOHBConfig:
     min_bandwidth: float = 1e-3  # smallest kernel bandwidth (unit coordinates)
     #: masked (a bracket's stopped members stay in the population, inactive, until the
     #: iteration ends) | compact (re-packed to the members still training at each rung; the
-    #: next iteration grows the population back): the same decisions, less work under vmap
+    #: next iteration grows the population back): the same decisions (losses to float32
+    #: rounding), less work under vmap
     mode: str = "masked"
     #: the GP's observations (model gp): "largest" (BOHB's rule: the largest budget with
     #: min_points) | "all" (every budget, its log a further input of the GP, the new members
