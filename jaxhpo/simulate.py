@@ -182,9 +182,6 @@ class _Curves:
     def keep_members(self, pop: _Members, keep) -> _Members:
         return pop.take(np.asarray(keep))
 
-    def grow_members(self, pop: _Members, n: int) -> _Members:
-        return pop.take(np.concatenate([np.arange(pop.size), np.zeros(n, np.int64)]))
-
     def for_size(self, size: int) -> _Curves:
         del size
         return self

@@ -388,6 +388,8 @@ class BucketedPopulation:
     def keep_members(self, pop: BucketedState, keep: Any) -> BucketedState:
         """Slot ``j`` of the new population is slot ``keep[j]``; emptied buckets go."""
         keep = np.asarray(keep, np.int64)
+        if len(set(keep.tolist())) != keep.size:  # PopulationUpdate.grow: one shape only
+            raise ValueError("strategy update: grow is not possible with shape buckets")
         new_pos = {int(s): j for j, s in enumerate(keep)}
         keys, slots, states = [], [], []
         for k, s, b in zip(pop.keys, pop.slots, pop.buckets, strict=True):
@@ -399,13 +401,6 @@ class BucketedPopulation:
             keys.append(k)
             slots.append(tuple(pos for pos, _ in mine))
         return BucketedState(tuple(states), tuple(keys), tuple(slots))
-
-    def grow_members(self, pop: BucketedState, n: int) -> BucketedState:
-        del pop
-        raise ValueError(
-            f"strategy update: grow ({n} slots) needs one population shape; shape buckets "
-            "(population.structure=buckets) keep each structure's members apart"
-        )
 
     def for_size(self, size: int) -> BucketedPopulation:
         del size

@@ -77,7 +77,7 @@ class MemberEdits:
         """This population's structure for ``size`` members: over the most of the devices it
         was built with that divide ``size`` (itself when that is its own number): a compacted
         population in successive halving, or one that grows back (``bohb``'s next iteration)."""
-        full = getattr(self, "full_devices", self.devices)
+        full = self.full_devices
         devices = max(d for d in range(1, full + 1) if size % d == 0)
         if devices == self.devices:
             return self
@@ -101,15 +101,10 @@ class MemberEdits:
         return other
 
     def keep_members(self, pop: PopulationState, keep: Any) -> PopulationState:
-        """A smaller population of slots ``keep`` (in that order), placed on its devices."""
+        """The population of slots ``keep`` (in that order; a slot listed again is a copy, as
+        ``PopulationUpdate.grow`` adds), placed on its devices."""
         # gather inside jit: an eager index of an array spread over processes is not allowed
         return self.for_size(len(keep)).place(_gather(pop, np.asarray(keep, np.int32)))
-
-    def grow_members(self, pop: PopulationState, n: int) -> PopulationState:
-        """``n`` more slots after the current ones, each a copy of slot 0 until it is
-        re-initialised (``PopulationUpdate.grow``), placed on the larger population's devices."""
-        slots = np.concatenate([np.arange(pop.size), np.zeros(n, np.int64)]).astype(np.int32)
-        return self.for_size(pop.size + n).place(_gather(pop, slots))
 
     def copy_members(self, pop: PopulationState, parents: Any) -> PopulationState:
         """Slot ``i`` receives the whole member ``parents[i]``: parameters, optimizer state

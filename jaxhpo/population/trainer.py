@@ -155,6 +155,8 @@ class Population(MemberInit, MemberEdits, PopulationEvaluation):
         self.graphdef = self.model.graphdef
         #: How many times each program was traced (a retrace means a recompile).
         self.trace_counts: dict[str, int] = {"init": 0, "segment": 0, "evaluate": 0}
+        #: the devices it was built with (a re-packed population that grows again gets them back)
+        self.full_devices = devices
         self._build_programs(devices, data_devices, device_offset)
         #: How the member mode was chosen (``auto``: :mod:`jaxhpo.population.member_mode`);
         #: written to run.json.

@@ -57,14 +57,13 @@ class TensorBoard(Callback):
         self._front: Any = None
 
     def on_start(self, run_dir: Path, info: Mapping[str, Any]) -> None:
-        self._root = Path(run_dir) / SUBDIR
-        self._files = EventFiles(self._root)
+        self._files = EventFiles(Path(run_dir) / SUBDIR)
         self._searched = list(info.get("searched", []))
         self._names = list(info.get("hparam_names", []))
         self._objective = str(info.get("objective", "val_loss"))
         self._front = study_front(run_dir)
         if info.get("resumed_at_step") is not None:  # rebuilt from the committed tables
-            shutil.rmtree(self._root, ignore_errors=True)
+            shutil.rmtree(self._files.root, ignore_errors=True)
             for rows, events in history(run_dir)[0]:
                 self.on_evaluation(rows, events, run_dir)
 

@@ -241,17 +241,16 @@ def _train_segments(loop: Loop, checkpointer, console: Console, n_segments: int,
     for segment in range(loop.segment + 1, n_segments + 1):
         k = min(seg, total - loop.step)
         n_training = int(np.sum(loop.obs.active & ~loop.obs.diverged))
-        if _over_budget(loop):
-            console.print(f"budget of {cfg.train.budget:,} member-steps reached")
+        if _over_budget(loop):  # before the first segment (after it: _decide)
             break
         dt = _train_segment(loop, segment, k)
         show(segment, loop.status(k, dt, n_training, int(loop.obs.diverged.sum())))
         if not _decide(loop, n_segments):
-            if _over_budget(loop):
-                console.print(f"budget of {cfg.train.budget:,} member-steps reached")
             break
         if checkpointer and segment % cfg.train.checkpoint_every == 0:
             save_checkpoint(checkpointer, loop)  # the state the next segment starts from
+    if _over_budget(loop):
+        console.print(f"budget of {cfg.train.budget:,} member-steps reached")
 
 
 def _train_segment(loop: Loop, segment: int, k: int) -> float:

@@ -10,10 +10,11 @@ Both apply in the order :class:`~jaxhpo.strategies.base.PopulationUpdate` docume
 compiled strategy may decide only the first and third (a shape change cannot happen inside one
 program).
 
-``apply_update`` works on any population that offers ``grow_members``, ``copy_members``,
-``reinit_members``, ``set_hparams``, ``set_active``, ``keep_members``, ``for_size``, ``place``
-and ``hparam_names``: the trainer (:class:`~jaxhpo.population.Population`), shape buckets
-(:mod:`jaxhpo.population.buckets`) and the learning curves of :mod:`jaxhpo.simulate`.
+``apply_update`` works on any population that offers ``copy_members``, ``reinit_members``,
+``set_hparams``, ``set_active``, ``keep_members`` (which ``grow`` uses too, with slot 0 listed
+again), ``for_size``, ``place`` and ``hparam_names``: the trainer
+(:class:`~jaxhpo.population.Population`), shape buckets (:mod:`jaxhpo.population.buckets`) and
+the learning curves of :mod:`jaxhpo.simulate`.
 """
 
 from __future__ import annotations
@@ -114,10 +115,10 @@ def apply_update(
         range, unknown or non-finite hyperparameter), before anything is changed.
     """
     check_update(upd, pop.size, population.hparam_names, choices.optional_names(population))
-    if upd.grow:
-        size = pop.size + int(upd.grow)
-        pop = population.grow_members(pop, int(upd.grow))
-        population = population.for_size(size)
+    if upd.grow:  # the new slots start as copies of slot 0; reinit replaces them below
+        slots = np.concatenate([np.arange(pop.size), np.zeros(int(upd.grow), np.int64)])
+        pop = population.keep_members(pop, slots)
+        population = population.for_size(len(slots))
     if upd.parents is not None:
         pop = population.copy_members(pop, upd.parents)
     if upd.reinit is not None and np.any(upd.reinit):

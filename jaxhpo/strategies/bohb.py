@@ -264,10 +264,11 @@ class BOHB(Strategy):
         u = rng.random((P, D))
         X, b, y = np.asarray(state.X), np.asarray(state.budget), np.asarray(state.y)
         ok = np.isfinite(y)
-        usable = [r for r in self.budgets if np.sum(ok & (b == r)) >= self.min_points(D)]
         every = self.config.model == "gp" and self.config.fidelity == "all"
         if every:  # one GP over every budget: usable once there are enough observations
             usable = [self.max_steps] if ok.sum() >= self.min_points(D) else []
+        else:
+            usable = [r for r in self.budgets if np.sum(ok & (b == r)) >= self.min_points(D)]
         if self.config.model == "random" or not usable:
             return _snap(space, u), {"proposal": "random", "observations": int(len(y))}
         at = max(usable)
