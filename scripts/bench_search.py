@@ -40,7 +40,11 @@ where it takes the log warp from 4 dimensions), ``bo_ei_g0`` in place of the gre
 log warp and then input warping, the
 additive kernel, the SAAS-like prior; ``bo_seq_ts`` bo's one-member default before (one
 Thompson draw, raw values); ``bo_no_iw`` bo without the input warp it learns by default since
-from 16 members per generation in 4+ dimensions. Further
+from 16 members per generation in 4+ dimensions. Fifth round (bench_search_trust_region.json,
+bench_search_prior_mean.json): ``bo_tr_now`` the trust region on bo's defaults (the default
+since for one member per generation in 7+ dimensions), ``bo_mfit`` / ``bo_mmax`` the GP's
+constant prior mean fitted / at the worst observation (``strategy.prior_mean``), ``bo_raw`` bo
+without the log warp. Further
 baselines: ``optuna_gp`` (Optuna's ``GPSampler`` through ``OptunaSearch``) and ``hebo`` (HEBO,
 its own ask/tell loop; not a dependency of the project: ``pip install --no-deps hebo
 disjoint-set`` then ``pip install torch gpytorch``; its metadata pins ``numpy<1.25`` but it runs
@@ -228,6 +232,11 @@ METHODS = {
     "bo_ei_log_iw": lambda: BayesOpt(acquisition="ei", warp="log", input_warp=True),
     "bo_ei_log_add": lambda: BayesOpt(acquisition="ei", warp="log", kernel="additive"),
     "bo_ei_log_saas": lambda: BayesOpt(acquisition="ei", warp="log", ls_prior="saas"),
+    # issue 29, fifth round: the trust region on bo's current defaults
+    "bo_tr_now": lambda: BayesOpt(trust_region=True),
+    "bo_mfit": lambda: BayesOpt(prior_mean="fit"),
+    "bo_mmax": lambda: BayesOpt(prior_mean="max"),
+    "bo_raw": lambda: BayesOpt(warp="none"),  # the greedy member without the log warp
     "tpe": lambda: OptunaSearch(sampler="tpe"),
     "tpe_noliar": lambda: OptunaSearch(sampler="tpe", sampler_options={"constant_liar": False}),
     "tpe_mv": lambda: OptunaSearch(

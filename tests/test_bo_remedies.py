@@ -208,3 +208,35 @@ def test_additive_kernel_fits_its_amplitude_and_takes_a_start_without_it():
     np.testing.assert_array_equal(u, again)  # the missing amplitude starts at the default
     plain, theta_m, _ = BayesOpt(fit_steps=20).propose(SPACE5, 0, 1, bo.init_theta(5), X, y, 3)
     assert "log_amp_add" not in theta_m and not np.array_equal(u, plain)
+
+
+def test_fitted_prior_mean_is_tinygps_constant_mean_and_the_proposals_condition_on_it():
+    """``prior_mean: fit``: the objective with a constant mean ``m`` is tinygp's
+    ``GaussianProcess(mean=m)``'s; the fit moves ``m`` off zero on skewed targets and the
+    proposals condition on the targets less ``m`` (so far from the data the posterior reverts to
+    ``m``); ``max`` conditions on the targets less their largest value (far away: the worst)."""
+    from tinygp import GaussianProcess
+
+    X, y = _data()
+    ys = gp.standardise(y)
+    with gp.x64():
+        Xp, yp, mask = gp.pad(X, ys)
+        theta = {**gp.init_theta(5), "mean": np.float64(0.7)}
+        ours = gp.neg_log_posterior(theta, Xp, yp, mask) + gp._log_prior(theta, 5)
+        noise = np.exp(theta["log_noise"]) + gp._JITTER
+        Xm = gp._with_mask(np.asarray(X), np.ones(len(X)))  # the kernel's mask column
+        ref = GaussianProcess(gp._kernel(theta), Xm, diag=noise, mean=0.7)
+        padded = (len(yp) - len(ys)) * 0.5 * np.log(2 * np.pi)  # unit-noise rows, zero targets
+        np.testing.assert_allclose(-ours, ref.log_probability(ys) - padded, rtol=1e-9)
+    skewed = np.exp(2.0 * ys)
+    n = len(y)
+    for form in ("fit", "max"):
+        s = BayesOpt(fit_steps=50, prior_mean=form)
+        th, data, ys2, _ = s._fit(s.init_theta(5), X, skewed)
+        shift = float(th["mean"]) if form == "fit" else float(np.max(ys2))
+        assert abs(shift) > 0.05, (form, shift)
+        np.testing.assert_allclose(np.asarray(data[1])[:n] + shift, ys2, atol=1e-12)
+        assert np.all(np.asarray(data[1])[n:] == 0)  # padded rows stay zero
+    assert "mean" not in BayesOpt(fit_steps=5).init_theta(5)  # the default fits no mean
+    with pytest.raises(ValueError, match="strategy.prior_mean"):
+        BayesOpt(prior_mean="min")

@@ -12,6 +12,7 @@ import pytest
 from searchbench import BOWL_SPACE, bowl, curve
 
 from jaxhpo.simulate import simulate
+from jaxhpo.space import Float, Space
 from jaxhpo.strategies import gp, gp_draws, trust_region
 from jaxhpo.strategies.bo import BayesOpt
 
@@ -99,3 +100,32 @@ def test_bo_with_trust_region_proposes_inside_its_region(monkeypatch):
         assert np.all(u >= lo - 1e-9) and np.all(u <= hi + 1e-9)
     lengths = [e["trust_region_length"] for e in res.events if e["kind"] == "generation"][:3]
     assert all(0 < v <= trust_region.LENGTH_MAX for v in lengths), lengths
+
+
+@pytest.mark.parametrize(
+    "setting, P, D, objectives, on",
+    [
+        (None, 1, 8, (), True),  # one draw at a time in 7+ dims: the default region
+        (None, 1, 6, (), False),  # log EI's member up to 6 dims
+        (None, 4, 8, (), False),  # a batch of draws spreads out by itself
+        (None, 1, 8, ("loss", "latency"), False),  # several objectives: no single incumbent
+        (False, 1, 8, (), False),
+        (True, 4, 3, (), True),
+    ],
+)
+def test_trust_region_default_follows_members_dims_and_objectives(setting, P, D, objectives, on):
+    strat = BayesOpt(trust_region=setting)
+    strat.objectives = objectives
+    assert strat.uses_trust_region(P, D) is on
+
+
+def test_one_member_in_eight_dims_proposes_in_the_default_region():
+    """The initial design takes 9 generations; the 10th proposes from the region."""
+    space = Space({f"x{i}": Float(0.0, 1.0) for i in range(8)})
+    fn = curve(lambda hp: sum((hp[k] - 0.3) ** 2 for k in hp))
+    res = simulate(
+        BayesOpt(candidates=32, fit_steps=10), space, fn, steps=11, segment_steps=1, size=1
+    )
+    events = [e for e in res.events if e["kind"] == "generation"]
+    assert events[-2].get("proposal") != "sobol"
+    assert 0 < events[-2]["trust_region_length"] <= trust_region.LENGTH_MAX

@@ -114,6 +114,7 @@ from jaxhpo.strategies.bo_defaults import (  # noqa: F401  (re-exported)
     auto_initial,
     auto_input_warp,
     auto_local_steps,
+    auto_trust_region,
     auto_warp,
 )
 from jaxhpo.strategies.bo_picks import (
@@ -186,6 +187,14 @@ class BayesOpt(GenerationalSearch):
                 "over the whole space)"
             )
 
+    def uses_trust_region(self, P: int, D: int) -> bool:
+        """Whether proposals for ``P`` members per generation in ``D`` searched dimensions stay
+        in the trust region: ``strategy.trust_region``, by default :func:`auto_trust_region`
+        with one objective."""
+        if self.config.trust_region is not None:
+            return bool(self.config.trust_region)
+        return auto_trust_region(P, D) and len(self.objectives) <= 1
+
     def initial_points(self, D: int) -> int:
         """Observations of the initial design (scrambled Sobol points, generation after
         generation) before the GP proposes: ``strategy.initial``, by default
@@ -198,7 +207,9 @@ class BayesOpt(GenerationalSearch):
         the default and ``input_warp`` says so."""
         c = self.config
         warp = input_warp if c.input_warp is None else c.input_warp
-        return init_theta(D, additive=c.kernel == "additive", input_warp=warp)
+        return init_theta(
+            D, additive=c.kernel == "additive", input_warp=warp, mean=c.prior_mean == "fit"
+        )
 
     def study_input_warp(self, D: int, P: int) -> bool:
         """Whether a study of ``P`` members in ``D`` searched dimensions learns the input warp
@@ -240,6 +251,9 @@ class BayesOpt(GenerationalSearch):
                 stacked, *data, steps=self.config.fit_steps, ls_prior=self.config.ls_prior
             )
             gain = float(log_likelihood_gain(theta, *data))
+            if self.config.prior_mean != "zero":  # proposals condition on y less the mean
+                m = theta["mean"] if "mean" in theta else float(np.max(ys))
+                data = (data[0], (data[1] - m) * data[2], data[2])
         info = {"fit_start": ("previous", "default")[int(index)], "fit_gain_nats": gain}
         return theta, data, ys, info
 
@@ -364,7 +378,8 @@ class BayesOpt(GenerationalSearch):
         seed, g = int(state.seed), int(state.generation)
         done = self.last(obs)
         tr = np.asarray(state.tr, np.float64)
-        if self.config.trust_region:
+        use_tr = self.uses_trust_region(P, X.shape[1])
+        if use_tr:
             tr = trust_region.adapt(tr, y[:-P], raw, X.shape[1])
         if done:  # the last generation: nothing more to train, no proposal
             new_u, theta, info = u, state.theta, {}
@@ -376,9 +391,9 @@ class BayesOpt(GenerationalSearch):
             new_u, theta, info = form(self, space, seed, g, state.theta, X, Y, V, P)
             info = {**info, "front": int(np.sum(pareto.front_mask(Y, V)))}
         else:
-            box = tr if self.config.trust_region else None
+            box = tr if use_tr else None
             new_u, theta, info = self.propose(space, seed, g, state.theta, X, y, P, box)
-        if self.config.trust_region:
+        if use_tr:
             info = {**info, "trust_region_length": float(tr[0])}
         best, event = generation_event(obs, raw, g, "bo")
         names = space.searched

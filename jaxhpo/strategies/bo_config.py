@@ -18,6 +18,9 @@ KERNELS = ("matern", "additive")
 #: ``strategy.acquisition``'s forms
 ACQUISITIONS = ("thompson", "ei")
 
+#: ``strategy.prior_mean``'s forms
+PRIOR_MEANS = ("zero", "fit", "max")
+
 #: ``strategy.multi_objective``'s forms (several objectives)
 MULTI_OBJECTIVE = ("hvi", "parego")
 
@@ -32,7 +35,9 @@ class BOConfig(GenerationalConfig):
     #: above, bo_defaults.auto_local_steps; measured in scripts/bench_search.py)
     local_steps: int | None = None
     restart: bool = True  # also fit from the default start and keep the better fit
-    trust_region: bool = False  # propose in a TuRBO-style trust region (10+ dims)
+    #: propose in a TuRBO-style trust region (trust_region.py); None: with one objective and
+    #: one member per generation in 7+ searched dims (bo_defaults.auto_trust_region)
+    trust_region: bool | None = None
     initial: int | None = None  # observations of the initial Sobol design (None: dims + 1)
     #: monotone warp of the fitness before the GP standardises it (one objective): "none",
     #: "log" or "rank" (warping.py); None: "log" from 4 searched dims and 2 members (auto_warp)
@@ -68,6 +73,10 @@ class BOConfig(GenerationalConfig):
     #: with several objectives: "hvi" (hypervolume improvement of per-objective Thompson
     #: draws, mo_thompson.py) or "parego" (a random Chebyshev scalarisation per member)
     multi_objective: str = "hvi"
+    #: the GP's constant prior mean on the standardised (warped) fitness: "zero" (the mean of
+    #: the observations), "fit" (a fitted constant, N(0, 1) prior), "max" (the worst
+    #: observation: unexplored regions look bad, the draws stay near the data)
+    prior_mean: str = "zero"
 
     def __post_init__(self):
         super().__post_init__()
@@ -97,13 +106,17 @@ class BOConfig(GenerationalConfig):
             raise ValueError(f"strategy.kernel: one of {', '.join(KERNELS)}, got {self.kernel!r}")
         for field in ("restart", "trust_region", "input_warp"):
             value = getattr(self, field)
-            if field == "input_warp" and value is None:
+            if field in ("input_warp", "trust_region") and value is None:
                 continue
             if not isinstance(value, bool | np.bool_):
                 raise ValueError(f"strategy.{field}: true or false, got {value!r}")
         if self.acquisition is not None and self.acquisition not in ACQUISITIONS:
             raise ValueError(
                 f"strategy.acquisition: one of {', '.join(ACQUISITIONS)}, got {self.acquisition!r}"
+            )
+        if self.prior_mean not in PRIOR_MEANS:
+            raise ValueError(
+                f"strategy.prior_mean: one of {', '.join(PRIOR_MEANS)}, got {self.prior_mean!r}"
             )
         if self.multi_objective not in MULTI_OBJECTIVE:
             raise ValueError(

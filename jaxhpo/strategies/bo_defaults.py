@@ -45,7 +45,8 @@ def auto_acquisition(P: int, D: int) -> str:
     bench_search_ei.json) EI's member before the greedy member, or in its place, lost to the
     greedy member with Thompson draws (Levy-5 2.51 -> 2.76 / 2.02, Ackley-5 10.1 -> 10.1 /
     12.7, Rosenbrock-5 260 -> 388 / 560, Styblinski-Tang-8 87.8 -> 109 / 106): batches keep
-    Thompson sampling.
+    Thompson sampling. The draw one at a time in 7+ dimensions proposes inside the trust region
+    since (:func:`auto_trust_region`).
     """
     return "ei" if P == 1 and D <= EI_MAX_DIM else "thompson"
 
@@ -116,3 +117,20 @@ def auto_input_warp(D: int, P: int) -> bool:
     Hartmann-6 0.289 -> 0.263) and one Thompson draw at a time it doubled Levy-5.
     """
     return P >= INPUT_WARP_MIN_MEMBERS and D > LOCAL_SEARCH_MAX_DIM
+
+
+def auto_trust_region(P: int, D: int) -> bool:
+    """Default trust region (``strategy.trust_region``, TuRBO-1's box around the incumbent,
+    :mod:`jaxhpo.strategies.trust_region`) for ``P`` members per generation in ``D`` searched
+    dimensions: on for one member per generation above :data:`EI_MAX_DIM` dimensions, where
+    that member is a Thompson draw (:func:`auto_acquisition`).
+
+    Measured with ``scripts/bench_search.py`` (median regret, without -> with;
+    scripts/results/bench_search_trust_region.json): one draw at a time, 50 evaluations,
+    Styblinski-Tang-8 103 -> 73.5 over seeds 0-9 (TPE 82.5) and 106 -> 82.7 over seeds 0-19
+    (TPE 97.4); 40 evaluations in 10 dimensions Levy-10 43.5 -> 22.8, Ackley-10 19.9 -> 18.9,
+    but Styblinski-Tang-10 160 -> 177. In batches it did not pay (Styblinski-Tang-8 5 x 10
+    87.8 -> 84.2, 4 x 16 77.2 -> 79.6; in 10 dimensions at 5 x 8 Styblinski-Tang-10 165 -> 180,
+    Levy-10 28.4 -> 29.0, Ackley-10 19.3 -> 19.7): a batch of draws already spreads out.
+    """
+    return P == 1 and D > EI_MAX_DIM

@@ -38,6 +38,7 @@ LOG_LS_BOUNDS = (math.log(1e-2), math.log(1e2))
 LOG_AMP_BOUNDS = (math.log(1e-2), math.log(1e2))  # log standard deviation
 LOG_NOISE_BOUNDS = (math.log(1e-6), math.log(1.0))  # log noise variance
 LOG_WARP_BOUNDS = (math.log(0.1), math.log(10.0))  # Kumaraswamy concentrations a, b
+MEAN_BOUNDS = (-3.0, 3.0)  # the fitted constant prior mean (``strategy.prior_mean: fit``)
 WARP_PRIOR_SD = math.sqrt(0.75)  # log a, log b ~ N(0, 0.75), BoTorch's Warp prior
 _WARP_EPS = 1e-7
 _JITTER = 1e-6
@@ -143,14 +144,18 @@ def _log_prior(theta, D: int, ls_prior: str = "hvarfner") -> jax.Array:
     if "log_warp_a" in theta:
         for n in ("log_warp_a", "log_warp_b"):
             lp += -0.5 * jnp.sum((theta[n] / WARP_PRIOR_SD) ** 2)
+    if "mean" in theta:  # standardised targets: N(0, 1)
+        lp += -0.5 * theta["mean"] ** 2
     return lp
 
 
-def init_theta(D: int, additive: bool = False, input_warp: bool = False) -> dict[str, jax.Array]:
+def init_theta(
+    D: int, additive: bool = False, input_warp: bool = False, mean: bool = False
+) -> dict[str, jax.Array]:
     """The default start: unit amplitude and length scales (the unit cube's width; the prior's
     median, 4-7, would start very smooth), noise variance 1e-2; with ``additive`` the additive
     component's amplitude and length scales too (unit); with ``input_warp`` the warp's
-    concentrations at 1 (the identity)."""
+    concentrations at 1 (the identity); with ``mean`` a constant prior mean at 0."""
     theta = {
         "log_amp": jnp.zeros(()),
         "log_ls": jnp.zeros((D,)),
@@ -160,14 +165,23 @@ def init_theta(D: int, additive: bool = False, input_warp: bool = False) -> dict
         theta.update(log_amp_add=jnp.zeros(()), log_ls_add=jnp.zeros((D,)))
     if input_warp:
         theta.update(log_warp_a=jnp.zeros((D,)), log_warp_b=jnp.zeros((D,)))
+    if mean:
+        theta["mean"] = jnp.zeros(())
     return theta
+
+
+def centred(theta, y_N, mask_N):
+    """The targets less the fitted constant prior mean (where ``theta`` has one), padded rows
+    zero: every posterior quantity then takes a zero prior mean."""
+    return (y_N - theta["mean"]) * mask_N if "mean" in theta else y_N * mask_N
 
 
 def neg_log_posterior(theta, X_NxD, y_N, mask_N, ls_prior: str = "hvarfner") -> jax.Array:
     """``-(log p(y | X, theta) + log p(theta))`` of the masked GP (up to a constant), the
     length scales under ``ls_prior`` (:data:`LS_PRIORS`)."""
     gp = _gp(theta, X_NxD, mask_N)
-    return -(gp.log_probability(y_N * mask_N) + _log_prior(theta, X_NxD.shape[1], ls_prior))
+    lp = gp.log_probability(centred(theta, y_N, mask_N))
+    return -(lp + _log_prior(theta, X_NxD.shape[1], ls_prior))
 
 
 def noise_only_nll(y_N, mask_N) -> jax.Array:
@@ -189,6 +203,8 @@ def _clip_theta(theta):
     for n in ("log_warp_a", "log_warp_b"):
         if n in theta:
             out[n] = jnp.clip(theta[n], *LOG_WARP_BOUNDS)
+    if "mean" in theta:
+        out["mean"] = jnp.clip(theta["mean"], *MEAN_BOUNDS)
     return out
 
 
@@ -317,5 +333,5 @@ def standardise(y: np.ndarray) -> np.ndarray:
 def log_likelihood_gain(theta, X_NxD, y_N, mask_N) -> jax.Array:
     """``log p(y | X, theta) - log p(y | noise only)`` in nats: how much better the fit explains
     the data than "all noise" (<= 0: it found no signal)."""
-    nll = -_gp(theta, X_NxD, mask_N).log_probability(y_N * mask_N)
+    nll = -_gp(theta, X_NxD, mask_N).log_probability(centred(theta, y_N, mask_N))
     return noise_only_nll(y_N, mask_N) - nll
