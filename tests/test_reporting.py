@@ -3,6 +3,9 @@ TensorBoard's own reader), the Optuna export (read back with Optuna's API), call
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +235,37 @@ def test_trackers_after_a_kill_and_resume_equal_the_uninterrupted_run(
         assert r.info.status == "FINISHED"
     offline = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline) == len(members)
+
+
+_WANDB_MANY = """
+import resource, sys, tempfile
+from pathlib import Path
+import pandas as pd
+n, soft = int(sys.argv[1]), int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from jaxhpo.reporting.trackers import WandbCallback
+run_dir = Path(tempfile.mkdtemp()) / "run"
+run_dir.mkdir()
+cb = WandbCallback(mode="offline")
+cb.on_start(run_dir, {"searched": [], "hparam_names": []})
+cb.on_evaluation([{"member": i, "step": 1, "val_loss": 1.0 + i} for i in range(n)], [], run_dir)
+cb.on_end(run_dir, pd.DataFrame({"member": range(n), "val_loss": [1.0] * n}))
+print(len(list((run_dir / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))))
+"""
+
+
+def test_wandb_runs_of_more_members_than_the_soft_file_limit_all_finish(tmp_path):
+    """Each open W&B run holds a file until the end (offline runs cannot be resumed): 60
+    members under a soft limit of 48 open files failed with "Too many open files"; the
+    callback raises the soft limit toward the hard one."""
+    env = {**os.environ, "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
+    out = subprocess.run(
+        [sys.executable, "-c", _WANDB_MANY, "60", "48"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "60"

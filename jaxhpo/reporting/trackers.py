@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import resource
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -110,6 +111,7 @@ class WandbCallback(_PerMember):
     def _open(self, member: int, params: Mapping[str, float]) -> Any:
         import wandb
 
+        room_for_files(len(self.runs) + 1)
         return wandb.init(
             project=self.project,
             mode=self.mode,
@@ -127,6 +129,29 @@ class WandbCallback(_PerMember):
     def _close(self, run: Any, final: Mapping[str, float], diverged: bool) -> None:
         run.summary.update({**final, "diverged": diverged})
         run.finish(exit_code=1 if diverged else 0)
+
+
+#: open files kept free beside the W&B runs' (the process's own, orbax's, TensorBoard's)
+FILE_HEADROOM = 256
+
+
+def room_for_files(runs: int) -> None:
+    """Makes room for ``runs`` open W&B runs: each holds a file until it finishes (offline runs
+    cannot be finished and resumed), so a population of about 1,000 members passes the usual
+    soft limit of 1,024 open files. The soft limit is raised toward the hard one when
+    ``runs`` + :data:`FILE_HEADROOM` would pass it (as Ray raises it at start); past the hard
+    limit this raises ``OSError`` naming it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = runs + FILE_HEADROOM
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and need > hard:
+        raise OSError(
+            f"WandbCallback: {runs} open W&B runs need {need} open files; the hard limit is "
+            f"{hard} (ulimit -Hn): raise it, or track fewer members"
+        )
+    target = 2 * need if hard == resource.RLIM_INFINITY else min(hard, 2 * need)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 class MLflowCallback(_PerMember):
