@@ -75,6 +75,11 @@ Until ``initial`` observations are in (``strategy.initial``, by default ``D + 1`
 searched dimensions, :func:`auto_initial`) later generations continue the same Sobol sequence:
 with one member per generation the GP proposes only from the ``D + 2``-th evaluation on.
 
+**Trust region** (``trust_region``, :mod:`jaxhpo.strategies.trust_region`): TuRBO-1's box around
+the incumbent, its side adapted by successes and failures. By default on with one objective and
+one member per generation in 7+ searched dimensions, where that member is a Thompson draw
+(:func:`auto_trust_region`; Styblinski-Tang-8 one at a time 103 -> 73.5, TPE 82.5).
+
 **Several objectives** (``multi_objective``): ``hvi``, the default, proposes by the hypervolume
 improvement of per-objective Thompson draws (:mod:`jaxhpo.strategies.mo_thompson`); ``parego``
 by one random Chebyshev scalarisation per member (:mod:`jaxhpo.strategies.parego`). Not with
