@@ -15,6 +15,8 @@ smallest budget 1 step):
 * ``bohb``: the same brackets, new members from BOHB's density model;
 * ``bohb_gp``: the same brackets, new members from ``bo``'s GP at the largest budget with enough
   observations (``model: gp``);
+* ``bohb_gp_d1``: ``bohb_gp`` with ``min_points`` D + 1 (BOHB's own default) instead of
+  3 (D + 1);
 * ``random``: one population of ``budget / R`` random members trained to ``R``;
 * ``dehb``: the ``dehb`` package (Awad, Mallik & Hutter 2021, arXiv:2105.09821) on the same
   ``loss(x, t)``, each evaluation costing ``t`` member-steps (DEHB trains each fidelity from
@@ -84,8 +86,10 @@ def run_population(method: str, space, loss, budget: int, seed: int):
             RandomSearch(), space, curve, steps=R, segment_steps=1, size=budget // R, seed=seed
         )
     else:
-        model = {"bohb": "tpe", "bohb_gp": "gp"}.get(method, "random")
-        strategy = BOHB(eta=ETA, min_steps=1, model=model, max_steps=R)
+        model = {"bohb": "tpe", "bohb_gp": "gp", "bohb_gp_d1": "gp"}.get(method, "random")
+        # bohb_gp_d1: the GP from D + 1 observations at a budget (BOHB's own min_points)
+        mp = len(space.searched) + 1 if method == "bohb_gp_d1" else None
+        strategy = BOHB(eta=ETA, min_steps=1, model=model, max_steps=R, min_points=mp)
         steps = R * (budget // 357 + 1)  # 357 member-steps per iteration at R=27, eta=3
         res = simulate(
             strategy, space, curve, steps=steps, segment_steps=1, seed=seed, budget=budget
