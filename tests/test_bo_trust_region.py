@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from searchbench import BOWL_SPACE, bowl, curve
+from searchbench import BOWL_SPACE, Resumed, bowl, curve, generations_of
 
 from jaxhpo.simulate import simulate
 from jaxhpo.space import Float, Space
@@ -119,13 +119,24 @@ def test_trust_region_default_follows_members_dims_and_objectives(setting, P, D,
     assert strat.uses_trust_region(P, D) is on
 
 
-def test_one_member_in_eight_dims_proposes_in_the_default_region():
-    """The initial design takes 9 generations; the 10th proposes from the region."""
+@pytest.mark.parametrize("prior_mean", ["zero", "fit"])
+def test_one_member_in_eight_dims_proposes_in_the_default_region_and_resumes_exactly(prior_mean):
+    """The initial design takes 9 generations; then the region proposes, its length adapting.
+    A run whose state goes through the checkpoint's packing after every generation proposes the
+    same points (the region's state and a fitted prior mean round-trip)."""
     space = Space({f"x{i}": Float(0.0, 1.0) for i in range(8)})
     fn = curve(lambda hp: sum((hp[k] - 0.3) ** 2 for k in hp))
-    res = simulate(
-        BayesOpt(candidates=32, fit_steps=10), space, fn, steps=11, segment_steps=1, size=1
-    )
+
+    def run(strategy):
+        return simulate(strategy, space, fn, steps=13, segment_steps=1, size=1, seed=2)
+
+    make = lambda: BayesOpt(candidates=32, fit_steps=10, prior_mean=prior_mean)  # noqa: E731
+    res = run(make())
     events = [e for e in res.events if e["kind"] == "generation"]
     assert events[-2].get("proposal") != "sobol"
-    assert 0 < events[-2]["trust_region_length"] <= trust_region.LENGTH_MAX
+    assert all(0 < e["trust_region_length"] <= trust_region.LENGTH_MAX for e in events[9:])
+    resumed = run(Resumed(make))
+    for a, b in zip(
+        generations_of(res, space, 13), generations_of(resumed, space, 13), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
