@@ -237,6 +237,8 @@ METHODS = {
     "bo_mfit": lambda: BayesOpt(prior_mean="fit"),
     "bo_mmax": lambda: BayesOpt(prior_mean="max"),
     "bo_raw": lambda: BayesOpt(warp="none"),  # the greedy member without the log warp
+    "bo_gs": lambda: BayesOpt(greedy_steps=100),  # bo's defaults, the greedy member refined
+    "bo_c1k": lambda: BayesOpt(candidates=1024),
     "tpe": lambda: OptunaSearch(sampler="tpe"),
     "tpe_noliar": lambda: OptunaSearch(sampler="tpe", sampler_options={"constant_liar": False}),
     "tpe_mv": lambda: OptunaSearch(
