@@ -249,6 +249,26 @@ def test_fit_restart_escapes_a_warm_start_stuck_at_the_prior_mode():
     assert gain > 20.0  # explains the data far better than "all noise"
 
 
+def test_fit_from_the_default_start_fits_once(monkeypatch):
+    """bohb proposes from the default start every time: the restart from the same point was a
+    second identical fit (about a third of a proposal's time). Started elsewhere, both run."""
+    sizes = []
+    real = bo.fit_restarts
+
+    def spy(starts, *a, **k):
+        sizes.append(int(np.shape(starts["log_amp"])[0]))
+        return real(starts, *a, **k)
+
+    monkeypatch.setattr(bo, "fit_restarts", spy)
+    rng = np.random.default_rng(0)
+    X = rng.random((12, 2))
+    y = ((X - 0.3) ** 2).sum(1)
+    strat = BayesOpt(fit_steps=10)
+    theta, _, _, info = strat._fit(strat.init_theta(2), X, y)
+    strat._fit(jax.tree.map(np.asarray, theta), X, y)
+    assert sizes == [1, 2] and info["fit_start"] == "previous"
+
+
 @pytest.mark.slow  # 32 s on 2 cores
 def test_pathwise_draws_match_the_posterior():
     """Mean and variance over 4000 pathwise draws (random Fourier features + the exact data

@@ -248,7 +248,9 @@ class BayesOpt(GenerationalSearch):
         ys = standardise(shape_fitness(y).astype(np.float64))
         default = self.init_theta(X.shape[1], "log_warp_a" in theta0)
         theta0 = {**default, **theta0}  # a start without the additive parameters gets the default
-        starts = [theta0, default] if self.config.restart else [theta0]
+        # the default start again only where it differs (bohb proposes from the default)
+        same = all(np.array_equal(np.asarray(theta0[k]), np.asarray(v)) for k, v in default.items())
+        starts = [theta0, default] if self.config.restart and not same else [theta0]
         stacked = jax.tree.map(lambda *a: np.stack([np.asarray(v, np.float64) for v in a]), *starts)
         with x64():
             data = pad(X, ys)
