@@ -140,3 +140,21 @@ def test_one_member_in_eight_dims_proposes_in_the_default_region_and_resumes_exa
         generations_of(res, space, 13), generations_of(resumed, space, 13), strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_constrained_study_takes_no_default_region():
+    """One objective with a constraint proposes by the constrained (multi-objective) forms over
+    the whole space: the default region stays off (it recorded a length it did not use)."""
+    from jaxhpo.objectives import parse_constraints, parse_objectives
+
+    space = Space({f"x{i}": Float(0.0, 1.0) for i in range(8)})
+
+    def fn(hp, ids, t, rng):
+        return {"f1": sum((hp[k] - 0.3) ** 2 for k in hp), "f2": hp["x0"]}
+
+    res = simulate(
+        BayesOpt(candidates=32, fit_steps=10), space, fn, steps=11, segment_steps=1, size=1,
+        objectives=parse_objectives({"f1": "min"}), constraints=parse_constraints({"f2": ">= 0.2"}),
+    )  # fmt: skip
+    events = [e for e in res.events if e["kind"] == "generation"]
+    assert len(events) >= 10 and not any("trust_region_length" in e for e in events)

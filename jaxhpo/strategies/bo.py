@@ -385,7 +385,8 @@ class BayesOpt(GenerationalSearch):
         seed, g = int(state.seed), int(state.generation)
         done = self.last(obs)
         tr = np.asarray(state.tr, np.float64)
-        use_tr = self.uses_trust_region(P, X.shape[1])
+        # one objective without constraints (else the proposals are multi-objective ones)
+        use_tr = not len(Y) and self.uses_trust_region(P, X.shape[1])
         if use_tr:
             tr = trust_region.adapt(tr, y[:-P], raw, X.shape[1])
         if done:  # the last generation: nothing more to train, no proposal
