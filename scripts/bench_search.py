@@ -44,7 +44,10 @@ from 16 members per generation in 4+ dimensions. Fifth round (bench_search_trust
 bench_search_prior_mean.json): ``bo_tr_now`` the trust region on bo's defaults (the default
 since for one member per generation in 7+ dimensions), ``bo_mfit`` / ``bo_mmax`` the GP's
 constant prior mean fitted / at the worst observation (``strategy.prior_mean``), ``bo_raw`` bo
-without the log warp. Further
+without the log warp, ``bo_gs`` bo with the greedy member refined, ``bo_c1k`` 1024 candidates;
+``bo_iso`` one shared length scale and ``bo_lsauto`` shared or ARD by BIC
+(``strategy.length_scales``; bench_search_length_scales.json, bo's default since in 4+ dims:
+the standard files' rows before it are ``bo_ard``). Further
 baselines: ``optuna_gp`` (Optuna's ``GPSampler`` through ``OptunaSearch``) and ``hebo`` (HEBO,
 its own ask/tell loop; not a dependency of the project: ``pip install --no-deps hebo
 disjoint-set`` then ``pip install torch gpytorch``; its metadata pins ``numpy<1.25`` but it runs
@@ -239,6 +242,9 @@ METHODS = {
     "bo_raw": lambda: BayesOpt(warp="none"),  # the greedy member without the log warp
     "bo_gs": lambda: BayesOpt(greedy_steps=100),  # bo's defaults, the greedy member refined
     "bo_c1k": lambda: BayesOpt(candidates=1024),
+    "bo_iso": lambda: BayesOpt(length_scales="shared"),
+    "bo_lsauto": lambda: BayesOpt(length_scales="auto"),
+    "bo_ard": lambda: BayesOpt(length_scales="ard"),  # bo before length_scales' default
     "tpe": lambda: OptunaSearch(sampler="tpe"),
     "tpe_noliar": lambda: OptunaSearch(sampler="tpe", sampler_options={"constant_liar": False}),
     "tpe_mv": lambda: OptunaSearch(

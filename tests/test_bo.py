@@ -352,14 +352,20 @@ def test_proposals_in_six_dimensions_stay_off_the_cube_faces(local_steps, faces)
     draw's extrapolation to the faces of the unit cube (Hartmann-6 after 10 Sobol points: most
     coordinates on a face, every proposal in the function's flat region), and bo did no better
     than random search. By default the draws are refined only in 1-3 dimensions
-    (:func:`bo.auto_local_steps`); forcing the local search shows what the default avoids."""
+    (:func:`bo.auto_local_steps`); forcing the local search with ARD's length scales shows what
+    the default avoids (the shared length scale, bo's default in 4+ dims since, keeps even
+    refined draws off the faces: ARD's few short scales made the draws extrapolate)."""
     space, X, y = _hartmann6_start()
-    strat = BayesOpt(local_steps=local_steps, fit_steps=50)
+    strat = BayesOpt(local_steps=local_steps, fit_steps=50, length_scales="ard")
     u, _, _ = strat.propose(space, 0, 0, bo.init_theta(6), X, y, 10)
     on_face = float(np.mean((u < 0.02) | (u > 0.98)))
     print(f"\nlocal_steps={local_steps}: {on_face:.2f} of the coordinates on a face")
     assert (on_face < 0.2) if faces == "few" else (on_face > 0.4)
     assert bo.auto_local_steps(3) == 50 and bo.auto_local_steps(4) == 0
+    u, _, _ = BayesOpt(local_steps=50, fit_steps=50).propose(
+        space, 0, 0, bo.init_theta(6), X, y, 10
+    )
+    assert float(np.mean((u < 0.02) | (u > 0.98))) < 0.2
 
 
 @pytest.mark.parametrize("initial, proposals", [(None, 2), (1, 5)])

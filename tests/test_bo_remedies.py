@@ -240,3 +240,31 @@ def test_fitted_prior_mean_is_tinygps_constant_mean_and_the_proposals_condition_
     assert "mean" not in BayesOpt(fit_steps=5).init_theta(5)  # the default fits no mean
     with pytest.raises(ValueError, match="strategy.prior_mean"):
         BayesOpt(prior_mean="min")
+
+
+def test_shared_length_scale_fit_ties_the_scales_and_auto_keeps_ard_only_where_it_pays():
+    """``length_scales: shared`` fits one scale (the fit returned has them equal, and its
+    objective is the ARD objective at the tied scales with the scale's prior counted once);
+    ``auto`` keeps ARD on 60 points where two of six dimensions matter, and the shared scale on
+    12 points of an isotropic bowl in ten (where ARD would fit two or three short scales)."""
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 6))
+    y = np.sin(6 * X[:, 0]) + (X[:, 1] - 0.5) ** 2  # dims 2-5 irrelevant
+    shared = BayesOpt(fit_steps=60, length_scales="shared")
+    theta, data, _, _ = shared._fit(shared.init_theta(6), X, y)
+    ls = np.asarray(theta["log_ls"])
+    np.testing.assert_allclose(ls, ls[0])
+    with gp.x64():
+        tied = gp.neg_log_posterior(theta, *data, shared=True)
+        ard = gp.neg_log_posterior(theta, *data)
+        once = gp._ls_log_prior(ls[:1], 6, "hvarfner") - gp._ls_log_prior(ls, 6, "hvarfner")
+        np.testing.assert_allclose(float(tied), float(ard - once), rtol=1e-10)
+    auto = BayesOpt(fit_steps=60, length_scales="auto")
+    theta, _, _, info = auto._fit(auto.init_theta(6), X, y)
+    assert info["length_scales"] == "ard" and np.ptp(np.asarray(theta["log_ls"])) > 1.0
+    X10 = rng.random((12, 10))
+    y10 = np.sum((X10 - 0.5) ** 2, axis=1)
+    assert BayesOpt(fit_steps=60)._fit(bo.init_theta(10), X10, y10)[3]["length_scales"] == "shared"
+    assert "length_scales" not in BayesOpt(fit_steps=5)._fit(bo.init_theta(2), X[:, :2], y)[3]
+    with pytest.raises(ValueError, match="strategy.length_scales"):
+        BayesOpt(length_scales="iso")

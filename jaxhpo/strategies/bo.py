@@ -96,9 +96,11 @@ round-trips it).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo import pareto
@@ -118,6 +120,7 @@ from jaxhpo.strategies.bo_defaults import (  # noqa: F401  (re-exported)
     auto_greedy,
     auto_initial,
     auto_input_warp,
+    auto_length_scales,
     auto_local_steps,
     auto_trust_region,
     auto_warp,
@@ -254,15 +257,31 @@ class BayesOpt(GenerationalSearch):
         stacked = jax.tree.map(lambda *a: np.stack([np.asarray(v, np.float64) for v in a]), *starts)
         with x64():
             data = pad(X, ys)
-            theta, index, _ = fit_restarts(
-                stacked, *data, steps=self.config.fit_steps, ls_prior=self.config.ls_prior
-            )
+            theta, index, scales = self._fit_scales(stacked, data, X.shape)
             gain = float(log_likelihood_gain(theta, *data))
             if self.config.prior_mean != "zero":  # proposals condition on y less the mean
                 m = theta["mean"] if "mean" in theta else float(np.max(ys))
                 data = (data[0], (data[1] - m) * data[2], data[2])
         info = {"fit_start": ("previous", "default")[int(index)], "fit_gain_nats": gain}
+        if (self.config.length_scales or auto_length_scales(X.shape[1])) == "auto":
+            info["length_scales"] = scales
         return theta, data, ys, info
+
+    def _fit_scales(self, stacked, data, shape: tuple[int, int]):
+        """The fit with ``strategy.length_scales``'s form: ``ard`` (one length scale per
+        dimension), ``shared`` (one for all) or ``auto`` (both fitted; the higher marginal
+        posterior less BIC's ``(D - 1) log(N) / 2`` for ARD's further scales). Returns
+        ``(theta, start index, form)``."""
+        N, D = shape
+        form = self.config.length_scales or auto_length_scales(D)
+        kw = {"steps": self.config.fit_steps, "ls_prior": self.config.ls_prior}
+        fits = []
+        for shared in {"ard": (False,), "shared": (True,), "auto": (False, True)}[form]:
+            theta, index, loss_S = fit_restarts(stacked, *data, **kw, shared=shared)
+            penalty = 0.0 if shared else 0.5 * (D - 1) * math.log(max(N, 2))
+            fits.append((float(jnp.min(loss_S)) + penalty, shared, theta, index))
+        _, shared, theta, index = min(fits, key=lambda f: f[0])
+        return theta, index, ("shared" if shared else "ard")
 
     def _candidates(self, space, rng, X: np.ndarray, ys: np.ndarray, lo=0.0, hi=1.0) -> np.ndarray:
         """Half uniform in the box ``[lo, hi]`` (the cube, or a trust region), half Gaussian

@@ -18,6 +18,9 @@ KERNELS = ("matern", "additive")
 #: ``strategy.acquisition``'s forms
 ACQUISITIONS = ("thompson", "ei")
 
+#: ``strategy.length_scales``' forms
+LENGTH_SCALES = ("ard", "shared", "auto")
+
 #: ``strategy.prior_mean``'s forms
 PRIOR_MEANS = ("zero", "fit", "max")
 
@@ -77,6 +80,11 @@ class BOConfig(GenerationalConfig):
     #: the observations), "fit" (a fitted constant, N(0, 1) prior), "max" (the worst
     #: observation: unexplored regions look bad, the draws stay near the data)
     prior_mean: str = "zero"
+    #: the kernel's length scales: "ard" (one per searched dimension), "shared" (one for all)
+    #: or "auto" (both fitted, ARD kept where its marginal posterior beats the shared one's by
+    #: more than BIC's penalty for its further scales); None: "auto" from 4 searched dims,
+    #: else "ard" (bo_defaults.auto_length_scales)
+    length_scales: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -113,6 +121,11 @@ class BOConfig(GenerationalConfig):
         if self.acquisition is not None and self.acquisition not in ACQUISITIONS:
             raise ValueError(
                 f"strategy.acquisition: one of {', '.join(ACQUISITIONS)}, got {self.acquisition!r}"
+            )
+        if self.length_scales is not None and self.length_scales not in LENGTH_SCALES:
+            raise ValueError(
+                f"strategy.length_scales: one of {', '.join(LENGTH_SCALES)}, "
+                f"got {self.length_scales!r}"
             )
         if self.prior_mean not in PRIOR_MEANS:
             raise ValueError(

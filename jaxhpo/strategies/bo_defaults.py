@@ -134,3 +134,26 @@ def auto_trust_region(P: int, D: int) -> bool:
     Levy-10 28.4 -> 29.0, Ackley-10 19.3 -> 19.7): a batch of draws already spreads out.
     """
     return P == 1 and D > EI_MAX_DIM
+
+
+def auto_length_scales(D: int) -> str:
+    """Default form of the kernel's length scales (``strategy.length_scales``) in ``D`` searched
+    dimensions: ``"auto"`` above :data:`LOCAL_SEARCH_MAX_DIM` (a shared length scale fitted
+    beside ARD's, ARD kept only where its marginal posterior pays BIC's penalty for its
+    ``D - 1`` further scales), else ``"ard"``.
+
+    With few points in many dimensions ARD explained the data by two or three short length
+    scales and very long ones elsewhere (Ackley-10 at 5 x 8: 0.05-0.5 on three dimensions,
+    11-16 on the rest), so its draws and its mean searched along few axes. Measured with
+    ``scripts/bench_search.py`` (10 seeds, median regret, ARD -> auto;
+    scripts/results/bench_search_length_scales.json): in 10 dimensions at 5 x 8
+    Styblinski-Tang-10 165 -> 130, Levy-10 28.4 -> 25.8, Ackley-10 19.3 -> 18.9; at 5 x 10
+    Levy-5 2.51 -> 1.56, Ackley-5 10.1 -> 8.75, Rosenbrock-5 260 -> 282, Hartmann-6 0.289 ->
+    0.303, Styblinski-Tang-8 87.8 -> 102 (CMA-ES 94.4); at 4 x 16 Levy-5 2.06 -> 1.72 (CMA-ES
+    1.76), Ackley-5 11.7 -> 10.3 (CMA-ES 11.6), Styblinski-Tang-8 77.2 -> 74.5, Rosenbrock-5
+    232 -> 380, Hartmann-6 0.266 -> 0.307; one at a time Ackley-5 8.03 -> 3.73, Levy-5 0.249
+    -> 0.566, Rosenbrock-5 79.4 -> 88.7, Styblinski-Tang-8 73.5 -> 64.2, Hartmann-6 0.194 ->
+    0.129; at 3 x 64 Hartmann-6 0.308 -> 0.264, the others unchanged. In 2-3 dimensions, where
+    every bo row is near zero regret, ARD stays.
+    """
+    return "auto" if D > LOCAL_SEARCH_MAX_DIM else "ard"

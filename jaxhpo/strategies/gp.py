@@ -176,12 +176,26 @@ def centred(theta, y_N, mask_N):
     return (y_N - theta["mean"]) * mask_N if "mean" in theta else y_N * mask_N
 
 
-def neg_log_posterior(theta, X_NxD, y_N, mask_N, ls_prior: str = "hvarfner") -> jax.Array:
+def shared_scale(theta):
+    """``theta`` with every length scale at their geometric mean (one shared length scale)."""
+    return {**theta, "log_ls": jnp.full_like(theta["log_ls"], jnp.mean(theta["log_ls"]))}
+
+
+def neg_log_posterior(
+    theta, X_NxD, y_N, mask_N, ls_prior: str = "hvarfner", shared: bool = False
+) -> jax.Array:
     """``-(log p(y | X, theta) + log p(theta))`` of the masked GP (up to a constant), the
-    length scales under ``ls_prior`` (:data:`LS_PRIORS`)."""
+    length scales under ``ls_prior`` (:data:`LS_PRIORS`); ``shared``: one length scale for
+    every dimension (their mean), its prior counted once."""
+    D = X_NxD.shape[1]
+    if shared:
+        theta = shared_scale(theta)
     gp = _gp(theta, X_NxD, mask_N)
-    lp = gp.log_probability(centred(theta, y_N, mask_N))
-    return -(lp + _log_prior(theta, X_NxD.shape[1], ls_prior))
+    lp = gp.log_probability(centred(theta, y_N, mask_N)) + _log_prior(theta, D, ls_prior)
+    if shared:  # one parameter: its prior once, not D times
+        ls = theta["log_ls"]
+        lp += _ls_log_prior(ls[:1], D, ls_prior) - _ls_log_prior(ls, D, ls_prior)
+    return -lp
 
 
 def noise_only_nll(y_N, mask_N) -> jax.Array:
@@ -258,7 +272,7 @@ def fit_gp(theta0, X_NxD, y_N, mask_N, steps: int = 100, learning_rate: float = 
     return best, losses
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "ls_prior"))
+@functools.partial(jax.jit, static_argnames=("steps", "ls_prior", "shared"))
 def fit_restarts(
     starts,
     X_NxD,
@@ -267,6 +281,7 @@ def fit_restarts(
     steps: int = 100,
     learning_rate: float = 0.05,
     ls_prior: str = "hvarfner",
+    shared: bool = False,
 ):
     """MAP fits from ``S`` starts at once (``vmap``); keeps the highest marginal posterior.
 
@@ -275,16 +290,19 @@ def fit_restarts(
       X_NxD, y_N, mask_N: as :func:`fit_gp`.
       steps, learning_rate: Adam's, per start.
       ls_prior: the length scales' prior (:data:`LS_PRIORS`).
+      shared: one length scale for every dimension (:func:`shared_scale`); the fit returned
+        has them equal.
 
     Returns:
       ``(theta, index, loss_S)``: the best fit, the start it came from, each start's best
       objective (``-log`` posterior; ``inf`` where every step failed).
     """
-    objective = functools.partial(neg_log_posterior, ls_prior=ls_prior)
+    objective = functools.partial(neg_log_posterior, ls_prior=ls_prior, shared=shared)
     fit = jax.vmap(lambda t: _fit(t, X_NxD, y_N, mask_N, steps, learning_rate, objective)[:2])
     thetas, loss_S = fit(starts)
     index = jnp.argmin(loss_S)
-    return jax.tree.map(lambda x: x[index], thetas), index, loss_S
+    best = jax.tree.map(lambda x: x[index], thetas)
+    return (shared_scale(best) if shared else best), index, loss_S
 
 
 @jax.jit
