@@ -253,13 +253,13 @@ def test_fit_from_the_default_start_fits_once(monkeypatch):
     """bohb proposes from the default start every time: the restart from the same point was a
     second identical fit (about a third of a proposal's time). Started elsewhere, both run."""
     sizes = []
-    real = bo.fit_restarts
+    real = gp.fit_restarts
 
     def spy(starts, *a, **k):
         sizes.append(int(np.shape(starts["log_amp"])[0]))
         return real(starts, *a, **k)
 
-    monkeypatch.setattr(bo, "fit_restarts", spy)
+    monkeypatch.setattr(gp, "fit_restarts", spy)
     rng = np.random.default_rng(0)
     X = rng.random((12, 2))
     y = ((X - 0.3) ** 2).sum(1)

@@ -96,11 +96,9 @@ round-trips it).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxhpo import pareto
@@ -138,6 +136,7 @@ from jaxhpo.strategies.fallback import population_proposals
 from jaxhpo.strategies.gp import (  # noqa: F401  (the GP's names, re-exported)
     LS_PRIORS,
     fit_gp,
+    fit_length_scales,
     fit_restarts,
     init_theta,
     log_likelihood_gain,
@@ -257,31 +256,17 @@ class BayesOpt(GenerationalSearch):
         stacked = jax.tree.map(lambda *a: np.stack([np.asarray(v, np.float64) for v in a]), *starts)
         with x64():
             data = pad(X, ys)
-            theta, index, scales = self._fit_scales(stacked, data, X.shape)
+            form = self.config.length_scales or auto_length_scales(X.shape[1])
+            kw = {"steps": self.config.fit_steps, "ls_prior": self.config.ls_prior}
+            theta, index, scales = fit_length_scales(stacked, *data, form, N=len(y), **kw)
             gain = float(log_likelihood_gain(theta, *data))
             if self.config.prior_mean != "zero":  # proposals condition on y less the mean
                 m = theta["mean"] if "mean" in theta else float(np.max(ys))
                 data = (data[0], (data[1] - m) * data[2], data[2])
         info = {"fit_start": ("previous", "default")[int(index)], "fit_gain_nats": gain}
-        if (self.config.length_scales or auto_length_scales(X.shape[1])) == "auto":
+        if form == "auto":
             info["length_scales"] = scales
         return theta, data, ys, info
-
-    def _fit_scales(self, stacked, data, shape: tuple[int, int]):
-        """The fit with ``strategy.length_scales``'s form: ``ard`` (one length scale per
-        dimension), ``shared`` (one for all) or ``auto`` (both fitted; the higher marginal
-        posterior less BIC's ``(D - 1) log(N) / 2`` for ARD's further scales). Returns
-        ``(theta, start index, form)``."""
-        N, D = shape
-        form = self.config.length_scales or auto_length_scales(D)
-        kw = {"steps": self.config.fit_steps, "ls_prior": self.config.ls_prior}
-        fits = []
-        for shared in {"ard": (False,), "shared": (True,), "auto": (False, True)}[form]:
-            theta, index, loss_S = fit_restarts(stacked, *data, **kw, shared=shared)
-            penalty = 0.0 if shared else 0.5 * (D - 1) * math.log(max(N, 2))
-            fits.append((float(jnp.min(loss_S)) + penalty, shared, theta, index))
-        _, shared, theta, index = min(fits, key=lambda f: f[0])
-        return theta, index, ("shared" if shared else "ard")
 
     def _candidates(self, space, rng, X: np.ndarray, ys: np.ndarray, lo=0.0, hi=1.0) -> np.ndarray:
         """Half uniform in the box ``[lo, hi]`` (the cube, or a trust region), half Gaussian

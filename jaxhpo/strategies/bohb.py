@@ -280,8 +280,10 @@ class BOHB(Strategy):
         model = rng.random(P) >= self.config.random_fraction
         if self.config.model == "gp" and model.any():
             # Thompson draws whatever the number of model members (bo's default for one member
-            # is log EI; bohb's figures are measured with the draws)
-            bo = BayesOpt(initial=1, acquisition="thompson")
+            # is log EI; bohb's figures are measured with the draws) and ARD's length scales
+            # (bo's shared-or-ARD choice in 4+ dims took the LM's target from 1,650 to 1,980
+            # member-steps: scripts/results/bench_vs_optuna_heldout_v4_cpu.md)
+            bo = BayesOpt(initial=1, acquisition="thompson", length_scales="ard")
             n, seed = int(model.sum()), int(state.seed)
             if every:
                 u[model] = self._propose_over_budgets(

@@ -305,6 +305,21 @@ def fit_restarts(
     return (shared_scale(best) if shared else best), index, loss_S
 
 
+def fit_length_scales(starts, X_NxD, y_N, mask_N, form: str, N: int, **kw):
+    """:func:`fit_restarts` with the length scales' form ``form``: ``ard`` (one per
+    dimension), ``shared`` (one for all) or ``auto`` (both fitted; the higher marginal posterior
+    less BIC's ``(D - 1) log(N) / 2`` for ARD's further scales, ``N`` the real observations).
+    Returns ``(theta, start index, "ard" | "shared")``."""
+    D = X_NxD.shape[1]
+    fits = []
+    for shared in {"ard": (False,), "shared": (True,), "auto": (False, True)}[form]:
+        theta, index, loss_S = fit_restarts(starts, X_NxD, y_N, mask_N, **kw, shared=shared)
+        penalty = 0.0 if shared else 0.5 * (D - 1) * math.log(max(N, 2))
+        fits.append((float(jnp.min(loss_S)) + penalty, shared, theta, index))
+    _, shared, theta, index = min(fits, key=lambda f: f[0])
+    return theta, index, ("shared" if shared else "ard")
+
+
 @jax.jit
 def posterior(theta, X_NxD, y_N, mask_N, Xc_CxD):
     """Posterior mean and variance (noise-free, plus the draws' jitter) of the masked GP at
