@@ -266,5 +266,8 @@ def test_shared_length_scale_fit_ties_the_scales_and_auto_keeps_ard_only_where_i
     y10 = np.sum((X10 - 0.5) ** 2, axis=1)
     assert BayesOpt(fit_steps=60)._fit(bo.init_theta(10), X10, y10)[3]["length_scales"] == "shared"
     assert "length_scales" not in BayesOpt(fit_steps=5)._fit(bo.init_theta(2), X[:, :2], y)[3]
+    several = BayesOpt()
+    several.objectives = ("loss", "latency")  # its forms' figures are ARD's
+    assert several._auto_scales(6) == "ard" and BayesOpt()._auto_scales(6) == "auto"
     with pytest.raises(ValueError, match="strategy.length_scales"):
         BayesOpt(length_scales="iso")

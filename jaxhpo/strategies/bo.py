@@ -218,6 +218,12 @@ class BayesOpt(GenerationalSearch):
             D, additive=c.kernel == "additive", input_warp=warp, mean=c.prior_mean == "fit"
         )
 
+    def _auto_scales(self, D: int) -> str:
+        """``strategy.length_scales``' default: :func:`auto_length_scales` with one objective
+        (measured there); several objectives keep ARD, as measured in
+        ``scripts/bench_multiobjective.py``."""
+        return auto_length_scales(D) if len(self.objectives) <= 1 else "ard"
+
     def study_input_warp(self, D: int, P: int) -> bool:
         """Whether a study of ``P`` members in ``D`` searched dimensions learns the input warp
         by default (:func:`auto_input_warp`, one objective); the decision is kept in the GP's
@@ -256,7 +262,7 @@ class BayesOpt(GenerationalSearch):
         stacked = jax.tree.map(lambda *a: np.stack([np.asarray(v, np.float64) for v in a]), *starts)
         with x64():
             data = pad(X, ys)
-            form = self.config.length_scales or auto_length_scales(X.shape[1])
+            form = self.config.length_scales or self._auto_scales(X.shape[1])
             kw = {"steps": self.config.fit_steps, "ls_prior": self.config.ls_prior}
             theta, index, scales = fit_length_scales(stacked, *data, form, N=len(y), **kw)
             gain = float(log_likelihood_gain(theta, *data))

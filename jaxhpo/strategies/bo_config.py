@@ -82,8 +82,8 @@ class BOConfig(GenerationalConfig):
     prior_mean: str = "zero"
     #: the kernel's length scales: "ard" (one per searched dimension), "shared" (one for all)
     #: or "auto" (both fitted, ARD kept where its marginal posterior beats the shared one's by
-    #: more than BIC's penalty for its further scales); None: "auto" from 4 searched dims,
-    #: else "ard" (bo_defaults.auto_length_scales)
+    #: more than BIC's penalty for its further scales); None: "auto" from 4 searched dims
+    #: with one objective, else "ard" (bo_defaults.auto_length_scales)
     length_scales: str | None = None
 
     def __post_init__(self):
