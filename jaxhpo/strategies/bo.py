@@ -409,8 +409,8 @@ class BayesOpt(GenerationalSearch):
             new_u, theta, info = form(self, space, seed, g, state.theta, X, Y, V, P)
             info = {**info, "front": int(np.sum(pareto.front_mask(Y, V)))}
         else:
-            box = tr if use_tr else None
-            new_u, theta, info = self.propose(space, seed, g, state.theta, X, y, P, box)
+            region = tr if use_tr else None  # propose's `tr` (its `box` is a caller's fixed box)
+            new_u, theta, info = self.propose(space, seed, g, state.theta, X, y, P, region)
         if use_tr:
             info = {**info, "trust_region_length": float(tr[0])}
         best, event = generation_event(obs, raw, g, "bo")
